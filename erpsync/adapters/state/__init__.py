@@ -1,0 +1,1 @@
+"""The state store: erpsync's own database (bindings, journal, quarantine, audit, lease)."""

@@ -1,0 +1,127 @@
+"""The audit trail: one append-only row per thing erpsync did, refused or failed to do.
+
+Every flow writes its audit rows through `record_audit`, inside the same transaction as the state
+change it explains, so the trail can never disagree with the state.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from erpsync import __version__
+from erpsync.adapters.state.tables import AuditEntry
+from erpsync.runtime.logging import current_correlation_id, current_trigger, scrub
+
+MAX_ERROR_CHARS = 4000
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+ACTOR = _actor()
+
+
+def _as_json(value: Mapping[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    return scrub(json.dumps(value, default=str, sort_keys=True))
+
+
+def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
+    """Comma-separated keys whose value differs between `before` and `after`."""
+    if before is None or after is None:
+        return None
+    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return ",".join(keys)[:255] or None
+
+
+def record_audit(
+    session: Session,
+    *,
+    action: str,
+    outcome: str,
+    source: str | None = None,
+    erp_job: str | None = None,
+    erp_operation: str | None = None,
+    erp_machine: str | None = None,
+    mm_run_id: str | None = None,
+    action_id: int | None = None,
+    fencing_token: int | None = None,
+    http_status: int | None = None,
+    error: BaseException | str | None = None,
+    error_class: str | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    detail: str | None = None,
+    trigger: str | None = None,
+) -> AuditEntry:
+    """Add one audit row to `session` (committed with the caller's unit of work)."""
+    message = None
+    if error is not None:
+        message = scrub(str(error))[:MAX_ERROR_CHARS]
+        if error_class is None and isinstance(error, BaseException):
+            error_class = type(error).__name__
+    entry = AuditEntry(
+        correlation_id=current_correlation_id(),
+        triggered_by=trigger or current_trigger(),
+        actor=ACTOR,
+        app_version=__version__,
+        action_id=action_id,
+        fencing_token=fencing_token,
+        source=source,
+        erp_job=erp_job,
+        erp_operation=erp_operation,
+        erp_machine=erp_machine,
+        mm_run_id=mm_run_id,
+        action=action,
+        outcome=outcome,
+        http_status=http_status,
+        error_class=error_class,
+        error_message=message,
+        before_json=_as_json(before),
+        after_json=_as_json(after),
+        changed_fields=changed_fields(before, after),
+        detail=scrub(detail) if detail else None,
+    )
+    session.add(entry)
+    return entry
+
+
+def audit_query(
+    *,
+    job: str | None = None,
+    machine: str | None = None,
+    run: str | None = None,
+    outcome: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> Select[tuple[AuditEntry]]:
+    """Newest-first audit rows matching every filter given."""
+    query = select(AuditEntry)
+    if job:
+        query = query.where(AuditEntry.erp_job == job)
+    if machine:
+        query = query.where(AuditEntry.erp_machine == machine)
+    if run:
+        query = query.where(AuditEntry.mm_run_id == run)
+    if outcome:
+        query = query.where(AuditEntry.outcome == outcome)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    if since:
+        query = query.where(AuditEntry.occurred_at >= since)
+    return query.order_by(AuditEntry.id.desc()).limit(limit)

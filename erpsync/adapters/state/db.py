@@ -1,0 +1,47 @@
+"""Engines for erpsync's databases, tuned per backend so every one behaves the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def create_db_engine(url: URL | str, connect_timeout_seconds: float = 10, **kwargs: Any) -> Engine:
+    """Create an engine: WAL + busy timeout on SQLite, pre-ping and timeouts on servers."""
+    engine_url = make_url(url) if isinstance(url, str) else url
+    backend = engine_url.get_backend_name()
+    options: dict[str, Any] = {"future": True}
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
+        connect_args["check_same_thread"] = False
+    else:
+        options["pool_pre_ping"] = True
+        options["pool_recycle"] = 1800
+        timeout = max(1, int(connect_timeout_seconds))
+        if backend == "postgresql":
+            connect_args["connect_timeout"] = timeout
+        elif backend in ("mysql", "mariadb"):
+            connect_args["connect_timeout"] = timeout
+            connect_args.setdefault("charset", "utf8mb4")
+        elif backend == "mssql":
+            connect_args["login_timeout"] = timeout
+    options.update(kwargs)
+    options["connect_args"] = {**connect_args, **options.get("connect_args", {})}
+    engine = create_engine(engine_url, **options)
+    if backend == "sqlite" and engine_url.database not in (None, "", ":memory:"):
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

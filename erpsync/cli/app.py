@@ -1,0 +1,276 @@
+"""`erpsync`: the entry point. Sub-command groups live in their own modules and are added here."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from erpsync import __version__
+from erpsync.adapters.state import migrate
+from erpsync.adapters.state.audit import audit_query
+from erpsync.adapters.state.store import StateStore
+from erpsync.cli.common import (
+    EXIT_CONFIG,
+    CliState,
+    handle_errors,
+    print_json,
+    state_of,
+    stderr,
+    stdout,
+)
+from erpsync.service.status import status_report
+
+app = typer.Typer(
+    name="erpsync",
+    help="Keep the ERP and MachineMetrics job runs in step, exactly once, with an audit trail.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="erpsync's own state database: create, upgrade, inspect.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (default: $ERPSYNC_CONFIG, else built-in defaults)."
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"erpsync {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    log_level: Annotated[str | None, typer.Option(help="Override logging.level.")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    ctx.obj = CliState(config_file=config, log_level=log_level)
+
+
+def _store(ctx: typer.Context) -> StateStore:
+    return StateStore.from_settings(state_of(ctx).settings().state)
+
+
+@db_app.command("upgrade")
+@handle_errors
+def db_upgrade(
+    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
+) -> None:
+    """Create or upgrade erpsync's tables (never ERP tables)."""
+    settings = state_of(ctx).settings()
+    store = _store(ctx)
+    try:
+        before = migrate.current_revision(store.engine)
+        migrate.upgrade(store.engine, revision)
+        after = migrate.current_revision(store.engine)
+    finally:
+        store.dispose()
+    stdout.print(f"state database {settings.state.redacted_url()}: {before or 'empty'} -> {after}")
+
+
+@db_app.command("downgrade")
+@handle_errors
+def db_downgrade(
+    ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")]
+) -> None:
+    """Downgrade erpsync's tables to an older revision (base drops them all)."""
+    store = _store(ctx)
+    try:
+        migrate.downgrade(store.engine, revision)
+        after = migrate.current_revision(store.engine)
+    finally:
+        store.dispose()
+    stdout.print(f"state database now at {after or 'base (empty)'}")
+
+
+@db_app.command("current")
+@handle_errors
+def db_current(
+    ctx: typer.Context,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 unless the schema is at head.")] = False,
+) -> None:
+    """Show the schema revision of the state database and the newest one this version knows."""
+    settings = state_of(ctx).settings()
+    store = _store(ctx)
+    try:
+        current = migrate.current_revision(store.engine)
+        head = migrate.head_revision(store.engine)
+    finally:
+        store.dispose()
+    at_head = current == head
+    stdout.print(
+        f"state database {settings.state.redacted_url()}: revision {current or 'none'} "
+        f"(head {head}){'' if at_head else ' - run `erpsync db upgrade`'}"
+    )
+    if check and not at_head:
+        raise typer.Exit(1)
+
+
+@config_app.command("check")
+@handle_errors
+def config_check(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the configuration as JSON.")] = False,
+    service: Annotated[
+        bool, typer.Option("--service/--no-service", help="Also require what the sync service needs.")
+    ] = True,
+) -> None:
+    """Validate the configuration and print it with secrets redacted."""
+    settings = state_of(ctx).settings()
+    problems = settings.missing_for_service() if service else []
+    if as_json:
+        print_json(settings.redacted())
+    else:
+        stdout.print(_toml_like(settings.redacted()), markup=False)
+    if problems:
+        for problem in problems:
+            stderr.print(f"error: {problem}", markup=False)
+        raise typer.Exit(EXIT_CONFIG)
+    stderr.print("configuration is valid", markup=False)
+
+
+def _toml_like(data: dict[str, object], prefix: str = "") -> str:
+    """Render nested settings as TOML-looking sections (display only)."""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines = [f"[{prefix}]"] if prefix and scalars else []
+    lines += [
+        f"{key} = {json.dumps(value)}" if value is not None else f"# {key} = (not set)"
+        for key, value in scalars.items()
+    ]
+    for key, value in tables.items():
+        assert isinstance(value, dict)
+        sub = _toml_like(value, f"{prefix}.{key}" if prefix else key)
+        if sub:
+            lines += ["", sub] if lines else [sub]
+    return "\n".join(lines)
+
+
+@app.command("status")
+@handle_errors
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Bindings by status, pending actions, open quarantine, last cycles, leader."""
+    store = _store(ctx)
+    try:
+        with store.session() as session:
+            report = status_report(session)
+    finally:
+        store.dispose()
+    if as_json:
+        print_json(report.__dict__ | {"cycles": [c.__dict__ for c in report.cycles]})
+        return
+    stdout.print(f"runs by status:    {report.bindings or 'none yet'}")
+    stdout.print(f"actions by status: {report.actions or 'none yet'}")
+    stdout.print(f"open quarantine:   {report.open_quarantine}")
+    leader = f"{report.leader} (token {report.fencing_token}, expires {report.leader_expires_at})"
+    stdout.print(f"leader:            {leader if report.leader else 'none'}")
+    table = Table("cycle", "last started", "last finished", "outcome", "last ok")
+    for cycle in report.cycles:
+        table.add_row(
+            cycle.kind,
+            str(cycle.started_at),
+            str(cycle.finished_at),
+            cycle.outcome or "running",
+            str(cycle.last_ok_at),
+        )
+    stdout.print(table if report.cycles else "cycles:            none yet")
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("expected an ISO timestamp or an age like 30m, 12h, 7d") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command("audit")
+@handle_errors
+def audit(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Option(help="ERP job (as in erp_job).")] = None,
+    machine: Annotated[str | None, typer.Option(help="ERP machine / resource id.")] = None,
+    run: Annotated[str | None, typer.Option(help="MM run id (erpJobOperationRunId).")] = None,
+    outcome: Annotated[str | None, typer.Option(help="succeeded, failed, quarantined, ...")] = None,
+    action: Annotated[str | None, typer.Option(help="start_run, stop_run, write_counts, ...")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO timestamp or age (30m, 12h, 7d).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Read the audit trail, newest first."""
+    query = audit_query(
+        job=job,
+        machine=machine,
+        run=run,
+        outcome=outcome,
+        action=action,
+        since=_parse_since(since),
+        limit=limit,
+    )
+    store = _store(ctx)
+    try:
+        with store.session() as session:
+            rows = session.scalars(query).all()
+    finally:
+        store.dispose()
+    columns = [
+        "id",
+        "occurred_at",
+        "trigger",
+        "action",
+        "outcome",
+        "erp_job",
+        "erp_operation",
+        "erp_machine",
+        "mm_run_id",
+        "http_status",
+        "error_message",
+        "before_json",
+        "after_json",
+        "correlation_id",
+    ]
+    records = [{c: getattr(row, c) for c in columns} for row in rows]
+    if as_json:
+        print_json(records)
+        return
+    table = Table("when (UTC)", "action", "outcome", "job", "op", "machine", "MM run", "error")
+    for r in records:
+        table.add_row(
+            f"{r['occurred_at']:%Y-%m-%d %H:%M:%S}",
+            r["action"],
+            r["outcome"],
+            r["erp_job"] or "",
+            r["erp_operation"] or "",
+            r["erp_machine"] or "",
+            r["mm_run_id"] or "",
+            (r["error_message"] or "")[:60],
+        )
+    stdout.print(table if records else "no audit rows match")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,94 @@
+"""What every command shares: loading config, error → exit code mapping, output helpers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from erpsync.config import Settings, load_settings
+from erpsync.domain.errors import ConfigError, ErpsyncError
+from erpsync.runtime.logging import configure_logging, register_secret, scrub
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+stdout = Console(soft_wrap=True, highlight=False)
+stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+@dataclass
+class CliState:
+    config_file: Path | None = None
+    log_level: str | None = None
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """Load (once) and validate the configuration; logging is configured from it."""
+        if self._settings is None:
+            settings = load_settings(self.config_file)
+            register_secret(settings.mm.api_key.get_secret_value() if settings.mm.api_key else None)
+            for db in (settings.state, settings.source, settings.writeback.database):
+                if db is not None and db.password is not None:
+                    register_secret(db.password.get_secret_value())
+                if db is not None and db.sqlalchemy_url().password:
+                    register_secret(str(db.sqlalchemy_url().password))
+            configure_logging(self.log_level or settings.logging.level, settings.logging.format)
+            self._settings = settings
+        return self._settings
+
+
+def state_of(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    stderr.print(f"error: {scrub(message)}", markup=False)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn erpsync's errors into a one-line message and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            raise fail(str(exc), EXIT_CONFIG) from None
+        except ErpsyncError as exc:
+            raise fail(str(exc), EXIT_ERROR) from None
+        except (NoSuchModuleError, ArgumentError) as exc:
+            raise fail(
+                f"{exc}; install the driver extra, e.g. pip install 'erpsync[postgres]'", EXIT_CONFIG
+            ) from None
+        except (OperationalError, DBAPIError) as exc:
+            raise fail(f"database error: {describe_db_error(exc)}", EXIT_ERROR) from None
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+
+
+def describe_db_error(exc: DBAPIError) -> str:
+    """The driver's own first line (e.g. 'connection refused'), without SQL or parameters."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__

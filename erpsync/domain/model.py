@@ -1,0 +1,114 @@
+"""The canonical records erpsync reasons about, whatever ERP or file they came from.
+
+A `JobOperation` is one routing step of a job (what MM imports as a job). A `JobOperationRun` is
+one run of an operation on a machine, e.g. a VISUAL labor ticket: what MM starts and stops as a job
+run. A `BadRecord` is a row that could not become either; it is quarantined, never dropped.
+All datetimes are timezone-aware UTC; durations are MM's units (seconds for setup, ms per part).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class RunState(enum.StrEnum):
+    """Where a run is, as the ERP records it."""
+
+    SETUP = "setup"
+    PRODUCTION = "production"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class JobOperation:
+    """One operation of an ERP job: the unit MachineMetrics calls a job."""
+
+    job_key: tuple[str, ...]
+    operation_seq: str
+    machine: str
+    job_name: str
+    operation_name: str = ""
+    part_name: str = ""
+    lot_name: str = ""
+    description: str = ""
+    quantity_required: int | None = None
+    expected_setup_seconds: int | None = None
+    ideal_part_ms: int | None = None
+    expected_part_ms: int | None = None
+    due_at: datetime | None = None
+    origin: str = ""
+
+    @property
+    def job_key_text(self) -> str:
+        """The job key as one string, for audit columns and logs."""
+        return "/".join(self.job_key)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOperationRun:
+    """One run of an operation on one machine; `run_key` is stable across reads."""
+
+    run_key: str
+    operation: JobOperation
+    state: RunState
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    origin: str = ""
+
+    @property
+    def machine(self) -> str:
+        return self.operation.machine
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A source row that could not be read, with where it was and how to fix it."""
+
+    source: str
+    record_key: str
+    reason: str
+    error_class: str = "invalid_record"
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+    raw: dict[str, Any] | str | None = None
+
+    @property
+    def location(self) -> str:
+        """`file:line (field)` or the record key: what a person needs to find the row."""
+        where = self.file or self.source
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        if self.field:
+            where = f"{where} ({self.field})"
+        return where
+
+
+@dataclass(frozen=True, slots=True)
+class PartCounts:
+    """Part counts of one MM job run; `None` never stands for zero (it means 'no data')."""
+
+    total: int
+    good: int
+    scrap: int
+    nonconform: int
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What one read saw, for `sources check` and the cycle summary."""
+
+    rows_read: int = 0
+    runs: int = 0
+    operations: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    machines: set[str] = field(default_factory=set)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1

@@ -1,0 +1,1 @@
+"""Runtime wiring: logging, scheduler, leader lease, health and metrics."""

@@ -1,0 +1,130 @@
+"""The state schema on every backend: upgrade, round-trip, models == migrations, append-only audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from erpsync.adapters.state import migrate
+from erpsync.adapters.state.audit import record_audit
+from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.tables import AuditEntry, Base
+from erpsync.runtime.logging import correlation
+
+TABLES = {
+    "erpsync_run_binding",
+    "erpsync_action",
+    "erpsync_checkpoint",
+    "erpsync_quarantine",
+    "erpsync_audit",
+    "erpsync_leader",
+    "erpsync_heartbeat",
+    "erpsync_cycle",
+    "erpsync_machine",
+}
+VIEWS = {
+    "v_erpsync_recent_activity",
+    "v_erpsync_failures",
+    "v_erpsync_quarantine_open",
+    "v_erpsync_open_runs",
+    "v_erpsync_leader",
+}
+
+
+def test_upgrade_creates_tables_and_views_and_round_trips(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        migrate.upgrade(engine)
+        inspector = inspect(engine)
+        assert set(inspector.get_table_names()) >= TABLES
+        assert set(inspector.get_view_names()) >= VIEWS
+        assert migrate.is_at_head(engine)
+        migrate.downgrade(engine, "base")
+        left = {t for t in inspect(engine).get_table_names() if t.startswith("erpsync_")}
+        assert left == {"erpsync_alembic_version"}
+        assert not (VIEWS & set(inspect(engine).get_view_names()))
+        migrate.upgrade(engine)
+        assert migrate.is_at_head(engine)
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(database_url: str) -> None:
+    """The `alembic check` of our schema: autogenerate finds nothing to change."""
+    engine = create_db_engine(database_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": True,
+                    "include_name": lambda name, type_, _: type_ != "table" or name.startswith("erpsync_"),
+                },
+            )
+            diff = [
+                d
+                for d in compare_metadata(context, Base.metadata)
+                if not (
+                    isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "erpsync_alembic_version"
+                )
+            ]
+        assert diff == []
+    finally:
+        engine.dispose()
+
+
+def test_timestamps_come_back_as_aware_utc(state_store: StateStore) -> None:
+    with correlation("cli") as cid, state_store.session() as session:
+        record_audit(session, action="test", outcome="succeeded", erp_job="W/1/1/0/0")
+    with state_store.session() as session:
+        row = session.query(AuditEntry).one()
+        assert row.occurred_at.tzinfo is not None
+        assert abs((datetime.now(UTC) - row.occurred_at).total_seconds()) < 60
+        assert row.correlation_id == cid
+        assert row.triggered_by == "cli"
+
+
+def _insert_audit(store: StateStore) -> None:
+    with store.session() as session:
+        record_audit(session, action="start_run", outcome="succeeded", mm_run_id="r1")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_audit_refuses_update(state_store: StateStore) -> None:
+    _insert_audit(state_store)
+    with pytest.raises(DBAPIError, match="append-only"), state_store.engine.begin() as conn:
+        conn.execute(text("UPDATE erpsync_audit SET outcome = 'failed'"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
+def test_audit_refuses_delete_but_allows_the_purge(state_store: StateStore, backend: str) -> None:
+    _insert_audit(state_store)
+    with pytest.raises(DBAPIError, match="append-only"), state_store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM erpsync_audit"))
+    with state_store.engine.begin() as conn:
+        if backend == "postgresql":
+            conn.execute(text("SET LOCAL erpsync.audit_purge = 'on'"))
+        else:
+            conn.execute(text("SET @erpsync_audit_purge = 1"))
+        conn.execute(text("DELETE FROM erpsync_audit"))
+        if backend == "mariadb":
+            conn.execute(text("SET @erpsync_audit_purge = NULL"))
+    with state_store.engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM erpsync_audit")).scalar() == 0
+
+
+def test_postgresql_refuses_truncate(pg_url: str) -> None:
+    engine = create_db_engine(pg_url)
+    try:
+        migrate.upgrade(engine)
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text("TRUNCATE erpsync_audit"))
+    finally:
+        engine.dispose()
