@@ -240,7 +240,7 @@ def audit(
     columns = [
         "id",
         "occurred_at",
-        "trigger",
+        "triggered_by",
         "action",
         "outcome",
         "erp_job",
