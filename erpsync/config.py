@@ -249,11 +249,41 @@ class WritebackSettings(Section):
     staging_table: str = "ERPSYNC_RUN_COUNTS"
     statement: str | None = None
     outbox_dir: Path | None = None
+    batch_size: int = Field(default=500, ge=1, le=2000)
+
+    @field_validator("staging_table")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        import re  # noqa: PLC0415 - local: only this class may change in this shared module
+
+        # the name goes into DDL and SQL text, so only [schema.]table made of plain identifiers
+        if not re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]{0,127}\.)?[A-Za-z_][A-Za-z0-9_]{0,127}", value):
+            raise ValueError(
+                "expected a plain table name, optionally schema-qualified, e.g. dbo.ERPSYNC_RUN_COUNTS"
+            )
+        return value
 
     @model_validator(mode="after")
     def _sink_needs(self) -> WritebackSettings:
+        from erpsync.domain.writeback_rules import (  # noqa: PLC0415 - see _plain_identifier
+            SQL_SINK_BINDS,
+            sql_bind_names,
+            unknown_sql_binds,
+        )
+
         if self.sink == "sql" and not self.statement:
             raise ValueError("writeback.sink = 'sql' needs writeback.statement")
+        if self.sink == "sql" and self.statement:
+            unknown = unknown_sql_binds(self.statement)
+            if unknown:
+                raise ValueError(
+                    "writeback.statement uses unknown bind name(s) "
+                    + ", ".join(f":{name}" for name in unknown)
+                    + "; known: "
+                    + ", ".join(f":{name}" for name in sorted(SQL_SINK_BINDS))
+                )
+            if not sql_bind_names(self.statement):
+                raise ValueError("writeback.statement has no :name binds; it could not write any count")
         if self.sink == "csv" and self.outbox_dir is None:
             raise ValueError("writeback.sink = 'csv' needs writeback.outbox_dir")
         return self

@@ -1,0 +1,156 @@
+"""The rules of count write-back, free of I/O so they can be proven without a database.
+
+A write into an ERP is the most dangerous thing erpsync does, so every decision is made here:
+
+1. `plan_write`, before the ERP is touched: no MM data is never a zero (skip), an unchanged value is
+   not written again, and a count never goes down unless `allow_decrease` is set.
+2. `erp_verdict`, inside the ERP transaction, with the row locked: the ERP must still hold what
+   erpsync last wrote (optimistic concurrency). If it holds the *new* value already, the write
+   happened before a crash and is not repeated; if it holds anything else, a person edited it and
+   erpsync must not overwrite it.
+
+Sinks write absolute per-run totals, so replays change nothing. A sink that had to post deltas
+(new ticket rows) would also have to record each delta in a ledger row inside the same ERP
+transaction; no such sink exists yet.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from erpsync.domain.model import PartCounts
+
+COUNT_FIELDS = ("total", "good", "scrap", "nonconform")
+
+# One sink's view of a count value, e.g. {"GOOD_QTY": 10, "BAD_QTY": 2}. Compared with ==, so an
+# ERP decimal(20,8) 10.00000000 equals the integer 10.
+CountValues = Mapping[str, int | Decimal]
+
+
+class NoDataReason(enum.StrEnum):
+    """Why MM gave no counts for a run; each is skipped and audited, never written as 0."""
+
+    NOT_FOUND = "mm_not_found"  # 404: MM does not know the run (yet)
+    NO_METRICS = "mm_no_metrics"  # the run exists but carries no metrics
+    UNREACHABLE = "mm_unreachable"  # timeout, 5xx, 429 after retries, circuit open
+    REJECTED = "mm_rejected"  # MM refused the request for this run (400/422)
+
+
+class Verdict(enum.StrEnum):
+    NO_DATA = "no_data"
+    UNCHANGED = "unchanged"
+    DECREASE_REFUSED = "decrease_refused"
+    WRITE = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with one run's counts before touching the ERP, and why."""
+
+    verdict: Verdict
+    decreased: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def counts_dict(counts: PartCounts) -> dict[str, int]:
+    """The four counts as plain data (audit rows, dry-run output)."""
+    return {name: getattr(counts, name) for name in COUNT_FIELDS}
+
+
+def same_counts(a: PartCounts | None, b: PartCounts | None) -> bool:
+    """Equal counts (times ignored: they are carried along, not compared)."""
+    if a is None or b is None:
+        return a is b
+    return counts_dict(a) == counts_dict(b)
+
+
+def plan_write(
+    new: PartCounts | None,
+    last_written: PartCounts | None,
+    *,
+    allow_decrease: bool,
+    no_data_reason: NoDataReason | None = None,
+) -> Plan:
+    """Decide, from MM's counts and what erpsync last wrote, whether to attempt a write."""
+    if new is None:
+        reason = no_data_reason or NoDataReason.NOT_FOUND
+        return Plan(Verdict.NO_DATA, reason=str(reason))
+    if same_counts(new, last_written):
+        return Plan(Verdict.UNCHANGED)
+    if last_written is not None and not allow_decrease:
+        decreased = tuple(f for f in COUNT_FIELDS if getattr(new, f) < getattr(last_written, f))
+        if decreased:
+            before, after = counts_dict(last_written), counts_dict(new)
+            detail = ", ".join(f"{f} {before[f]} -> {after[f]}" for f in decreased)
+            return Plan(
+                Verdict.DECREASE_REFUSED,
+                decreased=decreased,
+                reason=f"MM count went down ({detail}); not written (writeback.allow_decrease is off)",
+            )
+    return Plan(Verdict.WRITE)
+
+
+ErpVerdict = Literal["write", "unchanged", "already_written", "conflict"]
+
+
+def erp_verdict(*, current: CountValues | None, expected: CountValues | None, new: CountValues) -> ErpVerdict:
+    """Compare the ERP's value (row locked) with what erpsync last wrote and what it would write.
+
+    `current` is the ERP's value now (None: no value yet), `expected` what erpsync last wrote, in
+    the sink's own terms (None: never written; sinks pass their blank value instead if the row
+    exists before the first write), `new` the value to write.
+    """
+    if current is not None and dict(current) == dict(new):
+        return "unchanged" if expected is not None and dict(expected) == dict(new) else "already_written"
+    if _same(current, expected):
+        return "write"
+    return "conflict"
+
+
+def _same(a: CountValues | None, b: CountValues | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return dict(a) == dict(b)
+
+
+# The named binds a `writeback.sink = "sql"` statement may use.
+SQL_VALUE_BINDS = frozenset(
+    {
+        "run_id",
+        "run_key",
+        "source",
+        "erp_job",
+        "erp_operation",
+        "erp_machine",
+        "total_parts",
+        "good_parts",
+        "scrap_parts",
+        "nonconform_parts",
+        "bad_parts",
+        "start_at",
+        "end_at",
+        "updated_at",
+    }
+)
+SQL_PREV_BINDS = frozenset(
+    {"prev_total_parts", "prev_good_parts", "prev_scrap_parts", "prev_nonconform_parts", "prev_bad_parts"}
+)
+SQL_SINK_BINDS = SQL_VALUE_BINDS | SQL_PREV_BINDS
+
+# SQLAlchemy's own rule for `:name` binds in text(): not after ':' (PostgreSQL casts), '\' or a word.
+_BIND_RE = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)", re.UNICODE)
+
+
+def sql_bind_names(statement: str) -> list[str]:
+    """The `:name` binds of a statement, in order of first appearance."""
+    return list(dict.fromkeys(_BIND_RE.findall(statement)))
+
+
+def unknown_sql_binds(statement: str) -> list[str]:
+    """Bind names the SQL sink cannot supply (a typo would otherwise bind NULL into the ERP)."""
+    return [name for name in sql_bind_names(statement) if name not in SQL_SINK_BINDS]
