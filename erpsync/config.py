@@ -303,6 +303,9 @@ class ServiceSettings(Section):
     audit_retention_days: int = Field(default=395, ge=1)
     purge_batch_size: int = Field(default=1000, ge=1)
     purge_interval_seconds: PositiveSeconds = 3600
+    # On SIGTERM: how long running jobs get to finish before they are abandoned. Keep it below the
+    # container's stop timeout (docker stop: 10 s; compose stop_grace_period) so the lease is released.
+    stop_grace_seconds: float = Field(default=7, gt=0, le=300)
 
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> ServiceSettings:
