@@ -10,6 +10,7 @@ Each section owns its keys; ``erpsync.example.toml`` documents every one of them
 
 from __future__ import annotations
 
+import codecs
 import os
 import tomllib
 from pathlib import Path
@@ -159,6 +160,8 @@ class VisualPresetSettings(Section):
     run_ticket_types: list[str] = ["R"]
     site_id: str | None = None
     closed_ticket_lookback_hours: int = Field(default=72, ge=1)
+    # Extra RUN_TYPE spellings of this site -> a canonical unit, e.g. {"PC/H" = "PCS/HR"}.
+    run_type_aliases: dict[str, str] = {}
 
 
 class GenericMappingSettings(Section):
@@ -166,7 +169,19 @@ class GenericMappingSettings(Section):
 
     table: str | None = None
     query: str | None = None
+    schema_name: str | None = None
     columns: dict[str, str] = {}
+    # Unit of the run-time column when no run-unit column is mapped, e.g. "MIN/PC".
+    run_time_unit: str | None = None
+    setup_time_unit: Literal["hours", "minutes", "seconds"] = "hours"
+    # Status value (case-insensitive) -> what it means for the run.
+    status_map: dict[str, Literal["not_started", "setup", "production", "ended", "skip"]] = {}
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> GenericMappingSettings:
+        if self.table and self.query:
+            raise ValueError("set source.generic.table or source.generic.query, not both")
+        return self
 
 
 class CsvSettings(Section):
@@ -178,6 +193,32 @@ class CsvSettings(Section):
     encoding: str | None = None
     delimiter: str | None = None
     date_order: Literal["mdy", "dmy"] = "mdy"
+    # None = decide per file: "," when the delimiter is ";" or a tab, else ".".
+    decimal_separator: Literal[",", "."] | None = None
+    # Units of time columns that carry no unit of their own (e.g. LN production/setup time).
+    run_time_unit: str | None = None
+    setup_time_unit: Literal["hours", "minutes", "seconds"] | None = None
+    # Status text (case-insensitive) -> meaning; extends/overrides the built-in words.
+    status_map: dict[str, Literal["not_started", "setup", "production", "ended", "skip"]] = {}
+    # A file is read only once unchanged for this long (it may still be being written).
+    settle_seconds: float = Field(default=5, ge=0)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, value: str | None) -> str | None:
+        if value is not None and value not in (",", ";", "\t", "|"):
+            raise ValueError("expected one of ',', ';', '|' or a tab character")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError("unknown encoding; expected e.g. utf-8, utf-8-sig or cp1252") from None
+        return value
 
 
 class SourceSettings(DatabaseSettings):
