@@ -143,7 +143,7 @@ SQL_PREV_BINDS = frozenset(
 SQL_SINK_BINDS = SQL_VALUE_BINDS | SQL_PREV_BINDS
 
 # SQLAlchemy's own rule for `:name` binds in text(): not after ':' (PostgreSQL casts), '\' or a word.
-_BIND_RE = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)", re.UNICODE)
+_BIND_RE = re.compile(r"(?<![:\w\x5c]):(\w+)(?![:\w])", re.UNICODE)
 
 
 def sql_bind_names(statement: str) -> list[str]:

@@ -1,0 +1,97 @@
+"""What the database sinks share: their own writable engine and one error vocabulary.
+
+The write-back connection is separate from the source's: the source connection may be (and should
+be) read-only, and a write must never ride on a reader's session or transaction settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchTableError,
+    OperationalError,
+    ProgrammingError,
+)
+
+from erpsync.adapters.state.db import create_db_engine
+from erpsync.config import Settings
+from erpsync.domain.errors import ConfigError, RecordError, RetryableError
+from erpsync.runtime.crashpoints import crash_point
+
+
+def open_writeback_engine(settings: Settings) -> Engine:
+    """An engine for `writeback.database`, else a new one on the source database's URL."""
+    database = settings.writeback.database or settings.source
+    if database is None:
+        raise ConfigError(
+            f"writeback.sink = {settings.writeback.sink!r} needs a database: "
+            "set writeback.database.url (or configure [source] with a database URL)"
+        )
+    if database.sqlalchemy_url().get_backend_name() == "sqlite" and not database.sqlalchemy_url().database:
+        raise ConfigError("writeback database: an in-memory SQLite URL cannot hold ERP rows")
+    return create_db_engine(database.sqlalchemy_url(), database.connect_timeout_seconds, pool_size=2)
+
+
+# MySQL/MariaDB errors that drivers report as "operational" but that no retry can fix: access
+# denied (db, user, table, column, privilege) and unknown column.
+_MYSQL_SETUP_ERRORS = frozenset({1044, 1045, 1054, 1142, 1143, 1146, 1227})
+# SQLite reports statement and permission errors as OperationalError too.
+_SQLITE_SETUP_PREFIXES = ("no such table", "no such column", "near ", "attempt to write a readonly")
+
+
+def _is_setup_problem(exc: OperationalError) -> bool:
+    """An OperationalError caused by the statement or the ERP user's rights, not by an outage."""
+    if exc.connection_invalidated:
+        return False
+    original = exc.orig
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_SETUP_ERRORS
+    message = str(original).strip().lower()
+    return message.startswith(_SQLITE_SETUP_PREFIXES) or "syntax error" in message
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's own first line of an error, never the SQL or its parameters."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+@contextmanager
+def erp_transaction(engine: Engine, what: str) -> Iterator[Connection]:
+    """One ERP transaction; DB errors come out as erpsync's categories (rolled back, nothing kept).
+
+    The crash point `writeback.before_erp_commit` fires after the last statement, before COMMIT.
+    """
+    try:
+        with engine.begin() as conn:
+            yield conn
+            crash_point("writeback.before_erp_commit")
+    except (NoSuchTableError, ProgrammingError) as exc:
+        raise ConfigError(f"{what}: the ERP refused the statement: {first_line(exc)}") from None
+    except OperationalError as exc:
+        if _is_setup_problem(exc):
+            raise ConfigError(f"{what}: the ERP refused the statement: {first_line(exc)}") from None
+        raise RetryableError(f"{what}: ERP database unavailable: {first_line(exc)}") from None
+    except InterfaceError as exc:
+        raise RetryableError(f"{what}: ERP database unavailable: {first_line(exc)}") from None
+    except (IntegrityError, DataError) as exc:
+        raise RecordError(f"{what}: the ERP refused a row: {first_line(exc)}") from None
+    except DBAPIError as exc:
+        raise RecordError(f"{what}: ERP error: {first_line(exc)}") from None
+
+
+class ConcurrentEditError(RecordError):
+    """A guarded UPDATE matched fewer rows than were read: someone wrote in between.
+
+    The batch is rolled back; written again one run at a time, each run is re-read and the edit
+    is seen as a conflict, never overwritten.
+    """

@@ -1,0 +1,59 @@
+"""The port every count sink implements, and the records that cross it.
+
+A sink receives absolute per-run totals and writes them into one ERP target (a staging table, a
+labor ticket, a customer's statement, an outbox file). Each `write` call is one ERP transaction
+(or one file): all of the batch or none of it. Inside it the sink compares the ERP's current
+value with what erpsync last wrote (`CountWrite.previous`) and never overwrites a person's edit.
+Policy that needs no ERP (no data, unchanged, decreases) is decided before, by the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from erpsync.domain.model import PartCounts
+
+Outcome = Literal["written", "unchanged", "already_written", "conflict", "decrease_refused", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class CountWrite:
+    """One run's counts to write: `previous` is what erpsync last wrote there (None: never)."""
+
+    mm_run_id: str
+    run_key: str
+    source: str
+    erp_job: str
+    erp_operation: str
+    erp_machine: str
+    counts: PartCounts
+    previous: PartCounts | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What happened to one `CountWrite`; `before`/`after` are the ERP values, for the audit row."""
+
+    mm_run_id: str
+    outcome: Outcome
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    message: str | None = None
+
+
+class CountSink(Protocol):
+    """Writes absolute per-run counts into the ERP, one transaction (or file) per `write` call."""
+
+    name: str
+    # Largest batch one `write` call takes; None = the whole cycle in one call (one outbox file).
+    batch_size: int | None
+
+    def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
+        """Write the batch atomically; one result per item. Raises ConfigError (set-up is wrong),
+        RetryableError (ERP unreachable: nothing written) or RecordError (a row broke the batch:
+        nothing written; retry the items one at a time to find it)."""
+
+    def close(self) -> None:
+        """Release connections."""

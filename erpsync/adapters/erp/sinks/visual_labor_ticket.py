@@ -1,0 +1,152 @@
+"""The `visual-labor-ticket` sink (opt-in): the run's counts set on its own VISUAL labor ticket.
+
+Each VISUAL run erpsync starts in MM is one labor ticket (run key ``LT<TRANSACTION_ID>``), so the
+MM run's absolute totals go on that ticket: ``GOOD_QTY = good``, ``BAD_QTY = scrap + nonconform``
+(MM's two kinds of rejected part are both bad pieces to VISUAL). Replays set the same values.
+
+Documented risk (erp-sources.md §1.5, §5): this is a direct SQL UPDATE of LABOR_TICKET, the job
+Infor's API Toolkit (`EditLaborTicket`) does with its own checks. It skips VISUAL's business
+logic: OPERATION.COMPLETED_QTY / DEVIATED_QTY and costs are ticket-fed rollups that VISUAL may only
+recompute when its own code touches the ticket, and posted tickets should not change at all. Use
+it only with the customer's approval, after a trial on a test copy of their database.
+
+Safety: erpsync writes a ticket only while it still holds what erpsync last wrote (0/0 before the
+first write). Any other value was typed by a person and is never overwritten (a conflict).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, MetaData, Table, bindparam, inspect, select
+
+from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_transaction
+from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET
+from erpsync.domain.errors import ConfigError
+from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import CountValues, erp_verdict
+
+RUN_KEY_RE = re.compile(r"LT(\d{1,10})")
+BLANK: CountValues = {"GOOD_QTY": 0, "BAD_QTY": 0}
+
+
+def labor_ticket_table(schema: str | None = None) -> Table:
+    """VISUAL's LABOR_TICKET (erpsync.adapters.erp.visual_schema), in `schema` when one is set."""
+    return LABOR_TICKET if schema is None else LABOR_TICKET.to_metadata(MetaData(), schema=schema)
+
+
+def ticket_values(counts: PartCounts) -> dict[str, int]:
+    """What a ticket holds for these counts: BAD_QTY = scrap + nonconform."""
+    return {"GOOD_QTY": counts.good, "BAD_QTY": counts.scrap + counts.nonconform}
+
+
+def _number(value: Any) -> int | Decimal:
+    number = Decimal(value)
+    return int(number) if number == number.to_integral_value() else number
+
+
+class VisualLaborTicketSink:
+    """Sets GOOD_QTY / BAD_QTY on each run's labor ticket, one ERP transaction per batch."""
+
+    name = "visual-labor-ticket"
+
+    def __init__(self, engine: Engine, *, schema: str | None = None, batch_size: int = 500) -> None:
+        self.engine = engine
+        self.batch_size: int | None = batch_size
+        self.table = labor_ticket_table(schema)
+        self._checked = False
+
+    def _check_table(self) -> None:
+        if self._checked:
+            return
+        if not inspect(self.engine).has_table("LABOR_TICKET", schema=self.table.schema):
+            raise ConfigError(
+                "writeback.sink = 'visual-labor-ticket': table LABOR_TICKET not found in the write-back "
+                "database (check writeback.database and source.visual.schema_name)"
+            )
+        self._checked = True
+
+    def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
+        if not batch:
+            return []
+        results: dict[str, WriteResult] = {}
+        tickets: dict[str, int] = {}
+        for w in batch:
+            match = RUN_KEY_RE.fullmatch(w.run_key)
+            if match is None:
+                results[w.mm_run_id] = WriteResult(
+                    w.mm_run_id,
+                    "failed",
+                    message=f"run key {w.run_key!r} is not a VISUAL labor ticket (LT<id>)",
+                )
+            else:
+                tickets[w.mm_run_id] = int(match.group(1))
+        if tickets:
+            self._check_table()
+            results.update(self._write_tickets([w for w in batch if w.mm_run_id in tickets], tickets))
+        return [results[w.mm_run_id] for w in batch]
+
+    def _write_tickets(self, batch: Sequence[CountWrite], tickets: dict[str, int]) -> dict[str, WriteResult]:
+        t = self.table
+        results: dict[str, WriteResult] = {}
+        updates: list[dict[str, Any]] = []
+        with erp_transaction(self.engine, "LABOR_TICKET") as conn:
+            rows = conn.execute(
+                select(t.c.TRANSACTION_ID, t.c.GOOD_QTY, t.c.BAD_QTY)
+                .where(t.c.TRANSACTION_ID.in_(sorted(set(tickets.values()))))
+                .with_for_update()
+            ).all()
+            current: dict[int, CountValues] = {
+                int(r.TRANSACTION_ID): {"GOOD_QTY": _number(r.GOOD_QTY), "BAD_QTY": _number(r.BAD_QTY)}
+                for r in rows
+            }
+            for w in batch:
+                ticket = tickets[w.mm_run_id]
+                new = ticket_values(w.counts)
+                before = current.get(ticket)
+                if before is None:
+                    results[w.mm_run_id] = WriteResult(
+                        w.mm_run_id, "failed", after=new, message=f"LABOR_TICKET {ticket} not found"
+                    )
+                    continue
+                expected = ticket_values(w.previous) if w.previous is not None else BLANK
+                verdict = erp_verdict(current=before, expected=expected, new=new)
+                if verdict == "write":
+                    results[w.mm_run_id] = WriteResult(w.mm_run_id, "written", before, new)
+                    updates.append(
+                        {"t_id": ticket, "x_good": before["GOOD_QTY"], "x_bad": before["BAD_QTY"]} | new
+                    )
+                elif verdict == "conflict":
+                    message = (
+                        f"LABOR_TICKET {ticket} holds {dict(before)}, erpsync last wrote {dict(expected)}: "
+                        "edited outside erpsync"
+                    )
+                    results[w.mm_run_id] = WriteResult(w.mm_run_id, "conflict", before, new, message)
+                else:
+                    results[w.mm_run_id] = WriteResult(w.mm_run_id, verdict, before, new)
+            if updates:
+                statement = (
+                    t.update()
+                    .where(
+                        t.c["TRANSACTION_ID"] == bindparam("t_id"),
+                        t.c["GOOD_QTY"] == bindparam("x_good"),
+                        t.c["BAD_QTY"] == bindparam("x_bad"),
+                    )
+                    .values(GOOD_QTY=bindparam("GOOD_QTY"), BAD_QTY=bindparam("BAD_QTY"))
+                )
+                if self.engine.dialect.supports_sane_multi_rowcount:
+                    matched = conn.execute(statement, updates).rowcount
+                else:
+                    matched = sum(conn.execute(statement, u).rowcount for u in updates)
+                if matched != len(updates):
+                    raise ConcurrentEditError(
+                        f"LABOR_TICKET: {len(updates) - matched} ticket(s) changed while locked"
+                    )
+        return results
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,140 @@
+"""The write-back rules, without a database: no data is never zero, never decrease, never clobber."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import (
+    NoDataReason,
+    Verdict,
+    erp_verdict,
+    plan_write,
+    sql_bind_names,
+    unknown_sql_binds,
+)
+
+
+def pc(total: int, good: int, scrap: int = 0, nonconform: int = 0) -> PartCounts:
+    return PartCounts(total=total, good=good, scrap=scrap, nonconform=nonconform)
+
+
+def test_no_data_is_never_a_write_and_keeps_its_reason() -> None:
+    plan = plan_write(None, pc(5, 5), allow_decrease=True, no_data_reason=NoDataReason.UNREACHABLE)
+    assert plan.verdict is Verdict.NO_DATA
+    assert plan.reason == "mm_unreachable"
+    assert plan_write(None, None, allow_decrease=False).reason == "mm_not_found"
+
+
+def test_zero_counts_from_mm_are_data_and_are_written_the_first_time() -> None:
+    assert plan_write(pc(0, 0), None, allow_decrease=False).verdict is Verdict.WRITE
+
+
+def test_unchanged_counts_are_not_written_again_even_if_times_differ() -> None:
+    last = pc(10, 9, 1)
+    new = PartCounts(total=10, good=9, scrap=1, nonconform=0, end_at=None)
+    assert plan_write(new, last, allow_decrease=False).verdict is Verdict.UNCHANGED
+
+
+def test_a_decrease_is_refused_with_the_fields_named_unless_allowed() -> None:
+    last, new = pc(10, 10), pc(10, 8, 2)  # MM reclassified 2 good parts as scrap
+    plan = plan_write(new, last, allow_decrease=False)
+    assert plan.verdict is Verdict.DECREASE_REFUSED
+    assert plan.decreased == ("good",)
+    assert "good 10 -> 8" in plan.reason
+    assert plan_write(new, last, allow_decrease=True).verdict is Verdict.WRITE
+
+
+def test_growth_is_written() -> None:
+    assert plan_write(pc(12, 11, 1), pc(10, 10), allow_decrease=False).verdict is Verdict.WRITE
+
+
+def test_erp_verdicts() -> None:
+    last = {"GOOD_QTY": 10, "BAD_QTY": 1}
+    new = {"GOOD_QTY": 12, "BAD_QTY": 1}
+    assert erp_verdict(current=last, expected=last, new=new) == "write"
+    assert erp_verdict(current=None, expected=None, new=new) == "write"
+    assert erp_verdict(current=new, expected=last, new=new) == "already_written"  # replay after a crash
+    assert erp_verdict(current=new, expected=None, new=new) == "already_written"
+    assert erp_verdict(current=new, expected=new, new=new) == "unchanged"
+    assert erp_verdict(current={"GOOD_QTY": 11, "BAD_QTY": 1}, expected=last, new=new) == "conflict"
+    assert erp_verdict(current=None, expected=last, new=new) == "conflict"  # row gone
+    assert erp_verdict(current=last, expected=None, new=new) == "conflict"  # someone else's row
+
+
+def test_erp_decimals_compare_equal_to_integers() -> None:
+    current = {"GOOD_QTY": Decimal("10.00000000"), "BAD_QTY": Decimal("0E-8")}
+    assert erp_verdict(
+        current=current, expected={"GOOD_QTY": 10, "BAD_QTY": 0}, new={"GOOD_QTY": 11, "BAD_QTY": 0}
+    ) == ("write")
+    half = {"GOOD_QTY": Decimal("10.5"), "BAD_QTY": Decimal(0)}
+    assert erp_verdict(
+        current=half, expected={"GOOD_QTY": 10, "BAD_QTY": 0}, new={"GOOD_QTY": 11, "BAD_QTY": 0}
+    ) == ("conflict")
+
+
+counts_st = st.builds(pc, *(st.integers(min_value=0, max_value=10**6) for _ in range(4)))
+
+
+@given(new=st.one_of(st.none(), counts_st), last=st.one_of(st.none(), counts_st), allow=st.booleans())
+def test_no_plan_ever_writes_missing_data_or_lowers_a_count_when_not_allowed(
+    new: PartCounts | None, last: PartCounts | None, allow: bool
+) -> None:
+    plan = plan_write(new, last, allow_decrease=allow)
+    if plan.verdict is Verdict.WRITE:
+        assert new is not None
+        if last is not None and not allow:
+            assert all(getattr(new, f) >= getattr(last, f) for f in ("total", "good", "scrap", "nonconform"))
+
+
+def _q(value: int | None) -> dict[str, int] | None:
+    return None if value is None else {"Q": value}
+
+
+@given(
+    current=st.one_of(st.none(), st.integers(0, 5)),
+    expected=st.one_of(st.none(), st.integers(0, 5)),
+    new=st.integers(0, 5),
+)
+def test_erp_verdict_writes_only_over_what_erpsync_wrote(
+    current: int | None, expected: int | None, new: int
+) -> None:
+    verdict = erp_verdict(current=_q(current), expected=_q(expected), new={"Q": new})
+    if verdict == "write":
+        assert current == expected
+    if current is not None and current not in (expected, new):
+        assert verdict == "conflict"
+
+
+@pytest.mark.parametrize(
+    ("statement", "names"),
+    [
+        ("UPDATE T SET Q = :good_parts WHERE K = :run_key", ["good_parts", "run_key"]),
+        (
+            "UPDATE T SET Q = CAST(:good_parts AS INT), D = '12:30' WHERE K = :run_key",
+            ["good_parts", "run_key"],
+        ),
+        ("UPDATE T SET Q = :good_parts::int WHERE K = :run_key", ["run_key"]),  # as SQLAlchemy reads it
+        ("UPDATE T SET Q = :good_parts, R = :good_parts", ["good_parts"]),
+        (r"SELECT '\:not_a_bind'", []),
+    ],
+)
+def test_sql_bind_names(statement: str, names: list[str]) -> None:
+    assert sql_bind_names(statement) == names
+
+
+def test_bind_parsing_matches_sqlalchemy_text() -> None:
+    statement = "UPDATE T SET Q = :good_parts, X = :a::int, D = '1:2' WHERE K = :run_key AND Z = \\:no"
+    assert sql_bind_names(statement) == list(text(statement)._bindparams)
+
+
+def test_unknown_sql_binds_are_named_in_order() -> None:
+    assert unknown_sql_binds("UPDATE T SET A = :good_part, B = :prev_good_parts, C = :runid") == [
+        "good_part",
+        "runid",
+    ]
