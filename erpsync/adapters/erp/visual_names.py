@@ -1,0 +1,76 @@
+"""How VISUAL identifiers become erpsync keys and names; shared by the SQL preset and VISUAL CSVs.
+
+Rules (erp-sources.md 1.1, dirty-data cases 1-3):
+- Every identifier is trimmed (nchar/nvarchar padding, `'1808412 '` == `'1808412'`) and NUL bytes
+  are removed. Keys stay strings: LOT_ID `'1'` and `'01'` are different lots.
+- SPLIT_ID / SUB_ID that are blank or NULL mean `'0'` (not split / the header work order).
+- Job key: the tuple (TYPE, BASE_ID, LOT_ID, SPLIT_ID, SUB_ID) after the rules above.
+- Job name (what MM shows): `BASE/LOT`, plus `/SPLIT` only when SPLIT_ID != '0', plus `-SUB` only
+  when SUB_ID != '0'. e.g. `1808412/1`, `1808412/1/2`, `1808412/1-3`, `1808412/1/2-3`.
+- Operation name: `<job name>|<SEQUENCE_NO>` (MM's `21431871|10` convention); operation_seq is the
+  sequence number as text (`'10'`).
+- Run key of a labor ticket: `LT<TRANSACTION_ID>`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NO_SPLIT = "0"
+
+
+def clean(value: Any) -> str:
+    """An ERP identifier as trimmed text without NUL bytes; None becomes ''."""
+    if value is None:
+        return ""
+    return str(value).replace("\x00", "").strip()
+
+
+def visual_job_key(wo_type: Any, base: Any, lot: Any, split: Any, sub: Any) -> tuple[str, str, str, str, str]:
+    """The canonical five-part key (see module rules)."""
+    return (
+        clean(wo_type).upper(),
+        clean(base),
+        clean(lot),
+        clean(split) or NO_SPLIT,
+        clean(sub) or NO_SPLIT,
+    )
+
+
+def visual_job_name(key: tuple[str, ...]) -> str:
+    """`BASE/LOT[/SPLIT][-SUB]` for a key from `visual_job_key`."""
+    _, base, lot, split, sub = key
+    name = f"{base}/{lot}"
+    if split != NO_SPLIT:
+        name += f"/{split}"
+    if sub != NO_SPLIT:
+        name += f"-{sub}"
+    return name
+
+
+def operation_name(job_name: str, seq: str) -> str:
+    """`<job name>|<seq>`."""
+    return f"{job_name}|{seq}"
+
+
+def ticket_run_key(transaction_id: Any) -> str:
+    """The run key of a VISUAL labor ticket."""
+    return f"LT{int(transaction_id)}"
+
+
+def parse_ticket_run_key(run_key: str) -> int | None:
+    """The TRANSACTION_ID inside a `LT<id>` run key, or None if it is not one."""
+    if run_key.startswith("LT") and run_key[2:].isdigit():
+        return int(run_key[2:])
+    return None
+
+
+def seq_text(value: Any) -> str | None:
+    """An operation sequence number as canonical text (`'0010'`, `10`, `'10.0'` -> `'10'`)."""
+    text = clean(value).replace(",", ".")
+    if not text:
+        return None
+    whole, _, frac = text.partition(".")
+    if whole.isdigit() and (not frac or set(frac) == {"0"}):
+        return str(int(whole))
+    return None

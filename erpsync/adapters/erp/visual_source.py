@@ -1,0 +1,428 @@
+"""The `infor-visual` preset: job runs from VISUAL's labor tickets, operations from its routings.
+
+What counts as a run (one per LABOR_TICKET row, run key `LT<TRANSACTION_ID>`):
+- The ticket is on a work-order operation: WORKORDER_* key set (indirect tickets with a NULL key
+  are skipped), the work order's TYPE is `W` (masters `M` and quotes `Q` are skipped), and the
+  operation is not an outside service (SERVICE_ID or VENDOR_ID non-blank: skipped).
+- Open tickets (CLOCK_OUT NULL) are active runs: SETUP when the ticket TYPE is in
+  `visual.setup_ticket_types`, PRODUCTION when it is in `visual.run_ticket_types`; any other TYPE
+  is quarantined (configure it rather than have erpsync guess).
+- Closed tickets whose CLOCK_OUT is within `visual.closed_ticket_lookback_hours` are ENDED runs
+  (end = CLOCK_OUT); `lookup_runs` finds any ticket by id, whatever its age.
+- Work-order / operation status filters apply to `read_operations` (imports) only: an operator
+  clocked in is a run whatever the statuses say, so a snapshot really holds every open ticket
+  (`complete=True`).
+- Machine: the ticket's RESOURCE_ID, else the operation's. Times: CLOCK_IN / CLOCK_OUT, local
+  (`source.timezone`) -> UTC. Quantity: OPERATION.CALC_END_QTY, else WORK_ORDER.DESIRED_QTY.
+  Setup: SETUP_HRS -> seconds. Part time: RUN + RUN_TYPE -> ms (VISUAL has one standard, used for
+  both expected and ideal part time). Part: WORK_ORDER.PART_ID; description: PART.DESCRIPTION,
+  else OPERATION.OPERATION_TYPE. Naming: see `visual_names`.
+Tickets are read ordered by TRANSACTION_ID; a join fan-out repeating a ticket is collapsed (first
+row wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+from sqlalchemy import Engine, Row, Select, and_, bindparam, func, or_, select
+
+from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
+from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
+from erpsync.adapters.erp.visual_names import (
+    clean,
+    operation_name,
+    parse_ticket_run_key,
+    ticket_run_key,
+    visual_job_key,
+    visual_job_name,
+)
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OPERATION, PART, WORK_ORDER
+from erpsync.config import SourceSettings, VisualPresetSettings
+from erpsync.domain.errors import RecordError
+from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
+from erpsync.domain.timezones import local_cutoff, optional_utc, zone_of
+from erpsync.domain.units import (
+    RunUnit,
+    UnitError,
+    parse_run_unit,
+    part_time_ms,
+    quantity_required,
+    setup_hours_to_seconds,
+)
+
+KIND = "infor-visual"
+LOOKUP_BATCH = 500
+
+log = structlog.get_logger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+lt, op, wo, part = LABOR_TICKET.c, OPERATION.c, WORK_ORDER.c, PART.c
+
+_OP_COLUMNS = (
+    op.RESOURCE_ID.label("OP_RESOURCE_ID"),
+    op.SETUP_HRS,
+    op.RUN,
+    op.RUN_TYPE,
+    op.CALC_END_QTY,
+    op.SERVICE_ID,
+    op.VENDOR_ID,
+    op.OPERATION_TYPE,
+    wo.PART_ID,
+    wo.DESIRED_QTY,
+    wo.DESIRED_WANT_DATE,
+    part.DESCRIPTION.label("PART_DESCRIPTION"),
+)
+
+
+def _ticket_select() -> Select[Any]:
+    op_join = and_(
+        op.WORKORDER_TYPE == lt.WORKORDER_TYPE,
+        op.WORKORDER_BASE_ID == lt.WORKORDER_BASE_ID,
+        op.WORKORDER_LOT_ID == lt.WORKORDER_LOT_ID,
+        op.WORKORDER_SPLIT_ID == lt.WORKORDER_SPLIT_ID,
+        op.WORKORDER_SUB_ID == lt.WORKORDER_SUB_ID,
+        op.SEQUENCE_NO == lt.OPERATION_SEQ_NO,
+    )
+    wo_join = and_(
+        wo.TYPE == lt.WORKORDER_TYPE,
+        wo.BASE_ID == lt.WORKORDER_BASE_ID,
+        wo.LOT_ID == lt.WORKORDER_LOT_ID,
+        wo.SPLIT_ID == lt.WORKORDER_SPLIT_ID,
+        wo.SUB_ID == lt.WORKORDER_SUB_ID,
+    )
+    return (
+        select(
+            lt.TRANSACTION_ID,
+            lt.TYPE.label("TICKET_TYPE"),
+            lt.WORKORDER_TYPE,
+            lt.WORKORDER_BASE_ID,
+            lt.WORKORDER_LOT_ID,
+            lt.WORKORDER_SPLIT_ID,
+            lt.WORKORDER_SUB_ID,
+            lt.OPERATION_SEQ_NO,
+            lt.RESOURCE_ID.label("TICKET_RESOURCE_ID"),
+            lt.CLOCK_IN,
+            lt.CLOCK_OUT,
+            op.SEQUENCE_NO.label("OP_SEQUENCE_NO"),
+            *_OP_COLUMNS,
+        )
+        .select_from(
+            LABOR_TICKET.outerjoin(OPERATION, op_join)
+            .outerjoin(WORK_ORDER, wo_join)
+            .outerjoin(PART, part.ID == wo.PART_ID)
+        )
+        .order_by(lt.TRANSACTION_ID)
+    )
+
+
+def runs_statement(settings: VisualPresetSettings) -> Select[Any]:
+    """Open tickets plus tickets closed since `:closed_since` (naive local time)."""
+    stmt = _ticket_select().where(or_(lt.CLOCK_OUT.is_(None), lt["CLOCK_OUT"] >= bindparam("closed_since")))
+    if settings.site_id:
+        stmt = stmt.where(lt["SITE_ID"] == bindparam("site_id"))
+    return stmt
+
+
+def lookup_statement() -> Select[Any]:
+    """Specific tickets by TRANSACTION_ID (`:ids`, an expanding IN list), open or closed."""
+    return _ticket_select().where(lt.TRANSACTION_ID.in_(bindparam("ids", expanding=True)))
+
+
+def operations_statement(settings: VisualPresetSettings) -> Select[Any]:
+    """Operations of active work orders (`:wo_statuses`) not closed (`:op_excluded`), key order."""
+    wo_join = and_(
+        wo.TYPE == op.WORKORDER_TYPE,
+        wo.BASE_ID == op.WORKORDER_BASE_ID,
+        wo.LOT_ID == op.WORKORDER_LOT_ID,
+        wo.SPLIT_ID == op.WORKORDER_SPLIT_ID,
+        wo.SUB_ID == op.WORKORDER_SUB_ID,
+    )
+    stmt = (
+        select(
+            op.WORKORDER_TYPE,
+            op.WORKORDER_BASE_ID,
+            op.WORKORDER_LOT_ID,
+            op.WORKORDER_SPLIT_ID,
+            op.WORKORDER_SUB_ID,
+            op.SEQUENCE_NO.label("OP_SEQUENCE_NO"),
+            *_OP_COLUMNS,
+        )
+        .select_from(OPERATION.join(WORK_ORDER, wo_join).outerjoin(PART, part.ID == wo.PART_ID))
+        .where(
+            func.rtrim(wo.TYPE) == "W",
+            func.rtrim(wo.STATUS).in_(bindparam("wo_statuses", expanding=True)),
+            func.rtrim(op.STATUS).not_in(bindparam("op_excluded", expanding=True)),
+        )
+        .order_by(
+            op.WORKORDER_BASE_ID,
+            op.WORKORDER_LOT_ID,
+            op.WORKORDER_SPLIT_ID,
+            op.WORKORDER_SUB_ID,
+            op.SEQUENCE_NO,
+        )
+    )
+    if settings.site_id:
+        stmt = stmt.where(wo["SITE_ID"] == bindparam("site_id"))
+    return stmt
+
+
+def preset_statements(settings: VisualPresetSettings) -> dict[str, Select[Any]]:
+    """Every statement the preset runs, by name (the dialect-compile test walks these)."""
+    return {
+        "runs": runs_statement(settings),
+        "lookup": lookup_statement(),
+        "operations": operations_statement(settings),
+    }
+
+
+class _FieldError(RecordError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VisualSource:
+    """Reads VISUAL through a read-only SQLAlchemy engine (SQL Server, PostgreSQL, MySQL, SQLite)."""
+
+    def __init__(
+        self,
+        settings: SourceSettings,
+        engine: Engine | None = None,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.visual = settings.visual
+        self.engine = engine or create_source_engine(settings)
+        self.operation_stats = SourceStats()
+        self._clock = clock
+        self._zone = zone_of(settings.timezone)
+        self._setup_types = {t.strip().upper() for t in self.visual.setup_ticket_types}
+        self._run_types = {t.strip().upper() for t in self.visual.run_ticket_types}
+        self._schema_map: dict[str | None, str | None] | None = (
+            {None: self.visual.schema_name} if self.visual.schema_name else None
+        )
+        self._units: dict[str, RunUnit | UnitError] = {}
+
+    # -- JobSource ---------------------------------------------------------------------------
+
+    def read_runs(self) -> StreamSnapshot:
+        """Every open ticket and the recently closed ones; always a complete snapshot."""
+        lookback = timedelta(hours=self.visual.closed_ticket_lookback_hours)
+        params: dict[str, Any] = {"closed_since": local_cutoff(self._clock(), lookback, self._zone)}
+        if self.visual.site_id:
+            params["site_id"] = self.visual.site_id
+        statement = runs_statement(self.visual)
+        return StreamSnapshot(lambda stats: self._tickets(statement, params, stats), complete=True, kind=KIND)
+
+    def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
+        """Current state of specific tickets, in batches of bound ids; missing ones are absent."""
+        ids: set[int] = set()
+        for key in run_keys:
+            tid = parse_ticket_run_key(key)
+            if tid is None:
+                yield BadRecord(
+                    source=self.name,
+                    record_key=key,
+                    reason=f"run key {key!r} is not a VISUAL labor ticket key (expected LT<TRANSACTION_ID>)",
+                    field="run_key",
+                )
+            else:
+                ids.add(tid)
+        ordered = sorted(ids)
+        statement = lookup_statement()
+        for start in range(0, len(ordered), LOOKUP_BATCH):
+            batch = ordered[start : start + LOOKUP_BATCH]
+            yield from self._tickets(statement, {"ids": batch}, SourceStats())
+
+    def read_operations(self) -> Iterator[JobOperation | BadRecord]:
+        """Machine operations of active work orders (status filters from `visual.*`)."""
+        self.operation_stats = SourceStats()
+        params: dict[str, Any] = {
+            "wo_statuses": [s.strip().upper() for s in self.visual.work_order_statuses],
+            "op_excluded": [s.strip().upper() for s in self.visual.excluded_operation_statuses],
+        }
+        if self.visual.site_id:
+            params["site_id"] = self.visual.site_id
+        rows = self._stream(operations_statement(self.visual), params)
+        return count_items(self._operations(rows, self.operation_stats), self.operation_stats, KIND)
+
+    def acknowledge(self, snapshot: object) -> None:
+        """Nothing to advance: every read is a full snapshot of open and recent tickets."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _stream(self, statement: Select[Any], params: dict[str, Any]) -> Iterator[Row[Any]]:
+        return stream_rows(
+            self.engine,
+            statement,
+            params,
+            batch_size=self.settings.batch_size,
+            schema_map=self._schema_map,
+        )
+
+    def _tickets(
+        self, statement: Select[Any], params: dict[str, Any], stats: SourceStats
+    ) -> Iterator[JobOperationRun | BadRecord]:
+        last_id: int | None = None
+        for row in self._stream(statement, params):
+            stats.rows_read += 1
+            tid = int(row.TRANSACTION_ID)
+            if tid == last_id:
+                stats.skip("duplicate_row")
+                continue
+            last_id = tid
+            item = self._ticket(row)
+            if isinstance(item, str):
+                stats.skip(item)
+            else:
+                yield item
+
+    def _ticket(self, row: Row[Any]) -> JobOperationRun | BadRecord | str:
+        """One ticket as a run, a bad record, or the reason it is skipped."""
+        run_key = ticket_run_key(row.TRANSACTION_ID)
+        origin = f"LABOR_TICKET.TRANSACTION_ID={int(row.TRANSACTION_ID)}"
+        if not clean(row.WORKORDER_BASE_ID) or row.OPERATION_SEQ_NO is None:
+            return "indirect_ticket"
+        key = visual_job_key(
+            row.WORKORDER_TYPE,
+            row.WORKORDER_BASE_ID,
+            row.WORKORDER_LOT_ID,
+            row.WORKORDER_SPLIT_ID,
+            row.WORKORDER_SUB_ID,
+        )
+        if key[0] != "W":
+            return "not_work_order"
+        try:
+            if row.OP_SEQUENCE_NO is None:
+                raise _FieldError(
+                    "OPERATION_SEQ_NO",
+                    f"ticket points to operation {visual_job_name(key)}|{row.OPERATION_SEQ_NO}, "
+                    "which does not exist in OPERATION",
+                )
+            if _outside_service(row):
+                return "outside_service"
+            state = self._state(row)
+            machine = clean(row.TICKET_RESOURCE_ID) or clean(row.OP_RESOURCE_ID)
+            operation = self._operation(key, row, machine, origin)
+        except RecordError as exc:
+            return self._bad(run_key, row, exc)
+        return JobOperationRun(
+            run_key=run_key,
+            operation=operation,
+            state=state,
+            start_at=optional_utc(row.CLOCK_IN, self._zone),
+            end_at=optional_utc(row.CLOCK_OUT, self._zone),
+            origin=origin,
+        )
+
+    def _state(self, row: Row[Any]) -> RunState:
+        ticket_type = clean(row.TICKET_TYPE).upper()
+        if ticket_type in self._setup_types:
+            state = RunState.SETUP
+        elif ticket_type in self._run_types:
+            state = RunState.PRODUCTION
+        else:
+            raise _FieldError(
+                "TYPE",
+                f"ticket TYPE {ticket_type!r} is in neither visual.setup_ticket_types "
+                f"{sorted(self._setup_types)} nor visual.run_ticket_types {sorted(self._run_types)}; "
+                "add it to one of them",
+            )
+        return RunState.ENDED if row.CLOCK_OUT is not None else state
+
+    def _operations(self, rows: Iterator[Row[Any]], stats: SourceStats) -> Iterator[JobOperation | BadRecord]:
+        for row in rows:
+            stats.rows_read += 1
+            key = visual_job_key(
+                row.WORKORDER_TYPE,
+                row.WORKORDER_BASE_ID,
+                row.WORKORDER_LOT_ID,
+                row.WORKORDER_SPLIT_ID,
+                row.WORKORDER_SUB_ID,
+            )
+            if _outside_service(row):
+                stats.skip("outside_service")
+                continue
+            origin = f"OPERATION {visual_job_name(key)}|{row.OP_SEQUENCE_NO}"
+            try:
+                yield self._operation(key, row, clean(row.OP_RESOURCE_ID), origin)
+            except RecordError as exc:
+                yield self._bad(f"{'/'.join(key)}|{row.OP_SEQUENCE_NO}", row, exc)
+
+    def _operation(
+        self, key: tuple[str, str, str, str, str], row: Row[Any], machine: str, origin: str
+    ) -> JobOperation:
+        if not machine:
+            raise _FieldError("RESOURCE_ID", "operation has no RESOURCE_ID (machine)")
+        seq = str(int(row.OP_SEQUENCE_NO))
+        job_name = visual_job_name(key)
+        quantity = _field("CALC_END_QTY", quantity_required, row.CALC_END_QTY)
+        if quantity is None:
+            quantity = _field("DESIRED_QTY", quantity_required, row.DESIRED_QTY)
+        part_ms = _field("RUN", part_time_ms, row.RUN, self._unit(row.RUN_TYPE), quantity)
+        return JobOperation(
+            job_key=key,
+            operation_seq=seq,
+            machine=machine,
+            job_name=job_name,
+            operation_name=operation_name(job_name, seq),
+            part_name=clean(row.PART_ID),
+            lot_name=key[2],
+            description=clean(row.PART_DESCRIPTION) or clean(row.OPERATION_TYPE),
+            quantity_required=quantity,
+            expected_setup_seconds=_field("SETUP_HRS", setup_hours_to_seconds, row.SETUP_HRS),
+            ideal_part_ms=part_ms,
+            expected_part_ms=part_ms,
+            due_at=optional_utc(row.DESIRED_WANT_DATE, self._zone),
+            origin=origin,
+        )
+
+    def _unit(self, run_type: Any) -> RunUnit:
+        text = clean(run_type)
+        cached = self._units.get(text)
+        if cached is None:
+            try:
+                cached = parse_run_unit(text, self.visual.run_type_aliases)
+            except UnitError as exc:
+                cached = exc
+            self._units[text] = cached
+        if isinstance(cached, UnitError):
+            raise _FieldError("RUN_TYPE", str(cached))
+        return cached
+
+    def _bad(self, record_key: str, row: Row[Any], exc: RecordError) -> BadRecord:
+        field = exc.field if isinstance(exc, _FieldError) else None
+        log.warning("visual_row_quarantined", record_key=record_key, field=field, reason=str(exc))
+        return BadRecord(
+            source=self.name,
+            record_key=record_key,
+            reason=str(exc),
+            error_class="invalid_record",
+            field=field,
+            raw={k: None if v is None else str(v) for k, v in row._mapping.items()},
+        )
+
+
+def _outside_service(row: Row[Any]) -> bool:
+    return bool(clean(row.SERVICE_ID) or clean(row.VENDOR_ID))
+
+
+def _field(field: str, convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    try:
+        return convert(*args, **kwargs)
+    except UnitError as exc:
+        raise _FieldError(field, f"{field}: {exc}") from None
