@@ -1,0 +1,900 @@
+"""The pure diff: desired ERP runs x bindings (what we told MM) -> the actions that make MM match.
+
+Nothing here does I/O. The service writes the returned actions to the journal (intent first),
+applies the flags to bindings and the audit, and the dispatcher sends the actions to MM.
+
+Binding statuses, as `reconcile` reads them:
+
+- ``starting``/``running`` (live): the run is open in MM (or its start is journaled). Managed.
+- ``stopping``: the stop is journaled; nothing more to do.
+- ``stopped``, ``failed``: terminal. Never started again here; ``erpsync resync`` does that.
+- ``vanished``: the ERP lost the run and ``sync.vanished_runs = "flag"`` left it open in MM.
+  Terminal for starts; still stopped when the ERP reports it ended, when a new run takes its
+  machine, or when the policy becomes ``"stop"``.
+
+Rules (tests/unit/test_reconcile.py has one case per rule):
+
+1. A live binding whose ERP run ended -> stop at the ERP end time (``now`` if missing), clamped to
+   ``[MM start, now]`` (never before the start we sent).
+2. An active ERP run without a binding -> start, in setup or production as the ERP says. An ended
+   run without a binding is skipped: history is never started-then-stopped into MM.
+3. Setup -> production: a live binding in setup whose ERP run is now production -> re-start the same
+   MM run id with ``startInSetup=false`` (MM's switch). Production -> setup is never sent: flagged.
+4. ERP edits of a live run's job fields (names, machine, description, quantity, times) are flagged
+   (``job_fields_changed``), MM is not touched: MM matches jobs by name/part/operation/lot, so a
+   re-start would open a second job and split the run's counts. The flag carries the new
+   fingerprint; the service stores it on the binding, so each edit is flagged once.
+5. Vanished: ``snapshot_complete`` and a live binding absent from ``desired`` -> policy ``"stop"``:
+   stop at ``now``; policy ``"flag"``: a ``vanished`` flag asking the service to set the binding
+   status to ``vanished`` (so it is flagged once). An operation that ``exclude`` now rejects is
+   treated the same way (flag kind ``excluded``).
+6. One open run per MM machine: among the active ERP runs competing for a machine (new starts and
+   live bindings), the one that started latest wins (ties: the greater ``run_key``). Losers are
+   stopped (if bound) or not started, each with a ``superseded`` flag. When the winner is a new
+   start, every other run MM has open on that machine is stopped first, at the winner's start time
+   unless the ERP ended it.
+7. Machines: ignored -> skipped and counted; blank, or an MM id in ``rejected_machines`` (MM refused
+   it) -> quarantined with the fix in the reason. Only new starts are checked: a bound run already
+   has its machine.
+8. Order: actions sorted by (MM machine, stops before starts, run_key); `Plan.by_machine` gives
+   each machine's sequence so machines can be dispatched concurrently, each one in order. Actions
+   for one machine planned in different cycles must be sent in journal order.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from erpsync.domain.identity import (
+    idempotency_key,
+    mm_fields,
+    mm_run_id_for,
+    payload_fingerprint,
+)
+from erpsync.domain.machines import MachineMapper
+from erpsync.domain.model import BadRecord, JobOperationRun, RunState
+
+VanishedPolicy = Literal["stop", "flag"]
+MMRunState = Literal["missing", "open", "ended"]
+
+LIVE_STATUSES = frozenset({"starting", "running"})
+MM_OPEN_STATUSES = frozenset({"starting", "running", "vanished"})
+TERMINAL_STATUSES = frozenset({"stopped", "vanished", "failed"})
+REASON_MAX = 255  # the journal's reason column
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_ENDED = RunState.ENDED
+_SETUP = RunState.SETUP
+_PRODUCTION = RunState.PRODUCTION
+
+
+class ActionKind(enum.StrEnum):
+    """What the dispatcher does; the values are the journal's ``kind`` column."""
+
+    START = "start_run"
+    STOP = "stop_run"
+    IMPORT = "import_jobs"
+
+
+class FlagKind(enum.StrEnum):
+    """Things a human should know about, each audited once (see `Flag.dedupe_key`)."""
+
+    VANISHED = "vanished"
+    EXCLUDED = "excluded"
+    JOB_FIELDS_CHANGED = "job_fields_changed"
+    SUPERSEDED = "superseded"
+    PRODUCTION_TO_SETUP = "production_to_setup"
+    REBIND = "rebind"
+    ENDED_IN_MM = "ended_in_mm"
+    MISSING_IN_MM = "missing_in_mm"
+
+
+@dataclass(frozen=True, slots=True)
+class BoundRun:
+    """The reconciler's view of a `RunBinding` row: an ERP run and the MM run started for it."""
+
+    run_key: str
+    mm_run_id: str
+    erp_machine: str
+    mm_machine_id: str
+    status: str  # starting | running | stopping | stopped | vanished | failed
+    in_setup: bool
+    payload_hash: str | None
+    erp_start_at: datetime | None = None
+    erp_end_at: datetime | None = None
+    job: str = ""
+    operation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    """One call to make to MM, with its journal key; ``run`` is set for starts.
+
+    The MM client must send ``erpMachineId = mm_machine_id`` (not a re-mapping of ``run.machine``):
+    a production switch goes to the machine the run was started on.
+    """
+
+    kind: ActionKind
+    source: str
+    run_key: str
+    mm_run_id: str
+    erp_machine: str
+    mm_machine_id: str
+    job: str
+    operation: str
+    reason: str
+    idempotency_key: str
+    in_setup: bool = False
+    end_at: datetime | None = None
+    run: JobOperationRun | None = None
+    payload_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Something to audit, not to send. ``binding_status``/``payload_hash``, when set, are what the
+    service should store on the binding so the same flag is not raised again next cycle;
+    ``dedupe_key`` identifies the situation for flags that have no binding to update."""
+
+    kind: str
+    run_key: str
+    mm_run_id: str
+    erp_machine: str
+    job: str
+    operation: str
+    message: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    binding_status: str | None = None
+    payload_hash: str | None = None
+    dedupe_key: str = ""
+
+
+@dataclass(slots=True)
+class PlanStats:
+    """Counts for the cycle summary and metrics."""
+
+    started: int = 0
+    switched: int = 0
+    stopped: int = 0
+    unchanged: int = 0
+    vanished: int = 0
+    quarantined: int = 0
+    superseded: int = 0
+    flagged: int = 0
+    skipped_ignored: int = 0
+    skipped_ended: int = 0
+    skipped_excluded: int = 0
+    unknown: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class Plan:
+    """What one reconcile decided: ordered actions, quarantined runs, flags, counts."""
+
+    actions: list[PlannedAction] = field(default_factory=list)
+    quarantined: list[BadRecord] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+    stats: PlanStats = field(default_factory=PlanStats)
+
+    def by_machine(self) -> dict[str, list[PlannedAction]]:
+        """Each MM machine's actions in the order to send them (stops first); imports under ``""``."""
+        groups: dict[str, list[PlannedAction]] = {}
+        for action in self.actions:
+            groups.setdefault(action.mm_machine_id, []).append(action)
+        for group in groups.values():
+            group.sort(key=lambda a: 0 if a.kind is ActionKind.STOP else 1)
+        return groups
+
+
+def reconcile(
+    desired: Iterable[JobOperationRun],
+    bindings: Mapping[str, BoundRun],
+    *,
+    source: str,
+    mapper: MachineMapper,
+    snapshot_complete: bool,
+    vanished_policy: VanishedPolicy,
+    now: datetime,
+    rejected_machines: Collection[str] = (),
+    exclude: Callable[[JobOperationRun], bool] | None = None,
+) -> Plan:
+    """Diff ``desired`` (ERP runs, active and recently ended) against ``bindings`` (by run_key).
+
+    ``rejected_machines`` are MM machine ids MM refused (unknown ``erpMachineId``); ``exclude``
+    says which ERP runs must not be in MM (e.g. excluded operations). If a run_key occurs twice in
+    ``desired`` the later one wins (the service appends lookups after the snapshot).
+    """
+    planner = _Planner(
+        desired=_index(desired),
+        bindings=bindings,
+        source=source,
+        mapper=mapper,
+        vanished_policy=vanished_policy,
+        now=now,
+        rejected=rejected_machines,
+        exclude=exclude,
+    )
+    return planner.plan(scan_vanished=snapshot_complete)
+
+
+def resync_plan(
+    desired: Iterable[JobOperationRun],
+    bindings: Mapping[str, BoundRun],
+    *,
+    source: str,
+    mapper: MachineMapper,
+    mm_state: Mapping[str, MMRunState],
+    generation: str,
+    now: datetime,
+    selection: Callable[[str], bool] | None = None,
+    rejected_machines: Collection[str] = (),
+    exclude: Callable[[JobOperationRun], bool] | None = None,
+) -> Plan:
+    """``erpsync resync``: re-establish MM for the selected runs from what MM reports now.
+
+    Inputs: ``desired`` holds the ERP's current view of the runs to check (active ones and lookups
+    of the selected ones, a missing run meaning the ERP lost it); ``selection(run_key)`` picks runs
+    among ``desired`` and ``bindings`` (None: all); ``mm_state[mm_run_id]`` is get-job-run's answer
+    for each selected run (``missing``: 404; ``open``: no ``endAt``; ``ended``), keyed by the
+    binding's ``mm_run_id`` or `mm_run_id_for` for unbound runs. A selected run absent from
+    ``mm_state`` is left alone and counted ``unknown``. ``generation`` (see
+    `identity.generation_token`) is appended to every key so the journal accepts repeats.
+
+    What MM reports replaces the binding status for selected runs, then the `reconcile` rules apply
+    with the vanished policy forced to ``"stop"`` (a resync is an explicit request):
+
+    - ERP active, MM missing -> start again (also for stopped/failed/vanished bindings);
+    - ERP active, MM open -> nothing, or the pending setup -> production switch;
+    - ERP active, MM ended -> ``ended_in_mm`` flag (restarting an ended MM run id is undefined);
+    - ERP ended, MM open -> stop at the ERP end time; ERP lost it, MM open -> stop at ``now``;
+    - ERP ended or lost, MM missing/ended -> nothing (``missing_in_mm`` flag if the binding is open).
+    Flags carry the binding status to record (``rebind`` -> running). One-run-per-machine still
+    holds: runs outside the selection compete for machines and are stopped when a selected start
+    wins theirs.
+    """
+    index = _index(desired)
+    effective: dict[str, BoundRun] = dict(bindings)
+    mm_ids: dict[str, str] = {}
+    flags: list[Flag] = []
+    unknown = 0
+    selected: set[str] = set()
+    candidates = set(index).union(bindings)
+    for key in sorted(candidates):
+        if selection is not None and not selection(key):
+            continue
+        bound = bindings.get(key)
+        run = index.get(key)
+        mm_run_id = bound.mm_run_id if bound is not None else mm_run_id_for(source, key)
+        state = mm_state.get(mm_run_id)
+        if state is None:
+            unknown += 1
+            continue
+        selected.add(key)
+        erp_active = run is not None and run.state is not _ENDED
+        if state == "missing":
+            effective.pop(key, None)
+            mm_ids[key] = mm_run_id
+            if bound is not None and bound.status in MM_OPEN_STATUSES | {"stopping"} and not erp_active:
+                flags.append(
+                    _flag_for_binding(
+                        FlagKind.MISSING_IN_MM,
+                        bound,
+                        f"MM has no run {mm_run_id} that erpsync had open; recording it as stopped",
+                        binding_status="stopped",
+                    )
+                )
+            continue
+        if bound is None:
+            assert run is not None  # a selected key comes from desired or from bindings
+            mm_machine = mapper.map(run.machine) or ""
+            bound = BoundRun(
+                run_key=key,
+                mm_run_id=mm_run_id,
+                erp_machine=run.machine,
+                mm_machine_id=mm_machine,
+                status="stopped",
+                in_setup=run.state is _SETUP,
+                payload_hash=None,
+                erp_start_at=run.start_at,
+                job=run.operation.job_key_text,
+                operation=run.operation.operation_seq,
+            )
+        if state == "open":
+            if bound.status not in LIVE_STATUSES:
+                flags.append(
+                    _flag_for_binding(
+                        FlagKind.REBIND,
+                        bound,
+                        f"MM has run {mm_run_id} open but erpsync recorded "
+                        f"{bound.status if key in bindings else 'no binding'}; recording it as running",
+                        binding_status="running",
+                    )
+                )
+            effective[key] = replace(bound, status="running")
+        else:  # ended in MM
+            if erp_active:
+                flags.append(
+                    _flag_for_binding(
+                        FlagKind.ENDED_IN_MM,
+                        bound,
+                        f"MM ended run {mm_run_id} but the ERP still has {bound.job} op {bound.operation} "
+                        "open; not restarted (an ended MM run id cannot be reopened), check MM",
+                        binding_status="stopped",
+                    )
+                )
+            elif bound.status in LIVE_STATUSES and key in bindings:
+                flags.append(
+                    _flag_for_binding(
+                        FlagKind.ENDED_IN_MM,
+                        bound,
+                        f"MM already ended run {mm_run_id}; recording it as stopped",
+                        binding_status="stopped",
+                    )
+                )
+            effective[key] = replace(bound, status="stopped")
+    planner = _Planner(
+        desired=index,
+        bindings=effective,
+        source=source,
+        mapper=mapper,
+        vanished_policy="stop",
+        now=now,
+        rejected=rejected_machines,
+        exclude=exclude,
+        selected=selected,
+        generation=generation,
+        mm_ids=mm_ids,
+    )
+    plan = planner.plan(scan_vanished=True)
+    plan.flags = sorted([*flags, *plan.flags], key=lambda f: (f.run_key, f.kind))
+    plan.stats.flagged = len(plan.flags)
+    plan.stats.unknown = unknown
+    return plan
+
+
+def import_action(*, source: str, content_sha256: str, generation: str, rows: int) -> PlannedAction:
+    """The journal entry for one job-CSV upload.
+
+    The service plans it only when the content differs from the last upload; ``generation`` makes
+    A -> B -> A a new action, the content hash makes the row say what was sent.
+    """
+    if not generation:
+        raise ValueError("import_action needs a generation token")
+    return PlannedAction(
+        kind=ActionKind.IMPORT,
+        source=source,
+        run_key="",
+        mm_run_id="",
+        erp_machine="",
+        mm_machine_id="",
+        job="",
+        operation="",
+        reason=_reason(f"job import: {rows} rows, sha256 {content_sha256[:12]}"),
+        idempotency_key=f"{ActionKind.IMPORT}:{source}:{content_sha256}@{generation}",
+        payload_hash=content_sha256,
+    )
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _index(desired: Iterable[JobOperationRun]) -> dict[str, JobOperationRun]:
+    return {run.run_key: run for run in desired}
+
+
+def _reason(text: str) -> str:
+    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
+
+
+def _phase(in_setup: bool) -> str:
+    return "setup" if in_setup else "production"
+
+
+def _flag_for_binding(kind: FlagKind, bound: BoundRun, message: str, *, binding_status: str) -> Flag:
+    return Flag(
+        kind=kind,
+        run_key=bound.run_key,
+        mm_run_id=bound.mm_run_id,
+        erp_machine=bound.erp_machine,
+        job=bound.job,
+        operation=bound.operation,
+        message=message,
+        before={"status": bound.status},
+        after={"status": binding_status},
+        binding_status=binding_status,
+        dedupe_key=f"{kind}:{bound.mm_run_id}",
+    )
+
+
+# An active ERP run that wants its machine: (start time or _EARLIEST, run_key, run, binding or
+# None for a new start, MM machine, switch to production?). Sorts by (start, run_key), the
+# superseding order. Built only for machines with something to decide, never on the no-change path.
+_Contender = tuple[datetime, str, JobOperationRun, BoundRun | None, str, bool]
+
+
+@dataclass(slots=True)
+class _Stop:
+    bound: BoundRun
+    end_at: datetime
+    reason: str
+    erp_ended: bool
+
+
+class _Planner:
+    """One planning pass; `plan` runs the passes and builds the `Plan`."""
+
+    def __init__(
+        self,
+        *,
+        desired: dict[str, JobOperationRun],
+        bindings: Mapping[str, BoundRun],
+        source: str,
+        mapper: MachineMapper,
+        vanished_policy: VanishedPolicy,
+        now: datetime,
+        rejected: Collection[str],
+        exclude: Callable[[JobOperationRun], bool] | None,
+        selected: Collection[str] | None = None,
+        generation: str = "",
+        mm_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("reconcile needs a timezone-aware `now`")
+        if vanished_policy not in ("stop", "flag"):
+            raise ValueError(f"vanished_policy must be 'stop' or 'flag', got {vanished_policy!r}")
+        self.desired = desired
+        self.bindings = bindings
+        self.source = source
+        self.mapper = mapper
+        self.policy = vanished_policy
+        self.now = now
+        self.rejected = rejected if isinstance(rejected, (set, frozenset)) else frozenset(rejected)
+        self.exclude = exclude
+        self.selected = selected
+        self.generation = generation
+        self.mm_ids = mm_ids or {}
+        self.resync = bool(generation)
+        self.plan_ = Plan()
+        self.stats = self.plan_.stats
+        # Who wants each MM machine, as run keys (no per-run objects: the no-change path must stay
+        # cheap): the first contender, further ones, new starts (-> MM machine), pending switches.
+        self.holders: dict[str, str] = {}
+        self.crowded: dict[str, list[str]] = {}
+        self.fresh: dict[str, str] = {}
+        self.switching: set[str] = set()
+        self.stops: dict[str, _Stop] = {}
+        self.starts: list[PlannedAction] = []
+        self.flags: list[Flag] = []
+        self._machine_cache: dict[str, str | None] = {}
+        self._occupants: dict[str, list[BoundRun]] | None = None
+
+    # -- passes --
+
+    def plan(self, *, scan_vanished: bool) -> Plan:
+        self._pass_desired()
+        if scan_vanished:
+            self._pass_vanished()
+        self._pass_machines()
+        return self._finish()
+
+    def _pass_desired(self) -> None:
+        bindings = self.bindings
+        selected = self.selected
+        stats = self.stats
+        for key, run in self.desired.items():
+            bound = bindings.get(key)
+            if selected is not None and key not in selected:
+                if bound is not None and bound.status in LIVE_STATUSES and run.state is not _ENDED:
+                    self._contend(key, bound.mm_machine_id)
+                continue
+            if bound is None:
+                self._unbound(key, run)
+                continue
+            status = bound.status
+            if status in LIVE_STATUSES:
+                self._live(key, run, bound)
+            elif status == "vanished" and run.state is _ENDED:
+                self._stop_ended(run, bound)
+            else:  # stopping (stop in flight), stopped/failed/vanished (terminal)
+                stats.unchanged += 1
+
+    def _pass_vanished(self) -> None:
+        desired = self.desired
+        selected = self.selected
+        for key, bound in self.bindings.items():
+            if key in desired or (selected is not None and key not in selected):
+                continue
+            # a vanished binding is flagged once; it is stopped only if the policy is now "stop"
+            if bound.status in LIVE_STATUSES or (bound.status == "vanished" and self.policy == "stop"):
+                self._gone(bound, FlagKind.VANISHED)
+
+    def _pass_machines(self) -> None:
+        """Decide each machine that has a new start, a switch or several contenders."""
+        touched = set(self.crowded)
+        touched.update(self.fresh.values())
+        touched.update(self.bindings[key].mm_machine_id for key in self.switching)
+        self.stats.unchanged += len(self.holders) - len(touched)
+        for mm_machine in sorted(touched):
+            group = [self._contender(self.holders[mm_machine])]
+            group.extend(self._contender(key) for key in self.crowded.get(mm_machine, ()))
+            if len(group) == 1:
+                winner = group[0]
+            else:
+                group.sort(key=lambda c: (c[0], c[1]))
+                winner = group[-1]
+                for loser in group[:-1]:
+                    self._supersede(loser, winner)
+            if winner[3] is None:
+                self._clear_machine(mm_machine, winner, group)
+                self._start(winner)
+            elif winner[5]:
+                self._switch(winner)
+            else:
+                self.stats.unchanged += 1
+
+    def _contender(self, key: str) -> _Contender:
+        run = self.desired[key]
+        fresh_machine = self.fresh.get(key)
+        bound = None if fresh_machine is not None else self.bindings[key]
+        start_at = run.start_at
+        if start_at is None:
+            start_at = (bound.erp_start_at if bound is not None else None) or _EARLIEST
+        if bound is None:
+            assert fresh_machine is not None
+            return (start_at, key, run, None, fresh_machine, False)
+        return (start_at, key, run, bound, bound.mm_machine_id, key in self.switching)
+
+    # -- per run --
+
+    def _machine(self, erp_machine: str) -> str | None:
+        cache = self._machine_cache
+        if erp_machine in cache:
+            return cache[erp_machine]
+        mm = self.mapper.map(erp_machine)
+        cache[erp_machine] = mm
+        return mm
+
+    def _contend(self, key: str, mm_machine: str) -> None:
+        holder = self.holders.setdefault(mm_machine, key)
+        if holder != key:
+            self.crowded.setdefault(mm_machine, []).append(key)
+
+    def _unbound(self, key: str, run: JobOperationRun) -> None:
+        stats = self.stats
+        if run.state is _ENDED:
+            stats.skipped_ended += 1
+            return
+        if self.exclude is not None and self.exclude(run):
+            stats.skipped_excluded += 1
+            return
+        erp_machine = run.operation.machine
+        if not erp_machine.strip():
+            self._quarantine(
+                run,
+                "has no machine (the ERP resource id is blank); set the resource on the operation "
+                "in the ERP, or exclude the operation",
+                error_class="blank_machine",
+            )
+            return
+        mm_machine = self._machine(erp_machine)
+        if mm_machine is None:
+            stats.skipped_ignored += 1
+            return
+        if mm_machine in self.rejected:
+            self._quarantine(
+                run,
+                f"is on ERP machine {erp_machine!r}, sent to MM as erpMachineId {mm_machine!r}, which MM "
+                f"does not know; set the ERP Machine ID of that machine in MM to {mm_machine!r}, or map "
+                f"{erp_machine!r} with machines.overrides (or list it in machines.ignore)",
+                error_class="unknown_machine",
+            )
+            return
+        self.fresh[key] = mm_machine
+        self._contend(key, mm_machine)
+
+    def _live(self, key: str, run: JobOperationRun, bound: BoundRun) -> None:
+        state = run.state
+        if state is _ENDED:
+            self._stop_ended(run, bound)
+            return
+        if self.exclude is not None and self.exclude(run):
+            self._gone(bound, FlagKind.EXCLUDED)
+            return
+        if bound.payload_hash is not None:
+            # Same ERP machine: compare on the MM id the run was started with, so editing
+            # machines.overrides never reads as an ERP edit of the job.
+            erp_machine = run.operation.machine
+            if erp_machine == bound.erp_machine:
+                mm_now = bound.mm_machine_id
+            else:
+                mm_now = self._machine(erp_machine) or ""
+            fingerprint = payload_fingerprint(run, mm_now)
+            if fingerprint != bound.payload_hash:
+                self._fields_changed(run, bound, mm_now, fingerprint)
+        switch = False
+        if bound.in_setup:
+            switch = state is _PRODUCTION
+        elif state is _SETUP:
+            self._flag_run(
+                FlagKind.PRODUCTION_TO_SETUP,
+                run,
+                bound,
+                f"the ERP moved {bound.job} op {bound.operation} back to setup; MM stays in "
+                "production (MM cannot switch a run back to setup)",
+                dedupe=f"{FlagKind.PRODUCTION_TO_SETUP}:{bound.mm_run_id}",
+            )
+        if switch:
+            self.switching.add(key)
+        self._contend(key, bound.mm_machine_id)
+
+    def _stop_ended(self, run: JobOperationRun, bound: BoundRun) -> None:
+        end = run.end_at if run.end_at is not None else self.now
+        self._stop(
+            bound,
+            end,
+            f"clocked out of {bound.job} op {bound.operation} in the ERP",
+            erp_ended=True,
+        )
+
+    def _gone(self, bound: BoundRun, kind: FlagKind) -> None:
+        """The ERP no longer wants this open run in MM (vanished, or its operation is excluded)."""
+        self.stats.vanished += 1
+        what = "vanished from the ERP" if kind is FlagKind.VANISHED else "is excluded from sync now"
+        if self.resync:
+            what = "is no longer in the ERP (resync)" if kind is FlagKind.VANISHED else what
+        if self.policy == "stop":
+            self._stop(
+                bound,
+                self.now,
+                f"{bound.job} op {bound.operation} {what}; stopping (sync.vanished_runs = stop)",
+                erp_ended=False,
+            )
+            return
+        self.flags.append(
+            Flag(
+                kind=kind,
+                run_key=bound.run_key,
+                mm_run_id=bound.mm_run_id,
+                erp_machine=bound.erp_machine,
+                job=bound.job,
+                operation=bound.operation,
+                message=f"{bound.job} op {bound.operation} {what}; left open in MM "
+                "(sync.vanished_runs = flag): stop it in MM or run erpsync resync",
+                before={"status": bound.status},
+                after={"status": "vanished"},
+                binding_status="vanished",
+                dedupe_key=f"{kind}:{bound.mm_run_id}",
+            )
+        )
+
+    def _fields_changed(self, run: JobOperationRun, bound: BoundRun, mm_now: str, fingerprint: str) -> None:
+        self.flags.append(
+            Flag(
+                kind=FlagKind.JOB_FIELDS_CHANGED,
+                run_key=bound.run_key,
+                mm_run_id=bound.mm_run_id,
+                erp_machine=run.operation.machine,
+                job=bound.job,
+                operation=bound.operation,
+                message=f"the ERP changed job fields of running {bound.job} op {bound.operation}; MM "
+                "left as is (a re-start would open a second MM job and split the counts)",
+                before={
+                    "job": bound.job,
+                    "operation": bound.operation,
+                    "erp_machine": bound.erp_machine,
+                    "erpMachineId": bound.mm_machine_id,
+                    "payload_hash": bound.payload_hash,
+                },
+                after={
+                    "job": run.operation.job_key_text,
+                    "operation": run.operation.operation_seq,
+                    "erp_machine": run.operation.machine,
+                    **mm_fields(run, mm_now),
+                    "payload_hash": fingerprint,
+                },
+                payload_hash=fingerprint,
+                dedupe_key=f"{FlagKind.JOB_FIELDS_CHANGED}:{bound.mm_run_id}:{fingerprint}",
+            )
+        )
+
+    def _flag_run(
+        self, kind: FlagKind, run: JobOperationRun, bound: BoundRun | None, message: str, *, dedupe: str
+    ) -> None:
+        op = run.operation
+        self.flags.append(
+            Flag(
+                kind=kind,
+                run_key=run.run_key,
+                mm_run_id=bound.mm_run_id if bound is not None else self._new_id(run.run_key),
+                erp_machine=op.machine,
+                job=op.job_key_text,
+                operation=op.operation_seq,
+                message=message,
+                before=None,
+                after={
+                    "state": str(run.state),
+                    "start_at": run.start_at.isoformat() if run.start_at else None,
+                },
+                dedupe_key=dedupe,
+            )
+        )
+
+    def _quarantine(self, run: JobOperationRun, problem: str, *, error_class: str) -> None:
+        op = run.operation
+        self.stats.quarantined += 1
+        self.plan_.quarantined.append(
+            BadRecord(
+                source=self.source,
+                record_key=run.run_key,
+                reason=f"run {run.run_key} ({op.job_key_text} op {op.operation_seq}) {problem}",
+                error_class=error_class,
+                field="machine",
+                raw={
+                    "run_key": run.run_key,
+                    "job": op.job_key_text,
+                    "operation": op.operation_seq,
+                    "machine": op.machine,
+                    "origin": run.origin or op.origin,
+                },
+            )
+        )
+
+    # -- machines --
+
+    def _at(self, start: datetime) -> datetime:
+        """A contender's start as a stop time; ``now`` when the ERP gave none."""
+        return self.now if start is _EARLIEST else start
+
+    def _supersede(self, loser: _Contender, winner: _Contender) -> None:
+        self.stats.superseded += 1
+        w_start, w_key, w_run, _, w_machine, _ = winner
+        _, l_key, l_run, l_bound, _, _ = loser
+        by = f"{w_run.operation.job_key_text} op {w_run.operation.operation_seq}"
+        lost = f"{l_run.operation.job_key_text} op {l_run.operation.operation_seq}"
+        if l_bound is not None:
+            self._stop(
+                l_bound,
+                self._at(w_start),
+                f"superseded on machine {l_bound.erp_machine} by {by}, which started later",
+                erp_ended=False,
+            )
+            what = "stopped in MM"
+        else:
+            what = "not started in MM"
+        self._flag_run(
+            FlagKind.SUPERSEDED,
+            l_run,
+            l_bound,
+            f"the ERP has {lost} and {by} both active on MM machine {w_machine}; "
+            f"the later one wins, {lost} {what}",
+            dedupe=f"{FlagKind.SUPERSEDED}:{l_key}:{w_key}",
+        )
+
+    def _clear_machine(self, mm_machine: str, winner: _Contender, group: list[_Contender]) -> None:
+        """A new run takes the machine: stop every other run MM has open there first."""
+        if self._occupants is None:
+            occupants: dict[str, list[BoundRun]] = {}
+            for bound in self.bindings.values():
+                if bound.status in MM_OPEN_STATUSES:
+                    occupants.setdefault(bound.mm_machine_id, []).append(bound)
+            self._occupants = occupants
+        handled = {c[1] for c in group}
+        op = winner[2].operation
+        for bound in self._occupants.get(mm_machine, ()):
+            if bound.run_key in handled:
+                continue
+            previous = self.stops.get(bound.run_key)
+            if previous is not None and previous.erp_ended:
+                continue
+            run = self.desired.get(bound.run_key)
+            if run is not None and run.state is _ENDED:  # e.g. outside a resync's selection
+                self._stop_ended(run, bound)
+                continue
+            self._stop(
+                bound,
+                self._at(winner[0]),
+                f"machine {bound.erp_machine} starts {op.job_key_text} op {op.operation_seq}; "
+                f"stopping the run still open there ({bound.job} op {bound.operation})",
+                erp_ended=False,
+            )
+
+    # -- actions --
+
+    def _new_id(self, key: str) -> str:
+        return self.mm_ids.get(key) or mm_run_id_for(self.source, key)
+
+    def _key(self, kind: ActionKind, mm_run_id: str, phase: str = "") -> str:
+        return idempotency_key(kind, mm_run_id, phase, generation=self.generation)
+
+    def _stop(self, bound: BoundRun, end_at: datetime, reason: str, *, erp_ended: bool) -> None:
+        """Plan a stop, clamped to [MM start, now]; a later call for the same run replaces it."""
+        end_at = min(end_at, self.now)
+        if bound.erp_start_at is not None and end_at < bound.erp_start_at:
+            end_at = bound.erp_start_at
+        self.stops[bound.run_key] = _Stop(bound, end_at, reason, erp_ended)
+
+    def _start(self, winner: _Contender) -> None:
+        _, key, run, _, mm_machine, _ = winner
+        op = run.operation
+        in_setup = run.state is _SETUP
+        phase = _phase(in_setup)
+        mm_run_id = self._new_id(key)
+        reason = f"clocked in on {op.job_key_text} op {op.operation_seq} ({phase})"
+        if self.resync:
+            reason = f"resync: MM has no run for {op.job_key_text} op {op.operation_seq}; starting ({phase})"
+        self.stats.started += 1
+        self.starts.append(
+            PlannedAction(
+                kind=ActionKind.START,
+                source=self.source,
+                run_key=key,
+                mm_run_id=mm_run_id,
+                erp_machine=op.machine,
+                mm_machine_id=mm_machine,
+                job=op.job_key_text,
+                operation=op.operation_seq,
+                reason=_reason(reason),
+                idempotency_key=self._key(ActionKind.START, mm_run_id, phase),
+                in_setup=in_setup,
+                run=run,
+                payload_hash=payload_fingerprint(run, mm_machine),
+            )
+        )
+
+    def _switch(self, winner: _Contender) -> None:
+        _, key, run, bound, _, _ = winner
+        assert bound is not None
+        self.stats.switched += 1
+        self.starts.append(
+            PlannedAction(
+                kind=ActionKind.START,
+                source=self.source,
+                run_key=key,
+                mm_run_id=bound.mm_run_id,
+                erp_machine=bound.erp_machine,
+                mm_machine_id=bound.mm_machine_id,
+                job=bound.job,
+                operation=bound.operation,
+                reason=_reason(f"setup done on {bound.job} op {bound.operation}: switching to production"),
+                idempotency_key=self._key(ActionKind.START, bound.mm_run_id, "production"),
+                in_setup=False,
+                run=run,
+                payload_hash=payload_fingerprint(run, bound.mm_machine_id),
+            )
+        )
+
+    def _finish(self) -> Plan:
+        plan = self.plan_
+        stops = [
+            PlannedAction(
+                kind=ActionKind.STOP,
+                source=self.source,
+                run_key=stop.bound.run_key,
+                mm_run_id=stop.bound.mm_run_id,
+                erp_machine=stop.bound.erp_machine,
+                mm_machine_id=stop.bound.mm_machine_id,
+                job=stop.bound.job,
+                operation=stop.bound.operation,
+                reason=_reason(stop.reason),
+                idempotency_key=self._key(ActionKind.STOP, stop.bound.mm_run_id),
+                in_setup=stop.bound.in_setup,
+                end_at=stop.end_at,
+            )
+            for stop in self.stops.values()
+        ]
+        self.stats.stopped = len(stops)
+        actions = [*stops, *self.starts]
+        actions.sort(key=lambda a: (a.mm_machine_id, 0 if a.kind is ActionKind.STOP else 1, a.run_key))
+        plan.actions = actions
+        plan.flags = sorted(self.flags, key=lambda f: (f.run_key, f.kind))
+        plan.quarantined.sort(key=lambda b: b.record_key)
+        self.stats.flagged = len(plan.flags)
+        return plan
