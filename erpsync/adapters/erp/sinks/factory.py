@@ -36,3 +36,6 @@ def open_sink(settings: Settings) -> CountSink:
     except BaseException:
         engine.dispose()
         raise
+
+
+__all__ = ["open_sink", "open_writeback_engine"]

@@ -1,0 +1,162 @@
+"""`erpsync writeback` (one write-back cycle) and `erpsync erp install-staging`.
+
+Only wiring and display: the cycle is erpsync.service.writeback, the sinks are in
+erpsync.adapters.erp.sinks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from erpsync.adapters.erp.sinks.factory import open_sink, open_writeback_engine
+from erpsync.adapters.erp.sinks.staging import DDL_DIALECTS, install_staging, staging_ddl
+from erpsync.adapters.mm.client import MMClient
+from erpsync.adapters.state.store import StateStore
+from erpsync.cli.common import EXIT_ERROR, handle_errors, print_json, state_of, stderr, stdout
+from erpsync.config import DatabaseSettings, Settings
+from erpsync.domain.errors import ConfigError
+from erpsync.runtime.logging import correlation
+from erpsync.service.writeback import WritebackRow, WritebackSummary, run_writeback
+
+erp_app = typer.Typer(help="erpsync's own objects inside the ERP database.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `writeback` and the `erp` group to the root command."""
+    app.command("writeback")(writeback)
+    app.add_typer(erp_app, name="erp")
+
+
+@handle_errors
+def writeback(
+    ctx: typer.Context,
+    run: Annotated[
+        str | None, typer.Option("--run", help="Only this MM run id (erpJobOperationRunId).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Read MM and show what would be written; write nothing anywhere."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Run one write-back cycle: MM part counts of bound runs into the ERP (exit 1 if writes failed)."""
+    settings = state_of(ctx).settings()
+    with correlation("cli"):
+        store = StateStore.from_settings(settings.state)
+        try:
+            with MMClient(settings.mm) as client:
+                sink = open_sink(settings)
+                try:
+                    summary = run_writeback(store, client, sink, settings, run_id=run, dry_run=dry_run)
+                finally:
+                    sink.close()
+        finally:
+            store.dispose()
+    if as_json:
+        print_json({"summary": summary.counters(), "rows": [row.__dict__ for row in summary.rows]})
+    else:
+        _print(summary)
+    if summary.failed or summary.outcome == "failed":
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _counts(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return "-"
+    return "{total}/{good}/{scrap}/{nonconform}".format(**counts)
+
+
+def _print(summary: WritebackSummary) -> None:
+    s = summary
+    if s.read_only:
+        stdout.print("writeback.sink = 'none': read-only mode, counts were read but nothing was written")
+    head = "dry run, nothing written" if s.dry_run else f"cycle {s.outcome}"
+    parts = [f"{s.read} run(s) read ({s.calls} MM calls)"]
+    if s.dry_run:
+        parts.append(f"{s.would_write} would be written")
+    else:
+        parts += [f"{s.written} written", f"{s.already_written} already written"]
+    parts += [
+        f"{s.unchanged} unchanged",
+        f"{s.no_data} no data",
+        f"{s.refused} decrease refused",
+        f"{s.conflicts} conflicts",
+        f"{s.failed} failed",
+        f"{s.skipped} quarantined",
+    ]
+    stdout.print(f"writeback via sink {s.sink!r} ({head}): " + ", ".join(parts) + f"; {s.duration:.2f}s")
+    rows = s.rows if s.dry_run else [r for r in s.rows if r.outcome != "unchanged"]
+    if rows:
+        stdout.print(_table(rows))
+
+
+def _table(rows: list[WritebackRow]) -> Table:
+    table = Table("MM run", "job", "op", "machine", "MM t/g/s/n", "last written", "outcome", "note")
+    for row in rows:
+        table.add_row(
+            row.mm_run_id,
+            row.erp_job,
+            row.erp_operation,
+            row.erp_machine,
+            _counts(row.mm_counts),
+            _counts(row.last_written),
+            row.outcome,
+            (row.message or "")[:80],
+        )
+    return table
+
+
+@erp_app.command("install-staging")
+@handle_errors
+def install_staging_command(
+    ctx: typer.Context,
+    print_sql: Annotated[
+        bool, typer.Option("--print-sql", help="Print the DDL for a DBA instead of running it.")
+    ] = False,
+    dialect: Annotated[
+        str | None,
+        typer.Option(
+            help=f"SQL dialect for --print-sql ({', '.join(DDL_DIALECTS)}); default: the configured DB."
+        ),
+    ] = None,
+) -> None:
+    """Create the write-back staging table (writeback.staging_table) in the ERP database."""
+    settings = state_of(ctx).settings()
+    table = settings.writeback.staging_table
+    if print_sql:
+        sys_out = typer.get_text_stream("stdout")
+        sys_out.write(staging_ddl(dialect or _configured_dialect(settings), table))
+        return
+    if settings.writeback.sink != "staging":
+        stderr.print(
+            f"note: writeback.sink is {settings.writeback.sink!r}; only sink 'staging' uses this table",
+            markup=False,
+        )
+    engine = open_writeback_engine(settings)
+    try:
+        install_staging(engine, table)
+    finally:
+        engine.dispose()
+    stdout.print(f"staging table {table} is ready in {_database(settings)}", markup=False)
+
+
+def _configured(settings: Settings) -> DatabaseSettings | None:
+    return settings.writeback.database or settings.source
+
+
+def _configured_dialect(settings: Settings) -> str:
+    database = _configured(settings)
+    if database is None:
+        raise ConfigError(
+            "no write-back database configured: pass --dialect "
+            f"({', '.join(DDL_DIALECTS)}) or set writeback.database.url"
+        )
+    return str(database.sqlalchemy_url().get_backend_name())
+
+
+def _database(settings: Settings) -> str:
+    database = _configured(settings)
+    return str(database.redacted_url()) if database is not None else "(none)"
