@@ -23,6 +23,7 @@ from erpsync.cli.common import (
     stderr,
     stdout,
 )
+from erpsync.cli.service import register as register_service
 from erpsync.service.status import status_report
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ db_app = typer.Typer(help="erpsync's own state database: create, upgrade, inspec
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+register_service(app)
 
 ConfigOption = Annotated[
     Path | None,

@@ -77,8 +77,10 @@ class JobRunner:
         closing: threading.Event,
         hard_stop: threading.Event,
         max_abandoned: int,
+        trigger: str = "schedule",
     ) -> None:
         self.job = job
+        self._trigger = trigger
         self._may_run = may_run
         self._on_success = on_success
         self._closing = closing
@@ -90,20 +92,30 @@ class JobRunner:
         self.__name__ = job.name  # what APScheduler shows in its own log lines
 
     def __call__(self) -> None:
+        """One scheduled run; a failure is re-raised so APScheduler reports EVENT_JOB_ERROR."""
+        _, failure = self.run()
+        if failure is not None:
+            raise failure
+
+    def run(self) -> tuple[str, BaseException | None]:
+        """Run the body once under the deadline: (outcome, the exception it raised if any).
+
+        Outcomes: ok, error, timeout, skipped (not leader / stopping), blocked (too many abandoned).
+        """
         name = self.job.name
         if self._closing.is_set() or not self._may_run():
             JOB_RUNS.labels(name, "skipped").inc()
             log.info("job skipped: not leader or stopping", loop=name)
-            return
+            return "skipped", None
         if self.abandoned_alive() >= self._max_abandoned:
             JOB_RUNS.labels(name, "blocked").inc()
             log.error("job blocked: earlier timed-out runs are still alive", loop=name)
-            return
+            return "blocked", None
         flag = threading.Event()
         failure: list[BaseException] = []
 
         def body() -> None:
-            with correlation("schedule"), structlog.contextvars.bound_contextvars(loop=name):
+            with correlation(self._trigger), structlog.contextvars.bound_contextvars(loop=name):
                 try:
                     self.job.func(flag)
                 except BaseException as exc:
@@ -134,13 +146,14 @@ class JobRunner:
                 timeout_seconds=self.job.timeout_seconds,
                 shutting_down=self._hard_stop.is_set(),
             )
-            return
+            return "timeout", None
         JOB_SECONDS.labels(name).observe(time.monotonic() - started)
         if failure:
             JOB_RUNS.labels(name, "error").inc()
-            raise failure[0]  # reported by APScheduler as EVENT_JOB_ERROR
+            return "error", failure[0]
         JOB_RUNS.labels(name, "ok").inc()
         self._on_success(name)
+        return "ok", None
 
     def abandoned_alive(self) -> int:
         """Timed-out runs of this job whose threads have not ended yet."""
@@ -187,6 +200,11 @@ class JobScheduler:
         """Set every running job's stop flag; they should wind down at their next check."""
         for runner in self.runners:
             runner.interrupt()
+
+    def abandon(self) -> None:
+        """Stop waiting for running bodies now (last resort when shutdown could not finish)."""
+        self._closing.set()
+        self._hard_stop.set()
 
     def shutdown(self, grace_seconds: float) -> bool:
         """Stop scheduling, ask running jobs to stop, wait up to `grace_seconds`, then abandon them.
