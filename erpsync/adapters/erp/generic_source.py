@@ -1,0 +1,394 @@
+"""The `generic-sql` source: any table, view or SELECT, its columns mapped to canonical fields.
+
+Configuration (`[source.generic]`): `table` (optionally `schema_name`) or `query`, and `columns`
+mapping a canonical field to a column name. Fields:
+- required: `job`, `operation`, `machine`
+- optional: `run_key`, `part`, `lot`, `description`, `quantity`, `setup_time` (unit:
+  `setup_time_unit`), `run_time` (unit: a `run_unit` column or `run_time_unit`), `due_at`, `start_at`,
+  `end_at`, `in_setup` (yes/no), `status` (meaning from `status_map`).
+Identifiers are never pasted into SQL: a table is reflected and every mapped column must exist in it
+(a missing one is a ConfigError naming `source.generic.columns.<field>`); a query is wrapped as a
+subquery whose columns are checked the same way; values (lookup keys) are always bound parameters.
+
+Run rule per row: with a `status` column, `status_map` decides (not_started / setup / production /
+ended / skip; an unmapped value is a bad row). Without one: `end_at` set -> ENDED, else `start_at`
+set -> SETUP when `in_setup` is true, else PRODUCTION; neither -> not started (operation only).
+Run key: the `run_key` column, else `<job>|<operation>`. Job key: (`job`,). Timestamps without a
+zone are local to `source.timezone`. Rows are streamed ordered by run key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+import structlog
+from sqlalchemy import (
+    Engine,
+    MetaData,
+    Select,
+    Table,
+    bindparam,
+    column,
+    false,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy.sql import ColumnElement, FromClause
+
+from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
+from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
+from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
+from erpsync.adapters.erp.visual_names import clean, operation_name
+from erpsync.config import SourceSettings
+from erpsync.domain.errors import ConfigError, RecordError
+from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
+from erpsync.domain.timezones import to_utc, zone_of
+from erpsync.domain.units import (
+    RunUnit,
+    TimeUnit,
+    UnitError,
+    duration_seconds,
+    parse_run_unit,
+    parse_time_unit,
+    part_time_ms,
+    quantity_required,
+    to_decimal,
+)
+
+KIND = "generic-sql"
+LOOKUP_BATCH = 500
+REQUIRED_FIELDS = ("job", "operation", "machine")
+OPTIONAL_FIELDS = (
+    "run_key",
+    "part",
+    "lot",
+    "description",
+    "quantity",
+    "setup_time",
+    "run_time",
+    "run_unit",
+    "due_at",
+    "start_at",
+    "end_at",
+    "in_setup",
+    "status",
+)
+FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
+_STATES = {"setup": RunState.SETUP, "production": RunState.PRODUCTION, "ended": RunState.ENDED}
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class _FieldError(RecordError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    operation: JobOperation
+    state: RunState | None
+    run_key: str
+    start_at: datetime | None
+    end_at: datetime | None
+
+
+class GenericSqlSource:
+    """Reads a user-mapped table, view or SELECT through a read-only engine."""
+
+    def __init__(self, settings: SourceSettings, engine: Engine | None = None) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.generic = settings.generic
+        self.operation_stats = SourceStats()
+        self._zone = zone_of(settings.timezone)
+        self._status_map = {clean(k).casefold(): v for k, v in self.generic.status_map.items()}
+        self._run_unit, self._setup_unit = self._check_config()
+        self.engine = engine or create_source_engine(settings)
+        self._source: FromClause | None = None
+        self._columns: dict[str, ColumnElement[Any]] = {}
+
+    def _check_config(self) -> tuple[RunUnit | None, TimeUnit]:
+        g = self.generic
+        if not g.table and not g.query:
+            raise ConfigError(
+                "source.generic: set table (a table or view name) or query (a SELECT) for kind generic-sql"
+            )
+        if g.query and not clean(g.query).lower().startswith(("select", "with")):
+            raise ConfigError("source.generic.query: must be a single SELECT (or WITH ... SELECT) statement")
+        for key in g.columns:
+            if key not in FIELDS:
+                raise ConfigError(
+                    f"source.generic.columns.{key}: unknown field; expected one of {', '.join(FIELDS)}"
+                )
+        for key in REQUIRED_FIELDS:
+            if not g.columns.get(key):
+                raise ConfigError(f"source.generic.columns.{key}: required; name the column that holds it")
+        if "status" in g.columns and not g.status_map:
+            raise ConfigError(
+                "source.generic.status_map: required when columns.status is mapped "
+                "(value -> not_started, setup, production, ended or skip)"
+            )
+        run_unit = None
+        if g.run_time_unit:
+            try:
+                run_unit = parse_run_unit(g.run_time_unit, self.settings.visual.run_type_aliases)
+            except UnitError as exc:
+                raise ConfigError(f"source.generic.run_time_unit: {exc}") from None
+        elif "run_time" in g.columns and "run_unit" not in g.columns:
+            raise ConfigError(
+                "source.generic.run_time_unit: required when columns.run_time is mapped without "
+                "columns.run_unit (e.g. 'MIN/PC')"
+            )
+        return run_unit, parse_time_unit(g.setup_time_unit)
+
+    # -- statement -----------------------------------------------------------------------------
+
+    def _resolve(self) -> FromClause:
+        """Reflect the table (or probe the query) once and check every mapped column exists."""
+        if self._source is not None:
+            return self._source
+        g = self.generic
+        if g.table:
+            schema, _, name = g.table.rpartition(".")
+            try:
+                source: FromClause = Table(
+                    name, MetaData(), schema=schema or g.schema_name or None, autoload_with=self.engine
+                )
+            except NoSuchTableError:
+                raise ConfigError(f"source.generic.table: table or view {g.table!r} not found") from None
+            available = [c.name for c in source.columns]
+            where = f"table {g.table!r}"
+        else:
+            assert g.query is not None
+            probe: Select[Any] = (
+                select(literal_column("*")).select_from(text(f"({g.query}) erpsync_probe")).where(false())
+            )
+            with self.engine.connect() as conn:
+                available = list(conn.execute(probe).keys())
+            source = text(g.query).columns(*(column(name) for name in available)).subquery("erpsync_src")
+            where = "the query's result"
+        for key, wanted in g.columns.items():
+            actual = _match(wanted, available)
+            if actual is None:
+                raise ConfigError(
+                    f"source.generic.columns.{key}: column {wanted!r} not found in {where}; "
+                    f"columns are: {', '.join(available)}"
+                )
+            self._columns[key] = source.c[actual]
+        self._source = source
+        return source
+
+    def statement(self) -> Select[Any]:
+        """SELECT of the mapped columns labelled by field, ordered by run key (or job, operation)."""
+        source = self._resolve()
+        stmt = select(*(col.label(key) for key, col in self._columns.items())).select_from(source)
+        order = (
+            [self._columns["run_key"]]
+            if "run_key" in self._columns
+            else [
+                self._columns["job"],
+                self._columns["operation"],
+            ]
+        )
+        return stmt.order_by(*order)
+
+    # -- JobSource -------------------------------------------------------------------------------
+
+    def read_runs(self) -> StreamSnapshot:
+        """Every row that is a run (open or ended); a complete snapshot of the mapped view."""
+        statement = self.statement()
+
+        def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
+            for item in self._items(statement, {}, stats):
+                if isinstance(item, BadRecord):
+                    yield item
+                elif item.state is not None:
+                    yield _run(item)
+
+        return StreamSnapshot(produce, complete=True, kind=KIND)
+
+    def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
+        """Specific runs in batches of bound keys (by run_key column, else by job)."""
+        keys = sorted(set(run_keys))
+        base = self.statement()
+        if "run_key" in self._columns:
+            column_, values = self._columns["run_key"], keys
+        else:
+            column_, values = self._columns["job"], sorted({k.rpartition("|")[0] for k in keys if "|" in k})
+        statement = base.where(column_.in_(bindparam("keys", expanding=True)))
+        wanted = set(keys)
+        for start in range(0, len(values), LOOKUP_BATCH):
+            params = {"keys": values[start : start + LOOKUP_BATCH]}
+            for item in self._items(statement, params, SourceStats()):
+                if isinstance(item, _Parsed) and item.state is not None and item.run_key in wanted:
+                    yield _run(item)
+
+    def read_operations(self) -> Iterator[JobOperation | BadRecord]:
+        """Rows that are not ended and not skipped, as operations to import."""
+        self.operation_stats = SourceStats()
+        statement = self.statement()
+
+        def produce() -> Iterator[JobOperation | BadRecord]:
+            for item in self._items(statement, {}, self.operation_stats):
+                if isinstance(item, BadRecord):
+                    yield item
+                elif item.state is not RunState.ENDED:
+                    yield item.operation
+
+        return count_items(produce(), self.operation_stats, KIND)
+
+    def acknowledge(self, snapshot: object) -> None:
+        """Nothing to advance: every read is a full snapshot."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- rows ------------------------------------------------------------------------------------
+
+    def _items(
+        self, statement: Select[Any], params: dict[str, Any], stats: SourceStats
+    ) -> Iterator[_Parsed | BadRecord]:
+        rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
+        for row in rows:
+            stats.rows_read += 1
+            values = row._mapping
+            try:
+                parsed = self._parse(values)
+            except RecordError as exc:
+                field = exc.field if isinstance(exc, _FieldError) else None
+                key = clean(values.get("run_key")) or f"{clean(values['job'])}|{clean(values['operation'])}"
+                log.warning("generic_row_quarantined", record_key=key, field=field, reason=str(exc))
+                yield BadRecord(
+                    source=self.name,
+                    record_key=key,
+                    reason=str(exc),
+                    field=self.generic.columns.get(field or "", field),
+                    raw={k: None if v is None else str(v) for k, v in values.items()},
+                )
+                continue
+            if parsed is None:
+                stats.skip("status")
+                continue
+            yield parsed
+
+    def _parse(self, values: Any) -> _Parsed | None:
+        job, seq, machine = clean(values["job"]), clean(values["operation"]), clean(values["machine"])
+        for key, value in (("job", job), ("operation", seq), ("machine", machine)):
+            if not value:
+                raise _FieldError(key, f"{key} is empty")
+        run_key = clean(values.get("run_key")) or f"{job}|{seq}"
+        quantity = _guard("quantity", lambda: quantity_required(self._number(values, "quantity")))
+        setup = _guard(
+            "setup_time", lambda: duration_seconds(self._number(values, "setup_time"), self._setup_unit)
+        )
+        run = self._number(values, "run_time")
+        unit = self._run_unit
+        if clean(values.get("run_unit")):
+            unit = _guard("run_unit", lambda: parse_run_unit(clean(values.get("run_unit"))))
+        if unit is None and run:
+            raise _FieldError("run_unit", "run time has no unit; the run_unit column is empty")
+        part_ms = None if unit is None else _guard("run_time", lambda: part_time_ms(run, unit, quantity))
+        start_at, end_at = self._time(values, "start_at"), self._time(values, "end_at")
+        state = self._state(values, start_at, end_at)
+        if state == "skip":
+            return None
+        operation = JobOperation(
+            job_key=(job,),
+            operation_seq=seq,
+            machine=machine,
+            job_name=job,
+            operation_name=operation_name(job, seq),
+            part_name=clean(values.get("part")),
+            lot_name=clean(values.get("lot")),
+            description=clean(values.get("description")),
+            quantity_required=quantity,
+            expected_setup_seconds=setup,
+            ideal_part_ms=part_ms,
+            expected_part_ms=part_ms,
+            due_at=self._time(values, "due_at"),
+            origin=f"{self.generic.table or 'query'}:{run_key}",
+        )
+        return _Parsed(operation, state, run_key, start_at, end_at)
+
+    def _state(
+        self, values: Any, start_at: datetime | None, end_at: datetime | None
+    ) -> RunState | Literal["skip"] | None:
+        if "status" in self._columns:
+            raw = clean(values.get("status"))
+            meaning = self._status_map.get(raw.casefold())
+            if meaning is None:
+                raise _FieldError("status", f"status {raw!r} is not in source.generic.status_map; add it")
+            return "skip" if meaning == "skip" else _STATES.get(meaning)
+        if end_at is not None:
+            return RunState.ENDED
+        if start_at is not None:
+            in_setup = _guard("in_setup", lambda: _flag(values.get("in_setup")))
+            return RunState.SETUP if in_setup else RunState.PRODUCTION
+        return None
+
+    def _number(self, values: Any, key: str) -> Decimal | None:
+        value = values.get(key)
+        if value is None or isinstance(value, Decimal | int | float):
+            return _guard(key, lambda: to_decimal(value, key))
+        try:
+            return parse_decimal(str(value))
+        except ValueError as exc:
+            raise _FieldError(key, str(exc)) from None
+
+    def _time(self, values: Any, key: str) -> datetime | None:
+        value = values.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            try:
+                value = parse_datetime(str(value))
+            except ValueError as exc:
+                raise _FieldError(key, str(exc)) from None
+            if value is None:
+                return None
+        return to_utc(value, self._zone)
+
+
+def _run(item: _Parsed) -> JobOperationRun:
+    assert item.state is not None
+    return JobOperationRun(
+        run_key=item.run_key,
+        operation=item.operation,
+        state=item.state,
+        start_at=item.start_at,
+        end_at=item.end_at,
+        origin=item.operation.origin,
+    )
+
+
+def _flag(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int):
+        return bool(value)
+    try:
+        return bool(parse_bool(str(value)))
+    except ValueError as exc:
+        raise UnitError(str(exc)) from None
+
+
+def _guard(field: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except UnitError as exc:
+        raise _FieldError(field, f"{field}: {exc}") from None
+
+
+def _match(wanted: str, available: list[str]) -> str | None:
+    """The column name as the database spells it: exact, else the single case-insensitive match."""
+    if wanted in available:
+        return wanted
+    folded = [name for name in available if name.casefold() == wanted.casefold()]
+    return folded[0] if len(folded) == 1 else None
