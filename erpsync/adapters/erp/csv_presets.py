@@ -11,7 +11,7 @@ An operation export has no labor tickets, so a row becomes a run by this rule (b
    imported, not run). `csv.status_map` may force `not_started` or `skip` for a status.
 4. An unknown status is a bad row (quarantined, says which key to set), never a guess.
 Skipped (counted in stats.skipped): VISUAL rows whose WORKORDER_TYPE is not `W`, LN lines without an
-order and operation (totals, comments), and outside-service rows (VISUAL SERVICE_ID / VENDOR_ID, LN
+operation number and without an order or machine (totals, comments), and outside-service rows (VISUAL SERVICE_ID / VENDOR_ID, LN
 subcontracted / supplier). Run keys: VISUAL `W/BASE/LOT/SPLIT/SUB|SEQ` (the job key + sequence),
 LN `ORDER|OPNO`; origin `file.csv:17`.
 """
@@ -353,8 +353,9 @@ class LnCsvPreset:
         """Map one row (see module rules); raises RowProblem or RowSkipped."""
         order = clean(get("order"))
         raw_op = clean(get("operation"))
-        if not order and not raw_op:
-            raise RowSkipped("not_work_order")
+        machine = clean(get("machine")) or clean(get("work_center"))
+        if not raw_op and (not order or not machine):
+            raise RowSkipped("not_work_order")  # totals, comments, order header lines
         if not order:
             raise RowProblem("order", "production order number is empty")
         seq = seq_text(raw_op)
@@ -362,7 +363,6 @@ class LnCsvPreset:
             raise RowProblem("operation", f"operation number {raw_op!r} is not a whole number")
         if _flag(get, "subcontracted") or clean(get("supplier")):
             raise RowSkipped("outside_service")
-        machine = clean(get("machine")) or clean(get("work_center"))
         if not machine:
             raise RowProblem("machine", "neither machine (mcno) nor work center (cwoc) is set")
         quantity = _convert("planned_qty", lambda: quantity_required(_decimal(get, "planned_qty", ctx)))

@@ -28,6 +28,7 @@ _SLASHED = re.compile(
     r"^(\d{1,2})[/-](\d{1,2})[/-](\d{4})"
     r"(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?\s*([AaPp]\.?[Mm]\.?)?)?$"
 )
+_ISO_DATE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}")
 _SENTINEL = date(1900, 1, 1)
 _TRUE = frozenset(("yes", "y", "true", "t", "1", "ja", "j", "x", "on", "oui", "si", "wahr"))
 _FALSE = frozenset(("no", "n", "false", "f", "0", "nee", "nein", "off", "non", "falsch", "-"))
@@ -79,7 +80,9 @@ def parse_datetime(text: str | None, date_order: DateOrder = "mdy") -> datetime 
 def _iso(text: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    except ValueError as exc:
+        if _ISO_DATE.match(text):
+            raise ValueError(f"{text!r}: impossible date or time ({exc})") from None
         return None
 
 
