@@ -11,15 +11,21 @@ readiness and the heartbeat use it. A job signals failure by raising; returning 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import structlog
 
+from erpsync.adapters.erp.factory import open_source
+from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
 from erpsync.config import Settings
+from erpsync.domain.errors import ConfigError
 from erpsync.runtime.metrics import AUDIT_PURGED
 from erpsync.runtime.scheduler import ScheduledJob
 from erpsync.runtime.service import FencingContext, Service
+from erpsync.service.fence import Fence
 from erpsync.service.retention import purge_audit
+from erpsync.service.sync import SyncService
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +59,24 @@ def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) ->
         timeout_seconds=svc.job_timeout_seconds,
         run_at_start=True,
     )
+
+
+def open_sync(
+    settings: Settings, store: StateStore, fence: Fence | None, client: MMClient | None, **kwargs: Any
+) -> SyncService:
+    """A SyncService on the configured source (`client`/`fence` None: read-only, for `plan`)."""
+    if settings.source is None:
+        raise ConfigError("source: required; add a [source] section (see erpsync.example.toml)")
+    source = open_source(settings.source, store)
+    return SyncService(settings, store, source, client, fence, **kwargs)
+
+
+def open_client(settings: Settings) -> MMClient:
+    """The MM client, refusing to start without an API key (the error names the key)."""
+    problems = [p for p in settings.missing_for_service() if p.startswith("mm.")]
+    if problems:
+        raise ConfigError(problems[0])
+    return MMClient(settings.mm)
 
 
 def build_jobs(settings: Settings, store: StateStore, fencing: FencingContext) -> list[ScheduledJob]:

@@ -109,7 +109,7 @@ def audit_query(
     action: str | None = None,
     since: datetime | None = None,
     limit: int = 100,
-) -> Select[tuple[AuditEntry]]:
+) -> Select[AuditEntry]:
     """Newest-first audit rows matching every filter given."""
     query = select(AuditEntry)
     if job:

@@ -1,0 +1,438 @@
+"""The action journal and run bindings: intent before an MM call, outcome after it.
+
+Why this shape (architecture-notes §3): an intent row is committed before the call, carrying the
+exact request body, so after a crash the action can be settled by *reading MM first* and re-sent
+only if MM does not have it, without re-reading the ERP. `next_attempt_at` doubles as a claim:
+whoever sets it into the future owns the action until then, so a crashed dispatcher's actions
+become due again by themselves and two dispatchers never send the same action at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from erpsync.adapters.state.audit import record_audit
+from erpsync.adapters.state.tables import MachineSeen, QuarantineEntry, RunBinding, SyncAction, utcnow
+from erpsync.domain.model import BadRecord
+from erpsync.domain.reconcile import BoundRun
+
+OPEN_BINDING_STATUSES = ("starting", "running", "stopping")
+DUE_STATUSES = ("pending", "failed_retryable")
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One journaled action, with everything needed to (re)send it."""
+
+    id: int
+    idempotency_key: str
+    kind: str
+    source: str | None
+    run_key: str | None
+    mm_run_id: str | None
+    erp_job: str | None
+    erp_operation: str | None
+    erp_machine: str | None
+    reason: str | None
+    payload: dict[str, Any]
+    attempts: int
+    fencing_token: int | None = None
+
+    @property
+    def audit_keys(self) -> dict[str, Any]:
+        """The plain audit columns that locate this action."""
+        return {
+            "source": self.source,
+            "erp_job": self.erp_job,
+            "erp_operation": self.erp_operation,
+            "erp_machine": self.erp_machine,
+            "mm_run_id": self.mm_run_id,
+            "action_id": self.id,
+        }
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one action ended this attempt; `status` is the journal status it moves to."""
+
+    entry: JournalEntry
+    status: str  # succeeded / failed_retryable / failed_permanent / quarantined / pending
+    audit_outcome: str  # succeeded / retrying / failed / quarantined / conflict / noop
+    http_status: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    next_attempt_at: datetime | None = None
+    binding_status: str | None = None
+    mm_start_at: datetime | None = None
+    mm_end_at: datetime | None = None
+    in_setup: bool | None = None
+    rejected_machine: str | None = None
+    detail: str | None = None
+    after: dict[str, Any] | None = None
+    quarantine: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _entry(row: SyncAction) -> JournalEntry:
+    return JournalEntry(
+        id=row.id,
+        idempotency_key=row.idempotency_key,
+        kind=row.kind,
+        source=row.source,
+        run_key=row.run_key,
+        mm_run_id=row.mm_run_id,
+        erp_job=row.erp_job,
+        erp_operation=row.erp_operation,
+        erp_machine=row.erp_machine,
+        reason=row.reason,
+        payload=json.loads(row.payload) if row.payload else {},
+        attempts=row.attempts,
+        fencing_token=row.fencing_token,
+    )
+
+
+def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
+    """Every binding of `source`, keyed by run key, as the pure reconciler sees them."""
+    columns = (
+        RunBinding.run_key,
+        RunBinding.mm_run_id,
+        RunBinding.erp_machine,
+        RunBinding.mm_machine_id,
+        RunBinding.status,
+        RunBinding.in_setup,
+        RunBinding.payload_hash,
+        RunBinding.erp_start_at,
+        RunBinding.erp_end_at,
+        RunBinding.erp_job,
+        RunBinding.erp_operation,
+    )
+    result = session.execute(select(*columns).where(RunBinding.source == source))
+    return {
+        row.run_key: BoundRun(
+            run_key=row.run_key,
+            mm_run_id=row.mm_run_id,
+            erp_machine=row.erp_machine,
+            mm_machine_id=row.mm_machine_id,
+            status=row.status,
+            in_setup=bool(row.in_setup),
+            payload_hash=row.payload_hash,
+            erp_start_at=row.erp_start_at,
+            erp_end_at=row.erp_end_at,
+            job=row.erp_job,
+            operation=row.erp_operation,
+        )
+        for row in result
+    }
+
+
+def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
+    """Which of these idempotency keys the journal already holds (any status)."""
+    found: set[str] = set()
+    ordered = sorted(keys)
+    for chunk in _chunks(ordered):
+        found.update(
+            session.scalars(select(SyncAction.idempotency_key).where(SyncAction.idempotency_key.in_(chunk)))
+        )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An action about to be journaled, with the binding change that goes with it."""
+
+    idempotency_key: str
+    kind: str
+    source: str | None
+    run_key: str | None
+    mm_run_id: str | None
+    erp_job: str | None
+    erp_operation: str | None
+    erp_machine: str | None
+    reason: str
+    payload: dict[str, Any]
+    new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
+    binding_status: str | None = None  # status to give an existing binding
+
+
+def record_intents(
+    session: Session,
+    intents: Sequence[Intent],
+    *,
+    fencing_token: int | None,
+    correlation_id: str | None,
+    trigger: str | None,
+    claim_until: datetime,
+) -> list[JournalEntry]:
+    """Journal the intents (claimed until `claim_until`) and the binding rows they imply."""
+    if not intents:
+        return []
+    now = utcnow()
+    rows = [
+        {
+            "idempotency_key": i.idempotency_key,
+            "kind": i.kind,
+            "status": "pending",
+            "source": i.source,
+            "run_key": i.run_key,
+            "mm_run_id": i.mm_run_id,
+            "erp_job": i.erp_job,
+            "erp_operation": i.erp_operation,
+            "erp_machine": i.erp_machine,
+            "reason": i.reason[:255],
+            "payload": json.dumps(i.payload, sort_keys=True, default=str),
+            "attempts": 1,
+            "next_attempt_at": claim_until,
+            "last_attempt_at": now,
+            "fencing_token": fencing_token,
+            "correlation_id": correlation_id,
+            "triggered_by": trigger,
+            "created_at": now,
+        }
+        for i in intents
+    ]
+    for chunk in _chunks(rows):
+        session.execute(insert(SyncAction), list(chunk))
+    new_bindings = [{**i.new_binding, "created_at": now, "updated_at": now} for i in intents if i.new_binding]
+    for chunk in _chunks(new_bindings):
+        session.execute(insert(RunBinding), list(chunk))
+    for intent in intents:
+        if intent.binding_status and not intent.new_binding and intent.mm_run_id:
+            session.execute(
+                update(RunBinding)
+                .where(RunBinding.mm_run_id == intent.mm_run_id)
+                .values(status=intent.binding_status, updated_at=now, version=RunBinding.version + 1)
+                .execution_options(synchronize_session=False)
+            )
+    keys = [i.idempotency_key for i in intents]
+    by_key: dict[str, JournalEntry] = {}
+    for chunk in _chunks(keys):
+        for row in session.scalars(select(SyncAction).where(SyncAction.idempotency_key.in_(chunk))):
+            by_key[row.idempotency_key] = _entry(row)
+    return [by_key[k] for k in keys]
+
+
+def due_entries(session: Session, now: datetime, limit: int = 10_000) -> list[JournalEntry]:
+    """Pending or retryable actions whose claim/backoff has run out: in doubt or due for retry."""
+    query = (
+        select(SyncAction)
+        .where(
+            SyncAction.status.in_(DUE_STATUSES),
+            or_(SyncAction.next_attempt_at.is_(None), SyncAction.next_attempt_at <= now),
+        )
+        .order_by(SyncAction.id)
+        .limit(limit)
+    )
+    return [_entry(row) for row in session.scalars(query)]
+
+
+def claim(session: Session, entry: JournalEntry, now: datetime, claim_until: datetime) -> JournalEntry | None:
+    """Take an in-doubt/retryable action for one attempt; None when someone else holds it."""
+    result = session.execute(
+        update(SyncAction)
+        .where(
+            SyncAction.id == entry.id,
+            SyncAction.status.in_(DUE_STATUSES),
+            or_(SyncAction.next_attempt_at.is_(None), SyncAction.next_attempt_at <= now),
+        )
+        .values(attempts=SyncAction.attempts + 1, last_attempt_at=now, next_attempt_at=claim_until)
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", result).rowcount != 1:
+        return None
+    return replace(entry, attempts=entry.attempts + 1)
+
+
+def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int | None) -> None:
+    """Write each outcome: journal status, binding, audit row, quarantine and machine rejections."""
+    now = utcnow()
+    for outcome in outcomes:
+        entry = outcome.entry
+        final = outcome.status in ("succeeded", "failed_permanent", "quarantined")
+        session.execute(
+            update(SyncAction)
+            .where(SyncAction.id == entry.id)
+            .values(
+                status=outcome.status,
+                http_status=outcome.http_status,
+                error_class=outcome.error_class,
+                error_message=outcome.error_message,
+                next_attempt_at=outcome.next_attempt_at,
+                settled_at=now if final else None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        binding_values: dict[str, Any] = {}
+        if outcome.binding_status:
+            binding_values["status"] = outcome.binding_status
+        if outcome.mm_start_at is not None:
+            binding_values["mm_start_at"] = outcome.mm_start_at
+        if outcome.mm_end_at is not None:
+            binding_values["mm_end_at"] = outcome.mm_end_at
+        if outcome.in_setup is not None:
+            binding_values["in_setup"] = outcome.in_setup
+        if binding_values and entry.mm_run_id:
+            binding_values.update(updated_at=now, version=RunBinding.version + 1)
+            session.execute(
+                update(RunBinding)
+                .where(RunBinding.mm_run_id == entry.mm_run_id)
+                .values(**binding_values)
+                .execution_options(synchronize_session=False)
+            )
+        if outcome.rejected_machine:
+            reject_machine(session, outcome.rejected_machine, outcome.error_message or "refused by MM", now)
+        if outcome.quarantine:
+            quarantine_action(session, outcome, now)
+        record_audit(
+            session,
+            action=entry.kind,
+            outcome=outcome.audit_outcome,
+            fencing_token=fencing_token,
+            http_status=outcome.http_status,
+            error=outcome.error_message,
+            error_class=outcome.error_class,
+            after=outcome.after,
+            detail=outcome.detail or entry.reason,
+            **entry.audit_keys,
+        )
+
+
+def quarantine_action(session: Session, outcome: Outcome, now: datetime) -> None:
+    entry = outcome.entry
+    upsert_quarantine(
+        session,
+        BadRecord(
+            source=entry.source or "mm",
+            record_key=entry.mm_run_id or entry.idempotency_key,
+            reason=outcome.error_message or "refused by MachineMetrics",
+            error_class=f"mm_{entry.kind}",
+            raw=entry.payload,
+        ),
+        now,
+        action_id=entry.id,
+    )
+
+
+def upsert_quarantine(
+    session: Session, record: BadRecord, now: datetime, action_id: int | None = None
+) -> bool:
+    """Quarantine a bad record; a record seen again bumps attempts instead of a new row.
+
+    Returns True when the entry is new (or re-opened), so callers audit it once, not every cycle.
+    """
+    record_key = record.record_key[:255]
+    existing = session.scalars(
+        select(QuarantineEntry).where(
+            QuarantineEntry.source == record.source,
+            QuarantineEntry.record_key == record_key,
+            QuarantineEntry.error_class == record.error_class,
+        )
+    ).first()
+    raw = (
+        record.raw
+        if isinstance(record.raw, str) or record.raw is None
+        else json.dumps(record.raw, default=str)
+    )
+    if existing is None:
+        session.add(
+            QuarantineEntry(
+                source=record.source,
+                record_key=record_key,
+                file_name=record.file,
+                line_number=record.line,
+                field=record.field,
+                raw_payload=raw,
+                error_class=record.error_class,
+                message=record.reason,
+                action_id=action_id,
+                first_seen_at=now,
+                last_seen_at=now,
+                attempts=1,
+                status="open",
+            )
+        )
+        return True
+    reopened = existing.status != "open"
+    existing.last_seen_at = now
+    existing.attempts += 1
+    existing.message = record.reason
+    existing.line_number = record.line
+    existing.raw_payload = raw
+    if existing.status != "discarded":
+        existing.status = "open"
+    return reopened and existing.status == "open"
+
+
+def resolve_retried_quarantine(session: Session, source: str, still_bad: Collection[tuple[str, str]]) -> int:
+    """Entries a human marked for retry that did not come back bad this cycle are resolved."""
+    resolved = 0
+    for entry in session.scalars(
+        select(QuarantineEntry).where(QuarantineEntry.source == source, QuarantineEntry.status == "retry")
+    ):
+        if (entry.record_key, entry.error_class) not in still_bad:
+            entry.status = "resolved"
+            resolved += 1
+    return resolved
+
+
+def note_machines(session: Session, machines: dict[str, tuple[str | None, int]], now: datetime) -> None:
+    """Remember every ERP resource seen, its MM machine id and how many runs used it."""
+    if not machines:
+        return
+    known = {
+        row.erp_machine: row
+        for chunk in _chunks(sorted(machines))
+        for row in session.scalars(select(MachineSeen).where(MachineSeen.erp_machine.in_(chunk)))
+    }
+    for erp_machine, (mm_machine_id, runs) in machines.items():
+        row = known.get(erp_machine)
+        if row is None:
+            session.add(
+                MachineSeen(
+                    erp_machine=erp_machine[:64],
+                    mm_machine_id=mm_machine_id,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    runs_seen=runs,
+                )
+            )
+        else:
+            row.last_seen_at = now
+            row.mm_machine_id = mm_machine_id
+            row.runs_seen = runs
+
+
+def reject_machine(session: Session, mm_machine_id: str, reason: str, now: datetime) -> None:
+    """MM refused this machine id: remember it so runs on it are quarantined, not re-sent."""
+    session.execute(
+        update(MachineSeen)
+        .where(MachineSeen.mm_machine_id == mm_machine_id)
+        .values(rejected_at=now, reject_reason=reason[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def rejected_machines(session: Session) -> set[str]:
+    rows = session.scalars(
+        select(MachineSeen.mm_machine_id).where(
+            and_(MachineSeen.rejected_at.is_not(None), MachineSeen.mm_machine_id.is_not(None))
+        )
+    )
+    return {machine for machine in rows if machine}
+
+
+def backoff(attempts: int, initial: float = 5.0, cap: float = 600.0) -> timedelta:
+    """Exponential backoff between cycles for an action that keeps failing transiently."""
+    return timedelta(seconds=min(cap, initial * (2 ** max(0, attempts - 1))))

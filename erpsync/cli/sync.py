@@ -1,0 +1,288 @@
+"""`erpsync sync | plan | resync | quarantine | machines`: the reconciler, operated by hand."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from erpsync.adapters.state.store import StateStore
+from erpsync.bootstrap import open_client, open_sync
+from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stdout
+from erpsync.config import Settings
+from erpsync.domain.reconcile import Plan
+from erpsync.runtime.cli_lease import held_lease
+from erpsync.runtime.logging import correlation
+from erpsync.service import quarantine as quarantine_service
+from erpsync.service.resync import Selection, run_resync
+from erpsync.service.sync import SyncService
+
+quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.", no_args_is_help=True)
+
+
+@contextmanager
+def _acting_service(ctx: typer.Context) -> Iterator[SyncService]:
+    """A SyncService that may act: MM client, and the leader lease held for the command."""
+    settings = state_of(ctx).settings()
+    store = StateStore.from_settings(settings.state)
+    client = open_client(settings)
+    try:
+        with held_lease(settings, store) as fencing:
+            service = open_sync(settings, store, fencing, client)
+            try:
+                yield service
+            finally:
+                service.source.close()
+    finally:
+        client.close()
+        store.dispose()
+
+
+def plan_rows(plan: Plan) -> list[dict[str, Any]]:
+    """The plan as a list of actions (the `--json` shape of plan and resync --dry-run)."""
+    rows: list[dict[str, Any]] = [
+        {
+            "kind": str(a.kind),
+            "run_id": a.mm_run_id,
+            "machine": a.mm_machine_id,
+            "erp_machine": a.erp_machine,
+            "job": a.job,
+            "operation": a.operation,
+            "phase": "setup" if a.in_setup else "production",
+            "end_at": a.end_at.isoformat() if a.end_at else None,
+            "reason": a.reason,
+        }
+        for a in plan.actions
+    ]
+    rows += [
+        {
+            "kind": f"flag:{f.kind}",
+            "run_id": f.mm_run_id,
+            "machine": None,
+            "erp_machine": f.erp_machine,
+            "job": f.job,
+            "operation": f.operation,
+            "phase": None,
+            "end_at": None,
+            "reason": f.message,
+        }
+        for f in plan.flags
+    ]
+    rows += [
+        {
+            "kind": "quarantine",
+            "run_id": None,
+            "machine": None,
+            "erp_machine": None,
+            "job": None,
+            "operation": None,
+            "phase": None,
+            "end_at": None,
+            "reason": f"{r.location}: {r.reason}",
+        }
+        for r in plan.quarantined
+    ]
+    return rows
+
+
+def _print_plan(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        stdout.print("nothing to do: MachineMetrics matches the ERP")
+        return
+    table = Table("action", "MM run id", "machine", "job", "op", "reason")
+    for row in rows:
+        table.add_row(
+            row["kind"],
+            row["run_id"] or "",
+            row["machine"] or row["erp_machine"] or "",
+            row["job"] or "",
+            row["operation"] or "",
+            row["reason"],
+        )
+    stdout.print(table)
+
+
+@handle_errors
+def sync(ctx: typer.Context) -> None:
+    """Run one reconcile-and-dispatch cycle now and print what it did."""
+    with correlation("cli"), _acting_service(ctx) as service:
+        summary = service.run_cycle()
+    stdout.print(summary.line(), markup=False)
+
+
+@handle_errors
+def plan(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")] = False,
+) -> None:
+    """Show what a sync would do now, without doing anything."""
+    settings = state_of(ctx).settings()
+    store = StateStore.from_settings(settings.state)
+    try:
+        with correlation("cli"):
+            service = open_sync(settings, store, None, None)
+            try:
+                planned = service.compute_plan()
+            finally:
+                service.source.close()
+    finally:
+        store.dispose()
+    rows = plan_rows(planned.plan)
+    for bad in planned.bad_rows:
+        rows.append(
+            {
+                "kind": "quarantine",
+                "run_id": None,
+                "machine": None,
+                "erp_machine": None,
+                "job": None,
+                "operation": None,
+                "phase": None,
+                "end_at": None,
+                "reason": f"{bad.location}: {bad.reason}",
+            }
+        )
+    if as_json:
+        print_json(rows)
+    else:
+        _print_plan(rows)
+
+
+@handle_errors
+def resync(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Option(help="ERP job name, e.g. 1808412/1.")] = None,
+    operation: Annotated[str | None, typer.Option(help="Operation (name or sequence).")] = None,
+    machine: Annotated[str | None, typer.Option(help="ERP machine / resource id.")] = None,
+    run: Annotated[str | None, typer.Option(help="MM run id or ERP run key.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every run erpsync knows.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Re-establish MachineMetrics state for the selected runs (re-start lost runs, stop stale ones)."""
+    selection = Selection(job=job, operation=operation, machine=machine, run=run, everything=everything)
+    if selection.is_empty():
+        raise fail("say what to resync: --job, --operation, --machine, --run or --all", EXIT_CONFIG)
+    with correlation("cli"), _acting_service(ctx) as service, _progress() as progress:
+        result = run_resync(service, selection, dry_run=dry_run, progress=progress)
+    rows = plan_rows(result.planned.plan)
+    if as_json:
+        print_json(rows)
+    else:
+        _print_plan(rows)
+        stdout.print(f"{result.selected} runs selected, MM read for {len(result.mm_state)}", markup=False)
+        if result.unreadable:
+            stdout.print(f"MM could not be read for {len(result.unreadable)} runs; they were left alone")
+        if result.summary:
+            stdout.print(result.summary.line(), markup=False)
+        elif dry_run:
+            stdout.print("dry run: nothing was sent", markup=False)
+
+
+@handle_errors
+def quarantine_list(
+    ctx: typer.Context,
+    status: Annotated[str, typer.Option(help="open, retry, resolved, discarded or all.")] = "open",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Quarantined records, oldest first."""
+    with _session(state_of(ctx).settings()) as session:
+        entries = quarantine_service.list_entries(session, status=None if status == "all" else status)
+    if as_json:
+        print_json([e.__dict__ for e in entries])
+        return
+    table = Table("id", "source", "record", "where", "error", "message", "status", "seen")
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            e.source,
+            e.record_key,
+            e.location,
+            e.error_class,
+            e.message,
+            e.status,
+            str(e.attempts),
+        )
+    stdout.print(table if entries else f"no {status} quarantine entries")
+
+
+@handle_errors
+def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument(help="Entry id.")]) -> None:
+    """Put a record back on the normal path (the next cycle re-checks it)."""
+    with correlation("cli"), _session(state_of(ctx).settings()) as session:
+        what = quarantine_service.retry(session, entry_id)
+    stdout.print(f"entry {entry_id}: {what}", markup=False)
+
+
+@handle_errors
+def quarantine_discard(
+    ctx: typer.Context,
+    entry_id: Annotated[int, typer.Argument(help="Entry id.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit row).")] = None,
+) -> None:
+    """Mark a record as needing no action (it stays in the table as discarded)."""
+    with correlation("cli"), _session(state_of(ctx).settings()) as session:
+        quarantine_service.discard(session, entry_id, reason)
+    stdout.print(f"entry {entry_id} discarded", markup=False)
+
+
+@handle_errors
+def machines(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """ERP resources seen, their MachineMetrics machine id, and which ones MM rejected."""
+    with _session(state_of(ctx).settings()) as session:
+        views = quarantine_service.list_machines(session)
+    if as_json:
+        print_json([v.__dict__ for v in views])
+        return
+    table = Table("ERP resource", "MM erpMachineId", "runs", "last seen", "MM rejected")
+    for v in views:
+        rejected = f"{v.rejected_at:%Y-%m-%d %H:%M} {v.reject_reason}" if v.rejected_at else ""
+        table.add_row(
+            v.erp_machine,
+            v.mm_machine_id or "(ignored)",
+            str(v.runs_seen),
+            f"{v.last_seen_at:%Y-%m-%d %H:%M}",
+            rejected,
+        )
+    stdout.print(table if views else "no machines seen yet: run `erpsync sync` first")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(quarantine_app, name="quarantine")
+    app.command("sync")(sync)
+    app.command("plan")(plan)
+    app.command("resync")(resync)
+    app.command("machines")(machines)
+    quarantine_app.command("list")(quarantine_list)
+    quarantine_app.command("retry")(quarantine_retry)
+    quarantine_app.command("discard")(quarantine_discard)
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[Any]:
+    store = StateStore.from_settings(settings.state)
+    try:
+        with store.session() as session:
+            yield session
+    finally:
+        store.dispose()
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A rich progress bar on a terminal; plain (nothing) when output is not a TTY."""
+    if not sys.stdout.isatty():
+        yield None
+        return
+    with Progress(transient=True) as progress:
+        task = progress.add_task("reading MachineMetrics", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield advance

@@ -1,0 +1,80 @@
+"""One `erpsync_cycle` row per cycle: what `erpsync status` and `/readyz` read.
+
+Every flow (sync, write-back, imports, resync, purge) wraps its work in `cycle(...)`, so the
+last-success time of each loop is in the database, not only in a process that may have died.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import update
+
+from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.tables import Cycle, utcnow
+from erpsync.domain.errors import ConfigError
+from erpsync.runtime.logging import current_correlation_id, current_trigger, new_correlation_id, scrub
+from erpsync.runtime.metrics import CYCLES, LAST_SUCCESS
+
+
+@dataclass
+class CycleRecord:
+    """Handed to the flow: it fills `summary` and may mark the cycle partial."""
+
+    id: int
+    kind: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "ok"
+
+
+@contextmanager
+def cycle(store: StateStore, kind: str) -> Iterator[CycleRecord]:
+    """Record the cycle's start, then its outcome: ok / partial / failed / config_error."""
+    with store.session() as session:
+        row = Cycle(
+            correlation_id=current_correlation_id() or new_correlation_id(),
+            kind=kind,
+            triggered_by=current_trigger(),
+            started_at=utcnow(),
+        )
+        session.add(row)
+        session.flush()
+        record = CycleRecord(id=row.id, kind=kind)
+    error: str | None = None
+    started = time.monotonic()
+    try:
+        yield record
+    except ConfigError as exc:
+        record.outcome, error = "config_error", str(exc)
+        raise
+    except BaseException as exc:
+        record.outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        record.summary.setdefault("seconds", round(time.monotonic() - started, 3))
+        _finish(store, record, error)
+
+
+def _finish(store: StateStore, record: CycleRecord, error: str | None) -> None:
+    finished = utcnow()
+    try:
+        with store.session() as session:
+            session.execute(
+                update(Cycle)
+                .where(Cycle.id == record.id)
+                .values(
+                    finished_at=finished,
+                    outcome=record.outcome,
+                    summary=json.dumps(record.summary, default=str, sort_keys=True),
+                    error_message=scrub(error)[:4000] if error else None,
+                )
+            )
+    finally:
+        CYCLES.labels(loop=record.kind, outcome=record.outcome).inc()
+        if record.outcome == "ok":
+            LAST_SUCCESS.labels(loop=record.kind).set(finished.timestamp())

@@ -1,0 +1,67 @@
+"""Settle actions left in doubt (a crash, a timeout) by reading MachineMetrics first.
+
+An action is in doubt when its intent is journaled but no outcome is: the call may or may not
+have reached MM. Re-sending blindly could duplicate a run, so we ask MM (get job run) what it has:
+- a start MM already has is settled as applied; a start MM lacks is sent again;
+- a stop whose run MM shows ended is settled; one still open is sent again; an unknown run has
+  nothing to stop;
+- a production switch (start with startInSetup=false on a run MM has) cannot be told apart by a
+  read, so it is re-sent: MM treats an identical start as a no-op (idempotent by run id).
+Retryable failures whose backoff has run out take the same path.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from erpsync.adapters.mm.errors import MMConfigError, MMError
+from erpsync.adapters.state.journal import JournalEntry, Outcome, claim, due_entries
+from erpsync.adapters.state.tables import utcnow
+from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
+
+log = structlog.get_logger(__name__)
+
+
+def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float) -> DispatchResult:
+    """Claim every due action, read MM, and settle or re-send each one."""
+    now = utcnow()
+    claimed: list[JournalEntry] = []
+    with dispatcher.store.session() as session:
+        dispatcher.fence.check(session)
+        for entry in due_entries(session, now):
+            taken = claim(session, entry, now, now + timedelta(seconds=claim_seconds))
+            if taken is not None:
+                claimed.append(taken)
+    if not claimed:
+        return DispatchResult()
+    log.info("settling actions in doubt", count=len(claimed))
+    groups: dict[str, list[JournalEntry]] = {}
+    for entry in claimed:
+        groups.setdefault(str(entry.payload.get("erpMachineId") or entry.mm_run_id), []).append(entry)
+    result = dispatcher.run(list(groups.values()), sender=lambda e: _settle_one(dispatcher, e))
+    raise_for_result(result)
+    return result
+
+
+def _settle_one(dispatcher: Dispatcher, entry: JournalEntry) -> Outcome:
+    if entry.kind not in ("start_run", "stop_run") or not entry.mm_run_id:
+        return dispatcher.send(entry)
+    try:
+        run = dispatcher.client.get_job_run(entry.mm_run_id)
+    except MMConfigError as exc:
+        return dispatcher.refused(entry, exc)
+    except MMError as exc:
+        return dispatcher.retry_later(entry, exc, exc.http_status)
+    if entry.kind == "start_run":
+        if run is not None and entry.payload.get("startInSetup") is True:
+            return dispatcher.applied(entry, detail="settled after a crash: MM already had this run")
+        return dispatcher.send(entry)
+    if run is None:
+        return dispatcher.send(entry)  # MM answers 404: recorded as nothing to stop
+    if run.end_at is not None:
+        outcome = dispatcher.applied(entry, detail="settled after a crash: MM already had this run ended")
+        outcome.mm_end_at = run.end_at
+        return outcome
+    return dispatcher.send(entry)

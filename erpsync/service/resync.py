@@ -1,0 +1,165 @@
+"""`erpsync resync`: re-establish MachineMetrics state for a selection of runs, on request.
+
+It asks MM (get job run) what it has for each selected run, lets the pure `resync_plan` decide
+(re-start runs MM lost, stop runs MM has open that the ERP ended), and then goes through exactly
+the journal, dispatch and audit path of a sync cycle, with `triggered_by = cli`. A resync
+generation token in every idempotency key lets a repeated resync act again, deliberately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from erpsync.adapters.mm.errors import MMError
+from erpsync.adapters.state import journal
+from erpsync.adapters.state.tables import utcnow
+from erpsync.domain.identity import generation_token, mm_run_id_for
+from erpsync.domain.model import BadRecord, JobOperationRun
+from erpsync.domain.reconcile import BoundRun, MMRunState, resync_plan
+from erpsync.service.cycles import cycle
+from erpsync.service.dispatch import raise_for_result
+from erpsync.service.sync import PlanResult, SyncService, SyncSummary
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs a resync covers; `everything` must be asked for explicitly (`--all`)."""
+
+    job: str | None = None
+    operation: str | None = None
+    machine: str | None = None
+    run: str | None = None
+    everything: bool = False
+
+    def is_empty(self) -> bool:
+        return not (self.everything or self.job or self.operation or self.machine or self.run)
+
+    def matches(self, run: JobOperationRun | None, binding: BoundRun | None) -> bool:
+        if self.everything:
+            return True
+        job = binding.job if binding else run.operation.job_name if run else ""
+        operation = binding.operation if binding else run.operation.operation_name if run else ""
+        machine = binding.erp_machine if binding else run.machine if run else ""
+        keys = {binding.mm_run_id, binding.run_key} if binding else {run.run_key} if run else set()
+        checks = [
+            self.job is None or self.job in (job, run.operation.job_name if run else None),
+            self.operation is None
+            or self.operation in (operation, run.operation.operation_seq if run else None),
+            self.machine is None or self.machine == machine,
+            self.run is None or self.run in keys,
+        ]
+        return all(checks)
+
+
+@dataclass
+class ResyncResult:
+    planned: PlanResult
+    selected: int = 0
+    mm_state: dict[str, MMRunState] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    summary: SyncSummary | None = None
+
+
+def run_resync(
+    service: SyncService,
+    selection: Selection,
+    *,
+    dry_run: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> ResyncResult:
+    """Plan (and unless `dry_run`, carry out) the resync of the selected runs."""
+    if service.client is None:
+        raise RuntimeError("resync needs an MM client to read what MM has")
+    now = utcnow()
+    snapshot = service.source.read_runs()
+    with service.store.session() as session:
+        bindings = journal.load_bindings(session, service.source.name)
+        rejected = journal.rejected_machines(session)
+    desired: dict[str, JobOperationRun] = {}
+    bad: list[BadRecord] = []
+    for item in snapshot or ():
+        if isinstance(item, BadRecord):
+            bad.append(item)
+        else:
+            desired[item.run_key] = item
+    missing = [k for k, b in bindings.items() if k not in desired and selection.matches(None, b)]
+    for item in service.source.lookup_runs(missing) if missing else ():
+        if isinstance(item, BadRecord):
+            bad.append(item)
+        else:
+            desired[item.run_key] = item
+    selected = {
+        key for key in set(desired) | set(bindings) if selection.matches(desired.get(key), bindings.get(key))
+    }
+    run_ids = {
+        key: bindings[key].mm_run_id if key in bindings else mm_run_id_for(service.source.name, key)
+        for key in selected
+    }
+    mm_state, unreadable = _read_mm(service, sorted(run_ids.values()), progress)
+    plan = resync_plan(
+        desired.values(),
+        bindings,
+        source=service.source.name,
+        mapper=service.mapper,
+        mm_state=mm_state,
+        generation=generation_token(now),
+        now=now,
+        selection=selected.__contains__,
+        rejected_machines=rejected,
+    )
+    result = ResyncResult(
+        planned=PlanResult(
+            plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=len(desired), bound_keys=frozenset(bindings)
+        ),
+        selected=len(selected),
+        mm_state=mm_state,
+        unreadable=unreadable,
+    )
+    if dry_run:
+        return result
+    summary = SyncSummary(runs_read=len(desired), flagged=len(plan.flags))
+    with cycle(service.store, "resync") as record:
+        groups = service.journal_plan(result.planned, summary)
+        dispatched = service.dispatcher().run(groups)
+        summary.add_dispatch(dispatched)
+        raise_for_result(dispatched)
+        record.summary = {
+            "selected": result.selected,
+            "unreadable": len(result.unreadable),
+            **summary.__dict__,
+        }
+        if dispatched.retrying or dispatched.not_sent or result.unreadable:
+            record.outcome = "partial"
+    result.summary = summary
+    return result
+
+
+def _read_mm(
+    service: SyncService, run_ids: list[str], progress: Callable[[int, int], None] | None
+) -> tuple[dict[str, MMRunState], list[str]]:
+    """get-job-run for every selected run, concurrently; runs MM could not answer are left alone."""
+    client = service.client
+    assert client is not None
+    states: dict[str, MMRunState] = {}
+    unreadable: list[str] = []
+
+    def read(run_id: str) -> tuple[str, MMRunState | None]:
+        try:
+            run = client.get_job_run(run_id)
+        except MMError:
+            return run_id, None
+        if run is None:
+            return run_id, "missing"
+        return run_id, "ended" if run.end_at is not None else "open"
+
+    with ThreadPoolExecutor(max_workers=service.settings.mm.max_concurrency) as pool:
+        for done, (run_id, state) in enumerate(pool.map(read, run_ids), start=1):
+            if state is None:
+                unreadable.append(run_id)
+            else:
+                states[run_id] = state
+            if progress:
+                progress(done, len(run_ids))
+    return states, unreadable

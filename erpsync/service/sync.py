@@ -1,0 +1,333 @@
+"""One sync cycle, end to end: ERP rows -> plan -> journal -> MM calls -> outcomes + audit.
+
+1. settle what an earlier cycle left in doubt (service/recovery.py: read MM first);
+2. read the ERP (source port) and erpsync's bindings, and diff them (domain/reconcile.py);
+3. in ONE state transaction, under the fence: journal every intent, create bindings, quarantine
+   bad rows, audit flags;
+4. dispatch (service/dispatch.py), settling outcomes as they come;
+5. acknowledge the source snapshot (advance checkpoints, archive CSV files).
+
+`plan` runs steps 2 only, with no side effect anywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from erpsync.adapters.erp.port import JobSource, RunSnapshot
+from erpsync.adapters.mm.client import MMClient
+from erpsync.adapters.mm.mapper import payload_of, start_request, stop_request
+from erpsync.adapters.state import journal
+from erpsync.adapters.state.audit import record_audit
+from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.tables import QuarantineEntry, RunBinding, utcnow
+from erpsync.config import Settings
+from erpsync.domain.machines import MachineMapper
+from erpsync.domain.model import BadRecord, JobOperationRun
+from erpsync.domain.reconcile import ActionKind, Flag, Plan, PlannedAction, reconcile
+from erpsync.runtime.logging import current_correlation_id, current_trigger
+from erpsync.runtime.metrics import QUARANTINE_OPEN
+from erpsync.service.cycles import cycle
+from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
+from erpsync.service.fence import Fence
+from erpsync.service.recovery import settle_in_doubt
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class SyncSummary:
+    """What one cycle did; printed by `erpsync sync` and stored on the cycle row."""
+
+    runs_read: int = 0
+    bad_rows: int = 0
+    started: int = 0
+    stopped: int = 0
+    imported: int = 0
+    quarantined: int = 0
+    retried: int = 0
+    recovered: int = 0
+    flagged: int = 0
+    not_sent: int = 0
+    already_journaled: int = 0
+    no_new_data: bool = False
+
+    def line(self) -> str:
+        head = "no new ERP data" if self.no_new_data else f"{self.runs_read} ERP runs read"
+        return (
+            f"{head}: started {self.started}, stopped {self.stopped}, imported {self.imported}, "
+            f"quarantined {self.quarantined + self.bad_rows}, retried {self.retried}, "
+            f"recovered {self.recovered}, flagged {self.flagged}"
+        )
+
+    def add_dispatch(self, result: DispatchResult) -> None:
+        self.started += result.by_kind.get("start_run", 0)
+        self.stopped += result.by_kind.get("stop_run", 0)
+        self.imported += result.by_kind.get("import_jobs", 0)
+        self.quarantined += result.quarantined + result.failed
+        self.retried += result.retrying
+        self.not_sent += result.not_sent
+
+
+@dataclass
+class PlanResult:
+    """A plan plus what it was computed from (kept for acknowledge and display)."""
+
+    plan: Plan
+    snapshot: RunSnapshot | None
+    bad_rows: list[BadRecord] = field(default_factory=list)
+    runs_read: int = 0
+    machines: dict[str, tuple[str | None, int]] = field(default_factory=dict)
+    bound_keys: frozenset[str] = frozenset()
+
+
+class SyncService:
+    """Reconcile one ERP source with MachineMetrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        source: JobSource,
+        client: MMClient | None,
+        fence: Fence | None,
+        *,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.source = source
+        self.client = client
+        self.fence = fence
+        self.stop_event = stop_event or threading.Event()
+        self.mapper = MachineMapper.from_settings(settings.machines)
+
+    # -- reading and planning (no side effects) -------------------------------------------------
+    def compute_plan(self, now: datetime | None = None) -> PlanResult:
+        """Read the ERP and the bindings and diff them. Writes nothing anywhere."""
+        now = now or utcnow()
+        snapshot = self.source.read_runs()
+        with self.store.session() as session:
+            bindings = journal.load_bindings(session, self.source.name)
+            rejected = journal.rejected_machines(session)
+        if snapshot is None:
+            return PlanResult(
+                plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
+            )
+        desired: dict[str, JobOperationRun] = {}
+        bad: list[BadRecord] = []
+        for item in snapshot:
+            if isinstance(item, BadRecord):
+                bad.append(item)
+            else:
+                desired[item.run_key] = item
+        runs_read = len(desired)
+        gone = [
+            k for k, b in bindings.items() if b.status in journal.OPEN_BINDING_STATUSES and k not in desired
+        ]
+        if gone:
+            for item in self.source.lookup_runs(gone):
+                if isinstance(item, BadRecord):
+                    bad.append(item)
+                else:
+                    desired[item.run_key] = item
+        plan = reconcile(desired.values(), bindings, **self._policy(now, snapshot.complete, rejected))
+        result = PlanResult(
+            plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=runs_read, bound_keys=frozenset(bindings)
+        )
+        result.machines = self._machines_seen(desired.values())
+        return result
+
+    def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
+        return {
+            "source": self.source.name,
+            "mapper": self.mapper,
+            "snapshot_complete": complete,
+            "vanished_policy": self.settings.sync.vanished_runs,
+            "now": now,
+            "rejected_machines": rejected,
+        }
+
+    def _machines_seen(self, runs: Iterable[JobOperationRun]) -> dict[str, tuple[str | None, int]]:
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run.machine] = counts.get(run.machine, 0) + 1
+        return {machine: (self.mapper.map(machine), n) for machine, n in counts.items() if machine}
+
+    # -- one full cycle ------------------------------------------------------------------------
+    def dispatcher(self) -> Dispatcher:
+        if self.client is None or self.fence is None:
+            raise RuntimeError("dispatching needs an MM client and a fence")
+        return Dispatcher(
+            self.store,
+            self.client,
+            self.fence,
+            max_concurrency=self.settings.mm.max_concurrency,
+            max_attempts=self.settings.sync.max_action_attempts,
+            stop_event=self.stop_event,
+        )
+
+    def run_cycle(self) -> SyncSummary:
+        """Recover, plan, journal, dispatch, acknowledge. Raises only for configuration errors."""
+        summary = SyncSummary()
+        dispatcher = self.dispatcher()
+        with cycle(self.store, "sync") as record:
+            recovered = settle_in_doubt(dispatcher, self.settings.sync.in_doubt_after_seconds)
+            summary.recovered = recovered.succeeded
+            summary.add_dispatch(recovered)
+            summary.started -= recovered.by_kind.get("start_run", 0)
+            summary.stopped -= recovered.by_kind.get("stop_run", 0)
+            if not self.stop_event.is_set():
+                planned = self.compute_plan()
+                summary.no_new_data = planned.snapshot is None
+                summary.runs_read = planned.runs_read
+                summary.bad_rows = len(planned.bad_rows)
+                summary.flagged = len(planned.plan.flags)
+                groups = self.journal_plan(planned, summary)
+                result = dispatcher.run(groups)
+                summary.add_dispatch(result)
+                raise_for_result(result)
+                if planned.snapshot is not None and not result.not_sent:
+                    self.source.acknowledge(planned.snapshot)
+            record.summary = asdict(summary)
+            if summary.retried or summary.not_sent:
+                record.outcome = "partial"
+        self._refresh_quarantine_gauge()
+        log.info("sync cycle", **asdict(summary))
+        return summary
+
+    def journal_plan(self, planned: PlanResult, summary: SyncSummary) -> list[list[journal.JournalEntry]]:
+        """Write intents, bindings, quarantine and flags in one transaction; return dispatch groups."""
+        assert self.fence is not None
+        now = utcnow()
+        plan = planned.plan
+        intents = [self._intent(action, action.run_key not in planned.bound_keys) for action in plan.actions]
+        with self.store.session() as session:
+            self.fence.check(session)
+            known = journal.existing_keys(session, [i.idempotency_key for i in intents])
+            fresh = [i for i in intents if i.idempotency_key not in known]
+            summary.already_journaled = len(intents) - len(fresh)
+            entries = journal.record_intents(
+                session,
+                fresh,
+                fencing_token=self.fence.token,
+                correlation_id=current_correlation_id(),
+                trigger=current_trigger(),
+                claim_until=now + timedelta(seconds=self.settings.sync.in_doubt_after_seconds),
+            )
+            self._quarantine(session, [*planned.bad_rows, *plan.quarantined], now)
+            self._flags(session, plan.flags)
+            journal.note_machines(session, planned.machines, now)
+        by_key = {e.idempotency_key: e for e in entries}
+        groups: list[list[journal.JournalEntry]] = []
+        for actions in plan.by_machine().values():
+            group = [by_key[a.idempotency_key] for a in actions if a.idempotency_key in by_key]
+            if group:
+                groups.append(group)
+        return groups
+
+    def _intent(self, action: PlannedAction, new_run: bool) -> journal.Intent:
+        new_binding = None
+        binding_status = None
+        if action.kind is ActionKind.START:
+            payload = payload_of(start_request(action))
+            if new_run:
+                run = action.run
+                assert run is not None
+                new_binding = {
+                    "source": action.source,
+                    "run_key": action.run_key,
+                    "mm_run_id": action.mm_run_id,
+                    "erp_job": action.job[:255],
+                    "erp_operation": action.operation[:64],
+                    "erp_machine": action.erp_machine[:64],
+                    "mm_machine_id": action.mm_machine_id,
+                    "status": "starting",
+                    "in_setup": action.in_setup,
+                    "payload_hash": action.payload_hash,
+                    "erp_start_at": run.start_at,
+                    "erp_end_at": run.end_at,
+                    "version": 1,
+                }
+        else:
+            payload = payload_of(stop_request(action))
+            binding_status = "stopping"
+        return journal.Intent(
+            idempotency_key=action.idempotency_key,
+            kind=str(action.kind),
+            source=action.source,
+            run_key=action.run_key,
+            mm_run_id=action.mm_run_id,
+            erp_job=action.job,
+            erp_operation=action.operation,
+            erp_machine=action.erp_machine,
+            reason=action.reason,
+            payload=payload,
+            new_binding=new_binding,
+            binding_status=binding_status,
+        )
+
+    def _quarantine(self, session: Session, records: Sequence[BadRecord], now: datetime) -> None:
+        still_bad: set[tuple[str, str]] = set()
+        for record in records:
+            still_bad.add((record.record_key[:255], record.error_class))
+            if journal.upsert_quarantine(session, record, now):
+                record_audit(
+                    session,
+                    action="quarantine",
+                    outcome="quarantined",
+                    source=record.source,
+                    error=record.reason,
+                    error_class=record.error_class,
+                    detail=f"{record.location}: {record.reason}",
+                )
+        journal.resolve_retried_quarantine(session, self.source.name, still_bad)
+
+    def _flags(self, session: Session, flags: Sequence[Flag]) -> None:
+        for flag in flags:
+            record_audit(
+                session,
+                action=flag.kind,
+                outcome="flagged",
+                source=self.source.name,
+                erp_job=flag.job,
+                erp_operation=flag.operation,
+                erp_machine=flag.erp_machine,
+                mm_run_id=flag.mm_run_id,
+                before=flag.before,
+                after=flag.after,
+                detail=flag.message,
+            )
+            values = _binding_change_for(flag)
+            if values and flag.mm_run_id:
+                session.execute(
+                    update(RunBinding)
+                    .where(RunBinding.mm_run_id == flag.mm_run_id)
+                    .values(**values, updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+
+    def _refresh_quarantine_gauge(self) -> None:
+        with self.store.session() as session:
+            count = session.scalar(
+                select(func.count()).select_from(QuarantineEntry).where(QuarantineEntry.status == "open")
+            )
+        QUARANTINE_OPEN.set(count or 0)
+
+
+def _binding_change_for(flag: Flag) -> dict[str, Any]:
+    """Flags are raised once: the binding remembers that it was flagged."""
+    values: dict[str, Any] = {}
+    if flag.binding_status:
+        values["status"] = flag.binding_status
+    if flag.payload_hash:
+        values["payload_hash"] = flag.payload_hash
+    return values
