@@ -24,6 +24,7 @@ from erpsync.cli.common import (
     stdout,
 )
 from erpsync.cli.service import register as register_service
+from erpsync.cli.sources import register as register_sources
 from erpsync.service.status import status_report
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 register_service(app)
+register_sources(app)
 
 ConfigOption = Annotated[
     Path | None,

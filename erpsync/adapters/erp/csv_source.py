@@ -133,15 +133,34 @@ class CsvSource:
     def read_runs(self) -> StreamSnapshot | None:
         """A snapshot of the newest unprocessed file, or None when nothing new is ready."""
         pending = self._next_file()
-        if pending is None:
+        return None if pending is None else self._snapshot(pending)
+
+    def read_current(self) -> StreamSnapshot | None:
+        """The current file as a snapshot, processed or not (for `erpsync sources check`).
+
+        Never acknowledged: it does not advance checkpoints or move files.
+        """
+        if self.csv.path is not None and not self.csv.path.is_file():
+            raise SourceFileMissingError(f"source.csv.path {self.csv.path} does not exist")
+        if self.csv.inbox is not None and not self.csv.inbox.is_dir():
+            raise SourceFileMissingError(f"source.csv.inbox {self.csv.inbox} is not a folder")
+        path = self._current_file()
+        if path is None:
             return None
+        try:
+            info = self._inspect(path)
+        except UnreadableFileError as exc:
+            return self._snapshot(_Pending(None, path, _sha_or_name(path), str(exc)), token=False)
+        return self._snapshot(_Pending(info, path, info.sha256, self._header_problem(info)), token=False)
+
+    def _snapshot(self, pending: _Pending, *, token: bool = True) -> StreamSnapshot:
         if pending.unreadable is not None:
             reason = pending.unreadable
             return StreamSnapshot(
                 lambda _stats: iter([self._file_bad(pending.path, pending.sha256, reason)]),
                 complete=False,
                 kind=self.kind,
-                token=pending,
+                token=pending if token else None,
             )
         info = pending.info
         assert info is not None
@@ -151,17 +170,10 @@ class CsvSource:
                 if isinstance(item, BadRecord):
                     yield item
                 elif item.state is not None:
-                    yield JobOperationRun(
-                        run_key=item.run_key,
-                        operation=item.operation,
-                        state=item.state,
-                        start_at=item.start_at,
-                        end_at=item.end_at,
-                        origin=item.operation.origin,
-                    )
+                    yield _run(item)
             pending.rows_read = stats.rows_read
 
-        return StreamSnapshot(produce, complete=True, kind=self.kind, token=pending)
+        return StreamSnapshot(produce, complete=True, kind=self.kind, token=pending if token else None)
 
     def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
         """Runs with these keys in the current file (an export has no history beyond it)."""
@@ -175,14 +187,7 @@ class CsvSource:
             return
         for item in self._rows(info, SourceStats()):
             if isinstance(item, ParsedRow) and item.state is not None and item.run_key in wanted:
-                yield JobOperationRun(
-                    run_key=item.run_key,
-                    operation=item.operation,
-                    state=item.state,
-                    start_at=item.start_at,
-                    end_at=item.end_at,
-                    origin=item.operation.origin,
-                )
+                yield _run(item)
 
     def read_operations(self) -> Iterator[JobOperation | BadRecord]:
         """Operations of the current file that are not ended (to import as MM jobs)."""
@@ -469,6 +474,18 @@ class CsvSource:
         shutil.move(str(path), target)
         log.info("csv_file_moved", file=path.name, to=str(target))
         return target
+
+
+def _run(item: ParsedRow) -> JobOperationRun:
+    assert item.state is not None
+    return JobOperationRun(
+        run_key=item.run_key,
+        operation=item.operation,
+        state=item.state,
+        start_at=item.start_at,
+        end_at=item.end_at,
+        origin=item.operation.origin,
+    )
 
 
 def _sha_or_name(path: Path) -> str:

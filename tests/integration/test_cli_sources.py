@@ -1,0 +1,150 @@
+"""`erpsync sources check`: a readable summary, --json, and exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+from typer.testing import CliRunner
+
+from erpsync.adapters.erp.visual_schema import VisualFixture, create_visual_schema
+from erpsync.cli.app import app
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
+runner = CliRunner()
+
+
+def check(tmp_path: Path, toml: str, *args: str) -> tuple[int, str]:
+    """Exit code and stdout + stderr (logs included) of `erpsync sources check`."""
+    config = tmp_path / "erpsync.toml"
+    config.write_text(toml, encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(config), "sources", "check", *args])
+    return result.exit_code, result.output
+
+
+def check_json(tmp_path: Path, toml: str, *args: str) -> dict[str, Any]:
+    config = tmp_path / "erpsync.toml"
+    config.write_text(toml, encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(config), "sources", "check", "--json", *args])
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def visual_db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'visual.db'}"
+    engine = create_engine(url)
+    create_visual_schema(engine)
+    fx = VisualFixture(engine)
+    wo = fx.add_work_order("1808412", desired_qty=10)
+    op = fx.add_operation(wo, 10, "HAAS-VF2", run=1, run_type="MIN/PC")
+    bad = fx.add_operation(wo, 20, "MILL 3", run=1, run_type="FURLONGS")
+    fx.clock_in(op, datetime.now().replace(microsecond=0))  # VISUAL stores local time
+    fx.clock_in(bad, datetime.now().replace(microsecond=0))
+    fx.clock_in(None, datetime.now().replace(microsecond=0), indirect_id="SWEEP")
+    engine.dispose()
+    return url
+
+
+def test_visual_database_summary(tmp_path: Path) -> None:
+    url = visual_db(tmp_path)
+    toml = f"""
+[source]
+url = "{url}"
+kind = "infor-visual"
+name = "visual"
+[machines]
+overrides = {{ "MILL 3" = "mill-3-mm" }}
+ignore = ["SAW"]
+"""
+    code, out = check(tmp_path, toml)
+    assert code == 0, out
+    assert "rows read:   3" in out
+    assert "runs found:  1 (production 1)" in out
+    assert "skipped:     indirect_ticket 1" in out
+    assert "operations:  1 (from 2 rows)" in out
+    assert "quarantined: 2" in out
+    assert "LT2 (RUN_TYPE): unknown run unit 'FURLONGS'" in out
+    assert "unmapped, sent as is (each must be an ERP Machine ID in MM): HAAS-VF2" in out
+
+
+def test_json_output(tmp_path: Path) -> None:
+    url = visual_db(tmp_path)
+    report = check_json(tmp_path, f'[source]\nurl = "{url}"\nkind = "infor-visual"\n', "--limit", "1")
+    assert report["runs"] == 1
+    assert report["runs_by_state"] == {"production": 1}
+    assert report["quarantined"] == 2
+    assert len(report["quarantined_rows"]) == 1
+    assert report["machines"]["seen"] == ["HAAS-VF2"]
+    assert report["snapshot"] == "complete"
+
+
+def test_csv_file_lists_quarantined_rows_by_file_and_line(tmp_path: Path) -> None:
+    csv = tmp_path / "units.csv"
+    shutil.copy(CORPUS / "case07_units.csv", csv)
+    toml = f"""
+[source]
+kind = "infor-visual-csv"
+[source.csv]
+path = "{csv}"
+[source.visual]
+run_type_aliases = {{ "PC/H" = "PCS/HR" }}
+"""
+    code, out = check(tmp_path, toml)
+    assert code == 0, out
+    assert "runs found:  8 (production 8)" in out
+    assert "units.csv:9 (RUN_TYPE): unknown run unit 'FURLONGS'" in out
+    assert "units.csv:10 (RUN): run standard -1 HRS/PC is negative" in out
+    assert csv.exists() and not (tmp_path / "archive").exists()  # check never moves files
+
+
+def test_unreadable_csv_exits_1(tmp_path: Path) -> None:
+    csv = tmp_path / "broken.csv"
+    shutil.copy(CORPUS / "case08_undecodable.csv", csv)
+    code, out = check(tmp_path, f'[source]\nkind = "infor-visual-csv"\n[source.csv]\npath = "{csv}"\n')
+    assert code == 1
+    assert "error: cannot read broken.csv" in out
+
+
+def test_unreachable_database_exits_1_without_the_password(tmp_path: Path) -> None:
+    toml = (
+        '[source]\nurl = "postgresql+psycopg://erp:s3cretpw@127.0.0.1:1/erp"\nconnect_timeout_seconds = 1\n'
+    )
+    code, out = check(tmp_path, toml)
+    assert code == 1
+    assert "database error" in out
+    assert "s3cretpw" not in out
+    assert "Traceback" not in out
+
+
+def test_missing_csv_file_exits_1(tmp_path: Path) -> None:
+    code, out = check(
+        tmp_path, f'[source]\nkind = "infor-ln-csv"\n[source.csv]\npath = "{tmp_path / "no.csv"}"\n'
+    )
+    assert code == 1
+    assert "does not exist" in out
+
+
+def test_mapping_error_exits_2_naming_the_key(tmp_path: Path) -> None:
+    url = visual_db(tmp_path)
+    toml = f"""
+[source]
+url = "{url}"
+kind = "generic-sql"
+[source.generic]
+table = "OPERATION"
+columns = {{ job = "WORKORDER_BASE_ID", operation = "SEQUENCE_NO", machine = "MACHINE" }}
+"""
+    code, out = check(tmp_path, toml)
+    assert code == 2
+    assert "source.generic.columns.machine: column 'MACHINE' not found" in out
+
+
+def test_no_source_section_exits_2(tmp_path: Path) -> None:
+    code, out = check(tmp_path, "[logging]\nlevel = 'INFO'\n")
+    assert code == 2
+    assert "source: required" in out
