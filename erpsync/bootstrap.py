@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from erpsync.adapters.erp.factory import open_source
+from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
 from erpsync.config import Settings
@@ -23,9 +24,13 @@ from erpsync.domain.errors import ConfigError
 from erpsync.runtime.metrics import AUDIT_PURGED
 from erpsync.runtime.scheduler import ScheduledJob
 from erpsync.runtime.service import FencingContext, Service
+from erpsync.service.dispatch import Dispatcher
 from erpsync.service.fence import Fence
+from erpsync.service.imports import run_imports
+from erpsync.service.recovery import settle_in_doubt
 from erpsync.service.retention import purge_audit
 from erpsync.service.sync import SyncService
+from erpsync.service.writeback import run_writeback
 
 log = structlog.get_logger(__name__)
 
@@ -79,27 +84,104 @@ def open_client(settings: Settings) -> MMClient:
     return MMClient(settings.mm)
 
 
-def build_jobs(settings: Settings, store: StateStore, fencing: FencingContext) -> list[ScheduledJob]:
+def sync_job(
+    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+) -> ScheduledJob:
+    """The reconcile-and-dispatch loop."""
+
+    def run(stop: threading.Event) -> None:
+        service = open_sync(settings, store, fencing, client, stop_event=stop)
+        try:
+            service.run_cycle()
+        finally:
+            service.source.close()
+
+    return ScheduledJob(
+        name="sync",
+        func=run,
+        interval_seconds=settings.sync.interval_seconds,
+        timeout_seconds=settings.service.job_timeout_seconds,
+        stale_after_seconds=settings.service.max_cycle_age_seconds,
+    )
+
+
+def writeback_job(
+    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+) -> ScheduledJob:
+    """Part counts from MM into the ERP."""
+
+    def run(stop: threading.Event) -> None:
+        sink = open_sink(settings)
+        try:
+            run_writeback(store, client, sink, settings, fence=fencing)
+        finally:
+            sink.close()
+
+    return ScheduledJob(
+        name="writeback",
+        func=run,
+        interval_seconds=settings.writeback.interval_seconds,
+        timeout_seconds=settings.service.job_timeout_seconds,
+        stale_after_seconds=settings.service.max_cycle_age_seconds,
+    )
+
+
+def import_job(
+    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+) -> ScheduledJob:
+    """Job imports, uploaded only when the job file changed."""
+
+    def run(stop: threading.Event) -> None:
+        service = open_sync(settings, store, fencing, client, stop_event=stop)
+        try:
+            run_imports(service)
+        finally:
+            service.source.close()
+
+    return ScheduledJob(
+        name="import",
+        func=run,
+        interval_seconds=settings.sync.imports.interval_seconds,
+        timeout_seconds=settings.service.job_timeout_seconds,
+    )
+
+
+def build_jobs(
+    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+) -> list[ScheduledJob]:
     """Every scheduled job of one leadership term."""
-    jobs: list[ScheduledJob] = []
-    # --- sync loop (reconcile ERP -> MM and dispatch): add its ScheduledJob here, name "sync",
-    #     interval settings.sync.interval_seconds, stale_after_seconds service.max_cycle_age_seconds.
-    # --- write-back loop (MM counts -> ERP): name "writeback", interval settings.writeback.interval_seconds.
-    # --- job imports: name "import", only when settings.sync.imports.enabled.
+    jobs = [sync_job(settings, store, client, fencing), writeback_job(settings, store, client, fencing)]
+    if settings.sync.imports.enabled:
+        jobs.append(import_job(settings, store, client, fencing))
     jobs.append(purge_job(settings, store, fencing))
     return jobs
 
 
+def recover(settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext) -> None:
+    """Start-up recovery: settle every action a previous leader left in doubt, reading MM first."""
+    dispatcher = Dispatcher(
+        store,
+        client,
+        fencing,
+        max_concurrency=settings.mm.max_concurrency,
+        max_attempts=settings.sync.max_action_attempts,
+        stop_event=fencing.stop,
+    )
+    settle_in_doubt(dispatcher, settings.sync.in_doubt_after_seconds, due_now=True)
+
+
 def build_service(settings: Settings, *, migrate_schema: bool = False) -> Service:
-    """The service `erpsync serve` runs, wired to real adapters."""
+    """The service `erpsync serve` runs, wired to real adapters. Raises ConfigError when incomplete."""
+    problems = settings.missing_for_service()
+    if problems:
+        raise ConfigError("; ".join(problems))
     store = StateStore.from_settings(settings.state)
+    client = open_client(settings)
     return Service(
         settings,
         store,
-        jobs_factory=lambda fencing: build_jobs(settings, store, fencing),
-        # Start-up recovery (settle in-doubt actions before the first cycle) and the MM circuit
-        # breaker's state are wired here together with the sync loop's MM client.
-        recovery=None,
-        breaker_state=None,
+        jobs_factory=lambda fencing: build_jobs(settings, store, client, fencing),
+        recovery=lambda fencing: recover(settings, store, client, fencing),
+        breaker_state=lambda: client.breaker_state,
         migrate_schema=migrate_schema,
     )

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,11 +25,12 @@ from erpsync.runtime.service import FencingContext
 
 
 def cli_holder() -> str:
+    """A holder name unique to this invocation: user, host, pid and a nonce."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}:{os.getpid()}"
+    return f"cli:{user}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @contextmanager

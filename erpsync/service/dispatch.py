@@ -8,6 +8,7 @@ cycle settles them by reading MM first (service/recovery.py). Nothing is ever se
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -138,7 +139,7 @@ class Dispatcher:
             self.client.stop_job_run(stop_from_payload(entry.payload))
         elif entry.kind == "import_jobs":
             self.client.import_jobs(
-                entry.payload["csv"].encode("utf-8"),
+                base64.b64decode(entry.payload["csv_base64"]),
                 import_type=entry.payload["type"],
                 auto_archive=bool(entry.payload["autoArchive"]),
                 filename=entry.payload.get("filename", "jobs.csv"),

@@ -24,14 +24,19 @@ from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_resul
 log = structlog.get_logger(__name__)
 
 
-def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float) -> DispatchResult:
-    """Claim every due action, read MM, and settle or re-send each one."""
+def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float, *, due_now: bool = False) -> DispatchResult:
+    """Claim every due action, read MM, and settle or re-send each one.
+
+    `due_now` (start-up, a new leadership term): every pending action is due at once, whatever
+    claim a previous leader left on it: that leader's claims died with its term (fencing).
+    """
     now = utcnow()
+    horizon = now + timedelta(days=3650) if due_now else now
     claimed: list[JournalEntry] = []
     with dispatcher.store.session() as session:
         dispatcher.fence.check(session)
-        for entry in due_entries(session, now):
-            taken = claim(session, entry, now, now + timedelta(seconds=claim_seconds))
+        for entry in due_entries(session, horizon):
+            taken = claim(session, entry, horizon, now + timedelta(seconds=claim_seconds))
             if taken is not None:
                 claimed.append(taken)
     if not claimed:

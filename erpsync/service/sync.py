@@ -223,7 +223,12 @@ class SyncService:
                 trigger=current_trigger(),
                 claim_until=now + timedelta(seconds=self.settings.sync.in_doubt_after_seconds),
             )
-            self._quarantine(session, [*planned.bad_rows, *plan.quarantined], now)
+            bad = [*planned.bad_rows, *plan.quarantined]
+            self.quarantine_records(session, bad, now)
+            if planned.snapshot is not None:  # a full read: retried rows not seen bad are resolved
+                journal.resolve_retried_quarantine(
+                    session, self.source.name, {(r.record_key[:255], r.error_class) for r in bad}
+                )
             self._flags(session, plan.flags)
             journal.note_machines(session, planned.machines, now)
         by_key = {e.idempotency_key: e for e in entries}
@@ -275,10 +280,9 @@ class SyncService:
             binding_status=binding_status,
         )
 
-    def _quarantine(self, session: Session, records: Sequence[BadRecord], now: datetime) -> None:
-        still_bad: set[tuple[str, str]] = set()
+    def quarantine_records(self, session: Session, records: Sequence[BadRecord], now: datetime) -> None:
+        """Quarantine bad rows; each is audited when it is new or re-opened, not every cycle."""
         for record in records:
-            still_bad.add((record.record_key[:255], record.error_class))
             if journal.upsert_quarantine(session, record, now):
                 record_audit(
                     session,
@@ -289,7 +293,6 @@ class SyncService:
                     error_class=record.error_class,
                     detail=f"{record.location}: {record.reason}",
                 )
-        journal.resolve_retried_quarantine(session, self.source.name, still_bad)
 
     def _flags(self, session: Session, flags: Sequence[Flag]) -> None:
         for flag in flags:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:  # alembic is imported only by the commands that migrate (0.6 s of start-up)
+    from alembic.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 VERSION_TABLE = "erpsync_alembic_version"
@@ -23,6 +23,8 @@ def _script_location() -> Path:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 - lazy (start-up time)
+
     config = Config()
     config.set_main_option("script_location", str(_script_location()))
     config.attributes["engine"] = engine
@@ -30,6 +32,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def _run(engine: Engine, action: str, revision: str) -> None:
+    from alembic import command  # noqa: PLC0415 - lazy (start-up time)
+
     config = alembic_config(engine)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
@@ -45,12 +49,16 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - lazy (start-up time)
+
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
 
 def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - lazy (start-up time)
+
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 

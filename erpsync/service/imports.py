@@ -1,0 +1,158 @@
+"""Job imports: the ERP's operations uploaded to MM's "import jobs via file", only when changed.
+
+`build` mode makes the MM 22-column job CSV from the source's operations (domain/mm_job_csv.py);
+`passthrough` sends an Infor export file as it is, with `type=inforVisual|inforLN`. The content's
+SHA-256 is kept as a checkpoint (stream `mm_import:<type>`): unchanged content is not uploaded
+again. The upload goes through the same journal, dispatcher and audit as every other MM effect.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from erpsync.adapters.state import journal
+from erpsync.adapters.state.tables import SourceCheckpoint, utcnow
+from erpsync.domain.errors import ConfigError
+from erpsync.domain.mm_job_csv import build_mm_job_csv, content_sha256
+from erpsync.domain.model import BadRecord, JobOperation
+from erpsync.runtime.logging import current_correlation_id, current_trigger
+from erpsync.service.cycles import cycle
+from erpsync.service.dispatch import raise_for_result
+from erpsync.service.sync import SyncService
+
+PASSTHROUGH_TYPES = {"infor-visual-csv": "inforVisual", "infor-ln-csv": "inforLN"}
+
+
+@dataclass
+class ImportResult:
+    import_type: str
+    sha256: str
+    rows: int
+    uploaded: bool
+    unchanged: bool
+    bad_rows: int = 0
+
+
+def _content(service: SyncService) -> tuple[bytes, str, list[BadRecord]]:
+    """The file to upload, its MM import type, and the operations that could not go in it."""
+    settings = service.settings
+    source = settings.source
+    assert source is not None
+    if settings.sync.imports.mode == "passthrough":
+        import_type = PASSTHROUGH_TYPES.get(source.kind)
+        if import_type is None or source.csv.path is None:
+            raise ConfigError(
+                "sync.imports.mode: 'passthrough' needs a CSV source with source.csv.path "
+                "(kind infor-visual-csv or infor-ln-csv); use mode = 'build' for database sources"
+            )
+        try:
+            return source.csv.path.read_bytes(), import_type, []
+        except OSError as exc:
+            raise ConfigError(f"source.csv.path: cannot read {source.csv.path}: {exc.strerror}") from None
+    operations: list[JobOperation] = []
+    bad: list[BadRecord] = []
+    for item in service.source.read_operations():
+        (bad if isinstance(item, BadRecord) else operations).append(item)  # type: ignore[arg-type]
+    data, rejected = build_mm_job_csv(operations, service.mapper)
+    return data, "mm", [*bad, *rejected]
+
+
+def run_imports(service: SyncService, *, force: bool = False) -> ImportResult:
+    """Upload the job file when its content changed since the last successful upload."""
+    stream = "mm_import"
+    with cycle(service.store, "import") as record:
+        data, import_type, bad = _content(service)
+        digest = content_sha256(data)
+        rows = max(0, data.count(b"\n") - 1)
+        stream = f"mm_import:{import_type}"
+        with service.store.session() as session:
+            checkpoint = session.scalars(
+                select(SourceCheckpoint).where(
+                    SourceCheckpoint.source == service.source.name, SourceCheckpoint.stream == stream
+                )
+            ).first()
+            previous = checkpoint.file_sha256 if checkpoint else None
+            if bad:
+                service.quarantine_records(session, bad, utcnow())
+        result = ImportResult(import_type, digest, rows, uploaded=False, unchanged=previous == digest)
+        record.summary = {"type": import_type, "rows": rows, "sha256": digest, "bad_rows": len(bad)}
+        if result.unchanged and not force:
+            record.summary["uploaded"] = False
+            return result
+        entry = _journal_upload(service, data, import_type, digest, previous, force)
+        if entry is None:
+            record.summary["uploaded"] = False
+            return result
+        dispatched = service.dispatcher().run([[entry]])
+        raise_for_result(dispatched)
+        result.uploaded = dispatched.succeeded == 1
+        result.bad_rows = len(bad)
+        record.summary["uploaded"] = result.uploaded
+        if result.uploaded:
+            _remember(service, stream, digest, rows)
+        else:
+            record.outcome = "partial"
+    return result
+
+
+def _journal_upload(
+    service: SyncService, data: bytes, import_type: str, digest: str, previous: str | None, force: bool
+) -> journal.JournalEntry | None:
+    """Journal the upload; the key names the transition (previous -> new content) so A->B->A uploads."""
+    assert service.fence is not None
+    now = utcnow()
+    generation = now.strftime("%Y%m%dT%H%M%S%f") if force else (previous or "none")[:12]
+    key = f"import_jobs:{import_type}:{digest[:40]}:{generation}"
+    auto_archive = service.settings.sync.imports.auto_archive
+    intent = journal.Intent(
+        idempotency_key=key,
+        kind="import_jobs",
+        source=service.source.name,
+        run_key=None,
+        mm_run_id=None,
+        erp_job=None,
+        erp_operation=None,
+        erp_machine=None,
+        reason=f"job file changed ({digest[:12]}, type {import_type}, autoArchive {auto_archive})",
+        payload={
+            "csv_base64": base64.b64encode(data).decode("ascii"),
+            "type": import_type,
+            "autoArchive": auto_archive,
+            "filename": f"erpsync-jobs-{digest[:12]}.csv",
+        },
+    )
+    with service.store.session() as session:
+        service.fence.check(session)
+        if journal.existing_keys(session, [key]):
+            return None
+        (entry,) = journal.record_intents(
+            session,
+            [intent],
+            fencing_token=service.fence.token,
+            correlation_id=current_correlation_id(),
+            trigger=current_trigger(),
+            claim_until=now + timedelta(seconds=service.settings.sync.in_doubt_after_seconds),
+        )
+    return entry
+
+
+def _remember(service: SyncService, stream: str, digest: str, rows: int) -> None:
+    with service.store.session() as session:
+        checkpoint = session.scalars(
+            select(SourceCheckpoint).where(
+                SourceCheckpoint.source == service.source.name, SourceCheckpoint.stream == stream
+            )
+        ).first()
+        if checkpoint is None:
+            session.add(
+                SourceCheckpoint(
+                    source=service.source.name, stream=stream, file_sha256=digest, rows_read=rows
+                )
+            )
+        else:
+            checkpoint.file_sha256 = digest
+            checkpoint.rows_read = rows

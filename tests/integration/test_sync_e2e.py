@@ -1,0 +1,227 @@
+"""The reconciler end to end: a VISUAL ERP (SQLite, PostgreSQL), the simulator over HTTP, real lease."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from erpsync.adapters.mm.client import MMClient
+from erpsync.adapters.mm.simulator import MMSimulator
+from erpsync.adapters.state import migrate
+from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEntry, SyncAction
+from erpsync.bootstrap import open_sync
+from erpsync.config import Settings
+from erpsync.domain.errors import ErpsyncError
+from erpsync.runtime.cli_lease import held_lease
+from erpsync.runtime.logging import correlation
+from erpsync.service import quarantine as quarantine_service
+from erpsync.service.resync import Selection, run_resync
+from erpsync.service.sync import SyncService, SyncSummary
+from tests.sync_helpers import Shop, assert_converged, local, settings_for
+
+
+@pytest.fixture
+def state(sqlite_url: str) -> Iterator[StateStore]:
+    store = StateStore(create_db_engine(sqlite_url))
+    migrate.upgrade(store.engine)
+    yield store
+    store.dispose()
+
+
+class Harness:
+    """One sync actor: settings, MM client, lease, service, like `erpsync sync` builds them."""
+
+    def __init__(self, settings: Settings, store: StateStore) -> None:
+        self.settings = settings
+        self.store = store
+
+    def sync(self) -> SyncSummary:
+        with MMClient(self.settings.mm) as client, correlation("cli"):
+            with held_lease(self.settings, self.store) as fence:
+                service = open_sync(self.settings, self.store, fence, client)
+                try:
+                    return service.run_cycle()
+                finally:
+                    service.source.close()
+
+    def plan(self) -> list[tuple[str, str]]:
+        service = open_sync(self.settings, self.store, None, None)
+        try:
+            return [(str(a.kind), a.mm_run_id) for a in service.compute_plan().plan.actions]
+        finally:
+            service.source.close()
+
+    def service(self, client: MMClient, fence: object) -> SyncService:
+        return open_sync(self.settings, self.store, fence, client)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_clock_ins_become_runs_and_clock_outs_stop_them(
+    database_url: str, state: StateStore, sqlite_url: str, mm_simulator: MMSimulator
+) -> None:
+    shop = Shop(database_url, machines=2)
+    h = Harness(settings_for(database_url, sqlite_url, mm_simulator), state)
+    t1 = shop.fx.clock_in(shop.ops["HAAS-1"], local(8, 0), ticket_type="R")
+    t2 = shop.fx.clock_in(shop.ops["HAAS-2"], local(9, 15), ticket_type="S")
+
+    planned = h.plan()
+    assert sorted(planned) == [("start_run", "erp:LT1"), ("start_run", "erp:LT2")]
+    summary = h.sync()
+    assert (summary.started, summary.stopped, summary.quarantined) == (2, 0, 0)
+    runs = mm_simulator.runs()
+    assert set(runs) == {run_id for _, run_id in planned}  # plan matches what sync did
+    one = runs["erp:LT1"]
+    assert one["machine_id"] == "HAAS-1"
+    assert one["job_name"] == "1808401/1"
+    assert one["part_name"] == "P-100"
+    assert one["start_at"] == "2026-11-20T14:00:00.000Z"  # 08:00 CST = 14:00 UTC
+    assert one["part_time_ms"] == 180_000  # 0.05 HRS/PC
+    assert one["phase"] == "production"
+    assert runs["erp:LT2"]["phase"] == "setup"
+
+    shop.fx.clock_out(t1, local(11, 30), good_qty=60)
+    summary = h.sync()
+    assert (summary.started, summary.stopped) == (0, 1)
+    assert mm_simulator.runs()["erp:LT1"]["end_at"] == "2026-11-20T17:30:00.000Z"
+
+    before = len(mm_simulator.calls())
+    assert h.plan() == []
+    summary = h.sync()
+    assert (summary.started, summary.stopped) == (0, 0)
+    assert len(mm_simulator.calls()) == before  # a no-change cycle makes no API call
+
+    assert_converged(mm_simulator, state, {"erp:LT2": "HAAS-2"}, {"erp:LT1"})
+    with state.session() as session:
+        rows = session.scalars(select(AuditEntry).where(AuditEntry.mm_run_id == "erp:LT1")).all()
+        assert [(r.action, r.outcome) for r in rows] == [("start_run", "succeeded"), ("stop_run", "succeeded")]
+        assert all(r.erp_machine == "HAAS-1" and r.erp_job == "1808401/1" for r in rows)
+        assert all(r.triggered_by == "cli" and r.correlation_id for r in rows)
+    shop.dispose()
+    assert t2
+
+
+def test_next_run_on_a_machine_stops_the_previous_one_first(
+    sqlite_url: str, state: StateStore, mm_simulator: MMSimulator, tmp_path: Path
+) -> None:
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    shop = Shop(erp_url, machines=1)
+    h = Harness(settings_for(erp_url, sqlite_url, mm_simulator), state)
+    first = shop.fx.clock_in(shop.ops["HAAS-1"], local(7, 0))
+    h.sync()
+    shop.fx.clock_out(first, local(10, 0))
+    shop.fx.clock_in(shop.ops["HAAS-1"], local(10, 5))
+    h.sync()
+    ops = [(c["operation"], c["run_id"]) for c in mm_simulator.calls() if c["operation"] in ("start", "stop")]
+    assert ops == [("start", "erp:LT1"), ("stop", "erp:LT1"), ("start", "erp:LT2")]
+    assert mm_simulator.runs()["erp:LT1"]["end_at"] == "2026-11-20T16:00:00.000Z"
+    assert_converged(mm_simulator, state, {"erp:LT2": "HAAS-1"}, {"erp:LT1"})
+
+
+def test_unknown_machine_is_quarantined_without_failing_the_cycle(
+    state: StateStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    shop = Shop(erp_url, machines=2)
+    with MMSimulator(machines={"HAAS-1"}, seed=7) as sim:
+        h = Harness(settings_for(erp_url, sqlite_url, sim), state)
+        shop.fx.clock_in(shop.ops["HAAS-1"], local(8))
+        shop.fx.clock_in(shop.ops["HAAS-2"], local(8))
+        summary = h.sync()
+        assert (summary.started, summary.quarantined) == (1, 1)
+        with state.session() as session:
+            entry = session.scalars(select(QuarantineEntry)).one()
+            assert entry.status == "open" and "HAAS-2" in (entry.raw_payload or "")
+            machine = session.get(MachineSeen, "HAAS-2")
+            assert machine is not None and machine.rejected_at is not None
+            entry_id = entry.id
+        calls = len(sim.calls())
+        h.sync()  # the rejected machine is not hammered every cycle
+        assert len(sim.calls()) == calls
+
+        sim.set_machines({"HAAS-1", "HAAS-2"})  # IT fixed the ERP Machine ID in MM
+        with correlation("cli"), state.session() as session:
+            quarantine_service.retry(session, entry_id)
+        summary = h.sync()
+        assert summary.recovered == 1
+        assert_converged(sim, state, {"erp:LT1": "HAAS-1", "erp:LT2": "HAAS-2"}, set())
+    shop.dispose()
+
+
+def test_apply_then_fail_429_and_5xx_converge_without_duplicates(
+    state: StateStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    shop = Shop(erp_url, machines=4)
+    with MMSimulator(seed=11) as sim:
+        h = Harness(settings_for(erp_url, sqlite_url, sim, max_attempts=2), state)
+        tickets = {m: shop.fx.clock_in(op, local(6)) for m, op in shop.ops.items()}
+        sim.set_faults(
+            {"kind": "apply_then_fail", "operations": ["start", "stop"], "probability": 0.5},
+            {"kind": "rate_limit", "retry_after": 0.01, "probability": 0.2},
+            {"kind": "error", "status": 503, "probability": 0.2},
+            seed=3,
+        )
+        h.sync()
+        for machine in ("HAAS-1", "HAAS-3"):
+            shop.fx.clock_out(tickets[machine], local(9))
+        for _ in range(6):
+            h.sync()
+        sim.set_faults()
+        for _ in range(3):
+            _due_now(state)
+            h.sync()
+        assert_converged(
+            sim, state, {"erp:LT2": "HAAS-2", "erp:LT4": "HAAS-4"}, {"erp:LT1", "erp:LT3"}
+        )
+        faults = [c for c in sim.calls() if c["fault"]]
+        assert any(c["fault"] == "apply_then_fail" for c in faults)
+    shop.dispose()
+
+
+def _due_now(state: StateStore) -> None:
+    """Make backed-off retries due (a test does not wait minutes for exponential backoff)."""
+    with state.session() as session:
+        session.execute(
+            SyncAction.__table__.update()
+            .where(SyncAction.status == "failed_retryable")
+            .values(next_attempt_at=None)
+        )
+
+
+def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_path: Path) -> None:
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    shop = Shop(erp_url, machines=2)
+    with MMSimulator(seed=5) as sim:
+        settings = settings_for(erp_url, sqlite_url, sim)
+        h = Harness(settings, state)
+        shop.fx.clock_in(shop.ops["HAAS-1"], local(8))
+        shop.fx.clock_in(shop.ops["HAAS-2"], local(8))
+        h.sync()
+        sim.reset()  # MM lost everything
+        assert h.plan() == []  # a normal sync cannot see it: bindings say running
+        with MMClient(settings.mm) as client, correlation("cli"), held_lease(settings, state) as fence:
+            service = h.service(client, fence)
+            dry = run_resync(service, Selection(machine="HAAS-1"), dry_run=True)
+            assert [(str(a.kind), a.mm_run_id) for a in dry.planned.plan.actions] == [("start_run", "erp:LT1")]
+            assert "erp:LT1" not in sim.runs()
+            done = run_resync(service, Selection(everything=True), dry_run=False)
+            service.source.close()
+        assert done.summary is not None and done.summary.started == 2
+        assert_converged(sim, state, {"erp:LT1": "HAAS-1", "erp:LT2": "HAAS-2"}, set())
+    shop.dispose()
+
+
+def test_a_second_actor_is_refused_while_the_lease_is_held(
+    state: StateStore, sqlite_url: str, mm_simulator: MMSimulator, tmp_path: Path
+) -> None:
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    Shop(erp_url, machines=1).dispose()
+    settings = settings_for(erp_url, sqlite_url, mm_simulator)
+    with held_lease(settings, state):
+        with pytest.raises(ErpsyncError, match="another erpsync instance leads"):
+            Harness(settings, state).sync()

@@ -1,0 +1,114 @@
+"""Shared pieces of the sync tests: a VISUAL shop, settings wired to the simulator, invariants."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from erpsync.adapters.erp.visual_schema import OperationKey, VisualFixture, create_visual_schema
+from erpsync.adapters.mm.simulator import MMSimulator
+from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.tables import AuditEntry, SyncAction
+from erpsync.config import ServiceSettings, Settings, SourceSettings, StateSettings
+from tests.fixtures_mm import FAST_RETRIES, fast_mm_settings
+
+ERP_TZ = "America/Chicago"
+
+
+class Shop:
+    """A small VISUAL shop: machines, one work order with one operation per machine."""
+
+    def __init__(self, erp_url: str, machines: int = 3) -> None:
+        self.engine = create_db_engine(erp_url)
+        create_visual_schema(self.engine)
+        self.fx = VisualFixture(self.engine)
+        self.fx.add_part("P-100", "Bracket, 6061")
+        self.machines = [self.fx.add_resource(f"HAAS-{i}", f"Haas VF-{i}") for i in range(1, machines + 1)]
+        self.ops: dict[str, OperationKey] = {}
+        for i, machine in enumerate(self.machines, start=1):
+            wo = self.fx.add_work_order(f"18084{i:02d}", "1", part_id="P-100", desired_qty=250)
+            self.ops[machine] = self.fx.add_operation(
+                wo, 10 * i, machine, setup_hrs=1.5, run=0.05, run_type="HRS/PC", calc_end_qty=250
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def settings_for(erp_url: str, state_url: str, sim: MMSimulator, **mm: Any) -> Settings:
+    return Settings(
+        state=StateSettings(url=state_url),
+        mm=fast_mm_settings(sim.base_url, sim.api_key, **mm),
+        source=SourceSettings(kind="infor-visual", url=erp_url, timezone=ERP_TZ),
+        service=ServiceSettings(lease_ttl_seconds=5, lease_renew_seconds=1, lease_retry_seconds=0.5),
+    )
+
+
+def write_config(path: Path, erp_url: str, state_url: str, sim: MMSimulator, **mm: Any) -> Path:
+    """The same settings as a TOML file, for `python -m erpsync` subprocesses."""
+    mm_values = {**FAST_RETRIES, **mm}
+    lines = [
+        "[state]",
+        f'url = "{state_url}"',
+        "[mm]",
+        f'base_url = "{sim.base_url}"',
+        f'api_key = "{sim.api_key}"',
+        *[f"{k} = {v}" for k, v in mm_values.items()],
+        "[source]",
+        'kind = "infor-visual"',
+        f'url = "{erp_url}"',
+        f'timezone = "{ERP_TZ}"',
+        "[sync]",
+        "in_doubt_after_seconds = 1",
+        "[service]",
+        "lease_ttl_seconds = 2",
+        "lease_renew_seconds = 0.5",
+        "lease_retry_seconds = 0.5",
+        "[logging]",
+        'format = "json"',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def local(hour: int, minute: int = 0, day: int = 20) -> datetime:
+    """A naive ERP-local wall time (VISUAL stores local times)."""
+    return datetime(2026, 11, day, hour, minute)
+
+
+def assert_converged(sim: MMSimulator, store: StateStore, open_runs: dict[str, str], closed: set[str]) -> None:
+    """The invariants after any crash or fault: exactly-once runs, right machines, nothing left open.
+
+    `open_runs` maps MM run id -> machine for runs the ERP has open; `closed` are run ids the ERP
+    closed. No call may have been answered 409 (a blind re-send with other fields) and every journal
+    action must be settled with exactly one final audit row.
+    """
+    runs = sim.runs()
+    calls = sim.calls()
+    assert [c for c in calls if c["status"] == 409] == []
+    for run_id, machine in open_runs.items():
+        assert run_id in runs, f"{run_id} missing in MM"
+        assert runs[run_id]["machine_id"] == machine
+        assert runs[run_id]["end_at"] is None, f"{run_id} ended in MM but open in the ERP"
+    for run_id in closed:  # absent is fine: a run opened and closed between two cycles is never started
+        assert run_id not in runs or runs[run_id]["end_at"] is not None, f"{run_id} still open in MM"
+    per_machine = Counter(r["machine_id"] for r in runs.values() if r["end_at"] is None)
+    assert all(n == 1 for n in per_machine.values()), per_machine
+    with store.session() as session:
+        statuses = Counter(session.scalars(select(SyncAction.status)))
+        assert set(statuses) <= {"succeeded"}, statuses
+        finals = session.execute(
+            select(AuditEntry.action_id, func.count())
+            .where(AuditEntry.action_id.is_not(None), AuditEntry.outcome.in_(("succeeded", "noop")))
+            .group_by(AuditEntry.action_id)
+        ).all()
+        action_ids = set(session.scalars(select(SyncAction.id)))
+        assert {a for a, _ in finals} == action_ids
+        assert all(n == 1 for _, n in finals), finals
+
+
