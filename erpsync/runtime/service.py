@@ -158,7 +158,6 @@ class Service:
                 "erpsync service starting", instance=self.instance, holder=self.holder, port=self.health.port
             )
             self._write_heartbeat("standby", start=True)
-            self._started = True
             lease_thread.start()
             while not self._stop.wait(0.5):
                 pass
@@ -202,6 +201,7 @@ class Service:
         try:
             while not self._stop.is_set():
                 pause = self._keep_lead() if self._term is not None else self._try_lead()
+                self._started = True  # "starting" until the first lease attempt has an answer
                 self._write_heartbeat(self.role())
                 self._stop.wait(pause)
         except Exception:

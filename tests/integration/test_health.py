@@ -192,7 +192,7 @@ def test_a_stale_loop_makes_the_leader_not_ready(
         sqlite_state_store, lambda _: [ScheduledJob("sync", failing, 0.2, 2, stale_after_seconds=0.5)]
     )
     try:
-        wait_for(lambda: running.readyz()[0] == 503)
+        wait_for(lambda: running.readyz()[1].get("loops", {}).get("sync", {}).get("fresh") is False)
         status, ready = running.readyz()
         assert status == 503
         assert ready["status"] == "not_ready"

@@ -109,6 +109,7 @@ def test_the_stop_flag_is_honoured_between_batches(store: StateStore) -> None:
     assert len(runs_left(store)) == 2
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_cli_retention_purge(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
     url = store.engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("ERPSYNC_STATE__URL", url)
