@@ -153,7 +153,14 @@ class Service:
         restore_signals = install_stop_handlers(self.request_stop)
         lease_thread = threading.Thread(target=self._lease_loop, name="erpsync-lease", daemon=True)
         try:
-            self.health.start()
+            try:
+                self.health.start()
+            except OSError as exc:
+                svc = self.settings.service
+                raise ConfigError(
+                    f"service.health_port: cannot listen on {svc.health_host}:{svc.health_port} "
+                    f"({exc.strerror or exc}); free the port or choose another one (0 = any free port)"
+                ) from None
             log.info(
                 "erpsync service starting", instance=self.instance, holder=self.holder, port=self.health.port
             )

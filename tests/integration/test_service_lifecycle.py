@@ -347,3 +347,15 @@ def test_standby_takeover_fencing_and_sigterm(
     assert b.proc.wait(10) == 0
     final = lease()
     assert (final.held, final.token) == (False, 4)
+
+
+def test_a_taken_health_port_is_a_one_line_config_error(sqlite_state_store: StateStore) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = service_settings("port")
+        settings.service.health_port = taken.getsockname()[1]
+        service = Service(settings, sqlite_state_store, lambda _: [])
+        with pytest.raises(ConfigError, match=r"service\.health_port: cannot listen"):
+            service.run()
+    assert not LeaderLease(sqlite_state_store.engine, holder="x", ttl_seconds=1).status().held
