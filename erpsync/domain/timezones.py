@@ -19,6 +19,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 Zone = ZoneInfo | str
+_UTC_KEYS = frozenset(("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Zulu", "Zulu", "Etc/GMT", "GMT"))
 
 
 @lru_cache(maxsize=64)
@@ -53,6 +54,8 @@ def to_utc(value: datetime, zone: Zone) -> datetime:
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     tz = zone_of(zone)
+    if tz.key in _UTC_KEYS:
+        return value.replace(tzinfo=UTC, fold=0)
     # fold=0: ambiguous -> first occurrence; gap -> pre-transition offset = shifted forward.
     return value.replace(tzinfo=tz, fold=0).astimezone(UTC)
 

@@ -189,25 +189,21 @@ def test_run_key_column_lookup(erp: Engine, database_url: str) -> None:
     assert found == {"1": RunState.PRODUCTION, "3": RunState.ENDED}  # row 4 never started
 
 
-@pytest.mark.parametrize(
-    ("generic", "message"),
-    [
+def test_mapping_errors_name_the_key(erp: Engine, database_url: str) -> None:
+    cases = [
         (
             {"columns": {**COLUMNS, "machine": "Machine_No"}},
             "source.generic.columns.machine: column 'Machine_No'",
         ),
         ({"table": "no_such_table"}, "source.generic.table: table or view 'no_such_table' not found"),
-    ],
-)
-def test_mapping_errors_name_the_key(
-    erp: Engine, database_url: str, generic: dict[str, Any], message: str
-) -> None:
-    source = GenericSqlSource(settings(database_url, **generic))
-    try:
-        with pytest.raises(ConfigError, match=message):
-            list(source.read_runs())  # type: ignore[union-attr]
-    finally:
-        source.close()
+    ]
+    for generic, message in cases:
+        source = GenericSqlSource(settings(database_url, **generic))
+        try:
+            with pytest.raises(ConfigError, match=message):
+                list(source.read_runs())
+        finally:
+            source.close()
 
 
 @pytest.mark.parametrize(

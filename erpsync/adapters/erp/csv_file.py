@@ -216,6 +216,11 @@ class HeaderMap:
                 )
         return cls(positions, list(headers))
 
+    def fields(self, row: Sequence[str]) -> dict[str, str]:
+        """Every mapped field of a row (stripped), for fast repeated lookups."""
+        width = len(row)
+        return {field: row[i].strip() for field, i in self.positions.items() if i < width}
+
     def get(self, row: Sequence[str], field: str) -> str:
         """The cell of `field` (stripped), '' when the field is not mapped or the row is short."""
         index = self.positions.get(field)

@@ -379,7 +379,8 @@ class CsvSource:
     ) -> ParsedRow | BadRecord | None:
         origin = f"{ctx.file_name}:{line}"
         try:
-            return self.preset.parse(lambda name: mapping.get(cells, name), ctx, origin)
+            fields = mapping.fields(cells)
+            return self.preset.parse(lambda name: fields.get(name, ""), ctx, origin)
         except RowSkipped as skipped:
             stats.skip(skipped.reason)
             return None

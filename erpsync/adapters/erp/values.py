@@ -22,6 +22,8 @@ from typing import Literal
 DateOrder = Literal["mdy", "dmy"]
 
 _THOUSANDS_JUNK = str.maketrans("", "", " \u00a0\u202f'\x00")
+_INTEGER = re.compile(r"^-?\d+$")
+_DOTTED_DECIMAL = re.compile(r"^-?\d+\.\d+$")
 _GROUP3 = re.compile(r"^[+-]?[1-9]\d{0,2}[.,]\d{3}$")
 _DOTTED = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
 _SLASHED = re.compile(
@@ -38,6 +40,14 @@ def parse_decimal(text: str | None, decimal_separator: str = ".") -> Decimal | N
     """A Decimal from export text (see module rules); raises ValueError when it is not a number."""
     if text is None:
         return None
+    if _INTEGER.match(text) or (
+        _DOTTED_DECIMAL.match(text) and (decimal_separator == "." or not _GROUP3.match(text))
+    ):
+        return Decimal(text)  # fast path: most cells are plain numbers
+    return _parse_marked(text, decimal_separator)
+
+
+def _parse_marked(text: str, decimal_separator: str) -> Decimal | None:
     cleaned = text.translate(_THOUSANDS_JUNK).strip()
     if not cleaned:
         return None

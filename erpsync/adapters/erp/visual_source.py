@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from sqlalchemy import Engine, Row, Select, and_, bindparam, func, or_, select
+from sqlalchemy import Engine, Row, RowMapping, Select, and_, bindparam, func, or_, select
 
 from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
@@ -56,6 +56,7 @@ from erpsync.domain.units import (
 
 KIND = "infor-visual"
 LOOKUP_BATCH = 500
+STANDARDS_CACHE_SIZE = 10_000
 
 log = structlog.get_logger(__name__)
 P = ParamSpec("P")
@@ -213,6 +214,9 @@ class VisualSource:
             {None: self.visual.schema_name} if self.visual.schema_name else None
         )
         self._units: dict[str, RunUnit | UnitError] = {}
+        self._standards_cache: dict[
+            tuple[Any, ...], tuple[int | None, int | None, int | None] | _FieldError
+        ] = {}
 
     # -- JobSource ---------------------------------------------------------------------------
 
@@ -280,43 +284,44 @@ class VisualSource:
         last_id: int | None = None
         for row in self._stream(statement, params):
             stats.rows_read += 1
-            tid = int(row.TRANSACTION_ID)
+            values = row._mapping  # mapping access is ~6x faster than Row attributes
+            tid = int(values["TRANSACTION_ID"])
             if tid == last_id:
                 stats.skip("duplicate_row")
                 continue
             last_id = tid
-            item = self._ticket(row)
+            item = self._ticket(values)
             if isinstance(item, str):
                 stats.skip(item)
             else:
                 yield item
 
-    def _ticket(self, row: Row[Any]) -> JobOperationRun | BadRecord | str:
+    def _ticket(self, row: RowMapping) -> JobOperationRun | BadRecord | str:
         """One ticket as a run, a bad record, or the reason it is skipped."""
-        run_key = ticket_run_key(row.TRANSACTION_ID)
-        origin = f"LABOR_TICKET.TRANSACTION_ID={int(row.TRANSACTION_ID)}"
-        if not clean(row.WORKORDER_BASE_ID) or row.OPERATION_SEQ_NO is None:
+        run_key = ticket_run_key(row["TRANSACTION_ID"])
+        origin = f"LABOR_TICKET.TRANSACTION_ID={int(row['TRANSACTION_ID'])}"
+        if not clean(row["WORKORDER_BASE_ID"]) or row["OPERATION_SEQ_NO"] is None:
             return "indirect_ticket"
         key = visual_job_key(
-            row.WORKORDER_TYPE,
-            row.WORKORDER_BASE_ID,
-            row.WORKORDER_LOT_ID,
-            row.WORKORDER_SPLIT_ID,
-            row.WORKORDER_SUB_ID,
+            row["WORKORDER_TYPE"],
+            row["WORKORDER_BASE_ID"],
+            row["WORKORDER_LOT_ID"],
+            row["WORKORDER_SPLIT_ID"],
+            row["WORKORDER_SUB_ID"],
         )
         if key[0] != "W":
             return "not_work_order"
         try:
-            if row.OP_SEQUENCE_NO is None:
+            if row["OP_SEQUENCE_NO"] is None:
                 raise _FieldError(
                     "OPERATION_SEQ_NO",
-                    f"ticket points to operation {visual_job_name(key)}|{row.OPERATION_SEQ_NO}, "
+                    f"ticket points to operation {visual_job_name(key)}|{row['OPERATION_SEQ_NO']}, "
                     "which does not exist in OPERATION",
                 )
             if _outside_service(row):
                 return "outside_service"
             state = self._state(row)
-            machine = clean(row.TICKET_RESOURCE_ID) or clean(row.OP_RESOURCE_ID)
+            machine = clean(row["TICKET_RESOURCE_ID"]) or clean(row["OP_RESOURCE_ID"])
             operation = self._operation(key, row, machine, origin)
         except RecordError as exc:
             return self._bad(run_key, row, exc)
@@ -324,13 +329,13 @@ class VisualSource:
             run_key=run_key,
             operation=operation,
             state=state,
-            start_at=optional_utc(row.CLOCK_IN, self._zone),
-            end_at=optional_utc(row.CLOCK_OUT, self._zone),
+            start_at=optional_utc(row["CLOCK_IN"], self._zone),
+            end_at=optional_utc(row["CLOCK_OUT"], self._zone),
             origin=origin,
         )
 
-    def _state(self, row: Row[Any]) -> RunState:
-        ticket_type = clean(row.TICKET_TYPE).upper()
+    def _state(self, row: RowMapping) -> RunState:
+        ticket_type = clean(row["TICKET_TYPE"]).upper()
         if ticket_type in self._setup_types:
             state = RunState.SETUP
         elif ticket_type in self._run_types:
@@ -342,54 +347,76 @@ class VisualSource:
                 f"{sorted(self._setup_types)} nor visual.run_ticket_types {sorted(self._run_types)}; "
                 "add it to one of them",
             )
-        return RunState.ENDED if row.CLOCK_OUT is not None else state
+        return RunState.ENDED if row["CLOCK_OUT"] is not None else state
 
     def _operations(self, rows: Iterator[Row[Any]], stats: SourceStats) -> Iterator[JobOperation | BadRecord]:
-        for row in rows:
+        for result_row in rows:
             stats.rows_read += 1
+            row = result_row._mapping
             key = visual_job_key(
-                row.WORKORDER_TYPE,
-                row.WORKORDER_BASE_ID,
-                row.WORKORDER_LOT_ID,
-                row.WORKORDER_SPLIT_ID,
-                row.WORKORDER_SUB_ID,
+                row["WORKORDER_TYPE"],
+                row["WORKORDER_BASE_ID"],
+                row["WORKORDER_LOT_ID"],
+                row["WORKORDER_SPLIT_ID"],
+                row["WORKORDER_SUB_ID"],
             )
             if _outside_service(row):
                 stats.skip("outside_service")
                 continue
-            origin = f"OPERATION {visual_job_name(key)}|{row.OP_SEQUENCE_NO}"
+            origin = f"OPERATION {visual_job_name(key)}|{row['OP_SEQUENCE_NO']}"
             try:
-                yield self._operation(key, row, clean(row.OP_RESOURCE_ID), origin)
+                yield self._operation(key, row, clean(row["OP_RESOURCE_ID"]), origin)
             except RecordError as exc:
-                yield self._bad(f"{'/'.join(key)}|{row.OP_SEQUENCE_NO}", row, exc)
+                yield self._bad(f"{'/'.join(key)}|{row['OP_SEQUENCE_NO']}", row, exc)
 
     def _operation(
-        self, key: tuple[str, str, str, str, str], row: Row[Any], machine: str, origin: str
+        self, key: tuple[str, str, str, str, str], row: RowMapping, machine: str, origin: str
     ) -> JobOperation:
         if not machine:
             raise _FieldError("RESOURCE_ID", "operation has no RESOURCE_ID (machine)")
-        seq = str(int(row.OP_SEQUENCE_NO))
+        seq = str(int(row["OP_SEQUENCE_NO"]))
         job_name = visual_job_name(key)
-        quantity = _field("CALC_END_QTY", quantity_required, row.CALC_END_QTY)
-        if quantity is None:
-            quantity = _field("DESIRED_QTY", quantity_required, row.DESIRED_QTY)
-        part_ms = _field("RUN", part_time_ms, row.RUN, self._unit(row.RUN_TYPE), quantity)
+        quantity, setup_seconds, part_ms = self._standards(
+            row["CALC_END_QTY"], row["DESIRED_QTY"], row["SETUP_HRS"], row["RUN"], clean(row["RUN_TYPE"])
+        )
         return JobOperation(
             job_key=key,
             operation_seq=seq,
             machine=machine,
             job_name=job_name,
             operation_name=operation_name(job_name, seq),
-            part_name=clean(row.PART_ID),
+            part_name=clean(row["PART_ID"]),
             lot_name=key[2],
-            description=clean(row.PART_DESCRIPTION) or clean(row.OPERATION_TYPE),
+            description=clean(row["PART_DESCRIPTION"]) or clean(row["OPERATION_TYPE"]),
             quantity_required=quantity,
-            expected_setup_seconds=_field("SETUP_HRS", setup_hours_to_seconds, row.SETUP_HRS),
+            expected_setup_seconds=setup_seconds,
             ideal_part_ms=part_ms,
             expected_part_ms=part_ms,
-            due_at=optional_utc(row.DESIRED_WANT_DATE, self._zone),
+            due_at=optional_utc(row["DESIRED_WANT_DATE"], self._zone),
             origin=origin,
         )
+
+    def _standards(
+        self, calc_end_qty: Any, desired_qty: Any, setup_hrs: Any, run: Any, run_type: str
+    ) -> tuple[int | None, int | None, int | None]:
+        """(quantity, setup s, ms per part), memoised: many operations share the same standards."""
+        inputs = (calc_end_qty, desired_qty, setup_hrs, run, run_type)
+        cached = self._standards_cache.get(inputs)
+        if cached is None:
+            try:
+                quantity = _field("CALC_END_QTY", quantity_required, calc_end_qty)
+                if quantity is None:
+                    quantity = _field("DESIRED_QTY", quantity_required, desired_qty)
+                part_ms = _field("RUN", part_time_ms, run, self._unit(run_type), quantity)
+                cached = (quantity, _field("SETUP_HRS", setup_hours_to_seconds, setup_hrs), part_ms)
+            except _FieldError as exc:
+                cached = exc
+            if len(self._standards_cache) >= STANDARDS_CACHE_SIZE:
+                self._standards_cache.clear()
+            self._standards_cache[inputs] = cached
+        if isinstance(cached, _FieldError):
+            raise _FieldError(cached.field, str(cached))
+        return cached
 
     def _unit(self, run_type: Any) -> RunUnit:
         text = clean(run_type)
@@ -404,7 +431,7 @@ class VisualSource:
             raise _FieldError("RUN_TYPE", str(cached))
         return cached
 
-    def _bad(self, record_key: str, row: Row[Any], exc: RecordError) -> BadRecord:
+    def _bad(self, record_key: str, row: RowMapping, exc: RecordError) -> BadRecord:
         field = exc.field if isinstance(exc, _FieldError) else None
         log.warning("visual_row_quarantined", record_key=record_key, field=field, reason=str(exc))
         return BadRecord(
@@ -413,12 +440,12 @@ class VisualSource:
             reason=str(exc),
             error_class="invalid_record",
             field=field,
-            raw={k: None if v is None else str(v) for k, v in row._mapping.items()},
+            raw={k: None if v is None else str(v) for k, v in row.items()},
         )
 
 
-def _outside_service(row: Row[Any]) -> bool:
-    return bool(clean(row.SERVICE_ID) or clean(row.VENDOR_ID))
+def _outside_service(row: RowMapping) -> bool:
+    return bool(clean(row["SERVICE_ID"]) or clean(row["VENDOR_ID"]))
 
 
 def _field(field: str, convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
