@@ -151,7 +151,12 @@ CSV_SOURCE_KINDS: frozenset[str] = frozenset({"infor-visual-csv", "infor-ln-csv"
 
 
 class VisualPresetSettings(Section):
-    """The ``infor-visual`` SQL preset: which work orders, operations and tickets count."""
+    """The ``infor-visual`` SQL preset.
+
+    Labor tickets are runs by ticket TYPE (setup/run types), site and lookback; the status filters
+    choose which work orders and operations are imported as jobs (an operator clocked in is a run
+    whatever the statuses say). Rules: erpsync/adapters/erp/visual_source.py.
+    """
 
     schema_name: str | None = None
     work_order_statuses: list[str] = ["R", "F"]
@@ -185,7 +190,11 @@ class GenericMappingSettings(Section):
 
 
 class CsvSettings(Section):
-    """CSV exports: one file, or an inbox folder watched for new files."""
+    """CSV exports: one file, or an inbox folder watched for new files.
+
+    ``header_overrides`` maps a canonical field of the preset (e.g. ``seq``, ``order``) to the
+    header text in the file, or to a position as ``column:AP`` / ``column:3``.
+    """
 
     path: Path | None = None
     inbox: Path | None = None
