@@ -13,6 +13,7 @@ from erpsync.adapters.erp.factory import open_source
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import SourceCheckpoint
 from erpsync.config import CsvSettings, SourceSettings
+from erpsync.domain.model import JobOperationRun
 
 CONTENT = (
     "tisfc010.pdno;tisfc010.opno;tisfc010.mcno;tisfc010.qcmp;tisfc010.opst\n"
@@ -32,7 +33,7 @@ def test_checkpoint_survives_a_restart(state_store: StateStore, tmp_path: Path) 
     assert isinstance(source, CsvSource)
     snapshot = source.read_runs()
     assert snapshot is not None
-    assert [r.run_key for r in snapshot] == ["PO1|10"]
+    assert [r.run_key for r in snapshot if isinstance(r, JobOperationRun)] == ["PO1|10"]
     source.acknowledge(snapshot)
 
     with state_store.session() as session:

@@ -17,8 +17,8 @@ from erpsync.adapters.erp.visual_source import preset_statements
 from erpsync.config import VisualPresetSettings
 
 DIALECTS: dict[str, Dialect] = {
-    "mssql": mssql.pymssql.dialect(),
-    "postgresql": postgresql.psycopg.dialect(),
+    "mssql": mssql.pymssql.dialect(),  # type: ignore[no-untyped-call]
+    "postgresql": postgresql.psycopg.dialect(),  # type: ignore[no-untyped-call]
     "mysql": mysql.pymysql.dialect(),
     "sqlite": sqlite.pysqlite.dialect(),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, insert, text
@@ -24,8 +25,8 @@ def _seed(url: str, schema: str | None = None) -> int:
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         engine = engine.execution_options(schema_translate_map={None: schema})
-    create_visual_schema(engine)  # type: ignore[arg-type]
-    fx = VisualFixture(engine)  # type: ignore[arg-type]
+    create_visual_schema(engine)
+    fx = VisualFixture(engine)
     fx.add_resource("HAAS-VF2")
     wo = fx.add_work_order("1808412", part_id=None, desired_qty=10)
     op = fx.add_operation(wo, 10, "HAAS-VF2", run=1, run_type="MIN/PC")
@@ -34,9 +35,9 @@ def _seed(url: str, schema: str | None = None) -> int:
     return tid
 
 
-def _settings(url: str, **visual: object) -> SourceSettings:
+def _settings(url: str, **visual: Any) -> SourceSettings:
     settings = SourceSettings(url=url, name="visual", kind="infor-visual", timezone="UTC")
-    settings.visual = VisualPresetSettings(**visual)  # type: ignore[arg-type]
+    settings.visual = VisualPresetSettings(**visual)
     return settings
 
 

@@ -88,9 +88,9 @@ def test_corpus_file(expected_file: Path) -> None:
         got = _run_fields(runs[want["run_key"]])
         assert {k: got[k] for k in want} == want, expected["case"]
 
-    bad = [i for i in items if isinstance(i, BadRecord)]
-    assert [(b.line, b.field) for b in bad] == [(w["line"], w["field"]) for w in expected["bad"]]
-    for got_bad, want in zip(bad, expected["bad"], strict=True):
+    bad_rows = [i for i in items if isinstance(i, BadRecord)]
+    assert [(b.line, b.field) for b in bad_rows] == [(w["line"], w["field"]) for w in expected["bad"]]
+    for got_bad, want in zip(bad_rows, expected["bad"], strict=True):
         assert want["reason"] in got_bad.reason
         assert got_bad.file == csv_file.name
         assert got_bad.raw and isinstance(got_bad.raw, dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,11 +31,11 @@ def drop(folder: Path, name: str, content: str | bytes, age: float = 60) -> Path
     return path
 
 
-def inbox_source(inbox: Path, **csv: object) -> CsvSource:
+def inbox_source(inbox: Path, **csv: Any) -> CsvSource:
     settings = SourceSettings(
         kind="infor-visual-csv",
         name="inbox",
-        csv=CsvSettings(inbox=inbox, settle_seconds=5, **csv),  # type: ignore[arg-type]
+        csv=CsvSettings(inbox=inbox, settle_seconds=5, **csv),
     )
     return CsvSource(settings, clock=lambda: NOW)
 
