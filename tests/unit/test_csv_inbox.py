@@ -179,3 +179,19 @@ def test_path_mode_missing_file(tmp_path: Path) -> None:
 def test_config_errors(tmp_path: Path, csv: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         inbox_source(tmp_path, **csv)
+
+
+def test_file_changed_while_read_is_not_a_complete_snapshot(tmp_path: Path) -> None:
+    path = drop(tmp_path, "ops.csv", export(*(f"W,{n},1,10,M1,1,No" for n in range(2000))))
+    source = inbox_source(tmp_path)
+    snapshot = source.read_runs()  # hashed and checked as UTF-8 here ...
+    assert snapshot is not None
+    with path.open("ab") as fh:  # ... then the exporter appends bytes that are not UTF-8
+        fh.write(b"W,9999,1,10,M\xff\xfe,1,No\n" * 10)
+    items = list(snapshot)
+    assert 0 < len(run_keys(items)) <= 2000  # rows decoded before the break were read ...
+    assert snapshot.complete is False  # ... but they are not the full set any more
+    assert isinstance(items[-1], BadRecord)
+    assert items[-1].error_class == "unreadable_file"
+    source.acknowledge(snapshot)
+    assert (tmp_path / "quarantine" / "ops.csv").exists()

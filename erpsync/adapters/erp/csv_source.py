@@ -61,6 +61,7 @@ from erpsync.domain.units import RunUnit, TimeUnit, UnitError, parse_run_unit, p
 log = structlog.get_logger(__name__)
 
 ARCHIVE = "archive"
+UNREADABLE = "unreadable_file"
 QUARANTINE = "quarantine"
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart", "~")
 DATA_SUFFIXES = (".csv", ".txt", ".tsv")
@@ -168,12 +169,18 @@ class CsvSource:
         def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
             for item in self._rows(info, stats):
                 if isinstance(item, BadRecord):
+                    if item.error_class == UNREADABLE:
+                        # Broke off mid-file (changed while read, malformed CSV): the runs read so
+                        # far are not the full set, and the file goes to quarantine on acknowledge.
+                        snapshot.complete = False
+                        pending.unreadable = item.reason
                     yield item
                 elif item.state is not None:
                     yield _run(item)
             pending.rows_read = stats.rows_read
 
-        return StreamSnapshot(produce, complete=True, kind=self.kind, token=pending if token else None)
+        snapshot = StreamSnapshot(produce, complete=True, kind=self.kind, token=pending if token else None)
+        return snapshot
 
     def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
         """Runs with these keys in the current file (an export has no history beyond it)."""
@@ -301,6 +308,8 @@ class CsvSource:
             self._header(info)
         except UnreadableFileError as exc:
             return str(exc)
+        except (UnicodeDecodeError, OSError) as exc:
+            return f"{info.path.name} changed or vanished while read: {exc}"
         return None
 
     def _header(self, info: FileInfo) -> tuple[HeaderMap, Iterator[tuple[int, list[str]]]]:
@@ -331,7 +340,21 @@ class CsvSource:
     # -- rows --------------------------------------------------------------------------------
 
     def _rows(self, info: FileInfo, stats: SourceStats) -> Iterator[ParsedRow | BadRecord]:
-        """Parsed rows of a readable file, duplicates collapsed, bad rows as BadRecords."""
+        """Parsed rows of a readable file, duplicates collapsed, bad rows as BadRecords.
+
+        A file that breaks off while read (changed on disk, malformed CSV) ends the stream with
+        one BadRecord of class `unreadable_file`.
+        """
+        try:
+            yield from self._parsed_rows(info, stats)
+        except UnreadableFileError as exc:
+            yield self._file_bad(info.path, info.sha256, str(exc))
+        except (UnicodeDecodeError, OSError) as exc:
+            yield self._file_bad(
+                info.path, info.sha256, f"{info.path.name} changed or vanished while read: {exc}"
+            )
+
+    def _parsed_rows(self, info: FileInfo, stats: SourceStats) -> Iterator[ParsedRow | BadRecord]:
         mapping, records = self._header(info)
         ctx = RowContext(
             file_name=info.path.name,
@@ -344,35 +367,30 @@ class CsvSource:
             run_unit_aliases=self.settings.visual.run_type_aliases,
         )
         seen: dict[str, tuple[int, int]] = {}
-        try:
-            for line, cells in records:
-                stats.rows_read += 1
-                item = self._row(mapping, cells, line, ctx, stats)
-                if not isinstance(item, ParsedRow):
-                    if item is not None:
-                        yield item
-                    continue
-                fingerprint = zlib.crc32("\x1f".join(cells).encode())
-                first = seen.get(item.run_key)
-                if first is None:
-                    seen[item.run_key] = (line, fingerprint)
+        for line, cells in records:
+            stats.rows_read += 1
+            item = self._row(mapping, cells, line, ctx, stats)
+            if not isinstance(item, ParsedRow):
+                if item is not None:
                     yield item
-                elif first[1] == fingerprint:
-                    stats.skip("duplicate")
-                else:
-                    stats.skip("duplicate_conflict")
-                    log.warning(
-                        "csv_duplicate_row_ignored",
-                        file=info.path.name,
-                        run_key=item.run_key,
-                        kept_line=first[0],
-                        ignored_line=line,
-                        rule="first row wins",
-                    )
-        except UnreadableFileError as exc:
-            yield self._file_bad(info.path, info.sha256, str(exc))
-        except UnicodeDecodeError as exc:
-            yield self._file_bad(info.path, info.sha256, f"{info.path.name} changed while read: {exc}")
+                continue
+            fingerprint = zlib.crc32("\x1f".join(cells).encode())
+            first = seen.get(item.run_key)
+            if first is None:
+                seen[item.run_key] = (line, fingerprint)
+                yield item
+            elif first[1] == fingerprint:
+                stats.skip("duplicate")
+            else:
+                stats.skip("duplicate_conflict")
+                log.warning(
+                    "csv_duplicate_row_ignored",
+                    file=info.path.name,
+                    run_key=item.run_key,
+                    kept_line=first[0],
+                    ignored_line=line,
+                    rule="first row wins",
+                )
 
     def _row(
         self, mapping: HeaderMap, cells: list[str], line: int, ctx: RowContext, stats: SourceStats
@@ -420,7 +438,7 @@ class CsvSource:
             source=self.name,
             record_key=f"{path.name}@{sha[:12]}",
             reason=reason,
-            error_class="unreadable_file",
+            error_class=UNREADABLE,
             file=path.name,
         )
 
