@@ -11,9 +11,10 @@ An operation export has no labor tickets, so a row becomes a run by this rule (b
    imported, not run). `csv.status_map` may force `not_started` or `skip` for a status.
 4. An unknown status is a bad row (quarantined, says which key to set), never a guess.
 Skipped (counted in stats.skipped): VISUAL rows whose WORKORDER_TYPE is not `W`, LN lines without an
-operation number and without an order or machine (totals, comments), and outside-service rows (VISUAL SERVICE_ID / VENDOR_ID, LN
-subcontracted / supplier). Run keys: VISUAL `W/BASE/LOT/SPLIT/SUB|SEQ` (the job key + sequence),
-LN `ORDER|OPNO`; origin `file.csv:17`.
+operation number and without an order or machine (totals, comments), and outside-service rows
+(VISUAL SERVICE_ID / VENDOR_ID, LN subcontracted / supplier).
+Run keys: VISUAL `W/BASE/LOT/SPLIT/SUB|SEQ` (the job key + sequence), LN `ORDER|OPNO`;
+origin `file.csv:17`.
 """
 
 from __future__ import annotations
