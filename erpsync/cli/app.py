@@ -23,6 +23,7 @@ from erpsync.cli.common import (
     stderr,
     stdout,
 )
+from erpsync.cli.demo import register as register_demo
 from erpsync.cli.service import register as register_service
 from erpsync.cli.sources import register as register_sources
 from erpsync.service.status import status_report
@@ -40,6 +41,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 register_service(app)
 register_sources(app)
+register_demo(app)
 
 ConfigOption = Annotated[
     Path | None,
