@@ -24,7 +24,7 @@ import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import closing, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -103,9 +103,7 @@ class WritebackSummary:
 
     def counters(self) -> dict[str, Any]:
         """Everything but the rows (the cycle row's summary, `--json` output)."""
-        data = asdict(self)
-        data.pop("rows")
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"}
 
     def count(self, row: WritebackRow) -> None:
         attribute = {

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, Numeric, Table, Unicode, select, text, update
+from sqlalchemy import Column, Engine, Integer, MetaData, Numeric, Table, Unicode, select, update
 
 from erpsync.adapters.erp.sinks.base import CountWrite
 from erpsync.adapters.erp.sinks.csv_outbox import HEADER, CsvOutboxSink
@@ -77,13 +77,9 @@ def staging_rows(engine: Engine) -> dict[str, dict[str, object]]:
 # ---- staging -------------------------------------------------------------------------------
 
 
-def test_staging_missing_table_is_a_config_error_naming_the_command(erp: Engine) -> None:
-    sink = StagingSink(erp, TABLE)
+def test_staging_table_must_be_installed_and_install_is_idempotent(erp: Engine) -> None:
     with pytest.raises(ConfigError, match="erpsync erp install-staging"):
-        sink.write([write("r1", counts(1, 1))])
-
-
-def test_install_staging_is_idempotent_and_refuses_a_foreign_table(erp: Engine) -> None:
+        StagingSink(erp, TABLE).write([write("r1", counts(1, 1))])
     install_staging(erp, TABLE)
     install_staging(erp, TABLE)
     assert staging_rows(erp) == {}
@@ -132,22 +128,17 @@ def test_staging_never_overwrites_a_human_edit(erp: Engine) -> None:
     assert (row["TOTAL_QTY"], row["GOOD_QTY"], row["SCRAP_QTY"]) == (10, 8, 2)
 
 
-def test_staging_reinserts_a_row_the_erp_import_consumed(erp: Engine) -> None:
-    install_staging(erp, TABLE)
-    sink = StagingSink(erp, TABLE)
-    sink.write([write("r1", counts(10, 10))])
-    with erp.begin() as conn:
-        conn.execute(staging_table(TABLE).delete())
-    assert sink.write([write("r1", counts(11, 11), counts(10, 10))])[0].outcome == "written"
-    assert staging_rows(erp)["r1"]["TOTAL_QTY"] == 11
-
-
-def test_staging_batch_is_all_or_nothing(erp: Engine) -> None:
+def test_staging_batch_is_all_or_nothing_and_a_consumed_row_is_inserted_again(erp: Engine) -> None:
     install_staging(erp, TABLE)
     sink = StagingSink(erp, TABLE)
     with pytest.raises(RecordError):
         sink.write([write("r1", counts(1, 1)), write("r1", counts(2, 2))])  # duplicate key in one batch
     assert staging_rows(erp) == {}
+    sink.write([write("r1", counts(10, 10))])
+    with erp.begin() as conn:  # the ERP import deletes rows it has consumed
+        conn.execute(staging_table(TABLE).delete())
+    assert sink.write([write("r1", counts(11, 11), counts(10, 10))])[0].outcome == "written"
+    assert staging_rows(erp)["r1"]["TOTAL_QTY"] == 11
 
 
 def test_staging_schema_qualified_name_and_ddl_for_every_dialect() -> None:
@@ -212,16 +203,10 @@ def test_labor_ticket_edit_by_a_person_is_a_conflict(visual: VisualFixture) -> N
     again = sink.write([write("ours", counts(6, 6), counts(4, 4), run_key=f"LT{ours}")])[0]
     assert again.outcome == "conflict"
     assert _ticket(visual, ours) == (5, 1)
-
-
-def test_labor_ticket_bad_run_key_or_missing_ticket_fails_alone(visual: VisualFixture) -> None:
-    sink = VisualLaborTicketSink(visual.engine)
-    results = sink.write(
-        [write("a", counts(1, 1), run_key="W100/10"), write("b", counts(1, 1), run_key="LT999")]
-    )
-    assert [r.outcome for r in results] == ["failed", "failed"]
-    assert "not a VISUAL labor ticket" in (results[0].message or "")
-    assert "999 not found" in (results[1].message or "")
+    bad = sink.write([write("a", counts(1, 1), run_key="W100/10"), write("b", counts(1, 1), run_key="LT999")])
+    assert [r.outcome for r in bad] == ["failed", "failed"]
+    assert "not a VISUAL labor ticket" in (bad[0].message or "")
+    assert "999 not found" in (bad[1].message or "")
 
 
 # ---- sql -------------------------------------------------------------------------------------
@@ -270,21 +255,15 @@ def test_sql_sink_guarded_statement_writes_replays_and_detects_conflicts(
     assert _job_counts(erp, job_counts) == {"K1": (10, 2), "K2": (2, 0)}
 
 
-def test_sql_sink_unguarded_statement_fails_when_no_row_matches(erp: Engine, job_counts: Table) -> None:
+def test_sql_sink_unguarded_statement_and_statement_errors(erp: Engine, job_counts: Table) -> None:
     sink = SqlSink(erp, "UPDATE job_counts SET good = :good_parts WHERE run_key = :run_key")
     results = sink.write([write("r1", counts(4, 4), run_key="K1"), write("r9", counts(4, 4), run_key="NOPE")])
     assert [r.outcome for r in results] == ["written", "failed"]
     assert _job_counts(erp, job_counts)["K1"] == (4, 0)
-
-
-def test_sql_sink_statement_error_is_a_config_error_and_writes_nothing(
-    erp: Engine, job_counts: Table
-) -> None:
-    sink = SqlSink(erp, "UPDATE NO_SUCH_TABLE SET good = :good_parts WHERE run_key = :run_key")
+    broken = SqlSink(erp, "UPDATE NO_SUCH_TABLE SET good = :good_parts WHERE run_key = :run_key")
     with pytest.raises(ConfigError, match="the ERP refused the statement"):
-        sink.write([write("r1", counts(4, 4), run_key="K1")])
-    with erp.connect() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM job_counts WHERE good <> 0")).scalar() == 0
+        broken.write([write("r2", counts(9, 9), run_key="K2")])
+    assert _job_counts(erp, job_counts)["K2"] == (0, 0)
 
 
 def test_sql_statement_with_unknown_binds_is_refused_at_start(tmp_path: Path) -> None:

@@ -5,12 +5,14 @@ The ERP runs on SQLite, PostgreSQL and MariaDB (`database_url`); erpsync's state
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, update
+from typer.testing import CliRunner
 
 from erpsync.adapters.erp.sinks.none import NoneSink
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging, staging_table
@@ -19,6 +21,7 @@ from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle, QuarantineEntry
+from erpsync.cli.app import app
 from erpsync.config import MMSettings
 from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import PartCounts
@@ -278,3 +281,52 @@ def test_configuration_problems_raise_and_are_recorded(
     assert [c.outcome for c in cycles(store)] == ["config_error", "config_error"]
     assert last_written(store)["r1"] is None
     bare_erp.dispose()
+
+
+# ---- the CLI, as a user runs it ------------------------------------------------------------------
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, state_url: str, erp_url: str, sim: MMSimulator) -> None:
+    monkeypatch.setenv("ERPSYNC_STATE__URL", state_url)
+    monkeypatch.setenv("ERPSYNC_MM__BASE_URL", sim.base_url)
+    monkeypatch.setenv("ERPSYNC_MM__API_KEY", sim.api_key)
+    monkeypatch.setenv("ERPSYNC_WRITEBACK__DATABASE__URL", erp_url)
+
+
+def test_cli_install_staging_dry_run_and_cycle(
+    sqlite_url: str,
+    sqlite_state_store: StateStore,
+    tmp_path: Path,
+    mm_simulator: MMSimulator,
+    mm_client: MMClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = CliRunner()
+    erp_url = f"sqlite:///{tmp_path / 'cli-erp.db'}"
+    _cli_env(monkeypatch, sqlite_url, erp_url, mm_simulator)
+    start_run(mm_client, "r1")
+    mm_simulator.set_counts("r1", total=6, scrap=1)
+    bind_run(sqlite_state_store, "r1")
+
+    missing = runner.invoke(app, ["writeback"])
+    assert missing.exit_code == 2
+    assert "run `erpsync erp install-staging`" in missing.output
+
+    ddl = runner.invoke(app, ["erp", "install-staging", "--print-sql"])
+    assert ddl.exit_code == 0 and 'CREATE TABLE "ERPSYNC_RUN_COUNTS"' in ddl.output
+    assert runner.invoke(app, ["erp", "install-staging"]).exit_code == 0
+
+    dry = runner.invoke(app, ["writeback", "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    assert report["summary"]["dry_run"] and report["summary"]["would_write"] == 1
+    assert report["rows"][0]["mm_counts"] == {"total": 6, "good": 5, "scrap": 1, "nonconform": 0}
+
+    real = runner.invoke(app, ["writeback", "--run", "r1"])
+    assert real.exit_code == 0, real.output
+    assert "1 written" in real.output
+    erp = create_db_engine(erp_url)
+    assert staging_counts(erp) == {"r1": (6, 5, 1, 0)}
+    erp.dispose()
+    unknown = runner.invoke(app, ["writeback", "--run", "nope"])
+    assert unknown.exit_code == 1 and "no bound run" in unknown.output

@@ -1,0 +1,229 @@
+"""Crash safety of write-back: a real `erpsync writeback` process killed at each dangerous step.
+
+The order is MM read -> ERP commit -> state commit. Killed before the ERP commit, the ERP keeps its
+old values; killed after it, the ERP is ahead of erpsync's state. Either way a re-run must leave
+the ERP holding exactly MM's counts (nothing lost, nothing doubled), erpsync's state agreeing, and
+no false conflict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging
+from erpsync.adapters.mm.client import MMClient
+from erpsync.adapters.mm.simulator import Fault, MMSimulator
+from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.store import StateStore
+from erpsync.config import MMSettings
+from erpsync.runtime.crashpoints import CRASH_ENV_VAR, CRASH_EXIT_CODE
+from erpsync.service.writeback import run_writeback
+from tests.integration.writeback_support import (
+    TABLE,
+    audits,
+    bind_run,
+    last_written,
+    quarantine,
+    settings_for,
+    staging_counts,
+    start_run,
+)
+
+RUNS = ("r1", "r2", "r3", "r4")
+
+
+@pytest.fixture
+def erp(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    install_staging(engine, TABLE)
+    yield engine
+    engine.dispose()
+
+
+def write_config(path: Path, *, state_url: str, erp_url: str, sim: MMSimulator, batch_size: int) -> Path:
+    config = path / "erpsync.toml"
+    config.write_text(
+        f"""
+[state]
+url = {json.dumps(state_url)}
+
+[mm]
+base_url = {json.dumps(sim.base_url)}
+api_key = {json.dumps(sim.api_key)}
+rate_limit_per_second = 10000
+max_concurrency = 4
+backoff_initial_seconds = 0.01
+backoff_max_seconds = 0.05
+
+[writeback]
+sink = "staging"
+batch_size = {batch_size}
+
+[writeback.database]
+url = {json.dumps(erp_url)}
+
+[logging]
+format = "json"
+level = "WARNING"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def erpsync(config: Path, *args: str, crash_at: str | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
+    env["ERPSYNC_CONFIG"] = str(config)
+    if crash_at:
+        env[CRASH_ENV_VAR] = crash_at
+    return subprocess.Popen(
+        [sys.executable, "-m", "erpsync", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> int:
+    out, err = process.communicate(timeout=120)
+    if process.returncode not in (0, CRASH_EXIT_CODE, -signal.SIGKILL):
+        pytest.fail(f"erpsync writeback exited {process.returncode}\n{out}\n{err}")
+    return process.returncode
+
+
+def seed_and_write_once(
+    store: StateStore, erp: Engine, sim: MMSimulator, client: MMClient, mm: MMSettings
+) -> dict[str, tuple[int, int, int, int]]:
+    """Four runs written once, then grown in MM: the cycle under test has something to change."""
+    for n, run_id in enumerate(RUNS, start=1):
+        start_run(client, run_id)
+        sim.set_counts(run_id, total=10 * n)
+        bind_run(store, run_id)
+    run_writeback(store, client, StagingSink(erp, TABLE), settings_for(str(erp.url), mm))
+    expected = {}
+    for n, run_id in enumerate(RUNS, start=1):
+        sim.set_counts(run_id, total=10 * n + 5, scrap=1)
+        expected[run_id] = (10 * n + 5, 10 * n + 4, 1, 0)
+    return expected
+
+
+def assert_converged(store: StateStore, erp: Engine, expected: dict[str, tuple[int, int, int, int]]) -> None:
+    assert staging_counts(erp) == expected  # nothing lost, nothing doubled
+    assert last_written(store) == expected  # erpsync's state agrees with the ERP
+    assert audits(store, outcome="conflict") == [] and quarantine(store) == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "crash_at"),
+    [
+        ("sqlite", "writeback.before_erp_commit"),
+        ("postgresql", "writeback.before_erp_commit"),
+        ("sqlite", "writeback.after_erp_commit"),
+        ("postgresql", "writeback.after_erp_commit"),
+        ("mariadb", "writeback.after_erp_commit"),
+    ],
+    indirect=["backend"],
+)
+def test_killed_around_the_erp_commit_loses_nothing_and_doubles_nothing(
+    erp: Engine,
+    sqlite_url: str,
+    sqlite_state_store: StateStore,
+    tmp_path: Path,
+    mm_simulator: MMSimulator,
+    mm_client: MMClient,
+    mm_settings: MMSettings,
+    crash_at: str,
+) -> None:
+    store = sqlite_state_store
+    expected = seed_and_write_once(store, erp, mm_simulator, mm_client, mm_settings)
+    before = staging_counts(erp)
+    config = write_config(
+        tmp_path,
+        state_url=sqlite_url,
+        erp_url=erp.url.render_as_string(hide_password=False),
+        sim=mm_simulator,
+        batch_size=2,
+    )
+
+    assert finish(erpsync(config, "writeback", crash_at=crash_at)) == CRASH_EXIT_CODE
+    after_crash = staging_counts(erp)
+    changed = {run for run in RUNS if after_crash[run] != before[run]}
+    if crash_at == "writeback.before_erp_commit":
+        assert changed == set()  # the open ERP transaction died with the process
+    else:
+        assert len(changed) == 2 and all(after_crash[run] == expected[run] for run in changed)
+        assert all(last_written(store)[run] == before[run] for run in changed)  # state is behind the ERP
+
+    assert finish(erpsync(config, "writeback")) == 0
+    assert_converged(store, erp, expected)
+    outcomes = {a.mm_run_id: a.outcome for a in audits(store)[len(RUNS) :]}
+    if crash_at == "writeback.before_erp_commit":
+        assert outcomes == dict.fromkeys(RUNS, "written")
+    else:
+        assert sorted(outcomes.values()) == ["already_written", "already_written", "written", "written"]
+        assert {run for run, outcome in outcomes.items() if outcome == "already_written"} == changed
+
+
+def test_killed_after_a_batch_state_commit_resumes_with_the_rest(
+    sqlite_url: str,
+    sqlite_state_store: StateStore,
+    tmp_path: Path,
+    mm_simulator: MMSimulator,
+    mm_client: MMClient,
+    mm_settings: MMSettings,
+) -> None:
+    erp = create_db_engine(f"sqlite:///{tmp_path / 'erp.db'}")
+    install_staging(erp, TABLE)
+    store = sqlite_state_store
+    expected = seed_and_write_once(store, erp, mm_simulator, mm_client, mm_settings)
+    config = write_config(
+        tmp_path, state_url=sqlite_url, erp_url=str(erp.url), sim=mm_simulator, batch_size=2
+    )
+    assert finish(erpsync(config, "writeback", crash_at="writeback.after_state_commit")) == CRASH_EXIT_CODE
+    assert sum(last_written(store)[run] == expected[run] for run in RUNS) == 2
+    assert finish(erpsync(config, "writeback")) == 0
+    assert_converged(store, erp, expected)
+    assert [a.outcome for a in audits(store)[len(RUNS) :]] == ["written"] * 4
+    erp.dispose()
+
+
+def test_sigkill_at_a_random_moment_then_rerun_converges(
+    sqlite_url: str,
+    sqlite_state_store: StateStore,
+    tmp_path: Path,
+    mm_simulator: MMSimulator,
+    mm_client: MMClient,
+) -> None:
+    erp = create_db_engine(f"sqlite:///{tmp_path / 'erp.db'}")
+    install_staging(erp, TABLE)
+    store = sqlite_state_store
+    expected = {}
+    for n in range(40):
+        run_id = f"run-{n:02d}"
+        start_run(mm_client, run_id)
+        mm_simulator.set_counts(run_id, total=n + 1)
+        bind_run(store, run_id)
+        expected[run_id] = (n + 1, n + 1, 0, 0)
+    mm_simulator.set_faults(Fault("latency", operations=frozenset({"get"}), latency_ms=40))
+    config = write_config(
+        tmp_path, state_url=sqlite_url, erp_url=str(erp.url), sim=mm_simulator, batch_size=5
+    )
+    process = erpsync(config, "writeback")
+    time.sleep(random.uniform(0.8, 1.6))  # interpreter start-up, then somewhere inside the cycle
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    assert finish(erpsync(config, "writeback")) == 0
+    assert_converged(store, erp, expected)
+    erp.dispose()
