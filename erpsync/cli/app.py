@@ -26,6 +26,7 @@ from erpsync.cli.common import (
 from erpsync.cli.demo import register as register_demo
 from erpsync.cli.service import register as register_service
 from erpsync.cli.sources import register as register_sources
+from erpsync.cli.writeback import register as register_writeback
 from erpsync.service.status import status_report
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 register_service(app)
+register_writeback(app)
 register_sources(app)
 register_demo(app)
 
