@@ -201,8 +201,19 @@ class JobScheduler:
         for runner in self.runners:
             runner.interrupt()
 
+    def running(self) -> list[threading.Thread]:
+        """Job bodies running right now."""
+        return [worker for runner in self.runners for worker in runner.running()]
+
+    def begin_shutdown(self) -> None:
+        """No new runs from now on, and every running body is asked to stop (its flag is set)."""
+        self._closing.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.interrupt()
+
     def abandon(self) -> None:
-        """Stop waiting for running bodies now (last resort when shutdown could not finish)."""
+        """Stop waiting for running bodies: their runners return now and the pool threads exit."""
         self._closing.set()
         self._hard_stop.set()
 
@@ -211,17 +222,12 @@ class JobScheduler:
 
         True when every running job ended within the grace period.
         """
-        self._closing.set()
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.interrupt()
+        self.begin_shutdown()
         deadline = time.monotonic() + grace_seconds
-        finished = True
-        for runner in self.runners:
-            for worker in runner.running():
-                worker.join(max(0.0, deadline - time.monotonic()))
-                finished = finished and not worker.is_alive()
-        self._hard_stop.set()  # runners waiting on an abandoned body return now; pool threads exit
+        for worker in self.running():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        finished = not any(worker.is_alive() for worker in self.running())
+        self.abandon()
         if not finished:
             log.warning("jobs still running at shutdown were abandoned", grace_seconds=grace_seconds)
         return finished

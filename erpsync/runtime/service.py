@@ -90,10 +90,13 @@ Recovery = Callable[[FencingContext], None]
 
 @dataclass(eq=False)
 class _Term:
+    """One leadership term. `closing`: start no new work. `stop`: revoked, the fence refuses."""
+
     token: int
     fencing: FencingContext
     stop: threading.Event
     started_at: datetime
+    closing: threading.Event = field(default_factory=threading.Event)
     hard_stop: threading.Event = field(default_factory=threading.Event)
     recovered: bool = False
     scheduler: JobScheduler | None = None
@@ -298,27 +301,27 @@ class Service:
                     job,
                     may_run=term.fencing.is_leader,
                     on_success=self._record_success,
-                    closing=term.stop,
+                    closing=term.closing,
                     hard_stop=term.hard_stop,
                     max_abandoned=1,
                     trigger="startup_recovery",
                 )
                 term.recovery_runner = runner
-                while not term.stop.is_set():
+                while not term.closing.is_set():
                     outcome, error = runner.run()
                     if outcome == "ok":
                         break
                     log.error(
                         "start-up recovery did not complete; retrying", outcome=outcome, error=str(error)
                     )
-                    term.stop.wait(svc.lease_retry_seconds)
-            if term.stop.is_set():
+                    term.closing.wait(svc.lease_retry_seconds)
+            if term.closing.is_set():
                 return
             term.recovered = True
             jobs = self._jobs_factory(term.fencing)
             scheduler = build_scheduler(jobs, may_run=term.fencing.is_leader, on_success=self._record_success)
             with self._lock:
-                if term.stop.is_set():
+                if term.closing.is_set():
                     return
                 self._jobs = list(jobs)
                 term.scheduler = scheduler
@@ -334,24 +337,44 @@ class Service:
             self.request_stop("internal error")
 
     def _end_term(self, *, release: bool, grace: float) -> None:
+        """End the current term: no new work, running jobs get `grace`, then revoke (and release).
+
+        Lost lease (`release` False): the fence is revoked first, so running jobs are refused at
+        their next check. Clean stop (`release` True): the term stays current while running jobs
+        finish (the lease is renewed meanwhile), so they can still commit what they are doing; it
+        is revoked when they are done or abandoned, and the lease is handed back.
+        """
         with self._lock:
-            term, self._term = self._term, None
+            term = self._term
             if term is None:
                 return
-            term.stop.set()
+            if not release:
+                self._revoke(term)
+            term.closing.set()
             scheduler, recovery = term.scheduler, term.recovery_runner
-        LEADER.set(0)
-        FENCING_TOKEN.set(0)
-        deadline = time.monotonic() + grace
+        if scheduler is not None:
+            scheduler.begin_shutdown()
         if recovery is not None:
             recovery.interrupt()
-            for worker in recovery.running():
-                worker.join(max(0.0, deadline - time.monotonic()))
+        running = (scheduler.running() if scheduler else []) + (recovery.running() if recovery else [])
+        deadline = time.monotonic() + grace
+        next_renewal = time.monotonic() + self.settings.service.lease_renew_seconds
+        while any(w.is_alive() for w in running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if release and not term.stop.is_set() and time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + self.settings.service.lease_renew_seconds
+                self._renew_while_stopping(term)
+        if any(w.is_alive() for w in running):
+            log.warning(
+                "jobs still running at the end of the grace period were abandoned", grace_seconds=grace
+            )
         term.hard_stop.set()
         if scheduler is not None:
-            scheduler.shutdown(max(0.0, deadline - time.monotonic()))
+            scheduler.abandon()
         if term.thread is not None:
-            term.thread.join(max(0.0, deadline - time.monotonic()))
+            term.thread.join(max(0.0, deadline - time.monotonic()) + 1)
+        with self._lock:
+            self._revoke(term)
         if release:
             try:
                 self.lease.release()
@@ -362,13 +385,38 @@ class Service:
                 log.info("leader lease released", fencing=term.token)
         log.info("leadership term ended", fencing=term.token)
 
+    def _revoke(self, term: _Term) -> None:
+        """From now on the term's fence refuses (call with the lock held)."""
+        if self._term is term:
+            self._term = None
+        term.stop.set()
+        LEADER.set(0)
+        FENCING_TOKEN.set(0)
+
+    def _renew_while_stopping(self, term: _Term) -> None:
+        began = time.monotonic()
+        try:
+            renewed = self.lease.renew()
+        except SQLAlchemyError as exc:
+            self._db_failed("renew", exc)
+            renewed = False
+        if renewed:
+            self._valid_until = began + self.settings.service.lease_ttl_seconds - self.safety_margin
+            return
+        log.warning("leader lease lost while stopping", fencing=term.token)
+        with self._lock:
+            self._revoke(term)
+
     def _abandon_jobs(self) -> None:
-        term = self._term
-        if term is not None:
-            term.stop.set()
-            term.hard_stop.set()
-            if term.scheduler is not None:
-                term.scheduler.abandon()
+        with self._lock:
+            term = self._term
+            if term is None:
+                return
+            self._revoke(term)
+        term.closing.set()
+        term.hard_stop.set()
+        if term.scheduler is not None:
+            term.scheduler.abandon()
 
     # --- facts for readiness and the heartbeat ------------------------------------------------------
 

@@ -359,3 +359,59 @@ def test_a_taken_health_port_is_a_one_line_config_error(sqlite_state_store: Stat
         with pytest.raises(ConfigError, match=r"service\.health_port: cannot listen"):
             service.run()
     assert not LeaderLease(sqlite_state_store.engine, holder="x", ttl_seconds=1).status().held
+
+
+def _job_checking_its_fence_after_being_told_to_stop(
+    store: StateStore, outcomes: list[str], started: threading.Event
+) -> Callable[[FencingContext], list[ScheduledJob]]:
+    """A job that, once its stop flag is set, takes a moment to wind down and then commits."""
+
+    def jobs(fencing: FencingContext) -> list[ScheduledJob]:
+        def run(stop: threading.Event) -> None:
+            started.set()
+            stop.wait(30)
+            time.sleep(0.3)  # finishing the call in flight
+            try:
+                with store.session() as session:
+                    fencing.check(session)
+                outcomes.append("committed")
+            except FencedError:
+                outcomes.append("fenced")
+
+        return [ScheduledJob("sync", run, 60, 30)]
+
+    return jobs
+
+
+def test_a_clean_stop_lets_the_running_job_commit_then_releases(sqlite_state_store: StateStore) -> None:
+    outcomes: list[str] = []
+    started = threading.Event()
+    jobs = _job_checking_its_fence_after_being_told_to_stop(sqlite_state_store, outcomes, started)
+    running = InProcess(Service(service_settings("clean"), sqlite_state_store, jobs))
+    assert started.wait(15)
+    began = time.monotonic()
+    assert running.stop() == 0
+    assert time.monotonic() - began < 2
+    assert outcomes == ["committed"], "the term stays current while its running job finishes"
+    assert not LeaderLease(sqlite_state_store.engine, holder="x", ttl_seconds=1).status().held
+
+
+def test_a_lost_lease_fences_the_running_job_at_once(sqlite_state_store: StateStore) -> None:
+    outcomes: list[str] = []
+    started = threading.Event()
+    jobs = _job_checking_its_fence_after_being_told_to_stop(sqlite_state_store, outcomes, started)
+    running = InProcess(Service(service_settings("lost"), sqlite_state_store, jobs))
+    try:
+        assert started.wait(15)
+        with sqlite_state_store.engine.begin() as conn:  # another instance took the lease
+            conn.exec_driver_sql(
+                "UPDATE erpsync_leader SET holder = 'thief', fencing_token = fencing_token + 1, "
+                "expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now', '+60 seconds')"
+            )
+        wait_for(lambda: outcomes != [], 10, "the running job to try to commit")
+        assert outcomes == ["fenced"]
+        assert running.service.role() == "standby"
+    finally:
+        assert running.stop() == 0
+    status = LeaderLease(sqlite_state_store.engine, holder="x", ttl_seconds=1).status()
+    assert (status.holder, status.token) == ("thief", 2), "a lost lease is not released by the loser"
