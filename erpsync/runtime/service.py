@@ -8,10 +8,10 @@ Threads, and who owns what:
 
 A *term* is one continuous leadership with one fencing token. Jobs are built per term by
 `jobs_factory(fencing)`, so every job holds the `FencingContext` of the term it belongs to. Its
-`is_leader()` turns False for good when the term is revoked: at once when a renewal fails, when the
-local safe window (last renewal + TTL - margin) passes, or, on a clean stop, after running jobs had
-their grace period to finish. `check()` also re-checks the token in the database inside the caller's
-transaction, which catches what no local clock can (e.g. a process paused past its lease).
+`is_leader()` is False whenever the local safe window (last renewal + TTL - margin) has passed, and
+for good once the term is revoked: at once when a renewal fails, or, on a clean stop, after running
+jobs had their grace period to finish. `check()` also re-checks the token in the database inside the
+caller's transaction, which catches what no local clock can (e.g. a process paused past its lease).
 
 Successes, and why nobody has to call the runtime: a loop's last success is the later of
 - the last scheduled run of that job in this process that returned normally (a cycle reports failure
