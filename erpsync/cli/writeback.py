@@ -6,6 +6,7 @@ erpsync.adapters.erp.sinks.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -13,11 +14,12 @@ from rich.table import Table
 
 from erpsync.adapters.erp.sinks.factory import open_sink, open_writeback_engine
 from erpsync.adapters.erp.sinks.staging import DDL_DIALECTS, install_staging, staging_ddl
-from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
+from erpsync.bootstrap import open_client
 from erpsync.cli.common import EXIT_ERROR, handle_errors, print_json, state_of, stderr, stdout
 from erpsync.config import DatabaseSettings, Settings
 from erpsync.domain.errors import ConfigError
+from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.logging import correlation
 from erpsync.service.writeback import WritebackRow, WritebackSummary, run_writeback
 
@@ -47,10 +49,15 @@ def writeback(
     with correlation("cli"):
         store = StateStore.from_settings(settings.state)
         try:
-            with MMClient(settings.mm) as client:
+            with open_client(settings) as client:
                 sink = open_sink(settings)
                 try:
-                    summary = run_writeback(store, client, sink, settings, run_id=run, dry_run=dry_run)
+                    # a real run takes the leader lease, so it never writes next to a running service
+                    lease = nullcontext(None) if dry_run else held_lease(settings, store)
+                    with lease as fencing:
+                        summary = run_writeback(
+                            store, client, sink, settings, run_id=run, dry_run=dry_run, fence=fencing
+                        )
                 finally:
                     sink.close()
         finally:
