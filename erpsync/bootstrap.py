@@ -24,6 +24,7 @@ from erpsync.domain.errors import ConfigError
 from erpsync.runtime.metrics import AUDIT_PURGED
 from erpsync.runtime.scheduler import ScheduledJob
 from erpsync.runtime.service import FencingContext, Service
+from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher
 from erpsync.service.fence import Fence
 from erpsync.service.imports import run_imports
@@ -40,14 +41,16 @@ def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) ->
     svc = settings.service
 
     def run(stop: threading.Event) -> None:
-        result = purge_audit(
-            store,
-            retention_days=svc.audit_retention_days,
-            batch_size=svc.purge_batch_size,
-            stop=stop,
-            check=fencing.check,
-            fencing_token=fencing.token,
-        )
+        with cycle(store, "purge") as record:
+            result = purge_audit(
+                store,
+                retention_days=svc.audit_retention_days,
+                batch_size=svc.purge_batch_size,
+                stop=stop,
+                check=fencing.check,
+                fencing_token=fencing.token,
+            )
+            record.summary = {"deleted": result.deleted, "cutoff": result.cutoff, "complete": result.complete}
         AUDIT_PURGED.inc(result.deleted)
         if result.deleted:
             log.info(

@@ -17,11 +17,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
 from erpsync.adapters.state.store import StateStore
 from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
 from erpsync.runtime.leader import DEFAULT_LEASE_NAME, LeaderLease
 from erpsync.runtime.service import FencingContext
+
+log = structlog.get_logger(__name__)
 
 
 def cli_holder() -> str:
@@ -52,7 +57,12 @@ def held_lease(settings: Settings, store: StateStore) -> Iterator[FencingContext
 
     def renew() -> None:
         while not stop.wait(svc.lease_renew_seconds):
-            if lease.renew():
+            try:
+                renewed = lease.renew()
+            except SQLAlchemyError as exc:  # the fence lapses by itself; say why
+                log.warning("leader lease renewal failed; this command stops acting", error=str(exc))
+                renewed = False
+            if renewed:
                 valid_until[0] = time.monotonic() + svc.lease_ttl_seconds - svc.lease_renew_seconds
             else:
                 stop.set()
