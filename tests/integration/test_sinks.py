@@ -7,6 +7,7 @@ value it did not write, and keep a batch all-or-nothing.
 from __future__ import annotations
 
 import csv
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,7 +36,7 @@ from erpsync.adapters.erp.visual_schema import (
 )
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.config import DatabaseSettings, Settings, SourceSettings, WritebackSettings
-from erpsync.domain.errors import ConfigError, RecordError
+from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.domain.model import PartCounts
 
 TABLE = "ERPSYNC_RUN_COUNTS"
@@ -139,6 +140,36 @@ def test_staging_batch_is_all_or_nothing_and_a_consumed_row_is_inserted_again(er
         conn.execute(staging_table(TABLE).delete())
     assert sink.write([write("r1", counts(11, 11), counts(10, 10))])[0].outcome == "written"
     assert staging_rows(erp)["r1"]["TOTAL_QTY"] == 11
+
+
+def test_staging_never_overwrites_an_edit_committed_while_it_waits(erp: Engine) -> None:
+    """A person's transaction holds the row while erpsync writes: erpsync waits, then backs off."""
+    install_staging(erp, TABLE)
+    sink = StagingSink(erp, TABLE)
+    sink.write([write("r1", counts(10, 10))])
+    table = staging_table(TABLE)
+    outcome: list[object] = []
+    with erp.connect() as person:
+        edit = person.begin()
+        person.execute(update(table).where(table.c.RUN_ID == "r1").values(GOOD_QTY=8, SCRAP_QTY=2))
+
+        def erpsync_writes() -> None:
+            try:
+                outcome.append(sink.write([write("r1", counts(20, 20), counts(10, 10))])[0].outcome)
+            except (RecordError, RetryableError) as exc:  # the guarded UPDATE saw the edit: batch undone
+                outcome.append(type(exc).__name__)
+
+        writer = threading.Thread(target=erpsync_writes)
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive()  # blocked on the person's row (or database) lock
+        edit.commit()
+    writer.join(timeout=30)
+    # servers: SELECT ... FOR UPDATE waited and then saw the edit; SQLite has no row locks, so the
+    # guarded UPDATE matched nothing and the batch was rolled back (the service retries it per run)
+    assert outcome == (["ConcurrentEditError"] if erp.dialect.name == "sqlite" else ["conflict"])
+    row = staging_rows(erp)["r1"]
+    assert (row["TOTAL_QTY"], row["GOOD_QTY"], row["SCRAP_QTY"]) == (10, 8, 2)
 
 
 def test_staging_schema_qualified_name_and_ddl_for_every_dialect() -> None:

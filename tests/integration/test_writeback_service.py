@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select, text, update
 from typer.testing import CliRunner
 
 from erpsync.adapters.erp.sinks.none import NoneSink
+from erpsync.adapters.erp.sinks.sql import SqlSink
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging, staging_table
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
@@ -330,3 +331,35 @@ def test_cli_install_staging_dry_run_and_cycle(
     erp.dispose()
     unknown = runner.invoke(app, ["writeback", "--run", "nope"])
     assert unknown.exit_code == 1 and "no bound run" in unknown.output
+
+
+def test_a_poison_row_fails_alone_and_the_rest_of_its_batch_is_written(
+    tmp_path: Path,
+    sqlite_state_store: StateStore,
+    mm_simulator: MMSimulator,
+    mm_client: MMClient,
+    mm_settings: MMSettings,
+) -> None:
+    store = sqlite_state_store
+    erp = create_db_engine(f"sqlite:///{tmp_path / 'erp.db'}")
+    with erp.begin() as conn:
+        conn.execute(
+            text("CREATE TABLE counts (run_key VARCHAR(64) PRIMARY KEY, good INTEGER CHECK (good < 100))")
+        )
+    for run_id, total in (("ok-1", 5), ("poison", 500), ("ok-2", 7)):
+        start_run(mm_client, run_id)
+        mm_simulator.set_counts(run_id, total=total)
+        bind_run(store, run_id)
+    statement = "INSERT INTO counts (run_key, good) VALUES (:run_key, :good_parts)"
+    settings = settings_for(str(erp.url), mm_settings, sink="sql", statement=statement)
+    summary = run_writeback(store, mm_client, SqlSink(erp, statement), settings)
+    assert (summary.written, summary.failed, summary.outcome) == (2, 1, "partial")
+    with erp.connect() as conn:
+        assert dict(conn.execute(text("SELECT run_key, good FROM counts")).all()) == {
+            "K-ok-1": 5,
+            "K-ok-2": 7,
+        }
+    [failed] = audits(store, outcome="failed")
+    assert failed.mm_run_id == "poison" and "refused a row" in (failed.error_message or "")
+    assert last_written(store)["poison"] is None and last_written(store)["ok-1"] == (5, 5, 0, 0)
+    erp.dispose()

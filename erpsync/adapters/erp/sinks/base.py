@@ -5,6 +5,12 @@ labor ticket, a customer's statement, an outbox file). Each `write` call is one 
 (or one file): all of the batch or none of it. Inside it the sink compares the ERP's current
 value with what erpsync last wrote (`CountWrite.previous`) and never overwrites a person's edit.
 Policy that needs no ERP (no data, unchanged, decreases) is decided before, by the service.
+
+Every sink today writes absolute totals keyed by the MM run, so a replay changes nothing. A sink
+that must post deltas instead (e.g. new labor-ticket rows) has to record each posted delta in a
+ledger row (keyed by run and count level) committed in the same ERP transaction as the delta, and
+check that ledger before posting: otherwise a crash between the ERP commit and erpsync's state
+commit would post the same delta twice.
 """
 
 from __future__ import annotations

@@ -186,6 +186,7 @@ class StagingSink:
             locked = conn.execute(
                 select(t.c.RUN_ID, *(t.c[c] for c in COUNT_COLUMNS))
                 .where(t.c.RUN_ID.in_([w.mm_run_id for w in batch]))
+                .order_by(t.c.RUN_ID)  # one lock order for every writer: no deadlock between two
                 .with_for_update()
             ).all()
             current: dict[str, CountValues] = {

@@ -98,6 +98,7 @@ class VisualLaborTicketSink:
             rows = conn.execute(
                 select(t.c.TRANSACTION_ID, t.c.GOOD_QTY, t.c.BAD_QTY)
                 .where(t.c.TRANSACTION_ID.in_(sorted(set(tickets.values()))))
+                .order_by(t.c.TRANSACTION_ID)  # one lock order for every writer: no deadlock between two
                 .with_for_update()
             ).all()
             current: dict[int, CountValues] = {
