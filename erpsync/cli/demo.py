@@ -25,7 +25,7 @@ def demo(
     seconds: Annotated[
         float,
         typer.Option(
-            min=MIN_SECONDS, max=3600, help="How long the service runs (the whole demo takes ~8 s more)."
+            min=MIN_SECONDS, max=3600, help="Seconds the service runs; start-up and the summary add ~5-10 s."
         ),
     ] = DEFAULT_SECONDS,
     folder: Annotated[

@@ -12,5 +12,5 @@ the MM simulator, `bootstrap.build_service`) and watches them. Modules:
 - `app`: runs it all for N seconds.
 """
 
-DEFAULT_SECONDS = 25.0  # service time; start-up, shut-down and the summary add ~5-8 s
+DEFAULT_SECONDS = 22.0  # service time; start-up, shut-down and the summary add ~5-10 s
 MIN_SECONDS = 10.0  # below this the operators' steps come faster than the sync cycle

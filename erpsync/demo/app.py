@@ -9,6 +9,7 @@ at WARNING, so the screen shows the demo, not log lines.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -28,6 +29,7 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import QuarantineEntry, SyncAction
 from erpsync.bootstrap import build_service
+from erpsync.config import Settings
 from erpsync.demo import MIN_SECONDS
 from erpsync.demo.erp import JOBS, MACHINES, DemoErp
 from erpsync.demo.observe import Observer
@@ -90,50 +92,62 @@ def run_demo(root: Path, seconds: float, console: Console, *, live: bool | None 
 
 def _run(folder: DemoFolder, seconds: float, console: Console, live: bool, began: float) -> int:
     erp_engine = create_db_engine(sqlite_url(folder.erp_db))
-    erp = DemoErp(erp_engine)
-    erp.build()
-    first_ticket = erp.fx.next_transaction_id()
-    api_key = secrets.token_urlsafe(24)  # not a real secret, treated like one: never shown or kept
-    register_secret(api_key)
-    known = [m.id for m in MACHINES if m.in_mm]
-    state: StateStore | None = None
     try:
+        erp = DemoErp(erp_engine)
+        erp.build()
+        first_ticket = erp.fx.next_transaction_id()
+        api_key = secrets.token_urlsafe(24)  # not a real secret, treated like one: never shown or kept
+        register_secret(api_key)
+        known = [m.id for m in MACHINES if m.in_mm]
         with MMSimulator(api_key=api_key, machines=known, time_scale=TIME_SCALE, seed=SEED) as sim:
             config = demo_config(folder, sim.base_url)
             folder.write_config(config)
             settings = demo_settings(config, api_key)
             state = StateStore.from_settings(settings.state)
-            migrate.upgrade(state.engine)
-            store = state
-            floor = ShopFloor(erp, lambda machine: add_machine_in_mm(sim, store, machine))
-            _intro(console, folder, seconds, floor.start_of_shift())
-            scene = Scene(
-                seconds=seconds,
-                started_at=datetime.now(UTC),
-                sim_url=sim.base_url,
-                time_scale=TIME_SCALE,
-                sync_seconds=SYNC_SECONDS,
-                writeback_seconds=WRITEBACK_SECONDS,
-            )
-            runner = _ServiceThread(build_service(settings))
-            observer = Observer(erp_engine, state.engine, sim, first_ticket)
-            interrupted = False
-            runner.start()
             try:
-                _drive(floor.steps(seconds), observer, scene, runner, console, live)
-            except KeyboardInterrupt:
-                interrupted = True
+                migrate.upgrade(state.engine)
+                floor = ShopFloor(erp, functools.partial(add_machine_in_mm, sim, state))
+                _intro(console, folder, seconds, floor.start_of_shift())
+                scene = Scene(
+                    seconds=seconds,
+                    started_at=datetime.now(UTC),
+                    sim_url=sim.base_url,
+                    time_scale=TIME_SCALE,
+                    sync_seconds=SYNC_SECONDS,
+                    writeback_seconds=WRITEBACK_SECONDS,
+                )
+                runner = _ServiceThread(build_service(settings))
+                observer = Observer(erp_engine, state.engine, sim, first_ticket)
+                interrupted = _play(floor.steps(seconds), observer, scene, runner, console, live, settings)
+                frame, examples = observer.frame(), observer.examples()  # MM still up: final counts
             finally:
-                runner.service.request_stop("the demo ended")
-                runner.join(settings.service.stop_grace_seconds + 5)
-            frame, examples = observer.frame(), observer.examples()
-        for part in summary(frame, scene, examples, folder, first_ticket, time.monotonic() - began):
-            console.print(part, soft_wrap=isinstance(part, Text))  # lines stay whole for copy and paste
+                state.dispose()
     finally:
         erp_engine.dispose()
-        if state is not None:
-            state.dispose()
+    for part in summary(frame, scene, examples, folder, first_ticket, time.monotonic() - began):
+        console.print(part, soft_wrap=isinstance(part, Text))  # lines stay whole for copy and paste
     return _outcome(runner, interrupted, console, folder)
+
+
+def _play(
+    steps: list[Step],
+    observer: Observer,
+    scene: Scene,
+    runner: _ServiceThread,
+    console: Console,
+    live: bool,
+    settings: Settings,
+) -> bool:
+    """Start the service, run the show, stop the service; True when Ctrl-C ended it early."""
+    runner.start()
+    try:
+        _drive(steps, observer, scene, runner, console, live)
+    except KeyboardInterrupt:
+        return True
+    finally:
+        runner.service.request_stop("the demo ended")
+        runner.join(settings.service.stop_grace_seconds + 5)
+    return False
 
 
 def _intro(console: Console, folder: DemoFolder, seconds: float, opening: list[str]) -> None:
@@ -212,4 +226,7 @@ def _outcome(runner: _ServiceThread, interrupted: bool, console: Console, folder
         )
         console.print(Text(f"error: the service stopped by itself ({why}); see {log}", "red"))
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    if interrupted:
+        console.print(Text("interrupted: the demo stopped early (Ctrl-C); the summary shows how far it got"))
+        return EXIT_INTERRUPTED
+    return EXIT_OK

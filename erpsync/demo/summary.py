@@ -51,7 +51,8 @@ def inspection_commands(folder: DemoFolder, first_ticket: int) -> list[str]:
         "FROM v_erpsync_recent_activity ORDER BY id"
     )
     tickets = (
-        "SELECT TRANSACTION_ID, RESOURCE_ID, TYPE, CLOCK_IN, CLOCK_OUT, GOOD_QTY, BAD_QTY "
+        "SELECT TRANSACTION_ID, EMPLOYEE_ID, RESOURCE_ID, WORKORDER_BASE_ID, OPERATION_SEQ_NO, TYPE, "
+        "CLOCK_IN, CLOCK_OUT, GOOD_QTY, BAD_QTY "
         f"FROM LABOR_TICKET WHERE TRANSACTION_ID >= {first_ticket} ORDER BY TRANSACTION_ID"
     )
     erpsync = f"{erpsync_command()} --config {shown_path(folder.config_file)}"

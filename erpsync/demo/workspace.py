@@ -69,13 +69,19 @@ class DemoFolder:
                 f"{root} is not empty and was not made by `erpsync demo`; pass --dir with a new or "
                 "empty folder (the demo empties its folder when it runs again)"
             )
-        root.mkdir(parents=True, exist_ok=True)
-        (root / MARKER).write_text(
-            "Made by `erpsync demo`, which empties this folder each time it runs.\n", encoding="utf-8"
-        )
-        for name in (ERP_DB, STATE_DB, CONFIG_FILE, LOG_FILE):
-            for suffix in SQLITE_COMPANIONS:
-                (root / f"{name}{suffix}").unlink(missing_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / MARKER).write_text(
+                "Made by `erpsync demo`, which empties this folder each time it runs.\n", encoding="utf-8"
+            )
+            for name in (ERP_DB, STATE_DB, CONFIG_FILE, LOG_FILE):
+                for suffix in SQLITE_COMPANIONS:
+                    (root / f"{name}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot prepare the demo folder {root}: {exc.strerror}; pass --dir with a folder you can "
+                "write to, e.g. --dir /tmp/erpsync-demo"
+            ) from None
 
     def write_config(self, config: dict[str, dict[str, Any]]) -> None:
         """Write the demo's configuration (no API key) as ``erpsync.toml`` in the folder."""
@@ -123,7 +129,7 @@ def demo_config(folder: DemoFolder, mm_base_url: str) -> dict[str, dict[str, Any
             "max_cycle_age_seconds": 30,
             "stop_grace_seconds": 3,
         },
-        "logging": {"level": "WARNING", "format": "json"},
+        "logging": {"level": "WARNING"},
     }
 
 

@@ -177,6 +177,10 @@ def test_the_demo_never_empties_a_folder_it_did_not_make(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x", encoding="utf-8")
     with pytest.raises(ConfigError, match="is not a folder"):
         DemoFolder(tmp_path / "file").prepare()
+    with pytest.raises(
+        ConfigError, match=r"cannot prepare the demo folder .*pass --dir with a folder you can"
+    ):
+        DemoFolder(tmp_path / "file" / "below").prepare()
 
 
 def test_a_demo_folder_is_emptied_of_the_demos_files_only(tmp_path: Path) -> None:
