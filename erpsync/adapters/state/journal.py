@@ -428,30 +428,48 @@ def resolve_retried_quarantine(session: Session, source: str, still_bad: Collect
 
 
 def note_machines(session: Session, machines: dict[str, tuple[str | None, int]], now: datetime) -> None:
-    """Remember every ERP resource seen, its MM machine id and how many runs used it."""
+    """Remember every ERP resource seen, its MM machine id and how many runs used it.
+
+    Core statements, not ORM objects: every cycle touches every machine's row, and at 100,000
+    machines the unit of work alone took longer than the whole no-change cycle may (bench/).
+    """
     if not machines:
         return
-    known = {
-        row.erp_machine: row
-        for chunk in _chunks(sorted(machines))
-        for row in session.scalars(select(MachineSeen).where(MachineSeen.erp_machine.in_(chunk)))
-    }
-    for erp_machine, (mm_machine_id, runs) in machines.items():
-        row = known.get(erp_machine)
-        if row is None:
-            session.add(
-                MachineSeen(
-                    erp_machine=erp_machine[:64],
-                    mm_machine_id=mm_machine_id,
-                    first_seen_at=now,
-                    last_seen_at=now,
-                    runs_seen=runs,
-                )
+    wanted = {erp_machine[:64]: seen for erp_machine, seen in machines.items()}
+    table = _MACHINE_TABLE.c
+    known: dict[str, tuple[str | None, int]] = {}
+    for chunk in _chunks(sorted(wanted)):
+        rows = session.execute(
+            select(table.erp_machine, table.mm_machine_id, table.runs_seen).where(
+                table.erp_machine.in_(chunk)
             )
-        else:
-            row.last_seen_at = now
-            row.mm_machine_id = mm_machine_id
-            row.runs_seen = runs
+        )
+        known.update((row.erp_machine, (row.mm_machine_id, row.runs_seen)) for row in rows)
+    new = [
+        {"erp_machine": m, "mm_machine_id": mm, "first_seen_at": now, "last_seen_at": now, "runs_seen": runs}
+        for m, (mm, runs) in wanted.items()
+        if m not in known
+    ]
+    changed = [
+        {"m_machine": m, "m_mm": mm, "m_runs": runs}
+        for m, (mm, runs) in wanted.items()
+        if m in known and known[m] != (mm, runs)
+    ]
+    same = sorted(m for m, seen in wanted.items() if known.get(m) == seen)
+    for chunk in _chunks(new):
+        session.execute(insert(_MACHINE_TABLE), list(chunk))
+    if changed:
+        session.execute(
+            update(_MACHINE_TABLE)
+            .where(table.erp_machine == bindparam("m_machine"))
+            .values(mm_machine_id=bindparam("m_mm"), runs_seen=bindparam("m_runs"), last_seen_at=now),
+            changed,
+        )
+    for chunk in _chunks(same):
+        session.execute(update(_MACHINE_TABLE).where(table.erp_machine.in_(chunk)).values(last_seen_at=now))
+
+
+_MACHINE_TABLE = cast(Table, MachineSeen.__table__)
 
 
 def reject_machine(session: Session, mm_machine_id: str, reason: str, now: datetime) -> None:
