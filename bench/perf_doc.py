@@ -1,0 +1,200 @@
+"""docs/performance.md, rendered from one campaign's figures (the file always holds the latest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.targets import Check
+
+HEADER = """# Performance
+
+Written by `uv run python -m bench.campaign` from the figures of its latest full run; do not edit
+by hand, rerun the campaign. How each figure is measured is under [Method](#method).
+"""
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:,.2f} s" if seconds < 100 else f"{seconds:,.0f} s"
+
+
+def _load(r: dict[str, Any]) -> str:
+    before, after = r.get("load_before"), r.get("load_after")
+    return f"{before[0]:.2f} before, {after[0]:.2f} after" if before and after else "n/a"
+
+
+def _machine(info: dict[str, Any]) -> list[str]:
+    git = info["git"]
+    dirty = (
+        f" plus uncommitted changes in {', '.join(line[3:] for line in git['uncommitted'])}"
+        if git["uncommitted"]
+        else ""
+    )
+    return [
+        "## Where and when",
+        "",
+        f"- Date: {info['date']}; commit `{git['commit'][:12]}`{dirty}",
+        f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, {info['os']}",
+        f"- Python {info['python']}, SQLite {info['sqlite']} (erpsync state), "
+        f"PostgreSQL {info['postgresql']} (ERP)",
+        "- Load average (1 min) around each scenario is in its section: other work on the machine",
+        "  slows every figure, erpsync's and the baseline's alike.",
+        "",
+    ]
+
+
+def _targets(found: list[Check], results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## Targets", "", "| Target | Measured | Limit | |", "|---|---:|---:|---|"]
+    for c in found:
+        lines.append(
+            f"| {c.what} | {c.value:,.2f} {c.unit} | {c.op} {c.limit:,.2f} {c.unit} | "
+            f"{'met' if c.ok else '**missed**'} |"
+        )
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | scenario failed: {r['error']} | | **failed** |")
+    return [*lines, ""]
+
+
+def _no_change(name: str, r: dict[str, Any]) -> list[str]:
+    e, b, first = r["erpsync"], r["baseline"], r["initial"]
+    return [
+        f"### No-change sync over {r['runs']:,} ERP runs (`{name}`)",
+        "",
+        f"{r['runs']:,} open labor tickets, each on its own machine, all already bound (a first sync",
+        f"started them: {first['calls']:,} calls, cycle {_s(first['cycle_seconds'])}), then a sync with",
+        "nothing to do.",
+        f"erpsync figures are the median of {len(e['cycle_seconds_all'])} runs (all cycle times: "
+        f"{', '.join(f'{x:.2f}' for x in e['cycle_seconds_all'])} s). Load: {_load(r)}.",
+        "",
+        "| | erpsync | naive baseline | baseline / erpsync |",
+        "|---|---:|---:|---:|",
+        f"| MM API calls | {e['calls']:,} | {b['calls']:,} | |",
+        f"| cycle time | {_s(e['cycle_seconds'])} | {_s(b['wall'])} | "
+        f"{b['wall'] / e['cycle_seconds']:,.1f}x |",
+        f"| process wall time (start-up included) | {_s(e['wall'])} | | |",
+        f"| peak RSS | {e['peak_mb']:.0f} MB | | |",
+        "",
+    ]
+
+
+def _new_runs(r: dict[str, Any]) -> list[str]:
+    e, b = r["erpsync"], r["baseline"]
+    return [
+        f"### {r['runs']:,} new runs to start, {r['latency_ms']:.0f} ms per MM call (`new-runs`)",
+        "",
+        f"A fresh state database and {r['runs']:,} open tickets on {r['runs']:,} machines: one sync",
+        "starts them all.",
+        f"Floor = calls x latency / concurrency ({r['concurrency']}) for erpsync, calls x latency for a",
+        f"one-at-a-time loop. erpsync: median of {len(e['cycle_seconds_all'])} runs "
+        f"({', '.join(f'{x:.2f}' for x in e['cycle_seconds_all'])} s). Load: {_load(r)}.",
+        "",
+        "| | erpsync | naive baseline (one at a time) |",
+        "|---|---:|---:|",
+        f"| MM API calls | {e['calls']:,} | {b['calls']:,} |",
+        f"| cycle time | {_s(e['cycle_seconds'])} | {_s(b['wall'])} |",
+        f"| floor | {_s(e['floor'])} | {_s(b['floor'])} |",
+        f"| time / floor | {e['cycle_seconds'] / e['floor']:.2f}x | {b['wall'] / b['floor']:.2f}x |",
+        f"| process wall time (start-up included) | {_s(e['wall'])} | |",
+        f"| peak RSS | {e['peak_mb']:.0f} MB | |",
+        "",
+        f"erpsync is {b['wall'] / e['cycle_seconds']:,.1f}x faster than the one-at-a-time loop.",
+        "",
+    ]
+
+
+def _writeback(r: dict[str, Any]) -> list[str]:
+    e, b = r["erpsync"], r["baseline"]
+    return [
+        f"### Write-back over {r['runs']:,} active runs, {r['latency_ms']:.0f} ms per MM read (`writeback`)",
+        "",
+        "bench/bench_writeback.py's cycle: MM reads at concurrency "
+        f"{r['concurrency']}, ERP (staging table, SQLite) written in batches. The one-at-a-time",
+        f"figure is bench_writeback's baseline measured on {b['sample']} runs ({_s(b['sample_wall'])}) and",
+        f"scaled to {r['runs']:,}: an estimate. Load: {_load(r)}.",
+        "",
+        "| | erpsync | one at a time (estimated) |",
+        "|---|---:|---:|",
+        f"| MM API calls | {e['calls']:,} | {r['runs']:,} |",
+        f"| counts written | {e['written']:,} | |",
+        f"| cycle time | {_s(e['wall'])} | {_s(b['wall'])} |",
+        f"| floor | {_s(e['floor'])} | {_s(b['floor'])} |",
+        f"| time / floor | {e['wall'] / e['floor']:.2f}x | {b['wall'] / b['floor']:.2f}x |",
+        f"| peak RSS (scenario process) | {r['harness_peak_mb']:.0f} MB | |",
+        "",
+    ]
+
+
+def _csv(r: dict[str, Any]) -> list[str]:
+    e, b = r["erpsync"], r["baseline"]
+    marks = ", ".join(
+        f"{int(k) // 1000}k rows: {v:.0f} MB" for k, v in sorted(e["marks"].items(), key=lambda i: int(i[0]))
+    )
+    return [
+        f"### CSV ingest of a {r['rows']:,}-row Infor VISUAL export (`csv-ingest`)",
+        "",
+        f"A {r['file_mb']:.1f} MB operations export read by the `infor-visual-csv` source (mapping, units,",
+        "time zones, validation) in a fresh process, against a naive `list(csv.DictReader(...))`",
+        f"(parsing only, nothing checked). Load: {_load(r)}.",
+        "",
+        "| | erpsync | naive loader |",
+        "|---|---:|---:|",
+        f"| rows/s | {e['rows_per_s']:,.0f} | {b['rows_per_s']:,.0f} |",
+        f"| time | {_s(e['seconds'])} | {_s(b['seconds'])} |",
+        f"| peak RSS | {e['peak_mb']:.0f} MB | {b['peak_mb']:.0f} MB |",
+        "",
+        f"RSS while reading: start {e['baseline_mb']:.0f} MB; {marks} (flat: the file is streamed).",
+        "",
+    ]
+
+
+METHOD = """## Method
+
+Run it: `uv run python -m bench.campaign` (all scenarios, about 10 minutes; exit status 1 when a
+target is missed). `--quick` runs small sizes as a smoke test and never writes this file;
+`--max-load 1.5` waits for a quiet machine before each scenario.
+
+- Every scenario runs in a fresh `python -m bench.scenario NAME` process, so memory never carries
+  over from one scenario to the next.
+- MM is the simulator (`erpsync.adapters.mm.simulator`) in a process of its own, on loopback, with
+  latency injected as a fault where a scenario says so. The client's rate limit
+  (`mm.rate_limit_per_second`, default 50) is raised out of the way so the floor depends on latency
+  and concurrency only (`mm.max_concurrency` = 16, the default); with the default limit, 2,000
+  starts take at least 40 s by design.
+- Sync scenarios run the real CLI, `python -m erpsync --config X sync`, against a VISUAL schema in
+  its own PostgreSQL database (bench/bench_sources.py builds it: one work order, operation and open
+  labor ticket per run, each ticket on its own machine since MM keeps one open run per machine),
+  with erpsync's state in an embedded SQLite file (the default deployment). *Cycle time* is the
+  duration erpsync records for the cycle (`erpsync_cycle.summary.seconds`, what `erpsync serve`
+  spends per cycle); *process wall time* adds interpreter start-up and imports. Targets are
+  checked on the cycle time.
+- Peak RSS of erpsync is the `ru_maxrss` of the CLI process itself, read by a small relay process
+  (bench/procstat.py): Linux carries a parent's peak into a forked child, so measuring from the
+  benchmark process itself would report the benchmark's memory. The CSV reader's peak is its
+  process's VmHWM; the write-back figure is that of its whole scenario process.
+- Naive baseline (bench/naive.py): each cycle, one SQL query for the open tickets, then one start
+  per open ticket, one at a time, with httpx keep-alive. MM treats an identical repeated start as a
+  no-op, so this is the cheapest loop that keeps MM right without state of its own (a GET before
+  each start would cost two calls per new run). It has its own simulator, since MM keeps one open
+  run per machine; for no-change, its previous cycle is run first (unmeasured, concurrently).
+- Write-back and CSV reuse bench/bench_writeback.py and bench/bench_sources.py (each can also be
+  run alone).
+"""
+
+
+def render(
+    info: dict[str, Any], results: dict[str, dict[str, Any]], found: list[Check], *, quick: bool
+) -> str:
+    lines = [HEADER, *_machine(info), *_targets(found, results), "## Figures", ""]
+    sections = {
+        "nochange-10k": lambda r: _no_change("nochange-10k", r),
+        "nochange-100k": lambda r: _no_change("nochange-100k", r),
+        "new-runs": _new_runs,
+        "writeback": _writeback,
+        "csv-ingest": _csv,
+    }
+    for name, section in sections.items():
+        r = results.get(name)
+        if r and "error" not in r:
+            lines += section(r)
+    lines.append(METHOD)
+    return "\n".join(lines)
