@@ -40,25 +40,18 @@ class Machine:
 
 
 @dataclass(frozen=True, slots=True)
-class Op:
-    """One routing step: sequence number, machine, setup hours, run standard and its unit."""
-
-    seq: int
-    machine: str
-    setup_hrs: float
-    run: float
-    run_type: str
-
-
-@dataclass(frozen=True, slots=True)
 class Job:
-    """A work order (lot 1) for one part, with its operations."""
+    """A work order (lot 1) for one part, with the one operation the demo clocks in on."""
 
     base_id: str
     part_id: str
     part: str
     quantity: int
-    ops: tuple[Op, ...]
+    seq: int
+    machine: str
+    setup_hrs: float
+    run: float  # the run standard, in `run_type` units (VISUAL's RUN / RUN_TYPE)
+    run_type: str
 
     @property
     def name(self) -> str:
@@ -76,53 +69,19 @@ MACHINES = (
 
 # Run standards in the units VISUAL sites really use; erpsync converts each to ms per part.
 JOBS = (
-    Job(
-        "24117", "BRK-6061-02", "Mounting bracket, 6061-T6", 120, (Op(10, "HAAS-VF2", 0.75, 0.025, "HRS/PC"),)
-    ),
-    Job(
-        "24118",
-        "SHF-4140-18",
-        "Drive shaft, 4140 HT, 18 in",
-        60,
-        (Op(20, "OKUMA-LB3000", 1.0, 60, "PCS/HR"),),
-    ),
-    Job("24119", "HSG-A356-07", "Pump housing, A356-T6", 40, (Op(10, "MAZAK-QTN250", 1.5, 2.5, "MIN/PC"),)),
-    Job("24120", "CVR-304-05", "Cover plate, 304 stainless", 200, (Op(10, "HAAS-VF2", 0.5, 1.25, "MIN/PC"),)),
-    Job(
-        "24121",
-        "MNF-316-04",
-        "Hydraulic manifold, 316 stainless",
-        25,
-        (Op(30, "DMG-DMU50", 2.0, 0.1, "HRS/PC"),),
-    ),
-    Job(
-        "24122",
-        "BSH-932-12",
-        "Flanged bushing, SAE 932 bronze",
-        250,
-        (Op(10, "HAAS-ST20", 0.5, 45, "SEC/PC"),),
-    ),
+    Job("24117", "BRK-6061-02", "Mounting bracket, 6061-T6", 120, 10, "HAAS-VF2", 0.75, 0.025, "HRS/PC"),
+    Job("24118", "SHF-4140-18", "Drive shaft, 4140 HT", 60, 20, "OKUMA-LB3000", 1.0, 60, "PCS/HR"),
+    Job("24119", "HSG-A356-07", "Pump housing, A356-T6", 40, 10, "MAZAK-QTN250", 1.5, 2.5, "MIN/PC"),
+    Job("24120", "CVR-304-05", "Cover plate, 304 stainless", 200, 10, "HAAS-VF2", 0.5, 1.25, "MIN/PC"),
+    Job("24121", "MNF-316-04", "Hydraulic manifold, 316 SS", 25, 30, "DMG-DMU50", 2.0, 0.1, "HRS/PC"),
+    Job("24122", "BSH-932-12", "Flanged bushing, SAE 932", 250, 10, "HAAS-ST20", 0.5, 45, "SEC/PC"),
 )
 JOBS_BY_ID = {job.base_id: job for job in JOBS}
 # finished work orders whose (old) labor tickets fill the history
 DONE_JOBS = (
-    Job(
-        "24109", "BRK-6061-02", "Mounting bracket, 6061-T6", 80, (Op(10, "HAAS-VF2", 0.75, 0.025, "HRS/PC"),)
-    ),
-    Job(
-        "24111",
-        "SHF-4140-18",
-        "Drive shaft, 4140 HT, 18 in",
-        40,
-        (Op(20, "OKUMA-LB3000", 1.0, 60, "PCS/HR"),),
-    ),
-    Job(
-        "24113",
-        "BSH-932-12",
-        "Flanged bushing, SAE 932 bronze",
-        500,
-        (Op(10, "HAAS-ST20", 0.5, 45, "SEC/PC"),),
-    ),
+    Job("24109", "BRK-6061-02", "Mounting bracket, 6061-T6", 80, 10, "HAAS-VF2", 0.75, 0.025, "HRS/PC"),
+    Job("24111", "SHF-4140-18", "Drive shaft, 4140 HT", 40, 20, "OKUMA-LB3000", 1.0, 60, "PCS/HR"),
+    Job("24113", "BSH-932-12", "Flanged bushing, SAE 932", 500, 10, "HAAS-ST20", 0.5, 45, "SEC/PC"),
 )
 
 OPERATORS = {
@@ -146,7 +105,7 @@ class DemoErp:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.fx = VisualFixture(engine, site_id=SITE_ID)
-        self._ops: dict[tuple[str, int], OperationKey] = {}
+        self._ops: dict[str, OperationKey] = {}  # work order base id -> its operation
 
     def build(self) -> None:
         """Create the VISUAL tables and fill them: machines, parts, work orders, routings, history."""
@@ -166,17 +125,16 @@ class DemoErp:
                 status="C" if done else "R",
                 want_date=today + timedelta(days=-3 if done else 7),
             )
-            for op in job.ops:
-                self._ops[(job.base_id, op.seq)] = self.fx.add_operation(
-                    wo,
-                    op.seq,
-                    op.machine,
-                    setup_hrs=op.setup_hrs,
-                    run=op.run,
-                    run_type=op.run_type,
-                    calc_end_qty=job.quantity,
-                    status="C" if done else "R",
-                )
+            self._ops[job.base_id] = self.fx.add_operation(
+                wo,
+                job.seq,
+                job.machine,
+                setup_hrs=job.setup_hrs,
+                run=job.run,
+                run_type=job.run_type,
+                calc_end_qty=job.quantity,
+                status="C" if done else "R",
+            )
         self._add_history(today)
 
     def _add_history(self, today: datetime) -> None:
@@ -185,7 +143,6 @@ class DemoErp:
         tid = 1000
         crews = ("JALVAREZ", "KNGUYEN", "MBROOKS")
         for days, job, employee in zip(HISTORY_DAYS, DONE_JOBS, crews, strict=True):
-            op = job.ops[0]
             day = (today - timedelta(days=days)).replace(hour=6, minute=0, second=0)
             shifts = (
                 ("S", day, day + timedelta(hours=1), 0),
@@ -196,11 +153,11 @@ class DemoErp:
                 rows.append(
                     labor_ticket_values(
                         tid,
-                        self._ops[(job.base_id, op.seq)],
+                        self._ops[job.base_id],
                         site_id=SITE_ID,
                         ticket_type=ticket_type,
                         employee_id=employee,
-                        resource_id=op.machine,
+                        resource_id=job.machine,
                         clock_in=clock_in,
                         clock_out=clock_out,
                         HOURS_WORKED=hours,
@@ -213,17 +170,14 @@ class DemoErp:
 
     # -- what operators do ---------------------------------------------------------------------
 
-    def clock_in(
-        self, employee: str, job_id: str, seq: int, *, setup: bool = False, minutes_ago: int = 0
-    ) -> int:
-        """Open a labor ticket (RUN, or SETUP) on the operation's machine; returns its TRANSACTION_ID."""
-        op = next(o for o in JOBS_BY_ID[job_id].ops if o.seq == seq)
+    def clock_in(self, employee: str, job_id: str, *, setup: bool = False, minutes_ago: int = 0) -> int:
+        """Open a labor ticket (RUN, or SETUP) on the job's operation and machine; its TRANSACTION_ID."""
         return self.fx.clock_in(
-            self._ops[(job_id, seq)],
+            self._ops[job_id],
             plant_now() - timedelta(minutes=minutes_ago),
             employee_id=employee,
             ticket_type="S" if setup else "R",
-            resource_id=op.machine,
+            resource_id=JOBS_BY_ID[job_id].machine,
         )
 
     def clock_in_indirect(self, employee: str, indirect_id: str) -> int:

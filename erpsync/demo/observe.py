@@ -1,18 +1,19 @@
 """One picture of the three worlds the demo shows side by side: the ERP, MachineMetrics, erpsync.
 
-Read-only: labor tickets from the demo ERP, job runs from the simulator, bindings, audit rows,
-quarantine and rejected machines from erpsync's state database. The view only renders a `Frame`;
-it never queries anything itself.
+Read-only: labor tickets from the demo ERP, job runs from the simulator, and bindings, audit rows,
+quarantine and rejected machines from erpsync's state database (the same tables and columns
+docs/audit.md documents for IT). The views only render a `Frame`; they never query anything.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.adapters.mm.simulator import MMSimulator
@@ -21,6 +22,55 @@ from erpsync.demo.erp import MACHINES, OPERATORS
 from erpsync.service.writeback import CONFLICT_CLASS
 
 WRITTEN = ("written", "already_written")
+
+_q, _b, _a, _lt = QuarantineEntry, RunBinding, AuditEntry, LABOR_TICKET.c
+BINDINGS = select(
+    _b.run_key, _b.mm_run_id, _b.status, _b.last_good_parts, _b.last_scrap_parts, _b.last_nonconform_parts
+)
+OPEN_CONFLICTS = select(_q.record_key).where(_q.error_class == CONFLICT_CLASS, _q.status == "open")
+REJECTED_MACHINES = select(MachineSeen.erp_machine).where(MachineSeen.rejected_at.is_not(None))
+OUTCOMES = select(_a.action, _a.outcome, func.count()).group_by(_a.action, _a.outcome)
+QUARANTINE_OPEN = select(func.count()).select_from(_q).where(_q.status == "open")
+QUARANTINE_RETRIED = select(func.count()).select_from(_q).where(_q.status.in_(("retry", "resolved")))
+AUDIT = select(
+    _a.id,
+    _a.occurred_at,
+    _a.triggered_by,
+    _a.action,
+    _a.outcome,
+    _a.erp_machine,
+    _a.erp_job,
+    _a.erp_operation,
+    _a.mm_run_id,
+    _a.error_message,
+    _a.before_json,
+    _a.after_json,
+    _a.detail,
+)
+TICKETS = select(
+    _lt.TRANSACTION_ID,
+    _lt.RESOURCE_ID,
+    _lt.WORKORDER_BASE_ID,
+    _lt.WORKORDER_LOT_ID,
+    _lt.OPERATION_SEQ_NO,
+    _lt.TYPE,
+    _lt.EMPLOYEE_ID,
+    _lt.CLOCK_IN,
+    _lt.CLOCK_OUT,
+    _lt.GOOD_QTY,
+    _lt.BAD_QTY,
+).order_by(_lt.TRANSACTION_ID)
+
+
+class _Bound(NamedTuple):
+    """A row of BINDINGS."""
+
+    run_key: str
+    mm_run_id: str
+    status: str
+    good: int | None
+    scrap: int | None
+    nonconform: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +95,9 @@ class Ticket:
 
 @dataclass(frozen=True, slots=True)
 class MMRun:
-    """A job run as the simulated MachineMetrics reports it (`good`, `bad` = scrap + nonconform)."""
+    """A job run as the simulated MachineMetrics reports it (`bad` = scrap + nonconform)."""
 
     run_id: str
-    job: str
     operation: str
     phase: str
     ended: bool
@@ -62,13 +111,15 @@ class TicketState:
 
     ticket: Ticket
     run: MMRun | None  # its MM run, once erpsync started it
-    binding: str | None  # erpsync's status of the run
-    conflict: bool  # a write-back conflict is open: a person's value erpsync does not overwrite
+    binding: str | None  # erpsync's status of the run (running, stopped, ...)
+    conflict: bool  # an open write-back conflict: a person's value erpsync does not overwrite
     written: tuple[int, int] | None  # what erpsync last wrote (good, bad)
 
 
 @dataclass(frozen=True, slots=True)
 class AuditRow:
+    """The erpsync_audit columns the demo shows."""
+
     id: int
     at: datetime
     triggered_by: str | None
@@ -90,10 +141,10 @@ class Frame:
 
     tickets: list[TicketState] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)  # ERP machines MachineMetrics refused
-    audit: list[AuditRow] = field(default_factory=list)  # newest last
+    audit: list[AuditRow] = field(default_factory=list)  # the newest rows, oldest first
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, outcome) -> rows
-    quarantine_open: Counter[str] = field(default_factory=Counter)  # error class -> open entries
-    quarantine_resolved: int = 0
+    quarantine_open: int = 0
+    quarantine_retried: int = 0
 
     def count(self, action: str, *outcomes: str) -> int:
         return sum(n for (a, o), n in self.outcomes.items() if a == action and o in outcomes)
@@ -123,7 +174,7 @@ class Frame:
 
 
 class Observer:
-    """Reads a `Frame`: demo tickets from `first_ticket` on, the simulator, erpsync's state."""
+    """Reads frames: the demo's tickets (from `first_ticket` on), the simulator, erpsync's state."""
 
     def __init__(self, erp: Engine, state: Engine, sim: MMSimulator, first_ticket: int) -> None:
         self.erp = erp
@@ -133,119 +184,42 @@ class Observer:
         self._last_audit_id = 0
 
     def frame(self, audit_rows: int = 8) -> Frame:
-        tickets = self._tickets()
-        runs = self.sim.runs()
+        """The three worlds now, with the newest `audit_rows` audit rows."""
+        tickets, runs = self._tickets(), self.sim.runs()
         with self.state.connect() as conn:
-            b = RunBinding
-            bindings = {
-                row.run_key: row
-                for row in conn.execute(
-                    select(
-                        b.run_key,
-                        b.mm_run_id,
-                        b.status,
-                        b.last_good_parts,
-                        b.last_scrap_parts,
-                        b.last_nonconform_parts,
-                    )
-                )
-            }
-            q = QuarantineEntry
-            conflicts = set(
-                conn.scalars(select(q.record_key).where(q.error_class == CONFLICT_CLASS, q.status == "open"))
-            )
+            newest = conn.execute(AUDIT.order_by(_a.id.desc()).limit(audit_rows))
             frame = Frame(
-                rejected=set(
-                    conn.scalars(select(MachineSeen.erp_machine).where(MachineSeen.rejected_at.is_not(None)))
-                ),
-                audit=[
-                    _audit(r)
-                    for r in conn.execute(_audit_query().order_by(AuditEntry.id.desc()).limit(audit_rows))
-                ][::-1],
-                outcomes=Counter(
-                    {
-                        (action, outcome): n
-                        for action, outcome, n in conn.execute(
-                            select(AuditEntry.action, AuditEntry.outcome, func.count()).group_by(
-                                AuditEntry.action, AuditEntry.outcome
-                            )
-                        )
-                    }
-                ),
-                quarantine_open=Counter(
-                    {
-                        cls: n
-                        for cls, n in conn.execute(
-                            select(q.error_class, func.count())
-                            .where(q.status == "open")
-                            .group_by(q.error_class)
-                        )
-                    }
-                ),
-                quarantine_resolved=conn.scalar(
-                    select(func.count()).select_from(q).where(q.status.in_(("retry", "resolved")))
-                )
-                or 0,
+                rejected=set(conn.scalars(REJECTED_MACHINES)),
+                audit=[_audit(row) for row in newest][::-1],
+                outcomes=Counter({(action, outcome): n for action, outcome, n in conn.execute(OUTCOMES)}),
+                quarantine_open=conn.scalar(QUARANTINE_OPEN) or 0,
+                quarantine_retried=conn.scalar(QUARANTINE_RETRIED) or 0,
             )
-        for ticket in tickets:
-            bound = bindings.get(ticket.run_key)
-            run = _mm_run(runs.get(bound.mm_run_id)) if bound is not None else None
-            written = None
-            if bound is not None and bound.last_good_parts is not None:
-                written = (
-                    int(bound.last_good_parts),
-                    int(bound.last_scrap_parts or 0) + int(bound.last_nonconform_parts or 0),
-                )
-            frame.tickets.append(
-                TicketState(
-                    ticket,
-                    run,
-                    bound.status if bound is not None else None,
-                    bound is not None and bound.mm_run_id in conflicts,
-                    written,
-                )
-            )
+            bindings = {row.run_key: _Bound(*row) for row in conn.execute(BINDINGS)}
+            conflicts = set(conn.scalars(OPEN_CONFLICTS))
+        frame.tickets = [_across(t, bindings.get(t.run_key), runs, conflicts) for t in tickets]
         return frame
 
     def new_audit(self) -> list[AuditRow]:
         """Audit rows written since the last call, oldest first (the plain progress output)."""
         with self.state.connect() as conn:
-            rows = [
-                _audit(r)
-                for r in conn.execute(
-                    _audit_query().where(AuditEntry.id > self._last_audit_id).order_by(AuditEntry.id)
-                )
-            ]
+            rows = [_audit(r) for r in conn.execute(AUDIT.where(_a.id > self._last_audit_id).order_by(_a.id))]
         if rows:
             self._last_audit_id = rows[-1].id
         return rows
 
     def examples(self, limit: int = 8) -> list[AuditRow]:
         """The first audit row of each (action, outcome), in order: one of every kind that happened."""
-        a = AuditEntry
-        first = select(func.min(a.id)).group_by(a.action, a.outcome)
+        first = select(func.min(_a.id)).group_by(_a.action, _a.outcome)
         with self.state.connect() as conn:
-            query = _audit_query().where(a.id.in_(first)).order_by(a.id).limit(limit)
-            return [_audit(r) for r in conn.execute(query)]
+            return [
+                _audit(r) for r in conn.execute(AUDIT.where(_a.id.in_(first)).order_by(_a.id).limit(limit))
+            ]
 
     def _tickets(self) -> list[Ticket]:
-        lt = LABOR_TICKET.c
-        query = (
-            select(
-                lt.TRANSACTION_ID,
-                lt.RESOURCE_ID,
-                lt.WORKORDER_BASE_ID,
-                lt.WORKORDER_LOT_ID,
-                lt.OPERATION_SEQ_NO,
-                lt.TYPE,
-                lt.EMPLOYEE_ID,
-                lt.CLOCK_IN,
-                lt.CLOCK_OUT,
-                lt.GOOD_QTY,
-                lt.BAD_QTY,
-            )
-            .where(lt["TRANSACTION_ID"] >= self.first_ticket, lt.WORKORDER_BASE_ID.is_not(None))
-            .order_by(lt.TRANSACTION_ID)
+        """The demo's tickets on work orders (history and indirect labor left out)."""
+        query: Select[Any] = TICKETS.where(
+            _lt["TRANSACTION_ID"] >= self.first_ticket, _lt.WORKORDER_BASE_ID.is_not(None)
         )
         with self.erp.connect() as conn:
             return [
@@ -265,37 +239,35 @@ class Observer:
             ]
 
 
+def _across(
+    ticket: Ticket, bound: _Bound | None, runs: Mapping[str, dict[str, Any]], conflicts: set[str]
+) -> TicketState:
+    """A ticket with its binding (erpsync), its run (MM) and what erpsync last wrote onto it."""
+    if bound is None:
+        return TicketState(ticket, None, None, conflict=False, written=None)
+    written = None
+    if bound.good is not None:
+        written = (int(bound.good), int(bound.scrap or 0) + int(bound.nonconform or 0))
+    return TicketState(
+        ticket,
+        _mm_run(runs.get(bound.mm_run_id)),
+        bound.status,
+        conflict=bound.mm_run_id in conflicts,
+        written=written,
+    )
+
+
 def _mm_run(data: dict[str, Any] | None) -> MMRun | None:
     if data is None:
         return None
     metrics = data["metrics"]
     return MMRun(
         run_id=data["run_id"],
-        job=data["job_name"],
         operation=data["operation_name"],
         phase=data["phase"],
         ended=data["end_at"] is not None,
         good=int(metrics["goodParts"]),
         bad=int(metrics["scrapParts"]) + int(metrics["nonconformParts"]),
-    )
-
-
-def _audit_query() -> Any:
-    a = AuditEntry
-    return select(
-        a.id,
-        a.occurred_at,
-        a.triggered_by,
-        a.action,
-        a.outcome,
-        a.erp_machine,
-        a.erp_job,
-        a.erp_operation,
-        a.mm_run_id,
-        a.error_message,
-        a.before_json,
-        a.after_json,
-        a.detail,
     )
 
 

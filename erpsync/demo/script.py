@@ -25,8 +25,9 @@ class Step:
     act: Callable[[], None]
 
 
-def _job(job_id: str, seq: int) -> str:
-    return f"job {JOBS_BY_ID[job_id].name} op {seq}"
+def _job(job_id: str) -> str:
+    job = JOBS_BY_ID[job_id]
+    return f"job {job.name} op {job.seq}"
 
 
 class ShopFloor:
@@ -39,12 +40,12 @@ class ShopFloor:
 
     def start_of_shift(self) -> list[str]:
         """Who is already at work when erpsync starts (tickets opened minutes ago)."""
-        self.open["HAAS-VF2"] = self.erp.clock_in("JALVAREZ", "24117", 10, minutes_ago=25)
-        self.open["OKUMA-LB3000"] = self.erp.clock_in("KNGUYEN", "24118", 20, minutes_ago=40)
+        self.open["HAAS-VF2"] = self.erp.clock_in("JALVAREZ", "24117", minutes_ago=25)
+        self.open["OKUMA-LB3000"] = self.erp.clock_in("KNGUYEN", "24118", minutes_ago=40)
         self.erp.clock_in_indirect("DLEE", "MEETING")
         return [
-            f"{OPERATORS['JALVAREZ']} has been running {_job('24117', 10)} on HAAS-VF2 for 25 min",
-            f"{OPERATORS['KNGUYEN']} has been running {_job('24118', 20)} on OKUMA-LB3000 for 40 min",
+            f"{OPERATORS['JALVAREZ']} has been running {_job('24117')} on HAAS-VF2 for 25 min",
+            f"{OPERATORS['KNGUYEN']} has been running {_job('24118')} on OKUMA-LB3000 for 40 min",
             f"{OPERATORS['DLEE']} is clocked in to a meeting (indirect labor: not a machine run)",
         ]
 
@@ -53,12 +54,12 @@ class ShopFloor:
         plan: list[tuple[float, str, Callable[[], None]]] = [
             (
                 0.05,
-                f"{OPERATORS['TOKAFOR']} clocks in SETUP on MAZAK-QTN250, {_job('24119', 10)}",
+                f"{OPERATORS['TOKAFOR']} clocks in SETUP on MAZAK-QTN250, {_job('24119')}",
                 self._setup,
             ),
             (
                 0.15,
-                f"{OPERATORS['RSINGH']} clocks in on {UNKNOWN_MACHINE}, {_job('24121', 30)} "
+                f"{OPERATORS['RSINGH']} clocks in on {UNKNOWN_MACHINE}, {_job('24121')} "
                 "(a new machine MachineMetrics does not know yet)",
                 self._unknown_machine,
             ),
@@ -69,11 +70,11 @@ class ShopFloor:
             ),
             (
                 0.37,
-                f"{OPERATORS['JALVAREZ']} clocks out of {_job('24117', 10)} on HAAS-VF2 "
+                f"{OPERATORS['JALVAREZ']} clocks out of {_job('24117')} on HAAS-VF2 "
                 "(leaves the count to erpsync)",
                 self._finish_vf2,
             ),
-            (0.45, f"{OPERATORS['JALVAREZ']} clocks in on HAAS-VF2, {_job('24120', 10)}", self._next_vf2),
+            (0.45, f"{OPERATORS['JALVAREZ']} clocks in on HAAS-VF2, {_job('24120')}", self._next_vf2),
             (
                 0.53,
                 f"IT adds {UNKNOWN_MACHINE} in MachineMetrics and runs `erpsync quarantine retry`",
@@ -85,27 +86,27 @@ class ShopFloor:
                 "on the ticket by hand",
                 self._typed_counts,
             ),
-            (0.68, f"{OPERATORS['MBROOKS']} clocks in on HAAS-ST20, {_job('24122', 10)}", self._st20),
+            (0.68, f"{OPERATORS['MBROOKS']} clocks in on HAAS-ST20, {_job('24122')}", self._st20),
         ]
         return [Step(round(fraction * seconds, 2), text, act) for fraction, text, act in plan]
 
     # -- the steps ------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        self.open["MAZAK-QTN250"] = self.erp.clock_in("TOKAFOR", "24119", 10, setup=True)
+        self.open["MAZAK-QTN250"] = self.erp.clock_in("TOKAFOR", "24119", setup=True)
 
     def _unknown_machine(self) -> None:
-        self.open[UNKNOWN_MACHINE] = self.erp.clock_in("RSINGH", "24121", 30)
+        self.open[UNKNOWN_MACHINE] = self.erp.clock_in("RSINGH", "24121")
 
     def _run(self) -> None:
         self.erp.clock_out(self.open.pop("MAZAK-QTN250"))
-        self.open["MAZAK-QTN250"] = self.erp.clock_in("TOKAFOR", "24119", 10)
+        self.open["MAZAK-QTN250"] = self.erp.clock_in("TOKAFOR", "24119")
 
     def _finish_vf2(self) -> None:
         self.erp.clock_out(self.open.pop("HAAS-VF2"))
 
     def _next_vf2(self) -> None:
-        self.open["HAAS-VF2"] = self.erp.clock_in("JALVAREZ", "24120", 10)
+        self.open["HAAS-VF2"] = self.erp.clock_in("JALVAREZ", "24120")
 
     def _fix_machine(self) -> None:
         self.add_machine_in_mm(UNKNOWN_MACHINE)
@@ -114,4 +115,4 @@ class ShopFloor:
         self.erp.clock_out(self.open.pop("OKUMA-LB3000"), good=25, bad=1)
 
     def _st20(self) -> None:
-        self.open["HAAS-ST20"] = self.erp.clock_in("MBROOKS", "24122", 10)
+        self.open["HAAS-ST20"] = self.erp.clock_in("MBROOKS", "24122")

@@ -184,9 +184,8 @@ def audit_detail(row: AuditRow, limit: int = 200) -> str:
         text = f"GOOD_QTY {after.get('GOOD_QTY')}, BAD_QTY {after.get('BAD_QTY')}"
         if row.outcome == "conflict" and row.before:
             before = json.loads(row.before)
-            text = (
-                f"ticket holds {before.get('GOOD_QTY')} / {before.get('BAD_QTY')}: not overwritten by {text}"
-            )
+            typed = counts(before.get("GOOD_QTY", 0), before.get("BAD_QTY", 0))
+            text = f"ticket holds {typed}, not erpsync's last value: not overwritten with {text}"
         return text
     if row.message:
         return _short(_MM_PREFIX.sub("", row.message), limit)
@@ -197,12 +196,11 @@ def audit_detail(row: AuditRow, limit: int = 200) -> str:
 
 
 def totals_line(frame: Frame) -> Text:
-    quarantined = sum(frame.quarantine_open.values())
     return Text.assemble(
         ("so far: ", "bold"),
         f"runs started {frame.started} · stopped {frame.stopped} · count writes {frame.writes} "
-        f"on {frame.tickets_written} tickets · quarantine: {quarantined} open, "
-        f"{frame.quarantine_resolved} retried",
+        f"on {frame.tickets_written} tickets · quarantine: {frame.quarantine_open} open, "
+        f"{frame.quarantine_retried} retried",
     )
 
 
