@@ -426,7 +426,8 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets masked, safe to print."""
         data = self.model_dump(mode="json")
-        return _redact(data, self)
+        redacted: dict[str, Any] = _redact(data, self)
+        return redacted
 
 
 def _redact(data: Any, model: Any) -> Any:

@@ -416,10 +416,19 @@ def upsert_quarantine(
 
 
 def resolve_retried_quarantine(session: Session, source: str, still_bad: Collection[tuple[str, str]]) -> int:
-    """Entries a human marked for retry that did not come back bad this cycle are resolved."""
+    """ERP rows a person marked for retry that the full read did not find bad again are resolved.
+
+    Only entries about source rows: refused MM actions (they have an action id) and write-back
+    conflicts are settled by their own flows.
+    """
     resolved = 0
     for entry in session.scalars(
-        select(QuarantineEntry).where(QuarantineEntry.source == source, QuarantineEntry.status == "retry")
+        select(QuarantineEntry).where(
+            QuarantineEntry.source == source,
+            QuarantineEntry.status == "retry",
+            QuarantineEntry.action_id.is_(None),
+            QuarantineEntry.error_class.not_like("writeback%"),
+        )
     ):
         if (entry.record_key, entry.error_class) not in still_bad:
             entry.status = "resolved"
