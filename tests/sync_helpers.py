@@ -49,29 +49,41 @@ def settings_for(erp_url: str, state_url: str, sim: MMSimulator, **mm: Any) -> S
     )
 
 
-def write_config(path: Path, erp_url: str, state_url: str, sim: MMSimulator, **mm: Any) -> Path:
-    """The same settings as a TOML file, for `python -m erpsync` subprocesses."""
-    mm_values = {**FAST_RETRIES, **mm}
-    lines = [
-        "[state]",
-        f'url = "{state_url}"',
-        "[mm]",
-        f'base_url = "{sim.base_url}"',
-        f'api_key = "{sim.api_key}"',
-        *[f"{k} = {v}" for k, v in mm_values.items()],
-        "[source]",
-        'kind = "infor-visual"',
-        f'url = "{erp_url}"',
-        f'timezone = "{ERP_TZ}"',
-        "[sync]",
-        "in_doubt_after_seconds = 1",
-        "[service]",
-        "lease_ttl_seconds = 2",
-        "lease_renew_seconds = 0.5",
-        "lease_retry_seconds = 0.5",
-        "[logging]",
-        'format = "json"',
-    ]
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def write_config(
+    path: Path,
+    erp_url: str,
+    state_url: str,
+    sim: MMSimulator,
+    *,
+    sections: dict[str, dict[str, Any]] | None = None,
+    **mm: Any,
+) -> Path:
+    """The same settings as a TOML file, for `python -m erpsync` subprocesses.
+
+    `sections` adds or overrides keys per section, e.g. {"writeback": {"sink": "none"}}.
+    """
+    config: dict[str, dict[str, Any]] = {
+        "state": {"url": state_url},
+        "mm": {"base_url": sim.base_url, "api_key": sim.api_key, **FAST_RETRIES, **mm},
+        "source": {"kind": "infor-visual", "url": erp_url, "timezone": ERP_TZ},
+        "sync": {"in_doubt_after_seconds": 1},
+        "service": {"lease_ttl_seconds": 2, "lease_renew_seconds": 0.5, "lease_retry_seconds": 0.5},
+        "logging": {"format": "json"},
+    }
+    for name, values in (sections or {}).items():
+        config[name] = {**config.get(name, {}), **values}
+    lines = []
+    for name, values in config.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -81,7 +93,9 @@ def local(hour: int, minute: int = 0, day: int = 20) -> datetime:
     return datetime(2026, 11, day, hour, minute)
 
 
-def assert_converged(sim: MMSimulator, store: StateStore, open_runs: dict[str, str], closed: set[str]) -> None:
+def assert_converged(
+    sim: MMSimulator, store: StateStore, open_runs: dict[str, str], closed: set[str]
+) -> None:
     """The invariants after any crash or fault: exactly-once runs, right machines, nothing left open.
 
     `open_runs` maps MM run id -> machine for runs the ERP has open; `closed` are run ids the ERP
@@ -110,5 +124,3 @@ def assert_converged(sim: MMSimulator, store: StateStore, open_runs: dict[str, s
         action_ids = set(session.scalars(select(SyncAction.id)))
         assert {a for a, _ in finals} == action_ids
         assert all(n == 1 for _, n in finals), finals
-
-
