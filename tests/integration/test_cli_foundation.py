@@ -115,9 +115,15 @@ def test_status_and_audit_read_the_state(sqlite_url: str, monkeypatch: pytest.Mo
     assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     store = StateStore(create_db_engine(sqlite_url))
     with correlation("cli"), store.session() as session:
-        record_audit(session, action="start_run", outcome="succeeded", erp_job="W/100/1", erp_machine="HAAS-1")
         record_audit(
-            session, action="stop_run", outcome="failed", erp_job="W/200/1", erp_machine="MAZAK",
+            session, action="start_run", outcome="succeeded", erp_job="W/100/1", erp_machine="HAAS-1"
+        )
+        record_audit(
+            session,
+            action="stop_run",
+            outcome="failed",
+            erp_job="W/200/1",
+            erp_machine="MAZAK",
             error="MM returned 503",
         )
     store.dispose()

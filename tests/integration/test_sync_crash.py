@@ -58,7 +58,11 @@ class World:
         clean = 0
         while time.monotonic() < deadline:
             result = self.sync()
-            if result.returncode == 0 and "started 0, stopped 0" in result.stdout and "retried 0" in result.stdout:
+            if (
+                result.returncode == 0
+                and "started 0, stopped 0" in result.stdout
+                and "retried 0" in result.stdout
+            ):
                 clean += 1
                 if clean == 2:
                     return

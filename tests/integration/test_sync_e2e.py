@@ -41,13 +41,16 @@ class Harness:
         self.store = store
 
     def sync(self) -> SyncSummary:
-        with MMClient(self.settings.mm) as client, correlation("cli"):
-            with held_lease(self.settings, self.store) as fence:
-                service = open_sync(self.settings, self.store, fence, client)
-                try:
-                    return service.run_cycle()
-                finally:
-                    service.source.close()
+        with (
+            MMClient(self.settings.mm) as client,
+            correlation("cli"),
+            held_lease(self.settings, self.store) as fence,
+        ):
+            service = open_sync(self.settings, self.store, fence, client)
+            try:
+                return service.run_cycle()
+            finally:
+                service.source.close()
 
     def plan(self) -> list[tuple[str, str]]:
         service = open_sync(self.settings, self.store, None, None)
@@ -98,7 +101,10 @@ def test_clock_ins_become_runs_and_clock_outs_stop_them(
     assert_converged(mm_simulator, state, {"erp:LT2": "HAAS-2"}, {"erp:LT1"})
     with state.session() as session:
         rows = session.scalars(select(AuditEntry).where(AuditEntry.mm_run_id == "erp:LT1")).all()
-        assert [(r.action, r.outcome) for r in rows] == [("start_run", "succeeded"), ("stop_run", "succeeded")]
+        assert [(r.action, r.outcome) for r in rows] == [
+            ("start_run", "succeeded"),
+            ("stop_run", "succeeded"),
+        ]
         assert all(r.erp_machine == "HAAS-1" and r.erp_job == "1808401/1" for r in rows)
         assert all(r.triggered_by == "cli" and r.correlation_id for r in rows)
     shop.dispose()
@@ -175,9 +181,7 @@ def test_apply_then_fail_429_and_5xx_converge_without_duplicates(
         for _ in range(3):
             _due_now(state)
             h.sync()
-        assert_converged(
-            sim, state, {"erp:LT2": "HAAS-2", "erp:LT4": "HAAS-4"}, {"erp:LT1", "erp:LT3"}
-        )
+        assert_converged(sim, state, {"erp:LT2": "HAAS-2", "erp:LT4": "HAAS-4"}, {"erp:LT1", "erp:LT3"})
         faults = [c for c in sim.calls() if c["fault"]]
         assert any(c["fault"] == "apply_then_fail" for c in faults)
     shop.dispose()
@@ -207,7 +211,9 @@ def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_pa
         with MMClient(settings.mm) as client, correlation("cli"), held_lease(settings, state) as fence:
             service = h.service(client, fence)
             dry = run_resync(service, Selection(machine="HAAS-1"), dry_run=True)
-            assert [(str(a.kind), a.mm_run_id) for a in dry.planned.plan.actions] == [("start_run", "erp:LT1")]
+            assert [(str(a.kind), a.mm_run_id) for a in dry.planned.plan.actions] == [
+                ("start_run", "erp:LT1")
+            ]
             assert "erp:LT1" not in sim.runs()
             done = run_resync(service, Selection(everything=True), dry_run=False)
             service.source.close()
@@ -222,6 +228,5 @@ def test_a_second_actor_is_refused_while_the_lease_is_held(
     erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
     Shop(erp_url, machines=1).dispose()
     settings = settings_for(erp_url, sqlite_url, mm_simulator)
-    with held_lease(settings, state):
-        with pytest.raises(ErpsyncError, match="another erpsync instance leads"):
-            Harness(settings, state).sync()
+    with held_lease(settings, state), pytest.raises(ErpsyncError, match="another erpsync instance leads"):
+        Harness(settings, state).sync()
