@@ -1,0 +1,396 @@
+"""The MachineMetrics API client: every effect erpsync has on MM goes through `MMClient`.
+
+One call = validate the request, then up to ``max_attempts`` attempts within
+``retry_deadline_seconds``. Each attempt takes a concurrency slot (``max_concurrency``) and a
+rate-limit slot (``rate_limit_per_second``), passes the circuit breaker, and sends with connect and
+read timeouts (never longer than what is left of the deadline). The response status is classified by
+the one table in `errors.STATUS_RESOLUTION`:
+
+- 2xx: done (start/stop/import bodies are ignored: MM documents ``null``);
+- config (401/403...): `MMConfigError` at once, never retried;
+- record (400/404/409/422...): `MMRecordError` / `MMNotFoundError` / `MMConflictError` at once;
+- retry (408/429/5xx, connect/read errors, timeouts, dropped connections): wait and try again:
+  ``Retry-After`` when MM sends one, else exponential backoff with equal jitter
+  (``backoff_initial_seconds`` doubling up to ``backoff_max_seconds``, each wait between half and
+  all of that). A wait that would pass the deadline is not taken: the call ends with
+  `MMRetryableError` at once, ``retry_after`` set, and a later cycle tries again.
+
+Retrying a start or stop is safe because MM treats a repeated start (same id, same values) and a
+repeated stop as no-ops; so an attempt that was applied but whose answer was lost ("apply then
+fail") converges on a retry instead of duplicating the run.
+
+The breaker counts consecutive failed attempts (5xx/408/network; 429 is neutral, any other answer
+means MM is up and resets it); once open, calls fail fast with `MMCircuitOpenError` until
+``breaker_reset_seconds`` passed, then one probe decides.
+
+The loop is stamina's (``stamina.retry_context``) with the wait chosen by our hook, so
+``stamina.set_testing(True, attempts=n)`` makes waits zero in tests, and stamina's own
+instrumentation (structlog, Prometheus ``stamina_retries_total``) sees every retry too.
+
+The API key lives in a `SecretStr`, goes on the wire only through `_BearerAuth`, is registered with
+the logging scrubber, and appears in no repr, log line or exception.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Generator
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+from urllib.parse import quote
+
+import httpx
+import stamina
+import structlog
+from pydantic import SecretStr, ValidationError
+
+from erpsync import __version__
+from erpsync.adapters.mm.errors import (
+    MMCircuitOpenError,
+    MMConfigError,
+    MMError,
+    MMNotFoundError,
+    MMRecordError,
+    MMRetryableError,
+    Resolution,
+    error_from_response,
+    resolve,
+)
+from erpsync.adapters.mm.resilience import BreakerState, CircuitBreaker, CircuitOpen, RateLimiter
+from erpsync.adapters.mm.schemas import IMPORT_TYPES, ImportType, JobRun, StartJobRun, StopJobRun
+from erpsync.config import MMSettings
+from erpsync.runtime.logging import register_secret
+from erpsync.runtime.metrics import CIRCUIT_OPEN, MM_REQUEST_SECONDS, MM_RETRIES
+
+Operation = Literal["start", "stop", "get", "import"]
+RUN_ID_PLACEHOLDER: Final = "{erpJobOperationRunId}"
+MIN_ATTEMPT_TIMEOUT: Final = 0.05
+
+log = structlog.get_logger("erpsync.mm")
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds ``Authorization: Bearer <key>`` to each request; the key never leaves this object."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: SecretStr) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._key.get_secret_value()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(**********)"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds (fractions accepted) or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class MMClient:
+    """Start, stop and read job runs and import jobs on MachineMetrics. Thread-safe."""
+
+    def __init__(self, settings: MMSettings, *, transport: httpx.BaseTransport | None = None) -> None:
+        if settings.api_key is None or not settings.api_key.get_secret_value().strip():
+            raise MMConfigError(
+                "mm.api_key is not set; set it in the config file, as ERPSYNC_MM__API_KEY, "
+                "or point mm.api_key_file at a secret file",
+                operation="configure",
+            )
+        register_secret(settings.api_key.get_secret_value())
+        self._settings = settings
+        self._http = httpx.Client(
+            base_url=settings.base_url,
+            auth=_BearerAuth(settings.api_key),
+            headers={"User-Agent": f"erpsync/{__version__}", "Accept": "application/json"},
+            timeout=self._timeout(math.inf),
+            limits=httpx.Limits(
+                max_connections=settings.max_concurrency,
+                max_keepalive_connections=settings.max_concurrency,
+            ),
+            follow_redirects=False,
+            transport=transport,
+        )
+        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
+        self._limiter = RateLimiter(settings.rate_limit_per_second)
+        self._breaker = CircuitBreaker(
+            settings.breaker_failure_threshold,
+            settings.breaker_reset_seconds,
+            on_change=lambda is_open: CIRCUIT_OPEN.set(1 if is_open else 0),
+        )
+
+    def __repr__(self) -> str:
+        return f"MMClient(base_url={self._settings.base_url!r}, breaker={self.breaker_state!r})"
+
+    # ---- operations -------------------------------------------------------------------------
+
+    def start_job_run(self, request: StartJobRun) -> None:
+        """Start a job run; repeating it with the same values is a no-op, so it is safe to retry.
+
+        Raises MMConflictError if MM has the id with other values, MMRecordError (e.g. unknown
+        machine) for a bad record, MMConfigError, MMRetryableError.
+        """
+        body = self._wire(request, "start")
+        run_id = request.erp_job_operation_run_id
+        self._call("start", "POST", self._settings.paths.start, run_id=run_id, json=body)
+
+    def stop_job_run(self, request: StopJobRun) -> None:
+        """Stop a job run; stopping a stopped run is a no-op (its end time stays). 404: MMNotFoundError."""
+        body = self._wire(request, "stop")
+        run_id = request.erp_job_operation_run_id
+        self._call("stop", "POST", self._settings.paths.stop, run_id=run_id, json=body)
+
+    def get_job_run(self, run_id: str) -> JobRun | None:
+        """The run's times and part counts, or None when MM does not have it (404).
+
+        ``mm.paths.get`` either contains ``{erpJobOperationRunId}`` (legacy form, the id goes into
+        the path, percent-encoded) or not (current-docs form, the id goes in query ``erpRunId``).
+        """
+        if not run_id.strip():
+            raise MMRecordError("run id must not be blank", operation="get", code="ClientValidation")
+        template = self._settings.paths.get
+        if RUN_ID_PLACEHOLDER in template:
+            url, params = template.replace(RUN_ID_PLACEHOLDER, quote(run_id, safe="")), None
+        else:
+            url, params = template, {"erpRunId": run_id}
+        try:
+            response = self._call("get", "GET", url, run_id=run_id, params=params)
+        except MMNotFoundError:
+            return None
+        try:
+            return JobRun.model_validate(response.json())
+        except ValueError as exc:  # JSONDecodeError, or pydantic's ValidationError
+            reason = f"{exc.error_count()} schema errors" if isinstance(exc, ValidationError) else "not JSON"
+            raise MMConfigError(
+                f"MachineMetrics get for run {run_id!r} answered HTTP {response.status_code} with a body "
+                f"that is not a job run ({reason}); check mm.base_url and mm.paths.get",
+                operation="get",
+                http_status=response.status_code,
+                run_id=run_id,
+            ) from None
+
+    def import_jobs(
+        self,
+        csv_content: bytes,
+        *,
+        import_type: ImportType = "mm",
+        auto_archive: bool = False,
+        filename: str = "jobs.csv",
+    ) -> None:
+        """Upload a job file (multipart ``csvFile``); ``auto_archive`` archives jobs not in it."""
+        if import_type not in IMPORT_TYPES:
+            raise MMRecordError(
+                f"import type {import_type!r} is not one of {', '.join(IMPORT_TYPES)}",
+                operation="import",
+                code="ClientValidation",
+            )
+        if not csv_content.strip():
+            raise MMRecordError("job file is empty", operation="import", code="ClientValidation")
+        self._call(
+            "import",
+            "POST",
+            self._settings.paths.import_jobs,
+            params={"type": import_type},
+            files={"csvFile": (filename, csv_content, "text/csv")},
+            data={"autoArchive": "true" if auto_archive else "false"},
+        )
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self._breaker.state
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- machinery --------------------------------------------------------------------------
+
+    @staticmethod
+    def _wire(request: StartJobRun | StopJobRun, operation: Operation) -> dict[str, object]:
+        """Validate again (a model_construct'ed request skips validation) and serialise."""
+        try:
+            checked = type(request).model_validate(request.model_dump())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+            )
+            raise MMRecordError(
+                f"MachineMetrics {operation}: request refused before sending: {problems}",
+                operation=operation,
+                code="ClientValidation",
+            ) from None
+        return checked.wire()
+
+    def _timeout(self, remaining: float) -> httpx.Timeout:
+        s = self._settings
+        connect = max(MIN_ATTEMPT_TIMEOUT, min(s.connect_timeout_seconds, remaining))
+        read = max(MIN_ATTEMPT_TIMEOUT, min(s.read_timeout_seconds, remaining))
+        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+    def _backoff(self, retry: int) -> float:
+        s = self._settings
+        ceiling = min(s.backoff_max_seconds, s.backoff_initial_seconds * 2.0 ** (retry - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _call(
+        self, operation: Operation, method: str, url: str, *, run_id: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        deadline = time.monotonic() + self._settings.retry_deadline_seconds
+        retries = 0
+
+        def wait_before_retry(exc: Exception) -> bool | float:
+            nonlocal retries
+            if not isinstance(exc, MMRetryableError) or isinstance(exc, MMCircuitOpenError):
+                return False
+            if retries + 1 >= self._settings.max_attempts:
+                return False
+            wait = exc.retry_after if exc.retry_after is not None else self._backoff(retries + 1)
+            if time.monotonic() + wait >= deadline:
+                log.warning(
+                    "mm.giving_up", operation=operation, run_id=run_id, error=str(exc), wait_needed=wait
+                )
+                return False
+            retries += 1
+            MM_RETRIES.labels(operation).inc()
+            log.info("mm.retry", operation=operation, run_id=run_id, error=str(exc), wait=round(wait, 3))
+            return wait
+
+        for attempt in stamina.retry_context(
+            on=wait_before_retry, attempts=self._settings.max_attempts, timeout=None
+        ):
+            with attempt:
+                return self._attempt(operation, method, url, deadline, run_id, kwargs)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    def _attempt(
+        self,
+        operation: Operation,
+        method: str,
+        url: str,
+        deadline: float,
+        run_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        remaining = deadline - time.monotonic()
+        if not self._slots.acquire(timeout=max(0.0, remaining)):
+            raise MMRetryableError(
+                f"MachineMetrics {operation}: all {self._settings.max_concurrency} connections stayed "
+                "busy until the deadline",
+                operation=operation,
+                code="ClientBusy",
+                run_id=run_id,
+            )
+        try:
+            if not self._limiter.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise MMRetryableError(
+                    f"MachineMetrics {operation}: client rate limit (mm.rate_limit_per_second = "
+                    f"{self._settings.rate_limit_per_second}) leaves no slot before the deadline",
+                    operation=operation,
+                    code="ClientRateLimited",
+                    run_id=run_id,
+                )
+            response = self._send(operation, method, url, deadline, run_id, kwargs)
+        finally:
+            self._slots.release()
+        return self._settle(operation, response, run_id)
+
+    def _send(
+        self,
+        operation: Operation,
+        method: str,
+        url: str,
+        deadline: float,
+        run_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> httpx.Response:
+        try:
+            self._breaker.before_call()
+        except CircuitOpen as exc:
+            raise MMCircuitOpenError(
+                f"MachineMetrics {operation}: {exc}; calls resume with a probe after "
+                f"mm.breaker_reset_seconds",
+                operation=operation,
+                code="CircuitOpen",
+                run_id=run_id,
+                retry_after=exc.retry_in,
+            ) from None
+        started = time.perf_counter()
+        try:
+            response = self._http.request(
+                method, url, timeout=self._timeout(deadline - time.monotonic()), **kwargs
+            )
+        except httpx.RequestError as exc:
+            MM_REQUEST_SECONDS.labels(operation, "network").observe(time.perf_counter() - started)
+            self._breaker.record_failure()
+            kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "network error"
+            raise MMRetryableError(
+                f"MachineMetrics {operation}: {kind} ({type(exc).__name__}: {exc or 'no detail'}) "
+                f"talking to {self._settings.base_url}",
+                operation=operation,
+                code="Timeout" if isinstance(exc, httpx.TimeoutException) else "Network",
+                run_id=run_id,
+            ) from exc
+        except BaseException:
+            self._breaker.record_neutral()
+            raise
+        MM_REQUEST_SECONDS.labels(operation, _status_class(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    def _settle(self, operation: Operation, response: httpx.Response, run_id: str | None) -> httpx.Response:
+        status = response.status_code
+        if 200 <= status < 300:
+            self._breaker.record_success()
+            log.debug("mm.ok", operation=operation, run_id=run_id, status=status)
+            return response
+        resolution = resolve(status)
+        if resolution is not Resolution.RETRY:
+            self._breaker.record_success()  # MM is up and answering; the record or the setup is wrong
+        elif status == 429:
+            self._breaker.record_neutral()
+        else:
+            self._breaker.record_failure()
+        error: MMError = error_from_response(
+            operation=operation,
+            status=status,
+            body=response.content,
+            content_type=response.headers.get("content-type", ""),
+            run_id=run_id,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+        if resolution is Resolution.CONFIG:
+            log.error("mm.config_error", operation=operation, status=status, error=str(error))
+        raise error

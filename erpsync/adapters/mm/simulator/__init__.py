@@ -1,0 +1,18 @@
+"""A strict, stateful, deliberately misbehaving MachineMetrics API for tests, benchmarks and the demo.
+
+`MMSimulator` serves the job-run and import operations over real HTTP on loopback, with the
+documented auth, validation and error shapes (`state`), job files parsed like MM's importer
+(`jobfiles`), and faults injected on purpose (`faults`): 5xx, 429 + Retry-After, latency, dropped
+connections and apply-then-fail. Run it with ``erpsync simulator`` or in-process::
+
+    with MMSimulator(machines={"M1"}) as sim:
+        client = MMClient(MMSettings(base_url=sim.base_url, api_key=sim.api_key))
+
+It is a test tool, never a production dependency: control endpoints under ``/_sim/`` need no auth,
+so it listens on loopback unless told otherwise.
+"""
+
+from erpsync.adapters.mm.simulator.faults import Fault, FaultKind
+from erpsync.adapters.mm.simulator.server import MMSimulator, SimPaths
+
+__all__ = ["Fault", "FaultKind", "MMSimulator", "SimPaths"]

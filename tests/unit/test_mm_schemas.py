@@ -1,0 +1,150 @@
+"""MM request/response models: wire names, units, timestamps, refusal of bad values before sending."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from erpsync.adapters.mm.schemas import JobRun, JobRunMetrics, StartJobRun, StopJobRun, format_timestamp
+
+
+def start(**overrides: object) -> StartJobRun:
+    values: dict[str, object] = {"erp_job_operation_run_id": "R1", "erp_machine_id": "M1", "job_name": "J1"}
+    return StartJobRun(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def test_start_serialises_camel_case_and_leaves_unset_optionals_out() -> None:
+    body = start(
+        start_at=datetime(2017, 10, 10, 10, 11, tzinfo=UTC),
+        job_operation_description="Sprockets",
+        quantity_required=1000,
+        expected_setup_time=600,
+        expected_part_time=120_000,
+        ideal_part_time=100_000,
+        part_name="Sprocket001",
+    ).wire()
+    assert body == {
+        "erpJobOperationRunId": "R1",
+        "erpMachineId": "M1",
+        "jobName": "J1",
+        "operationName": "",
+        "lotName": "",
+        "partName": "Sprocket001",
+        "startInSetup": False,
+        "startAt": "2017-10-10T10:11:00.000Z",
+        "jobOperationDescription": "Sprockets",
+        "quantityRequired": 1000,
+        "expectedSetupTime": 600,
+        "idealPartTime": 100_000,
+        "expectedPartTime": 120_000,
+    }
+    assert "startAt" not in start().wire()  # MM uses the time it receives the request
+
+
+def test_models_accept_wire_names_and_attribute_names() -> None:
+    by_alias = StartJobRun.model_validate(
+        {"erpJobOperationRunId": "R1", "erpMachineId": "M1", "jobName": "J"}
+    )
+    assert by_alias.erp_job_operation_run_id == "R1"
+    assert StopJobRun(erp_job_operation_run_id="R1").wire() == {"erpJobOperationRunId": "R1"}
+
+
+def test_timestamps_become_utc_milliseconds_with_z() -> None:
+    chicago = datetime(2024, 3, 10, 1, 30, 15, 987654, tzinfo=ZoneInfo("America/Chicago"))
+    request = start(start_at=chicago)
+    assert request.start_at == datetime(2024, 3, 10, 7, 30, 15, 987000, tzinfo=UTC)
+    assert request.wire()["startAt"] == "2024-03-10T07:30:15.987Z"
+    plus_two = datetime(2024, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert (
+        StopJobRun(erp_job_operation_run_id="R", end_at=plus_two).wire()["endAt"]
+        == "2024-01-01T00:00:00.000Z"
+    )
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValidationError, match="naive datetime"):
+        start(start_at=datetime(2024, 1, 1, 8, 0))
+    with pytest.raises(ValidationError, match="naive datetime"):
+        StopJobRun(erp_job_operation_run_id="R", end_at=datetime(2024, 1, 1, 8, 0))
+    with pytest.raises(ValidationError, match="naive datetime"):
+        StartJobRun.model_validate(
+            {
+                "erpJobOperationRunId": "R",
+                "erpMachineId": "M",
+                "jobName": "J",
+                "startAt": "2024-01-01T08:00:00",
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    "field", ["quantity_required", "expected_setup_time", "ideal_part_time", "expected_part_time"]
+)
+@pytest.mark.parametrize("bad", [-1, 1.5, 600.0, float("nan"), float("inf"), True, "600"])
+def test_integer_fields_take_only_non_negative_integers(field: str, bad: object) -> None:
+    with pytest.raises(ValidationError):
+        start(**{field: bad})
+
+
+def test_zero_durations_are_allowed() -> None:
+    assert start(expected_setup_time=0, ideal_part_time=0).wire()["expectedSetupTime"] == 0
+
+
+@pytest.mark.parametrize("field", ["erp_job_operation_run_id", "erp_machine_id", "job_name"])
+@pytest.mark.parametrize("bad", ["", "   ", None, 7])
+def test_required_identifiers_must_be_non_blank_strings(field: str, bad: object) -> None:
+    with pytest.raises(ValidationError):
+        start(**{field: bad})
+
+
+def test_unknown_fields_and_bad_assignments_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        StartJobRun.model_validate(
+            {"erpJobOperationRunId": "R", "erpMachineId": "M", "jobName": "J", "jobname": "typo"}
+        )
+    request = start()
+    with pytest.raises(ValidationError):
+        request.expected_part_time = -5
+
+
+def test_job_run_parses_the_documented_sample() -> None:
+    run = JobRun.model_validate(
+        {
+            "startAt": "2017-03-09T18:20:18.000Z",
+            "endAt": None,
+            "metrics": {"totalParts": 2069, "goodParts": 2069, "scrapParts": 0, "nonconformParts": 0},
+            "somethingNew": 1,
+        }
+    )
+    assert run.start_at == datetime(2017, 3, 9, 18, 20, 18, tzinfo=UTC)
+    assert run.end_at is None
+    assert run.metrics == JobRunMetrics(total_parts=2069, good_parts=2069, scrap_parts=0, nonconform_parts=0)
+
+
+def test_job_run_reads_a_zoneless_timestamp_as_utc_and_tolerates_missing_parts() -> None:
+    run = JobRun.model_validate({"startAt": "2017-03-09T18:20:18"})
+    assert run.start_at == datetime(2017, 3, 9, 18, 20, 18, tzinfo=UTC)
+    assert run.end_at is None
+    assert run.metrics is None
+
+
+def test_job_run_refuses_negative_counts() -> None:
+    with pytest.raises(ValidationError):
+        JobRunMetrics(total_parts=-1, good_parts=0, scrap_parts=0, nonconform_parts=0)
+
+
+@given(st.datetimes(timezones=st.timezones(), min_value=datetime(1971, 1, 2), max_value=datetime(9998, 1, 1)))
+def test_a_sent_timestamp_reads_back_as_the_same_instant(value: datetime) -> None:
+    sent = start(start_at=value)
+    wire = sent.wire()["startAt"]
+    assert isinstance(wire, str)
+    assert wire.endswith("Z")
+    assert len(wire) == len("2017-10-10T10:11:00.000Z")
+    assert JobRun.model_validate({"startAt": wire}).start_at == sent.start_at
+    assert abs(sent.start_at - value) < timedelta(milliseconds=1)  # type: ignore[operator]
+    assert format_timestamp(sent.start_at) == wire  # type: ignore[arg-type]
