@@ -24,7 +24,7 @@ from erpsync.config import CONFIG_ENV_VAR, ServiceSettings, Settings, load_setti
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "deploy" / "demo"
+DEMO = ROOT / "docs" / "deploy" / "demo"
 
 
 # --- a small Dockerfile parser ----------------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_demo_profile(compose: dict[str, Any]) -> None:
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
-            if source.startswith("./deploy/"):
+            if source.startswith("./"):
                 assert (ROOT / source).exists(), f"compose mounts {source}, which is not in the repository"
 
 
