@@ -319,7 +319,7 @@ def test_demo_profile(compose: dict[str, Any]) -> None:
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
-            if source.startswith("./"):
+            if source.startswith("./docs/"):  # files we ship (./erpsync.toml is the user's own)
                 assert (ROOT / source).exists(), f"compose mounts {source}, which is not in the repository"
 
 
