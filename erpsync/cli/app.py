@@ -27,6 +27,7 @@ from erpsync.cli.demo import register as register_demo
 from erpsync.cli.service import register as register_service
 from erpsync.cli.simulator import simulator
 from erpsync.cli.sources import register as register_sources
+from erpsync.cli.sync import register as register_sync
 from erpsync.cli.writeback import register as register_writeback
 from erpsync.service.status import status_report
 
@@ -43,6 +44,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 register_service(app)
 register_writeback(app)
+register_sync(app)
 register_sources(app)
 app.command("simulator")(simulator)
 register_demo(app)
