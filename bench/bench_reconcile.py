@@ -88,8 +88,10 @@ def measure(label: str, n: int, open_runs: int, repeats: int = 5) -> float:
         if plan.actions or plan.flags or plan.quarantined:
             sys.exit(f"{label}: expected no changes, got {plan.stats.as_dict()}")
     best, median = min(times), statistics.median(times)
-    print(f"{label:<8} {n:>7,} desired x {len(bindings):>7,} bindings: best {best * 1000:7.1f} ms, "
-          f"median {median * 1000:7.1f} ms over {repeats} runs ({plan.stats.unchanged:,} unchanged)")
+    print(
+        f"{label:<8} {n:>7,} desired x {len(bindings):>7,} bindings: best {best * 1000:7.1f} ms, "
+        f"median {median * 1000:7.1f} ms over {repeats} runs ({plan.stats.unchanged:,} unchanged)"
+    )
     return median
 
 

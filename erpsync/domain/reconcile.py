@@ -108,6 +108,11 @@ class BoundRun:
     erp_end_at: datetime | None = None
     job: str = ""
     operation: str = ""
+    # The resync generation of the MM run this binding tracks ("" for the first one). Every later
+    # key for it carries this, so after a resync re-started the run (with keys ``@<generation>``)
+    # its next stop or switch gets a fresh key, not one the journal already holds. The service
+    # stores `PlannedAction.generation` of a start and `Flag.generation` of a rebind here.
+    generation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,7 @@ class PlannedAction:
     end_at: datetime | None = None
     run: JobOperationRun | None = None
     payload_hash: str | None = None
+    generation: str = ""  # the generation in ``idempotency_key``; store it on the binding (starts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,7 @@ class Flag:
     binding_status: str | None = None
     payload_hash: str | None = None
     dedupe_key: str = ""
+    generation: str | None = None
 
 
 @dataclass(slots=True)
@@ -255,7 +262,9 @@ def resync_plan(
     - ERP active, MM open -> nothing, or the pending setup -> production switch;
     - ERP active, MM ended -> ``ended_in_mm`` flag (restarting an ended MM run id is undefined);
     - ERP ended, MM open -> stop at the ERP end time; ERP lost it, MM open -> stop at ``now``;
-    - ERP ended or lost, MM missing/ended -> nothing (``missing_in_mm`` flag if the binding is open).
+    - ERP ended or lost, MM missing/ended -> nothing;
+    - a binding erpsync holds open whose run MM lacks and that is not started again (ended, lost,
+      ignored, quarantined, superseded) -> ``missing_in_mm`` flag: record it stopped.
     Flags carry the binding status to record (``rebind`` -> running). One-run-per-machine still
     holds: runs outside the selection compete for machines and are stopped when a selected start
     wins theirs.
@@ -264,6 +273,7 @@ def resync_plan(
     effective: dict[str, BoundRun] = dict(bindings)
     mm_ids: dict[str, str] = {}
     flags: list[Flag] = []
+    lost_open: dict[str, BoundRun] = {}  # bindings we think open that MM does not have
     unknown = 0
     selected: set[str] = set()
     candidates = set(index).union(bindings)
@@ -282,15 +292,8 @@ def resync_plan(
         if state == "missing":
             effective.pop(key, None)
             mm_ids[key] = mm_run_id
-            if bound is not None and bound.status in MM_OPEN_STATUSES | {"stopping"} and not erp_active:
-                flags.append(
-                    _flag_for_binding(
-                        FlagKind.MISSING_IN_MM,
-                        bound,
-                        f"MM has no run {mm_run_id} that erpsync had open; recording it as stopped",
-                        binding_status="stopped",
-                    )
-                )
+            if bound is not None and bound.status in MM_OPEN_STATUSES | {"stopping"}:
+                lost_open[key] = bound
             continue
         if bound is None:
             assert run is not None  # a selected key comes from desired or from bindings
@@ -310,15 +313,18 @@ def resync_plan(
         if state == "open":
             if bound.status not in LIVE_STATUSES:
                 flags.append(
-                    _flag_for_binding(
-                        FlagKind.REBIND,
-                        bound,
-                        f"MM has run {mm_run_id} open but erpsync recorded "
-                        f"{bound.status if key in bindings else 'no binding'}; recording it as running",
-                        binding_status="running",
+                    replace(
+                        _flag_for_binding(
+                            FlagKind.REBIND,
+                            bound,
+                            f"MM has run {mm_run_id} open but erpsync recorded "
+                            f"{bound.status if key in bindings else 'no binding'}; recording it as running",
+                            binding_status="running",
+                        ),
+                        generation=generation,
                     )
                 )
-            effective[key] = replace(bound, status="running")
+            effective[key] = replace(bound, status="running", generation=generation)
         else:  # ended in MM
             if erp_active:
                 flags.append(
@@ -354,7 +360,19 @@ def resync_plan(
         mm_ids=mm_ids,
     )
     plan = planner.plan(scan_vanished=True)
-    plan.flags = sorted([*flags, *plan.flags], key=lambda f: (f.run_key, f.kind))
+    restarted = {a.run_key for a in plan.actions if a.kind is ActionKind.START}
+    flags.extend(
+        _flag_for_binding(
+            FlagKind.MISSING_IN_MM,
+            bound,
+            f"MM has no run {bound.mm_run_id} that erpsync had open and it is not started again; "
+            "recording it as stopped",
+            binding_status="stopped",
+        )
+        for key, bound in lost_open.items()
+        if key not in restarted
+    )
+    plan.flags = _settle_flags([*flags, *plan.flags], plan.actions)
     plan.stats.flagged = len(plan.flags)
     plan.stats.unknown = unknown
     return plan
@@ -396,6 +414,25 @@ def _reason(text: str) -> str:
 
 def _phase(in_setup: bool) -> str:
     return "setup" if in_setup else "production"
+
+
+def _settle_flags(flags: Iterable[Flag], actions: Iterable[PlannedAction]) -> list[Flag]:
+    """Flags never contradict actions: the action decides the binding's next status.
+
+    A vanished/excluded flag ("left open in MM") is dropped when the run is stopped anyway (a new
+    run took its machine); other flags of a run with an action keep their message, not a status.
+    """
+    acted = {a.run_key for a in actions}
+    stopped = {a.run_key for a in actions if a.kind is ActionKind.STOP}
+    settled = []
+    for flag in flags:
+        if flag.run_key in stopped and flag.kind in (FlagKind.VANISHED, FlagKind.EXCLUDED):
+            continue
+        if flag.run_key in acted and flag.binding_status is not None:
+            flag = replace(flag, binding_status=None)  # noqa: PLW2901
+        settled.append(flag)
+    settled.sort(key=lambda f: (f.run_key, f.kind))
+    return settled
 
 
 def _flag_for_binding(kind: FlagKind, bound: BoundRun, message: str, *, binding_status: str) -> Flag:
@@ -798,11 +835,12 @@ class _Planner:
             if run is not None and run.state is _ENDED:  # e.g. outside a resync's selection
                 self._stop_ended(run, bound)
                 continue
+            gone = "" if bound.run_key in self.desired else ", no longer in the ERP"
             self._stop(
                 bound,
                 self._at(winner[0]),
                 f"machine {bound.erp_machine} starts {op.job_key_text} op {op.operation_seq}; "
-                f"stopping the run still open there ({bound.job} op {bound.operation})",
+                f"stopping the run still open there ({bound.job} op {bound.operation}{gone})",
                 erp_ended=False,
             )
 
@@ -811,8 +849,11 @@ class _Planner:
     def _new_id(self, key: str) -> str:
         return self.mm_ids.get(key) or mm_run_id_for(self.source, key)
 
-    def _key(self, kind: ActionKind, mm_run_id: str, phase: str = "") -> str:
-        return idempotency_key(kind, mm_run_id, phase, generation=self.generation)
+    def _generation(self, bound: BoundRun | None) -> str:
+        """A resync's own generation, else that of the MM run the binding tracks."""
+        if self.generation or bound is None:
+            return self.generation
+        return bound.generation
 
     def _stop(self, bound: BoundRun, end_at: datetime, reason: str, *, erp_ended: bool) -> None:
         """Plan a stop, clamped to [MM start, now]; a later call for the same run replaces it."""
@@ -842,10 +883,13 @@ class _Planner:
                 job=op.job_key_text,
                 operation=op.operation_seq,
                 reason=_reason(reason),
-                idempotency_key=self._key(ActionKind.START, mm_run_id, phase),
+                idempotency_key=idempotency_key(
+                    ActionKind.START, mm_run_id, phase, generation=self.generation
+                ),
                 in_setup=in_setup,
                 run=run,
                 payload_hash=payload_fingerprint(run, mm_machine),
+                generation=self.generation,
             )
         )
 
@@ -864,10 +908,13 @@ class _Planner:
                 job=bound.job,
                 operation=bound.operation,
                 reason=_reason(f"setup done on {bound.job} op {bound.operation}: switching to production"),
-                idempotency_key=self._key(ActionKind.START, bound.mm_run_id, "production"),
+                idempotency_key=idempotency_key(
+                    ActionKind.START, bound.mm_run_id, "production", generation=self._generation(bound)
+                ),
                 in_setup=False,
                 run=run,
                 payload_hash=payload_fingerprint(run, bound.mm_machine_id),
+                generation=self._generation(bound),
             )
         )
 
@@ -884,9 +931,12 @@ class _Planner:
                 job=stop.bound.job,
                 operation=stop.bound.operation,
                 reason=_reason(stop.reason),
-                idempotency_key=self._key(ActionKind.STOP, stop.bound.mm_run_id),
+                idempotency_key=idempotency_key(
+                    ActionKind.STOP, stop.bound.mm_run_id, generation=self._generation(stop.bound)
+                ),
                 in_setup=stop.bound.in_setup,
                 end_at=stop.end_at,
+                generation=self._generation(stop.bound),
             )
             for stop in self.stops.values()
         ]
@@ -894,7 +944,7 @@ class _Planner:
         actions = [*stops, *self.starts]
         actions.sort(key=lambda a: (a.mm_machine_id, 0 if a.kind is ActionKind.STOP else 1, a.run_key))
         plan.actions = actions
-        plan.flags = sorted(self.flags, key=lambda f: (f.run_key, f.kind))
+        plan.flags = _settle_flags(self.flags, actions)
         plan.quarantined.sort(key=lambda b: b.record_key)
         self.stats.flagged = len(plan.flags)
         return plan

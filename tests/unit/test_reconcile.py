@@ -1,0 +1,741 @@
+"""The reconcile rules, one case each: desired ERP runs x bindings -> actions, flags, quarantine."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
+from erpsync.domain.machines import MachineMapper
+from erpsync.domain.model import JobOperationRun, RunState
+from erpsync.domain.reconcile import (
+    ActionKind,
+    BoundRun,
+    FlagKind,
+    MMRunState,
+    Plan,
+    import_action,
+    reconcile,
+    resync_plan,
+)
+from tests.unit.reconcile_helpers import (
+    MAPPER,
+    NOW,
+    SOURCE,
+    T0,
+    at,
+    bind,
+    bindings,
+    flags,
+    only,
+    run,
+    summary,
+)
+
+SETUP, PRODUCTION, ENDED = RunState.SETUP, RunState.PRODUCTION, RunState.ENDED
+
+
+def plan(
+    desired: Iterable[JobOperationRun],
+    bound: Mapping[str, BoundRun] | None = None,
+    *,
+    snapshot_complete: bool = True,
+    vanished_policy: str = "flag",
+    mapper: MachineMapper = MAPPER,
+    rejected: Collection[str] = (),
+    exclude: Callable[[JobOperationRun], bool] | None = None,
+    now: datetime = NOW,
+) -> Plan:
+    assert vanished_policy in ("stop", "flag")
+    return reconcile(
+        desired,
+        bound or {},
+        source=SOURCE,
+        mapper=mapper,
+        snapshot_complete=snapshot_complete,
+        vanished_policy=vanished_policy,  # type: ignore[arg-type]
+        now=now,
+        rejected_machines=rejected,
+        exclude=exclude,
+    )
+
+
+# --- starts ---------------------------------------------------------------------------------
+
+
+def test_new_run_in_setup_is_started_in_setup() -> None:
+    r = run("LT1", SETUP, job="1808412")
+    p = plan([r])
+    action = only(p)
+    assert action.kind is ActionKind.START
+    assert action.in_setup is True
+    assert action.mm_run_id == "erp:LT1"
+    assert action.idempotency_key == "start_run:erp:LT1:setup"
+    assert action.reason == "clocked in on W/1808412/1 op 20 (setup)"
+    assert action.run is r
+    assert action.mm_machine_id == "M1"
+    assert action.erp_machine == "M1"
+    assert (action.job, action.operation) == ("W/1808412/1", "20")
+    assert action.payload_hash == payload_fingerprint(r, "M1")
+    assert action.end_at is None
+    assert p.stats.started == 1
+    assert p.flags == [] and p.quarantined == []
+
+
+def test_new_run_in_production_is_started_in_production() -> None:
+    action = only(plan([run("LT1", PRODUCTION)]))
+    assert action.in_setup is False
+    assert action.idempotency_key == "start_run:erp:LT1:production"
+
+
+def test_ended_run_without_binding_is_never_started() -> None:
+    p = plan([run("LT1", ENDED)])
+    assert p.actions == []
+    assert p.stats.skipped_ended == 1
+
+
+def test_unchanged_runs_produce_nothing() -> None:
+    a, b = run("LT1", SETUP), run("LT2", PRODUCTION, machine="M2")
+    p = plan([a, b], bindings(bind(a), bind(b)))
+    assert p.actions == [] and p.flags == [] and p.quarantined == []
+    assert p.stats.unchanged == 2
+
+
+@pytest.mark.parametrize("status", ["stopped", "failed", "vanished", "stopping"])
+def test_closed_or_terminal_binding_is_never_restarted(status: str) -> None:
+    r = run("LT1", PRODUCTION)
+    p = plan([r], bindings(bind(r, status)))
+    assert p.actions == []
+    assert p.stats.unchanged == 1
+
+
+def test_starting_binding_is_not_started_again() -> None:
+    r = run("LT1", SETUP)
+    assert plan([r], bindings(bind(r, "starting"))).actions == []
+
+
+def test_bound_run_keeps_its_recorded_mm_run_id() -> None:
+    r = run("LT1", ENDED)
+    bound = replace(bind(r), mm_run_id="legacy-id-7")
+    action = only(plan([r], bindings(bound)))
+    assert action.mm_run_id == "legacy-id-7"
+    assert action.idempotency_key == "stop_run:legacy-id-7"
+
+
+# --- stops ----------------------------------------------------------------------------------
+
+
+def test_run_ended_in_the_erp_is_stopped_at_the_erp_end_time() -> None:
+    started = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(started, state=ENDED, end_at=at(95))
+    p = plan([ended], bindings(bind(started)))
+    action = only(p)
+    assert action.kind is ActionKind.STOP
+    assert action.end_at == at(95)
+    assert action.idempotency_key == "stop_run:erp:LT1"
+    assert action.reason == "clocked out of W/JLT1/1 op 20 in the ERP"
+    assert action.run is None
+    assert p.stats.stopped == 1
+
+
+def test_ended_without_end_time_stops_now() -> None:
+    started = run("LT1", PRODUCTION)
+    ended = replace(started, state=ENDED, end_at=None)
+    assert only(plan([ended], bindings(bind(started)))).end_at == NOW
+
+
+def test_stop_is_never_before_the_mm_start() -> None:
+    started = run("LT1", PRODUCTION, start=at(60))
+    ended = replace(started, state=ENDED, end_at=at(30))
+    assert only(plan([ended], bindings(bind(started)))).end_at == at(60)
+
+
+def test_stop_is_never_in_the_future() -> None:
+    started = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(started, state=ENDED, end_at=NOW + timedelta(hours=2))
+    assert only(plan([ended], bindings(bind(started)))).end_at == NOW
+
+
+def test_starting_binding_whose_run_ended_is_stopped() -> None:
+    started = run("LT1", SETUP)
+    ended = replace(started, state=ENDED, end_at=at(10))
+    assert summary(plan([ended], bindings(bind(started, "starting")))) == [
+        ("stop_run", "LT1", at(10).isoformat())
+    ]
+
+
+def test_stopping_binding_gets_no_second_stop() -> None:
+    started = run("LT1", PRODUCTION)
+    ended = replace(started, state=ENDED, end_at=at(10))
+    assert plan([ended], bindings(bind(started, "stopping"))).actions == []
+
+
+# --- setup -> production ---------------------------------------------------------------------
+
+
+def test_setup_to_production_restarts_the_same_run_id_in_production() -> None:
+    setup = run("LT1", SETUP)
+    production = replace(setup, state=PRODUCTION)
+    p = plan([production], bindings(bind(setup)))
+    action = only(p)
+    assert action.kind is ActionKind.START
+    assert action.in_setup is False
+    assert action.mm_run_id == "erp:LT1"
+    assert action.idempotency_key == "start_run:erp:LT1:production"
+    assert action.run is production
+    assert "switching to production" in action.reason
+    assert p.stats.switched == 1 and p.stats.started == 0
+
+
+def test_switch_is_planned_while_the_setup_start_is_still_pending() -> None:
+    setup = run("LT1", SETUP)
+    p = plan([replace(setup, state=PRODUCTION)], bindings(bind(setup, "starting")))
+    assert summary(p) == [("start_run", "LT1", "production")]
+
+
+def test_switch_goes_to_the_machine_the_run_was_started_on() -> None:
+    setup = run("LT1", SETUP, machine="M1")
+    moved = replace(run("LT1", PRODUCTION, machine="M2"), start_at=setup.start_at)
+    p = plan([moved], bindings(bind(setup)))
+    assert only(p).mm_machine_id == "M1"
+    assert flags(p) == [(FlagKind.JOB_FIELDS_CHANGED, "LT1")]
+
+
+def test_production_to_setup_is_never_sent_but_flagged() -> None:
+    production = run("LT1", PRODUCTION)
+    p = plan([replace(production, state=SETUP)], bindings(bind(production)))
+    assert p.actions == []
+    assert flags(p) == [(FlagKind.PRODUCTION_TO_SETUP, "LT1")]
+    assert p.flags[0].dedupe_key == "production_to_setup:erp:LT1"
+
+
+# --- job field edits -------------------------------------------------------------------------
+
+
+def test_job_field_edit_is_flagged_not_sent() -> None:
+    original = run("LT1", PRODUCTION, quantity_required=120)
+    edited = run("LT1", PRODUCTION, quantity_required=150)
+    p = plan([edited], bindings(bind(original)))
+    assert p.actions == []
+    [flag] = p.flags
+    assert flag.kind == FlagKind.JOB_FIELDS_CHANGED
+    assert flag.payload_hash == payload_fingerprint(edited, "M1")
+    assert flag.before is not None and flag.after is not None
+    assert flag.before["payload_hash"] == payload_fingerprint(original, "M1")
+    assert flag.after["quantityRequired"] == 150
+    assert flag.dedupe_key == f"job_fields_changed:erp:LT1:{flag.payload_hash}"
+    assert flag.binding_status is None
+    # The service stores the new fingerprint: the same edit is not flagged again.
+    again = plan([edited], bindings(replace(bind(original), payload_hash=flag.payload_hash)))
+    assert again.flags == [] and again.actions == []
+
+
+def test_state_and_times_are_not_job_edits() -> None:
+    original = run("LT1", SETUP, start=at(0))
+    later = replace(original, state=PRODUCTION, start_at=at(5))
+    p = plan([later], bindings(bind(original)))
+    assert p.flags == []
+
+
+def test_unfingerprinted_binding_is_not_compared() -> None:
+    original = run("LT1", PRODUCTION)
+    p = plan([run("LT1", PRODUCTION, description="new")], bindings(bind(original, payload_hash=None)))
+    assert p.flags == [] and p.actions == []
+
+
+def test_changing_machine_overrides_is_not_an_erp_edit() -> None:
+    r = run("LT1", PRODUCTION, machine="M1")
+    remapped = MachineMapper(overrides={"M1": "MILL-1"})
+    p = plan([r], bindings(bind(r)), mapper=remapped)
+    assert p.flags == [] and p.actions == []
+
+
+def test_run_moved_to_another_machine_is_flagged() -> None:
+    r = run("LT1", PRODUCTION, machine="M1")
+    p = plan([run("LT1", PRODUCTION, machine="M2")], bindings(bind(r)))
+    assert p.actions == []
+    [flag] = p.flags
+    assert flag.after is not None and flag.after["erpMachineId"] == "M2"
+    assert flag.before is not None and flag.before["erpMachineId"] == "M1"
+
+
+# --- vanished --------------------------------------------------------------------------------
+
+
+def test_vanished_run_is_flagged_once_under_flag_policy() -> None:
+    r = run("LT1", PRODUCTION)
+    p = plan([], bindings(bind(r)), vanished_policy="flag")
+    assert p.actions == []
+    [flag] = p.flags
+    assert (flag.kind, flag.run_key, flag.binding_status) == ("vanished", "LT1", "vanished")
+    assert p.stats.vanished == 1
+    # the service records status "vanished": not flagged again, not stopped, not restarted
+    again = plan([], bindings(bind(r, "vanished")), vanished_policy="flag")
+    assert again.actions == [] and again.flags == []
+
+
+def test_vanished_run_is_stopped_now_under_stop_policy() -> None:
+    r = run("LT1", PRODUCTION)
+    p = plan([], bindings(bind(r)), vanished_policy="stop")
+    action = only(p)
+    assert action.kind is ActionKind.STOP
+    assert action.end_at == NOW
+    assert "vanished from the ERP" in action.reason
+    assert p.flags == []
+    assert p.stats.vanished == 1
+
+
+def test_incomplete_snapshot_never_vanishes_anything() -> None:
+    r = run("LT1", PRODUCTION)
+    for policy in ("stop", "flag"):
+        p = plan([], bindings(bind(r)), snapshot_complete=False, vanished_policy=policy)
+        assert p.actions == [] and p.flags == []
+
+
+def test_flagged_vanished_run_is_stopped_when_policy_becomes_stop() -> None:
+    r = run("LT1", PRODUCTION)
+    assert summary(plan([], bindings(bind(r, "vanished")), vanished_policy="stop")) == [
+        ("stop_run", "LT1", NOW.isoformat())
+    ]
+
+
+def test_vanished_run_reported_ended_later_is_stopped_at_its_end() -> None:
+    r = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(r, state=ENDED, end_at=at(40))
+    assert summary(plan([ended], bindings(bind(r, "vanished")))) == [("stop_run", "LT1", at(40).isoformat())]
+
+
+def test_vanished_run_reappearing_is_not_restarted() -> None:
+    r = run("LT1", PRODUCTION)
+    p = plan([r], bindings(bind(r, "vanished")))
+    assert p.actions == [] and p.flags == []
+
+
+# --- one run per machine ---------------------------------------------------------------------
+
+
+def test_two_new_runs_on_one_machine_latest_wins() -> None:
+    early, late = run("LT1", PRODUCTION, start=at(0)), run("LT2", PRODUCTION, start=at(30))
+    p = plan([late, early])
+    assert summary(p) == [("start_run", "LT2", "production")]
+    assert flags(p) == [(FlagKind.SUPERSEDED, "LT1")]
+    assert "not started" in p.flags[0].message
+    assert p.stats.superseded == 1
+
+
+def test_superseding_tie_breaks_on_run_key() -> None:
+    a, b = run("LT1", PRODUCTION, start=at(0)), run("LT2", PRODUCTION, start=at(0))
+    assert summary(plan([a, b])) == summary(plan([b, a])) == [("start_run", "LT2", "production")]
+
+
+def test_run_without_start_time_loses_to_one_with() -> None:
+    a, b = run("LT9", PRODUCTION, start=None), run("LT1", PRODUCTION, start=at(0))
+    assert summary(plan([a, b])) == [("start_run", "LT1", "production")]
+
+
+def test_new_run_stops_the_open_one_first_at_its_start() -> None:
+    old = run("LT1", PRODUCTION, start=at(0))
+    new = run("LT2", SETUP, start=at(50))
+    p = plan([old, new], bindings(bind(old)))
+    assert summary(p) == [("stop_run", "LT1", at(50).isoformat()), ("start_run", "LT2", "setup")]
+    assert flags(p) == [(FlagKind.SUPERSEDED, "LT1")]  # the ERP still has LT1 active
+    assert [a.kind for a in p.by_machine()["M1"]] == [ActionKind.STOP, ActionKind.START]
+
+
+def test_open_bound_run_started_later_wins_over_new_one() -> None:
+    bound = run("LT1", PRODUCTION, start=at(50))
+    newcomer = run("LT2", PRODUCTION, start=at(10))
+    p = plan([bound, newcomer], bindings(bind(bound)))
+    assert p.actions == []
+    assert flags(p) == [(FlagKind.SUPERSEDED, "LT2")]
+
+
+def test_old_run_ended_in_erp_stops_at_its_own_end_before_the_new_start() -> None:
+    old = run("LT1", PRODUCTION, start=at(0))
+    old_ended = replace(old, state=ENDED, end_at=at(40))
+    new = run("LT2", PRODUCTION, start=at(50))
+    p = plan([old_ended, new], bindings(bind(old)))
+    assert summary(p) == [("stop_run", "LT1", at(40).isoformat()), ("start_run", "LT2", "production")]
+    assert p.flags == []
+
+
+def test_new_run_stops_an_open_run_the_snapshot_does_not_show() -> None:
+    old = run("LT1", PRODUCTION, start=at(0))
+    new = run("LT2", PRODUCTION, start=at(50))
+    p = plan([new], bindings(bind(old)), snapshot_complete=False)
+    assert summary(p) == [("stop_run", "LT1", at(50).isoformat()), ("start_run", "LT2", "production")]
+    assert "stopping the run still open there" in p.actions[0].reason
+    assert p.flags == []
+
+
+def test_new_run_stops_a_vanished_run_left_open() -> None:
+    old = run("LT1", PRODUCTION, start=at(0))
+    new = run("LT2", PRODUCTION, start=at(50))
+    p = plan([new], bindings(bind(old, "vanished")))
+    assert summary(p) == [("stop_run", "LT1", at(50).isoformat()), ("start_run", "LT2", "production")]
+
+
+def test_vanished_under_stop_policy_and_new_run_stop_at_the_new_start() -> None:
+    old = run("LT1", PRODUCTION, start=at(0))
+    new = run("LT2", PRODUCTION, start=at(50))
+    p = plan([new], bindings(bind(old)), vanished_policy="stop")
+    assert summary(p) == [("stop_run", "LT1", at(50).isoformat()), ("start_run", "LT2", "production")]
+
+
+def test_two_bound_active_runs_on_one_machine_the_earlier_is_stopped() -> None:
+    a, b = run("LT1", PRODUCTION, start=at(0)), run("LT2", PRODUCTION, start=at(20))
+    p = plan([a, b], bindings(bind(a), bind(b)))
+    assert summary(p) == [("stop_run", "LT1", at(20).isoformat())]
+    assert flags(p) == [(FlagKind.SUPERSEDED, "LT1")]
+
+
+def test_stopping_run_on_the_machine_needs_no_second_stop() -> None:
+    old = run("LT1", PRODUCTION, start=at(0))
+    new = run("LT2", PRODUCTION, start=at(50))
+    p = plan([new], bindings(bind(old, "stopping")), snapshot_complete=False)
+    assert summary(p) == [("start_run", "LT2", "production")]
+
+
+def test_machines_are_independent_and_ordered() -> None:
+    a_old = run("LT1", PRODUCTION, machine="M2", start=at(0))
+    a_new = run("LT2", PRODUCTION, machine="M2", start=at(30))
+    b_new = run("LT3", SETUP, machine="M1", start=at(5))
+    c_end = replace(run("LT4", PRODUCTION, machine="M3", start=at(0)), state=ENDED, end_at=at(9))
+    p = plan([a_new, b_new, c_end, a_old], bindings(bind(a_old), bind(replace(c_end, state=PRODUCTION))))
+    assert [(a.mm_machine_id, a.kind, a.run_key) for a in p.actions] == [
+        ("M1", ActionKind.START, "LT3"),
+        ("M2", ActionKind.STOP, "LT1"),
+        ("M2", ActionKind.START, "LT2"),
+        ("M3", ActionKind.STOP, "LT4"),
+    ]
+    by_machine = p.by_machine()
+    assert list(by_machine) == ["M1", "M2", "M3"]
+    assert [a.run_key for a in by_machine["M2"]] == ["LT1", "LT2"]
+
+
+def test_plan_does_not_depend_on_input_order() -> None:
+    runs = [run(f"LT{i}", PRODUCTION, machine=f"M{i % 3}", start=at(i * 7 % 11)) for i in range(12)]
+    bound = bindings(*(bind(r) for r in runs[:4]))
+    first = plan(runs, bound)
+    shuffled = runs[:]
+    random.Random(4).shuffle(shuffled)
+    second = plan(shuffled, dict(reversed(list(bound.items()))))
+    assert first.actions == second.actions
+    assert first.flags == second.flags
+
+
+def test_later_duplicate_in_desired_wins() -> None:
+    active = run("LT1", PRODUCTION)
+    ended = replace(active, state=ENDED, end_at=at(5))
+    assert summary(plan([active, ended], bindings(bind(active)))) == [("stop_run", "LT1", at(5).isoformat())]
+    assert plan([ended, active], bindings(bind(active))).actions == []
+
+
+# --- machines --------------------------------------------------------------------------------
+
+
+def test_ignored_machine_is_skipped_and_counted() -> None:
+    p = plan([run("LT1", machine="SAW")], mapper=MachineMapper(ignore=["saw"], normalize="trim-casefold"))
+    assert p.actions == [] and p.quarantined == []
+    assert p.stats.skipped_ignored == 1
+
+
+def test_blank_machine_is_quarantined() -> None:
+    p = plan([run("LT1", machine="  ")])
+    assert p.actions == []
+    [bad] = p.quarantined
+    assert (bad.source, bad.record_key, bad.error_class, bad.field) == (
+        SOURCE,
+        "LT1",
+        "blank_machine",
+        "machine",
+    )
+    assert "no machine" in bad.reason and "LT1" in bad.reason
+    assert p.stats.quarantined == 1
+
+
+def test_machine_rejected_by_mm_is_quarantined_with_the_fix() -> None:
+    p = plan([run("LT1", machine="HAAS 3")], rejected={"HAAS 3"})
+    assert p.actions == []
+    [bad] = p.quarantined
+    assert bad.error_class == "unknown_machine"
+    assert "'HAAS 3'" in bad.reason
+    assert "machines.overrides" in bad.reason and "ERP Machine ID" in bad.reason
+
+
+def test_override_fixes_a_rejected_machine() -> None:
+    mapper = MachineMapper(overrides={"HAAS 3": "haas-03"})
+    action = only(plan([run("LT1", machine="HAAS 3")], rejected={"HAAS 3"}, mapper=mapper))
+    assert action.mm_machine_id == "haas-03"
+    assert action.erp_machine == "HAAS 3"
+
+
+def test_quarantine_never_fails_the_cycle() -> None:
+    p = plan([run("LT1", machine=""), run("LT2", machine="M2"), run("LT3", machine="BAD")], rejected={"BAD"})
+    assert summary(p) == [("start_run", "LT2", "production")]
+    assert [b.record_key for b in p.quarantined] == ["LT1", "LT3"]
+
+
+def test_bound_run_on_a_now_rejected_machine_is_left_alone() -> None:
+    r = run("LT1", PRODUCTION)
+    assert plan([r], bindings(bind(r)), rejected={"M1"}).actions == []
+
+
+# --- excluded operations ---------------------------------------------------------------------
+
+
+def _outside(r: JobOperationRun) -> bool:
+    return r.operation.operation_name.startswith("OS")
+
+
+def test_excluded_operation_is_never_started() -> None:
+    p = plan([run("LT1", seq="30", operation_name="OS-heat-treat")], exclude=_outside)
+    assert p.actions == []
+    assert p.stats.skipped_excluded == 1
+
+
+def test_open_run_whose_operation_becomes_excluded_follows_the_vanished_policy() -> None:
+    r = run("LT1", PRODUCTION)
+    excluded = run("LT1", PRODUCTION, operation_name="OS-1")
+    flagged = plan([excluded], bindings(bind(r)), exclude=_outside, vanished_policy="flag")
+    assert flagged.actions == []
+    assert [(f.kind, f.binding_status) for f in flagged.flags] == [("excluded", "vanished")]
+    stopped = plan([excluded], bindings(bind(r)), exclude=_outside, vanished_policy="stop")
+    assert summary(stopped) == [("stop_run", "LT1", NOW.isoformat())]
+    assert "excluded" in stopped.actions[0].reason
+
+
+def test_excluded_run_that_ended_is_still_stopped() -> None:
+    r = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(run("LT1", ENDED, operation_name="OS-1", start=at(0)), end_at=at(20))
+    assert summary(plan([ended], bindings(bind(r)), exclude=_outside)) == [
+        ("stop_run", "LT1", at(20).isoformat())
+    ]
+
+
+# --- misc ------------------------------------------------------------------------------------
+
+
+def test_naive_now_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        plan([], now=datetime(2026, 5, 4, 8, 0))
+
+
+def test_bad_vanished_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="vanished_policy"):
+        reconcile([], {}, source=SOURCE, mapper=MAPPER, snapshot_complete=True, vanished_policy="x", now=NOW)  # type: ignore[arg-type]
+
+
+def test_reason_fits_the_journal_column() -> None:
+    r = run("LT1", job="J" * 400)
+    assert len(only(plan([r])).reason) <= 255
+
+
+def test_stats_as_dict_lists_every_count() -> None:
+    p = plan([run("LT1"), run("LT2", ENDED, machine="M2")])
+    counts = p.stats.as_dict()
+    assert counts["started"] == 1 and counts["skipped_ended"] == 1
+    assert set(counts) >= {"started", "switched", "stopped", "unchanged", "vanished", "quarantined"}
+
+
+def test_import_action_key_names_content_and_generation() -> None:
+    action = import_action(source=SOURCE, content_sha256="ab" * 32, generation="r1", rows=10)
+    assert action.kind is ActionKind.IMPORT
+    assert action.idempotency_key == f"import_jobs:erp:{'ab' * 32}@r1"
+    assert action.payload_hash == "ab" * 32
+    assert action.mm_machine_id == ""
+    with pytest.raises(ValueError, match="generation"):
+        import_action(source=SOURCE, content_sha256="ab" * 32, generation="", rows=1)
+
+
+def test_default_mm_run_id_is_the_identity_function() -> None:
+    assert only(plan([run("W/1/0/20")])).mm_run_id == mm_run_id_for(SOURCE, "W/1/0/20")
+
+
+def test_all_times_are_utc_aware() -> None:
+    action = only(plan([replace(run("LT1", ENDED), end_at=None)], bindings(bind(run("LT1")))))
+    assert action.end_at is not None and action.end_at.tzinfo is UTC
+    assert T0.tzinfo is UTC
+
+
+# --- resync ----------------------------------------------------------------------------------
+
+GEN = "r20260504T140000000000Z"
+
+
+def resync(
+    desired: Iterable[JobOperationRun],
+    bound: Mapping[str, BoundRun],
+    mm_state: Mapping[str, MMRunState],
+    *,
+    selection: Callable[[str], bool] | None = None,
+    rejected: Collection[str] = (),
+) -> Plan:
+    return resync_plan(
+        desired,
+        bound,
+        source=SOURCE,
+        mapper=MAPPER,
+        mm_state={mm_run_id_for(SOURCE, k): v for k, v in mm_state.items()},
+        generation=GEN,
+        now=NOW,
+        selection=selection,
+        rejected_machines=rejected,
+    )
+
+
+@pytest.mark.parametrize("status", ["running", "stopped", "failed", "vanished", "stopping"])
+def test_resync_restarts_a_run_mm_lost_with_a_new_key(status: str) -> None:
+    r = run("LT1", SETUP)
+    p = resync([r], bindings(bind(r, status)), {"LT1": "missing"})
+    action = only(p)
+    assert action.kind is ActionKind.START and action.in_setup is True
+    assert action.mm_run_id == "erp:LT1"
+    assert action.idempotency_key == f"start_run:erp:LT1:setup@{GEN}"
+    assert action.reason.startswith("resync:")
+
+
+def test_resync_starts_an_unbound_active_run() -> None:
+    p = resync([run("LT1", PRODUCTION)], {}, {"LT1": "missing"})
+    assert only(p).idempotency_key == f"start_run:erp:LT1:production@{GEN}"
+
+
+def test_resync_leaves_a_run_open_in_both_alone() -> None:
+    r = run("LT1", PRODUCTION)
+    p = resync([r], bindings(bind(r)), {"LT1": "open"})
+    assert p.actions == [] and p.flags == []
+
+
+def test_resync_rebinds_a_run_mm_has_open_that_the_binding_calls_stopped() -> None:
+    r = run("LT1", PRODUCTION)
+    p = resync([r], bindings(bind(r, "stopped")), {"LT1": "open"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("rebind", "running")]
+
+
+def test_resync_sends_a_pending_switch_with_a_new_key() -> None:
+    setup = run("LT1", SETUP)
+    p = resync([replace(setup, state=PRODUCTION)], bindings(bind(setup)), {"LT1": "open"})
+    assert only(p).idempotency_key == f"start_run:erp:LT1:production@{GEN}"
+
+
+def test_resync_does_not_reopen_a_run_mm_ended() -> None:
+    r = run("LT1", PRODUCTION)
+    p = resync([r], bindings(bind(r)), {"LT1": "ended"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
+
+
+def test_resync_stops_a_run_the_erp_ended_that_mm_has_open() -> None:
+    r = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(r, state=ENDED, end_at=at(30))
+    p = resync([ended], bindings(bind(r, "stopped")), {"LT1": "open"})
+    action = only(p)
+    assert (action.kind, action.end_at) == (ActionKind.STOP, at(30))
+    assert action.idempotency_key == f"stop_run:erp:LT1@{GEN}"
+
+
+def test_resync_stops_a_run_the_erp_lost_that_mm_has_open() -> None:
+    r = run("LT1", PRODUCTION)
+    action = only(resync([], bindings(bind(r, "vanished")), {"LT1": "open"}))
+    assert (action.kind, action.end_at) == (ActionKind.STOP, NOW)
+    assert "resync" in action.reason
+
+
+def test_resync_never_starts_an_ended_run() -> None:
+    r = run("LT1", PRODUCTION)
+    ended = replace(r, state=ENDED, end_at=at(30))
+    p = resync([ended], bindings(bind(r)), {"LT1": "missing"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("missing_in_mm", "stopped")]
+
+
+def test_resync_touches_only_the_selection() -> None:
+    a, b = run("LT1", PRODUCTION, machine="M1"), run("LT2", PRODUCTION, machine="M2")
+    p = resync(
+        [a, b],
+        bindings(bind(a, "stopped"), bind(b, "stopped")),
+        {"LT1": "missing", "LT2": "missing"},
+        selection=lambda key: key == "LT2",
+    )
+    assert summary(p) == [("start_run", "LT2", "production")]
+
+
+def test_resync_counts_runs_without_an_mm_answer_as_unknown() -> None:
+    r = run("LT1", PRODUCTION)
+    p = resync([r], bindings(bind(r, "stopped")), {})
+    assert p.actions == []
+    assert p.stats.unknown == 1
+
+
+def test_resync_start_still_keeps_one_run_per_machine() -> None:
+    other = run("LT1", PRODUCTION, start=at(0))  # not selected, open in MM
+    lost = run("LT2", PRODUCTION, start=at(30))
+    p = resync(
+        [other, lost],
+        bindings(bind(other), bind(lost)),
+        {"LT2": "missing"},
+        selection=lambda key: key == "LT2",
+    )
+    assert summary(p) == [("stop_run", "LT1", at(30).isoformat()), ("start_run", "LT2", "production")]
+    assert p.actions[0].idempotency_key == f"stop_run:erp:LT1@{GEN}"
+
+
+def test_resync_start_loses_to_a_later_open_run_outside_the_selection() -> None:
+    other = run("LT1", PRODUCTION, start=at(40))
+    lost = run("LT2", PRODUCTION, start=at(30))
+    p = resync(
+        [other, lost],
+        bindings(bind(other), bind(lost)),
+        {"LT2": "missing"},
+        selection=lambda key: key == "LT2",
+    )
+    assert p.actions == []
+    # not restarted: the binding is recorded stopped, so reconcile will not think it open
+    assert flags(p) == [(FlagKind.MISSING_IN_MM, "LT2"), (FlagKind.SUPERSEDED, "LT2")]
+
+
+def test_run_restarted_by_resync_gets_fresh_keys_afterwards() -> None:
+    r = run("LT1", PRODUCTION, start=at(0))
+    [start] = resync([r], bindings(bind(r, "stopped")), {"LT1": "missing"}).actions
+    assert start.generation == GEN
+    # the service records the start's generation; the ordinary stop later must not reuse
+    # "stop_run:erp:LT1", which the journal may hold from the run's first life
+    rebound = replace(bind(r), generation=start.generation)
+    stop = only(plan([replace(r, state=ENDED, end_at=at(50))], bindings(rebound)))
+    assert stop.idempotency_key == f"stop_run:erp:LT1@{GEN}"
+    assert stop.generation == GEN
+
+
+def test_rebind_carries_the_resync_generation() -> None:
+    r = run("LT1", PRODUCTION)
+    [flag] = resync([r], bindings(bind(r, "stopped")), {"LT1": "open"}).flags
+    assert flag.generation == GEN
+
+
+def test_flag_never_contradicts_a_stop_in_the_same_plan() -> None:
+    # LT1 vanishes (flag policy would leave it open) but new LT2 takes its machine: stopped.
+    old = run("LT1", PRODUCTION, start=at(0))
+    new = run("LT2", PRODUCTION, start=at(30))
+    p = plan([new], bindings(bind(old)), vanished_policy="flag")
+    assert summary(p) == [("stop_run", "LT1", at(30).isoformat()), ("start_run", "LT2", "production")]
+    assert p.flags == []
+    assert "no longer in the ERP" in p.actions[0].reason
+
+
+def test_resync_rebind_with_a_stop_leaves_the_status_to_the_stop() -> None:
+    r = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(r, state=ENDED, end_at=at(30))
+    p = resync([ended], bindings(bind(r, "stopped")), {"LT1": "open"})
+    assert summary(p) == [("stop_run", "LT1", at(30).isoformat())]
+    [flag] = p.flags
+    assert (flag.kind, flag.binding_status) == ("rebind", None)
+
+
+def test_resync_quarantines_a_rejected_machine() -> None:
+    p = resync([run("LT1", PRODUCTION)], {}, {"LT1": "missing"}, rejected={"M1"})
+    assert p.actions == [] and [b.record_key for b in p.quarantined] == ["LT1"]

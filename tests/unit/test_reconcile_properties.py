@@ -1,0 +1,362 @@
+"""Property tests: random ERP histories driven through reconcile (and resync) against a model of MM.
+
+The state machine below plays an ERP (clock in/out, setup -> production, edits, moves, runs that
+vanish and come back), runs reconcile cycles with random snapshot completeness and vanished policy,
+and applies each plan the way the service and dispatcher do: journal keys must be new, machines in
+`Plan.by_machine` order, flags written to the bindings. A toy MM checks every call. Invariants:
+
+- no journal key is ever planned twice: no run id starts twice in the same phase;
+- MM never gets a start for a run the ERP ended, nor a restart of a run it already has;
+- at most one open MM run per machine, at every step;
+- every run the ERP ended (and reported) is stopped in MM;
+- nothing is dropped silently: an active ERP run is open in MM, or bound and closed, or flagged,
+  quarantined or on an ignored machine;
+- a second reconcile of the same ERP state plans nothing (one cycle converges).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+
+from erpsync.domain.identity import mm_run_id_for
+from erpsync.domain.machines import MachineMapper
+from erpsync.domain.model import JobOperationRun, RunState
+from erpsync.domain.reconcile import (
+    LIVE_STATUSES,
+    ActionKind,
+    BoundRun,
+    MMRunState,
+    Plan,
+    PlannedAction,
+    reconcile,
+    resync_plan,
+)
+from tests.unit.reconcile_helpers import SOURCE, T0, operation
+
+# "M1" and " m1" are one MM machine (trim-casefold), SAW is ignored, BAD is refused by MM, "" is
+# blank. Few machines, so runs compete for them.
+MACHINES = ["M1", " m1", "M2", "M1", "M2", "SAW", "", "BAD"]
+MAPPER = MachineMapper(normalize="trim-casefold", ignore=["saw"])
+REJECTED = frozenset({"bad"})
+
+
+@dataclass
+class MMRun:
+    machine: str
+    open: bool
+    phases: list[str] = field(default_factory=list)
+
+
+class ReconcileMachine(RuleBasedStateMachine):
+    runs = Bundle("runs")  # run keys the ERP has created; every clock-in is a new key
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = T0
+        self.erp: dict[str, JobOperationRun] = {}
+        self.hidden: set[str] = set()  # runs the ERP lost (absent from snapshots and lookups)
+        self.bindings: dict[str, BoundRun] = {}
+        self.mm: dict[str, MMRun] = {}
+        self.lost_by_mm: set[str] = set()
+        self.journal: set[str] = set()
+        self.generation = 0
+
+    @initialize()
+    def start(self) -> None:
+        self.clock = T0
+
+    # --- the ERP -------------------------------------------------------------------------------
+
+    def _tick(self, minutes: int) -> datetime:
+        self.clock += timedelta(minutes=minutes)
+        return self.clock
+
+    @rule(
+        target=runs,
+        machine=st.sampled_from(MACHINES),
+        setup=st.booleans(),
+        minutes=st.integers(0, 30),
+        no_start=st.booleans(),
+    )
+    def clock_in(self, machine: str, setup: bool, minutes: int, no_start: bool) -> str:
+        key = f"LT{len(self.erp)}"
+        at = self._tick(minutes)
+        self.erp[key] = JobOperationRun(
+            run_key=key,
+            operation=operation(f"J{key}", "20", machine),
+            state=RunState.SETUP if setup else RunState.PRODUCTION,
+            start_at=None if no_start and minutes % 7 == 0 else at,
+        )
+        return key
+
+    @rule(key=runs, minutes=st.integers(0, 30))
+    def setup_done(self, key: str, minutes: int) -> None:
+        r = self.erp.get(key)
+        if r is not None and r.state is RunState.SETUP:
+            self._tick(minutes)
+            self.erp[key] = replace(r, state=RunState.PRODUCTION)
+
+    @rule(key=runs)
+    def back_to_setup(self, key: str) -> None:
+        r = self.erp.get(key)
+        if r is not None and r.state is RunState.PRODUCTION:
+            self.erp[key] = replace(r, state=RunState.SETUP)
+
+    @rule(key=runs, minutes=st.integers(0, 90), with_end=st.booleans())
+    def clock_out(self, key: str, minutes: int, with_end: bool) -> None:
+        r = self.erp.get(key)
+        if r is not None and r.state is not RunState.ENDED:
+            at = self._tick(minutes)
+            self.erp[key] = replace(r, state=RunState.ENDED, end_at=at if with_end else None)
+
+    @rule(key=runs, quantity=st.integers(1, 500))
+    def edit_job(self, key: str, quantity: int) -> None:
+        r = self.erp.get(key)
+        if r is not None:
+            self.erp[key] = replace(r, operation=replace(r.operation, quantity_required=quantity))
+
+    @rule(key=runs, machine=st.sampled_from(MACHINES))
+    def move(self, key: str, machine: str) -> None:
+        r = self.erp.get(key)
+        if r is not None and r.state is not RunState.ENDED:
+            self.erp[key] = replace(r, operation=replace(r.operation, machine=machine))
+
+    @rule(key=runs)
+    def vanish(self, key: str) -> None:
+        if key in self.erp:
+            self.hidden.add(key)
+
+    @rule(key=runs)
+    def reappear(self, key: str) -> None:
+        self.hidden.discard(key)
+
+    @rule(key=runs)
+    def mm_loses_run(self, key: str) -> None:
+        bound = self.bindings.get(key)
+        if bound is not None and bound.mm_run_id in self.mm:
+            del self.mm[bound.mm_run_id]
+            self.lost_by_mm.add(key)
+
+    # --- sync ------------------------------------------------------------------------------------
+
+    def _desired(self, include_ended: bool) -> list[JobOperationRun]:
+        out = []
+        for key, r in self.erp.items():
+            if key in self.hidden:
+                continue
+            bound = self.bindings.get(key)
+            looked_up = bound is not None and bound.status in (*LIVE_STATUSES, "vanished")
+            if r.state is not RunState.ENDED or include_ended or looked_up:
+                out.append(r)
+        return out
+
+    @rule(
+        complete=st.booleans(),
+        policy=st.sampled_from(["stop", "flag"]),
+        include_ended=st.booleans(),
+        fail_a_start=st.booleans(),
+        minutes=st.integers(0, 5),
+    )
+    def cycle(
+        self, complete: bool, policy: str, include_ended: bool, fail_a_start: bool, minutes: int
+    ) -> None:
+        now = self._tick(minutes)
+        desired = self._desired(include_ended)
+        plan = reconcile(
+            desired,
+            self.bindings,
+            source=SOURCE,
+            mapper=MAPPER,
+            snapshot_complete=complete,
+            vanished_policy="stop" if policy == "stop" else "flag",
+            now=now,
+            rejected_machines=REJECTED,
+        )
+        failed = self._apply(plan, fail_a_start=fail_a_start)
+        self._check_ended_are_stopped(desired)
+        self._check_nothing_dropped(desired, plan)
+        if not failed and not self.lost_by_mm:
+            again = reconcile(
+                desired,
+                self.bindings,
+                source=SOURCE,
+                mapper=MAPPER,
+                snapshot_complete=complete,
+                vanished_policy="stop" if policy == "stop" else "flag",
+                now=now,
+                rejected_machines=REJECTED,
+            )
+            assert again.actions == [], [a.idempotency_key for a in again.actions]
+
+    @rule(complete=st.booleans(), policy=st.sampled_from(["stop", "flag"]), include_ended=st.booleans())
+    def quiet_cycle(self, complete: bool, policy: str, include_ended: bool) -> None:
+        """A cycle with no failures and no time passing: cycles should be frequent."""
+        self.cycle(complete, policy, include_ended, fail_a_start=False, minutes=0)
+
+    @rule(key=runs, everything=st.booleans(), minutes=st.integers(0, 5))
+    def resync(self, key: str, everything: bool, minutes: int) -> None:
+        pick = set(self.erp) if everything else {key}
+        now = self._tick(minutes)
+        self.generation += 1
+        desired = [r for k, r in self.erp.items() if k not in self.hidden]
+        mm_state: dict[str, MMRunState] = {}
+        for run_key in self.erp:
+            bound = self.bindings.get(run_key)
+            mm_id = bound.mm_run_id if bound is not None else mm_run_id_for(SOURCE, run_key)
+            got = self.mm.get(mm_id)
+            mm_state[mm_id] = "missing" if got is None else ("open" if got.open else "ended")
+        plan = resync_plan(
+            desired,
+            self.bindings,
+            source=SOURCE,
+            mapper=MAPPER,
+            mm_state=mm_state,
+            generation=f"g{self.generation}",
+            now=now,
+            selection=pick.__contains__,
+            rejected_machines=REJECTED,
+        )
+        for action in plan.actions:
+            assert action.idempotency_key.endswith(f"@g{self.generation}")
+        self._apply(plan, fail_a_start=False)
+        self.lost_by_mm -= pick
+        self._check_ended_are_stopped([r for r in desired if r.run_key in pick])
+
+    # --- applying a plan like the service + dispatcher ---------------------------------------------
+
+    def _apply(self, plan: Plan, *, fail_a_start: bool) -> bool:
+        failed = False
+        for action in plan.actions:
+            assert action.idempotency_key not in self.journal, f"planned twice: {action.idempotency_key}"
+            self.journal.add(action.idempotency_key)
+        for machine_actions in plan.by_machine().values():
+            for action in machine_actions:
+                if action.kind is ActionKind.STOP:
+                    self._stop(action)
+                elif fail_a_start and not failed and action.run_key not in self.bindings:
+                    failed = True
+                    self._bind(action, status="failed")
+                else:
+                    self._start(action)
+        for flag in plan.flags:
+            bound = self.bindings.get(flag.run_key)
+            if bound is None:
+                continue
+            if flag.binding_status is not None:
+                bound = replace(bound, status=flag.binding_status)
+            if flag.payload_hash is not None:
+                bound = replace(bound, payload_hash=flag.payload_hash)
+            if flag.generation is not None:
+                bound = replace(bound, generation=flag.generation)
+            self.bindings[flag.run_key] = bound
+        return failed
+
+    def _bind(self, action: PlannedAction, *, status: str) -> None:
+        assert action.run is not None
+        self.bindings[action.run_key] = BoundRun(
+            run_key=action.run_key,
+            mm_run_id=action.mm_run_id,
+            erp_machine=action.erp_machine,
+            mm_machine_id=action.mm_machine_id,
+            status=status,
+            in_setup=action.in_setup,
+            payload_hash=action.payload_hash,
+            erp_start_at=action.run.start_at,
+            job=action.job,
+            operation=action.operation,
+            generation=action.generation,
+        )
+
+    def _start(self, action: PlannedAction) -> None:
+        assert action.run is not None
+        assert action.run.state is not RunState.ENDED, "start planned for an ended run"
+        assert self.erp[action.run_key].state is not RunState.ENDED, "start for a run the ERP ended"
+        phase = "setup" if action.in_setup else "production"
+        existing = self.mm.get(action.mm_run_id)
+        bound = self.bindings.get(action.run_key)
+        is_switch = (
+            existing is not None
+            and bound is not None
+            and bound.status in LIVE_STATUSES
+            and bound.in_setup
+            and not action.in_setup
+        )
+        if is_switch:
+            assert existing is not None
+            assert existing.open and existing.phases == ["setup"], existing
+            existing.phases.append("production")
+            assert bound is not None
+            self.bindings[action.run_key] = replace(bound, in_setup=False, payload_hash=action.payload_hash)
+            return
+        assert existing is None, f"MM already has {action.mm_run_id}: restart of a known run"
+        others = [rid for rid, r in self.mm.items() if r.open and r.machine == action.mm_machine_id]
+        assert not others, f"{action.mm_run_id} starts on {action.mm_machine_id} while {others} open"
+        self.mm[action.mm_run_id] = MMRun(action.mm_machine_id, open=True, phases=[phase])
+        self._bind(action, status="running")
+
+    def _stop(self, action: PlannedAction) -> None:
+        got = self.mm.get(action.mm_run_id)
+        if got is not None:  # MM may have lost it (then the stop is a 404, settled as stopped)
+            got.open = False
+        bound = self.bindings[action.run_key]
+        self.bindings[action.run_key] = replace(bound, status="stopped")
+        assert action.end_at is not None and action.end_at <= self.clock
+        if bound.erp_start_at is not None:
+            assert action.end_at >= bound.erp_start_at
+
+    # --- invariants ------------------------------------------------------------------------------
+
+    @invariant()
+    def one_open_run_per_machine(self) -> None:
+        open_on: dict[str, str] = {}
+        for run_id, r in self.mm.items():
+            if r.open:
+                assert r.machine not in open_on, f"{run_id} and {open_on[r.machine]} open on {r.machine}"
+                open_on[r.machine] = run_id
+
+    @invariant()
+    def bindings_match_mm(self) -> None:
+        for key, bound in self.bindings.items():
+            if key in self.lost_by_mm:
+                continue
+            got = self.mm.get(bound.mm_run_id)
+            if bound.status in (*LIVE_STATUSES, "vanished"):
+                assert got is not None and got.open, (key, bound.status, got)
+            elif bound.status == "stopped":
+                assert got is None or not got.open, (key, got)
+            elif bound.status == "failed":
+                assert got is None
+
+    def _check_ended_are_stopped(self, desired: list[JobOperationRun]) -> None:
+        for r in desired:
+            if r.state is RunState.ENDED:
+                bound = self.bindings.get(r.run_key)
+                if bound is not None:
+                    got = self.mm.get(bound.mm_run_id)
+                    assert got is None or not got.open, f"{r.run_key} ended in the ERP, open in MM"
+
+    def _check_nothing_dropped(self, desired: list[JobOperationRun], plan: Plan) -> None:
+        flagged = {f.run_key for f in plan.flags}
+        quarantined = {b.record_key for b in plan.quarantined}
+        for r in desired:
+            if r.state is RunState.ENDED:
+                continue
+            bound = self.bindings.get(r.run_key)
+            if bound is not None:
+                continue  # bound: bindings_match_mm says it is open, or closed on purpose
+            ignored = MAPPER.map(r.machine) is None and r.machine.strip() != ""
+            assert r.run_key in flagged or r.run_key in quarantined or ignored, f"{r.run_key} dropped"
+
+
+ReconcileMachine.TestCase.settings = settings(
+    max_examples=250,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestReconcileProperties = ReconcileMachine.TestCase
