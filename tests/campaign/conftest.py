@@ -1,0 +1,75 @@
+"""The campaign's session plumbing: figures printed at the end, docs/reliability.md written after a
+full run. Nothing here runs in the default test run (the tests are marked `campaign`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from bench.machine import git_state, load, machine_info
+from tests.campaign import report
+from tests.conftest import PG_ADMIN_URL
+
+FULL_CRASH_TRIALS = 200
+_STARTED: dict[str, Any] = {"load": load(), "at": time.monotonic()}  # this conftest's import
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _STARTED.update(load=load(), at=time.monotonic())
+
+
+def _complete() -> bool:
+    results = report.RESULTS
+    return {"crash", "mm_faults", "erp_cuts", "bad_input"} <= set(results) and results["crash"][
+        "trials"
+    ] >= FULL_CRASH_TRIALS
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    results = report.RESULTS
+    if not results:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("reliability campaign")
+    if "crash" in results:
+        c = results["crash"]
+        write(
+            f"crash: {c['trials']} trials ({c['killed_alive']} kills of a running process, "
+            f"{c['left_in_doubt']} left actions in doubt, {c['erp_ahead']} between ERP and state commit), "
+            "converge median "
+            f"{c['converge_median']:.1f} s, max {c['converge_max']:.1f} s; violations {len(c['violations'])}"
+        )
+    if "mm_faults" in results:
+        m = results["mm_faults"]
+        write(
+            f"MM faults: {len(m['trials'])} trials, {sum(m['injected'].values())} of {m['armed_calls']} "
+            f"calls failed ({m['rate']:.0%}): {m['injected']}"
+        )
+    if "erp_cuts" in results:
+        e = results["erp_cuts"]
+        write(f"ERP cuts: {len(e['trials'])} trials, proxy {e['proxy']}")
+    if "bad_input" in results:
+        b = results["bad_input"]
+        write(
+            f"bad input: {b['files']} files, {len(b['kinds'])} generated kinds, {b['bad_rows']} bad "
+            f"rows/files, {b['quarantined']} quarantined"
+        )
+    if _complete():
+        write(f"wrote {report.DOC}")
+    else:
+        write(
+            "docs/reliability.md not written: a partial campaign (all parts and >= 200 crash trials needed)"
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _complete():
+        return
+    info = machine_info(PG_ADMIN_URL)
+    info["git"] = git_state(("erpsync", "tests/campaign"))
+    info["load_before"] = _STARTED["load"]
+    info["load_after"] = load()
+    info["seconds"] = time.monotonic() - _STARTED["at"]
+    report.DOC.write_text(report.render(info, report.RESULTS), encoding="utf-8")

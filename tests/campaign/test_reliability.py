@@ -1,0 +1,85 @@
+"""The reliability campaign: crash, faults and bad input, with every invariant checked per trial.
+
+    uv run pytest tests/campaign -m campaign
+
+Not part of the default run (pyproject's addopts deselect the `campaign` marker). Each test fails
+when an invariant is violated; the figures go to docs/reliability.md after a full campaign.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from erpsync.runtime.logging import configure_logging
+from tests.campaign import report
+from tests.campaign.badinput import run_bad_input
+from tests.campaign.crash import crash_worker
+from tests.campaign.faults import erp_cut_trials, mm_fault_trials
+
+pytestmark = pytest.mark.campaign
+
+CRASH_TRIALS = int(os.environ.get("ERPSYNC_CAMPAIGN_CRASH_TRIALS", "200"))
+FAULT_TRIALS = int(os.environ.get("ERPSYNC_CAMPAIGN_FAULT_TRIALS", "30"))
+WORKERS = int(os.environ.get("ERPSYNC_CAMPAIGN_WORKERS", "2"))
+SEED = int(os.environ.get("ERPSYNC_CAMPAIGN_SEED", "20261121"))
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> None:
+    configure_logging("WARNING", "json")
+
+
+@pytest.mark.timeout(3600)
+def test_crash_trials_converge_without_violations(tmp_path: Path) -> None:
+    shares = [CRASH_TRIALS // WORKERS + (1 if w < CRASH_TRIALS % WORKERS else 0) for w in range(WORKERS)]
+    began = time.monotonic()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        outcomes = list(
+            pool.map(
+                lambda w: crash_worker(w, shares[w], SEED + 1000 * w, tmp_path, keep_logs=tmp_path / "kept"),
+                range(WORKERS),
+            )
+        )
+    records = [t for o in outcomes for t in o["trials"]]
+    summary = report.crash_summary(
+        records, sum(o["repeated_starts"] for o in outcomes), time.monotonic() - began, WORKERS
+    )
+    report.RESULTS["crash"] = summary
+    setup = [v for o in outcomes for v in o["setup_violations"]]
+    assert summary["trials"] >= CRASH_TRIALS
+    assert setup == []
+    assert summary["violations"] == [], (
+        f"{len(summary['violations'])} violations; evidence in {tmp_path / 'kept'}"
+    )
+
+
+@pytest.mark.timeout(1800)
+def test_mm_faults_at_30_percent_converge_without_violations(tmp_path: Path) -> None:
+    result = mm_fault_trials(tmp_path / "mm", FAULT_TRIALS, SEED + 7)
+    report.RESULTS["mm_faults"] = result
+    found = [v for t in result["trials"] for v in t["violations"]] + result["final_violations"]
+    assert result["rate"] >= 0.25, result["injected"]
+    assert len(result["trials"]) == FAULT_TRIALS and found == [], found
+
+
+@pytest.mark.timeout(1800)
+def test_erp_connection_cut_mid_transaction_converges_without_violations(pg_url: str, tmp_path: Path) -> None:
+    result = erp_cut_trials(tmp_path / "pg", FAULT_TRIALS, SEED + 11, pg_url)
+    report.RESULTS["erp_cuts"] = result
+    found = [v for t in result["trials"] for v in t["violations"]] + result["final_violations"]
+    assert result["proxy"]["cuts_in_transaction"] > 0
+    assert len(result["trials"]) == FAULT_TRIALS and found == [], found
+
+
+@pytest.mark.timeout(1800)
+def test_bad_input_is_quarantined_with_file_line_and_reason(tmp_path: Path) -> None:
+    result = run_bad_input(tmp_path, workers=WORKERS)
+    report.RESULTS["bad_input"] = result
+    assert len(result["kinds"]) >= 20
+    found = [f"{r['name']}: {v}" for r in result["results"] for v in r["violations"]]
+    assert found == [], found
