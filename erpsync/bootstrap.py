@@ -11,6 +11,7 @@ readiness and the heartbeat use it. A job signals failure by raising; returning 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -87,24 +88,56 @@ def open_client(settings: Settings) -> MMClient:
     return MMClient(settings.mm)
 
 
-def sync_job(
-    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+def _sync_service_job(
+    name: str,
+    interval: float,
+    body: Callable[[SyncService], object],
+    settings: Settings,
+    store: StateStore,
+    client: MMClient,
+    fencing: FencingContext,
+    stale_after: float | None = None,
 ) -> ScheduledJob:
-    """The reconcile-and-dispatch loop."""
+    """A job that opens the source, runs `body` on a SyncService, and always closes the source."""
 
     def run(stop: threading.Event) -> None:
         service = open_sync(settings, store, fencing, client, stop_event=stop)
         try:
-            service.run_cycle()
+            body(service)
         finally:
             service.source.close()
 
     return ScheduledJob(
-        name="sync",
+        name=name,
         func=run,
-        interval_seconds=settings.sync.interval_seconds,
+        interval_seconds=interval,
         timeout_seconds=settings.service.job_timeout_seconds,
-        stale_after_seconds=settings.service.max_cycle_age_seconds,
+        stale_after_seconds=stale_after,
+    )
+
+
+def sync_job(
+    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+) -> ScheduledJob:
+    """The reconcile-and-dispatch loop."""
+    return _sync_service_job(
+        "sync",
+        settings.sync.interval_seconds,
+        SyncService.run_cycle,
+        settings,
+        store,
+        client,
+        fencing,
+        stale_after=settings.service.max_cycle_age_seconds,
+    )
+
+
+def import_job(
+    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
+) -> ScheduledJob:
+    """Job imports, uploaded only when the job file changed."""
+    return _sync_service_job(
+        "import", settings.sync.imports.interval_seconds, run_imports, settings, store, client, fencing
     )
 
 
@@ -126,26 +159,6 @@ def writeback_job(
         interval_seconds=settings.writeback.interval_seconds,
         timeout_seconds=settings.service.job_timeout_seconds,
         stale_after_seconds=settings.service.max_cycle_age_seconds,
-    )
-
-
-def import_job(
-    settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
-) -> ScheduledJob:
-    """Job imports, uploaded only when the job file changed."""
-
-    def run(stop: threading.Event) -> None:
-        service = open_sync(settings, store, fencing, client, stop_event=stop)
-        try:
-            run_imports(service)
-        finally:
-            service.source.close()
-
-    return ScheduledJob(
-        name="import",
-        func=run,
-        interval_seconds=settings.sync.imports.interval_seconds,
-        timeout_seconds=settings.service.job_timeout_seconds,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -15,6 +15,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.bootstrap import open_client, open_sync
 from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stdout
 from erpsync.config import Settings
+from erpsync.domain.model import BadRecord
 from erpsync.domain.reconcile import Plan
 from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.logging import correlation
@@ -43,7 +44,7 @@ def _acting_service(ctx: typer.Context) -> Iterator[SyncService]:
         store.dispose()
 
 
-def plan_rows(plan: Plan) -> list[dict[str, Any]]:
+def plan_rows(plan: Plan, bad_rows: Sequence[BadRecord] = ()) -> list[dict[str, Any]]:
     """The plan as a list of actions (the `--json` shape of plan and resync --dry-run)."""
     rows: list[dict[str, Any]] = [
         {
@@ -85,7 +86,7 @@ def plan_rows(plan: Plan) -> list[dict[str, Any]]:
             "end_at": None,
             "reason": f"{r.location}: {r.reason}",
         }
-        for r in plan.quarantined
+        for r in [*bad_rows, *plan.quarantined]
     ]
     return rows
 
@@ -132,21 +133,7 @@ def plan(
                 service.source.close()
     finally:
         store.dispose()
-    rows = plan_rows(planned.plan)
-    for bad in planned.bad_rows:
-        rows.append(
-            {
-                "kind": "quarantine",
-                "run_id": None,
-                "machine": None,
-                "erp_machine": None,
-                "job": None,
-                "operation": None,
-                "phase": None,
-                "end_at": None,
-                "reason": f"{bad.location}: {bad.reason}",
-            }
-        )
+    rows = plan_rows(planned.plan, planned.bad_rows)
     if as_json:
         print_json(rows)
     else:

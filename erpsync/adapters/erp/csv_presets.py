@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import DateOrder, parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import (
     clean,
@@ -80,17 +81,6 @@ class RowContext:
     setup_unit: TimeUnit | None
     statuses: Mapping[str, Meaning]
     run_unit_aliases: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedRow:
-    """One good row: its operation, its run state (None = not started) and run key."""
-
-    operation: JobOperation
-    state: RunState | None
-    run_key: str
-    start_at: datetime | None
-    end_at: datetime | None
 
 
 _ENDED = (

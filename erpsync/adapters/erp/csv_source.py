@@ -43,13 +43,12 @@ from erpsync.adapters.erp.csv_presets import (
     PRESETS,
     CsvPreset,
     Meaning,
-    ParsedRow,
     RowContext,
     RowProblem,
     RowSkipped,
     status_key,
 )
-from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
+from erpsync.adapters.erp.snapshot import ParsedRow, StreamSnapshot, count_items
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import SourceCheckpoint
 from erpsync.config import SourceSettings
@@ -176,7 +175,7 @@ class CsvSource:
                         pending.unreadable = item.reason
                     yield item
                 elif item.state is not None:
-                    yield _run(item)
+                    yield item.run()
             pending.rows_read = stats.rows_read
 
         snapshot = StreamSnapshot(produce, complete=True, kind=self.kind, token=pending if token else None)
@@ -194,7 +193,7 @@ class CsvSource:
             return
         for item in self._rows(info, SourceStats()):
             if isinstance(item, ParsedRow) and item.state is not None and item.run_key in wanted:
-                yield _run(item)
+                yield item.run()
 
     def read_operations(self) -> Iterator[JobOperation | BadRecord]:
         """Operations of the current file that are not ended (to import as MM jobs)."""
@@ -493,18 +492,6 @@ class CsvSource:
         shutil.move(str(path), target)
         log.info("csv_file_moved", file=path.name, to=str(target))
         return target
-
-
-def _run(item: ParsedRow) -> JobOperationRun:
-    assert item.state is not None
-    return JobOperationRun(
-        run_key=item.run_key,
-        operation=item.operation,
-        state=item.state,
-        start_at=item.start_at,
-        end_at=item.end_at,
-        origin=item.operation.origin,
-    )
 
 
 def _sha_or_name(path: Path) -> str:

@@ -20,7 +20,6 @@ zone are local to `source.timezone`. Rows are streamed ordered by run key.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -41,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql import ColumnElement, FromClause
 
-from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
+from erpsync.adapters.erp.snapshot import ParsedRow, StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
 from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import clean, operation_name
@@ -90,15 +89,6 @@ class _FieldError(RecordError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    operation: JobOperation
-    state: RunState | None
-    run_key: str
-    start_at: datetime | None
-    end_at: datetime | None
 
 
 class GenericSqlSource:
@@ -212,7 +202,7 @@ class GenericSqlSource:
                 if isinstance(item, BadRecord):
                     yield item
                 elif item.state is not None:
-                    yield _run(item)
+                    yield item.run()
 
         return StreamSnapshot(produce, complete=True, kind=KIND)
 
@@ -229,8 +219,8 @@ class GenericSqlSource:
         for start in range(0, len(values), LOOKUP_BATCH):
             params = {"keys": values[start : start + LOOKUP_BATCH]}
             for item in self._items(statement, params, SourceStats()):
-                if isinstance(item, _Parsed) and item.state is not None and item.run_key in wanted:
-                    yield _run(item)
+                if isinstance(item, ParsedRow) and item.state is not None and item.run_key in wanted:
+                    yield item.run()
 
     def read_operations(self) -> Iterator[JobOperation | BadRecord]:
         """Rows that are not ended and not skipped, as operations to import."""
@@ -256,7 +246,7 @@ class GenericSqlSource:
 
     def _items(
         self, statement: Select[Any], params: dict[str, Any], stats: SourceStats
-    ) -> Iterator[_Parsed | BadRecord]:
+    ) -> Iterator[ParsedRow | BadRecord]:
         rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
         for row in rows:
             stats.rows_read += 1
@@ -280,7 +270,7 @@ class GenericSqlSource:
                 continue
             yield parsed
 
-    def _parse(self, values: Any) -> _Parsed | None:
+    def _parse(self, values: Any) -> ParsedRow | None:
         job, seq, machine = clean(values["job"]), clean(values["operation"]), clean(values["machine"])
         for key, value in (("job", job), ("operation", seq), ("machine", machine)):
             if not value:
@@ -317,7 +307,7 @@ class GenericSqlSource:
             due_at=self._time(values, "due_at"),
             origin=f"{self.generic.table or 'query'}:{run_key}",
         )
-        return _Parsed(operation, state, run_key, start_at, end_at)
+        return ParsedRow(operation, state, run_key, start_at, end_at)
 
     def _state(
         self, values: Any, start_at: datetime | None, end_at: datetime | None
@@ -356,18 +346,6 @@ class GenericSqlSource:
             if value is None:
                 return None
         return to_utc(value, self._zone)
-
-
-def _run(item: _Parsed) -> JobOperationRun:
-    assert item.state is not None
-    return JobOperationRun(
-        run_key=item.run_key,
-        operation=item.operation,
-        state=item.state,
-        start_at=item.start_at,
-        end_at=item.end_at,
-        origin=item.operation.origin,
-    )
 
 
 def _flag(value: Any) -> bool:

@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
-from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, SourceStats
+from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
 from erpsync.runtime.metrics import SOURCE_ROWS
 
 Item = JobOperationRun | BadRecord
 Producer = Callable[[SourceStats], Iterator[Item]]
 T = TypeVar("T", JobOperationRun | BadRecord, JobOperation | BadRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    """One good source row (CSV line or generic-SQL row): its operation, run state and run key.
+
+    `state` None means the operation has not started: it is an operation to import, not a run.
+    """
+
+    operation: JobOperation
+    state: RunState | None
+    run_key: str
+    start_at: datetime | None
+    end_at: datetime | None
+
+    def run(self) -> JobOperationRun:
+        """The row as a run; only for rows whose state is known."""
+        assert self.state is not None
+        return JobOperationRun(
+            run_key=self.run_key,
+            operation=self.operation,
+            state=self.state,
+            start_at=self.start_at,
+            end_at=self.end_at,
+            origin=self.operation.origin,
+        )
 
 
 class StreamSnapshot:

@@ -24,30 +24,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-MM_COLUMNS: Final = (
-    "name",
-    "part",
-    "operation",
-    "lot",
-    "description",
-    "due_date",
-    "quantity",
-    "partvalue",
-    "default_expectedcycletime",
-    "default_idealcycletime",
-    "default_setuptime",
-    "default_partcountmultiplier",
-    "default_actualparts",
-    "warningpercent",
-    "failurepercent",
-    "workcenter",
-    "expectedcycletime",
-    "idealcycletime",
-    "setuptime",
-    "partcountmultiplier",
-    "actualparts",
-    "programname",
-)
+from erpsync.domain.mm_job_csv import MM_JOB_CSV_COLUMNS
+
+MM_COLUMNS: Final = MM_JOB_CSV_COLUMNS  # the 22-column template, defined once in the domain
 COLUMN_ALIASES: Final = {
     "default_expectedparttime": "default_expectedcycletime",
     "default_idealparttime": "default_idealcycletime",
