@@ -316,7 +316,7 @@ def resync_plan(
                 in_setup=run.state is _SETUP,
                 payload_hash=None,
                 erp_start_at=run.start_at,
-                job=run.operation.job_key_text,
+                job=run.operation.job_name,
                 operation=run.operation.operation_seq,
             )
         if state == "open":
@@ -740,7 +740,7 @@ class _Planner:
                     "payload_hash": bound.payload_hash,
                 },
                 after={
-                    "job": run.operation.job_key_text,
+                    "job": run.operation.job_name,
                     "operation": run.operation.operation_seq,
                     "erp_machine": run.operation.machine,
                     **mm_fields(run, mm_now),
@@ -761,7 +761,7 @@ class _Planner:
                 run_key=run.run_key,
                 mm_run_id=bound.mm_run_id if bound is not None else self._new_id(run.run_key),
                 erp_machine=op.machine,
-                job=op.job_key_text,
+                job=op.job_name,
                 operation=op.operation_seq,
                 message=message,
                 before=None,
@@ -780,12 +780,12 @@ class _Planner:
             BadRecord(
                 source=self.source,
                 record_key=run.run_key,
-                reason=f"run {run.run_key} ({op.job_key_text} op {op.operation_seq}) {problem}",
+                reason=f"run {run.run_key} ({op.job_name} op {op.operation_seq}) {problem}",
                 error_class=error_class,
                 field="machine",
                 raw={
                     "run_key": run.run_key,
-                    "job": op.job_key_text,
+                    "job": op.job_name,
                     "operation": op.operation_seq,
                     "machine": op.machine,
                     "origin": run.origin or op.origin,
@@ -803,8 +803,8 @@ class _Planner:
         self.stats.superseded += 1
         w_start, w_key, w_run, _, w_machine, _ = winner
         _, l_key, l_run, l_bound, _, _ = loser
-        by = f"{w_run.operation.job_key_text} op {w_run.operation.operation_seq}"
-        lost = f"{l_run.operation.job_key_text} op {l_run.operation.operation_seq}"
+        by = f"{w_run.operation.job_name} op {w_run.operation.operation_seq}"
+        lost = f"{l_run.operation.job_name} op {l_run.operation.operation_seq}"
         if l_bound is not None:
             self._stop(
                 l_bound,
@@ -848,7 +848,7 @@ class _Planner:
             self._stop(
                 bound,
                 self._at(winner[0]),
-                f"machine {bound.erp_machine} starts {op.job_key_text} op {op.operation_seq}; "
+                f"machine {bound.erp_machine} starts {op.job_name} op {op.operation_seq}; "
                 f"stopping the run still open there ({bound.job} op {bound.operation}{gone})",
                 erp_ended=False,
             )
@@ -877,9 +877,9 @@ class _Planner:
         in_setup = run.state is _SETUP
         phase = _phase(in_setup)
         mm_run_id = self._new_id(key)
-        reason = f"clocked in on {op.job_key_text} op {op.operation_seq} ({phase})"
+        reason = f"clocked in on {op.job_name} op {op.operation_seq} ({phase})"
         if self.resync:
-            reason = f"resync: MM has no run for {op.job_key_text} op {op.operation_seq}; starting ({phase})"
+            reason = f"resync: MM has no run for {op.job_name} op {op.operation_seq}; starting ({phase})"
         self.stats.started += 1
         self.starts.append(
             PlannedAction(
@@ -889,7 +889,7 @@ class _Planner:
                 mm_run_id=mm_run_id,
                 erp_machine=op.machine,
                 mm_machine_id=mm_machine,
-                job=op.job_key_text,
+                job=op.job_name,
                 operation=op.operation_seq,
                 reason=_reason(reason),
                 idempotency_key=idempotency_key(

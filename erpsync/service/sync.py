@@ -258,6 +258,7 @@ class SyncService:
                     "status": "starting",
                     "in_setup": action.in_setup,
                     "payload_hash": action.payload_hash,
+                    "key_generation": action.generation,
                     "erp_start_at": run.start_at,
                     "erp_end_at": run.end_at,
                     "version": 1,
@@ -278,6 +279,7 @@ class SyncService:
             payload=payload,
             new_binding=new_binding,
             binding_status=binding_status,
+            generation=action.generation or None,
         )
 
     def quarantine_records(self, session: Session, records: Sequence[BadRecord], now: datetime) -> None:
@@ -333,4 +335,6 @@ def _binding_change_for(flag: Flag) -> dict[str, Any]:
         values["status"] = flag.binding_status
     if flag.payload_hash:
         values["payload_hash"] = flag.payload_hash
+    if flag.generation:
+        values["key_generation"] = flag.generation
     return values

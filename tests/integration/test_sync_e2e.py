@@ -203,7 +203,7 @@ def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_pa
     with MMSimulator(seed=5) as sim:
         settings = settings_for(erp_url, sqlite_url, sim)
         h = Harness(settings, state)
-        shop.fx.clock_in(shop.ops["HAAS-1"], local(8))
+        first = shop.fx.clock_in(shop.ops["HAAS-1"], local(8))
         shop.fx.clock_in(shop.ops["HAAS-2"], local(8))
         h.sync()
         sim.reset()  # MM lost everything
@@ -219,6 +219,10 @@ def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_pa
             service.source.close()
         assert done.summary is not None and done.summary.started == 2
         assert_converged(sim, state, {"erp:LT1": "HAAS-1", "erp:LT2": "HAAS-2"}, set())
+        # the re-started run's stop needs a key of the new generation: it must really be sent
+        shop.fx.clock_out(first, local(12))
+        assert h.sync().stopped == 1
+        assert_converged(sim, state, {"erp:LT2": "HAAS-2"}, {"erp:LT1"})
     shop.dispose()
 
 

@@ -80,7 +80,7 @@ def bind(
         in_setup=(r.state is RunState.SETUP) if in_setup is None else in_setup,
         payload_hash=payload_fingerprint(r, mm_machine),
         erp_start_at=r.start_at,
-        job=r.operation.job_key_text,
+        job=r.operation.job_name,
         operation=r.operation.operation_seq,
     )
     return replace(bound, **changes)

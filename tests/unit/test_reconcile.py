@@ -75,11 +75,11 @@ def test_new_run_in_setup_is_started_in_setup() -> None:
     assert action.in_setup is True
     assert action.mm_run_id == "erp:LT1"
     assert action.idempotency_key == "start_run:erp:LT1:setup"
-    assert action.reason == "clocked in on W/1808412/1 op 20 (setup)"
+    assert action.reason == "clocked in on 1808412/1 op 20 (setup)"
     assert action.run is r
     assert action.mm_machine_id == "M1"
     assert action.erp_machine == "M1"
-    assert (action.job, action.operation) == ("W/1808412/1", "20")
+    assert (action.job, action.operation) == ("1808412/1", "20")
     assert action.payload_hash == payload_fingerprint(r, "M1")
     assert action.end_at is None
     assert p.stats.started == 1
@@ -137,7 +137,7 @@ def test_run_ended_in_the_erp_is_stopped_at_the_erp_end_time() -> None:
     assert action.kind is ActionKind.STOP
     assert action.end_at == at(95)
     assert action.idempotency_key == "stop_run:erp:LT1"
-    assert action.reason == "clocked out of W/JLT1/1 op 20 in the ERP"
+    assert action.reason == "clocked out of JLT1/1 op 20 in the ERP"
     assert action.run is None
     assert p.stats.stopped == 1
 

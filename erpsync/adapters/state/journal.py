@@ -118,6 +118,7 @@ def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
         RunBinding.erp_end_at,
         RunBinding.erp_job,
         RunBinding.erp_operation,
+        RunBinding.key_generation,
     )
     result = session.execute(select(*columns).where(RunBinding.source == source))
     return {
@@ -133,6 +134,7 @@ def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
             erp_end_at=row.erp_end_at,
             job=row.erp_job,
             operation=row.erp_operation,
+            generation=row.key_generation or "",
         )
         for row in result
     }
@@ -165,6 +167,7 @@ class Intent:
     payload: dict[str, Any]
     new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
     binding_status: str | None = None  # status to give an existing binding
+    generation: str | None = None  # a resync generation the existing binding's keys now carry
 
 
 def record_intents(
@@ -209,11 +212,18 @@ def record_intents(
     for chunk in _chunks(new_bindings):
         session.execute(insert(RunBinding), list(chunk))
     for intent in intents:
-        if intent.binding_status and not intent.new_binding and intent.mm_run_id:
+        if intent.new_binding or not intent.mm_run_id:
+            continue
+        values: dict[str, Any] = {}
+        if intent.binding_status:
+            values["status"] = intent.binding_status
+        if intent.generation:
+            values["key_generation"] = intent.generation
+        if values:
             session.execute(
                 update(RunBinding)
                 .where(RunBinding.mm_run_id == intent.mm_run_id)
-                .values(status=intent.binding_status, updated_at=now, version=RunBinding.version + 1)
+                .values(**values, updated_at=now, version=RunBinding.version + 1)
                 .execution_options(synchronize_session=False)
             )
     keys = [i.idempotency_key for i in intents]

@@ -87,6 +87,9 @@ class RunBinding(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     in_setup: Mapped[bool] = mapped_column(Boolean, default=False)
     payload_hash: Mapped[str | None] = mapped_column(String(64))
+    # the resync generation of the run's current actions: after a resync re-starts a run, its later
+    # stop needs a fresh idempotency key (domain/identity.py), so the generation lives with the run
+    key_generation: Mapped[str] = mapped_column(String(64), default="", server_default="")
     erp_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     erp_end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mm_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
