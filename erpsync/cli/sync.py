@@ -20,6 +20,7 @@ from erpsync.domain.reconcile import Plan
 from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.logging import correlation
 from erpsync.service import quarantine as quarantine_service
+from erpsync.service.imports import run_imports
 from erpsync.service.resync import Selection, run_resync
 from erpsync.service.sync import SyncService
 
@@ -113,6 +114,8 @@ def sync(ctx: typer.Context) -> None:
     """Run one reconcile-and-dispatch cycle now and print what it did."""
     with correlation("cli"), _acting_service(ctx) as service:
         summary = service.run_cycle()
+        if service.settings.sync.imports.enabled:
+            summary.imported += int(run_imports(service).uploaded)
     stdout.print(summary.line(), markup=False)
 
 
@@ -157,6 +160,9 @@ def resync(
         raise fail("say what to resync: --job, --operation, --machine, --run or --all", EXIT_CONFIG)
     with correlation("cli"), _acting_service(ctx) as service, _progress() as progress:
         result = run_resync(service, selection, dry_run=dry_run, progress=progress)
+        reimported = None
+        if everything and not dry_run and service.settings.sync.imports.enabled:
+            reimported = run_imports(service, force=True)  # --all also re-sends the job list
     rows = plan_rows(result.planned.plan)
     if as_json:
         print_json(rows)
@@ -167,6 +173,8 @@ def resync(
             stdout.print(f"MM could not be read for {len(result.unreadable)} runs; they were left alone")
         if result.summary:
             stdout.print(result.summary.line(), markup=False)
+        if reimported is not None:
+            stdout.print(f"job list re-imported: {reimported.rows} rows ({reimported.import_type})")
         elif dry_run:
             stdout.print("dry run: nothing was sent", markup=False)
 
