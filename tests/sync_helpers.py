@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +19,7 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction
 from erpsync.config import ServiceSettings, Settings, SourceSettings, StateSettings
+from erpsync.runtime.crashpoints import CRASH_ENV_VAR
 from tests.fixtures_mm import FAST_RETRIES, fast_mm_settings
 
 ERP_TZ = "America/Chicago"
@@ -124,3 +129,44 @@ def assert_converged(
         action_ids = set(session.scalars(select(SyncAction.id)))
         assert {a for a, _ in finals} == action_ids
         assert all(n == 1 for _, n in finals), finals
+
+
+def start_erpsync(config: Path, *args: str, crash_at: str | None = None) -> subprocess.Popen[str]:
+    """`python -m erpsync --config CONFIG ARGS...` as a real process (crash point armed if given)."""
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV_VAR}
+    if crash_at:
+        env[CRASH_ENV_VAR] = crash_at
+    return subprocess.Popen(
+        [sys.executable, "-m", "erpsync", "--config", str(config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def run_erpsync(config: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = start_erpsync(config, *args, crash_at=crash_at)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def converge(config: Path, deadline_seconds: float = 30) -> None:
+    """Run `erpsync sync` until two runs in a row find nothing to do.
+
+    A killed actor's lease has to expire first: until then sync is refused, which is expected.
+    """
+    deadline = time.monotonic() + deadline_seconds
+    clean = 0
+    result = None
+    while time.monotonic() < deadline:
+        result = run_erpsync(config, "sync")
+        quiet = "started 0, stopped 0" in result.stdout and "retried 0" in result.stdout
+        if result.returncode == 0 and quiet:
+            clean += 1
+            if clean == 2:
+                return
+        elif result.returncode != 0:
+            assert "another erpsync instance leads" in result.stderr, result.stderr
+        time.sleep(0.3)
+    raise AssertionError(f"did not converge: last output {result!r}")

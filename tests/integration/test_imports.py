@@ -84,7 +84,7 @@ def test_built_job_file_is_uploaded_once_per_content(
     shop.dispose()
 
 
-def test_infor_export_passes_through_byte_for_byte(
+def test_infor_export_passes_through_as_its_own_type(
     state: StateStore, sqlite_url: str, tmp_path: Path
 ) -> None:
     export = next(iter(sorted(FIXTURES.glob("*.csv"))))

@@ -6,11 +6,9 @@ ERP run), no run left open that the ERP closed, and a settled journal with one o
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,16 @@ from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
-from erpsync.runtime.crashpoints import CRASH_ENV_VAR, CRASH_EXIT_CODE
-from tests.sync_helpers import Shop, assert_converged, local, write_config
+from erpsync.runtime.crashpoints import CRASH_EXIT_CODE
+from tests.sync_helpers import (
+    Shop,
+    assert_converged,
+    converge,
+    local,
+    run_erpsync,
+    start_erpsync,
+    write_config,
+)
 
 
 class World:
@@ -36,40 +42,13 @@ class World:
         self.config = write_config(tmp_path / "erpsync.toml", self.erp_url, self.state_url, sim, **mm)
 
     def start_sync(self, crash_at: str | None = None) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV_VAR}
-        if crash_at:
-            env[CRASH_ENV_VAR] = crash_at
-        return subprocess.Popen(
-            [sys.executable, "-m", "erpsync", "--config", str(self.config), "sync"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        return start_erpsync(self.config, "sync", crash_at=crash_at)
 
     def sync(self, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
-        proc = self.start_sync(crash_at)
-        out, err = proc.communicate(timeout=120)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return run_erpsync(self.config, "sync", crash_at=crash_at)
 
-    def converge(self, deadline_seconds: float = 30) -> None:
-        """Run sync until a run succeeds with nothing left to do (a killed leader's lease expires first)."""
-        deadline = time.monotonic() + deadline_seconds
-        clean = 0
-        while time.monotonic() < deadline:
-            result = self.sync()
-            if (
-                result.returncode == 0
-                and "started 0, stopped 0" in result.stdout
-                and "retried 0" in result.stdout
-            ):
-                clean += 1
-                if clean == 2:
-                    return
-            elif result.returncode != 0:
-                assert "another erpsync instance leads" in result.stderr, result.stderr
-            time.sleep(0.3)
-        raise AssertionError(f"did not converge: last output {result.stdout!r} {result.stderr!r}")
+    def converge(self) -> None:
+        converge(self.config)
 
     def close(self) -> None:
         self.shop.dispose()
