@@ -68,10 +68,14 @@ class SyncSummary:
             f"recovered {self.recovered}, flagged {self.flagged}"
         )
 
-    def add_dispatch(self, result: DispatchResult) -> None:
-        self.started += result.by_kind.get("start_run", 0)
-        self.stopped += result.by_kind.get("stop_run", 0)
-        self.imported += result.by_kind.get("import_jobs", 0)
+    def add_dispatch(self, result: DispatchResult, *, recovery: bool = False) -> None:
+        """Count a dispatch round; a recovery round's successes count as recovered, not as new."""
+        if recovery:
+            self.recovered += result.succeeded
+        else:
+            self.started += result.by_kind.get("start_run", 0)
+            self.stopped += result.by_kind.get("stop_run", 0)
+            self.imported += result.by_kind.get("import_jobs", 0)
         self.quarantined += result.quarantined + result.failed
         self.retried += result.retrying
         self.not_sent += result.not_sent
@@ -181,10 +185,7 @@ class SyncService:
         dispatcher = self.dispatcher()
         with cycle(self.store, "sync") as record:
             recovered = settle_in_doubt(dispatcher, self.settings.sync.in_doubt_after_seconds)
-            summary.recovered = recovered.succeeded
-            summary.add_dispatch(recovered)
-            summary.started -= recovered.by_kind.get("start_run", 0)
-            summary.stopped -= recovered.by_kind.get("stop_run", 0)
+            summary.add_dispatch(recovered, recovery=True)
             if not self.stop_event.is_set():
                 planned = self.compute_plan()
                 summary.no_new_data = planned.snapshot is None
