@@ -4,9 +4,10 @@ left to converge, then every invariant checked.
 One world per worker (VISUAL ERP and state in SQLite files, a simulator with 120 ms latency per
 call and 2 connections, so calls are in flight when the kill lands). A trial: 1-3 operators clock
 out/in, MM counts parts on every open run; then the victim, chosen at random:
-- `serve` (the running service, 60%): killed 0-1.2 s after the change, mid-sync or mid-write-back;
+- `serve` (the running service, 60%): killed 0.05-0.8 s after the change, mid-sync or mid-write-back;
 - `sync` or `writeback` one-shot (20% each): the service is stopped first, the command started and
-  killed 0.3-1.8 s later (some land during interpreter start-up: a crash before any work).
+  killed 0-0.5 s after its first MM call (mid-work), or in 1 of 5 trials 0.2-1 s after it started
+  (during start-up: a crash before any work).
 Then `erpsync serve` restarts (start-up recovery reads MM first) and the trial waits until every
 invariant holds, up to a deadline; a world with a violation is replaced by a fresh one.
 """
@@ -45,6 +46,16 @@ class Trial:
     violations: list[str] = field(default_factory=list)
 
 
+def _first_call(world: CampaignWorld, victim: Any, calls_before: int, limit: float = 8.0) -> float:
+    """Seconds until the victim's first MM call (or until it exits, or `limit`)."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit and victim.poll() is None:
+        if len(world.sim.calls()) > calls_before:
+            break
+        time.sleep(0.02)
+    return time.monotonic() - began
+
+
 def one_trial(world: CampaignWorld, rng: random.Random, worker: int, index: int) -> Trial:
     began = time.monotonic()
     victim_kind = rng.choices(VICTIMS, weights=VICTIM_WEIGHTS)[0]
@@ -54,12 +65,19 @@ def one_trial(world: CampaignWorld, rng: random.Random, worker: int, index: int)
     changes = world.floor.operate(rng, rng.randint(1, 3))
     world.floor.count_parts(world.sim, rng)
     calls_before = len(world.sim.calls())
+    launched = time.monotonic()
     if victim_kind == "serve":
         assert world.serve is not None
-        victim, delay = world.serve, rng.uniform(0.0, 1.2)
+        victim, delay = world.serve, rng.uniform(0.05, 0.8)
+        time.sleep(delay)
     else:
-        victim, delay = world.erpsync.start(victim_kind), rng.uniform(0.3, 1.8)
-    time.sleep(delay)
+        victim = world.erpsync.start(victim_kind)
+        if rng.random() < 0.2:  # during start-up, before any work
+            delay = rng.uniform(0.2, 1.0)
+            time.sleep(delay)
+        else:  # once it talks to MM: mid-work
+            delay = _first_call(world, victim, calls_before) + rng.uniform(0.0, 0.5)
+            time.sleep(max(0.0, delay - (time.monotonic() - launched)))
     killed = Erpsync.kill(victim)
     calls = len(world.sim.calls()) - calls_before
     in_doubt = pending_actions(world.store)
