@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from erpsync.adapters.state.tables import QuarantineEntry, RunBinding, utcnow
 from erpsync.config import Settings
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import ActionKind, Flag, Plan, PlannedAction, reconcile
+from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
 from erpsync.runtime.logging import current_correlation_id, current_trigger
 from erpsync.runtime.metrics import QUARANTINE_OPEN
 from erpsync.service.cycles import cycle
@@ -119,20 +120,21 @@ class SyncService:
         """Read the ERP and the bindings and diff them. Writes nothing anywhere."""
         now = now or utcnow()
         snapshot = self.source.read_runs()
-        with self.store.session() as session:
-            bindings = journal.load_bindings(session, self.source.name)
-            rejected = journal.rejected_machines(session)
+        # the bindings load while the ERP rows stream in: each waits on its own database
+        with ThreadPoolExecutor(1, thread_name_prefix="load-bindings") as pool:
+            state = pool.submit(self._load_state)
+            desired: dict[str, JobOperationRun] = {}
+            bad: list[BadRecord] = []
+            for item in snapshot or ():
+                if isinstance(item, BadRecord):
+                    bad.append(item)
+                else:
+                    desired[item.run_key] = item
+            bindings, rejected = state.result()
         if snapshot is None:
             return PlanResult(
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
             )
-        desired: dict[str, JobOperationRun] = {}
-        bad: list[BadRecord] = []
-        for item in snapshot:
-            if isinstance(item, BadRecord):
-                bad.append(item)
-            else:
-                desired[item.run_key] = item
         runs_read = len(desired)
         gone = [
             k for k, b in bindings.items() if b.status in journal.OPEN_BINDING_STATUSES and k not in desired
@@ -149,6 +151,10 @@ class SyncService:
         )
         result.machines = self._machines_seen(desired.values())
         return result
+
+    def _load_state(self) -> tuple[dict[str, BoundRun], set[str]]:
+        with self.store.session() as session:
+            return journal.load_bindings(session, self.source.name), journal.rejected_machines(session)
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {
