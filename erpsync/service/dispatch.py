@@ -9,10 +9,12 @@ cycle settles them by reading MM first (service/recovery.py). Nothing is ever se
 from __future__ import annotations
 
 import base64
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import structlog
@@ -257,18 +259,28 @@ class Dispatcher:
         pending_outcomes: list[Outcome] = []
         last_settle = time.monotonic()
         unsent: list[JournalEntry] = []
+        # finished groups arrive through a queue: waiting on the set of futures costs O(groups) per
+        # wake-up, which with thousands of machines kept this thread busier than the senders
+        finished: queue.SimpleQueue[Future[tuple[list[Outcome], list[JournalEntry]]]] = queue.SimpleQueue()
         with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="dispatch") as pool:
-            futures: set[Future[tuple[list[Outcome], list[JournalEntry]]]] = {
-                pool.submit(self._run_group, group, sender) for group in groups if group
-            }
-            while futures:
-                done, futures = wait(futures, timeout=SETTLE_EVERY_SECONDS, return_when=FIRST_COMPLETED)
+            remaining = 0
+            for group in groups:
+                if group:
+                    pool.submit(self._run_group, group, sender).add_done_callback(finished.put)
+                    remaining += 1
+            while remaining:
+                done = []
+                with suppress(queue.Empty):
+                    done.append(finished.get(timeout=SETTLE_EVERY_SECONDS))
+                    while True:
+                        done.append(finished.get_nowait())
                 for future in done:
                     outcomes, skipped = future.result()
                     pending_outcomes.extend(outcomes)
                     unsent.extend(skipped)
+                remaining -= len(done)
                 due = time.monotonic() - last_settle >= SETTLE_EVERY_SECONDS
-                if pending_outcomes and (len(pending_outcomes) >= SETTLE_BATCH or due or not futures):
+                if pending_outcomes and (len(pending_outcomes) >= SETTLE_BATCH or due or not remaining):
                     self._settle(pending_outcomes, result)
                     pending_outcomes = []
                     last_settle = time.monotonic()
