@@ -49,27 +49,10 @@ WHOLE_COLUMNS: Final = frozenset(
 DECIMAL_COLUMNS: Final = frozenset(
     {"partvalue", "default_partcountmultiplier", "warningpercent", "failurepercent", "partcountmultiplier"}
 )
-JOB_COLUMNS: Final = (
-    "description",
-    "due_date",
-    "quantity",
-    "partvalue",
-    "default_expectedcycletime",
-    "default_idealcycletime",
-    "default_setuptime",
-    "default_partcountmultiplier",
-    "default_actualparts",
-    "warningpercent",
-    "failurepercent",
-)
-WORKCENTER_COLUMNS: Final = (
-    "expectedcycletime",
-    "idealcycletime",
-    "setuptime",
-    "partcountmultiplier",
-    "actualparts",
-    "programname",
-)
+_WORKCENTER = MM_COLUMNS.index("workcenter")
+# job-level columns (after the name/part/operation/lot key) and the per-workcenter ones after it
+JOB_COLUMNS: Final = MM_COLUMNS[4:_WORKCENTER]
+WORKCENTER_COLUMNS: Final = MM_COLUMNS[_WORKCENTER + 1 :]
 US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 WHOLE = re.compile(r"^\d+$")
 
