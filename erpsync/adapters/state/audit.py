@@ -9,9 +9,9 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from erpsync.adapters.state.tables import AuditEntry
 from erpsync.runtime.logging import current_correlation_id, current_trigger, scrub
 
 MAX_ERROR_CHARS = 4000
+P = ParamSpec("P")
 
 
 def _actor() -> str:
@@ -48,8 +49,7 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | 
     return ",".join(keys)[:255] or None
 
 
-def record_audit(
-    session: Session,
+def audit_values(
     *,
     action: str,
     outcome: str,
@@ -67,14 +67,14 @@ def record_audit(
     after: Mapping[str, Any] | None = None,
     detail: str | None = None,
     trigger: str | None = None,
-) -> AuditEntry:
-    """Add one audit row to `session` (committed with the caller's unit of work)."""
+) -> dict[str, Any]:
+    """The column values of one audit row (flows that write many rows insert them in one go)."""
     message = None
     if error is not None:
         message = scrub(str(error))[:MAX_ERROR_CHARS]
         if error_class is None and isinstance(error, BaseException):
             error_class = type(error).__name__
-    entry = AuditEntry(
+    return dict(
         correlation_id=current_correlation_id(),
         triggered_by=trigger or current_trigger(),
         actor=ACTOR,
@@ -96,8 +96,19 @@ def record_audit(
         changed_fields=changed_fields(before, after),
         detail=scrub(detail) if detail else None,
     )
-    session.add(entry)
-    return entry
+
+
+def _added_to_session(values: Callable[P, dict[str, Any]]) -> Callable[Concatenate[Session, P], AuditEntry]:
+    def record(session: Session, /, *args: P.args, **kwargs: P.kwargs) -> AuditEntry:
+        entry = AuditEntry(**values(*args, **kwargs))
+        session.add(entry)
+        return entry
+
+    record.__doc__ = "Add one audit row to `session` (committed with the caller's unit of work)."
+    return record
+
+
+record_audit = _added_to_session(audit_values)
 
 
 def audit_query(

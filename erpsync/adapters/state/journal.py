@@ -18,8 +18,15 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from erpsync.adapters.state.audit import record_audit
-from erpsync.adapters.state.tables import MachineSeen, QuarantineEntry, RunBinding, SyncAction, utcnow
+from erpsync.adapters.state.audit import audit_values
+from erpsync.adapters.state.tables import (
+    AuditEntry,
+    MachineSeen,
+    QuarantineEntry,
+    RunBinding,
+    SyncAction,
+    utcnow,
+)
 from erpsync.domain.model import BadRecord
 from erpsync.domain.reconcile import BoundRun
 
@@ -282,9 +289,9 @@ def claim(session: Session, entry: JournalEntry, now: datetime, claim_until: dat
 def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int | None) -> None:
     """Write each outcome: journal status, binding, audit row, quarantine and machine rejections.
 
-    The journal and binding updates go out as one executemany each (in outcome order), not as an
-    ORM statement per outcome: a dispatch round settles thousands of outcomes on the thread that
-    also feeds the senders, and per-row statements cost ~5 ms each there (bench/campaign.py).
+    The journal updates, binding updates and audit rows go out as one executemany each (in outcome
+    order), not as ORM statements and objects per outcome: a dispatch round settles thousands of
+    outcomes on the thread that also feeds the senders (bench/campaign.py).
     """
     now = utcnow()
     outcomes = list(outcomes)
@@ -294,24 +301,27 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
     bindings = [values for o in outcomes if (values := _binding_values(o))]
     if bindings:
         session.execute(_SETTLE_BINDING, [{**values, "b_now": now} for values in bindings])
+    audits = []
     for outcome in outcomes:
         entry = outcome.entry
         if outcome.rejected_machine:
             reject_machine(session, outcome.rejected_machine, outcome.error_message or "refused by MM", now)
         if outcome.quarantine:
             quarantine_action(session, outcome, now)
-        record_audit(
-            session,
-            action=entry.kind,
-            outcome=outcome.audit_outcome,
-            fencing_token=fencing_token,
-            http_status=outcome.http_status,
-            error=outcome.error_message,
-            error_class=outcome.error_class,
-            after=outcome.after,
-            detail=outcome.detail or entry.reason,
-            **entry.audit_keys,
+        audits.append(
+            audit_values(
+                action=entry.kind,
+                outcome=outcome.audit_outcome,
+                fencing_token=fencing_token,
+                http_status=outcome.http_status,
+                error=outcome.error_message,
+                error_class=outcome.error_class,
+                after=outcome.after,
+                detail=outcome.detail or entry.reason,
+                **entry.audit_keys,
+            )
         )
+    session.execute(insert(AuditEntry), audits)
 
 
 _ACTION_TABLE, _BINDING_TABLE = cast(Table, SyncAction.__table__), cast(Table, RunBinding.__table__)
