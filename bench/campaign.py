@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_sources
-from bench.machine import ROOT, git_state, load, machine_info
+from bench.machine import ROOT, calibrate, git_state, load, machine_info
 from bench.perf_doc import render
 from bench.scenario import SCENARIOS
 from bench.targets import Check, checks
@@ -82,6 +82,7 @@ def main() -> int:
     names = [n for n in ORDER if not args.only or n in args.only]
     info = machine_info(args.pg_url)
     info["git"] = git_state(("erpsync", "bench"))
+    info["calibration_ms"] = [calibrate()]
     print(
         f"erpsync benchmark campaign, {info['date']}: {info['nproc']} CPUs, {info['ram_gb']} GB RAM, "
         f"Python {info['python']}, PostgreSQL {info['postgresql']}, load {load()}",
@@ -92,6 +93,8 @@ def main() -> int:
         wait_for_quiet(args.max_load, args.max_wait)
         print(f"\n== {name} (load {load()[0]:.2f})", flush=True)
         results[name] = run_scenario(name, args)
+    info["calibration_ms"].append(calibrate())
+    print(f"\nCPU calibration (fixed loop, lower is faster): {info['calibration_ms']} ms", flush=True)
     found = checks(results)
     failed = [n for n, r in results.items() if "error" in r]
     print("\n== targets")

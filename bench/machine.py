@@ -6,6 +6,7 @@ import os
 import platform
 import sqlite3
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,22 @@ def machine_info(pg_url: str | None = None) -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "postgresql": postgres_version(pg_url) if pg_url else None,
     }
+
+
+def calibrate() -> float:
+    """Milliseconds for a fixed pure-Python loop, best of 3: how fast this machine is right now.
+
+    Shared virtual CPUs slow down when neighbours work; this figure next to the results says how
+    fast the CPU was during the campaign (lower is faster).
+    """
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i * i
+        best = min(best, time.perf_counter() - began)
+    return round(best * 1000, 1)
 
 
 def load() -> tuple[float, float, float]:

@@ -24,6 +24,7 @@ def _load(r: dict[str, Any]) -> str:
 
 def _machine(info: dict[str, Any]) -> list[str]:
     git = info["git"]
+    calibration = " / ".join(f"{x:.0f}" for x in info["calibration_ms"])
     dirty = (
         f" plus uncommitted changes in {', '.join(line[3:] for line in git['uncommitted'])}"
         if git["uncommitted"]
@@ -37,7 +38,10 @@ def _machine(info: dict[str, Any]) -> list[str]:
         f"- Python {info['python']}, SQLite {info['sqlite']} (erpsync state), "
         f"PostgreSQL {info['postgresql']} (ERP)",
         "- Load average (1 min) around each scenario is in its section: other work on the machine",
-        "  slows every figure, erpsync's and the baseline's alike.",
+        "  slows every figure, erpsync's and the baseline's alike. CPU calibration (a fixed pure-Python",
+        f"  loop, best of 3) at the start and end: {calibration} ms "
+        "(lower is faster; compare campaigns by it: the same work took up to 2x longer on this VM at",
+        "  busy moments).",
         "",
     ]
 
