@@ -1,7 +1,7 @@
 """The benchmark campaign: every scenario in a fresh process, erpsync next to a naive baseline,
 targets checked, figures written to docs/performance.md.
 
-    uv run python -m bench.campaign                      # full campaign (~10 min), writes the doc
+    uv run python -m bench.campaign                      # full campaign (~20 min), writes the doc
     uv run python -m bench.campaign --quick              # small sizes, a smoke run: prints only
     uv run python -m bench.campaign --only new-runs      # some scenarios: prints only
     uv run python -m bench.campaign --max-load 1.5       # wait for a quiet machine first
@@ -47,7 +47,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
         command = [sys.executable, "-m", "bench.scenario", name, "--out", str(out), "--pg-url", args.pg_url]
         if args.quick:
             command.append("--quick")
-        before, began = load(), time.monotonic()
+        before, speed, began = load(), calibrate(), time.monotonic()
         done = subprocess.run(command, cwd=ROOT, check=False)
         elapsed = time.monotonic() - began
         if done.returncode != 0 or not out.exists():
@@ -57,7 +57,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 "load_after": load(),
             }
         result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    result.update(load_before=before, load_after=load(), elapsed=elapsed)
+    result.update(load_before=before, load_after=load(), calibration_ms=speed, elapsed=elapsed)
     return result
 
 

@@ -19,7 +19,10 @@ def _s(seconds: float) -> str:
 
 def _load(r: dict[str, Any]) -> str:
     before, after = r.get("load_before"), r.get("load_after")
-    return f"{before[0]:.2f} before, {after[0]:.2f} after" if before and after else "n/a"
+    text = f"{before[0]:.2f} before, {after[0]:.2f} after" if before and after else "n/a"
+    if r.get("calibration_ms"):
+        text += f"; CPU calibration {r['calibration_ms']:.0f} ms"
+    return text
 
 
 def _machine(info: dict[str, Any]) -> list[str]:
@@ -37,11 +40,9 @@ def _machine(info: dict[str, Any]) -> list[str]:
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_gb']} GB RAM, {info['os']}",
         f"- Python {info['python']}, SQLite {info['sqlite']} (erpsync state), "
         f"PostgreSQL {info['postgresql']} (ERP)",
-        "- Load average (1 min) around each scenario is in its section: other work on the machine",
-        "  slows every figure, erpsync's and the baseline's alike. CPU calibration (a fixed pure-Python",
-        f"  loop, best of 3) at the start and end: {calibration} ms "
-        "(lower is faster; compare campaigns by it: the same work took up to 2x longer on this VM at",
-        "  busy moments).",
+        "- Load average (1 min) and CPU calibration (a fixed pure-Python loop, best of 3; lower is",
+        "  faster) are given per scenario: the vCPUs of this VM are shared, and the same work took up",
+        f"  to 2x longer at busy moments. Calibration at the start / end of the campaign: {calibration} ms.",
         "",
     ]
 
@@ -60,13 +61,13 @@ def _targets(found: list[Check], results: dict[str, dict[str, Any]]) -> list[str
 
 
 def _no_change(name: str, r: dict[str, Any]) -> list[str]:
-    e, b, first = r["erpsync"], r["baseline"], r["initial"]
-    return [
+    e, b, setup = r["erpsync"], r["baseline"], r["setup"]
+    lines = [
         f"### No-change sync over {r['runs']:,} ERP runs (`{name}`)",
         "",
-        f"{r['runs']:,} open labor tickets, each on its own machine, all already bound (a first sync",
-        f"started them: {first['calls']:,} calls, cycle {_s(first['cycle_seconds'])}), then a sync with",
-        "nothing to do.",
+        f"{r['runs']:,} open labor tickets, each on its own machine, all already bound (set-up: erpsync's",
+        f"own cycle with MM answered in-process bound them in {_s(setup['seconds'])}), then `erpsync sync`",
+        "with nothing to do.",
         f"erpsync figures are the median of {len(e['cycle_seconds_all'])} runs (all cycle times: "
         f"{', '.join(f'{x:.2f}' for x in e['cycle_seconds_all'])} s). Load: {_load(r)}.",
         "",
@@ -79,6 +80,16 @@ def _no_change(name: str, r: dict[str, Any]) -> list[str]:
         f"| peak RSS | {e['peak_mb']:.0f} MB | | |",
         "",
     ]
+    parts = r.get("breakdown")
+    if parts:
+        lines += [
+            "Where the time goes (each part timed alone in-process; in the cycle the ERP read and the",
+            "bindings load overlap):",
+            "",
+            *[f"- {part}: {_s(seconds)}" for part, seconds in parts.items()],
+            "",
+        ]
+    return lines
 
 
 def _new_runs(r: dict[str, Any]) -> list[str]:
@@ -111,8 +122,8 @@ def _writeback(r: dict[str, Any]) -> list[str]:
     return [
         f"### Write-back over {r['runs']:,} active runs, {r['latency_ms']:.0f} ms per MM read (`writeback`)",
         "",
-        "bench/bench_writeback.py's cycle: MM reads at concurrency "
-        f"{r['concurrency']}, ERP (staging table, SQLite) written in batches. The one-at-a-time",
+        f"bench/bench_writeback.py's cycle: MM reads at concurrency {r['concurrency']}, ERP (staging",
+        "table, SQLite) written in batches. The one-at-a-time",
         f"figure is bench_writeback's baseline measured on {b['sample']} runs ({_s(b['sample_wall'])}) and",
         f"scaled to {r['runs']:,}: an estimate. Load: {_load(r)}.",
         "",
@@ -153,9 +164,9 @@ def _csv(r: dict[str, Any]) -> list[str]:
 
 METHOD = """## Method
 
-Run it: `uv run python -m bench.campaign` (all scenarios, about 10 minutes; exit status 1 when a
-target is missed). `--quick` runs small sizes as a smoke test and never writes this file;
-`--max-load 1.5` waits for a quiet machine before each scenario.
+Run it: `uv run python -m bench.campaign` (all scenarios, about 20 minutes, most of it the naive
+baselines; exit status 1 when a target is missed). `--quick` runs small sizes as a smoke test and
+never writes this file; `--max-load 1.5` waits for a quiet machine before each scenario.
 
 - Every scenario runs in a fresh `python -m bench.scenario NAME` process, so memory never carries
   over from one scenario to the next.

@@ -27,12 +27,14 @@ from bench import bench_sources
 from bench.bench_writeback import Sim
 from bench.naive import naive_cycle
 from bench.procstat import Measured, run_measured
-from erpsync.adapters.state import migrate
+from erpsync.adapters.state import journal, migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import Cycle
+from erpsync.adapters.state.tables import Cycle, utcnow
 from erpsync.bootstrap import open_sync
 from erpsync.config import load_settings
+from erpsync.domain.model import JobOperationRun
+from erpsync.domain.reconcile import reconcile
 
 ZONE = bench_sources.ZONE
 CONCURRENCY = 16
@@ -215,6 +217,37 @@ def bind_all(runner: ErpsyncRunner) -> dict[str, Any]:
     return {"started": summary.started, "seconds": time.perf_counter() - began}
 
 
+def breakdown(runner: ErpsyncRunner) -> dict[str, float]:
+    """Where a no-change cycle's time goes, each part timed alone in this process.
+
+    In the cycle the ERP read and the bindings load overlap (two threads); here they run one after
+    the other, so the parts add up to more than the cycle.
+    """
+    settings = load_settings(runner.config)
+    store = StateStore.from_settings(settings.state)
+    service = open_sync(settings, store, _Leader(), _AcceptingMM())  # type: ignore[arg-type]
+    parts: dict[str, float] = {}
+    try:
+        began = time.perf_counter()
+        runs = [item for item in service.source.read_runs() or () if isinstance(item, JobOperationRun)]
+        parts["ERP read (source rows -> runs)"] = time.perf_counter() - began
+        began = time.perf_counter()
+        bindings, rejected = service._load_state()
+        parts["bindings load (state DB)"] = time.perf_counter() - began
+        began = time.perf_counter()
+        plan = reconcile(runs, bindings, **service._policy(utcnow(), True, rejected))
+        parts["reconcile (pure diff)"] = time.perf_counter() - began
+        began = time.perf_counter()
+        with store.session() as session:
+            journal.note_machines(session, service._machines_seen(runs), utcnow())
+        parts["machines seen (state DB)"] = time.perf_counter() - began
+        assert not plan.actions
+    finally:
+        service.source.close()
+        store.dispose()
+    return parts
+
+
 def no_change(admin_url: str, runs: int, repeats: int = 3) -> dict[str, Any]:
     """Every run bound first (set-up), then `repeats` no-change syncs are measured."""
     result: dict[str, Any] = {"runs": runs}
@@ -237,6 +270,10 @@ def no_change(admin_url: str, runs: int, repeats: int = 3) -> dict[str, Any]:
                 flush=True,
             )
         result["erpsync"] = _median_run(measured)
+        result["breakdown"] = breakdown(runner)
+        print(
+            "  breakdown: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["breakdown"].items()), flush=True
+        )
         with simulator() as naive_sim:
             # the loop's previous cycle (unmeasured, concurrent): MM holds its runs, as in steady state
             naive_cycle(erp_url, naive_sim.base_url, naive_sim.api_key, ZONE, workers=CONCURRENCY)

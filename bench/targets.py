@@ -11,7 +11,7 @@ NEW_RUNS_FLOOR_RATIO = 1.3
 NEW_RUNS_SPEEDUP = 10.0
 WRITEBACK_FLOOR_RATIO = 1.5
 # "flat as rows grow": RSS may rise by this much from 10k to 100k rows read (a list of 100k row
-# dicts would add ~100 MB; the duplicate-key index a CSV snapshot keeps is ~10 MB per 100k rows)
+# dicts would add ~100 MB; the duplicate-key index a CSV snapshot keeps is ~20-25 MB per 100k rows)
 CSV_GROWTH_MB = 30.0
 
 
