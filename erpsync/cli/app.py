@@ -193,18 +193,25 @@ def status(
     stdout.print(f"runs by status:    {report.bindings or 'none yet'}")
     stdout.print(f"actions by status: {report.actions or 'none yet'}")
     stdout.print(f"open quarantine:   {report.open_quarantine}")
-    leader = f"{report.leader} (token {report.fencing_token}, expires {report.leader_expires_at})"
-    stdout.print(f"leader:            {leader if report.leader else 'none'}")
-    table = Table("cycle", "last started", "last finished", "outcome", "last ok")
+    expires = report.leader_expires_at
+    held = expires is not None and expires > datetime.now(UTC)
+    state = f"until {_when(expires)}" if held else f"free since {_when(expires)}"
+    leader = f"{report.leader} (token {report.fencing_token}, {state})"
+    stdout.print(f"leader:            {leader if report.leader else 'none'}", markup=False)
+    table = Table("cycle", "last started (UTC)", "last finished", "outcome", "last ok")
     for cycle in report.cycles:
         table.add_row(
             cycle.kind,
-            str(cycle.started_at),
-            str(cycle.finished_at),
+            _when(cycle.started_at),
+            _when(cycle.finished_at),
             cycle.outcome or "running",
-            str(cycle.last_ok_at),
+            _when(cycle.last_ok_at),
         )
     stdout.print(table if report.cycles else "cycles:            none yet")
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value else "-"
 
 
 def _parse_since(value: str | None) -> datetime | None:
