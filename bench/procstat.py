@@ -28,6 +28,7 @@ class Measured:
     stderr: str
     wall: float
     peak_mb: float
+    cpu_seconds: float
 
 
 def run_measured(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600) -> Measured:
@@ -45,16 +46,26 @@ def run_measured(args: list[str], *, env: dict[str, str] | None = None, timeout:
         if not result.exists():
             raise RuntimeError(f"relay failed ({proc.returncode}): {proc.stderr[-2000:]}")
         data = json.loads(result.read_text(encoding="utf-8"))
-    return Measured(data["returncode"], proc.stdout, proc.stderr, data["wall"], data["maxrss_kb"] / 1024)
+    return Measured(
+        data["returncode"], proc.stdout, proc.stderr, data["wall"], data["maxrss_kb"] / 1024, data["cpu"]
+    )
 
 
 def _relay(result: str, args: list[str]) -> int:
     started = time.perf_counter()
     returncode = subprocess.call(args)
     wall = time.perf_counter() - started
-    maxrss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     Path(result).write_text(
-        json.dumps({"returncode": returncode, "wall": wall, "maxrss_kb": maxrss_kb}), encoding="utf-8"
+        json.dumps(
+            {
+                "returncode": returncode,
+                "wall": wall,
+                "maxrss_kb": usage.ru_maxrss,
+                "cpu": usage.ru_utime + usage.ru_stime,
+            }
+        ),
+        encoding="utf-8",
     )
     return 0
 

@@ -154,6 +154,7 @@ def _outcome(measured: Measured) -> dict[str, Any]:
     return {
         "wall": measured.wall,
         "peak_mb": measured.peak_mb,
+        "cpu_seconds": measured.cpu_seconds,
         "summary": measured.stdout.strip().splitlines()[-1] if measured.stdout.strip() else "",
         "started": int(found.group(1)) if found else None,
     }
