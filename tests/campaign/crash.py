@@ -7,9 +7,11 @@ out/in, MM counts parts on every open run; then the victim, chosen at random:
 - `serve` (the running service, 60%): killed 0.05-0.8 s after the change, mid-sync or mid-write-back;
 - `sync` or `writeback` one-shot (20% each): the service is stopped first, the command started and
   killed 0-0.5 s after its first MM call (mid-work), or in 1 of 5 trials 0.2-1 s after it started
-  (during start-up: a crash before any work).
-Then `erpsync serve` restarts (start-up recovery reads MM first) and the trial waits until every
-invariant holds, up to a deadline; a world with a violation is replaced by a fresh one.
+  (during start-up: a crash before any work). One write-back in 4 instead dies at the named crash
+  point between its ERP commit and its state commit, a window too narrow for a random kill.
+MM keeps counting parts while erpsync is down. Then `erpsync serve` restarts (start-up recovery
+reads MM first) and the trial waits until every invariant holds, up to a deadline; a world with a
+violation is kept as evidence and replaced by a fresh one.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from erpsync.runtime.crashpoints import CRASH_EXIT_CODE
 from tests.campaign.invariants import erp_ahead, pending_actions, repeated_starts
 from tests.campaign.procs import Erpsync
 from tests.campaign.world import CampaignWorld
 
+CRASH_POINT = "writeback.after_erp_commit"
 LATENCY_MS = 120  # every MM call: keeps calls in flight long enough for kills to land mid-work
 VICTIMS = ("serve", "sync", "writeback")
 VICTIM_WEIGHTS = (0.6, 0.2, 0.2)
@@ -70,6 +74,11 @@ def one_trial(world: CampaignWorld, rng: random.Random, worker: int, index: int)
         assert world.serve is not None
         victim, delay = world.serve, rng.uniform(0.05, 0.8)
         time.sleep(delay)
+    elif victim_kind == "writeback" and rng.random() < 0.25:
+        # the narrowest window: ERP committed, erpsync's state not yet (ends like a SIGKILL, 137)
+        victim_kind, delay = f"writeback, crash point {CRASH_POINT}", 0.0
+        victim = world.erpsync.start("writeback", crash_at=CRASH_POINT)
+        victim.wait(timeout=120)
     else:
         victim = world.erpsync.start(victim_kind)
         if rng.random() < 0.2:  # during start-up, before any work
@@ -78,10 +87,11 @@ def one_trial(world: CampaignWorld, rng: random.Random, worker: int, index: int)
         else:  # once it talks to MM: mid-work
             delay = _first_call(world, victim, calls_before) + rng.uniform(0.0, 0.5)
             time.sleep(max(0.0, delay - (time.monotonic() - launched)))
-    killed = Erpsync.kill(victim)
+    killed = Erpsync.kill(victim) or victim.returncode == CRASH_EXIT_CODE
     calls = len(world.sim.calls()) - calls_before
     in_doubt = pending_actions(world.store)
     ahead = erp_ahead(world.store, world.shop.engine)
+    world.floor.count_parts(world.sim, rng)  # MM keeps counting while erpsync is down
     world.serve = world.erpsync.start("serve")
     found, waited = world.converge()
     return Trial(
@@ -110,20 +120,24 @@ def crash_worker(
     world = CampaignWorld(folder / f"w{worker}-{generation}", seed, latency_ms=LATENCY_MS)
     setup, _ = world.converge()
     repeats = 0
-    for index in range(trials):
-        trial = one_trial(world, rng, worker, index)
-        records.append(trial)
-        if trial.violations:  # keep the evidence, start a clean world
-            repeats += repeated_starts(world.sim.calls())
-            world.close()
-            if keep_logs is not None:
-                shutil.copytree(world.folder, keep_logs / world.folder.name, dirs_exist_ok=True)
-            generation += 1
-            world = CampaignWorld(
-                folder / f"w{worker}-{generation}", seed + generation, latency_ms=LATENCY_MS
-            )
-            world.converge()
-    repeats += repeated_starts(world.sim.calls())
+    try:
+        for index in range(trials):
+            trial = one_trial(world, rng, worker, index)
+            records.append(trial)
+            if trial.violations:  # keep the evidence, start a clean world
+                repeats += repeated_starts(world.sim.calls())
+                world.close()
+                if keep_logs is not None:
+                    shutil.copytree(world.folder, keep_logs / world.folder.name, dirs_exist_ok=True)
+                generation += 1
+                world = CampaignWorld(
+                    folder / f"w{worker}-{generation}", seed + generation, latency_ms=LATENCY_MS
+                )
+                world.converge()
+        repeats += repeated_starts(world.sim.calls())
+    except BaseException:
+        world.abort()  # no erpsync process outlives the campaign
+        raise
     final = world.close()
     if final:
         records.append(

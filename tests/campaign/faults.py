@@ -6,7 +6,8 @@
 - ERP cuts: the VISUAL ERP is PostgreSQL behind tests/campaign/pgproxy.py, which cuts connections
   inside transactions (source reads and write-back transactions alike); MM behaves.
 A trial: arm the faults, operators clock in/out and MM counts parts, the running service works
-for 1-2 s, disarm, make backed-off retries due, wait until every invariant holds.
+for 1-2 s (MM counts again half-way), disarm, make backed-off retries due, wait until every
+invariant holds. A violation ends the part: its world is kept as evidence.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def _trials(
         arm()
         changes = world.floor.operate(rng, rng.randint(1, 3))
         world.floor.count_parts(world.sim, rng)
-        time.sleep(rng.uniform(1.0, 2.0))
+        time.sleep(rng.uniform(0.5, 1.0))
+        world.floor.count_parts(world.sim, rng)  # MM counts on while the faults hit erpsync
+        time.sleep(rng.uniform(0.5, 1.0))
         disarm()
         world.retries_due_now()
         found, waited = world.converge()
@@ -102,7 +105,11 @@ def mm_fault_trials(folder: Path, count: int, seed: int) -> dict[str, Any]:
         tally.by_kind.update({k: n for k, n in fired.items() if k != "latency"})
         tally.by_kind["timeout (1.5 s answer, 1 s read timeout)"] += fired.get("latency", 0)
 
-    records = _trials(world, rng, "mm-faults", count, arm, disarm)
+    try:
+        records = _trials(world, rng, "mm-faults", count, arm, disarm)
+    except BaseException:
+        world.abort()
+        raise
     final = world.close()
     return {
         "trials": [asdict(r) for r in records],
@@ -120,8 +127,12 @@ def erp_cut_trials(
     proxy = CuttingProxy(seed=seed)
     try:
         world = CampaignWorld(folder, seed, latency_ms=20, erp_url=pg_url, source_url=proxy.url_for(pg_url))
-        world.converge()
-        records = _trials(world, rng, "erp-cuts", count, lambda: proxy.arm(probability), proxy.disarm)
+        try:
+            world.converge()
+            records = _trials(world, rng, "erp-cuts", count, lambda: proxy.arm(probability), proxy.disarm)
+        except BaseException:
+            world.abort()
+            raise
         final = world.close()
     finally:
         proxy.close()

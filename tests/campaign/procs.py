@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from erpsync.adapters.mm.simulator import MMSimulator
+from erpsync.runtime.crashpoints import CRASH_ENV_VAR
 from tests.sync_helpers import write_config
 
 CAMPAIGN_ENV = {
@@ -53,19 +54,21 @@ class Erpsync:
 
     def __init__(self, config: Path, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.config = config
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}  # crash points too
         self.env.update(CAMPAIGN_ENV)
         self.env.update(extra_env or {})
         self._log: TextIO = log.open("a", encoding="utf-8")
 
-    def start(self, command: str) -> subprocess.Popen[bytes]:
-        self._log.write(f"\n=== {time.strftime('%H:%M:%S')} erpsync {command}\n")
+    def start(self, command: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+        """Start `erpsync <command>`; `crash_at` arms a named crash point (runtime/crashpoints.py)."""
+        self._log.write(f"\n=== {time.strftime('%H:%M:%S')} erpsync {command} {crash_at or ''}\n")
         self._log.flush()
+        env = {**self.env, CRASH_ENV_VAR: crash_at} if crash_at else self.env
         return subprocess.Popen(
             [sys.executable, "-m", "erpsync", "--config", str(self.config), command],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env=env,
         )
 
     def run(self, command: str, timeout: float = 120) -> int:

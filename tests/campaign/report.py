@@ -34,7 +34,7 @@ def _pct(values: list[float], q: float) -> float:
 def crash_summary(
     records: list[dict[str, Any]], repeats: int, seconds: float, workers: int
 ) -> dict[str, Any]:
-    trials = [r for r in records if r["victim"] in ("serve", "sync", "writeback")]
+    trials = [r for r in records if not r["victim"].startswith("final check")]
     converge = [r["converge_seconds"] for r in trials]
     return {
         "trials": len(trials),
