@@ -54,6 +54,14 @@ def crash_summary(
         "violations": [
             f"{r['victim']} trial {r['worker']}.{r['index']}: {v}" for r in records for v in r["violations"]
         ],
+        "violating_trials": dict(Counter(r["victim"] for r in trials if r["violations"])),
+        "victim_trials": dict(Counter(r["victim"] for r in trials)),
+        "first_violations": [
+            f"trial {r['worker']}.{r['index']} ({r['victim']}): {r['violations'][0]} "
+            f"(+{len(r['violations']) - 1} more)"
+            for r in records
+            if r["violations"]
+        ],
     }
 
 
@@ -95,9 +103,15 @@ def _crash(c: dict[str, Any]) -> list[str]:
         f"{c['converge_p95']:.1f} / {c['converge_max']:.1f} s |",
         f"| identical starts repeated to MM (a lost answer retried; MM treats them as no-ops) | "
         f"{c['repeated_starts']} |",
-        f"| **invariant violations** | **{len(c['violations'])}** |",
+        f"| **trials with an invariant violated** | **{sum(c['violating_trials'].values())}** "
+        f"({len(c['violations'])} violations) |",
         "",
-        *[f"- {v}" for v in c["violations"][:50]],
+        *[
+            f"- `{kind}`: {n} of {c['victim_trials'][kind]} trials violated an invariant"
+            for kind, n in sorted(c["violating_trials"].items())
+        ],
+        "",
+        *[f"- {v}" for v in c["first_violations"][:40]],
         "",
     ]
 
