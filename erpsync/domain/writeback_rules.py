@@ -8,6 +8,11 @@ A write into an ERP is the most dangerous thing erpsync does, so every decision 
    erpsync last wrote (optimistic concurrency). If it holds the *new* value already, the write
    happened before a crash and is not repeated; if it holds anything else, a person edited it and
    erpsync must not overwrite it.
+3. Writes in doubt: before each ERP transaction erpsync records its intent (the values it is about
+   to write) in its own state. A crash after the ERP commit but before the state commit leaves the
+   ERP holding such a value while erpsync's "last written" is older; MM may count on meanwhile, so
+   the next cycle's new value differs from both. The ERP holding a value erpsync *intended* is
+   therefore erpsync's own write, not a person's edit (`erp_verdict(in_doubt=...)`).
 
 Sinks write absolute per-run totals, so replays change nothing. A sink that had to post deltas
 (new ticket rows) would also have to record each delta in a ledger row inside the same ERP
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -75,12 +80,17 @@ def plan_write(
     *,
     allow_decrease: bool,
     no_data_reason: NoDataReason | None = None,
+    confirmed: bool = True,
 ) -> Plan:
-    """Decide, from MM's counts and what erpsync last wrote, whether to attempt a write."""
+    """Decide, from MM's counts and what erpsync last wrote, whether to attempt a write.
+
+    `confirmed` is False while the run has writes in doubt: the ERP may hold one of them instead
+    of `last_written`, so even an unchanged value goes to the ERP transaction to settle it.
+    """
     if new is None:
         reason = no_data_reason or NoDataReason.NOT_FOUND
         return Plan(Verdict.NO_DATA, reason=str(reason))
-    if same_counts(new, last_written):
+    if confirmed and same_counts(new, last_written):
         return Plan(Verdict.UNCHANGED)
     if last_written is not None and not allow_decrease:
         decreased = tuple(f for f in COUNT_FIELDS if getattr(new, f) < getattr(last_written, f))
@@ -98,18 +108,36 @@ def plan_write(
 ErpVerdict = Literal["write", "unchanged", "already_written", "conflict"]
 
 
-def erp_verdict(*, current: CountValues | None, expected: CountValues | None, new: CountValues) -> ErpVerdict:
+# How many unconfirmed intents a run keeps: each is one crash between an ERP commit and erpsync's
+# state commit, so more than a handful in a row means something else is wrong.
+IN_DOUBT_LIMIT = 8
+
+
+def erp_verdict(
+    *,
+    current: CountValues | None,
+    expected: CountValues | None,
+    new: CountValues,
+    in_doubt: Sequence[CountValues] = (),
+) -> ErpVerdict:
     """Compare the ERP's value (row locked) with what erpsync last wrote and what it would write.
 
     `current` is the ERP's value now (None: no value yet), `expected` what erpsync last wrote, in
     the sink's own terms (None: never written; sinks pass their blank value instead if the row
-    exists before the first write), `new` the value to write.
+    exists before the first write), `new` the value to write, `in_doubt` values erpsync meant to
+    write in a cycle whose state commit it never saw (any of them may be in the ERP).
     """
     if current is not None and dict(current) == dict(new):
         return "unchanged" if expected is not None and dict(expected) == dict(new) else "already_written"
-    if _same(current, expected):
+    if _same(current, expected) or any(_same(current, value) for value in in_doubt):
         return "write"
     return "conflict"
+
+
+def record_intent(in_doubt: Sequence[PartCounts], new: PartCounts) -> list[PartCounts]:
+    """The run's writes in doubt once `new` is about to be written: the oldest beyond the limit go."""
+    kept = [counts for counts in in_doubt if not same_counts(counts, new)]
+    return [*kept, new][-IN_DOUBT_LIMIT:]
 
 
 def _same(a: CountValues | None, b: CountValues | None) -> bool:

@@ -6,11 +6,16 @@ Order, per batch, and why it is crash-safe:
    ``mm.max_concurrency`` at a time. Nothing is written yet; a crash here loses nothing.
 2. Decide per run (domain/writeback_rules.py): no data is skipped, never written as 0; unchanged
    counts are not written again; a decrease is refused unless ``writeback.allow_decrease``.
-3. ERP transaction (the sink): rows locked, the ERP value compared with what erpsync last wrote,
+3. Intent (state transaction): the values about to be written join the binding's
+   ``counts_in_doubt``. A crash here has written nothing to the ERP.
+4. ERP transaction (the sink): rows locked, the ERP value compared with what erpsync last wrote,
    written, committed. A crash before the commit leaves the ERP untouched.
-4. State transaction: each binding's ``last_*`` counts, audit rows, quarantine for conflicts. A
-   crash between 3 and 4 leaves the ERP ahead of our state: the next cycle finds the ERP already
-   holding the new value and records it as ``already_written``: no second write, no conflict.
+5. State transaction: each binding's ``last_*`` counts (its writes in doubt cleared), audit rows,
+   quarantine for conflicts. A crash between 4 and 5 leaves the ERP ahead of our state, and MM
+   may count on before the next cycle: the ERP then holds neither what erpsync last recorded nor
+   what it is about to write, but one of its writes in doubt, so it is erpsync's own value and is
+   overwritten (or, if MM did not move, recorded as ``already_written``): no second write, no
+   false conflict, no count left behind.
 
 Batches go to the ERP while the remaining reads are still in flight, so a cycle over thousands of
 runs takes about as long as its MM reads. Record-level problems never raise: they are audited and
@@ -42,7 +47,14 @@ from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBindin
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, FencedError, RecordError, RetryableError
 from erpsync.domain.model import BadRecord, PartCounts
-from erpsync.domain.writeback_rules import NoDataReason, Verdict, counts_dict, plan_write
+from erpsync.domain.writeback_rules import (
+    NoDataReason,
+    Verdict,
+    counts_dict,
+    plan_write,
+    record_intent,
+    same_counts,
+)
 from erpsync.runtime.crashpoints import crash_point
 from erpsync.runtime.logging import correlation, current_correlation_id
 from erpsync.runtime.metrics import QUARANTINE_OPEN, WRITEBACK_WRITES
@@ -133,6 +145,7 @@ class _Run:
     erp_operation: str
     erp_machine: str
     last: PartCounts | None
+    in_doubt: tuple[PartCounts, ...] = ()
 
     def write(self, counts: PartCounts) -> CountWrite:
         return CountWrite(
@@ -144,6 +157,7 @@ class _Run:
             erp_machine=self.erp_machine,
             counts=counts,
             previous=self.last,
+            in_doubt=tuple(c for c in self.in_doubt if not same_counts(c, counts)),
         )
 
 
@@ -284,6 +298,7 @@ class _WritebackCycle:
             b.last_good_parts,
             b.last_scrap_parts,
             b.last_nonconform_parts,
+            b.counts_in_doubt,
         ).order_by(b.id)
         if run_id is not None:
             query = query.where(b.mm_run_id == run_id)
@@ -366,6 +381,7 @@ class _WritebackCycle:
             run.last,
             allow_decrease=self.settings.writeback.allow_decrease,
             no_data_reason=read.reason,
+            confirmed=not run.in_doubt,
         )
         if plan.verdict is Verdict.NO_DATA:
             if read.reason is NoDataReason.UNREACHABLE:
@@ -414,6 +430,7 @@ class _WritebackCycle:
             return [_failed(runs[w.mm_run_id], self.erp_unavailable) for w in writes]
         if self.fence is not None and not self.fence.is_current():
             raise FencedError("the leader lease was lost: no ERP write")
+        self._record_intents(batch)
         crash_point("writeback.before_erp_write")
         try:
             results = self.sink.write(writes)
@@ -427,6 +444,23 @@ class _WritebackCycle:
             results = self._write_one_by_one(writes)
         crash_point("writeback.after_erp_commit")
         return [self._done(runs[r.mm_run_id], r) for r in results]
+
+    def _record_intents(self, batch: list[tuple[_Run, PartCounts]]) -> None:
+        """Step 3: what is about to be written becomes a write in doubt until step 5 confirms it."""
+        table = cast(Table, RunBinding.__table__)
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(counts_in_doubt=bindparam("b_in_doubt"))
+        )
+        params = [
+            {"b_id": run.binding_id, "b_in_doubt": _encode_in_doubt(record_intent(run.in_doubt, counts))}
+            for run, counts in batch
+        ]
+        with self.store.session() as session:
+            if self.fence is not None:
+                self.fence.check(session)
+            session.execute(statement, params)
 
     def _write_one_by_one(self, writes: list[CountWrite]) -> list[WriteResult]:
         results: list[WriteResult] = []
@@ -461,7 +495,12 @@ class _WritebackCycle:
 
     def _commit_state(self, done: list[_Done]) -> None:
         token = self.fence.token if self.fence is not None else None
-        written = [d for d in done if d.outcome in ("written", "already_written")]
+        # an unchanged run with writes in doubt went to the ERP to settle them: record that, too
+        written = [
+            d
+            for d in done
+            if d.outcome in ("written", "already_written") or (d.outcome == "unchanged" and d.run.in_doubt)
+        ]
         with self.store.session() as session:
             if self.fence is not None:
                 self.fence.check(session)
@@ -520,7 +559,34 @@ def _run_of(row: Any) -> _Run:
         total, good, scrap, nonconform = (int(v) for v in lasts)
         last = PartCounts(total=total, good=good, scrap=scrap, nonconform=nonconform)
     return _Run(
-        row.id, row.mm_run_id, row.run_key, row.source, row.erp_job, row.erp_operation, row.erp_machine, last
+        row.id,
+        row.mm_run_id,
+        row.run_key,
+        row.source,
+        row.erp_job,
+        row.erp_operation,
+        row.erp_machine,
+        last,
+        _decode_in_doubt(row.counts_in_doubt),
+    )
+
+
+def _encode_in_doubt(in_doubt: Sequence[PartCounts]) -> str:
+    """``counts_in_doubt`` as IT reads it: a JSON list of {"total", "good", "scrap", "nonconform"}."""
+    return json.dumps([counts_dict(c) for c in in_doubt], separators=(",", ":"))
+
+
+def _decode_in_doubt(value: str | None) -> tuple[PartCounts, ...]:
+    if not value:
+        return ()
+    return tuple(
+        PartCounts(
+            total=int(item["total"]),
+            good=int(item["good"]),
+            scrap=int(item["scrap"]),
+            nonconform=int(item["nonconform"]),
+        )
+        for item in json.loads(value)
     )
 
 
@@ -577,7 +643,8 @@ def _last_audited(session: Session, runs: Sequence[_Run]) -> dict[str, tuple[str
 
 
 def _save_last_written(session: Session, written: Sequence[_Done], now: datetime) -> None:
-    """What erpsync wrote is what the next cycle compares against (one executemany per batch).
+    """What erpsync wrote is what the next cycle compares against (one executemany per batch);
+    the ERP's value is known again, so the run's writes in doubt are cleared.
 
     A Core UPDATE of the write-back columns only, without the ORM version bump: the sync loop owns
     the other columns and must not see its own optimistic lock fail because counts were written.
@@ -592,6 +659,7 @@ def _save_last_written(session: Session, written: Sequence[_Done], now: datetime
             last_scrap_parts=bindparam("b_scrap"),
             last_nonconform_parts=bindparam("b_nonconform"),
             counts_written_at=bindparam("b_at"),
+            counts_in_doubt=None,
         )
     )
     params = []

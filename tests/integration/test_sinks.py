@@ -48,7 +48,11 @@ def counts(total: int, good: int, scrap: int = 0, nonconform: int = 0) -> PartCo
 
 
 def write(
-    run_id: str, new: PartCounts, previous: PartCounts | None = None, run_key: str | None = None
+    run_id: str,
+    new: PartCounts,
+    previous: PartCounts | None = None,
+    run_key: str | None = None,
+    in_doubt: tuple[PartCounts, ...] = (),
 ) -> CountWrite:
     return CountWrite(
         mm_run_id=run_id,
@@ -59,6 +63,7 @@ def write(
         erp_machine="MILL-1",
         counts=new,
         previous=previous,
+        in_doubt=in_doubt,
     )
 
 
@@ -172,6 +177,21 @@ def test_staging_never_overwrites_an_edit_committed_while_it_waits(erp: Engine) 
     assert (row["TOTAL_QTY"], row["GOOD_QTY"], row["SCRAP_QTY"]) == (10, 8, 2)
 
 
+def test_staging_overwrites_its_own_write_in_doubt_but_not_a_person(erp: Engine) -> None:
+    sink = StagingSink(erp, TABLE)
+    install_staging(erp, TABLE)
+    sink.write([write("r1", counts(5, 5)), write("r2", counts(5, 5))])  # committed, state commit lost
+    grown = [
+        write("r1", counts(9, 8, 1), in_doubt=(counts(5, 5),)),  # never recorded as written
+        write("r2", counts(9, 8, 1), in_doubt=(counts(4, 4),)),  # some other value in doubt
+    ]
+    results = sink.write(grown)
+    assert [r.outcome for r in results] == ["written", "conflict"]
+    assert results[0].before == {"TOTAL_QTY": 5, "GOOD_QTY": 5, "SCRAP_QTY": 0, "NONCONFORM_QTY": 0}
+    rows = staging_rows(erp)
+    assert (rows["r1"]["TOTAL_QTY"], rows["r2"]["TOTAL_QTY"]) == (9, 5)
+
+
 def test_staging_schema_qualified_name_and_ddl_for_every_dialect() -> None:
     for dialect in ("postgresql", "mysql", "mariadb", "sqlite", "mssql"):
         ddl = staging_ddl(dialect, "dbo.ERPSYNC_RUN_COUNTS")
@@ -234,6 +254,9 @@ def test_labor_ticket_edit_by_a_person_is_a_conflict(visual: VisualFixture) -> N
     again = sink.write([write("ours", counts(6, 6), counts(4, 4), run_key=f"LT{ours}")])[0]
     assert again.outcome == "conflict"
     assert _ticket(visual, ours) == (5, 1)
+    in_doubt = sink.write([write("ours", counts(8, 8), counts(4, 4), f"LT{ours}", (counts(6, 5, 1),))])
+    assert in_doubt[0].outcome == "written"  # (5, 1) was erpsync's own write before a crash
+    assert _ticket(visual, ours) == (8, 0)
     bad = sink.write([write("a", counts(1, 1), run_key="W100/10"), write("b", counts(1, 1), run_key="LT999")])
     assert [r.outcome for r in bad] == ["failed", "failed"]
     assert "not a VISUAL labor ticket" in (bad[0].message or "")
@@ -284,6 +307,10 @@ def test_sql_sink_guarded_statement_writes_replays_and_detects_conflicts(
     ]
     assert [r.outcome for r in sink.write(second)] == ["written", "conflict"]
     assert _job_counts(erp, job_counts) == {"K1": (10, 2), "K2": (2, 0)}
+    # K1 holds (10, 2); erpsync's state still says (8, 2) because a crash lost its commit
+    third = [write("r1", counts(15, 13, 2), counts(10, 8, 2), "K1", (counts(12, 10, 2),))]
+    assert [r.outcome for r in sink.write(third)] == ["written"]
+    assert _job_counts(erp, job_counts)["K1"] == (13, 2)
 
 
 def test_sql_sink_unguarded_statement_and_statement_errors(erp: Engine, job_counts: Table) -> None:

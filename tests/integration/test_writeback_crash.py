@@ -1,9 +1,10 @@
 """Crash safety of write-back: a real `erpsync writeback` process killed at each dangerous step.
 
-The order is MM read -> ERP commit -> state commit. Killed before the ERP commit, the ERP keeps its
-old values; killed after it, the ERP is ahead of erpsync's state. Either way a re-run must leave
-the ERP holding exactly MM's counts (nothing lost, nothing doubled), erpsync's state agreeing, and
-no false conflict.
+The order is MM read -> intent -> ERP commit -> state commit. Killed before the ERP commit, the ERP
+keeps its old values; killed after it, the ERP is ahead of erpsync's state, and MM may count on
+before the re-run (the ERP then holds neither what erpsync last recorded nor MM's new value, but
+erpsync's own write in doubt). Either way a re-run must leave the ERP holding exactly MM's counts
+(nothing lost, nothing doubled), erpsync's state agreeing, and no false conflict.
 """
 
 from __future__ import annotations
@@ -145,12 +146,14 @@ def assert_converged(store: StateStore, erp: Engine, expected: dict[str, tuple[i
 
 
 @pytest.mark.parametrize(
-    ("backend", "crash_at"),
+    ("backend", "crash_at", "mm_counts_on"),
     [
-        ("sqlite", "writeback.before_erp_commit"),
-        ("sqlite", "writeback.after_erp_commit"),
-        ("postgresql", "writeback.after_erp_commit"),
-        ("mariadb", "writeback.after_erp_commit"),
+        ("sqlite", "writeback.before_erp_write", False),
+        ("sqlite", "writeback.before_erp_commit", False),
+        ("sqlite", "writeback.after_erp_commit", False),
+        ("sqlite", "writeback.after_erp_commit", True),
+        ("postgresql", "writeback.after_erp_commit", True),
+        ("mariadb", "writeback.after_erp_commit", True),
     ],
     indirect=["backend"],
 )
@@ -163,6 +166,7 @@ def test_killed_around_the_erp_commit_loses_nothing_and_doubles_nothing(
     mm_client: MMClient,
     mm_settings: MMSettings,
     crash_at: str,
+    mm_counts_on: bool,
 ) -> None:
     store = sqlite_state_store
     expected = seed_and_write_once(store, erp, mm_simulator, mm_client, mm_settings)
@@ -178,20 +182,32 @@ def test_killed_around_the_erp_commit_loses_nothing_and_doubles_nothing(
     assert finish(erpsync(config, "writeback", crash_at=crash_at)) == CRASH_EXIT_CODE
     after_crash = staging_counts(erp)
     changed = {run for run in RUNS if after_crash[run] != before[run]}
-    if crash_at == "writeback.before_erp_commit":
-        assert changed == set()  # the open ERP transaction died with the process
+    erp_ahead = crash_at == "writeback.after_erp_commit"
+    if not erp_ahead:
+        assert changed == set()  # nothing reached the ERP, or the open transaction died with the process
     else:
         assert len(changed) == 2 and all(after_crash[run] == expected[run] for run in changed)
         assert all(last_written(store)[run] == before[run] for run in changed)  # state is behind the ERP
+    if mm_counts_on:  # the machines kept running while erpsync was down
+        for n, run_id in enumerate(RUNS, start=1):
+            mm_simulator.set_counts(run_id, total=10 * n + 9, scrap=2)
+            expected[run_id] = (10 * n + 9, 10 * n + 7, 2, 0)
 
     assert rerun(config) == 0
     assert_converged(store, erp, expected)
     outcomes = {a.mm_run_id: a.outcome for a in audits(store)[len(RUNS) :]}
-    if crash_at == "writeback.before_erp_commit":
+    if not erp_ahead or mm_counts_on:
         assert outcomes == dict.fromkeys(RUNS, "written")
     else:
         assert sorted(outcomes.values()) == ["already_written", "already_written", "written", "written"]
         assert {run for run, outcome in outcomes.items() if outcome == "already_written"} == changed
+    if erp_ahead and mm_counts_on:  # erpsync's own write in doubt was recognised as its own
+        audited = {a.mm_run_id: a for a in audits(store)[len(RUNS) :]}
+        for run in changed:
+            assert audited[run].before_json is not None
+            erp_before = json.loads(audited[run].before_json)
+            columns = ("TOTAL_QTY", "GOOD_QTY", "SCRAP_QTY", "NONCONFORM_QTY")
+            assert tuple(erp_before[c] for c in columns) == after_crash[run]
 
 
 def test_killed_after_a_batch_state_commit_resumes_with_the_rest(

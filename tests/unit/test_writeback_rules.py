@@ -11,10 +11,12 @@ from sqlalchemy import text
 
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import (
+    IN_DOUBT_LIMIT,
     NoDataReason,
     Verdict,
     erp_verdict,
     plan_write,
+    record_intent,
     sql_bind_names,
     unknown_sql_binds,
 )
@@ -65,6 +67,32 @@ def test_erp_verdicts() -> None:
     assert erp_verdict(current={"GOOD_QTY": 11, "BAD_QTY": 1}, expected=last, new=new) == "conflict"
     assert erp_verdict(current=None, expected=last, new=new) == "conflict"  # row gone
     assert erp_verdict(current=last, expected=None, new=new) == "conflict"  # someone else's row
+
+
+def test_a_value_erpsync_meant_to_write_before_a_crash_is_its_own_not_a_conflict() -> None:
+    last = {"GOOD_QTY": 10, "BAD_QTY": 1}
+    in_doubt = {"GOOD_QTY": 12, "BAD_QTY": 1}  # committed to the ERP, then killed before our commit
+    new = {"GOOD_QTY": 15, "BAD_QTY": 2}  # MM counted on meanwhile
+    assert erp_verdict(current=in_doubt, expected=last, new=new) == "conflict"  # the defect
+    assert erp_verdict(current=in_doubt, expected=last, new=new, in_doubt=[in_doubt]) == "write"
+    assert erp_verdict(current=last, expected=last, new=new, in_doubt=[in_doubt]) == "write"
+    person = {"GOOD_QTY": 11, "BAD_QTY": 1}
+    assert erp_verdict(current=person, expected=last, new=new, in_doubt=[in_doubt]) == "conflict"
+    assert erp_verdict(current=in_doubt, expected=None, new=new, in_doubt=[in_doubt]) == "write"
+
+
+def test_intents_accumulate_until_confirmed_and_are_bounded() -> None:
+    intents: list[PartCounts] = []
+    for n in range(IN_DOUBT_LIMIT + 3):
+        intents = record_intent(intents, pc(n, n))
+    assert len(intents) == IN_DOUBT_LIMIT
+    assert intents[-1] == pc(IN_DOUBT_LIMIT + 2, IN_DOUBT_LIMIT + 2)  # the newest is always kept
+    assert record_intent([pc(1, 1), pc(2, 2)], pc(1, 1)) == [pc(2, 2), pc(1, 1)]  # no repeats
+
+
+def test_unchanged_counts_still_go_to_the_erp_while_a_write_is_in_doubt() -> None:
+    last = pc(10, 10)
+    assert plan_write(pc(10, 10), last, allow_decrease=False, confirmed=False).verdict is Verdict.WRITE
 
 
 def test_erp_decimals_compare_equal_to_integers() -> None:

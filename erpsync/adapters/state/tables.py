@@ -99,6 +99,9 @@ class RunBinding(Base):
     last_scrap_parts: Mapped[int | None] = mapped_column(BigInteger)
     last_nonconform_parts: Mapped[int | None] = mapped_column(BigInteger)
     counts_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # write-back intents not yet confirmed (JSON list of counts): the ERP may hold any of them
+    # after a crash between its commit and ours, and such a value is erpsync's, not a person's
+    counts_in_doubt: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -3,7 +3,8 @@
 A sink receives absolute per-run totals and writes them into one ERP target (a staging table, a
 labor ticket, a customer's statement, an outbox file). Each `write` call is one ERP transaction
 (or one file): all of the batch or none of it. Inside it the sink compares the ERP's current
-value with what erpsync last wrote (`CountWrite.previous`) and never overwrites a person's edit.
+value with what erpsync last wrote (`CountWrite.previous`, or one of its `in_doubt` writes) and
+never overwrites a person's edit.
 Policy that needs no ERP (no data, unchanged, decreases) is decided before, by the service.
 
 Every sink today writes absolute totals keyed by the MM run, so a replay changes nothing. A sink
@@ -26,7 +27,11 @@ Outcome = Literal["written", "unchanged", "already_written", "conflict", "decrea
 
 @dataclass(frozen=True, slots=True)
 class CountWrite:
-    """One run's counts to write: `previous` is what erpsync last wrote there (None: never)."""
+    """One run's counts to write: `previous` is what erpsync last wrote there (None: never).
+
+    `in_doubt` are values erpsync set out to write in earlier cycles whose outcome it never
+    recorded (killed after the ERP commit): the ERP holding one of them is erpsync's own write.
+    """
 
     mm_run_id: str
     run_key: str
@@ -36,6 +41,7 @@ class CountWrite:
     erp_machine: str
     counts: PartCounts
     previous: PartCounts | None
+    in_doubt: tuple[PartCounts, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

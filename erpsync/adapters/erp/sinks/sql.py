@@ -7,8 +7,9 @@ Unknown bind names are a configuration error at start, so a typo cannot bind NUL
 Optimistic concurrency is the statement's job, through the `:prev_*` binds (what erpsync last
 wrote; NULL before the first write, so write e.g. ``AND QTY = COALESCE(:prev_good_parts, 0)``).
 A statement using them that matches no row means the ERP holds something else. The sink then runs
-it once more with `:prev_*` set to the new values: if that matches, the ERP already held the new
-values (a replay after a crash), which is not a conflict; otherwise a person edited the row.
+it again with `:prev_*` set to each value erpsync meant to write in a cycle killed before its
+state commit (`CountWrite.in_doubt`), then to the new values: a match means the ERP held erpsync's
+own write (a replay after a crash), which is not a conflict; otherwise a person edited the row.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class SqlSink:
             return WriteResult(w.mm_run_id, "written", before, after)
         if not self.guarded:
             return WriteResult(w.mm_run_id, "failed", before, after, "writeback.statement matched no row")
+        # does the ERP hold a value erpsync meant to write before a crash? (its own write)
+        for in_doubt in w.in_doubt:
+            if conn.execute(self.statement, self._params(w, in_doubt, now)).rowcount > 0:
+                return WriteResult(w.mm_run_id, "written", counts_dict(in_doubt), after)
         # does the ERP already hold the new values? (a write committed before a crash)
         if conn.execute(self.statement, self._params(w, w.counts, now)).rowcount > 0:
             return WriteResult(w.mm_run_id, "already_written", after, after)

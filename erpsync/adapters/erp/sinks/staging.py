@@ -213,7 +213,8 @@ class StagingSink:
                     results.append(WriteResult(w.mm_run_id, "written", None, new))
                     continue
                 expected = _values(w.previous) if w.previous is not None else None
-                verdict = erp_verdict(current=before, expected=expected, new=new)
+                in_doubt = [_values(c) for c in w.in_doubt]
+                verdict = erp_verdict(current=before, expected=expected, new=new, in_doubt=in_doubt)
                 results.append(self._result(w, verdict, before, new, expected))
                 if verdict == "write":
                     updates.append(

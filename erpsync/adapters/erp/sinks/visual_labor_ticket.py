@@ -11,7 +11,8 @@ recompute when its own code touches the ticket, and posted tickets should not ch
 it only with the customer's approval, after a trial on a test copy of their database.
 
 Safety: erpsync writes a ticket only while it still holds what erpsync last wrote (0/0 before the
-first write). Any other value was typed by a person and is never overwritten (a conflict).
+first write) or a value it set out to write before a crash. Any other value was typed by a person
+and is never overwritten (a conflict).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class VisualLaborTicketSink:
                     )
                     continue
                 expected = ticket_values(w.previous) if w.previous is not None else BLANK
-                verdict = erp_verdict(current=before, expected=expected, new=new)
+                in_doubt = [ticket_values(c) for c in w.in_doubt]
+                verdict = erp_verdict(current=before, expected=expected, new=new, in_doubt=in_doubt)
                 if verdict == "write":
                     results[w.mm_run_id] = WriteResult(w.mm_run_id, "written", before, new)
                     updates.append(
