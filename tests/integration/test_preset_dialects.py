@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
+from erpsync.adapters.erp import visual_source as vs
 from erpsync.adapters.erp.visual_schema import VISUAL_TABLES
 from erpsync.adapters.erp.visual_source import preset_statements
 from erpsync.config import VisualPresetSettings
@@ -67,3 +68,24 @@ def test_expanding_lookup_renders_bound_parameters() -> None:
     compiled = lookup.compile(dialect=DIALECTS["mssql"])
     assert "ids" in compiled.params
     assert "__[POSTCOMPILE_ids]" in str(compiled)
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["default", "site"])
+def test_rows_are_unpacked_by_the_positions_the_statements_select(settings: VisualPresetSettings) -> None:
+    """The source reads rows by position for speed: the positions must name the right columns."""
+    statements = preset_statements(settings)
+    for name in ("runs", "lookup"):
+        columns = list(statements[name].selected_columns.keys())
+        assert columns[0] == "TRANSACTION_ID"
+        assert columns[vs._TICKET_COLUMNS - 1] == "OP_SEQUENCE_NO"
+        assert columns[vs._TICKET_COLUMNS - 3 : vs._TICKET_COLUMNS - 1] == ["CLOCK_IN", "CLOCK_OUT"]
+        standards = columns[vs._TICKET_COLUMNS :]
+        assert len(standards) == len(vs._OP_COLUMNS) == 12
+        assert standards[vs._OP_RESOURCE] == "OP_RESOURCE_ID"
+        assert (standards[vs._OP_SERVICE], standards[vs._OP_VENDOR]) == ("SERVICE_ID", "VENDOR_ID")
+        assert standards[-1] == "PART_DESCRIPTION"
+    columns = list(statements["operations"].selected_columns.keys())
+    assert columns[vs._OPERATION_KEY_COLUMNS - 1] == "OP_SEQUENCE_NO"
+    assert columns[vs._OPERATION_KEY_COLUMNS :] == list(statements["runs"].selected_columns.keys())[
+        vs._TICKET_COLUMNS :
+    ]

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.journal import MACHINE_SEEN_RESOLUTION, note_machines
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import AuditEntry, Base
+from erpsync.adapters.state.tables import AuditEntry, Base, MachineSeen
 from erpsync.runtime.logging import correlation
 
 TABLES = {
@@ -128,3 +129,30 @@ def test_postgresql_refuses_truncate(pg_url: str) -> None:
             conn.execute(text("TRUNCATE erpsync_audit"))
     finally:
         engine.dispose()
+
+
+def test_machines_seen_are_inserted_updated_and_refreshed_at_most_every_resolution(
+    state_store: StateStore,
+) -> None:
+    def seen() -> dict[str, tuple[str | None, int, datetime]]:
+        with state_store.session() as session:
+            return {
+                m.erp_machine: (m.mm_machine_id, m.runs_seen, m.last_seen_at)
+                for m in session.scalars(select(MachineSeen))
+            }
+
+    t0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
+    with state_store.session() as session:
+        note_machines(session, {"M1": ("M1", 1), "M2": ("M2", 2)}, t0)
+    assert seen() == {"M1": ("M1", 1, t0), "M2": ("M2", 2, t0)}
+
+    soon = t0 + MACHINE_SEEN_RESOLUTION / 2  # unchanged machines keep last_seen_at; changes land
+    with state_store.session() as session:
+        note_machines(session, {"M1": ("M1", 1), "M2": ("MILL-2", 3), "M3": (None, 1)}, soon)
+    assert seen() == {"M1": ("M1", 1, t0), "M2": ("MILL-2", 3, soon), "M3": (None, 1, soon)}
+
+    later = t0 + MACHINE_SEEN_RESOLUTION + timedelta(seconds=1)
+    with state_store.session() as session:
+        note_machines(session, {"M1": ("M1", 1)}, later)
+    assert seen()["M1"] == ("M1", 1, later)
+    assert seen()["M2"][2] == soon  # not seen this cycle: untouched

@@ -20,10 +20,16 @@ NO_SPLIT = "0"
 
 
 def clean(value: Any) -> str:
-    """An ERP identifier as trimmed text without NUL bytes; None becomes ''."""
+    """An ERP identifier as trimmed text without NUL bytes; None becomes ''.
+
+    Called a dozen times per ERP row, so the common case (a str without NUL) does the least.
+    """
     if value is None:
         return ""
-    return str(value).replace("\x00", "").strip()
+    text = value if value.__class__ is str else str(value)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text.strip()
 
 
 def visual_job_key(wo_type: Any, base: Any, lot: Any, split: Any, sub: Any) -> tuple[str, str, str, str, str]:

@@ -23,7 +23,7 @@ row wins).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -44,7 +44,7 @@ from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OPERATION, PART, WO
 from erpsync.config import SourceSettings, VisualPresetSettings
 from erpsync.domain.errors import RecordError
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
-from erpsync.domain.timezones import local_cutoff, optional_utc, zone_of
+from erpsync.domain.timezones import local_cutoff, to_utc, zone_of
 from erpsync.domain.units import (
     RunUnit,
     UnitError,
@@ -78,6 +78,11 @@ _OP_COLUMNS = (
     wo.DESIRED_WANT_DATE,
     part.DESCRIPTION.label("PART_DESCRIPTION"),
 )
+# positions within _OP_COLUMNS (rows are unpacked by position: see VisualSource._ticket)
+_OP_RESOURCE, _OP_SERVICE, _OP_VENDOR = 0, 5, 6
+# ticket columns before _OP_COLUMNS in _ticket_select; key columns before them in operations_statement
+_TICKET_COLUMNS = 12
+_OPERATION_KEY_COLUMNS = 6
 
 
 def _ticket_select() -> Select[Any]:
@@ -284,100 +289,130 @@ class VisualSource:
         last_id: int | None = None
         for row in self._stream(statement, params):
             stats.rows_read += 1
-            values = row._mapping  # mapping access is ~6x faster than Row attributes
-            tid = int(values["TRANSACTION_ID"])
+            tid = int(row[0])  # TRANSACTION_ID
             if tid == last_id:
                 stats.skip("duplicate_row")
                 continue
             last_id = tid
-            item = self._ticket(values)
+            item = self._ticket(row)
             if isinstance(item, str):
                 stats.skip(item)
             else:
                 yield item
 
-    def _ticket(self, row: RowMapping) -> JobOperationRun | BadRecord | str:
-        """One ticket as a run, a bad record, or the reason it is skipped."""
-        run_key = ticket_run_key(row["TRANSACTION_ID"])
-        origin = f"LABOR_TICKET.TRANSACTION_ID={int(row['TRANSACTION_ID'])}"
-        if not clean(row["WORKORDER_BASE_ID"]) or row["OPERATION_SEQ_NO"] is None:
+    def _ticket(self, row: Row[Any]) -> JobOperationRun | BadRecord | str:
+        """One ticket as a run, a bad record, or the reason it is skipped.
+
+        Columns are unpacked by position (`_ticket_select` order): a no-change cycle maps every
+        open ticket, and unpacking is ~6x cheaper than 24 look-ups by name.
+        """
+        (
+            transaction_id,
+            ticket_type,
+            wo_type,
+            wo_base,
+            wo_lot,
+            wo_split,
+            wo_sub,
+            operation_seq_no,
+            ticket_resource,
+            clock_in,
+            clock_out,
+            op_sequence_no,
+        ) = row[:_TICKET_COLUMNS]
+        tid = int(transaction_id)
+        run_key = ticket_run_key(tid)
+        if not clean(wo_base) or operation_seq_no is None:
             return "indirect_ticket"
-        key = visual_job_key(
-            row["WORKORDER_TYPE"],
-            row["WORKORDER_BASE_ID"],
-            row["WORKORDER_LOT_ID"],
-            row["WORKORDER_SPLIT_ID"],
-            row["WORKORDER_SUB_ID"],
-        )
+        key = visual_job_key(wo_type, wo_base, wo_lot, wo_split, wo_sub)
         if key[0] != "W":
             return "not_work_order"
+        standards = row[_TICKET_COLUMNS:]
         try:
-            if row["OP_SEQUENCE_NO"] is None:
+            if op_sequence_no is None:
                 raise _FieldError(
                     "OPERATION_SEQ_NO",
-                    f"ticket points to operation {visual_job_name(key)}|{row['OPERATION_SEQ_NO']}, "
+                    f"ticket points to operation {visual_job_name(key)}|{operation_seq_no}, "
                     "which does not exist in OPERATION",
                 )
-            if _outside_service(row):
+            if _outside_service(standards):
                 return "outside_service"
-            state = self._state(row)
-            machine = clean(row["TICKET_RESOURCE_ID"]) or clean(row["OP_RESOURCE_ID"])
-            operation = self._operation(key, row, machine, origin)
+            state = self._state(ticket_type, clock_out)
+            machine = clean(ticket_resource) or clean(standards[_OP_RESOURCE])
+            operation = self._operation(
+                key, op_sequence_no, standards, machine, f"LABOR_TICKET.TRANSACTION_ID={tid}"
+            )
         except RecordError as exc:
-            return self._bad(run_key, row, exc)
+            return self._bad(run_key, row._mapping, exc)
+        zone = self._zone
         return JobOperationRun(
             run_key=run_key,
             operation=operation,
             state=state,
-            start_at=optional_utc(row["CLOCK_IN"], self._zone),
-            end_at=optional_utc(row["CLOCK_OUT"], self._zone),
-            origin=origin,
+            start_at=None if clock_in is None else to_utc(clock_in, zone),
+            end_at=None if clock_out is None else to_utc(clock_out, zone),
+            origin=operation.origin,
         )
 
-    def _state(self, row: RowMapping) -> RunState:
-        ticket_type = clean(row["TICKET_TYPE"]).upper()
-        if ticket_type in self._setup_types:
+    def _state(self, ticket_type: Any, clock_out: Any) -> RunState:
+        text = clean(ticket_type).upper()
+        if text in self._setup_types:
             state = RunState.SETUP
-        elif ticket_type in self._run_types:
+        elif text in self._run_types:
             state = RunState.PRODUCTION
         else:
             raise _FieldError(
                 "TYPE",
-                f"ticket TYPE {ticket_type!r} is in neither visual.setup_ticket_types "
+                f"ticket TYPE {text!r} is in neither visual.setup_ticket_types "
                 f"{sorted(self._setup_types)} nor visual.run_ticket_types {sorted(self._run_types)}; "
                 "add it to one of them",
             )
-        return RunState.ENDED if row["CLOCK_OUT"] is not None else state
+        return RunState.ENDED if clock_out is not None else state
 
     def _operations(self, rows: Iterator[Row[Any]], stats: SourceStats) -> Iterator[JobOperation | BadRecord]:
-        for result_row in rows:
+        for row in rows:
             stats.rows_read += 1
-            row = result_row._mapping
-            key = visual_job_key(
-                row["WORKORDER_TYPE"],
-                row["WORKORDER_BASE_ID"],
-                row["WORKORDER_LOT_ID"],
-                row["WORKORDER_SPLIT_ID"],
-                row["WORKORDER_SUB_ID"],
-            )
-            if _outside_service(row):
+            wo_type, wo_base, wo_lot, wo_split, wo_sub, op_sequence_no = row[:_OPERATION_KEY_COLUMNS]
+            standards = row[_OPERATION_KEY_COLUMNS:]
+            key = visual_job_key(wo_type, wo_base, wo_lot, wo_split, wo_sub)
+            if _outside_service(standards):
                 stats.skip("outside_service")
                 continue
-            origin = f"OPERATION {visual_job_name(key)}|{row['OP_SEQUENCE_NO']}"
+            origin = f"OPERATION {visual_job_name(key)}|{op_sequence_no}"
             try:
-                yield self._operation(key, row, clean(row["OP_RESOURCE_ID"]), origin)
+                yield self._operation(key, op_sequence_no, standards, clean(standards[_OP_RESOURCE]), origin)
             except RecordError as exc:
-                yield self._bad(f"{'/'.join(key)}|{row['OP_SEQUENCE_NO']}", row, exc)
+                yield self._bad(f"{'/'.join(key)}|{op_sequence_no}", row._mapping, exc)
 
     def _operation(
-        self, key: tuple[str, str, str, str, str], row: RowMapping, machine: str, origin: str
+        self,
+        key: tuple[str, str, str, str, str],
+        sequence_no: Any,
+        standards: Sequence[Any],
+        machine: str,
+        origin: str,
     ) -> JobOperation:
+        """The operation from its key and its `_OP_COLUMNS` values (by position)."""
         if not machine:
             raise _FieldError("RESOURCE_ID", "operation has no RESOURCE_ID (machine)")
-        seq = str(int(row["OP_SEQUENCE_NO"]))
+        (
+            _resource,
+            setup_hrs,
+            run,
+            run_type,
+            calc_end_qty,
+            _service,
+            _vendor,
+            operation_type,
+            part_id,
+            desired_qty,
+            want_date,
+            part_description,
+        ) = standards
+        seq = str(int(sequence_no))
         job_name = visual_job_name(key)
         quantity, setup_seconds, part_ms = self._standards(
-            row["CALC_END_QTY"], row["DESIRED_QTY"], row["SETUP_HRS"], row["RUN"], clean(row["RUN_TYPE"])
+            calc_end_qty, desired_qty, setup_hrs, run, clean(run_type)
         )
         return JobOperation(
             job_key=key,
@@ -385,14 +420,14 @@ class VisualSource:
             machine=machine,
             job_name=job_name,
             operation_name=operation_name(job_name, seq),
-            part_name=clean(row["PART_ID"]),
+            part_name=clean(part_id),
             lot_name=key[2],
-            description=clean(row["PART_DESCRIPTION"]) or clean(row["OPERATION_TYPE"]),
+            description=clean(part_description) or clean(operation_type),
             quantity_required=quantity,
             expected_setup_seconds=setup_seconds,
             ideal_part_ms=part_ms,
             expected_part_ms=part_ms,
-            due_at=optional_utc(row["DESIRED_WANT_DATE"], self._zone),
+            due_at=None if want_date is None else to_utc(want_date, self._zone),
             origin=origin,
         )
 
@@ -444,8 +479,8 @@ class VisualSource:
         )
 
 
-def _outside_service(row: RowMapping) -> bool:
-    return bool(clean(row["SERVICE_ID"]) or clean(row["VENDOR_ID"]))
+def _outside_service(standards: Sequence[Any]) -> bool:
+    return bool(clean(standards[_OP_SERVICE]) or clean(standards[_OP_VENDOR]))
 
 
 def _field(field: str, convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

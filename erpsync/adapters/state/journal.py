@@ -32,6 +32,8 @@ from erpsync.domain.reconcile import BoundRun
 
 OPEN_BINDING_STATUSES = ("starting", "running", "stopping")
 DUE_STATUSES = ("pending", "failed_retryable")
+# `erpsync machines` shows when a resource was last seen to this precision (see note_machines)
+MACHINE_SEEN_RESOLUTION = timedelta(minutes=10)
 CHUNK = 500
 
 
@@ -473,32 +475,38 @@ def resolve_retried_quarantine(session: Session, source: str, still_bad: Collect
 def note_machines(session: Session, machines: dict[str, tuple[str | None, int]], now: datetime) -> None:
     """Remember every ERP resource seen, its MM machine id and how many runs used it.
 
-    Core statements, not ORM objects: every cycle touches every machine's row, and at 100,000
-    machines the unit of work alone took longer than the whole no-change cycle may (bench/).
+    `last_seen_at` is refreshed at most every `MACHINE_SEEN_RESOLUTION` for a machine whose mapping
+    and run count did not change: at 100,000 machines, rewriting every row each cycle cost more
+    than the rest of a no-change cycle's state work (bench/). Core statements, not ORM objects.
     """
     if not machines:
         return
     wanted = {erp_machine[:64]: seen for erp_machine, seen in machines.items()}
     table = _MACHINE_TABLE.c
-    known: dict[str, tuple[str | None, int]] = {}
-    for chunk in _chunks(sorted(wanted)):
-        rows = session.execute(
-            select(table.erp_machine, table.mm_machine_id, table.runs_seen).where(
-                table.erp_machine.in_(chunk)
-            )
+    known: dict[str, tuple[str | None, int, datetime]] = {
+        erp_machine: (mm_machine_id, runs_seen, last_seen_at)
+        for erp_machine, mm_machine_id, runs_seen, last_seen_at in session.execute(
+            select(table.erp_machine, table.mm_machine_id, table.runs_seen, table.last_seen_at)
         )
-        known.update((row.erp_machine, (row.mm_machine_id, row.runs_seen)) for row in rows)
-    new = [
-        {"erp_machine": m, "mm_machine_id": mm, "first_seen_at": now, "last_seen_at": now, "runs_seen": runs}
-        for m, (mm, runs) in wanted.items()
-        if m not in known
-    ]
-    changed = [
-        {"m_machine": m, "m_mm": mm, "m_runs": runs}
-        for m, (mm, runs) in wanted.items()
-        if m in known and known[m] != (mm, runs)
-    ]
-    same = sorted(m for m, seen in wanted.items() if known.get(m) == seen)
+    }
+    stale = now - MACHINE_SEEN_RESOLUTION
+    new, changed, seen_again = [], [], []
+    for machine, (mm_machine_id, runs) in wanted.items():
+        found = known.get(machine)
+        if found is None:
+            new.append(
+                {
+                    "erp_machine": machine,
+                    "mm_machine_id": mm_machine_id,
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                    "runs_seen": runs,
+                }
+            )
+        elif found[:2] != (mm_machine_id, runs):
+            changed.append({"m_machine": machine, "m_mm": mm_machine_id, "m_runs": runs})
+        elif found[2] <= stale:
+            seen_again.append(machine)
     for chunk in _chunks(new):
         session.execute(insert(_MACHINE_TABLE), list(chunk))
     if changed:
@@ -508,7 +516,7 @@ def note_machines(session: Session, machines: dict[str, tuple[str | None, int]],
             .values(mm_machine_id=bindparam("m_mm"), runs_seen=bindparam("m_runs"), last_seen_at=now),
             changed,
         )
-    for chunk in _chunks(same):
+    for chunk in _chunks(sorted(seen_again)):
         session.execute(update(_MACHINE_TABLE).where(table.erp_machine.in_(chunk)).values(last_seen_at=now))
 
 
