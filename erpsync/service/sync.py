@@ -34,6 +34,7 @@ from erpsync.config import Settings
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
+from erpsync.runtime.collector import collector_paused
 from erpsync.runtime.logging import current_correlation_id, current_trigger
 from erpsync.runtime.metrics import QUARANTINE_OPEN
 from erpsync.service.cycles import cycle
@@ -118,7 +119,10 @@ class SyncService:
     # -- reading and planning (no side effects) -------------------------------------------------
     def compute_plan(self, now: datetime | None = None) -> PlanResult:
         """Read the ERP and the bindings and diff them. Writes nothing anywhere."""
-        now = now or utcnow()
+        with collector_paused():  # every row, run and binding lives until the diff is done
+            return self._compute_plan(now or utcnow())
+
+    def _compute_plan(self, now: datetime) -> PlanResult:
         snapshot = self.source.read_runs()
         # the bindings load while the ERP rows stream in: each waits on its own database
         with ThreadPoolExecutor(1, thread_name_prefix="load-bindings") as pool:
