@@ -32,14 +32,15 @@ def _cpu_model() -> str:
 
 def _git(*args: str) -> str:
     done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-    return done.stdout.strip()
+    return done.stdout.rstrip("\n")
 
 
 def git_state(paths: tuple[str, ...]) -> dict[str, Any]:
-    """HEAD, and which of `paths` differ from it (figures then come from uncommitted code)."""
+    """HEAD, and the files under `paths` that differ from it (figures then come from uncommitted code)."""
+    porcelain = _git("status", "--porcelain", "--", *paths)  # "XY path" per line
     return {
-        "commit": _git("rev-parse", "HEAD") or "unknown",
-        "uncommitted": _git("status", "--porcelain", "--", *paths).splitlines(),
+        "commit": _git("rev-parse", "HEAD").strip() or "unknown",
+        "uncommitted": [line[3:] for line in porcelain.splitlines() if len(line) > 3],
     }
 
 

@@ -28,11 +28,7 @@ def _load(r: dict[str, Any]) -> str:
 def _machine(info: dict[str, Any]) -> list[str]:
     git = info["git"]
     calibration = " / ".join(f"{x:.0f}" for x in info["calibration_ms"])
-    dirty = (
-        f" plus uncommitted changes in {', '.join(line[3:] for line in git['uncommitted'])}"
-        if git["uncommitted"]
-        else ""
-    )
+    dirty = f" plus uncommitted changes in {', '.join(git['uncommitted'])}" if git["uncommitted"] else ""
     return [
         "## Where and when",
         "",

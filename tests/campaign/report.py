@@ -67,11 +67,7 @@ def crash_summary(
 
 def _where(info: dict[str, Any]) -> list[str]:
     git = info["git"]
-    dirty = (
-        f" plus uncommitted changes in {', '.join(x[3:] for x in git['uncommitted'])}"
-        if git["uncommitted"]
-        else ""
-    )
+    dirty = f" plus uncommitted changes in {', '.join(git['uncommitted'])}" if git["uncommitted"] else ""
     return [
         "## Where and when",
         "",
