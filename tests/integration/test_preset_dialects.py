@@ -86,6 +86,7 @@ def test_rows_are_unpacked_by_the_positions_the_statements_select(settings: Visu
         assert standards[-1] == "PART_DESCRIPTION"
     columns = list(statements["operations"].selected_columns.keys())
     assert columns[vs._OPERATION_KEY_COLUMNS - 1] == "OP_SEQUENCE_NO"
-    assert columns[vs._OPERATION_KEY_COLUMNS :] == list(statements["runs"].selected_columns.keys())[
-        vs._TICKET_COLUMNS :
-    ]
+    assert (
+        columns[vs._OPERATION_KEY_COLUMNS :]
+        == list(statements["runs"].selected_columns.keys())[vs._TICKET_COLUMNS :]
+    )
