@@ -35,6 +35,7 @@ from erpsync.bootstrap import open_sync
 from erpsync.config import load_settings
 from erpsync.domain.model import JobOperationRun
 from erpsync.domain.reconcile import reconcile
+from erpsync.runtime.collector import collector_paused
 
 ZONE = bench_sources.ZONE
 CONCURRENCY = 16
@@ -222,27 +223,29 @@ def breakdown(runner: ErpsyncRunner) -> dict[str, float]:
     """Where a no-change cycle's time goes, each part timed alone in this process.
 
     In the cycle the ERP read and the bindings load overlap (two threads); here they run one after
-    the other, so the parts add up to more than the cycle.
+    the other, so the parts add up to more than the cycle. The garbage collector is paused as in
+    the cycle (`SyncService.compute_plan`).
     """
     settings = load_settings(runner.config)
     store = StateStore.from_settings(settings.state)
     service = open_sync(settings, store, _Leader(), _AcceptingMM())  # type: ignore[arg-type]
     parts: dict[str, float] = {}
     try:
-        began = time.perf_counter()
-        runs = [item for item in service.source.read_runs() or () if isinstance(item, JobOperationRun)]
-        parts["ERP read (source rows -> runs)"] = time.perf_counter() - began
-        began = time.perf_counter()
-        bindings, rejected = service._load_state()
-        parts["bindings load (state DB)"] = time.perf_counter() - began
-        began = time.perf_counter()
-        plan = reconcile(runs, bindings, **service._policy(utcnow(), True, rejected))
-        parts["reconcile (pure diff)"] = time.perf_counter() - began
-        began = time.perf_counter()
-        with store.session() as session:
-            journal.note_machines(session, service._machines_seen(runs), utcnow())
-        parts["machines seen (state DB)"] = time.perf_counter() - began
-        assert not plan.actions
+        with collector_paused():
+            began = time.perf_counter()
+            runs = [item for item in service.source.read_runs() or () if isinstance(item, JobOperationRun)]
+            parts["ERP read (source rows -> runs)"] = time.perf_counter() - began
+            began = time.perf_counter()
+            bindings, rejected = service._load_state()
+            parts["bindings load (state DB)"] = time.perf_counter() - began
+            began = time.perf_counter()
+            plan = reconcile(runs, bindings, **service._policy(utcnow(), True, rejected))
+            parts["reconcile (pure diff)"] = time.perf_counter() - began
+            began = time.perf_counter()
+            with store.session() as session:
+                journal.note_machines(session, service._machines_seen(runs), utcnow())
+            parts["machines seen (state DB)"] = time.perf_counter() - began
+            assert not plan.actions
     finally:
         service.source.close()
         store.dispose()
