@@ -77,7 +77,13 @@ def configure_logging(
     )
     final: list[Any] = [structlog.processors.format_exc_info, _scrub_rendered] if use_json else []
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # level check first: a filtered-out event (e.g. the MM client's per-call debug line) is
+        # dropped before the context is merged, stamped and scrubbed, not after
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,

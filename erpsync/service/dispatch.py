@@ -9,12 +9,9 @@ cycle settles them by reading MM first (service/recovery.py). Nothing is ever se
 from __future__ import annotations
 
 import base64
-import queue
 import threading
-import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 
 import structlog
@@ -253,44 +250,56 @@ class Dispatcher:
         groups: Sequence[Sequence[JournalEntry]],
         sender: Callable[[JournalEntry], Outcome] | None = None,
     ) -> DispatchResult:
-        """Run each group (one machine's actions) in order, groups concurrently; settle outcomes."""
+        """Run each group (one machine's actions) in order, groups concurrently; settle outcomes.
+
+        ``max_concurrency`` sender threads take groups off one queue; this thread settles their
+        outcomes in batches. It sleeps until a batch is full, ``SETTLE_EVERY_SECONDS`` passed or
+        every group is done, not once per finished group: with thousands of one-run machines, a
+        wake-up per group kept the GIL from the senders (bench/campaign.py, new-runs).
+        """
         sender = sender or self.send
         result = DispatchResult()
-        pending_outcomes: list[Outcome] = []
-        last_settle = time.monotonic()
-        unsent: list[JournalEntry] = []
-        # finished groups arrive through a queue: waiting on the set of futures costs O(groups) per
-        # wake-up, which with thousands of machines kept this thread busier than the senders
-        finished: queue.SimpleQueue[Future[tuple[list[Outcome], list[JournalEntry]]]] = queue.SimpleQueue()
-        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="dispatch") as pool:
-            remaining = 0
-            for group in groups:
-                if group:
-                    pool.submit(self._run_group, group, sender).add_done_callback(finished.put)
-                    remaining += 1
-            while remaining:
-                done = []
-                with suppress(queue.Empty):
-                    done.append(finished.get(timeout=SETTLE_EVERY_SECONDS))
-                    while True:
-                        done.append(finished.get_nowait())
-                for future in done:
-                    outcomes, skipped = future.result()
-                    pending_outcomes.extend(outcomes)
-                    unsent.extend(skipped)
-                remaining -= len(done)
-                due = time.monotonic() - last_settle >= SETTLE_EVERY_SECONDS
-                if pending_outcomes and (len(pending_outcomes) >= SETTLE_BATCH or due or not remaining):
-                    self._settle(pending_outcomes, result)
-                    pending_outcomes = []
-                    last_settle = time.monotonic()
-        if pending_outcomes:
-            self._settle(pending_outcomes, result)
-        if unsent:
-            self._release(unsent)
-            result.not_sent += len(unsent)
+        todo = deque(group for group in groups if group)
+        board = _Board(len(todo))
+        senders = [
+            threading.Thread(target=self._drain, args=(todo, board, sender), name=f"dispatch_{n}")
+            for n in range(min(self.max_concurrency, len(todo)))
+        ]
+        for thread in senders:
+            thread.start()
+        try:
+            done = not senders
+            while not done:
+                outcomes, done = board.take(SETTLE_EVERY_SECONDS)
+                if outcomes:
+                    self._settle(outcomes, result)
+        finally:
+            board.stop()  # a failed settle (or a crash in a sender) sends nothing more
+            for thread in senders:
+                thread.join()
+        if board.unsent:
+            self._release(board.unsent)
+            result.not_sent += len(board.unsent)
         result.config_error = self._config_error
         return result
+
+    def _drain(
+        self,
+        todo: deque[Sequence[JournalEntry]],
+        board: _Board,
+        sender: Callable[[JournalEntry], Outcome],
+    ) -> None:
+        """One sender thread: run groups until none is left or the round stops."""
+        try:
+            while not board.stopped:
+                try:
+                    group = todo.popleft()
+                except IndexError:
+                    return
+                outcomes, skipped = self._run_group(group, sender)
+                board.add(outcomes, skipped)
+        except BaseException as exc:  # handed to the settling thread, which re-raises it
+            board.fail(exc)
 
     def _run_group(
         self, group: Sequence[JournalEntry], sender: Callable[[JournalEntry], Outcome]
@@ -319,6 +328,51 @@ class Dispatcher:
                 .values(next_attempt_at=None)
                 .execution_options(synchronize_session=False)
             )
+
+
+class _Board:
+    """Where sender threads leave outcomes for the settling thread, which is woken only for a batch."""
+
+    def __init__(self, groups: int) -> None:
+        self._ready = threading.Condition()
+        self._outcomes: list[Outcome] = []
+        self._groups_left = groups
+        self._error: BaseException | None = None
+        self.unsent: list[JournalEntry] = []
+        self.stopped = False
+
+    def add(self, outcomes: list[Outcome], unsent: list[JournalEntry]) -> None:
+        """A finished group: its outcomes, and the entries it did not send (stop, fence, abort)."""
+        with self._ready:
+            self._outcomes.extend(outcomes)
+            self.unsent.extend(unsent)
+            self._groups_left -= 1
+            if len(self._outcomes) >= SETTLE_BATCH or not self._groups_left:
+                self._ready.notify()
+
+    def fail(self, error: BaseException) -> None:
+        with self._ready:
+            self._error = self._error or error
+            self.stopped = True
+            self._ready.notify()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def take(self, timeout: float) -> tuple[list[Outcome], bool]:
+        """Wait for a full batch, the last group or `timeout`; (outcomes, all groups done).
+
+        Re-raises a sender thread's error, so the round fails as it would have in that thread.
+        """
+        with self._ready:
+            self._ready.wait_for(
+                lambda: len(self._outcomes) >= SETTLE_BATCH or not self._groups_left or self._error,
+                timeout,
+            )
+            if self._error is not None:
+                raise self._error
+            outcomes, self._outcomes = self._outcomes, []
+            return outcomes, not self._groups_left
 
 
 def raise_for_result(result: DispatchResult) -> None:

@@ -8,6 +8,7 @@ run or a 409 the caller cannot place.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import socket
 import threading
@@ -236,7 +237,7 @@ def test_a_body_that_is_not_a_job_run_is_a_config_error() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>login</html>"))
     with (
         MMClient(fast_mm_settings("https://mm.example", "k-123456"), transport=transport) as client,
-        pytest.raises(MMConfigError, match="not a job run"),
+        pytest.raises(MMConfigError, match=r"not a job run \(not JSON\)"),
     ):
         client.get_job_run("R1")
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"startAt": "never"}))
@@ -245,6 +246,63 @@ def test_a_body_that_is_not_a_job_run_is_a_config_error() -> None:
         pytest.raises(MMConfigError, match="schema errors"),
     ):
         client.get_job_run("R1")
+
+
+@pytest.mark.parametrize("get_path", ["/erp/jobdispatch/{erpJobOperationRunId}", "/erp/jobrun"])
+def test_requests_on_the_wire(get_path: str) -> None:
+    """URLs keep base_url's path (merged once, as httpx merges), bodies are wire() as JSON."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        cookie = {"Set-Cookie": "lb=node-7; Path=/"}  # a load balancer's; MM's API needs no cookie
+        if request.method == "GET":
+            return httpx.Response(200, headers=cookie, json={"startAt": "2024-01-01T08:00:00.000Z"})
+        return httpx.Response(200, headers=cookie, json=None)
+
+    settings = fast_mm_settings("https://mm.example/api/v2/", "k-123456", paths=MMPaths(get=get_path))
+    request = start_req("R 1/2", start_at=T0)
+    with MMClient(settings, transport=httpx.MockTransport(answer)) as client:
+        client.start_job_run(request)
+        client.stop_job_run(StopJobRun(erp_job_operation_run_id="R 1/2"))
+        run = client.get_job_run("R 1/2")
+        client.import_jobs(b"job,op\nW1,10\n")
+    assert run is not None and run.start_at == T0
+    start, stop, get, upload = seen
+    assert str(start.url) == "https://mm.example/api/v2/erp/jobdispatch/start"
+    assert str(stop.url) == "https://mm.example/api/v2/erp/jobdispatch/stop"
+    if "{" in get_path:
+        assert str(get.url) == "https://mm.example/api/v2/erp/jobdispatch/R%201%2F2"
+    else:
+        assert get.url.path == "/api/v2/erp/jobrun" and get.url.params["erpRunId"] == "R 1/2"
+    assert upload.url.path == "/api/v2/erp/jobs/import" and upload.url.params["type"] == "mm"
+    assert json.loads(start.content) == request.wire()
+    assert start.content == json.dumps(request.wire(), separators=(",", ":")).encode()
+    assert json.loads(stop.content) == {"erpJobOperationRunId": "R 1/2"}
+    for sent in (start, stop):
+        assert sent.headers["Content-Type"] == "application/json"
+        assert sent.headers["Content-Length"] == str(len(sent.content))
+    for sent in seen:
+        assert sent.headers["Authorization"] == "Bearer k-123456"
+        assert sent.headers["User-Agent"].startswith("erpsync/")
+        assert sent.headers["Accept"] == "application/json"
+        assert "Cookie" not in sent.headers
+
+
+def test_a_proxy_named_by_the_environment_is_used(sim: MMSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTP_PROXY set, httpx.Client routes the requests; the simulator serves as the proxy here."""
+    monkeypatch.setenv("HTTP_PROXY", sim.base_url)
+    settings = fast_mm_settings("http://mm.invalid", sim.api_key, max_attempts=1)
+    with MMClient(settings) as client:
+        client.start_job_run(start_req("via-proxy"))
+        assert client.get_job_run("via-proxy") is not None
+    assert "via-proxy" in sim.runs()
+    monkeypatch.setenv("NO_PROXY", "mm.invalid")
+    with (
+        MMClient(settings) as client,
+        pytest.raises(MMRetryableError, match="network error"),  # no proxy for it: DNS fails
+    ):
+        client.get_job_run("via-proxy")
 
 
 def test_a_redirect_is_a_config_error() -> None:
@@ -584,6 +642,7 @@ def test_the_key_never_appears_in_reprs_errors_logs_or_audit_rows(
             chain = chain.__cause__ or chain.__context__
     logged = stream.getvalue()
     assert "mm.retry" in logged
+    assert "mm.ok" in logged  # the per-call debug line is there when DEBUG is on
     assert SECRET not in logged
     with sqlite_state_store.session() as session:
         for error in errors:

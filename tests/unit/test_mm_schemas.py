@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -44,6 +45,28 @@ def test_start_serialises_camel_case_and_leaves_unset_optionals_out() -> None:
         "expectedPartTime": 120_000,
     }
     assert "startAt" not in start().wire()  # MM uses the time it receives the request
+
+
+@given(
+    run_id=st.text(min_size=1).filter(str.strip),
+    description=st.none() | st.text(),
+    quantity=st.none() | st.integers(min_value=0, max_value=2**53),
+    start_at=st.none() | st.datetimes(timezones=st.timezones(), min_value=datetime(1971, 1, 2)),
+)
+def test_wire_json_is_exactly_the_json_of_wire(
+    run_id: str, description: str | None, quantity: int | None, start_at: datetime | None
+) -> None:
+    """The client sends wire_json(); it must be the bytes httpx made of wire() (compact, UTF-8)."""
+    request = start(
+        erp_job_operation_run_id=run_id,
+        job_operation_description=description,
+        quantity_required=quantity,
+        start_at=start_at,
+    )
+    expected = json.dumps(request.wire(), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert request.wire_json() == expected.encode("utf-8")
+    stop = StopJobRun(erp_job_operation_run_id=run_id, end_at=start_at)
+    assert stop.wire_json() == json.dumps(stop.wire(), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def test_models_accept_wire_names_and_attribute_names() -> None:

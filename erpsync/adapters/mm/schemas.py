@@ -81,6 +81,10 @@ class _Request(BaseModel):
         """The JSON body: camelCase keys; unset optional values left out (MM applies its defaults)."""
         return self.model_dump(mode="json", exclude_none=True)
 
+    def wire_json(self) -> bytes:
+        """`wire()` as the UTF-8 JSON bytes sent, serialised by pydantic-core in one pass."""
+        return self.model_dump_json(exclude_none=True).encode()
+
 
 class StartJobRun(_Request):
     """Start (or, same id and ``start_in_setup`` true -> false, switch to production) a job run."""
