@@ -62,6 +62,23 @@ def client(settings: Settings) -> Iterator[MMClient]:
         yield mm
 
 
+def _intent(kind: str, n: int, payload: dict[str, str]) -> journal.Intent:
+    """The `kind` action of run R<n> on machine M<n>."""
+    run_id = f"R{n}"
+    return journal.Intent(
+        idempotency_key=f"{kind.removesuffix('_run')}:{run_id}",
+        kind=kind,
+        source="erp",
+        run_key=f"LT{n}",
+        mm_run_id=run_id,
+        erp_job="W1",
+        erp_operation="10",
+        erp_machine=f"M{n}",
+        reason="test",
+        payload=payload,
+    )
+
+
 def journaled(
     store: StateStore, fence: FencingContext, machines: int, *, stop_too: bool = False
 ) -> list[list[JournalEntry]]:
@@ -70,34 +87,12 @@ def journaled(
     for n in range(machines):
         run_id, machine = f"R{n}", f"M{n}"
         intents.append(
-            journal.Intent(
-                idempotency_key=f"start:{run_id}",
-                kind="start_run",
-                source="erp",
-                run_key=f"LT{n}",
-                mm_run_id=run_id,
-                erp_job="W1",
-                erp_operation="10",
-                erp_machine=machine,
-                reason="test",
-                payload={"erpJobOperationRunId": run_id, "erpMachineId": machine, "jobName": "W1"},
+            _intent(
+                "start_run", n, {"erpJobOperationRunId": run_id, "erpMachineId": machine, "jobName": "W1"}
             )
         )
         if stop_too:
-            intents.append(
-                journal.Intent(
-                    idempotency_key=f"stop:{run_id}",
-                    kind="stop_run",
-                    source="erp",
-                    run_key=f"LT{n}",
-                    mm_run_id=run_id,
-                    erp_job="W1",
-                    erp_operation="10",
-                    erp_machine=machine,
-                    reason="test",
-                    payload={"erpJobOperationRunId": run_id},
-                )
-            )
+            intents.append(_intent("stop_run", n, {"erpJobOperationRunId": run_id}))
     with store.session() as session:
         entries = journal.record_intents(
             session,
