@@ -72,6 +72,37 @@ def test_setup_parts_are_kept_apart_from_production() -> None:
     assert run["start_at"] == "2024-01-01T08:00:00.000Z"
 
 
+def test_setup_ends_by_itself_once_the_expected_setup_time_has_passed() -> None:
+    clocks = Clocks()
+    state = make_state(clocks, time_scale=2.0)
+    state.start(body(startInSetup=True, expectedSetupTime=60))  # 60 MM seconds = 30 real seconds
+    clocks.advance(29)
+    assert state.runs()["R1"]["phase"] == "setup"
+    clocks.advance(11)  # 80 MM seconds since the start: 60 in setup, 20 in production
+    run = state.runs()["R1"]
+    assert run["phase"] == "production"
+    assert run["production_at"] == "2024-01-01T08:00:30.000Z"  # wall clock: 60 MM s at 2x
+    assert run["setup_metrics"]["totalParts"] == 60
+    assert run["metrics"]["totalParts"] == 20
+    # the switch erpsync sends later is a no-op; repeating the setup start is a conflict, as
+    # after a switch that was sent
+    assert state.start(body(startInSetup=False, expectedSetupTime=60)).status == 200
+    assert state.start(body(startInSetup=True, expectedSetupTime=60)).status == 409
+    assert state.runs()["R1"]["metrics"]["totalParts"] == 20
+
+
+def test_a_run_stopped_in_setup_before_its_setup_time_never_reaches_production() -> None:
+    clocks = Clocks()
+    state = make_state(clocks)
+    state.start(body(startInSetup=True, expectedSetupTime=60))
+    clocks.advance(30)
+    assert state.stop({"erpJobOperationRunId": "R1"}).status == 200
+    clocks.advance(60)
+    run = state.runs()["R1"]
+    assert (run["phase"], run["production_at"], run["metrics"]["totalParts"]) == ("setup", None, 0)
+    assert run["setup_metrics"]["totalParts"] == 30
+
+
 def test_shares_split_the_parts_and_add_up() -> None:
     clocks = Clocks()
     state = make_state(clocks, scrap_share=0.2, nonconform_share=0.1)

@@ -22,6 +22,9 @@ docs/machinemetrics.md):
   different values -> 409 ``Conflict``; except ``startInSetup`` true -> false with everything else
   equal, which switches the run from setup to production at the time of the request (setup counts
   are kept apart; metrics report production only). Repeating the switch is a no-op.
+- A run started in setup with an ``expectedSetupTime`` (seconds, shortened by ``time_scale``)
+  switches to production by itself once that much time has passed since the simulator received
+  the start (MM's "Auto Setup"); from then on it behaves as if the switch had been sent.
 - Start of a new run on a machine with an active run ends that run at the new run's start
   (one job per machine), or, with ``reject_busy_machine``, answers 409.
 - Stop: unknown run -> 404 ``NotFound``; a stopped run stays as it is (200, end unchanged);
@@ -44,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from erpsync.adapters.mm.simulator.jobfiles import JobFileError, JobKey, parse_mm_jobs, parse_raw_jobs
@@ -208,6 +211,7 @@ class SimRun:
     machine_id: str
     values: dict[str, Any]  # the normalised start body
     start_at: datetime
+    received_at: datetime
     received_mono: float
     part_time_ms: int
     rng: random.Random
@@ -335,6 +339,7 @@ class SimState:
         return Reply(200, None)
 
     def _restart(self, run: SimRun, values: dict[str, Any], now: datetime, mono: float) -> Reply:
+        self._end_setup_if_due(run, mono)
         differing = [k for k in START_FIELDS if k not in IDENTITY_EXEMPT and values[k] != run.values[k]]
         if values["startAt"] is not None and values["startAt"] != run.start_at:
             differing.append("startAt")
@@ -359,6 +364,23 @@ class SimState:
             run.in_setup = False
             run.production_at, run.production_mono = max(now, run.start_at), mono
         return Reply(200, None)
+
+    def _end_setup_if_due(self, run: SimRun, now_mono: float) -> None:
+        """Switch a run to production once its ``expectedSetupTime`` has passed.
+
+        The setup time is in MM seconds, which ``time_scale`` shortens like part times; the switch
+        is stamped with the wall-clock moment it fell on, as a sent switch is.
+        """
+        setup_seconds = run.values["expectedSetupTime"]
+        if not run.in_setup or not setup_seconds:
+            return
+        real_seconds = setup_seconds / self.time_scale
+        due_mono = run.received_mono + real_seconds
+        if min(now_mono, run.ended_mono if run.ended_mono is not None else now_mono) < due_mono:
+            return
+        run.in_setup = False
+        run.production_mono = due_mono
+        run.production_at = max(run.start_at, _millis(run.received_at + timedelta(seconds=real_seconds)))
 
     def _create(self, values: dict[str, Any], now: datetime, mono: float) -> SimRun:
         run_id = values["erpJobOperationRunId"]
@@ -392,6 +414,7 @@ class SimState:
             machine_id=values["erpMachineId"],
             values=values,
             start_at=start_at,
+            received_at=now,
             received_mono=mono,
             part_time_ms=part_time,
             rng=random.Random(f"{self.seed}/{run_id}") if self.seed is not None else random.Random(),
@@ -447,6 +470,7 @@ class SimState:
 
     def _produce(self, run: SimRun, now_mono: float) -> None:
         """Bring the run's counts up to ``now_mono`` (or its end)."""
+        self._end_setup_if_due(run, now_mono)
         if run.manual_counts or run.part_time_ms <= 0:
             return
         end = run.ended_mono if run.ended_mono is not None else now_mono
