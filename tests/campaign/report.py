@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,12 @@ def crash_summary(
     }
 
 
+def _listed(items: Iterable[str]) -> list[str]:
+    """A markdown list followed by a blank line, or nothing at all when there is nothing to list."""
+    listed = list(items)
+    return [*listed, ""] if listed else []
+
+
 def _where(info: dict[str, Any]) -> list[str]:
     git = info["git"]
     dirty = f" plus uncommitted changes in {', '.join(git['uncommitted'])}" if git["uncommitted"] else ""
@@ -102,13 +109,11 @@ def _crash(c: dict[str, Any]) -> list[str]:
         f"| **trials with an invariant violated** | **{sum(c['violating_trials'].values())}** "
         f"({len(c['violations'])} violations) |",
         "",
-        *[
+        *_listed(
             f"- `{kind}`: {n} of {c['victim_trials'][kind]} trials violated an invariant"
             for kind, n in sorted(c["violating_trials"].items())
-        ],
-        "",
-        *[f"- {v}" for v in c["first_violations"][:40]],
-        "",
+        ),
+        *_listed(f"- {v}" for v in c["first_violations"][:40]),
     ]
 
 
@@ -124,16 +129,14 @@ def _faults(mm: dict[str, Any], cuts: dict[str, Any]) -> list[str]:
         f"{sum(mm['injected'].values())} of {mm['armed_calls']} MM calls failed ({injected}). "
         f"Invariant violations: **{len(mm_v)}**.",
         "",
-        *[f"- {v}" for v in mm_v[:20]],
-        "",
+        *_listed(f"- {v}" for v in mm_v[:20]),
         f"**ERP connection cut mid-transaction** (PostgreSQL ERP behind a cutting TCP proxy, p = "
         f"{cuts['cut_probability']} per client message inside a transaction): {len(cuts['trials'])} trials; "
         f"{proxy['connections']} connections, {proxy['cuts']} cut inside a transaction "
         f"({proxy['cuts_after_forwarding']} after the statement was forwarded, so the server may have "
         f"run it, a COMMIT included). Invariant violations: **{len(cut_v)}**.",
         "",
-        *[f"- {v}" for v in cut_v[:20]],
-        "",
+        *_listed(f"- {v}" for v in cut_v[:20]),
     ]
 
 
@@ -151,14 +154,13 @@ def _bad(b: dict[str, Any]) -> list[str]:
         "",
         "Generated kinds: " + "; ".join(b["kinds"]) + ".",
         "",
-        *[f"- {v}" for v in violations[:30]],
-        "",
+        *_listed(f"- {v}" for v in violations[:30]),
     ]
 
 
 METHOD = """## Method
 
-Run it: `uv run pytest tests/campaign -m campaign` (about 10-15 minutes; the default test run
+Run it: `uv run pytest tests/campaign -m campaign` (about 20 minutes; the default test run
 excludes it). It fails when any invariant is violated; it rewrites this file only after a full
 campaign (all three parts, at least 200 crash trials). `ERPSYNC_CAMPAIGN_CRASH_TRIALS` /
 `ERPSYNC_CAMPAIGN_FAULT_TRIALS` shrink it for a smoke run.
