@@ -151,6 +151,15 @@ def run_erpsync(config: Path, *args: str, crash_at: str | None = None) -> subpro
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def wait_for_a_request(sim: MMSimulator, seen: int, process: subprocess.Popen[str]) -> None:
+    """Block until MM received a request beyond the first `seen`: the process is past start-up, at work."""
+    deadline = time.monotonic() + 30
+    while sim.stats()["requests"] <= seen:
+        assert process.poll() is None, "erpsync exited without calling MM"
+        assert time.monotonic() < deadline, "erpsync made no MM call in 30 s"
+        time.sleep(0.005)
+
+
 def converge(config: Path, deadline_seconds: float = 30) -> None:
     """Run `erpsync sync` until two runs in a row find nothing to do.
 

@@ -40,6 +40,7 @@ from tests.integration.writeback_support import (
     staging_counts,
     start_run,
 )
+from tests.sync_helpers import wait_for_a_request
 
 RUNS = ("r1", "r2", "r3", "r4")
 
@@ -254,10 +255,12 @@ def test_sigkill_at_a_random_moment_then_rerun_converges(
     config = write_config(
         tmp_path, state_url=sqlite_url, erp_url=str(erp.url), sim=mm_simulator, batch_size=5
     )
+    seen = mm_simulator.stats()["requests"]
     process = erpsync(config, "writeback")
-    time.sleep(random.uniform(0.8, 1.6))  # interpreter start-up, then somewhere inside the cycle
+    wait_for_a_request(mm_simulator, seen, process)
+    time.sleep(random.uniform(0.0, 0.25))  # 40 reads at 40 ms, 4 at a time: >= 0.4 s of reading
     process.send_signal(signal.SIGKILL)
-    finish(process)
+    assert finish(process) == -signal.SIGKILL, "the kill came after the cycle ended"
     assert rerun(config) == 0
     assert_converged(store, erp, expected)
     erp.dispose()
