@@ -313,9 +313,15 @@ class Dispatcher:
 
     def _settle(self, outcomes: list[Outcome], result: DispatchResult) -> None:
         with self.store.session() as session:
-            settle(session, outcomes, fencing_token=self.fence.token)
+            written = settle(session, outcomes, fencing_token=self.fence.token)
         crashpoints.crash_point("dispatch.after_settle")
-        for outcome in outcomes:
+        if len(written) < len(outcomes):
+            settled_before = sorted({o.entry.id for o in outcomes} - {o.entry.id for o in written})
+            log.warning(
+                "outcomes dropped: another settler (an earlier leader term) had settled these actions",
+                action_ids=settled_before,
+            )
+        for outcome in written:
             result.count(outcome)
             ACTIONS.labels(kind=outcome.entry.kind, outcome=outcome.audit_outcome).inc()
 

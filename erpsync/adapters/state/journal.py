@@ -283,28 +283,37 @@ def claim(session: Session, entry: JournalEntry, now: datetime, claim_until: dat
         .values(attempts=SyncAction.attempts + 1, last_attempt_at=now, next_attempt_at=claim_until)
         .execution_options(synchronize_session=False)
     )
-    if cast("CursorResult[Any]", result).rowcount != 1:
+    if _rowcount(result) != 1:
         return None
     return replace(entry, attempts=entry.attempts + 1)
 
 
-def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int | None) -> None:
+def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int | None) -> list[Outcome]:
     """Write each outcome: journal status, binding, audit row, quarantine and machine rejections.
 
-    The journal updates, binding updates and audit rows go out as one executemany each (in outcome
-    order), not as ORM statements and objects per outcome: a dispatch round settles thousands of
-    outcomes on the thread that also feeds the senders (bench/campaign.py).
+    An outcome is written only while its action is still due (pending or retryable): when two
+    settlers raced for one action (a leader term that ended with calls in flight and the next
+    term's recovery, or a paused former leader and its successor), the first settlement stands
+    and the later outcome is dropped, so every action keeps exactly one final outcome and audit
+    row. Returns the outcomes written.
+
+    Each journal row is updated on its own (its row count says whether the action was still due);
+    the binding updates and audit rows then go out as one executemany each, not as ORM objects per
+    outcome: a dispatch round settles thousands of outcomes on the thread that also feeds the
+    senders (bench/campaign.py).
     """
     now = utcnow()
-    outcomes = list(outcomes)
-    if not outcomes:
-        return
-    session.execute(_SETTLE_ACTION, [_action_values(o, now) for o in outcomes])
-    bindings = [values for o in outcomes if (values := _binding_values(o))]
+    connection = session.connection()
+    written = [
+        o for o in outcomes if _rowcount(connection.execute(_SETTLE_ACTION, _action_values(o, now))) == 1
+    ]
+    if not written:
+        return written
+    bindings = [values for o in written if (values := _binding_values(o))]
     if bindings:
         session.execute(_SETTLE_BINDING, [{**values, "b_now": now} for values in bindings])
     audits = []
-    for outcome in outcomes:
+    for outcome in written:
         entry = outcome.entry
         if outcome.rejected_machine:
             reject_machine(session, outcome.rejected_machine, outcome.error_message or "refused by MM", now)
@@ -324,13 +333,18 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
             )
         )
     session.execute(insert(AuditEntry), audits)
+    return written
+
+
+def _rowcount(result: Any) -> int:
+    return cast("CursorResult[Any]", result).rowcount
 
 
 _ACTION_TABLE, _BINDING_TABLE = cast(Table, SyncAction.__table__), cast(Table, RunBinding.__table__)
 _actions, _bindings = _ACTION_TABLE.c, _BINDING_TABLE.c
 _SETTLE_ACTION = (
     update(_ACTION_TABLE)
-    .where(_actions.id == bindparam("a_id"))
+    .where(_actions.id == bindparam("a_id"), _actions.status.in_(DUE_STATUSES))
     .values(
         status=bindparam("a_status"),
         http_status=bindparam("a_http_status"),
