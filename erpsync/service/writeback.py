@@ -495,18 +495,18 @@ class _WritebackCycle:
 
     def _commit_state(self, done: list[_Done]) -> None:
         token = self.fence.token if self.fence is not None else None
-        # an unchanged run with writes in doubt went to the ERP to settle them: record that, too
-        written = [
-            d
-            for d in done
-            if d.outcome in ("written", "already_written") or (d.outcome == "unchanged" and d.run.in_doubt)
-        ]
+        written = [d for d in done if d.outcome in ("written", "already_written")]
+        # the ERP already held these values, so none of the run's writes in doubt changed it: the
+        # doubt is settled, and nothing is recorded as written (no audit row would back it)
+        doubt_settled = [d.run.binding_id for d in done if d.outcome == "unchanged" and d.run.in_doubt]
         with self.store.session() as session:
             if self.fence is not None:
                 self.fence.check(session)
             if written:
                 _save_last_written(session, written, self.now)
                 _resolve_retried(session, written)
+            if doubt_settled:
+                _clear_doubt(session, doubt_settled)
             last = _last_audited(session, [d.run for d in done if d.outcome in REPEATING])
             conflicts = 0
             for d in done:
@@ -677,6 +677,20 @@ def _save_last_written(session: Session, written: Sequence[_Done], now: datetime
             }
         )
     session.execute(statement, params)
+
+
+def _clear_doubt(session: Session, binding_ids: Sequence[int]) -> None:
+    """The runs' writes in doubt are settled without a write: the ERP was found holding the value.
+
+    A Core UPDATE, like `_save_last_written`, so the sync loop's optimistic lock is not bumped.
+    """
+    table = cast(Table, RunBinding.__table__)
+    for start in range(0, len(binding_ids), CHUNK):
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(binding_ids[start : start + CHUNK]))
+            .values(counts_in_doubt=None)
+        )
 
 
 def _resolve_retried(session: Session, written: Sequence[_Done]) -> None:

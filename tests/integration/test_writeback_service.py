@@ -17,11 +17,13 @@ from typer.testing import CliRunner
 from erpsync.adapters.erp.sinks.none import NoneSink
 from erpsync.adapters.erp.sinks.sql import SqlSink
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging, staging_table
+from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
+from erpsync.adapters.erp.visual_schema import OperationKey, VisualFixture, WorkOrderKey, create_visual_schema
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import Cycle, QuarantineEntry
+from erpsync.adapters.state.tables import Cycle, QuarantineEntry, RunBinding
 from erpsync.cli.app import app
 from erpsync.config import MMSettings
 from erpsync.domain.errors import ConfigError, RecordError
@@ -362,4 +364,42 @@ def test_a_poison_row_fails_alone_and_the_rest_of_its_batch_is_written(
     [failed] = audits(store, outcome="failed")
     assert failed.mm_run_id == "poison" and "refused a row" in (failed.error_message or "")
     assert last_written(store)["poison"] is None and last_written(store)["ok-1"] == (5, 5, 0, 0)
+    erp.dispose()
+
+
+def test_a_write_in_doubt_the_erp_already_held_is_settled_without_claiming_a_write(
+    sqlite_state_store: StateStore,
+    tmp_path: Path,
+    mm_simulator: MMSimulator,
+    mm_client: MMClient,
+    mm_settings: MMSettings,
+) -> None:
+    """The ERP connection was cut during the first write of a run MM still counts 0 for.
+
+    The next cycle finds the labor ticket at 0, its blank value: erpsync never changed it. The doubt
+    is settled, and 0 is not recorded as erpsync's write, which no audit row would back (the
+    reliability campaign's audit invariant caught this).
+    """
+    store = sqlite_state_store
+    erp = create_db_engine(f"sqlite:///{tmp_path / 'visual.db'}")
+    create_visual_schema(erp)
+    visual = VisualFixture(erp)
+    visual.add_resource("MILL-1")
+    visual.add_operation(visual.add_work_order("W100"), 10, "MILL-1")
+    ticket = visual.clock_in(
+        OperationKey(WorkOrderKey("W", "W100"), 10), datetime(2026, 3, 2, 6, 0), resource_id="MILL-1"
+    )
+    start_run(mm_client, "r1")
+    mm_simulator.set_counts("r1", total=0)
+    bind_run(
+        store, "r1", run_key=f"LT{ticket}", in_doubt=[PartCounts(total=0, good=0, scrap=0, nonconform=0)]
+    )
+
+    run_writeback(store, mm_client, VisualLaborTicketSink(erp), settings_for(str(erp.url), mm_settings))
+
+    with store.session() as session:
+        assert session.scalars(select(RunBinding.counts_in_doubt)).one() is None
+    assert last_written(store) == {"r1": None}
+    assert [a.outcome for a in audits(store)] == []
+    assert [(row["GOOD_QTY"], row["BAD_QTY"]) for row in visual.tickets([ticket])] == [(0, 0)]
     erp.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding
 from erpsync.config import DatabaseSettings, MMSettings, Settings, WritebackSettings
 from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import counts_dict
 
 TABLE = "ERPSYNC_RUN_COUNTS"
 
@@ -33,13 +36,18 @@ def bind_run(
     source: str = "erp",
     mm_end_at: datetime | None = None,
     last: PartCounts | None = None,
+    run_key: str | None = None,
+    in_doubt: Sequence[PartCounts] = (),
 ) -> None:
-    """A binding as the sync loop leaves it after starting the run in MM."""
+    """A binding as the sync loop leaves it after starting the run in MM.
+
+    `in_doubt`: writes whose ERP transaction erpsync never saw end (what a cut connection leaves).
+    """
     with store.session() as session:
         session.add(
             RunBinding(
                 source=source,
-                run_key=f"K-{run_id}",
+                run_key=run_key or f"K-{run_id}",
                 mm_run_id=run_id,
                 erp_job="W100/1",
                 erp_operation="10",
@@ -51,6 +59,7 @@ def bind_run(
                 last_good_parts=last.good if last else None,
                 last_scrap_parts=last.scrap if last else None,
                 last_nonconform_parts=last.nonconform if last else None,
+                counts_in_doubt=json.dumps([counts_dict(c) for c in in_doubt]) if in_doubt else None,
             )
         )
 
