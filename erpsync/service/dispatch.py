@@ -318,7 +318,7 @@ class Dispatcher:
         if len(written) < len(outcomes):
             settled_before = sorted({o.entry.id for o in outcomes} - {o.entry.id for o in written})
             log.warning(
-                "outcomes dropped: another settler (an earlier leader term) had settled these actions",
+                "outcomes dropped: another leader term had settled these actions first",
                 action_ids=settled_before,
             )
         for outcome in written:
