@@ -267,17 +267,27 @@ def audit(
         "erp_machine",
         "mm_run_id",
         "http_status",
+        "error_class",
         "error_message",
         "before_json",
         "after_json",
+        "changed_fields",
+        "detail",
+        "source",
         "correlation_id",
     ]
     records = [{c: getattr(row, c) for c in columns} for row in rows]
     if as_json:
         print_json(records)
         return
-    table = Table("when (UTC)", "action", "outcome", "job", "op", "machine", "MM run", "error")
+    table = Table("when (UTC)", "action", "outcome", "job", "op", "machine", "MM run")
+    # the why and the error are wrapped, never cut: they are what a person reads the audit for
+    table.add_column("why", overflow="fold")
+    table.add_column("error", overflow="fold")
     for r in records:
+        why = r["detail"] or ""
+        if r["changed_fields"]:
+            why = f"{why} (changed: {r['changed_fields']})".strip()
         table.add_row(
             f"{r['occurred_at']:%Y-%m-%d %H:%M:%S}",
             r["action"],
@@ -286,7 +296,8 @@ def audit(
             r["erp_operation"] or "",
             r["erp_machine"] or "",
             r["mm_run_id"] or "",
-            (r["error_message"] or "")[:60],
+            why,
+            r["error_message"] or "",
         )
     stdout.print(table if records else "no audit rows match")
 

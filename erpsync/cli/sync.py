@@ -11,11 +11,14 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from erpsync.adapters.erp.factory import open_source
+from erpsync.adapters.erp.port import JobSource
 from erpsync.adapters.state.store import StateStore
 from erpsync.bootstrap import open_client, open_sync
 from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stdout
 from erpsync.config import Settings
-from erpsync.domain.model import BadRecord
+from erpsync.domain.machines import MachineMapper
+from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import Plan
 from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.logging import correlation
@@ -208,10 +211,37 @@ def quarantine_list(
 
 @handle_errors
 def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument(help="Entry id.")]) -> None:
-    """Put a record back on the normal path (the next cycle re-checks it)."""
-    with correlation("cli"), _session(state_of(ctx).settings()) as session:
-        what = quarantine_service.retry(session, entry_id)
+    """Put a record back on the normal path, re-planned from the ERP's current row and mapping."""
+    settings = state_of(ctx).settings()
+    mapper = MachineMapper.from_settings(settings.machines)
+    store = StateStore.from_settings(settings.state)
+    try:
+        with correlation("cli"), _run_lookup(settings, store) as lookup, store.session() as session:
+            what = quarantine_service.retry(session, entry_id, lookup=lookup, mapper=mapper)
+    finally:
+        store.dispose()
     stdout.print(f"entry {entry_id}: {what}", markup=False)
+
+
+@contextmanager
+def _run_lookup(settings: Settings, store: StateStore) -> Iterator[quarantine_service.RunLookup | None]:
+    """The ERP's current row of one run; the source is opened only when a retry needs it."""
+    if settings.source is None:
+        yield None
+        return
+    source_settings = settings.source
+    opened: list[JobSource] = []
+
+    def lookup(run_key: str) -> JobOperationRun | BadRecord | None:
+        if not opened:
+            opened.append(open_source(source_settings, store))
+        return next(iter(opened[0].lookup_runs([run_key])), None)
+
+    try:
+        yield lookup
+    finally:
+        for source in opened:
+            source.close()
 
 
 @handle_errors

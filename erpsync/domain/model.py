@@ -75,6 +75,11 @@ class BadRecord:
     line: int | None = None
     field: str | None = None
     raw: dict[str, Any] | str | None = None
+    # the run the record is about, when known: its audit row carries them (`audit --machine ...`)
+    job: str | None = None
+    operation: str | None = None
+    machine: str | None = None
+    mm_run_id: str | None = None
 
     @property
     def location(self) -> str:

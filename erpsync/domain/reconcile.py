@@ -789,7 +789,12 @@ class _Planner:
                     "operation": op.operation_seq,
                     "machine": op.machine,
                     "origin": run.origin or op.origin,
+                    "mm_run_id": self._new_id(run.run_key),
                 },
+                job=op.job_name,
+                operation=op.operation_seq,
+                machine=op.machine or None,
+                mm_run_id=self._new_id(run.run_key),
             )
         )
 

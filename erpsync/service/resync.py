@@ -117,6 +117,7 @@ def run_resync(
         mm_state=mm_state,
         unreadable=unreadable,
     )
+    result.planned.machines = service.machines_seen(desired.values())
     if dry_run:
         return result
     summary = SyncSummary(runs_read=len(desired), flagged=len(plan.flags))

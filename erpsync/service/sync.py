@@ -153,7 +153,7 @@ class SyncService:
         result = PlanResult(
             plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=runs_read, bound_keys=frozenset(bindings)
         )
-        result.machines = self._machines_seen(desired.values())
+        result.machines = self.machines_seen(desired.values())
         return result
 
     def _load_state(self) -> tuple[dict[str, BoundRun], set[str]]:
@@ -170,7 +170,7 @@ class SyncService:
             "rejected_machines": rejected,
         }
 
-    def _machines_seen(self, runs: Iterable[JobOperationRun]) -> dict[str, tuple[str | None, int]]:
+    def machines_seen(self, runs: Iterable[JobOperationRun]) -> dict[str, tuple[str | None, int]]:
         counts: dict[str, int] = {}
         for run in runs:
             counts[run.machine] = counts.get(run.machine, 0) + 1
@@ -253,9 +253,17 @@ class SyncService:
     def _intent(self, action: PlannedAction, new_run: bool) -> journal.Intent:
         new_binding = None
         binding_status = None
+        binding_values = None
         if action.kind is ActionKind.START:
             payload = payload_of(start_request(action))
-            if new_run:
+            if not new_run:
+                # a re-start (resync) or a switch: the binding shows the machine MM is sent now
+                binding_values = {
+                    "erp_machine": action.erp_machine[:64],
+                    "mm_machine_id": action.mm_machine_id,
+                    "payload_hash": action.payload_hash,
+                }
+            else:
                 run = action.run
                 assert run is not None
                 new_binding = {
@@ -290,6 +298,7 @@ class SyncService:
             payload=payload,
             new_binding=new_binding,
             binding_status=binding_status,
+            binding_values=binding_values,
             generation=action.generation or None,
         )
 
@@ -302,6 +311,10 @@ class SyncService:
                     action="quarantine",
                     outcome="quarantined",
                     source=record.source,
+                    erp_job=record.job,
+                    erp_operation=record.operation,
+                    erp_machine=record.machine,
+                    mm_run_id=record.mm_run_id,
                     error=record.reason,
                     error_class=record.error_class,
                     detail=f"{record.location}: {record.reason}",

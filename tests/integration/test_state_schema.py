@@ -28,6 +28,7 @@ TABLES = {
     "erpsync_heartbeat",
     "erpsync_cycle",
     "erpsync_machine",
+    "erpsync_sink_counts",
 }
 VIEWS = {
     "v_erpsync_recent_activity",

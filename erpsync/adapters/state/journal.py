@@ -190,6 +190,7 @@ class Intent:
     payload: dict[str, Any]
     new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
     binding_status: str | None = None  # status to give an existing binding
+    binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
     generation: str | None = None  # a resync generation the existing binding's keys now carry
 
 
@@ -237,7 +238,7 @@ def record_intents(
     for intent in intents:
         if intent.new_binding or not intent.mm_run_id:
             continue
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(intent.binding_values or {})
         if intent.binding_status:
             values["status"] = intent.binding_status
         if intent.generation:
@@ -489,6 +490,9 @@ def resolve_retried_quarantine(session: Session, source: str, still_bad: Collect
 def note_machines(session: Session, machines: dict[str, tuple[str | None, int]], now: datetime) -> None:
     """Remember every ERP resource seen, its MM machine id and how many runs used it.
 
+    MM's refusal (`rejected_at`) belongs to the MM machine id: when the mapping sends a resource to
+    another id, the refusal is cleared (the new id has not been refused).
+
     `last_seen_at` is refreshed at most every `MACHINE_SEEN_RESOLUTION` for a machine whose mapping
     and run count did not change: at 100,000 machines, rewriting every row each cycle cost more
     than the rest of a no-change cycle's state work (bench/). Core statements, not ORM objects.
@@ -504,7 +508,10 @@ def note_machines(session: Session, machines: dict[str, tuple[str | None, int]],
         )
     }
     stale = now - MACHINE_SEEN_RESOLUTION
-    new, changed, seen_again = [], [], []
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    seen_again: list[str] = []
+    remapped: list[str] = []
     for machine, (mm_machine_id, runs) in wanted.items():
         found = known.get(machine)
         if found is None:
@@ -519,6 +526,8 @@ def note_machines(session: Session, machines: dict[str, tuple[str | None, int]],
             )
         elif found[:2] != (mm_machine_id, runs):
             changed.append({"m_machine": machine, "m_mm": mm_machine_id, "m_runs": runs})
+            if found[0] != mm_machine_id:
+                remapped.append(machine)
         elif found[2] <= stale:
             seen_again.append(machine)
     for chunk in _chunks(new):
@@ -530,6 +539,13 @@ def note_machines(session: Session, machines: dict[str, tuple[str | None, int]],
             .values(mm_machine_id=bindparam("m_mm"), runs_seen=bindparam("m_runs"), last_seen_at=now),
             changed,
         )
+        # MM's refusal was of the old MM id: a resource mapped to another id is asked about again
+        for chunk in _chunks(sorted(remapped)):
+            session.execute(
+                update(_MACHINE_TABLE)
+                .where(table.erp_machine.in_(chunk), table.rejected_at.is_not(None))
+                .values(rejected_at=None, reject_reason=None)
+            )
     for chunk in _chunks(sorted(seen_again)):
         session.execute(update(_MACHINE_TABLE).where(table.erp_machine.in_(chunk)).values(last_seen_at=now))
 

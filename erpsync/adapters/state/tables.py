@@ -109,6 +109,27 @@ class RunBinding(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
+class SinkCounts(Base):
+    """What erpsync last wrote for one run into one sink, and what it set out to write there.
+
+    Per sink, so a new `writeback.sink` is compared with what *it* holds, not with another sink's
+    value. A run with no row for any sink is read from the binding's `last_*` columns (written
+    before counts were kept per sink); the binding keeps the counts last written by any sink.
+    """
+
+    __tablename__ = "erpsync_sink_counts"
+
+    binding_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sink: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_total_parts: Mapped[int | None] = mapped_column(BigInteger)
+    last_good_parts: Mapped[int | None] = mapped_column(BigInteger)
+    last_scrap_parts: Mapped[int | None] = mapped_column(BigInteger)
+    last_nonconform_parts: Mapped[int | None] = mapped_column(BigInteger)
+    counts_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # write-back intents to this sink not yet confirmed (JSON list of counts), see RunBinding
+    counts_in_doubt: Mapped[str | None] = mapped_column(Text)
+
+
 class SyncAction(Base):
     """The action journal: intent written before an external call, outcome after it."""
 
