@@ -211,7 +211,13 @@ class CsvSource:
             if pending.unreadable:
                 moved = self._move(pending.path, QUARANTINE, pending.sha256)
                 if moved is not None:
-                    moved.with_name(moved.name + ".reason.txt").write_text(pending.unreadable + "\n")
+                    reason_file = moved.with_name(moved.name + ".reason.txt")
+                    try:
+                        reason_file.write_text(pending.unreadable + "\n")
+                    except OSError as exc:
+                        log.error(  # noqa: TRY400 - a folder to fix, not a bug: no traceback
+                            "csv_inbox_folder_not_writable", folder=str(moved.parent), error=str(exc)
+                        )
             else:
                 self._move(pending.path, ARCHIVE, pending.sha256)
                 for old_path, old_sha in pending.superseded:
@@ -485,11 +491,24 @@ class CsvSource:
         if inbox is None or not path.exists():
             return None
         target_dir = inbox / folder
-        target_dir.mkdir(exist_ok=True)
         target = target_dir / path.name
-        if target.exists():
-            target = target_dir / f"{path.stem}.{sha[:12]}{path.suffix}"
-        shutil.move(str(path), target)
+        try:
+            target_dir.mkdir(exist_ok=True)
+            if target.exists():
+                target = target_dir / f"{path.stem}.{sha[:12]}{path.suffix}"
+            shutil.move(str(path), target)
+        except OSError as exc:
+            # the file was processed (its checksum is recorded, it is never read again), so the
+            # inbox goes on with newer files; the folder is what a person must fix
+            log.error(  # noqa: TRY400 - a folder to fix, not a bug: no traceback
+                "csv_inbox_folder_not_writable",
+                folder=str(target_dir),
+                file=path.name,
+                error=f"{type(exc).__name__}: {exc.strerror or exc}",
+                fix=f"let erpsync's user create and write {target_dir}; {path.name} stays in "
+                "the inbox until then (it is not read again) and newer files are processed",
+            )
+            return None
         log.info("csv_file_moved", file=path.name, to=str(target))
         return target
 
