@@ -16,7 +16,7 @@ from erpsync.adapters.erp.sinks.factory import open_sink, open_writeback_engine
 from erpsync.adapters.erp.sinks.staging import DDL_DIALECTS, install_staging, staging_ddl
 from erpsync.adapters.state.store import StateStore
 from erpsync.bootstrap import open_client
-from erpsync.cli.common import EXIT_ERROR, handle_errors, print_json, state_of, stderr, stdout
+from erpsync.cli.common import EXIT_CONFIG, EXIT_ERROR, handle_errors, print_json, state_of, stderr, stdout
 from erpsync.config import DatabaseSettings, Settings
 from erpsync.domain.errors import ConfigError
 from erpsync.runtime.cli_lease import held_lease
@@ -66,6 +66,8 @@ def writeback(
         print_json({"summary": summary.counters(), "rows": [row.__dict__ for row in summary.rows]})
     else:
         _print(summary)
+    if summary.sink_ready is False:
+        raise typer.Exit(EXIT_CONFIG if summary.sink_config_error else EXIT_ERROR)
     if summary.failed or summary.outcome == "failed":
         raise typer.Exit(EXIT_ERROR)
 
@@ -82,7 +84,9 @@ def _print(summary: WritebackSummary) -> None:
         stdout.print("writeback.sink = 'none': read-only mode, counts were read but nothing was written")
     head = "dry run, nothing written" if s.dry_run else f"cycle {s.outcome}"
     parts = [f"{s.read} run(s) read ({s.calls} MM calls)"]
-    if s.dry_run:
+    if s.dry_run and s.sink_ready is False:
+        parts.append(f"{s.would_write} to write once the sink is ready")
+    elif s.dry_run:
         parts.append(f"{s.would_write} would be written")
     else:
         parts += [f"{s.written} written", f"{s.already_written} already written"]
@@ -95,6 +99,12 @@ def _print(summary: WritebackSummary) -> None:
         f"{s.skipped} quarantined",
     ]
     stdout.print(f"writeback via sink {s.sink!r} ({head}): " + ", ".join(parts) + f"; {s.duration:.2f}s")
+    if s.sink_ready is True:
+        stdout.print(f"sink {s.sink!r} is ready: {s.sink_check}", markup=False)
+    elif s.sink_ready is False:
+        stderr.print(
+            f"error: sink {s.sink!r} is NOT ready, nothing could be written: {s.sink_check}", markup=False
+        )
     rows = s.rows if s.dry_run else [r for r in s.rows if r.outcome != "unchanged"]
     if rows:
         stdout.print(_table(rows))

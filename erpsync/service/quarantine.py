@@ -237,7 +237,10 @@ def _clear_rejection(session: Session, mm_machine: str | None, *, erp_machine: s
 
 
 def _audit_keys(entry: QuarantineEntry, action: SyncAction | None) -> dict[str, Any]:
-    """The job, operation, machine and MM run an entry is about, for its audit rows."""
+    """The job, operation, machine and MM run an entry is about, for its audit rows.
+
+    Not `action_id`: that column names the action an audit row settles (one final row each).
+    """
     if action is not None:
         return {
             "source": entry.source,
@@ -245,7 +248,6 @@ def _audit_keys(entry: QuarantineEntry, action: SyncAction | None) -> dict[str, 
             "erp_operation": action.erp_operation,
             "erp_machine": action.erp_machine,
             "mm_run_id": action.mm_run_id,
-            "action_id": action.id,
         }
     raw: dict[str, Any] = {}
     if entry.raw_payload and entry.raw_payload.startswith("{"):

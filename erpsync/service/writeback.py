@@ -34,8 +34,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from erpsync.adapters.erp.sinks.base import CountSink, CountWrite, WriteResult
 from erpsync.adapters.mm.client import MMClient
@@ -43,7 +43,7 @@ from erpsync.adapters.mm.errors import MMError, MMRecordError, MMRetryableError
 from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.journal import upsert_quarantine
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, utcnow
+from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, FencedError, RecordError, RetryableError
 from erpsync.domain.model import BadRecord, PartCounts
@@ -108,6 +108,10 @@ class WritebackSummary:
     failed: int = 0
     skipped: int = 0
     would_write: int = 0
+    # a dry run checks the sink without writing: whether it is ready, and what was found
+    sink_ready: bool | None = None
+    sink_check: str | None = None
+    sink_config_error: bool = False
     duration: float = 0.0
     outcome: str = "ok"
     correlation_id: str | None = None
@@ -208,7 +212,9 @@ def run_writeback(
     with scope:
         job = _WritebackCycle(store, client, sink, settings, now or utcnow(), fence, dry_run)
         if dry_run:
-            return job.run(run_id)
+            summary = job.run(run_id)
+            _check_sink(sink, summary)
+            return summary
         with cycle(store, "writeback") as record:
             summary = job.run(run_id)
             record.outcome = summary.outcome
@@ -285,21 +291,40 @@ class _WritebackCycle:
     # ---- step 1: which runs, and their MM counts ---------------------------------------------------
 
     def _load(self, run_id: str | None) -> tuple[list[_Run], list[_Run]]:
+        """The runs to read, each with what erpsync last wrote (and set out to write) to THIS sink.
+
+        A run no sink has a row for was last written before counts were kept per sink: its
+        binding's columns are the configured sink's. A run only other sinks have rows for was
+        never written to this one.
+        """
         b = RunBinding
-        query = select(
-            b.id,
-            b.mm_run_id,
-            b.run_key,
-            b.source,
-            b.erp_job,
-            b.erp_operation,
-            b.erp_machine,
-            b.last_total_parts,
-            b.last_good_parts,
-            b.last_scrap_parts,
-            b.last_nonconform_parts,
-            b.counts_in_doubt,
-        ).order_by(b.id)
+        mine = aliased(SinkCounts)
+        any_sink = exists().where(SinkCounts.binding_id == b.id)
+        query = (
+            select(
+                b.id,
+                b.mm_run_id,
+                b.run_key,
+                b.source,
+                b.erp_job,
+                b.erp_operation,
+                b.erp_machine,
+                b.last_total_parts,
+                b.last_good_parts,
+                b.last_scrap_parts,
+                b.last_nonconform_parts,
+                b.counts_in_doubt,
+                mine.binding_id.label("sink_row"),
+                mine.last_total_parts.label("sink_total"),
+                mine.last_good_parts.label("sink_good"),
+                mine.last_scrap_parts.label("sink_scrap"),
+                mine.last_nonconform_parts.label("sink_nonconform"),
+                mine.counts_in_doubt.label("sink_in_doubt"),
+                any_sink.label("any_sink"),
+            )
+            .outerjoin(mine, and_(mine.binding_id == b.id, mine.sink == self.sink.name))
+            .order_by(b.id)
+        )
         if run_id is not None:
             query = query.where(b.mm_run_id == run_id)
         else:
@@ -447,20 +472,14 @@ class _WritebackCycle:
 
     def _record_intents(self, batch: list[tuple[_Run, PartCounts]]) -> None:
         """Step 3: what is about to be written becomes a write in doubt until step 5 confirms it."""
-        table = cast(Table, RunBinding.__table__)
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(counts_in_doubt=bindparam("b_in_doubt"))
-        )
-        params = [
-            {"b_id": run.binding_id, "b_in_doubt": _encode_in_doubt(record_intent(run.in_doubt, counts))}
+        values = [
+            (run, {"counts_in_doubt": _encode_in_doubt(record_intent(run.in_doubt, counts))})
             for run, counts in batch
         ]
         with self.store.session() as session:
             if self.fence is not None:
                 self.fence.check(session)
-            session.execute(statement, params)
+            _set_sink_counts(session, self.sink.name, values)
 
     def _write_one_by_one(self, writes: list[CountWrite]) -> list[WriteResult]:
         results: list[WriteResult] = []
@@ -498,15 +517,15 @@ class _WritebackCycle:
         written = [d for d in done if d.outcome in ("written", "already_written")]
         # the ERP already held these values, so none of the run's writes in doubt changed it: the
         # doubt is settled, and nothing is recorded as written (no audit row would back it)
-        doubt_settled = [d.run.binding_id for d in done if d.outcome == "unchanged" and d.run.in_doubt]
+        doubt_settled = [d.run for d in done if d.outcome == "unchanged" and d.run.in_doubt]
         with self.store.session() as session:
             if self.fence is not None:
                 self.fence.check(session)
             if written:
-                _save_last_written(session, written, self.now)
+                _save_last_written(session, self.sink.name, written, self.now)
                 _resolve_retried(session, written)
             if doubt_settled:
-                _clear_doubt(session, doubt_settled)
+                _clear_doubt(session, self.sink.name, doubt_settled)
             last = _last_audited(session, [d.run for d in done if d.outcome in REPEATING])
             conflicts = 0
             for d in done:
@@ -546,6 +565,17 @@ class _WritebackCycle:
                 )
 
 
+def _check_sink(sink: CountSink, summary: WritebackSummary) -> None:
+    """A dry run says whether the writes it lists could be made: the sink's own check."""
+    try:
+        summary.sink_check = sink.check()
+        summary.sink_ready = True
+    except ConfigError as exc:
+        summary.sink_ready, summary.sink_check, summary.sink_config_error = False, str(exc), True
+    except RetryableError as exc:
+        summary.sink_ready, summary.sink_check = False, str(exc)
+
+
 _NO_DATA_MESSAGES = {
     str(NoDataReason.NOT_FOUND): "MachineMetrics has no such job run (404): nothing written",
     str(NoDataReason.NO_METRICS): "MachineMetrics returned the job run without metrics: nothing written",
@@ -553,7 +583,14 @@ _NO_DATA_MESSAGES = {
 
 
 def _run_of(row: Any) -> _Run:
+    """A loaded run; its last-written counts are the sink's own (see `_WritebackCycle._load`)."""
+    in_doubt = row.counts_in_doubt
     lasts = (row.last_total_parts, row.last_good_parts, row.last_scrap_parts, row.last_nonconform_parts)
+    if row.sink_row is not None:
+        in_doubt = row.sink_in_doubt
+        lasts = (row.sink_total, row.sink_good, row.sink_scrap, row.sink_nonconform)
+    elif row.any_sink:
+        in_doubt, lasts = None, (None, None, None, None)
     last = None
     if all(v is not None for v in lasts):
         total, good, scrap, nonconform = (int(v) for v in lasts)
@@ -567,7 +604,7 @@ def _run_of(row: Any) -> _Run:
         row.erp_operation,
         row.erp_machine,
         last,
-        _decode_in_doubt(row.counts_in_doubt),
+        _decode_in_doubt(in_doubt),
     )
 
 
@@ -642,13 +679,29 @@ def _last_audited(session: Session, runs: Sequence[_Run]) -> dict[str, tuple[str
     return found
 
 
-def _save_last_written(session: Session, written: Sequence[_Done], now: datetime) -> None:
-    """What erpsync wrote is what the next cycle compares against (one executemany per batch);
-    the ERP's value is known again, so the run's writes in doubt are cleared.
+def _save_last_written(session: Session, sink: str, written: Sequence[_Done], now: datetime) -> None:
+    """What erpsync wrote is what the next cycle compares this sink's value with (one executemany
+    per batch); the ERP's value is known again, so the run's writes in doubt are cleared. The
+    binding keeps the counts last written by any sink, for the views.
 
     A Core UPDATE of the write-back columns only, without the ORM version bump: the sync loop owns
     the other columns and must not see its own optimistic lock fail because counts were written.
     """
+    _set_sink_counts(
+        session,
+        sink,
+        [
+            (
+                d.run,
+                {
+                    **_last_columns(d.counts),
+                    "counts_written_at": now,
+                    "counts_in_doubt": None,
+                },
+            )
+            for d in written
+        ],
+    )
     table = cast(Table, RunBinding.__table__)
     statement = (
         update(table)
@@ -679,11 +732,13 @@ def _save_last_written(session: Session, written: Sequence[_Done], now: datetime
     session.execute(statement, params)
 
 
-def _clear_doubt(session: Session, binding_ids: Sequence[int]) -> None:
+def _clear_doubt(session: Session, sink: str, runs: Sequence[_Run]) -> None:
     """The runs' writes in doubt are settled without a write: the ERP was found holding the value.
 
     A Core UPDATE, like `_save_last_written`, so the sync loop's optimistic lock is not bumped.
     """
+    _set_sink_counts(session, sink, [(run, {"counts_in_doubt": None}) for run in runs])
+    binding_ids = [run.binding_id for run in runs]
     table = cast(Table, RunBinding.__table__)
     for start in range(0, len(binding_ids), CHUNK):
         session.execute(
@@ -691,6 +746,56 @@ def _clear_doubt(session: Session, binding_ids: Sequence[int]) -> None:
             .where(table.c.id.in_(binding_ids[start : start + CHUNK]))
             .values(counts_in_doubt=None)
         )
+
+
+def _last_columns(counts: PartCounts | None) -> dict[str, int | None]:
+    return {
+        "last_total_parts": counts.total if counts is not None else None,
+        "last_good_parts": counts.good if counts is not None else None,
+        "last_scrap_parts": counts.scrap if counts is not None else None,
+        "last_nonconform_parts": counts.nonconform if counts is not None else None,
+    }
+
+
+def _set_sink_counts(session: Session, sink: str, values: Sequence[tuple[_Run, dict[str, Any]]]) -> None:
+    """Set columns of each run's `erpsync_sink_counts` row for `sink` (the same columns for all).
+
+    A run without a row gets one, holding the counts the cycle compared the ERP with (`_Run.last`,
+    taken over from the binding when no sink had a row yet) plus the given columns.
+    """
+    if not values:
+        return
+    table = cast(Table, SinkCounts.__table__)
+    ids = [run.binding_id for run, _ in values]
+    existing: set[int] = set()
+    for start in range(0, len(ids), CHUNK):
+        existing.update(
+            session.scalars(
+                select(table.c.binding_id).where(
+                    table.c.sink == sink, table.c.binding_id.in_(ids[start : start + CHUNK])
+                )
+            )
+        )
+    columns = sorted(values[0][1])
+    updates = [
+        {"s_id": run.binding_id, **{f"s_{c}": v[c] for c in columns}}
+        for run, v in values
+        if run.binding_id in existing
+    ]
+    inserts = [
+        {"binding_id": run.binding_id, "sink": sink, **_last_columns(run.last), **v}
+        for run, v in values
+        if run.binding_id not in existing
+    ]
+    if updates:
+        session.execute(
+            update(table)
+            .where(table.c.binding_id == bindparam("s_id"), table.c.sink == sink)
+            .values({c: bindparam(f"s_{c}") for c in columns}),
+            updates,
+        )
+    if inserts:
+        session.execute(insert(table), inserts)
 
 
 def _resolve_retried(session: Session, written: Sequence[_Done]) -> None:

@@ -71,10 +71,16 @@ def erp_transaction(engine: Engine, what: str) -> Iterator[Connection]:
 
     The crash point `writeback.before_erp_commit` fires after the last statement, before COMMIT.
     """
+    with erp_errors(what), engine.begin() as conn:
+        yield conn
+        crash_point("writeback.before_erp_commit")
+
+
+@contextmanager
+def erp_errors(what: str) -> Iterator[None]:
+    """ERP database errors as erpsync's categories: set-up (ConfigError), outage, bad row."""
     try:
-        with engine.begin() as conn:
-            yield conn
-            crash_point("writeback.before_erp_commit")
+        yield
     except (NoSuchTableError, ProgrammingError) as exc:
         raise ConfigError(f"{what}: the ERP refused the statement: {first_line(exc)}") from None
     except OperationalError as exc:

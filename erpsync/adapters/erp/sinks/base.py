@@ -67,5 +67,9 @@ class CountSink(Protocol):
         RetryableError (ERP unreachable: nothing written) or RecordError (a row broke the batch:
         nothing written; retry the items one at a time to find it)."""
 
+    def check(self) -> str:
+        """Check, writing nothing, that the target is ready (reachable, table there); returns
+        what was found ready. Raises ConfigError (set-up is wrong) or RetryableError (unreachable)."""
+
     def close(self) -> None:
         """Release connections."""

@@ -63,6 +63,17 @@ class CsvOutboxSink:
     def __init__(self, outbox_dir: Path) -> None:
         self.outbox_dir = outbox_dir
 
+    def check(self) -> str:
+        folder = self.outbox_dir
+        if folder.is_dir():
+            if os.access(folder, os.W_OK | os.X_OK):
+                return f"writeback.outbox_dir {folder} is writable"
+            raise ConfigError(f"writeback.outbox_dir {folder}: erpsync's user cannot write into it")
+        parent = next((p for p in folder.parents if p.exists()), None)
+        if folder.exists() or parent is None or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"writeback.outbox_dir {folder}: not a folder, and erpsync cannot create it")
+        return f"writeback.outbox_dir {folder} does not exist yet; the first write creates it"
+
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
         if not batch:
             return []

@@ -32,5 +32,8 @@ class NoneSink:
             for w in batch
         ]
 
+    def check(self) -> str:
+        return "read-only mode: nothing is written, nothing to check"
+
     def close(self) -> None:
         """Nothing to release."""

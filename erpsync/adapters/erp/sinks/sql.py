@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from erpsync.adapters.erp.sinks._db import erp_transaction
+from erpsync.adapters.erp.sinks._db import erp_errors, erp_transaction
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
@@ -77,6 +77,11 @@ class SqlSink:
             **count_binds(previous, "prev_"),
         }
         return {name: values[name] for name in self.binds}
+
+    def check(self) -> str:
+        with erp_errors("writeback.statement"), self.engine.connect():
+            pass
+        return "the write-back database answers (writeback.statement itself runs only when writing)"
 
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
         if not batch:

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
-from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_transaction
+from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_errors, erp_transaction
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
@@ -172,6 +172,12 @@ class StagingSink:
                 "compare it with `erpsync erp install-staging --print-sql`"
             )
         self._checked = True
+
+    def check(self) -> str:
+        self._checked = False
+        with erp_errors(f"staging table {self.table_name}"):
+            self._check_table()
+        return f"staging table {self.table_name} is in the write-back database"
 
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
         if not batch:

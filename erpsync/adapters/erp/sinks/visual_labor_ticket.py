@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, bindparam, inspect, select
 
-from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_transaction
+from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_errors, erp_transaction
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.domain.errors import ConfigError
@@ -70,6 +70,12 @@ class VisualLaborTicketSink:
                 "database (check writeback.database and source.visual.schema_name)"
             )
         self._checked = True
+
+    def check(self) -> str:
+        self._checked = False
+        with erp_errors("writeback.sink = 'visual-labor-ticket'"):
+            self._check_table()
+        return "table LABOR_TICKET is in the write-back database"
 
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
         if not batch:
