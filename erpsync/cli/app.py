@@ -280,10 +280,10 @@ def audit(
     if as_json:
         print_json(records)
         return
-    table = Table("when (UTC)", "action", "outcome", "job", "op", "machine", "MM run")
-    # the why and the error are wrapped, never cut: they are what a person reads the audit for
-    table.add_column("why", overflow="fold")
-    table.add_column("error", overflow="fold")
+    table = Table("when (UTC)", "action", "outcome")
+    # ids, the why and the error are wrapped, never cut: they are what a person reads the audit for
+    for header in ("job", "op", "machine", "MM run", "why", "error"):
+        table.add_column(header, overflow="fold")
     for r in records:
         why = r["detail"] or ""
         if r["changed_fields"]:

@@ -262,6 +262,7 @@ class SyncService:
                     "erp_machine": action.erp_machine[:64],
                     "mm_machine_id": action.mm_machine_id,
                     "payload_hash": action.payload_hash,
+                    "erp_start_at": action.run.start_at if action.run is not None else None,
                 }
             else:
                 run = action.run

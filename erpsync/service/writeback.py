@@ -6,16 +6,21 @@ Order, per batch, and why it is crash-safe:
    ``mm.max_concurrency`` at a time. Nothing is written yet; a crash here loses nothing.
 2. Decide per run (domain/writeback_rules.py): no data is skipped, never written as 0; unchanged
    counts are not written again; a decrease is refused unless ``writeback.allow_decrease``.
-3. Intent (state transaction): the values about to be written join the binding's
-   ``counts_in_doubt``. A crash here has written nothing to the ERP.
+3. Intent (state transaction): the values about to be written join the run's ``counts_in_doubt``
+   for this sink (``erpsync_sink_counts``). A crash here has written nothing to the ERP.
 4. ERP transaction (the sink): rows locked, the ERP value compared with what erpsync last wrote,
    written, committed. A crash before the commit leaves the ERP untouched.
-5. State transaction: each binding's ``last_*`` counts (its writes in doubt cleared), audit rows,
+5. State transaction: the run's ``last_*`` counts for this sink (its writes in doubt there
+   cleared; the binding mirrors the counts last written by any sink), audit rows,
    quarantine for conflicts. A crash between 4 and 5 leaves the ERP ahead of our state, and MM
    may count on before the next cycle: the ERP then holds neither what erpsync last recorded nor
    what it is about to write, but one of its writes in doubt, so it is erpsync's own value and is
    overwritten (or, if MM did not move, recorded as ``already_written``): no second write, no
    false conflict, no count left behind.
+
+Last-written counts and writes in doubt are kept per sink: a sink is only ever compared with what
+erpsync wrote (or set out to write) into *that* sink, so switching ``writeback.sink`` makes the new
+sink get the current counts, and writes in doubt for one sink never excuse a value in another.
 
 Batches go to the ERP while the remaining reads are still in flight, so a cycle over thousands of
 runs takes about as long as its MM reads. Record-level problems never raise: they are audited and
