@@ -17,6 +17,8 @@ from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEnt
 from erpsync.bootstrap import open_sync
 from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
+from erpsync.domain.machines import MachineMapper
+from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.logging import correlation
 from erpsync.service import quarantine as quarantine_service
@@ -234,3 +236,61 @@ def test_a_second_actor_is_refused_while_the_lease_is_held(
     settings = settings_for(erp_url, sqlite_url, mm_simulator)
     with held_lease(settings, state), pytest.raises(ErpsyncError, match="another erpsync instance leads"):
         Harness(settings, state).sync()
+
+
+def test_retry_replans_from_the_erp_as_it_is_now(state: StateStore, sqlite_url: str, tmp_path: Path) -> None:
+    """A refused start retried after the ERP changed: a bad row, an ignored machine, an ended run."""
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    shop = Shop(erp_url, machines=1)
+    ticket = shop.fx.clock_in(shop.ops["HAAS-1"], local(8))
+    with MMSimulator(machines={"OTHER"}, seed=8) as sim:
+        settings = settings_for(erp_url, sqlite_url, sim)
+        h = Harness(settings, state)
+        assert h.sync().quarantined == 1
+        with state.session() as session:
+            entry_id = session.scalars(select(QuarantineEntry.id)).one()
+        service = open_sync(settings, state, None, None)
+        source = service.source
+
+        def current(run_key: str) -> JobOperationRun | BadRecord | None:
+            return next(iter(source.lookup_runs([run_key])), None)
+
+        def entry_and_action() -> tuple[str, str]:
+            with state.session() as session:
+                entry = session.get(QuarantineEntry, entry_id)
+                assert entry is not None and entry.action_id is not None
+                action = session.get(SyncAction, entry.action_id)
+                assert action is not None
+                return entry.status, action.status
+
+        def bad(run_key: str) -> BadRecord:
+            return BadRecord("erp", run_key, "RESOURCE_ID is blank", field="RESOURCE_ID")
+
+        # the ERP row is bad now: nothing changes, the person is told what to fix
+        with pytest.raises(ErpsyncError, match="RESOURCE_ID is blank"), state.session() as session:
+            quarantine_service.retry(session, entry_id, lookup=bad, mapper=service.mapper)
+        assert entry_and_action() == ("open", "quarantined")
+
+        # the resource was put in machines.ignore: nothing to start, the entry is settled
+        ignoring = MachineMapper(ignore=["HAAS-1"])
+        with correlation("cli"), state.session() as session:
+            what = quarantine_service.retry(session, entry_id, lookup=current, mapper=ignoring)
+        assert "machines.ignore" in what and "nothing to start" in what
+        assert entry_and_action() == ("resolved", "quarantined")
+        source.close()
+        assert h.sync().started == 0 and sim.runs() == {}
+
+        # MM learns the machine, the ERP ends the run, the entry is retried: nothing is started
+        with state.session() as session:
+            entry = session.get(QuarantineEntry, entry_id)
+            assert entry is not None
+            entry.status = "open"
+        shop.fx.clock_out(ticket, local(9))
+        service = open_sync(settings, state, None, None)
+        with correlation("cli"), state.session() as session:
+            what = quarantine_service.retry(session, entry_id, lookup=current, mapper=service.mapper)
+        service.source.close()
+        assert "ended" in what and "nothing to start" in what
+        sim.set_machines({"HAAS-1"})
+        assert h.sync().started == 0 and sim.runs() == {}
+    shop.dispose()
