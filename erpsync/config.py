@@ -165,6 +165,10 @@ class VisualPresetSettings(Section):
     run_ticket_types: list[str] = ["R"]
     site_id: str | None = None
     closed_ticket_lookback_hours: int = Field(default=72, ge=1)
+    # Between full reads a cycle reads only new tickets (TRANSACTION_ID above a watermark, less this
+    # margin: ids commit out of order) and re-reads the open / recently closed ones by id.
+    full_read_interval_minutes: int = Field(default=1440, ge=0)  # 0: every cycle is a full read
+    transaction_id_margin: int = Field(default=100, ge=0)
     # Extra RUN_TYPE spellings of this site -> a canonical unit, e.g. {"PC/H" = "PCS/HR"}.
     run_type_aliases: dict[str, str] = {}
 
