@@ -32,7 +32,8 @@ CLOCK_OUT, so "open or closed since" scans the whole table):
 - Not seen until the next full read: a ticket committed with an id more than the margin below the
   highest id already read when it committed, and a ticket that was closed before the lookback at
   the last read and has since been reopened or had its CLOCK_OUT moved into the lookback.
-- If MAX(TRANSACTION_ID) went down (the database was restored), the read is a full one.
+- If MAX(TRANSACTION_ID) fell by more than the margin (the database was restored from a backup),
+  the read is a full one.
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ class VisualSource:
         self, params: dict[str, Any], stats: SourceStats, now: datetime, window: TicketWindow
     ) -> Iterator[JobOperationRun | BadRecord]:
         latest = self._latest_id()
-        if latest < window.watermark:
+        if latest < window.watermark - self.visual.transaction_id_margin:  # not just the newest deleted
             log.warning(
                 "visual_ticket_ids_went_back", watermark=window.watermark, latest=latest, action="full read"
             )
@@ -377,8 +378,9 @@ class VisualSource:
             return
         seen: set[int] = set()
         yield from self._tickets(self._window_rows(params, window), stats, seen)
-        self._windows.put(self._window_key, TicketWindow(frozenset(seen), latest, window.full_read_at))
-        log.debug("visual_tickets_read", mode="incremental", rows=stats.rows_read, watermark=latest)
+        watermark = max(latest, window.watermark)
+        self._windows.put(self._window_key, TicketWindow(frozenset(seen), watermark, window.full_read_at))
+        log.debug("visual_tickets_read", mode="incremental", rows=stats.rows_read, watermark=watermark)
 
     def _window_rows(self, params: dict[str, Any], window: TicketWindow) -> Iterator[Row[Any]]:
         """Known tickets at or below `after` by id, then every ticket above it: id order, no repeats."""
