@@ -44,7 +44,7 @@ from sqlalchemy.pool import NullPool
 
 from bench import bench_sources
 from bench.sync_bench import _AcceptingMM, _Leader
-from erpsync.adapters.erp.ticket_window import TicketWindows
+from erpsync.adapters.erp.read_window import ReadWindows
 from erpsync.adapters.erp.visual_schema import (
     LABOR_TICKET,
     OPERATION,
@@ -348,7 +348,7 @@ def _source_settings(url: str) -> SourceSettings:
     return SourceSettings(url=url, name="erp", kind="infor-visual", timezone="UTC")
 
 
-def read_once(url: str, windows: TicketWindows) -> int:
+def read_once(url: str, windows: ReadWindows) -> int:
     """One read as a sync cycle does it: open the source, read every run, close it."""
     source = VisualSource(_source_settings(url), windows=windows)
     try:
@@ -363,7 +363,7 @@ def measure(url: str, history: int, repeats: int) -> dict[str, Any]:
     stats = Stats(url)
     result: dict[str, Any] = {"history": history, "open": OPEN, "recent": RECENT}
     try:
-        windows = TicketWindows()
+        windows = ReadWindows()
         seconds, delta, runs = measured(stats, lambda: read_once(url, windows))
         result["full_read"] = {
             "seconds": seconds,

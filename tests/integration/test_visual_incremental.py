@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, delete, update
 
-from erpsync.adapters.erp.ticket_window import TicketWindows
+from erpsync.adapters.erp.read_window import ReadWindows
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OperationKey, VisualFixture, create_visual_schema
 from erpsync.adapters.erp.visual_source import VisualSource
 from erpsync.config import SourceSettings, VisualPresetSettings
@@ -84,9 +84,9 @@ class Reader:
     """The source under test (its own window registry) next to an always-full reader."""
 
     def __init__(self, url: str, clock: Clock, interval: int = 60) -> None:
-        self.windows = TicketWindows()
+        self.windows = ReadWindows()
         self.source = VisualSource(_settings(url, interval), clock=clock, windows=self.windows)
-        self.full = VisualSource(_settings(url, 0), clock=clock, windows=TicketWindows())
+        self.full = VisualSource(_settings(url, 0), clock=clock, windows=ReadWindows())
 
     def read(self) -> list[tuple[Any, ...]]:
         return [canon(item) for item in self.source.read_runs()]

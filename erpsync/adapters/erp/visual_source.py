@@ -48,9 +48,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
 from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
-from erpsync.adapters.erp.ticket_window import PROCESS_WINDOWS, TicketWindow, TicketWindows
 from erpsync.adapters.erp.visual_names import (
     clean,
     operation_name,
@@ -265,7 +265,7 @@ class VisualSource:
         engine: Engine | None = None,
         *,
         clock: Callable[[], datetime] = _utcnow,
-        windows: TicketWindows = PROCESS_WINDOWS,
+        windows: ReadWindows = PROCESS_WINDOWS,
     ) -> None:
         self.name = settings.name
         self.settings = settings
@@ -352,7 +352,7 @@ class VisualSource:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _full_read_due(self, window: TicketWindow, now: datetime) -> bool:
+    def _full_read_due(self, window: ReadWindow, now: datetime) -> bool:
         interval = self.visual.full_read_interval_minutes
         elapsed = now - window.full_read_at
         return interval == 0 or elapsed < timedelta(0) or elapsed >= timedelta(minutes=interval)
@@ -363,11 +363,11 @@ class VisualSource:
         latest = self._latest_id()
         seen: set[int] = set()
         yield from self._tickets(self._stream(runs_statement(self.visual), params), stats, seen)
-        self._windows.put(self._window_key, TicketWindow(frozenset(seen), latest, now))
+        self._windows.put(self._window_key, ReadWindow(frozenset(seen), latest, now))
         log.debug("visual_tickets_read", mode="full", rows=stats.rows_read, watermark=latest)
 
     def _incremental_read(
-        self, params: dict[str, Any], stats: SourceStats, now: datetime, window: TicketWindow
+        self, params: dict[str, Any], stats: SourceStats, now: datetime, window: ReadWindow
     ) -> Iterator[JobOperationRun | BadRecord]:
         latest = self._latest_id()
         if latest < window.watermark - self.visual.transaction_id_margin:  # not just the newest deleted
@@ -379,10 +379,10 @@ class VisualSource:
         seen: set[int] = set()
         yield from self._tickets(self._window_rows(params, window), stats, seen)
         watermark = max(latest, window.watermark)
-        self._windows.put(self._window_key, TicketWindow(frozenset(seen), watermark, window.full_read_at))
+        self._windows.put(self._window_key, ReadWindow(frozenset(seen), watermark, window.full_read_at))
         log.debug("visual_tickets_read", mode="incremental", rows=stats.rows_read, watermark=watermark)
 
-    def _window_rows(self, params: dict[str, Any], window: TicketWindow) -> Iterator[Row[Any]]:
+    def _window_rows(self, params: dict[str, Any], window: ReadWindow) -> Iterator[Row[Any]]:
         """Known tickets at or below `after` by id, then every ticket above it: id order, no repeats."""
         after = window.watermark - self.visual.transaction_id_margin
         known = sorted(tid for tid in window.known if tid <= after)
