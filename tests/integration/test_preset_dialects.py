@@ -13,9 +13,10 @@ from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from erpsync.adapters.erp import visual_source as vs
+from erpsync.adapters.erp.statements import erp_statements
 from erpsync.adapters.erp.visual_schema import VISUAL_TABLES
 from erpsync.adapters.erp.visual_source import preset_statements
-from erpsync.config import VisualPresetSettings
+from erpsync.config import Settings, SourceSettings, VisualPresetSettings, WritebackSettings
 
 DIALECTS: dict[str, Dialect] = {
     "mssql": mssql.pymssql.dialect(),  # type: ignore[no-untyped-call]
@@ -95,3 +96,30 @@ def test_rows_are_unpacked_by_the_positions_the_statements_select(settings: Visu
         columns[vs._OPERATION_KEY_COLUMNS :]
         == list(statements["runs"].selected_columns.keys())[vs._TICKET_COLUMNS :]
     )
+
+
+URLS = {
+    "mssql": "mssql+pymssql://u@h/VMFG",
+    "postgresql": "postgresql+psycopg://u@h/vmfg",
+    "mysql": "mysql+pymysql://u@h/vmfg",
+    "sqlite": "sqlite:////tmp/vmfg.db",
+}
+
+
+@pytest.mark.parametrize("dialect_name", list(URLS))
+@pytest.mark.parametrize("sink", ["visual-labor-ticket", "staging", "none"])
+def test_erpsync_sources_sql_renders_every_statement(dialect_name: str, sink: str) -> None:
+    """`erpsync sources sql` lists the preset's statements and the sink's, in the ERP's dialect."""
+    settings = Settings(
+        source=SourceSettings(url=URLS[dialect_name], kind="infor-visual"),
+        writeback=WritebackSettings(sink=sink),  # type: ignore[arg-type]
+    )
+    found = {s.name: s for s in erp_statements(settings)}
+    assert set(found) >= set(preset_statements(VisualPresetSettings()))
+    assert {s.job for s in found.values()} >= {"sync", "import"}
+    if sink == "visual-labor-ticket":
+        assert "UPDATE" in found["update_ticket"].sql
+        if dialect_name in ("postgresql", "mysql"):
+            assert "FOR UPDATE" in found["lock_tickets"].sql
+    for statement in found.values():
+        assert "POSTCOMPILE" not in statement.sql and "SCHEMA__" not in statement.sql

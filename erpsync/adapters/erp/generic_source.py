@@ -265,6 +265,14 @@ class GenericSqlSource:
         column_ = self._columns["run_key"] if by_run_key else self._columns["job"]
         return base.where(column_.in_(bindparam("keys", expanding=True))), by_run_key
 
+    def statements(self) -> dict[str, Select[Any]]:
+        """Every statement this source runs, by name (`erpsync sources sql`); reflects the table."""
+        found = {"rows": self.statement()}
+        if self._watermark is not None:
+            found["changed_rows"] = self.changed_statement()
+        found["lookup"] = self.lookup_statement()[0]
+        return found
+
     def read_runs(self) -> StreamSnapshot:
         """Every row that is a run (open or ended): a full read, or with `watermark` set the rows
         changed since the last read plus the open runs (module docstring)."""
