@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from bench import bench_sources
+from bench.machine import git_state, load, machine_info
 from bench.sync_bench import _AcceptingMM, _Leader
 from erpsync.adapters.erp.read_window import ReadWindows
 from erpsync.adapters.erp.visual_schema import (
@@ -486,7 +487,11 @@ def main() -> None:
     configure_logging("WARNING", "json")
     urls = {"postgresql": args.pg_url, "mariadb": args.mariadb_url}
     servers = {server: urls[server] for server in args.servers}
+    info = machine_info(args.pg_url)
+    info["git"] = git_state(("erpsync", "bench"))
+    before = load()
     result = history_load(servers, tuple(args.sizes), args.repeats, args.rebuild)
+    result.update(machine=info, load_before=before, load_after=load())
     for server, r in result["servers"].items():
         print(f"{server}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items()))
     if args.json:

@@ -197,6 +197,7 @@ def _history(r: dict[str, Any]) -> list[str]:
         "start-up / daily safety net; the *no-change read* is `read_runs` between full reads (median of",
         f"{repeats}, wall time including the connection and mapping 900 runs); the *cycle* is the whole",
         f"no-change `SyncService.run_cycle` (median of {repeats}; state in SQLite, MM answered in-process).",
+        f"Load: {_load(r)}.",
         "",
     ]
     for server, s in r["servers"].items():
