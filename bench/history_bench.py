@@ -8,7 +8,7 @@ Each database has only the primary keys VISUAL ships (the fixture's CLOCK_OUT in
 is built once per server and size (`erpsync_bench_history_<N>`, kept for the next run; `--rebuild`
 builds it again) with one INSERT ... SELECT over generate_series (PostgreSQL) or a seq_1_to_N table
 (MariaDB); the 900 open / recent tickets (ids above the history) are re-inserted relative to the
-current time on every run.
+current time on every run, and the tables analyzed (as a live ERP's automatic statistics would be).
 
 Per server and size, from the server's own statistics around each read (the source is opened and
 closed per read, as `erpsync serve`'s sync job does, so PostgreSQL flushes its counters):
@@ -60,7 +60,14 @@ from erpsync.adapters.erp.visual_schema import (
     operation_values,
     work_order_values,
 )
-from erpsync.adapters.erp.visual_source import VisualSource
+from erpsync.adapters.erp.visual_source import (
+    LOOKUP_BATCH,
+    VisualSource,
+    known_tickets_statement,
+    latest_id_statement,
+    new_tickets_statement,
+    runs_statement,
+)
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
@@ -215,8 +222,8 @@ def _build(url: str, history: int) -> None:
                 conn.execute(
                     text(f"INSERT INTO {_q('LABOR_TICKET', pg)} ({columns}) SELECT {values} FROM {source}")
                 )
+        analyze(engine)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text('VACUUM ANALYZE "LABOR_TICKET"' if pg else "ANALYZE TABLE LABOR_TICKET"))
             conn.execute(text("CREATE TABLE erpsync_bench_built (history INTEGER NOT NULL)"))
             conn.execute(text("INSERT INTO erpsync_bench_built VALUES (:h)"), {"h": history})
     finally:
@@ -254,8 +261,19 @@ def refresh_recent(url: str, history: int, now: datetime) -> None:
         with engine.begin() as conn:
             conn.execute(delete(LABOR_TICKET).where(LABOR_TICKET.c["TRANSACTION_ID"] > history))
         VisualFixture(engine).insert(LABOR_TICKET, rows)
+        analyze(engine)
     finally:
         engine.dispose()
+
+
+def analyze(engine: Engine) -> None:
+    """Fresh planner statistics on every table, as a live ERP's automatic statistics keep them."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("VACUUM ANALYZE"))
+        else:
+            tables = ", ".join(t.name for t in (LABOR_TICKET, OPERATION, WORK_ORDER, PART, SHOP_RESOURCE))
+            conn.execute(text(f"ANALYZE TABLE {tables}")).all()
 
 
 # -- the servers' own statistics ------------------------------------------------------------------
@@ -381,10 +399,61 @@ def measure(url: str, history: int, repeats: int) -> dict[str, Any]:
                 f"incremental read returned {runs} runs, full read {result['runs']}"
             )
         result["read"] = _median(reads)
+        result["server_ms"] = server_ms(url, windows)
         result["cycle"] = _cycles(url, stats, repeats)
     finally:
         stats.close()
     return result
+
+
+def server_ms(url: str, windows: ReadWindows, repeats: int = 5) -> dict[str, float]:
+    """Server execution time (EXPLAIN ANALYZE / ANALYZE FORMAT=JSON, best of `repeats`) of the
+    statements of one full read and of one no-change read, with the parameters the source used."""
+    settings = _source_settings(url)
+    v = settings.visual
+    source = VisualSource(settings, windows=windows)
+    try:
+        window = windows.get(source._window_key)
+    finally:
+        source.close()
+    assert window is not None
+    closed_since = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=v.closed_ticket_lookback_hours)
+    after = window.watermark - v.transaction_id_margin
+    known = sorted(k for k in window.known if k <= after)
+    chunks = [known[i : i + LOOKUP_BATCH] for i in range(0, len(known), LOOKUP_BATCH)]
+    reads: dict[str, list[tuple[Any, dict[str, Any]]]] = {
+        "full": [(runs_statement(v), {"closed_since": closed_since})],
+        "no_change": [
+            (latest_id_statement(), {}),
+            *((known_tickets_statement(v), {"closed_since": closed_since, "ids": c}) for c in chunks),
+            (new_tickets_statement(v), {"closed_since": closed_since, "after": after}),
+        ],
+    }
+    plain = create_engine(url, poolclass=NullPool)
+    try:
+        return {
+            name: min(_explain(plain, statements) for _ in range(repeats))
+            for name, statements in reads.items()
+        }
+    finally:
+        plain.dispose()
+
+
+def _explain(engine: Engine, statements: list[tuple[Any, dict[str, Any]]]) -> float:
+    pg = engine.dialect.name == "postgresql"
+    total = 0.0
+    with engine.connect() as conn:
+        for statement, params in statements:
+            state = statement.compile(dialect=engine.dialect).construct_expanded_state(params)
+            prefix = "EXPLAIN (ANALYZE, FORMAT JSON) " if pg else "ANALYZE FORMAT=JSON "
+            row = conn.exec_driver_sql(prefix + state.statement, state.parameters).one()
+            if pg:
+                total += float(row[0][0]["Execution Time"]) + float(row[0][0]["Planning Time"])
+            else:
+                plan = json.loads(row[0])
+                total += float(plan["query_block"].get("r_total_time_ms", 0.0))
+                total += float(plan.get("query_optimization", {}).get("r_total_time_ms", 0.0))
+    return total
 
 
 def _cycles(url: str, stats: Stats, repeats: int) -> dict[str, Any]:
@@ -457,13 +526,16 @@ def ratios(figures: dict[str, Any], sizes: tuple[int, ...]) -> dict[str, float]:
     return {
         "rows_large_over_small": large["read"]["rows_median"] / max(1, small["read"]["rows_median"]),
         "read_time_large_over_small": large["read"]["seconds"] / small["read"]["seconds"],
+        "server_time_large_over_small": large["server_ms"]["no_change"] / small["server_ms"]["no_change"],
         "cycle_rows_per_ticket": max(f["cycle"]["rows_max"] for f in figures.values()) / tickets,
     }
 
 
 def _line(f: dict[str, Any]) -> str:
     full, read, cycle = f["full_read"], f["read"], f["cycle"]
+    server = f.get("server_ms", {})
     return (
+        f"server {server.get('full', 0):.1f} / {server.get('no_change', 0):.1f} ms; "
         f"full read {full['rows']:,} rows {full['pages']:,} pages {full['seconds'] * 1000:.0f} ms; "
         f"no-change read {read['rows_median']:,.0f} rows {read['pages']:,} pages "
         f"{read['seconds'] * 1000:.1f} ms; "
