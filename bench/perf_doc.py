@@ -195,8 +195,10 @@ def _history(r: dict[str, Any]) -> list[str]:
         "runs it (a new source per cycle, closed after it); figures come from the servers' own",
         "statistics around it. The *full read* is what every cycle cost before issue 18 and is now the",
         "start-up / daily safety net; the *no-change read* is `read_runs` between full reads (median of",
-        f"{repeats}, wall time including the connection and mapping 900 runs); the *cycle* is the whole",
-        f"no-change `SyncService.run_cycle` (median of {repeats}; state in SQLite, MM answered in-process).",
+        f"{repeats}, wall time including the connection and mapping 900 runs; *server*: the statements'",
+        "execution time by `EXPLAIN ANALYZE` / MariaDB `ANALYZE FORMAT=JSON`, best of 5, same parameters);",
+        f"the *cycle* is the whole no-change `SyncService.run_cycle` (median of {repeats}; state in SQLite,",
+        "MM answered in-process).",
         f"Load: {_load(r)}.",
         "",
     ]
@@ -204,15 +206,16 @@ def _history(r: dict[str, Any]) -> list[str]:
         lines += [
             f"**{server}**. Rows: {ROWS.get(server, 'rows read')}; pages: {PAGES.get(server, 'pages')}.",
             "",
-            "| closed history | full read: rows | pages | time | no-change read: rows | pages | time "
-            "| no-change cycle: rows | time |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| closed history | full read: rows | pages | server | time | no-change read: rows | pages "
+            "| server | time | no-change cycle: rows | time |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for size, f in sorted(s["sizes"].items(), key=lambda i: int(i[0])):
-            full, read, cycle = f["full_read"], f["read"], f["cycle"]
+            full, read, cycle, server_ms = f["full_read"], f["read"], f["cycle"], f["server_ms"]
             lines.append(
-                f"| {int(size):,} | {full['rows']:,} | {full['pages']:,} | {_ms(full['seconds'])} "
-                f"| {read['rows_median']:,.0f} | {read['pages']:,} | {_ms(read['seconds'])} "
+                f"| {int(size):,} | {full['rows']:,} | {full['pages']:,} | {server_ms['full']:,.1f} ms "
+                f"| {_ms(full['seconds'])} | {read['rows_median']:,.0f} | {read['pages']:,} "
+                f"| {server_ms['no_change']:,.1f} ms | {_ms(read['seconds'])} "
                 f"| {cycle['rows_median']:,.0f} | {_ms(cycle['seconds'])} |"
             )
         ratios = s["ratios"]
@@ -232,8 +235,9 @@ def _history(r: dict[str, Any]) -> list[str]:
             ]
         lines += [
             "",
-            f"3M / 10k: rows read {ratios['rows_large_over_small']:.2f}x, runs-read time "
-            f"{ratios['read_time_large_over_small']:.2f}x; most LABOR_TICKET rows one cycle read: "
+            f"Largest / smallest history: rows read {ratios['rows_large_over_small']:.2f}x, runs-read "
+            f"time {ratios['read_time_large_over_small']:.2f}x, its server time "
+            f"{ratios['server_time_large_over_small']:.2f}x; most LABOR_TICKET rows one cycle read: "
             f"{ratios['cycle_rows_per_ticket']:.2f} per open or recent ticket.",
             "",
         ]
