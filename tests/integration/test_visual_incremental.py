@@ -223,3 +223,24 @@ def test_incremental_reads_equal_full_reads_on_random_edits(shop: Shop, reader: 
                 shop.set(pick, CLOCK_OUT=None)
         clock.now += timedelta(minutes=rng.randint(1, 12))  # closed tickets age out of the 1 h lookback
         assert reader.read() == reader.expected(), f"step {step}"
+
+
+def test_a_small_table_with_many_open_tickets_is_read_in_full(
+    shop: Shop, reader: Reader, clock: Clock
+) -> None:
+    """Re-reading a tenth of the table by id costs more than one scan: then every read is full."""
+    for tid in range(1, 21):
+        shop.clock_in(tid, clock.local(30), op=tid)  # 20 open tickets, ids 1-20
+    assert len(reader.read()) == 20
+    clock.now += timedelta(minutes=1)
+    assert len(reader.read()) == 20
+    assert reader.full_reads_at() == clock.now  # a full read again, not by id
+    for tid in range(1000, 1010):  # history: the open tickets are now 2% of the ids
+        shop.clock_in(tid, clock.local(600))
+        shop.set(tid, CLOCK_OUT=clock.local(500))
+    clock.now += timedelta(minutes=1)
+    reader.read()
+    first_full = reader.full_reads_at()
+    clock.now += timedelta(minutes=1)
+    assert reader.read() == reader.expected()
+    assert reader.full_reads_at() == first_full  # by id

@@ -114,7 +114,9 @@ def _visual(settings: Settings, source: SourceSettings) -> list[ErpStatement]:
             f"sync job: the first cycle of the process, then every {v.full_read_interval_minutes} min "
             f"(visual.full_read_interval_minutes), {one_shot}"
         )
-        between = f"{sync}, every cycle between full reads"
+        between = (
+            f"{sync}, every cycle between full reads (while the known tickets are under 1/10 of the ids)"
+        )
     imports = settings.sync.imports
     import_when = (
         f"import job, every {_every(imports.interval_seconds)} (sync.imports.interval_seconds)"
