@@ -9,7 +9,7 @@ turn a window into a read of new rows plus the known open ones by key.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 class ReadWindow:
     """The keys a complete read returned that must be re-read, and where the change column stood."""
 
-    known: frozenset[Any]  # VISUAL: TRANSACTION_IDs returned; generic-sql: run keys still open
+    known: Collection[Any]  # VISUAL: TRANSACTION_IDs returned, ascending; generic-sql: open run keys
     watermark: Any  # VISUAL: MAX(TRANSACTION_ID) read first; generic-sql: highest watermark value
     full_read_at: datetime  # when the last full read started (the safety net's schedule)
 

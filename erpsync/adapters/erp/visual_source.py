@@ -42,6 +42,8 @@ CLOCK_OUT, so "open or closed since" scans the whole table):
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -372,9 +374,9 @@ class VisualSource:
         self, params: dict[str, Any], stats: SourceStats, now: datetime
     ) -> Iterator[JobOperationRun | BadRecord]:
         latest = self._latest_id()
-        seen: set[int] = set()
+        seen = array("q")
         yield from self._tickets(self._stream(runs_statement(self.visual), params), stats, seen)
-        self._windows.put(self._window_key, ReadWindow(frozenset(seen), latest, now))
+        self._windows.put(self._window_key, ReadWindow(seen, latest, now))
         log.debug("visual_tickets_read", mode="full", rows=stats.rows_read, watermark=latest)
 
     def _incremental_read(
@@ -387,19 +389,22 @@ class VisualSource:
             )
             yield from self._full_read(params, stats, now)
             return
-        seen: set[int] = set()
+        seen = array("q")
         yield from self._tickets(self._window_rows(params, window), stats, seen)
         watermark = max(latest, window.watermark)
-        self._windows.put(self._window_key, ReadWindow(frozenset(seen), watermark, window.full_read_at))
+        self._windows.put(self._window_key, ReadWindow(seen, watermark, window.full_read_at))
         log.debug("visual_tickets_read", mode="incremental", rows=stats.rows_read, watermark=watermark)
 
     def _window_rows(self, params: dict[str, Any], window: ReadWindow) -> Iterator[Row[Any]]:
         """Known tickets at or below `after` by id, then every ticket above it: id order, no repeats."""
         after = window.watermark - self.visual.transaction_id_margin
-        known = sorted(tid for tid in window.known if tid <= after)
+        known = window.known
+        assert isinstance(known, array)  # ascending: collected in TRANSACTION_ID order
         statement = known_tickets_statement(self.visual)
-        for start in range(0, len(known), LOOKUP_BATCH):
-            yield from self._stream(statement, {**params, "ids": known[start : start + LOOKUP_BATCH]})
+        end = bisect_right(known, after)
+        for start in range(0, end, LOOKUP_BATCH):
+            batch = known[start : min(start + LOOKUP_BATCH, end)].tolist()
+            yield from self._stream(statement, {**params, "ids": batch})
         yield from self._stream(new_tickets_statement(self.visual), {**params, "after": after})
 
     def _latest_id(self) -> int:
@@ -418,9 +423,10 @@ class VisualSource:
         )
 
     def _tickets(
-        self, rows: Iterator[Row[Any]], stats: SourceStats, seen: set[int] | None = None
+        self, rows: Iterator[Row[Any]], stats: SourceStats, seen: array[int] | None = None
     ) -> Iterator[JobOperationRun | BadRecord]:
-        """Rows in TRANSACTION_ID order as runs; `seen` collects every id read (skipped ones too)."""
+        """Rows in TRANSACTION_ID order as runs; `seen` collects every id read (skipped ones too),
+        ascending, 8 bytes each (100,000 open tickets: 0.8 MB, a set of ints would be ~6 MB)."""
         last_id: int | None = None
         for row in rows:
             stats.rows_read += 1
@@ -430,7 +436,7 @@ class VisualSource:
                 continue
             last_id = tid
             if seen is not None:
-                seen.add(tid)
+                seen.append(tid)
             item = self._ticket(row)
             if isinstance(item, str):
                 stats.skip(item)
