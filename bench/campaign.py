@@ -6,7 +6,8 @@ targets checked, figures written to docs/performance.md.
     uv run python -m bench.campaign --only new-runs      # some scenarios: prints only
     uv run python -m bench.campaign --max-load 1.5       # wait for a quiet machine first
 
-Needs the PostgreSQL server the tests use (ERPSYNC_TEST_PG_URL, default postgres@127.0.0.1:5432).
+Needs the PostgreSQL server the tests use (ERPSYNC_TEST_PG_URL, default postgres@127.0.0.1:5432), and
+for `erp-history` the MariaDB server too (ERPSYNC_TEST_MARIADB_URL, default root@127.0.0.1:3306).
 Exit status: 0 every target met, 1 a target missed or a scenario failed.
 """
 
@@ -27,7 +28,7 @@ from bench.perf_doc import render
 from bench.scenario import SCENARIOS
 from bench.targets import Check, checks
 
-ORDER = ("nochange-10k", "nochange-100k", "new-runs", "writeback", "csv-ingest")
+ORDER = ("nochange-10k", "nochange-100k", "new-runs", "writeback", "csv-ingest", "erp-history")
 DOC = ROOT / "docs" / "performance.md"
 
 

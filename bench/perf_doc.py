@@ -168,6 +168,82 @@ def _csv(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms" if seconds < 1 else _s(seconds)
+
+
+PAGES = {
+    "postgresql": "LABOR_TICKET heap + index pages, hit or read (`pg_statio_user_tables`)",
+    "mariadb": "`Innodb_buffer_pool_read_requests`, server-wide: every table of the read (the joins "
+    "too) and anything else the server ran meanwhile",
+}
+ROWS = {
+    "postgresql": "`seq_tup_read + idx_tup_fetch` of LABOR_TICKET (`pg_stat_user_tables`)",
+    "mariadb": "`ROWS_READ` of LABOR_TICKET (`information_schema.TABLE_STATISTICS`, `userstat` on "
+    "for the run)",
+}
+
+
+def _history(r: dict[str, Any]) -> list[str]:
+    repeats = r["repeats"]
+    lines = [
+        "### ERP load against history (`erp-history`)",
+        "",
+        "bench/history_bench.py: VISUAL-shaped databases with only the primary keys VISUAL ships (no",
+        "index on CLOCK_OUT), 300 open tickets on 100 machines and 600 closed within the 72 h lookback,",
+        "over a closed history of each size. Each read and cycle runs as `erpsync serve`'s sync job",
+        "runs it (a new source per cycle, closed after it); figures come from the servers' own",
+        "statistics around it. The *full read* is what every cycle cost before issue 18 and is now the",
+        "start-up / daily safety net; the *no-change read* is `read_runs` between full reads (median of",
+        f"{repeats}, wall time including the connection and mapping 900 runs; *server*: the statements'",
+        "execution time by `EXPLAIN ANALYZE` / MariaDB `ANALYZE FORMAT=JSON`, best of 5, same parameters);",
+        f"the *cycle* is the whole no-change `SyncService.run_cycle` (median of {repeats}; state in SQLite,",
+        "MM answered in-process).",
+        f"Load: {_load(r)}.",
+        "",
+    ]
+    for server, s in r["servers"].items():
+        lines += [
+            f"**{server}**. Rows: {ROWS.get(server, 'rows read')}; pages: {PAGES.get(server, 'pages')}.",
+            "",
+            "| closed history | full read: rows | pages | server | time | no-change read: rows | pages "
+            "| server | time | no-change cycle: rows | time |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for size, f in sorted(s["sizes"].items(), key=lambda i: int(i[0])):
+            full, read, cycle, server_ms = f["full_read"], f["read"], f["cycle"], f["server_ms"]
+            lines.append(
+                f"| {int(size):,} | {full['rows']:,} | {full['pages']:,} | {server_ms['full']:,.1f} ms "
+                f"| {_ms(full['seconds'])} | {read['rows_median']:,.0f} | {read['pages']:,} "
+                f"| {server_ms['no_change']:,.1f} ms | {_ms(read['seconds'])} "
+                f"| {cycle['rows_median']:,.0f} | {_ms(cycle['seconds'])} |"
+            )
+        ratios = s["ratios"]
+        largest = s["sizes"][str(max(int(k) for k in s["sizes"]))]
+        handler = {
+            part: {k: v for k, v in largest[part]["raw"].items() if k.startswith("Handler_read") and v}
+            for part in ("full_read", "read")
+        }
+        if handler["read"]:
+            lines += [
+                "",
+                f"`Handler_read_*` (server-wide) at {int(max(s['sizes'], key=int)):,}: full read "
+                + ", ".join(f"{k[13:]} {v:,}" for k, v in handler["full_read"].items())
+                + "; no-change read "
+                + ", ".join(f"{k[13:]} {v:,}" for k, v in handler["read"].items())
+                + ".",
+            ]
+        lines += [
+            "",
+            f"Largest / smallest history: rows read {ratios['rows_large_over_small']:.2f}x, runs-read "
+            f"time {ratios['read_time_large_over_small']:.2f}x, its server time "
+            f"{ratios['server_time_large_over_small']:.2f}x; most LABOR_TICKET rows one cycle read: "
+            f"{ratios['cycle_rows_per_ticket']:.2f} per open or recent ticket.",
+            "",
+        ]
+    return lines
+
+
 METHOD = """## Method
 
 Run it: `uv run python -m bench.campaign` (all scenarios, about 20 minutes, most of it the naive
@@ -199,6 +275,10 @@ never writes this file; `--max-load 1.5` waits for a quiet machine before each s
   run per machine; for no-change, its previous cycle is run first (unmeasured, concurrently).
 - Write-back and CSV reuse bench/bench_writeback.py and bench/bench_sources.py (each can also be
   run alone).
+- `erp-history` is bench/history_bench.py (also runnable alone, `--sizes`, `--servers`): its
+  databases are built once per server and size with INSERT ... SELECT (generate_series, MariaDB's
+  seq_1_to_N) and kept for the next run (`--rebuild` builds them again); the 900 open / recent
+  tickets are refreshed relative to the current time on every run.
 """
 
 
@@ -212,6 +292,7 @@ def render(
         "new-runs": _new_runs,
         "writeback": _writeback,
         "csv-ingest": _csv,
+        "erp-history": _history,
     }
     for name, section in sections.items():
         r = results.get(name)

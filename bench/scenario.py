@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import bench_sources, csv_bench, sync_bench, wb_bench
+from bench import bench_sources, csv_bench, history_bench, sync_bench, wb_bench
 from erpsync.runtime.logging import configure_logging
 
 Runner = Callable[[argparse.Namespace], dict[str, Any]]
@@ -32,6 +32,11 @@ SCENARIOS: dict[str, Runner] = {
     "new-runs": lambda a: sync_bench.new_runs(a.pg_url, _size(a, 2_000, 200), 50.0, repeats=_size(a, 3, 1)),
     "writeback": lambda a: wb_bench.writeback(_size(a, 2_000, 200), 50.0, sample=_size(a, 200, 20)),
     "csv-ingest": lambda a: csv_bench.csv_ingest(_size(a, 100_000, 10_000)),
+    "erp-history": lambda a: history_bench.history_load(
+        {"postgresql": a.pg_url, "mariadb": history_bench.DEFAULT_MARIADB},
+        (10_000, 30_000) if a.quick else history_bench.SIZES,
+        repeats=_size(a, 15, 3),
+    ),
 }
 
 

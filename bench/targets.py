@@ -13,6 +13,10 @@ WRITEBACK_FLOOR_RATIO = 1.5
 # "flat as rows grow": RSS may rise by this much from 10k to 100k rows read (a list of 100k row
 # dicts would add ~100 MB; the duplicate-key index a CSV snapshot keeps is ~20-25 MB per 100k rows)
 CSV_GROWTH_MB = 30.0
+# issue 18: a no-change cycle's ERP reads do not grow with the closed-ticket history
+HISTORY_ROWS_RATIO = 1.2
+HISTORY_READ_TIME_RATIO = 2.0
+HISTORY_ROWS_PER_TICKET = 2.0
 
 
 @dataclass(frozen=True)
@@ -127,4 +131,24 @@ def checks(results: dict[str, dict[str, Any]]) -> list[Check]:
                     "MB",
                 )
             )
+    r = results.get("erp-history")
+    if r and "servers" in r:
+        out += _history(r)
+    return out
+
+
+def _history(r: dict[str, Any]) -> list[Check]:
+    small, large = min(r["sizes"]), max(r["sizes"])
+    span = f"{large // 1000:,}k / {small // 1000:,}k closed tickets"
+    out = []
+    for server, s in r["servers"].items():
+        ratios = s["ratios"]
+        out += [
+            Check("erp-history", f"{server}: no-change LABOR_TICKET rows read, {span}",
+                  ratios["rows_large_over_small"], "<=", HISTORY_ROWS_RATIO, "x"),
+            Check("erp-history", f"{server}: no-change runs-read time, {span}",
+                  ratios["read_time_large_over_small"], "<=", HISTORY_READ_TIME_RATIO, "x"),
+            Check("erp-history", f"{server}: LABOR_TICKET rows read per cycle / (open + recent + new)",
+                  ratios["cycle_rows_per_ticket"], "<=", HISTORY_ROWS_PER_TICKET, "x"),
+        ]  # fmt: skip
     return out

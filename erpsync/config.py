@@ -165,6 +165,10 @@ class VisualPresetSettings(Section):
     run_ticket_types: list[str] = ["R"]
     site_id: str | None = None
     closed_ticket_lookback_hours: int = Field(default=72, ge=1)
+    # Between full reads a cycle reads only new tickets (TRANSACTION_ID above a watermark, less this
+    # margin: ids commit out of order) and re-reads the open / recently closed ones by id.
+    full_read_interval_minutes: int = Field(default=1440, ge=0)  # 0: every cycle is a full read
+    transaction_id_margin: int = Field(default=100, ge=0)
     # Extra RUN_TYPE spellings of this site -> a canonical unit, e.g. {"PC/H" = "PCS/HR"}.
     run_type_aliases: dict[str, str] = {}
 
@@ -181,6 +185,12 @@ class GenericMappingSettings(Section):
     setup_time_unit: Literal["hours", "minutes", "seconds"] = "hours"
     # Status value (case-insensitive) -> what it means for the run.
     status_map: dict[str, Literal["not_started", "setup", "production", "ended", "skip"]] = {}
+    # A column that increases whenever a row changes (an increasing id or a last-modified time):
+    # between full reads a cycle reads only rows above the last value seen (less the margin: ids
+    # for a number, seconds for a time) plus the runs still open, by key. None: every read is full.
+    watermark: str | None = None
+    watermark_margin: float | None = Field(default=None, ge=0)  # None: 100 ids / 300 seconds
+    full_read_interval_minutes: int = Field(default=1440, ge=0)
 
     @model_validator(mode="after")
     def _table_or_query(self) -> GenericMappingSettings:

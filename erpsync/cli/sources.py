@@ -1,4 +1,5 @@
 """`erpsync sources check`: connect to the configured ERP source, read it, say what it saw.
+`erpsync sources sql`: every statement erpsync runs against the ERP, in its dialect, and how often.
 
 Read-only and side-effect free: nothing is acknowledged, no CSV file is moved, no checkpoint is
 written. Exit codes: 0 the source could be read (bad rows are reported, not fatal), 1 it could not
@@ -14,13 +15,17 @@ import typer
 
 from erpsync.adapters.erp.csv_source import CsvSource
 from erpsync.adapters.erp.factory import open_source
+from erpsync.adapters.erp.generic_source import GenericSqlSource
 from erpsync.adapters.erp.port import RunSnapshot
+from erpsync.adapters.erp.statements import ErpStatement, erp_statements
 from erpsync.cli.common import EXIT_CONFIG, EXIT_ERROR, fail, handle_errors, print_json, state_of, stdout
 from erpsync.config import SQL_SOURCE_KINDS, Settings, SourceSettings
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, SourceStats
 
-sources_app = typer.Typer(help="The ERP source: check that it can be read.", no_args_is_help=True)
+sources_app = typer.Typer(
+    help="The ERP source: check that it can be read, list the SQL run against it.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +54,53 @@ def check(
         _print(report)
     if report["unreadable"]:
         raise typer.Exit(EXIT_ERROR)
+
+
+@sources_app.command("sql")
+@handle_errors
+def sql(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print every statement erpsync runs against the ERP (source and write-back), in the configured
+    database's dialect, with the job that runs it, how often, and what it reads. For a DBA's review.
+    A generic-sql source connects once to read the mapped table's columns; nothing else connects."""
+    settings = state_of(ctx).settings()
+    generic = None
+    source = settings.source
+    if source is not None and source.kind == "generic-sql":
+        reader = GenericSqlSource(source)
+        try:
+            generic = reader.statements()
+        finally:
+            reader.close()
+    found = erp_statements(settings, generic)
+    where = _location(source) if source is not None else "no [source]"
+    if as_json:
+        print_json({"source": where, "statements": [_statement_json(s) for s in found]})
+        return
+    out = stdout.print
+    kind = source.kind if source is not None else "none"
+    out(f"-- statements erpsync runs against the ERP: source {kind} at {where}", markup=False)
+    if source is not None and source.kind not in SQL_SOURCE_KINDS:
+        out("-- the source reads CSV files: no SQL", markup=False)
+    if not found:
+        out("-- none (writeback.sink runs no SQL)", markup=False)
+    for statement in found:
+        out("", markup=False)
+        out(f"-- {statement.name} ({statement.job}): {statement.when}", markup=False)
+        out(f"-- reads: {statement.reads}", markup=False)
+        out(f"{statement.sql.strip()};", markup=False)
+
+
+def _statement_json(statement: ErpStatement) -> dict[str, str]:
+    return {
+        "name": statement.name,
+        "job": statement.job,
+        "when": statement.when,
+        "reads": statement.reads,
+        "sql": statement.sql,
+    }
 
 
 def _check(

@@ -148,3 +148,63 @@ def test_no_source_section_exits_2(tmp_path: Path) -> None:
     code, out = check(tmp_path, "[logging]\nlevel = 'INFO'\n")
     assert code == 2
     assert "source: required" in out
+
+
+def sources_sql(tmp_path: Path, toml: str, *args: str) -> tuple[int, str]:
+    config = tmp_path / "erpsync.toml"
+    config.write_text(toml, encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(config), "sources", "sql", *args])
+    return result.exit_code, result.output
+
+
+def test_sources_sql_prints_every_statement_in_the_erp_dialect(tmp_path: Path) -> None:
+    """A DBA reviews what runs against VISUAL on SQL Server; nothing connects to print it."""
+    toml = """
+[source]
+url = "mssql+pyodbc://erpsync:S3cret-pw@VISUALSQL/VMFG?driver=ODBC+Driver+18+for+SQL+Server"
+kind = "infor-visual"
+[source.visual]
+schema_name = "dbo"
+[sync]
+interval_seconds = 20
+[sync.imports]
+enabled = true
+[writeback]
+sink = "visual-labor-ticket"
+"""
+    code, out = sources_sql(tmp_path, toml)
+    assert code == 0, out
+    assert "S3cret-pw" not in out
+    for name in ("runs", "latest_id", "known_tickets", "new_tickets", "lookup", "operations"):
+        assert f"-- {name} (" in out
+    assert "-- lock_tickets (writeback)" in out and "-- update_ticket (writeback)" in out
+    assert "FROM dbo.[LABOR_TICKET]" in out and "[TRANSACTION_ID] > :after" in out
+    assert "every 20 s (sync.interval_seconds)" in out and "every 1440 min" in out
+    assert "import job, every 15 min" in out
+    assert "RTRIM" not in out.upper()  # no function around an indexable column
+
+    code, out = sources_sql(tmp_path, toml, "--json")
+    report = json.loads(out)
+    names = [s["name"] for s in report["statements"]]
+    assert names[:2] == ["runs", "latest_id"] and names[-1] == "update_ticket"
+    assert all(s["sql"].lstrip().upper().startswith(("SELECT", "UPDATE")) for s in report["statements"])
+
+
+def test_sources_sql_for_generic_sql_reads_the_mapped_table(tmp_path: Path) -> None:
+    url = visual_db(tmp_path)
+    toml = f"""
+[source]
+url = "{url}"
+kind = "generic-sql"
+[source.generic]
+table = "LABOR_TICKET"
+columns = {{ job = "WORKORDER_BASE_ID", operation = "OPERATION_SEQ_NO", machine = "RESOURCE_ID" }}
+watermark = "TRANSACTION_ID"
+[writeback]
+sink = "staging"
+"""
+    code, out = sources_sql(tmp_path, toml)
+    assert code == 0, out
+    assert "-- rows (sync)" in out and "-- changed_rows (sync)" in out and "-- lookup (sync)" in out
+    assert '"LABOR_TICKET"."TRANSACTION_ID" > :after' in out
+    assert "-- insert_staging_row (writeback)" in out and "ERPSYNC_RUN_COUNTS" in out

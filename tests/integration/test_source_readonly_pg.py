@@ -101,3 +101,15 @@ def test_schema_name_reads_tables_in_another_schema(pg_url: str) -> None:
         source.close()
     assert runs == [f"LT{tid}"]
     assert metadata.tables["LABOR_TICKET"].schema is None  # the shared metadata is untouched
+
+
+def test_streamed_reads_are_planned_for_the_whole_result(pg_url: str) -> None:
+    """A server-side cursor would otherwise be planned for its first 10% of rows (a full PK walk)."""
+    _seed(pg_url)
+    source = VisualSource(_settings(pg_url), clock=lambda: NOW)
+    try:
+        with source.engine.connect() as conn:
+            assert conn.execute(text("SHOW cursor_tuple_fraction")).scalar() == "1"
+            assert conn.execute(text("SHOW transaction_read_only")).scalar() == "on"
+    finally:
+        source.close()

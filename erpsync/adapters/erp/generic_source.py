@@ -15,12 +15,22 @@ ended / skip; an unmapped value is a bad row). Without one: `end_at` set -> ENDE
 set -> SETUP when `in_setup` is true, else PRODUCTION; neither -> not started (operation only).
 Run key: the `run_key` column, else `<job>|<operation>`. Job key: (`job`,). Timestamps without a
 zone are local to `source.timezone`. Rows are streamed ordered by run key.
+
+Load: without `watermark` every read is a full read of the mapped table/view (its whole cost, every
+sync cycle). With `watermark` naming a column that grows on every change of a row (an increasing
+id, or a last-modified time the ERP sets), a full read is the first read of the process and then
+runs every `full_read_interval_minutes`; between them a read takes the rows whose watermark is
+above the highest value seen less `watermark_margin` (ids, or seconds for a time: late commits),
+plus the runs still open at the last read, re-read by key. Ended runs that did not change are then
+absent from the snapshot: erpsync already ended them (the service looks up any run MM still has
+open that a read did not return). Rows with no watermark value, and a change that did not move it,
+are seen at the next full read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql import ColumnElement, FromClause
 
+from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
 from erpsync.adapters.erp.snapshot import ParsedRow, StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
 from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
@@ -80,6 +91,9 @@ OPTIONAL_FIELDS = (
 )
 FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 _STATES = {"setup": RunState.SETUP, "production": RunState.PRODUCTION, "ended": RunState.ENDED}
+WATERMARK = "erpsync_watermark"  # label of the watermark column in the statement
+DEFAULT_ID_MARGIN = 100
+DEFAULT_TIME_MARGIN_SECONDS = 300
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -91,10 +105,32 @@ class _FieldError(RecordError):
         self.field = field
 
 
+class _HighMark:
+    """The highest watermark value among the rows read."""
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def see(self, value: Any) -> None:
+        if value is not None and (self.value is None or value > self.value):
+            self.value = value
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class GenericSqlSource:
     """Reads a user-mapped table, view or SELECT through a read-only engine."""
 
-    def __init__(self, settings: SourceSettings, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: SourceSettings,
+        engine: Engine | None = None,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        windows: ReadWindows = PROCESS_WINDOWS,
+    ) -> None:
         self.name = settings.name
         self.settings = settings
         self.generic = settings.generic
@@ -105,6 +141,18 @@ class GenericSqlSource:
         self.engine = engine or create_source_engine(settings)
         self._source: FromClause | None = None
         self._columns: dict[str, ColumnElement[Any]] = {}
+        self._watermark: ColumnElement[Any] | None = None
+        self._clock = clock
+        self._windows = windows
+        g = self.generic
+        self._window_key = (
+            self.name,
+            self.engine.url.render_as_string(hide_password=True),
+            g.table,
+            g.query,
+            g.watermark,
+            tuple(sorted(g.columns.items())),
+        )
 
     def _check_config(self) -> tuple[RunUnit | None, TimeUnit]:
         g = self.generic
@@ -174,13 +222,24 @@ class GenericSqlSource:
                     f"columns are: {', '.join(available)}"
                 )
             self._columns[key] = source.c[actual]
+        if g.watermark:
+            actual = _match(g.watermark, available)
+            if actual is None:
+                raise ConfigError(
+                    f"source.generic.watermark: column {g.watermark!r} not found in {where}; "
+                    f"columns are: {', '.join(available)}"
+                )
+            self._watermark = source.c[actual]
         self._source = source
         return source
 
     def statement(self) -> Select[Any]:
         """SELECT of the mapped columns labelled by field, ordered by run key (or job, operation)."""
         source = self._resolve()
-        stmt = select(*(col.label(key) for key, col in self._columns.items())).select_from(source)
+        selected = [col.label(key) for key, col in self._columns.items()]
+        if self._watermark is not None:
+            selected.append(self._watermark.label(WATERMARK))
+        stmt = select(*selected).select_from(source)
         order = (
             [self._columns["run_key"]]
             if "run_key" in self._columns
@@ -193,34 +252,119 @@ class GenericSqlSource:
 
     # -- JobSource -------------------------------------------------------------------------------
 
-    def read_runs(self) -> StreamSnapshot:
-        """Every row that is a run (open or ended); a complete snapshot of the mapped view."""
+    def changed_statement(self) -> Select[Any]:
+        """`statement` restricted to rows whose watermark is above `:after` (needs `watermark`)."""
         statement = self.statement()
+        assert self._watermark is not None
+        return statement.where(self._watermark > bindparam("after"))
 
-        def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
-            for item in self._items(statement, {}, stats):
-                if isinstance(item, BadRecord):
-                    yield item
-                elif item.state is not None:
-                    yield item.run()
+    def lookup_statement(self) -> tuple[Select[Any], bool]:
+        """`statement` restricted to `:keys` (expanding), and whether the keys are run keys (else jobs)."""
+        base = self.statement()
+        by_run_key = "run_key" in self._columns
+        column_ = self._columns["run_key"] if by_run_key else self._columns["job"]
+        return base.where(column_.in_(bindparam("keys", expanding=True))), by_run_key
 
-        return StreamSnapshot(produce, complete=True, kind=KIND)
+    def statements(self) -> dict[str, Select[Any]]:
+        """Every statement this source runs, by name (`erpsync sources sql`); reflects the table."""
+        found = {"rows": self.statement()}
+        if self._watermark is not None:
+            found["changed_rows"] = self.changed_statement()
+        found["lookup"] = self.lookup_statement()[0]
+        return found
+
+    def read_runs(self) -> StreamSnapshot:
+        """Every row that is a run (open or ended): a full read, or with `watermark` set the rows
+        changed since the last read plus the open runs (module docstring)."""
+        statement = self.statement()
+        if self._watermark is None:
+
+            def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
+                for item in self._items(statement, {}, stats):
+                    if isinstance(item, BadRecord):
+                        yield item
+                    elif item.state is not None:
+                        yield item.run()
+
+            return StreamSnapshot(produce, complete=True, kind=KIND)
+        now = self._clock()
+        window = self._windows.get(self._window_key)
+        if window is None or window.watermark is None or self._full_read_due(window, now):
+            return StreamSnapshot(lambda stats: self._full_read(stats, now), complete=True, kind=KIND)
+        return StreamSnapshot(lambda stats: self._changed_read(stats, window), complete=True, kind=KIND)
 
     def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
         """Specific runs in batches of bound keys (by run_key column, else by job)."""
+        for item in self._lookup_items(run_keys, SourceStats()):
+            if isinstance(item, ParsedRow):
+                yield item.run()
+
+    # -- reads with a watermark -----------------------------------------------------------------
+
+    def _full_read_due(self, window: ReadWindow, now: datetime) -> bool:
+        interval = self.generic.full_read_interval_minutes
+        elapsed = now - window.full_read_at
+        return interval == 0 or elapsed < timedelta(0) or elapsed >= timedelta(minutes=interval)
+
+    def _full_read(self, stats: SourceStats, now: datetime) -> Iterator[JobOperationRun | BadRecord]:
+        mark = _HighMark()
+        open_runs: set[str] = set()
+        for item in self._items(self.statement(), {}, stats, mark):
+            if isinstance(item, BadRecord):
+                yield item
+            elif item.state is not None:
+                if item.state is not RunState.ENDED:
+                    open_runs.add(item.run_key)
+                yield item.run()
+        self._windows.put(self._window_key, ReadWindow(frozenset(open_runs), mark.value, now))
+        log.debug("generic_rows_read", mode="full", rows=stats.rows_read, watermark=str(mark.value))
+
+    def _changed_read(self, stats: SourceStats, window: ReadWindow) -> Iterator[JobOperationRun | BadRecord]:
+        mark = _HighMark(window.watermark)
+        after = self._below(window.watermark)
+        found: dict[str, ParsedRow | BadRecord] = {}
+        for item in self._items(self.changed_statement(), {"after": after}, stats, mark):
+            found.setdefault(_key_of(item), item)
+        for item in self._lookup_items(window.known, stats):
+            found.setdefault(_key_of(item), item)
+        open_runs: set[str] = set()
+        for key in sorted(found):
+            item = found[key]
+            if isinstance(item, BadRecord):
+                yield item
+            elif item.state is not None:
+                if item.state is not RunState.ENDED:
+                    open_runs.add(item.run_key)
+                yield item.run()
+        self._windows.put(self._window_key, ReadWindow(frozenset(open_runs), mark.value, window.full_read_at))
+        log.debug("generic_rows_read", mode="changed", rows=stats.rows_read, watermark=str(mark.value))
+
+    def _below(self, value: Any) -> Any:
+        """The watermark less the margin: ids for a number, seconds for a time."""
+        margin = self.generic.watermark_margin
+        if isinstance(value, datetime):
+            return value - timedelta(seconds=DEFAULT_TIME_MARGIN_SECONDS if margin is None else margin)
+        step = DEFAULT_ID_MARGIN if margin is None else margin
+        if isinstance(value, Decimal):
+            return value - Decimal(str(step))
+        if isinstance(value, int | float):
+            return value - step
+        raise ConfigError(
+            f"source.generic.watermark: column {self.generic.watermark!r} holds "
+            f"{type(value).__name__} values; it must hold increasing numbers or times"
+        )
+
+    def _lookup_items(self, run_keys: Collection[str], stats: SourceStats) -> Iterator[ParsedRow | BadRecord]:
+        """Rows of specific runs (bad rows of them too), in batches of bound keys."""
         keys = sorted(set(run_keys))
-        base = self.statement()
-        if "run_key" in self._columns:
-            column_, values = self._columns["run_key"], keys
-        else:
-            column_, values = self._columns["job"], sorted({k.rpartition("|")[0] for k in keys if "|" in k})
-        statement = base.where(column_.in_(bindparam("keys", expanding=True)))
+        statement, by_run_key = self.lookup_statement()
+        values = keys if by_run_key else sorted({k.rpartition("|")[0] for k in keys if "|" in k})
         wanted = set(keys)
         for start in range(0, len(values), LOOKUP_BATCH):
             params = {"keys": values[start : start + LOOKUP_BATCH]}
-            for item in self._items(statement, params, SourceStats()):
-                if isinstance(item, ParsedRow) and item.state is not None and item.run_key in wanted:
-                    yield item.run()
+            for item in self._items(statement, params, stats):
+                if isinstance(item, BadRecord) or (item.state is not None and item.run_key in wanted):
+                    yield item
 
     def read_operations(self) -> Iterator[JobOperation | BadRecord]:
         """Rows that are not ended and not skipped, as operations to import."""
@@ -245,12 +389,18 @@ class GenericSqlSource:
     # -- rows ------------------------------------------------------------------------------------
 
     def _items(
-        self, statement: Select[Any], params: dict[str, Any], stats: SourceStats
+        self,
+        statement: Select[Any],
+        params: dict[str, Any],
+        stats: SourceStats,
+        mark: _HighMark | None = None,
     ) -> Iterator[ParsedRow | BadRecord]:
         rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
         for row in rows:
             stats.rows_read += 1
             values = row._mapping
+            if mark is not None:
+                mark.see(values[WATERMARK])
             try:
                 parsed = self._parse(values)
             except RecordError as exc:
@@ -262,7 +412,7 @@ class GenericSqlSource:
                     record_key=key,
                     reason=str(exc),
                     field=self.generic.columns.get(field or "", field),
-                    raw={k: None if v is None else str(v) for k, v in values.items()},
+                    raw={k: None if v is None else str(v) for k, v in values.items() if k != WATERMARK},
                 )
                 continue
             if parsed is None:
@@ -346,6 +496,10 @@ class GenericSqlSource:
             if value is None:
                 return None
         return to_utc(value, self._zone)
+
+
+def _key_of(item: ParsedRow | BadRecord) -> str:
+    return item.run_key if isinstance(item, ParsedRow) else item.record_key
 
 
 def _flag(value: Any) -> bool:

@@ -8,6 +8,10 @@ is put in read-only mode where the backend has one, so a bug cannot write either
   `create_db_engine`, whose WAL pragma would rewrite the ERP file's journal mode.
 - SQL Server has no read-only transaction: connect with a login that only has `db_datareader`.
 Give the source a database role with SELECT grants only as well (tests do exactly that).
+
+PostgreSQL plans a streamed read (a server-side cursor) for its first 10% of rows by default
+(`cursor_tuple_fraction`), e.g. a walk of the whole primary key in ORDER BY order where a plain
+SELECT would filter first; erpsync fetches every row it asks for, so its sessions set it to 1.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def create_source_engine(settings: SourceSettings) -> Engine:
     engine = create_db_engine(url, settings.connect_timeout_seconds, **options)
     if backend in ("mysql", "mariadb"):
         event.listen(engine, "connect", _mysql_read_only)
+    if backend == "postgresql":
+        event.listen(engine, "connect", _postgresql_whole_result_plans)
     return engine
 
 
@@ -57,6 +63,13 @@ def _mysql_read_only(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("SET SESSION TRANSACTION READ ONLY")
     cursor.close()
+
+
+def _postgresql_whole_result_plans(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION cursor_tuple_fraction = 1")
+    cursor.close()
+    dbapi_connection.commit()  # a SET inside a transaction that is rolled back does not stick
 
 
 def stream_rows(

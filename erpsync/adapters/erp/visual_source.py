@@ -19,17 +19,42 @@ What counts as a run (one per LABOR_TICKET row, run key `LT<TRANSACTION_ID>`):
   else OPERATION.OPERATION_TYPE. Naming: see `visual_names`.
 Tickets are read ordered by TRANSACTION_ID; a join fan-out repeating a ticket is collapsed (first
 row wins).
+
+Load that does not grow with history (VISUAL ships a primary key on TRANSACTION_ID, no index on
+CLOCK_OUT, so "open or closed since" scans the whole table):
+- A full read (the `runs` statement) is the first read of a process and then runs every
+  `visual.full_read_interval_minutes` (0: every read is full).
+- Between them a read takes MAX(TRANSACTION_ID) (one index probe), then re-reads BY ID the tickets
+  the last read returned (open or closed within the lookback, chunked IN lists on the primary key)
+  whose id is at most `watermark - visual.transaction_id_margin`, then every ticket above that id
+  (a primary-key range). Same filter, same order, same rows as a full read: a clock-out, an edit,
+  a delete, a reopen of a recently closed ticket and a new ticket are all seen in that read.
+- Not seen until the next full read: a ticket committed with an id more than the margin below the
+  highest id already read when it committed, and a ticket that was closed before the lookback at
+  the last read and has since been reopened or had its CLOCK_OUT moved into the lookback.
+- If MAX(TRANSACTION_ID) fell by more than the margin (the database was restored from a backup),
+  the read is a full one.
+- If the tickets to re-read are more than a tenth of the ids (`LOOKUPS_PER_FULL_READ`: a young
+  or small database, or tens of thousands of open tickets), the read is a full one: one scan is
+  then cheaper than that many primary-key lookups (measured: 100,000 open of 100,000 tickets,
+  full read 2.1 s, by id 4.9 s).
 """
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from sqlalchemy import Engine, Row, RowMapping, Select, and_, bindparam, func, or_, select
+from sqlalchemy import Engine, Row, RowMapping, Select, Unicode, and_, bindparam, func, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
+from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
 from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
 from erpsync.adapters.erp.visual_names import (
@@ -56,6 +81,8 @@ from erpsync.domain.units import (
 
 KIND = "infor-visual"
 LOOKUP_BATCH = 500
+# Re-read by id only while the known tickets are at most 1/N of the ids (~ rows) in the table.
+LOOKUPS_PER_FULL_READ = 10
 STANDARDS_CACHE_SIZE = 10_000
 
 log = structlog.get_logger(__name__)
@@ -83,6 +110,29 @@ _OP_RESOURCE, _OP_SERVICE, _OP_VENDOR = 0, 5, 6
 # ticket columns before _OP_COLUMNS in _ticket_select; key columns before them in operations_statement
 _TICKET_COLUMNS = 12
 _OPERATION_KEY_COLUMNS = 6
+
+
+class _code(FunctionElement[str]):
+    """A padded code column (`nchar`) compared by its trimmed value, without wrapping it in a
+    function where the database already ignores trailing blanks in comparisons (SQL Server,
+    PostgreSQL `character`, MySQL/MariaDB PAD SPACE): an index a DBA adds on it stays usable."""
+
+    name = "rtrim"
+    inherit_cache = True
+    type = Unicode()
+
+
+@compiles(_code)
+def _rtrim(element: _code, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"rtrim({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_code, "mssql")
+@compiles(_code, "postgresql")
+@compiles(_code, "mysql")
+@compiles(_code, "mariadb")
+def _bare(element: _code, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
 
 
 def _ticket_select() -> Select[Any]:
@@ -134,6 +184,21 @@ def runs_statement(settings: VisualPresetSettings) -> Select[Any]:
     return stmt
 
 
+def latest_id_statement() -> Select[Any]:
+    """The highest TRANSACTION_ID in the table: one probe of the primary key."""
+    return select(func.max(lt.TRANSACTION_ID))
+
+
+def known_tickets_statement(settings: VisualPresetSettings) -> Select[Any]:
+    """`runs_statement` restricted to ids the last read returned (`:ids`, expanding IN list)."""
+    return runs_statement(settings).where(lt.TRANSACTION_ID.in_(bindparam("ids", expanding=True)))
+
+
+def new_tickets_statement(settings: VisualPresetSettings) -> Select[Any]:
+    """`runs_statement` restricted to ids above `:after` (a primary-key range)."""
+    return runs_statement(settings).where(lt["TRANSACTION_ID"] > bindparam("after"))
+
+
 def lookup_statement() -> Select[Any]:
     """Specific tickets by TRANSACTION_ID (`:ids`, an expanding IN list), open or closed."""
     return _ticket_select().where(lt.TRANSACTION_ID.in_(bindparam("ids", expanding=True)))
@@ -160,9 +225,9 @@ def operations_statement(settings: VisualPresetSettings) -> Select[Any]:
         )
         .select_from(OPERATION.join(WORK_ORDER, wo_join).outerjoin(PART, part.ID == wo.PART_ID))
         .where(
-            func.rtrim(wo.TYPE) == "W",
-            func.rtrim(wo.STATUS).in_(bindparam("wo_statuses", expanding=True)),
-            func.rtrim(op.STATUS).not_in(bindparam("op_excluded", expanding=True)),
+            _code(wo.TYPE) == "W",
+            _code(wo.STATUS).in_(bindparam("wo_statuses", expanding=True)),
+            _code(op.STATUS).not_in(bindparam("op_excluded", expanding=True)),
         )
         .order_by(
             op.WORKORDER_BASE_ID,
@@ -181,6 +246,9 @@ def preset_statements(settings: VisualPresetSettings) -> dict[str, Select[Any]]:
     """Every statement the preset runs, by name (the dialect-compile test walks these)."""
     return {
         "runs": runs_statement(settings),
+        "latest_id": latest_id_statement(),
+        "known_tickets": known_tickets_statement(settings),
+        "new_tickets": new_tickets_statement(settings),
         "lookup": lookup_statement(),
         "operations": operations_statement(settings),
     }
@@ -205,6 +273,7 @@ class VisualSource:
         engine: Engine | None = None,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        windows: ReadWindows = PROCESS_WINDOWS,
     ) -> None:
         self.name = settings.name
         self.settings = settings
@@ -212,6 +281,14 @@ class VisualSource:
         self.engine = engine or create_source_engine(settings)
         self.operation_stats = SourceStats()
         self._clock = clock
+        self._windows = windows
+        self._window_key = (
+            self.name,
+            self.engine.url.render_as_string(hide_password=True),
+            self.visual.schema_name,
+            self.visual.site_id,
+            self.visual.closed_ticket_lookback_hours,
+        )
         self._zone = zone_of(settings.timezone)
         self._setup_types = {t.strip().upper() for t in self.visual.setup_ticket_types}
         self._run_types = {t.strip().upper() for t in self.visual.run_ticket_types}
@@ -226,13 +303,21 @@ class VisualSource:
     # -- JobSource ---------------------------------------------------------------------------
 
     def read_runs(self) -> StreamSnapshot:
-        """Every open ticket and the recently closed ones; always a complete snapshot."""
+        """Every open ticket and the recently closed ones; always a complete snapshot.
+
+        A full read or an incremental one (module docstring); both return the same rows.
+        """
+        now = self._clock()
         lookback = timedelta(hours=self.visual.closed_ticket_lookback_hours)
-        params: dict[str, Any] = {"closed_since": local_cutoff(self._clock(), lookback, self._zone)}
+        params: dict[str, Any] = {"closed_since": local_cutoff(now, lookback, self._zone)}
         if self.visual.site_id:
             params["site_id"] = self.visual.site_id
-        statement = runs_statement(self.visual)
-        return StreamSnapshot(lambda stats: self._tickets(statement, params, stats), complete=True, kind=KIND)
+        window = self._windows.get(self._window_key)
+        if window is None or self._full_read_due(window, now) or self._lookups_cost_more(window):
+            return StreamSnapshot(lambda stats: self._full_read(params, stats, now), complete=True, kind=KIND)
+        return StreamSnapshot(
+            lambda stats: self._incremental_read(params, stats, now, window), complete=True, kind=KIND
+        )
 
     def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
         """Current state of specific tickets, in batches of bound ids; missing ones are absent."""
@@ -252,7 +337,7 @@ class VisualSource:
         statement = lookup_statement()
         for start in range(0, len(ordered), LOOKUP_BATCH):
             batch = ordered[start : start + LOOKUP_BATCH]
-            yield from self._tickets(statement, {"ids": batch}, SourceStats())
+            yield from self._tickets(self._stream(statement, {"ids": batch}), SourceStats())
 
     def read_operations(self) -> Iterator[JobOperation | BadRecord]:
         """Machine operations of active work orders (status filters from `visual.*`)."""
@@ -267,12 +352,66 @@ class VisualSource:
         return count_items(self._operations(rows, self.operation_stats), self.operation_stats, KIND)
 
     def acknowledge(self, snapshot: object) -> None:
-        """Nothing to advance: every read is a full snapshot of open and recent tickets."""
+        """Nothing to advance: every read is a complete snapshot of open and recent tickets (the
+        ticket window describes the ERP, not what erpsync did with it, so it moves on each read)."""
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- reading -------------------------------------------------------------------------------
+
+    def _full_read_due(self, window: ReadWindow, now: datetime) -> bool:
+        interval = self.visual.full_read_interval_minutes
+        elapsed = now - window.full_read_at
+        return interval == 0 or elapsed < timedelta(0) or elapsed >= timedelta(minutes=interval)
+
+    @staticmethod
+    def _lookups_cost_more(window: ReadWindow) -> bool:
+        """Many known tickets against a small table: one scan beats that many key lookups."""
+        return len(window.known) * LOOKUPS_PER_FULL_READ > int(window.watermark)
+
+    def _full_read(
+        self, params: dict[str, Any], stats: SourceStats, now: datetime
+    ) -> Iterator[JobOperationRun | BadRecord]:
+        latest = self._latest_id()
+        seen = array("q")
+        yield from self._tickets(self._stream(runs_statement(self.visual), params), stats, seen)
+        self._windows.put(self._window_key, ReadWindow(seen, latest, now))
+        log.debug("visual_tickets_read", mode="full", rows=stats.rows_read, watermark=latest)
+
+    def _incremental_read(
+        self, params: dict[str, Any], stats: SourceStats, now: datetime, window: ReadWindow
+    ) -> Iterator[JobOperationRun | BadRecord]:
+        latest = self._latest_id()
+        if latest < window.watermark - self.visual.transaction_id_margin:  # not just the newest deleted
+            log.warning(
+                "visual_ticket_ids_went_back", watermark=window.watermark, latest=latest, action="full read"
+            )
+            yield from self._full_read(params, stats, now)
+            return
+        seen = array("q")
+        yield from self._tickets(self._window_rows(params, window), stats, seen)
+        watermark = max(latest, window.watermark)
+        self._windows.put(self._window_key, ReadWindow(seen, watermark, window.full_read_at))
+        log.debug("visual_tickets_read", mode="incremental", rows=stats.rows_read, watermark=watermark)
+
+    def _window_rows(self, params: dict[str, Any], window: ReadWindow) -> Iterator[Row[Any]]:
+        """Known tickets at or below `after` by id, then every ticket above it: id order, no repeats."""
+        after = window.watermark - self.visual.transaction_id_margin
+        known = window.known
+        assert isinstance(known, array)  # ascending: collected in TRANSACTION_ID order
+        statement = known_tickets_statement(self.visual)
+        end = bisect_right(known, after)
+        for start in range(0, end, LOOKUP_BATCH):
+            batch = known[start : min(start + LOOKUP_BATCH, end)].tolist()
+            yield from self._stream(statement, {**params, "ids": batch})
+        yield from self._stream(new_tickets_statement(self.visual), {**params, "after": after})
+
+    def _latest_id(self) -> int:
+        options: dict[str, Any] = {"schema_translate_map": self._schema_map} if self._schema_map else {}
+        with self.engine.connect() as conn:
+            latest = conn.execution_options(**options).execute(latest_id_statement()).scalar()
+        return int(latest or 0)
 
     def _stream(self, statement: Select[Any], params: dict[str, Any]) -> Iterator[Row[Any]]:
         return stream_rows(
@@ -284,16 +423,20 @@ class VisualSource:
         )
 
     def _tickets(
-        self, statement: Select[Any], params: dict[str, Any], stats: SourceStats
+        self, rows: Iterator[Row[Any]], stats: SourceStats, seen: array[int] | None = None
     ) -> Iterator[JobOperationRun | BadRecord]:
+        """Rows in TRANSACTION_ID order as runs; `seen` collects every id read (skipped ones too),
+        ascending, 8 bytes each (100,000 open tickets: 0.8 MB, a set of ints would be ~6 MB)."""
         last_id: int | None = None
-        for row in self._stream(statement, params):
+        for row in rows:
             stats.rows_read += 1
             tid = int(row[0])  # TRANSACTION_ID
             if tid == last_id:
                 stats.skip("duplicate_row")
                 continue
             last_id = tid
+            if seen is not None:
+                seen.append(tid)
             item = self._ticket(row)
             if isinstance(item, str):
                 stats.skip(item)

@@ -22,10 +22,13 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Index,
+    Insert,
     MetaData,
     PrimaryKeyConstraint,
+    Select,
     Table,
     Unicode,
+    Update,
     bindparam,
     inspect,
     select,
@@ -137,6 +140,38 @@ def _values(counts: PartCounts) -> dict[str, int]:
     }
 
 
+def _lock_statement(t: Table, run_ids: list[str]) -> Select[Any]:
+    return (
+        select(t.c.RUN_ID, *(t.c[c] for c in COUNT_COLUMNS))
+        .where(t.c.RUN_ID.in_(run_ids))
+        .order_by(t.c.RUN_ID)  # one lock order for every writer: no deadlock between two
+        .with_for_update()
+    )
+
+
+def _update_statement(t: Table) -> Update:
+    """Guarded UPDATE by RUN_ID: only while the counts are still as read."""
+    return (
+        t.update()
+        .where(t.c["RUN_ID"] == bindparam("x_RUN_ID"))
+        .where(*(t.c[c] == bindparam(f"x_{c}") for c in COUNT_COLUMNS))
+        .values({c: bindparam(c) for c in _SET_COLUMNS})
+    )
+
+
+def staging_lock_statement(table_name: str, run_ids: list[str]) -> Select[Any]:
+    """The rows' current counts, row-locked, by RUN_ID (what a write-back batch reads first)."""
+    return _lock_statement(staging_table(table_name), run_ids)
+
+
+def staging_update_statement(table_name: str) -> Update:
+    return _update_statement(staging_table(table_name))
+
+
+def staging_insert_statement(table_name: str) -> Insert:
+    return staging_table(table_name).insert()
+
+
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
@@ -189,12 +224,7 @@ class StagingSink:
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         with erp_transaction(self.engine, f"staging table {self.table_name}") as conn:
-            locked = conn.execute(
-                select(t.c.RUN_ID, *(t.c[c] for c in COUNT_COLUMNS))
-                .where(t.c.RUN_ID.in_([w.mm_run_id for w in batch]))
-                .order_by(t.c.RUN_ID)  # one lock order for every writer: no deadlock between two
-                .with_for_update()
-            ).all()
+            locked = conn.execute(_lock_statement(t, [w.mm_run_id for w in batch])).all()
             current: dict[str, CountValues] = {
                 row.RUN_ID: {c: int(row._mapping[c]) for c in COUNT_COLUMNS} for row in locked
             }
@@ -236,13 +266,7 @@ class StagingSink:
 
     def _update(self, conn: Any, updates: list[dict[str, Any]]) -> None:
         """Guarded UPDATE: counts still as read (row locks make it so where the backend has them)."""
-        t = self.table
-        statement = (
-            t.update()
-            .where(t.c["RUN_ID"] == bindparam("x_RUN_ID"))
-            .where(*(t.c[c] == bindparam(f"x_{c}") for c in COUNT_COLUMNS))
-            .values({c: bindparam(c) for c in _SET_COLUMNS})
-        )
+        statement = _update_statement(self.table)
         params = updates
         if self._guarded_executemany:
             matched = conn.execute(statement, params).rowcount

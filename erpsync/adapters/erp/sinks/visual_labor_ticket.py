@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, bindparam, inspect, select
+from sqlalchemy import Engine, MetaData, Select, Table, Update, bindparam, inspect, select
 
 from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_errors, erp_transaction
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
@@ -38,6 +38,29 @@ BLANK: CountValues = {"GOOD_QTY": 0, "BAD_QTY": 0}
 def labor_ticket_table(schema: str | None = None) -> Table:
     """VISUAL's LABOR_TICKET (erpsync.adapters.erp.visual_schema), in `schema` when one is set."""
     return LABOR_TICKET if schema is None else LABOR_TICKET.to_metadata(MetaData(), schema=schema)
+
+
+def ticket_lock_statement(table: Table, ids: list[int]) -> Select[Any]:
+    """The tickets' current counts, row-locked, by primary key in one order for every writer."""
+    return (
+        select(table.c.TRANSACTION_ID, table.c.GOOD_QTY, table.c.BAD_QTY)
+        .where(table.c.TRANSACTION_ID.in_(ids))
+        .order_by(table.c.TRANSACTION_ID)  # one lock order for every writer: no deadlock between two
+        .with_for_update()
+    )
+
+
+def ticket_update_statement(table: Table) -> Update:
+    """Set one ticket's counts by primary key, only while it still holds what was read (guard)."""
+    return (
+        table.update()
+        .where(
+            table.c["TRANSACTION_ID"] == bindparam("t_id"),
+            table.c["GOOD_QTY"] == bindparam("x_good"),
+            table.c["BAD_QTY"] == bindparam("x_bad"),
+        )
+        .values(GOOD_QTY=bindparam("GOOD_QTY"), BAD_QTY=bindparam("BAD_QTY"))
+    )
 
 
 def ticket_values(counts: PartCounts) -> dict[str, int]:
@@ -102,12 +125,7 @@ class VisualLaborTicketSink:
         results: dict[str, WriteResult] = {}
         updates: list[dict[str, Any]] = []
         with erp_transaction(self.engine, "LABOR_TICKET") as conn:
-            rows = conn.execute(
-                select(t.c.TRANSACTION_ID, t.c.GOOD_QTY, t.c.BAD_QTY)
-                .where(t.c.TRANSACTION_ID.in_(sorted(set(tickets.values()))))
-                .order_by(t.c.TRANSACTION_ID)  # one lock order for every writer: no deadlock between two
-                .with_for_update()
-            ).all()
+            rows = conn.execute(ticket_lock_statement(t, sorted(set(tickets.values())))).all()
             current: dict[int, CountValues] = {
                 int(r.TRANSACTION_ID): {"GOOD_QTY": _number(r.GOOD_QTY), "BAD_QTY": _number(r.BAD_QTY)}
                 for r in rows
@@ -138,15 +156,7 @@ class VisualLaborTicketSink:
                 else:
                     results[w.mm_run_id] = WriteResult(w.mm_run_id, verdict, before, new)
             if updates:
-                statement = (
-                    t.update()
-                    .where(
-                        t.c["TRANSACTION_ID"] == bindparam("t_id"),
-                        t.c["GOOD_QTY"] == bindparam("x_good"),
-                        t.c["BAD_QTY"] == bindparam("x_bad"),
-                    )
-                    .values(GOOD_QTY=bindparam("GOOD_QTY"), BAD_QTY=bindparam("BAD_QTY"))
-                )
+                statement = ticket_update_statement(t)
                 if self.engine.dialect.supports_sane_multi_rowcount:
                     matched = conn.execute(statement, updates).rowcount
                 else:
