@@ -16,7 +16,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 
 from erpsync.config import Settings, load_settings
 from erpsync.domain.errors import ConfigError, ErpsyncError
-from erpsync.runtime.logging import configure_logging, register_secret, scrub
+from erpsync.observability.scrub import scrub
+from erpsync.runtime.logging import configure_logging
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -37,13 +38,7 @@ class CliState:
     def settings(self) -> Settings:
         """Load (once) and validate the configuration; logging is configured from it."""
         if self._settings is None:
-            settings = load_settings(self.config_file)
-            register_secret(settings.mm.api_key.get_secret_value() if settings.mm.api_key else None)
-            for db in (settings.state, settings.source, settings.writeback.database):
-                if db is not None and db.password is not None:
-                    register_secret(db.password.get_secret_value())
-                if db is not None and db.sqlalchemy_url().password:
-                    register_secret(str(db.sqlalchemy_url().password))
+            settings = load_settings(self.config_file)  # registers every secret with the scrubber
             configure_logging(self.log_level or settings.logging.level, settings.logging.format)
             self._settings = settings
         return self._settings
