@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -25,8 +25,27 @@ EXIT_CONFIG = 2
 P = ParamSpec("P")
 R = TypeVar("R")
 
-stdout = Console(soft_wrap=True, highlight=False)
-stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+class _Scrubbed:
+    """The process's stdout or stderr (looked up at each write, as tests swap them), scrubbed."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _stream(self) -> Any:
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        self._stream().write(scrub(text))
+        return len(text)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._stream(), attribute)
+
+
+# Everything a command prints goes through the scrubber, whatever it prints.
+stdout = Console(file=cast("IO[str]", _Scrubbed("stdout")), soft_wrap=True, highlight=False)
+stderr = Console(file=cast("IO[str]", _Scrubbed("stderr")), soft_wrap=True, highlight=False)
 
 
 @dataclass
@@ -53,7 +72,7 @@ def state_of(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    stderr.print(f"error: {scrub(message)}", markup=False)
+    stderr.print(f"error: {message}", markup=False)
     return typer.Exit(code)
 
 
@@ -79,7 +98,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+    sys.stdout.write(scrub(json.dumps(data, indent=2, default=str, sort_keys=False)) + "\n")
 
 
 def describe_db_error(exc: DBAPIError) -> str:

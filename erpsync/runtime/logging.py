@@ -26,7 +26,15 @@ import structlog
 
 from erpsync.observability.scrub import MASK, register_secret, scrub, scrub_value
 
-__all__ = ["MASK", "configure_logging", "correlation", "describe_exception", "register_secret", "scrub"]
+__all__ = [
+    "MASK",
+    "configure_logging",
+    "correlation",
+    "describe_exception",
+    "error_message",
+    "register_secret",
+    "scrub",
+]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -54,6 +62,14 @@ def describe_exception(exc: BaseException, *, frames: bool = False) -> str:
         )
         current = current.__cause__ or current.__context__
     return scrub("\n".join(lines))
+
+
+def error_message(exc: BaseException) -> str:
+    """An exception's message for a log field: scrubbed, without SQLAlchemy's "Background" link."""
+    lines = [
+        line for line in str(exc).strip().splitlines() if not line.startswith("(Background on this error")
+    ]
+    return scrub("\n".join(lines)) or type(exc).__name__
 
 
 def _exc_info_of(value: Any) -> ExcInfo | None:
