@@ -8,9 +8,11 @@ cannot see inside a user-defined function that writes; the read-only session ref
 
 from __future__ import annotations
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ParseError, TokenError
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 # SQLAlchemy backend name -> sqlglot dialect
 DIALECTS = {
@@ -21,30 +23,6 @@ DIALECTS = {
     "mssql": "tsql",
 }
 
-# Nodes that write, lock, end a transaction or change the session, wherever they appear in the tree.
-_FORBIDDEN: tuple[type[exp.Expression], ...] = (
-    exp.Insert,
-    exp.Update,
-    exp.Delete,
-    exp.Merge,
-    exp.Create,
-    exp.Drop,
-    exp.Alter,
-    exp.TruncateTable,
-    exp.Command,
-    exp.Transaction,
-    exp.Commit,
-    exp.Rollback,
-    exp.Set,
-    exp.Pragma,
-    exp.Copy,
-    exp.Grant,
-    exp.Use,
-    exp.Execute,
-    exp.Into,
-    exp.Lock,
-    exp.NextValueFor,
-)
 # Built-in functions that write or change the session although they are called from a SELECT.
 WRITING_FUNCTIONS = frozenset(
     {
@@ -70,8 +48,42 @@ WRITING_FUNCTIONS = frozenset(
 )
 
 
+@cache
+def _forbidden() -> tuple[type[exp.Expression], ...]:
+    """Nodes that write, lock, end a transaction or change the session, wherever they are in the tree."""
+    from sqlglot import exp  # noqa: PLC0415 - sqlglot loads in ~0.3 s; only generic-sql configs need it
+
+    return (
+        exp.Insert,
+        exp.Update,
+        exp.Delete,
+        exp.Merge,
+        exp.Create,
+        exp.Drop,
+        exp.Alter,
+        exp.TruncateTable,
+        exp.Command,
+        exp.Transaction,
+        exp.Commit,
+        exp.Rollback,
+        exp.Set,
+        exp.Pragma,
+        exp.Copy,
+        exp.Grant,
+        exp.Use,
+        exp.Execute,
+        exp.Into,
+        exp.Lock,
+        exp.NextValueFor,
+    )
+
+
 def read_only_select_problem(query: str, backend: str | None = None) -> str | None:
     """Why `query` is not exactly one read-only SELECT (``WITH ... SELECT`` included); None if it is."""
+    import sqlglot  # noqa: PLC0415 - see _forbidden
+    from sqlglot import exp  # noqa: PLC0415
+    from sqlglot.errors import ParseError, TokenError  # noqa: PLC0415
+
     dialect = DIALECTS.get(backend or "")
     try:
         statements = [s for s in sqlglot.parse(query, read=dialect) if s is not None]
@@ -89,7 +101,7 @@ def read_only_select_problem(query: str, backend: str | None = None) -> str | No
     if not isinstance(statement, exp.Query):
         return f"a {statement.key.upper()} statement; it must be a SELECT (or WITH ... SELECT)"
     for node in statement.walk():
-        if isinstance(node, _FORBIDDEN):
+        if isinstance(node, _forbidden()):
             what = "SELECT ... INTO" if isinstance(node, exp.Into) else node.key.upper()
             if isinstance(node, exp.Lock):
                 what = "FOR UPDATE / FOR SHARE (a row lock)"
@@ -106,5 +118,7 @@ def without_trailing_semicolon(query: str) -> str:
 
 
 def _function_name(node: exp.Func) -> str:
+    from sqlglot import exp  # noqa: PLC0415 - see _forbidden
+
     name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
     return name.lower()
