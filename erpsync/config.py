@@ -78,6 +78,12 @@ class DatabaseSettings(Section):
     def _url_parses(cls, value: str) -> str:
         try:
             make_url(value)
+        except ValueError:
+            # never the parser's own message: it quotes a piece of the URL, maybe of its password
+            raise ValueError(
+                "not a valid URL: is the port a number, and is every special character of the "
+                "password percent-encoded (@ as %40, : as %3A, / as %2F, # as %23)?"
+            ) from None
         except ArgumentError:
             raise ValueError(
                 "not a SQLAlchemy URL; expected e.g. sqlite:///erpsync.db, "

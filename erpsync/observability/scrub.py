@@ -29,8 +29,9 @@ _USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"<>]*:
 # ?password=... / &pwd=... / ;key=... in a URL, and password=... in a libpq-style DSN.
 _PARAM_WORDS = r"password|passwd|pwd|pass|api[_-]?key|apikey|key|secret|token|access_token|auth"
 _QUERY_PARAM = re.compile(rf"(?P<head>[?&;](?:{_PARAM_WORDS})=)(?P<secret>[^&#\s'\"<>]*)", re.IGNORECASE)
+# no spaces around "=": "password = (not set)" in printed config is not a DSN
 _DSN_PARAM = re.compile(
-    r"(?P<head>(?:^|\s)(?:password|passwd|pwd)\s*=\s*)(?P<secret>'[^']*'|\S+)", re.IGNORECASE
+    r"(?P<head>(?:^|\s)(?:password|passwd|pwd)=)(?P<secret>'[^']*'|[^\s'\"]+)", re.IGNORECASE
 )
 
 _secrets: set[str] = set()

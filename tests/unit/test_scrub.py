@@ -46,6 +46,7 @@ def restore_logging() -> Iterator[None]:
         ("https://x/api?api_key=abc123&page=2", f"https://x/api?api_key={MASK}&page=2"),
         ("host=db user=erp password=hunter22 dbname=erp", f"host=db user=erp password={MASK} dbname=erp"),
         ("sqlite:///var/lib/erpsync/state.db", "sqlite:///var/lib/erpsync/state.db"),
+        ("# password = (not set)", None),  # printed config, not a DSN
         ("record_key=LT12 machine=HAAS-1 at https://api.machinemetrics.com/x", None),
     ],
 )
@@ -75,7 +76,7 @@ def test_config_errors_never_echo_a_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(path)
     message = str(err.value)
-    assert "state.url: bad value" in message
+    assert "state.url: bad value" in message and "percent-encoded" in message
     assert "mm.base_url" in message and "HTTPS_PROXY" in message
     assert SECRET not in message and encoded not in message
 
