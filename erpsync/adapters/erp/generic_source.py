@@ -364,7 +364,7 @@ def _refusal_names_the_query() -> Iterator[None]:
             raise
         raise ConfigError(
             f"source.generic.query: the ERP database refused it: {_first_line(exc)}; "
-            "it must be exactly one SELECT that only reads"
+            "fix the query (exactly one SELECT that only reads; see docs/security.md)"
         ) from None
 
 
