@@ -95,7 +95,6 @@ class Scenario:
     config: dict[str, dict[str, Any]]
     secrets: dict[str, str]
     files: dict[str, str] = field(default_factory=dict)
-    state_url: str | None = None
     serve: tuple[str, ...] = ()
     # None: every command; else the ones the failure concerns (the format of each alternates with
     # its position, so that across modes every command runs in both formats)
@@ -291,7 +290,6 @@ def _scenarios(erp_url: str, state_urls: dict[str, str], sim: MMSimulator) -> li
         return Scenario(
             mode=mode,
             index=index,
-            state_url=state_url,
             secrets={},
             config={
                 "state": {"url": state_url},
@@ -363,7 +361,6 @@ def _scenarios(erp_url: str, state_urls: dict[str, str], sim: MMSimulator) -> li
 
     state_down = base("state_down", 2, f"postgresql+psycopg://postgres@{down}/state")
     channels_c(state_down)
-    state_down.state_url = None
     state_down.serve = ("json",)
     state_down.commands = _pick(0, 3, 4, 6, 7)
     scenarios.append(state_down)
