@@ -15,6 +15,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -36,9 +37,16 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from erpsync.domain.errors import ConfigError
+from erpsync.observability.scrub import (
+    MASK,
+    is_secret_key,
+    register_secret,
+    register_url_secrets,
+    scrub,
+)
 
 CONFIG_ENV_VAR = "ERPSYNC_CONFIG"
-REDACTED = "**********"
+REDACTED = MASK
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -70,6 +78,12 @@ class DatabaseSettings(Section):
     def _url_parses(cls, value: str) -> str:
         try:
             make_url(value)
+        except ValueError:
+            # never the parser's own message: it quotes a piece of the URL, maybe of its password
+            raise ValueError(
+                "not a valid URL: is the port a number, and is every special character of the "
+                "password percent-encoded (@ as %40, : as %3A, / as %2F, # as %23)?"
+            ) from None
         except ArgumentError:
             raise ValueError(
                 "not a SQLAlchemy URL; expected e.g. sqlite:///erpsync.db, "
@@ -92,8 +106,8 @@ class DatabaseSettings(Section):
         return url
 
     def redacted_url(self) -> str:
-        """The URL safe to print or log: any password is masked."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        """The URL safe to print or log: its password and secret query parameters masked."""
+        return scrub(self.url)
 
 
 class StateSettings(DatabaseSettings):
@@ -136,6 +150,13 @@ class MMSettings(Section):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("expected an http(s) URL such as https://api.machinemetrics.com")
+        if "@" in urlsplit(value).netloc:
+            # refused rather than masked: a credential here would travel into logs, audit and
+            # action rows with every URL erpsync records
+            raise ValueError(
+                "must not contain user:password@; put the API key in mm.api_key or mm.api_key_file, "
+                "and an authenticating proxy in the HTTPS_PROXY environment variable"
+            )
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -260,6 +281,20 @@ class SourceSettings(DatabaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("not an IANA time zone; expected e.g. America/Chicago or UTC") from None
         return value
+
+    @model_validator(mode="after")
+    def _query_only_reads(self) -> SourceSettings:
+        from erpsync.adapters.erp.readonly_sql import (  # noqa: PLC0415 - see WritebackSettings
+            read_only_select_problem,
+            without_trailing_semicolon,
+        )
+
+        if self.kind == "generic-sql" and self.generic.query:
+            problem = read_only_select_problem(self.generic.query, make_url(self.url).get_backend_name())
+            if problem:
+                raise ValueError(f"source.generic.query: {problem}")
+            self.generic.query = without_trailing_semicolon(self.generic.query)
+        return self
 
     @model_validator(mode="after")
     def _csv_kinds_need_a_file(self) -> SourceSettings:
@@ -452,6 +487,8 @@ def _redact(data: Any, model: Any) -> Any:
             else:
                 out[key] = _redact(value, attr)
         return out
+    if isinstance(data, str):
+        return scrub(data)
     return data
 
 
@@ -467,16 +504,12 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] == "missing":
             lines.append(f"{key}: required key is missing in {source}")
             continue
-        shown = REDACTED if _looks_secret(key) else repr(err.get("input"))
+        shown = REDACTED if is_secret_key(key) else scrub(repr(err.get("input")))
         if isinstance(err.get("input"), dict):
             lines.append(f"{key}: {message}")
         else:
             lines.append(f"{key}: bad value {shown}: {message}")
     return "\n".join(lines)
-
-
-def _looks_secret(key: str) -> bool:
-    return any(word in key.lower() for word in ("api_key", "password", "secret", "token"))
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
@@ -489,12 +522,41 @@ def load_settings(config_file: Path | None = None) -> Settings:
             raise ConfigError(f"config file {config_file} does not exist (from --config or {CONFIG_ENV_VAR})")
         try:
             with config_file.open("rb") as fh:
-                tomllib.load(fh)
+                _register_raw_secrets(tomllib.load(fh))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_file}: not valid TOML: {exc}") from None
+    _register_raw_secrets({k: v for k, v in os.environ.items() if k.startswith("ERPSYNC_")})
     settings_cls = type("Settings", (Settings,), {"toml_file": config_file})
     try:
         loaded: Settings = settings_cls()
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, where)) from None
+        raise ConfigError(scrub(_format_validation_error(exc, where))) from None
+    register_settings_secrets(loaded)
     return loaded
+
+
+def _register_raw_secrets(data: Any, key: str = "") -> None:
+    """Register secrets as written, before validation: a value that does not validate is masked too."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            _register_raw_secrets(value, f"{key}.{name}".lower())
+    elif isinstance(data, str):
+        if is_secret_key(key) and not key.endswith("_file"):
+            register_secret(data)
+        elif "url" in key:
+            register_url_secrets(data)
+
+
+def register_settings_secrets(settings: Settings) -> None:
+    """Register every secret of validated settings (from the file, the environment or a secret file)."""
+    if settings.mm.api_key is not None:
+        register_secret(settings.mm.api_key.get_secret_value())
+    for db in (settings.state, settings.source, settings.writeback.database):
+        if db is None:
+            continue
+        register_url_secrets(db.url)
+        if db.password is not None:
+            register_secret(db.password.get_secret_value())
+        password = make_url(db.url).password
+        if password:
+            register_secret(str(password))

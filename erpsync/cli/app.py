@@ -29,6 +29,7 @@ from erpsync.cli.simulator import simulator
 from erpsync.cli.sources import register as register_sources
 from erpsync.cli.sync import register as register_sync
 from erpsync.cli.writeback import register as register_writeback
+from erpsync.runtime.logging import configure_logging
 from erpsync.service.status import status_report
 
 app = typer.Typer(
@@ -303,4 +304,7 @@ def audit(
 
 
 def main() -> None:
+    # erpsync's pipeline from the first line on (structlog's default would render tracebacks with
+    # locals); a command that loads the configuration re-applies it with its level and format
+    configure_logging()
     app()

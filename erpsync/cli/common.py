@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import IO, Any, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -16,7 +16,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 
 from erpsync.config import Settings, load_settings
 from erpsync.domain.errors import ConfigError, ErpsyncError
-from erpsync.runtime.logging import configure_logging, register_secret, scrub
+from erpsync.observability.scrub import scrub
+from erpsync.runtime.logging import configure_logging
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -24,8 +25,27 @@ EXIT_CONFIG = 2
 P = ParamSpec("P")
 R = TypeVar("R")
 
-stdout = Console(soft_wrap=True, highlight=False)
-stderr = Console(stderr=True, soft_wrap=True, highlight=False)
+
+class _Scrubbed:
+    """The process's stdout or stderr (looked up at each write, as tests swap them), scrubbed."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _stream(self) -> Any:
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        self._stream().write(scrub(text))
+        return len(text)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._stream(), attribute)
+
+
+# Everything a command prints goes through the scrubber, whatever it prints.
+stdout = Console(file=cast("IO[str]", _Scrubbed("stdout")), soft_wrap=True, highlight=False)
+stderr = Console(file=cast("IO[str]", _Scrubbed("stderr")), soft_wrap=True, highlight=False)
 
 
 @dataclass
@@ -37,13 +57,7 @@ class CliState:
     def settings(self) -> Settings:
         """Load (once) and validate the configuration; logging is configured from it."""
         if self._settings is None:
-            settings = load_settings(self.config_file)
-            register_secret(settings.mm.api_key.get_secret_value() if settings.mm.api_key else None)
-            for db in (settings.state, settings.source, settings.writeback.database):
-                if db is not None and db.password is not None:
-                    register_secret(db.password.get_secret_value())
-                if db is not None and db.sqlalchemy_url().password:
-                    register_secret(str(db.sqlalchemy_url().password))
+            settings = load_settings(self.config_file)  # registers every secret with the scrubber
             configure_logging(self.log_level or settings.logging.level, settings.logging.format)
             self._settings = settings
         return self._settings
@@ -58,7 +72,7 @@ def state_of(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    stderr.print(f"error: {scrub(message)}", markup=False)
+    stderr.print(f"error: {message}", markup=False)
     return typer.Exit(code)
 
 
@@ -84,7 +98,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+    sys.stdout.write(scrub(json.dumps(data, indent=2, default=str, sort_keys=False)) + "\n")
 
 
 def describe_db_error(exc: DBAPIError) -> str:

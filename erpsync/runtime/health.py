@@ -21,6 +21,8 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from erpsync.observability.scrub import scrub
+
 log = structlog.get_logger(__name__)
 
 
@@ -61,6 +63,7 @@ def _handler(readiness: Callable[[], ReadyState]) -> type[BaseHTTPRequestHandler
             self._send(status, payload, "application/json")
 
         def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+            body = scrub(body.decode("utf-8")).encode("utf-8")  # like every other surface
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

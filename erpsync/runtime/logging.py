@@ -2,6 +2,11 @@
 
 Every cycle and CLI call binds a correlation id; it is in every log line of that unit of work and
 in every audit row it writes, so a log line and an audit row can be joined.
+
+Exceptions are rendered by erpsync, never by a library's pretty printer: no traceback shows local
+variables (a database driver's locals hold its connection password). At INFO and above an exception
+is one line, ``ErrorClass: message`` (with its causes); at DEBUG the erpsync frames are listed too.
+Every rendered line, in both formats, passes through the scrubber last (erpsync/observability/scrub.py).
 """
 
 from __future__ import annotations
@@ -9,54 +14,128 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import traceback
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 import structlog
 
-SECRET_KEY_WORDS = ("api_key", "apikey", "password", "authorization", "secret", "token")
-MASK = "**********"
+from erpsync.observability.scrub import MASK, register_secret, scrub, scrub_value
 
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
+__all__ = [
+    "MASK",
+    "configure_logging",
+    "correlation",
+    "describe_exception",
+    "error_message",
+    "register_secret",
+    "scrub",
+]
 
-
-def register_secret(value: str | None) -> None:
-    """Remember a secret value so it is masked wherever it would appear in a log line."""
-    if value and len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
-
-
-def scrub(text: str) -> str:
-    """Mask every registered secret inside `text`."""
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
-def _scrub_value(key: str, value: Any) -> Any:
-    if any(word in key.lower() for word in SECRET_KEY_WORDS) and value not in (None, ""):
-        return MASK
-    if isinstance(value, str):
-        return scrub(value)
-    return value
+def describe_exception(exc: BaseException, *, frames: bool = False) -> str:
+    """``ErrorClass: message``, then each cause; with `frames`, erpsync's own frames first.
+
+    Never local variables, never a library's frames: short, and free of connection parameters.
+    """
+    lines: list[str] = []
+    if frames:
+        stack = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(_PACKAGE_DIR)]
+        if stack:
+            lines.append("Traceback (erpsync frames, most recent call last):")
+            lines += [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in stack]
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        prefix = "" if current is exc else "caused by "
+        message = str(current).strip()
+        lines.append(
+            f"{prefix}{type(current).__name__}: {message}" if message else f"{prefix}{type(current).__name__}"
+        )
+        current = current.__cause__ or current.__context__
+    return scrub("\n".join(lines))
+
+
+def error_message(exc: BaseException) -> str:
+    """An exception's message for a log field: scrubbed, without SQLAlchemy's "Background" link."""
+    lines = [
+        line for line in str(exc).strip().splitlines() if not line.startswith("(Background on this error")
+    ]
+    return scrub("\n".join(lines)) or type(exc).__name__
+
+
+def _exc_info_of(value: Any) -> ExcInfo | None:
+    if isinstance(value, BaseException):
+        return (type(value), value, value.__traceback__)
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
+        return value
+    if value is True:
+        kind, exc, tb = sys.exc_info()
+        return (kind, exc, tb) if kind is not None and exc is not None else None
+    return None
+
+
+def _exception_renderer(
+    frames: bool,
+) -> Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]:
+    """Replace `exc_info` by a short, scrubbed `exception` text (see the module docstring)."""
+
+    def render(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        info = _exc_info_of(event_dict.pop("exc_info", None))
+        if info is not None:
+            event_dict["exception"] = describe_exception(info[1], frames=frames)
+        elif isinstance(event_dict.get("exception"), str):
+            event_dict["exception"] = scrub(event_dict["exception"])
+        return event_dict
+
+    return render
 
 
 def _scrub_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        event_dict[key] = _scrub_value(key, event_dict[key])
+        if key != "exc_info":
+            event_dict[key] = scrub_value(key, event_dict[key])
     return event_dict
 
 
-def _scrub_rendered(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    # exc_info is rendered to text by format_exc_info; mask secrets inside tracebacks too
-    if isinstance(event_dict.get("exception"), str):
-        event_dict["exception"] = scrub(event_dict["exception"])
-    return event_dict
+def _scrubbed(renderer: Callable[..., Any]) -> Callable[..., str]:
+    """The renderer's output, scrubbed once more as a whole: the last line of defence."""
+
+    def render(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        return scrub(str(renderer(logger, name, event_dict)))
+
+    return render
+
+
+class _SchedulerDuplicateFilter(logging.Filter):
+    """Drop APScheduler's own "Job raised an exception" record: erpsync logs the failure once itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    structlog.get_logger("erpsync").error("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        structlog.get_logger("erpsync").error(
+            "uncaught exception in a thread",
+            thread=args.thread.name if args.thread else None,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
 
 
 def configure_logging(
@@ -75,7 +154,6 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     )
-    final: list[Any] = [structlog.processors.format_exc_info, _scrub_rendered] if use_json else []
     structlog.configure(
         # level check first: a filtered-out event (e.g. the MM client's per-call debug line) is
         # dropped before the context is merged, stamped and scrubbed, not after
@@ -90,7 +168,11 @@ def configure_logging(
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _exception_renderer(frames=logging.getLevelName(level) == logging.DEBUG),
+            _scrubbed(renderer),
+        ],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
@@ -99,6 +181,11 @@ def configure_logging(
     root.setLevel(level)
     for noisy in ("httpx", "httpcore", "apscheduler", "sqlalchemy.engine", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    executors = logging.getLogger("apscheduler.executors.default")
+    if not any(isinstance(f, _SchedulerDuplicateFilter) for f in executors.filters):
+        executors.addFilter(_SchedulerDuplicateFilter())
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
 
 
 def new_correlation_id() -> str:

@@ -12,6 +12,7 @@ Schedules live in memory (MemoryJobStore): what must survive a restart lives in 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -35,7 +36,7 @@ from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-u
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
-from erpsync.runtime.logging import correlation
+from erpsync.runtime.logging import correlation, error_message
 from erpsync.runtime.metrics import JOB_RUNS, JOB_SECONDS, JOBS_ABANDONED, SCHEDULER_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -238,8 +239,16 @@ def _listener(event: JobEvent) -> None:
     kind = kinds.get(event.code, str(event.code))
     SCHEDULER_EVENTS.labels(event.job_id, kind).inc()
     if isinstance(event, JobExecutionEvent) and event.exception is not None:
+        # the one log line of a failed run (APScheduler's own is filtered out in runtime/logging.py);
+        # erpsync's frames only at DEBUG, never a library's locals
         exc = event.exception
-        log.error("job failed", loop=event.job_id, error_class=type(exc).__name__, error=str(exc))
+        log.error(
+            "job failed",
+            loop=event.job_id,
+            error_class=type(exc).__name__,
+            error=error_message(exc),
+            exc_info=exc if logging.getLogger().isEnabledFor(logging.DEBUG) else None,
+        )
     else:
         log.warning(f"job run {kind.replace('_', ' ')}", loop=event.job_id)
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
+from erpsync.observability.scrub import register_secret
+from erpsync.runtime.logging import configure_logging
 from erpsync.runtime.scheduler import JobScheduler, ScheduledJob, build_scheduler
 
 
@@ -145,3 +151,42 @@ def test_shutdown_stops_or_abandons_running_jobs_within_the_grace(cooperative: b
     if not cooperative:
         wait_for(lambda: sample("erpsync_job_runs_total", loop=loop, outcome="timeout") == 1)
         never.set()
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_failed_run_is_logged_once_with_its_class_and_a_scrubbed_message(
+    started: list[JobScheduler], fmt: str
+) -> None:
+    """One `job failed` line per failed run, by erpsync; APScheduler's own traceback record is dropped."""
+    secret = "Zx@:/#%?&=sched-pw-77"
+    register_secret(secret)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, structlog.get_config(), sys.excepthook, threading.excepthook
+    stream = io.StringIO()
+    configure_logging("INFO", fmt, stream=stream)  # type: ignore[arg-type]
+    try:
+
+        def fails(_: threading.Event) -> None:
+            connection = {"host": "erp", "password": secret}  # a local a rich traceback would show
+            raise ConnectionError(f"cannot reach {connection['host']} as erp:{secret}")
+
+        before = sample("erpsync_job_runs_total", loop="t6_fails", outcome="error")
+        scheduler = build_scheduler(
+            [ScheduledJob("t6_fails", fails, interval_seconds=0.2, timeout_seconds=2)]
+        )
+        started.append(scheduler)
+        scheduler.start()
+        wait_for(lambda: sample("erpsync_job_runs_total", loop="t6_fails", outcome="error") >= before + 3)
+        scheduler.shutdown(grace_seconds=1)
+        failures = sample("erpsync_job_runs_total", loop="t6_fails", outcome="error") - before
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        structlog.configure(**saved[2])
+        sys.excepthook, threading.excepthook = saved[3], saved[4]
+    out = stream.getvalue()
+    failed_lines = [line for line in out.splitlines() if "job failed" in line]
+    assert len(failed_lines) == failures
+    assert all("ConnectionError" in line and "**********" in line for line in failed_lines)
+    assert "raised an exception" not in out and "Traceback" not in out
+    assert secret not in out and "password" not in out

@@ -65,7 +65,7 @@ def test_password_in_url_is_redacted(tmp_path: Path) -> None:
     path = write(tmp_path, '[state]\nurl = "postgresql+psycopg://erp:hunter22@db/erpsync"\n')
     settings = load_settings(path)
     assert "hunter22" not in str(settings.redacted())
-    assert settings.state.redacted_url() == "postgresql+psycopg://erp:***@db/erpsync"
+    assert settings.state.redacted_url() == "postgresql+psycopg://erp:**********@db/erpsync"
 
 
 @pytest.mark.parametrize(

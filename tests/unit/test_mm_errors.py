@@ -21,7 +21,7 @@ from erpsync.adapters.mm.errors import (
     resolve,
 )
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
-from erpsync.runtime.logging import register_secret
+from erpsync.observability.scrub import register_secret
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ are seen at the next full read.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
@@ -38,6 +39,7 @@ import structlog
 from sqlalchemy import (
     Engine,
     MetaData,
+    Row,
     Select,
     Table,
     bindparam,
@@ -47,12 +49,13 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import NoSuchTableError
+from sqlalchemy.exc import DBAPIError, NoSuchTableError
 from sqlalchemy.sql import ColumnElement, FromClause
 
 from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
+from erpsync.adapters.erp.readonly_sql import without_trailing_semicolon
 from erpsync.adapters.erp.snapshot import ParsedRow, StreamSnapshot, count_items
-from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
+from erpsync.adapters.erp.sql_engine import create_source_engine, is_statement_refusal, stream_rows
 from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import clean, operation_name
 from erpsync.config import SourceSettings
@@ -160,8 +163,6 @@ class GenericSqlSource:
             raise ConfigError(
                 "source.generic: set table (a table or view name) or query (a SELECT) for kind generic-sql"
             )
-        if g.query and not clean(g.query).lower().startswith(("select", "with")):
-            raise ConfigError("source.generic.query: must be a single SELECT (or WITH ... SELECT) statement")
         for key in g.columns:
             if key not in FIELDS:
                 raise ConfigError(
@@ -207,12 +208,14 @@ class GenericSqlSource:
             where = f"table {g.table!r}"
         else:
             assert g.query is not None
+            # new lines around the query: a trailing "-- comment" must not swallow the closing ")"
+            query = f"\n{without_trailing_semicolon(g.query)}\n"
             probe: Select[Any] = (
-                select(literal_column("*")).select_from(text(f"({g.query}) erpsync_probe")).where(false())
+                select(literal_column("*")).select_from(text(f"({query}) erpsync_probe")).where(false())
             )
-            with self.engine.connect() as conn:
+            with _refusal_names_the_query(), self.engine.connect() as conn:
                 available = list(conn.execute(probe).keys())
-            source = text(g.query).columns(*(column(name) for name in available)).subquery("erpsync_src")
+            source = text(query).columns(*(column(name) for name in available)).subquery("erpsync_src")
             where = "the query's result"
         for key, wanted in g.columns.items():
             actual = _match(wanted, available)
@@ -396,6 +399,8 @@ class GenericSqlSource:
         mark: _HighMark | None = None,
     ) -> Iterator[ParsedRow | BadRecord]:
         rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
+        if self.generic.query:
+            rows = _query_rows(rows)
         for row in rows:
             stats.rows_read += 1
             values = row._mapping
@@ -500,6 +505,31 @@ class GenericSqlSource:
 
 def _key_of(item: ParsedRow | BadRecord) -> str:
     return item.run_key if isinstance(item, ParsedRow) else item.record_key
+
+
+@contextmanager
+def _refusal_names_the_query() -> Iterator[None]:
+    """A statement the database refuses (a write in the read-only session, a second statement, bad
+    SQL) is a configuration error of `source.generic.query`; a connection failure stays what it is."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not is_statement_refusal(exc):
+            raise
+        raise ConfigError(
+            f"source.generic.query: the ERP database refused it: {_first_line(exc)}; "
+            "fix the query (exactly one SELECT that only reads; see docs/security.md)"
+        ) from None
+
+
+def _query_rows(rows: Iterator[Row[Any]]) -> Iterator[Row[Any]]:
+    with _refusal_names_the_query():
+        yield from rows
+
+
+def _first_line(exc: DBAPIError) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _flag(value: Any) -> bool:

@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
-from erpsync.runtime.logging import scrub
+from erpsync.observability.scrub import scrub
 
 MAX_DETAIL_CHARS = 300
 

@@ -29,6 +29,7 @@ from erpsync.adapters.state.tables import (
 )
 from erpsync.domain.model import BadRecord
 from erpsync.domain.reconcile import BoundRun
+from erpsync.observability.scrub import scrub
 
 OPEN_BINDING_STATUSES = ("starting", "running", "stopping")
 DUE_STATUSES = ("pending", "failed_retryable")
@@ -381,7 +382,7 @@ def _action_values(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "a_status": outcome.status,
         "a_http_status": outcome.http_status,
         "a_error_class": outcome.error_class,
-        "a_error_message": outcome.error_message,
+        "a_error_message": scrub(outcome.error_message) if outcome.error_message else None,
         "a_next_attempt_at": outcome.next_attempt_at,
         "a_settled_at": now if final else None,
     }
@@ -436,6 +437,7 @@ def upsert_quarantine(
         if isinstance(record.raw, str) or record.raw is None
         else json.dumps(record.raw, default=str)
     )
+    raw = scrub(raw) if raw else raw
     if existing is None:
         session.add(
             QuarantineEntry(
@@ -446,7 +448,7 @@ def upsert_quarantine(
                 field=record.field,
                 raw_payload=raw,
                 error_class=record.error_class,
-                message=record.reason,
+                message=scrub(record.reason),
                 action_id=action_id,
                 first_seen_at=now,
                 last_seen_at=now,
@@ -458,7 +460,7 @@ def upsert_quarantine(
     reopened = existing.status != "open"
     existing.last_seen_at = now
     existing.attempts += 1
-    existing.message = record.reason
+    existing.message = scrub(record.reason)
     existing.line_number = record.line
     existing.raw_payload = raw
     if existing.status != "discarded":
@@ -558,7 +560,7 @@ def reject_machine(session: Session, mm_machine_id: str, reason: str, now: datet
     session.execute(
         update(MachineSeen)
         .where(MachineSeen.mm_machine_id == mm_machine_id)
-        .values(rejected_at=now, reject_reason=reason[:2000])
+        .values(rejected_at=now, reject_reason=scrub(reason)[:2000])
         .execution_options(synchronize_session=False)
     )
 
