@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, Executable, Row, create_engine, event
 from sqlalchemy.engine import URL
 
-from erpsync.adapters.state.db import SQLITE_BUSY_TIMEOUT_MS, create_db_engine
+from erpsync.adapters.state.db import SQLITE_BUSY_TIMEOUT_MS, create_db_engine, label_engine
 from erpsync.config import SourceSettings
 
 
@@ -27,14 +27,14 @@ def create_source_engine(settings: SourceSettings) -> Engine:
     url = settings.sqlalchemy_url()
     backend = url.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(url)
+        return label_engine(_sqlite_engine(url), "source.url")
     options: dict[str, Any] = {}
     if backend == "postgresql":
         options["execution_options"] = {"postgresql_readonly": True}
     engine = create_db_engine(url, settings.connect_timeout_seconds, **options)
     if backend in ("mysql", "mariadb"):
         event.listen(engine, "connect", _mysql_read_only)
-    return engine
+    return label_engine(engine, "source.url")
 
 
 def _sqlite_engine(url: URL) -> Engine:

@@ -37,6 +37,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
 from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_transaction
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import CountValues, erp_verdict
@@ -55,7 +56,6 @@ REQUIRED_COLUMNS = (
     "UPDATED_AT",
 )
 _SET_COLUMNS = (*COUNT_COLUMNS, "MM_START_AT", "MM_END_AT", "UPDATED_AT")
-DDL_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite", "mssql", "oracle")
 
 _Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
