@@ -1,11 +1,19 @@
-# syntax=docker/dockerfile:1
 # erpsync: build with uv from the lock file, run on a slim image of the SAME Python base, non-root.
 #   docker build -t erpsync .
 #   docker run --rm erpsync --help
 # The build stage resolves nothing: `uv sync --locked` installs exactly uv.lock, with the database
 # drivers for PostgreSQL/MySQL/MariaDB (state or ERP) and SQL Server (pymssql) included.
+#
+# Where Docker Hub and ghcr.io are not reachable, build from your registry mirror:
+#   docker build -t erpsync \
+#     --build-arg PYTHON_BASE=registry.example.com/library/python:3.11-slim-bookworm \
+#     --build-arg UV_IMAGE=registry.example.com/astral-sh/uv:0.13 .
+# There is deliberately no `# syntax=` line: it would make BuildKit fetch a frontend image from
+# Docker Hub. The frontend built into BuildKit (Docker 23+, or DOCKER_BUILDKIT=1) has all this file
+# uses (RUN --mount). Python is 3.11, the version the tests run on (pyproject's requires-python and
+# mypy's python_version; tests/integration/test_container_files.py keeps them in step).
 
-ARG PYTHON_BASE=python:3.12-slim-bookworm
+ARG PYTHON_BASE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
 
 FROM ${UV_IMAGE} AS uv

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bench_sources
+from bench.cli_startup import extract_section, keep_section
 from bench.machine import ROOT, calibrate, git_state, load, machine_info
 from bench.perf_doc import render
 from bench.scenario import SCENARIOS
@@ -106,7 +107,11 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2, default=str))
     if not (args.quick or args.only or args.no_doc):
-        DOC.write_text(render(info, results, found, quick=args.quick), encoding="utf-8")
+        kept = DOC.read_text(encoding="utf-8") if DOC.exists() else ""  # bench.cli_startup's section
+        DOC.write_text(
+            keep_section(render(info, results, found, quick=args.quick), extract_section(kept)),
+            encoding="utf-8",
+        )
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     missed = [c for c in found if not c.ok]
     return 1 if missed or failed else 0

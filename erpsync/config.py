@@ -498,18 +498,54 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors(include_url=False):
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
+        variable = _env_variable(err["loc"])
         if err["type"] == "extra_forbidden":
+            if variable:
+                lines.append(
+                    f"{key}: unknown key from environment variable {variable}; check its spelling "
+                    f"(ERPSYNC_<SECTION>__<KEY>, keys as in erpsync.example.toml)"
+                )
+                continue
             lines.append(f"{key}: unknown key in {source}; check the spelling against erpsync.example.toml")
             continue
         if err["type"] == "missing":
             lines.append(f"{key}: required key is missing in {source}")
             continue
         shown = REDACTED if is_secret_key(key) else scrub(repr(err.get("input")))
+        origin = f" (from environment variable {variable})" if variable else ""
         if isinstance(err.get("input"), dict):
-            lines.append(f"{key}: {message}")
+            lines.append(f"{key}: {message}{origin}")
         else:
-            lines.append(f"{key}: bad value {shown}: {message}")
+            lines.append(f"{key}: bad value {shown}{origin}: {message}")
     return "\n".join(lines)
+
+
+def _check_env_sections() -> None:
+    """`ERPSYNC_<SECTION>__<KEY>` variables must name a section; pydantic-settings ignores others.
+
+    Without this a typo in the section (`ERPSYNC_STAT__URL`) would silently do nothing.
+    """
+    sections = set(Settings.model_fields)
+    for variable in sorted(os.environ):
+        head, nested, _ = variable.upper().removeprefix("ERPSYNC_").partition("__")
+        if variable.upper().startswith("ERPSYNC_") and nested and head.lower() not in sections:
+            raise ConfigError(
+                f"environment variable {variable}: unknown section {head.lower()!r}; expected "
+                f"ERPSYNC_<SECTION>__<KEY> with a section of {', '.join(sorted(sections))}"
+            )
+
+
+def _env_variable(loc: tuple[int | str, ...]) -> str | None:
+    """The ERPSYNC_* variable that set the key at `loc` (or a key below it), if one did.
+
+    Environment variables win over the file, so when one names the key, the value came from it.
+    Names are matched as pydantic-settings reads them: case-insensitively.
+    """
+    if not loc:
+        return None
+    name = ("ERPSYNC_" + "__".join(str(part) for part in loc)).upper()
+    matches = sorted(v for v in os.environ if v.upper() == name or v.upper().startswith(name + "__"))
+    return matches[0] if matches else None
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
@@ -526,6 +562,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_file}: not valid TOML: {exc}") from None
     _register_raw_secrets({k: v for k, v in os.environ.items() if k.startswith("ERPSYNC_")})
+    _check_env_sections()
     settings_cls = type("Settings", (Settings,), {"toml_file": config_file})
     try:
         loaded: Settings = settings_cls()

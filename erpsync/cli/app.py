@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from erpsync import __version__
-from erpsync.adapters.state import migrate
-from erpsync.adapters.state.audit import audit_query
-from erpsync.adapters.state.store import StateStore
 from erpsync.cli.common import (
     EXIT_CONFIG,
     CliState,
     handle_errors,
+    plain,
     print_json,
+    print_table,
     state_of,
     stderr,
     stdout,
@@ -29,8 +26,9 @@ from erpsync.cli.simulator import simulator
 from erpsync.cli.sources import register as register_sources
 from erpsync.cli.sync import register as register_sync
 from erpsync.cli.writeback import register as register_writeback
-from erpsync.runtime.logging import configure_logging
-from erpsync.service.status import status_report
+
+if TYPE_CHECKING:
+    from erpsync.adapters.state.store import StateStore
 
 app = typer.Typer(
     name="erpsync",
@@ -60,6 +58,8 @@ ConfigOption = Annotated[
 
 def _version(value: bool) -> None:
     if value:
+        from erpsync import __version__  # noqa: PLC0415 - start-up time
+
         stdout.print(f"erpsync {__version__}")
         raise typer.Exit
 
@@ -73,10 +73,18 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    # erpsync's pipeline before any command runs (structlog's default would render tracebacks with
+    # locals); a command that loads the configuration re-applies it with its level and format.
+    # Here, not at import: `erpsync --help` never gets this far and stays quick.
+    from erpsync.runtime.logging import configure_logging  # noqa: PLC0415 - start-up time
+
+    configure_logging()
     ctx.obj = CliState(config_file=config, log_level=log_level)
 
 
 def _store(ctx: typer.Context) -> StateStore:
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
+
     return StateStore.from_settings(state_of(ctx).settings().state)
 
 
@@ -87,6 +95,8 @@ def db_upgrade(
 ) -> None:
     """Create or upgrade erpsync's tables (never ERP tables)."""
     settings = state_of(ctx).settings()
+    from erpsync.adapters.state import migrate  # noqa: PLC0415 - start-up time
+
     store = _store(ctx)
     try:
         before = migrate.current_revision(store.engine)
@@ -103,6 +113,8 @@ def db_downgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")]
 ) -> None:
     """Downgrade erpsync's tables to an older revision (base drops them all)."""
+    from erpsync.adapters.state import migrate  # noqa: PLC0415 - start-up time
+
     store = _store(ctx)
     try:
         migrate.downgrade(store.engine, revision)
@@ -119,6 +131,8 @@ def db_current(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 unless the schema is at head.")] = False,
 ) -> None:
     """Show the schema revision of the state database and the newest one this version knows."""
+    from erpsync.adapters.state import migrate  # noqa: PLC0415 - start-up time
+
     settings = state_of(ctx).settings()
     store = _store(ctx)
     try:
@@ -182,6 +196,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Bindings by status, pending actions, open quarantine, last cycles, leader."""
+    from erpsync.service.status import status_report  # noqa: PLC0415 - start-up time
+
     store = _store(ctx)
     try:
         with store.session() as session:
@@ -191,24 +207,28 @@ def status(
     if as_json:
         print_json(report.__dict__ | {"cycles": [c.__dict__ for c in report.cycles]})
         return
-    stdout.print(f"runs by status:    {report.bindings or 'none yet'}")
-    stdout.print(f"actions by status: {report.actions or 'none yet'}")
+    stdout.print(f"runs by status:    {plain(report.bindings) or 'none yet'}", markup=False)
+    stdout.print(f"actions by status: {plain(report.actions) or 'none yet'}", markup=False)
     stdout.print(f"open quarantine:   {report.open_quarantine}")
     expires = report.leader_expires_at
     held = expires is not None and expires > datetime.now(UTC)
     state = f"until {_when(expires)}" if held else f"free since {_when(expires)}"
     leader = f"{report.leader} (token {report.fencing_token}, {state})"
     stdout.print(f"leader:            {leader if report.leader else 'none'}", markup=False)
-    table = Table("cycle", "last started (UTC)", "last finished", "outcome", "last ok")
-    for cycle in report.cycles:
-        table.add_row(
+    if not report.cycles:
+        stdout.print("cycles:            none yet")
+        return
+    rows = [
+        [
             cycle.kind,
             _when(cycle.started_at),
             _when(cycle.finished_at),
             cycle.outcome or "running",
             _when(cycle.last_ok_at),
-        )
-    stdout.print(table if report.cycles else "cycles:            none yet")
+        ]
+        for cycle in report.cycles
+    ]
+    print_table(["cycle", "last started (UTC)", "last finished", "outcome", "last ok"], rows)
 
 
 def _when(value: datetime | None) -> str:
@@ -242,6 +262,8 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Read the audit trail, newest first."""
+    from erpsync.adapters.state.audit import audit_query  # noqa: PLC0415 - start-up time
+
     query = audit_query(
         job=job,
         machine=machine,
@@ -281,30 +303,31 @@ def audit(
     if as_json:
         print_json(records)
         return
-    table = Table("when (UTC)", "action", "outcome")
-    # ids, the why and the error are wrapped, never cut: they are what a person reads the audit for
-    for header in ("job", "op", "machine", "MM run", "why", "error"):
-        table.add_column(header, overflow="fold")
+    if not records:
+        stdout.print("no audit rows match")
+        return
+    lines = []
     for r in records:
+        # ids, the why and the error are printed whole (wrapped on a terminal, never cut): they are
+        # what a person reads the audit for
         why = r["detail"] or ""
         if r["changed_fields"]:
             why = f"{why} (changed: {r['changed_fields']})".strip()
-        table.add_row(
-            f"{r['occurred_at']:%Y-%m-%d %H:%M:%S}",
-            r["action"],
-            r["outcome"],
-            r["erp_job"] or "",
-            r["erp_operation"] or "",
-            r["erp_machine"] or "",
-            r["mm_run_id"] or "",
-            why,
-            r["error_message"] or "",
+        lines.append(
+            [
+                f"{r['occurred_at']:%Y-%m-%d %H:%M:%S}",
+                r["action"],
+                r["outcome"],
+                r["erp_job"] or "",
+                r["erp_operation"] or "",
+                r["erp_machine"] or "",
+                r["mm_run_id"] or "",
+                why,
+                r["error_message"] or "",
+            ]
         )
-    stdout.print(table if records else "no audit rows match")
+    print_table(["when (UTC)", "action", "outcome", "job", "op", "machine", "MM run", "why", "error"], lines)
 
 
 def main() -> None:
-    # erpsync's pipeline from the first line on (structlog's default would render tracebacks with
-    # locals); a command that loads the configuration re-applies it with its level and format
-    configure_logging()
     app()

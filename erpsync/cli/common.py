@@ -1,23 +1,28 @@
-"""What every command shares: loading config, error → exit code mapping, output helpers."""
+"""What every command shares: loading config, error → exit code mapping, output helpers.
+
+Start-up time matters here (`erpsync --help` and `status` should answer in well under a second), so
+this module and the command modules import the heavy libraries (SQLAlchemy, pydantic-settings,
+httpx, structlog, APScheduler) inside the commands that need them, not at import time.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ParamSpec, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from erpsync.config import Settings, load_settings
 from erpsync.domain.errors import ConfigError, ErpsyncError
 from erpsync.observability.scrub import scrub
-from erpsync.runtime.logging import configure_logging
+
+if TYPE_CHECKING:
+    from erpsync.config import Settings
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -57,6 +62,9 @@ class CliState:
     def settings(self) -> Settings:
         """Load (once) and validate the configuration; logging is configured from it."""
         if self._settings is None:
+            from erpsync.config import load_settings  # noqa: PLC0415 - start-up time
+            from erpsync.runtime.logging import configure_logging  # noqa: PLC0415
+
             settings = load_settings(self.config_file)  # registers every secret with the scrubber
             configure_logging(self.log_level or settings.logging.level, settings.logging.format)
             self._settings = settings
@@ -72,7 +80,7 @@ def state_of(ctx: typer.Context) -> CliState:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    stderr.print(f"error: {message}", markup=False)
+    stderr.print(f"error: {message}", markup=False)  # stderr scrubs what it prints
     return typer.Exit(code)
 
 
@@ -87,22 +95,68 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(str(exc), EXIT_CONFIG) from None
         except ErpsyncError as exc:
             raise fail(str(exc), EXIT_ERROR) from None
-        except (NoSuchModuleError, ArgumentError) as exc:
-            raise fail(
-                f"{exc}; install the driver extra, e.g. pip install 'erpsync[postgres]'", EXIT_CONFIG
-            ) from None
-        except (OperationalError, DBAPIError) as exc:
-            raise fail(f"database error: {describe_db_error(exc)}", EXIT_ERROR) from None
+        except Exception as exc:
+            known = _database_failure(exc)
+            if known is None:
+                raise
+            raise fail(*known) from None
 
     return wrapper
+
+
+def _database_failure(exc: Exception) -> tuple[str, int] | None:
+    """The message and exit code for a SQLAlchemy error, None for anything else.
+
+    SQLAlchemy is only imported by commands that use a database; if it was never imported, the
+    exception cannot be one of its errors.
+    """
+    if "sqlalchemy.exc" not in sys.modules:
+        return None
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError  # noqa: PLC0415
+
+    from erpsync.adapters.state.db import describe_db_error  # noqa: PLC0415
+
+    if isinstance(exc, NoSuchModuleError | ArgumentError):
+        return f"{exc}; install the driver extra, e.g. pip install 'erpsync[postgres]'", EXIT_CONFIG
+    if isinstance(exc, DBAPIError):
+        return f"database error: {describe_db_error(exc)}", EXIT_ERROR
+    return None
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(scrub(json.dumps(data, indent=2, default=str, sort_keys=False)) + "\n")
 
 
-def describe_db_error(exc: DBAPIError) -> str:
-    """The driver's own first line (e.g. 'connection refused'), without SQL or parameters."""
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip().splitlines()
-    return text[0] if text else type(original).__name__
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table for people on a terminal; tab-separated lines, never cut, when piped or redirected.
+
+    A Rich table is laid out to the terminal's width; without a terminal that width is 80 columns
+    and long values (run ids, error messages) would be cut. Piped output is for `grep`, `cut -f`,
+    a log file or a ticket, so every value is printed whole: a header line, then one line per row,
+    tabs between fields (tabs and line breaks inside a value become spaces).
+    """
+    if stdout.is_terminal:
+        from rich.table import Table  # noqa: PLC0415 - start-up time
+        from rich.text import Text  # noqa: PLC0415
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*(Text(value) for value in row))  # values are data, never markup
+        stdout.print(table)
+        return
+    lines = ["\t".join(columns), *("\t".join(_tsv_cell(value) for value in row) for row in rows)]
+    sys.stdout.write(scrub("\n".join(lines)) + "\n")
+    sys.stdout.flush()
+
+
+def _tsv_cell(value: str) -> str:
+    return " ".join(value.replace("\t", " ").splitlines())
+
+
+def plain(value: Any) -> str:
+    """A mapping of counts as people read it (`running 3, stopped 1`), not a Python repr."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {plain(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(plain(item) for item in value)
+    return str(value)

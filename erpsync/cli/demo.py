@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from erpsync.cli.common import handle_errors, stdout
 from erpsync.demo import DEFAULT_SECONDS, MIN_SECONDS
@@ -43,6 +42,8 @@ def demo(
     Needs no configuration and no network; it ignores --config and ERPSYNC_* variables. Afterwards
     it prints the SQL and the erpsync commands to look at what happened.
     """
+    from rich.console import Console  # noqa: PLC0415
+
     from erpsync.demo.app import run_demo  # noqa: PLC0415 - only this command needs it
 
     piped = not stdout.is_terminal and not os.environ.get("COLUMNS")

@@ -10,18 +10,14 @@ which Docker reserves.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Annotated
 
 import typer
 
-from erpsync.adapters.state.store import StateStore
-from erpsync.bootstrap import build_service
 from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stderr, stdout
 from erpsync.domain.errors import ErpsyncError
-from erpsync.runtime.leader import LeaderLease
-from erpsync.service.retention import purge_audit
+
+# The runtime, SQLAlchemy and APScheduler are imported inside the commands (start-up time).
 
 leader_app = typer.Typer(help="The leader lease: which instance is active.", no_args_is_help=True)
 retention_app = typer.Typer(help="Retention of the audit trail.", no_args_is_help=True)
@@ -43,6 +39,8 @@ def serve(
     ] = False,
 ) -> None:
     """Run the service: lead (or stand by), sync on schedule, serve /healthz /readyz /metrics."""
+    from erpsync.bootstrap import build_service  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     problems = settings.missing_for_service()
     if problems:
@@ -67,6 +65,9 @@ def health(
     timeout: Annotated[float, typer.Option(min=0.1, max=60, help="Seconds to wait for an answer.")] = 3.0,
 ) -> None:
     """Exit 0 when the local service answers healthy (or ready with --ready), else 1."""
+    import urllib.error  # noqa: PLC0415 - start-up time
+    import urllib.request  # noqa: PLC0415
+
     try:
         svc = state_of(ctx).settings().service
     except ErpsyncError as exc:
@@ -109,6 +110,9 @@ def leader_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Who holds the leader lease, its fencing token, and when it expires (database clock)."""
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.runtime.leader import LeaderLease  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     store = StateStore.from_settings(settings.state)
     try:
@@ -134,10 +138,10 @@ def leader_status(
         )
         return
     if status.holder is None:
-        stdout.print(f"lease {status.name!r}: never taken (fencing token {status.token})", markup=False)
+        stdout.print(f"lease {status.name}: never taken (fencing token {status.token})", markup=False)
         return
     state = "held" if status.held else "free (expired or released)"
-    stdout.print(f"lease {status.name!r}: {state}", markup=False)
+    stdout.print(f"lease {status.name}: {state}", markup=False)
     stdout.print(f"holder:        {status.holder}", markup=False)
     stdout.print(f"fencing token: {status.token}", markup=False)
     stdout.print(f"acquired at:   {status.acquired_at}", markup=False)
@@ -159,6 +163,9 @@ def retention_purge(
     ] = None,
 ) -> None:
     """Delete audit rows older than the retention period, in audited batches."""
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.service.retention import purge_audit  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     retention_days = days or settings.service.audit_retention_days
     store = StateStore.from_settings(settings.state)

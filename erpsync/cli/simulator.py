@@ -12,14 +12,16 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from erpsync.adapters.mm.simulator import Fault, FaultKind, MMSimulator, SimPaths
-from erpsync.adapters.mm.simulator.faults import OPERATIONS
-from erpsync.adapters.mm.simulator.server import is_loopback
 from erpsync.cli.common import fail, stderr, stdout
+
+if TYPE_CHECKING:
+    from erpsync.adapters.mm.simulator import Fault, FaultKind
+
+# the simulator (and the configuration it reads) is imported when the command runs: start-up time
 
 Rate = Annotated[float, typer.Option(min=0.0, max=1.0)]
 
@@ -49,6 +51,9 @@ def faults_from_flags(
     drop_rate: float,
     apply_then_fail_rate: float,
 ) -> list[Fault]:
+    from erpsync.adapters.mm.simulator import Fault  # noqa: PLC0415
+    from erpsync.adapters.mm.simulator.faults import OPERATIONS  # noqa: PLC0415
+
     ops = frozenset(o.strip() for o in operations.split(",")) if operations else None
     if ops is not None and not ops <= set(OPERATIONS):
         raise typer.BadParameter(f"--fault-operations: expected some of {', '.join(OPERATIONS)}")
@@ -86,8 +91,11 @@ def simulator(
     nonconform_share: Rate = 0.01,
     seed: Annotated[int | None, typer.Option(help="Seed for part quality and fault draws.")] = None,
     get_query_path: Annotated[
-        str, typer.Option(help="Path of get-job-run with query erpRunId (current-docs form).")
-    ] = SimPaths.get_by_query,
+        str | None,
+        typer.Option(
+            help="Path of get-job-run with query erpRunId (current-docs form); default /erp/jobrun."
+        ),
+    ] = None,
     reject_busy_machine: Annotated[
         bool, typer.Option(help="409 on a start for a busy machine instead of ending its run.")
     ] = False,
@@ -109,6 +117,9 @@ def simulator(
     ] = 0.0,
 ) -> None:
     """Run a strict MachineMetrics simulator (a test tool) until Ctrl-C / SIGTERM."""
+    from erpsync.adapters.mm.simulator import MMSimulator, SimPaths  # noqa: PLC0415
+    from erpsync.adapters.mm.simulator.server import is_loopback  # noqa: PLC0415
+
     faults = faults_from_flags(
         operations=fault_operations,
         error_rate=error_rate,
@@ -128,7 +139,7 @@ def simulator(
         scrap_share=scrap_share,
         nonconform_share=nonconform_share,
         seed=seed,
-        paths=SimPaths(get_by_query=get_query_path),
+        paths=SimPaths(get_by_query=get_query_path) if get_query_path else SimPaths(),
         faults=faults,
         reject_busy_machine=reject_busy_machine,
     )

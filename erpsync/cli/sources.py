@@ -9,19 +9,17 @@ be connected to or read (or the export file as a whole is unreadable), 2 configu
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from erpsync.adapters.erp.csv_source import CsvSource
-from erpsync.adapters.erp.factory import open_source
-from erpsync.adapters.erp.generic_source import GenericSqlSource
-from erpsync.adapters.erp.port import RunSnapshot
-from erpsync.adapters.erp.statements import ErpStatement, erp_statements
 from erpsync.cli.common import EXIT_CONFIG, EXIT_ERROR, fail, handle_errors, print_json, state_of, stdout
-from erpsync.config import SQL_SOURCE_KINDS, Settings, SourceSettings
-from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, SourceStats
+
+if TYPE_CHECKING:
+    from erpsync.adapters.erp.port import RunSnapshot
+    from erpsync.adapters.erp.statements import ErpStatement
+    from erpsync.config import Settings, SourceSettings
 
 sources_app = typer.Typer(
     help="The ERP source: check that it can be read, list the SQL run against it.", no_args_is_help=True
@@ -65,6 +63,10 @@ def sql(
     """Print every statement erpsync runs against the ERP (source and write-back), in the configured
     database's dialect, with the job that runs it, how often, and what it reads. For a DBA's review.
     A generic-sql source connects once to read the mapped table's columns; nothing else connects."""
+    from erpsync.adapters.erp.generic_source import GenericSqlSource  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.erp.statements import erp_statements  # noqa: PLC0415
+    from erpsync.config import SQL_SOURCE_KINDS  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     generic = None
     source = settings.source
@@ -106,6 +108,9 @@ def _statement_json(statement: ErpStatement) -> dict[str, str]:
 def _check(
     settings: Settings, source_settings: SourceSettings, limit: int, operations: bool
 ) -> dict[str, Any]:
+    from erpsync.adapters.erp.csv_source import CsvSource  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.erp.factory import open_source  # noqa: PLC0415
+
     source = open_source(source_settings)
     try:
         snapshot: RunSnapshot | None = (
@@ -165,12 +170,16 @@ def _where(bad: BadRecord) -> str:
 
 
 def _location(source: SourceSettings) -> str:
+    from erpsync.config import SQL_SOURCE_KINDS  # noqa: PLC0415
+
     if source.kind in SQL_SOURCE_KINDS:
         return source.redacted_url()
     return str(source.csv.path or source.csv.inbox)
 
 
 def _machines(settings: Settings, seen: list[str]) -> dict[str, Any]:
+    from erpsync.domain.machines import MachineMapper  # noqa: PLC0415
+
     mapper = MachineMapper.from_settings(settings.machines)
     overrides = {mapper.key(k) for k in settings.machines.overrides}
     mapped, ignored, unmapped = {}, [], []

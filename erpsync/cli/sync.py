@@ -5,27 +5,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress
-from rich.table import Table
 
-from erpsync.adapters.erp.factory import open_source
-from erpsync.adapters.erp.port import JobSource
-from erpsync.adapters.state.store import StateStore
-from erpsync.bootstrap import open_client, open_sync
-from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stdout
-from erpsync.config import Settings
-from erpsync.domain.machines import MachineMapper
-from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import Plan
-from erpsync.runtime.cli_lease import held_lease
-from erpsync.runtime.logging import correlation
-from erpsync.service import quarantine as quarantine_service
-from erpsync.service.imports import run_imports
-from erpsync.service.resync import Selection, run_resync
-from erpsync.service.sync import SyncService
+from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, print_table, state_of, stdout
+
+if TYPE_CHECKING:
+    from erpsync.adapters.erp.port import JobSource
+    from erpsync.adapters.state.store import StateStore
+    from erpsync.config import Settings
+    from erpsync.domain.model import BadRecord, JobOperationRun
+    from erpsync.domain.reconcile import Plan
+    from erpsync.service import quarantine as quarantine_service
+    from erpsync.service.sync import SyncService
+
+# The service layer, SQLAlchemy and httpx are imported inside the commands (start-up time).
 
 quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.", no_args_is_help=True)
 
@@ -33,6 +28,10 @@ quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.
 @contextmanager
 def _acting_service(ctx: typer.Context) -> Iterator[SyncService]:
     """A SyncService that may act: MM client, and the leader lease held for the command."""
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.bootstrap import open_client, open_sync  # noqa: PLC0415
+    from erpsync.runtime.cli_lease import held_lease  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     store = StateStore.from_settings(settings.state)
     client = open_client(settings)
@@ -99,22 +98,28 @@ def _print_plan(rows: list[dict[str, Any]]) -> None:
     if not rows:
         stdout.print("nothing to do: MachineMetrics matches the ERP")
         return
-    table = Table("action", "MM run id", "machine", "job", "op", "reason")
-    for row in rows:
-        table.add_row(
-            row["kind"],
-            row["run_id"] or "",
-            row["machine"] or row["erp_machine"] or "",
-            row["job"] or "",
-            row["operation"] or "",
-            row["reason"],
-        )
-    stdout.print(table)
+    print_table(
+        ["action", "MM run id", "machine", "job", "op", "reason"],
+        [
+            [
+                row["kind"],
+                row["run_id"] or "",
+                row["machine"] or row["erp_machine"] or "",
+                row["job"] or "",
+                row["operation"] or "",
+                row["reason"],
+            ]
+            for row in rows
+        ],
+    )
 
 
 @handle_errors
 def sync(ctx: typer.Context) -> None:
     """Run one reconcile-and-dispatch cycle now and print what it did."""
+    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.service.imports import run_imports  # noqa: PLC0415
+
     with correlation("cli"), _acting_service(ctx) as service:
         summary = service.run_cycle()
         if service.settings.sync.imports.enabled:
@@ -128,6 +133,10 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")] = False,
 ) -> None:
     """Show what a sync would do now, without doing anything."""
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.bootstrap import open_sync  # noqa: PLC0415
+    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     store = StateStore.from_settings(settings.state)
     try:
@@ -158,6 +167,10 @@ def resync(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Re-establish MachineMetrics state for the selected runs (re-start lost runs, stop stale ones)."""
+    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.service.imports import run_imports  # noqa: PLC0415
+    from erpsync.service.resync import Selection, run_resync  # noqa: PLC0415
+
     selection = Selection(job=job, operation=operation, machine=machine, run=run, everything=everything)
     if selection.is_empty():
         raise fail("say what to resync: --job, --operation, --machine, --run or --all", EXIT_CONFIG)
@@ -189,29 +202,42 @@ def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Quarantined records, oldest first."""
+    from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
+
     with _session(state_of(ctx).settings()) as session:
         entries = quarantine_service.list_entries(session, status=None if status == "all" else status)
     if as_json:
         print_json([e.__dict__ for e in entries])
         return
-    table = Table("id", "source", "record", "where", "error", "message", "status", "seen")
-    for e in entries:
-        table.add_row(
-            str(e.id),
-            e.source,
-            e.record_key,
-            e.location,
-            e.error_class,
-            e.message,
-            e.status,
-            str(e.attempts),
-        )
-    stdout.print(table if entries else f"no {status} quarantine entries")
+    if not entries:
+        stdout.print(f"no {status} quarantine entries", markup=False)
+        return
+    print_table(
+        ["id", "source", "record", "where", "error", "message", "status", "seen"],
+        [
+            [
+                str(e.id),
+                e.source,
+                e.record_key,
+                e.location,
+                e.error_class,
+                e.message,
+                e.status,
+                str(e.attempts),
+            ]
+            for e in entries
+        ],
+    )
 
 
 @handle_errors
 def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument(help="Entry id.")]) -> None:
     """Put a record back on the normal path, re-planned from the ERP's current row and mapping."""
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
+    from erpsync.domain.machines import MachineMapper  # noqa: PLC0415
+    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     mapper = MachineMapper.from_settings(settings.machines)
     store = StateStore.from_settings(settings.state)
@@ -233,6 +259,8 @@ def _run_lookup(settings: Settings, store: StateStore) -> Iterator[quarantine_se
     opened: list[JobSource] = []
 
     def lookup(run_key: str) -> JobOperationRun | BadRecord | None:
+        from erpsync.adapters.erp.factory import open_source  # noqa: PLC0415 - start-up time
+
         if not opened:
             opened.append(open_source(source_settings, store))
         return next(iter(opened[0].lookup_runs([run_key])), None)
@@ -251,6 +279,9 @@ def quarantine_discard(
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit row).")] = None,
 ) -> None:
     """Mark a record as needing no action (it stays in the table as discarded)."""
+    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
+
     with correlation("cli"), _session(state_of(ctx).settings()) as session:
         quarantine_service.discard(session, entry_id, reason)
     stdout.print(f"entry {entry_id} discarded", markup=False)
@@ -259,22 +290,29 @@ def quarantine_discard(
 @handle_errors
 def machines(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """ERP resources seen, their MachineMetrics machine id, and which ones MM rejected."""
+    from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
+
     with _session(state_of(ctx).settings()) as session:
         views = quarantine_service.list_machines(session)
     if as_json:
         print_json([v.__dict__ for v in views])
         return
-    table = Table("ERP resource", "MM erpMachineId", "runs", "last seen", "MM rejected")
-    for v in views:
-        rejected = f"{v.rejected_at:%Y-%m-%d %H:%M} {v.reject_reason}" if v.rejected_at else ""
-        table.add_row(
-            v.erp_machine,
-            v.mm_machine_id or "(ignored)",
-            str(v.runs_seen),
-            f"{v.last_seen_at:%Y-%m-%d %H:%M}",
-            rejected,
-        )
-    stdout.print(table if views else "no machines seen yet: run `erpsync sync` first")
+    if not views:
+        stdout.print("no machines seen yet: run `erpsync sync` first")
+        return
+    print_table(
+        ["ERP resource", "MM erpMachineId", "runs", "last seen", "MM rejected"],
+        [
+            [
+                v.erp_machine,
+                v.mm_machine_id or "(ignored)",
+                str(v.runs_seen),
+                f"{v.last_seen_at:%Y-%m-%d %H:%M}",
+                f"{v.rejected_at:%Y-%m-%d %H:%M} {v.reject_reason}" if v.rejected_at else "",
+            ]
+            for v in views
+        ],
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -290,6 +328,8 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _session(settings: Settings) -> Iterator[Any]:
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+
     store = StateStore.from_settings(settings.state)
     try:
         with store.session() as session:
@@ -304,6 +344,8 @@ def _progress() -> Iterator[Any]:
     if not sys.stdout.isatty():
         yield None
         return
+    from rich.progress import Progress  # noqa: PLC0415
+
     with Progress(transient=True) as progress:
         task = progress.add_task("reading MachineMetrics", total=None)
 

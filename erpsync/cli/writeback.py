@@ -7,21 +7,26 @@ erpsync.adapters.erp.sinks.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from erpsync.adapters.erp.sinks.factory import open_sink, open_writeback_engine
-from erpsync.adapters.erp.sinks.staging import DDL_DIALECTS, install_staging, staging_ddl
-from erpsync.adapters.state.store import StateStore
-from erpsync.bootstrap import open_client
-from erpsync.cli.common import EXIT_CONFIG, EXIT_ERROR, handle_errors, print_json, state_of, stderr, stdout
-from erpsync.config import DatabaseSettings, Settings
+from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
+from erpsync.cli.common import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    handle_errors,
+    print_json,
+    print_table,
+    state_of,
+    stderr,
+    stdout,
+)
 from erpsync.domain.errors import ConfigError
-from erpsync.runtime.cli_lease import held_lease
-from erpsync.runtime.logging import correlation
-from erpsync.service.writeback import WritebackRow, WritebackSummary, run_writeback
+
+if TYPE_CHECKING:
+    from erpsync.config import DatabaseSettings, Settings
+    from erpsync.service.writeback import WritebackRow, WritebackSummary
 
 erp_app = typer.Typer(help="erpsync's own objects inside the ERP database.", no_args_is_help=True)
 
@@ -45,6 +50,13 @@ def writeback(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Run one write-back cycle: MM part counts of bound runs into the ERP (exit 1 if writes failed)."""
+    from erpsync.adapters.erp.sinks.factory import open_sink  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.bootstrap import open_client  # noqa: PLC0415
+    from erpsync.runtime.cli_lease import held_lease  # noqa: PLC0415
+    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.service.writeback import run_writeback  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     with correlation("cli"):
         store = StateStore.from_settings(settings.state)
@@ -98,32 +110,37 @@ def _print(summary: WritebackSummary) -> None:
         f"{s.failed} failed",
         f"{s.skipped} quarantined",
     ]
-    stdout.print(f"writeback via sink {s.sink!r} ({head}): " + ", ".join(parts) + f"; {s.duration:.2f}s")
+    stdout.print(
+        f"writeback via sink {s.sink} ({head}): " + ", ".join(parts) + f"; {s.duration:.2f}s", markup=False
+    )
     if s.sink_ready is True:
-        stdout.print(f"sink {s.sink!r} is ready: {s.sink_check}", markup=False)
+        stdout.print(f"sink {s.sink} is ready: {s.sink_check}", markup=False)
     elif s.sink_ready is False:
         stderr.print(
-            f"error: sink {s.sink!r} is NOT ready, nothing could be written: {s.sink_check}", markup=False
+            f"error: sink {s.sink} is NOT ready, nothing could be written: {s.sink_check}", markup=False
         )
     rows = s.rows if s.dry_run else [r for r in s.rows if r.outcome != "unchanged"]
     if rows:
-        stdout.print(_table(rows))
+        _table(rows)
 
 
-def _table(rows: list[WritebackRow]) -> Table:
-    table = Table("MM run", "job", "op", "machine", "MM t/g/s/n", "last written", "outcome", "note")
-    for row in rows:
-        table.add_row(
-            row.mm_run_id,
-            row.erp_job,
-            row.erp_operation,
-            row.erp_machine,
-            _counts(row.mm_counts),
-            _counts(row.last_written),
-            row.outcome,
-            (row.message or "")[:80],
-        )
-    return table
+def _table(rows: list[WritebackRow]) -> None:
+    print_table(
+        ["MM run", "job", "op", "machine", "MM t/g/s/n", "last written", "outcome", "note"],
+        [
+            [
+                row.mm_run_id,
+                row.erp_job,
+                row.erp_operation,
+                row.erp_machine,
+                _counts(row.mm_counts),
+                _counts(row.last_written),
+                row.outcome,
+                row.message or "",
+            ]
+            for row in rows
+        ],
+    )
 
 
 @erp_app.command("install-staging")
@@ -141,6 +158,9 @@ def install_staging_command(
     ] = None,
 ) -> None:
     """Create the write-back staging table (writeback.staging_table) in the ERP database."""
+    from erpsync.adapters.erp.sinks.factory import open_writeback_engine  # noqa: PLC0415
+    from erpsync.adapters.erp.sinks.staging import install_staging, staging_ddl  # noqa: PLC0415
+
     settings = state_of(ctx).settings()
     table = settings.writeback.staging_table
     if print_sql:
@@ -149,7 +169,7 @@ def install_staging_command(
         return
     if settings.writeback.sink != "staging":
         stderr.print(
-            f"note: writeback.sink is {settings.writeback.sink!r}; only sink 'staging' uses this table",
+            f"note: writeback.sink is '{settings.writeback.sink}'; only sink 'staging' uses this table",
             markup=False,
         )
     engine = open_writeback_engine(settings)

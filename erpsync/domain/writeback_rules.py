@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from erpsync.domain.model import PartCounts
 
@@ -65,6 +65,11 @@ class Plan:
 def counts_dict(counts: PartCounts) -> dict[str, int]:
     """The four counts as plain data (audit rows, dry-run output)."""
     return {name: getattr(counts, name) for name in COUNT_FIELDS}
+
+
+def describe_values(values: Mapping[str, Any]) -> str:
+    """ERP column values as a person reads them in a message: `GOOD_QTY=25, BAD_QTY=1`."""
+    return ", ".join(f"{column}={value}" for column, value in values.items()) or "nothing"
 
 
 def same_counts(a: PartCounts | None, b: PartCounts | None) -> bool:

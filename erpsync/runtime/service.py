@@ -142,6 +142,7 @@ class Service:
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._term: _Term | None = None
+        self._standing_by_for: tuple[str | None, int] | None = None  # the leader last logged
         self._valid_until = 0.0  # monotonic deadline of the current term's safe window
         self._started = False
         self._db_ok_at: float | None = None
@@ -234,10 +235,34 @@ class Service:
             return svc.lease_retry_seconds
         self._db_ok()
         if token is None:
+            self._note_standby()
             return svc.lease_retry_seconds
+        self._standing_by_for = None
         self._valid_until = began + svc.lease_ttl_seconds - self.safety_margin
         self._begin_term(token)
         return svc.lease_renew_seconds
+
+    def _note_standby(self) -> None:
+        """Log that this instance stands by, and who leads: once, then only when the leader changes.
+
+        Read after a failed acquire; a failed read is skipped (the next poll reads again).
+        """
+        try:
+            lease = self.lease.status()
+        except SQLAlchemyError:
+            return
+        leader = (lease.holder, lease.token)
+        if leader == self._standing_by_for:
+            return
+        event = "standing by" if self._standing_by_for is None else "leader changed; standing by"
+        self._standing_by_for = leader
+        log.info(
+            event,
+            instance=self.holder,
+            leader=lease.holder,
+            fencing=lease.token,
+            leader_expires_at=lease.expires_at.isoformat() if lease.expires_at else None,
+        )
 
     def _keep_lead(self) -> float:
         svc = self.settings.service

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -368,3 +369,37 @@ def test_demo_erp_is_read_by_the_demo_config(pg_url: str, monkeypatch: pytest.Mo
     }
     assert not [o for o in operations if isinstance(o, BadRecord)]
     assert len(operations) >= 3
+
+
+def test_dockerfile_python_is_the_tested_python(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    """The image runs the Python the project is typed and tested for: requires-python's floor."""
+    _, stages = dockerfile
+    image_version = re.fullmatch(r"python:(3\.\d+)-slim(-\w+)?", stages[-1].image)
+    assert image_version, stages[-1].image
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    floor = re.fullmatch(r">=\s*(3\.\d+)", pyproject["project"]["requires-python"])
+    assert floor, pyproject["project"]["requires-python"]
+    assert image_version.group(1) == floor.group(1) == pyproject["tool"]["mypy"]["python_version"]
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + floor.group(1).replace(".", "")
+
+
+def test_dockerfile_builds_from_a_mirror() -> None:
+    """Every image it pulls is a build arg, and no `# syntax=` line makes BuildKit fetch a frontend."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE)
+    args = re.findall(r"^ARG (\w+)=", text, flags=re.MULTILINE)
+    assert {"PYTHON_BASE", "UV_IMAGE"} <= set(args)
+    for source in re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE):
+        assert re.fullmatch(r"\$\{(PYTHON_BASE|UV_IMAGE)\}", source), f"FROM {source} is not a build arg"
+    copied = re.findall(r"COPY --from=(\S+)", text)
+    stage_names = set(re.findall(r"^FROM \S+ AS (\w+)", text, flags=re.MULTILINE))
+    assert set(copied) <= stage_names, "COPY --from an image would bypass the build args"
+
+
+def test_compose_says_who_must_read_the_secret_files(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    """The uid named in docker-compose.yml's secrets note is the image's user."""
+    _, stages = dockerfile
+    uid = stages[-1].last("USER").split(":")[0]
+    header = (ROOT / "docker-compose.yml").read_text(encoding="utf-8").split("\nname:", 1)[0]
+    assert f"erpsync runs as uid {uid}" in header
+    assert "chmod 444 secrets/*.txt" in header

@@ -690,3 +690,25 @@ def test_threads_share_a_client_safely(client: MMClient, sim: MMSimulator) -> No
     runs = sim.runs()
     assert len(runs) == 20
     assert sum(run["end_at"] is None for run in runs.values()) == 1  # one job per machine
+
+
+def test_each_retry_is_logged_once(sim: MMSimulator) -> None:
+    """Two 503s then success: two `mm.retry` lines (with the operation), no second line from stamina."""
+    sim.set_faults(Fault("error", status=503, times=2))
+    counted_before = stamina_retries()
+    with debug_logs() as stream, client_for(sim, max_attempts=4) as mm:
+        mm.start_job_run(start_req())
+    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    retries = [e for e in events if "retry" in str(e.get("event"))]
+    assert [e["event"] for e in retries] == ["mm.retry", "mm.retry"], retries
+    assert all(e["operation"] == "start" and "503" in e["error"] for e in retries)
+    assert stamina_retries() - counted_before == 2  # stamina's Prometheus counter still counts them
+
+
+def stamina_retries() -> float:
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == "stamina_retries_total"
+    )

@@ -6,7 +6,9 @@ short lease (2 s) and kill -9, SIGSTOP/SIGCONT and SIGTERM them.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -17,10 +19,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -32,6 +36,7 @@ from erpsync.cli.app import app
 from erpsync.config import ServiceSettings, Settings
 from erpsync.domain.errors import ConfigError, FencedError
 from erpsync.runtime.leader import LeaderLease, LeaseStatus
+from erpsync.runtime.logging import configure_logging
 from erpsync.runtime.scheduler import ScheduledJob
 from erpsync.runtime.service import FencingContext, Service
 
@@ -415,3 +420,51 @@ def test_a_lost_lease_fences_the_running_job_at_once(sqlite_state_store: StateSt
         assert running.stop() == 0
     status = LeaderLease(sqlite_state_store.engine, holder="x", ttl_seconds=1).status()
     assert (status.holder, status.token) == ("thief", 2), "a lost lease is not released by the loser"
+
+
+@contextmanager
+def json_logs() -> Iterator[io.StringIO]:
+    """The service's INFO log lines as JSON, for the duration; the logging set-up restored after."""
+    root = logging.getLogger()
+    saved_handlers, saved_level, saved_structlog = root.handlers[:], root.level, structlog.get_config()
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        structlog.configure(**saved_structlog)
+
+
+def test_a_standby_says_it_stands_by_and_who_leads(database_url: str) -> None:
+    """Logged when it starts standing by and when the leader changes, not on every poll."""
+    migrate.upgrade(create_db_engine(database_url))
+
+    def service(name: str) -> Service:
+        return Service(service_settings(name), StateStore(create_db_engine(database_url)), lambda _: [])
+
+    with json_logs() as stream:
+        one = InProcess(service("one"))
+        wait_for(lambda: one.service.role() == "leader", 15, "the first instance to lead")
+        two, three = InProcess(service("two")), InProcess(service("three"))
+        try:
+            wait_for(lambda: three.service.role() == "standby", 15, "the third instance on standby")
+            time.sleep(8 * RETRY)  # many polls, no new line
+            assert one.stop() == 0
+            wait_for(lambda: "leader" in (two.service.role(), three.service.role()), 15, "a takeover")
+            time.sleep(8 * RETRY)
+        finally:
+            new_leader = two if two.service.role() == "leader" else three
+            standby = three if new_leader is two else two
+            assert standby.stop() == 0 and new_leader.stop() == 0
+    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    said = [
+        (e["event"], e["leader"], e["fencing"])
+        for e in events
+        if e.get("instance") == standby.service.holder and "standing by" in e["event"]
+    ]
+    assert said == [
+        ("standing by", one.service.holder, 1),
+        ("leader changed; standing by", new_leader.service.holder, 2),
+    ], said

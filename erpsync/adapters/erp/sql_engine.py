@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Executable, Row, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from erpsync.adapters.state.db import SQLITE_BUSY_TIMEOUT_MS, create_db_engine
+from erpsync.adapters.state.db import SQLITE_BUSY_TIMEOUT_MS, create_db_engine, label_engine
 from erpsync.config import SourceSettings
 
 MYSQL_CLIENT_MULTI_STATEMENTS = 1 << 16  # pymysql.constants.CLIENT.MULTI_STATEMENTS (the protocol's bit)
@@ -39,7 +39,7 @@ def create_source_engine(settings: SourceSettings) -> Engine:
     url = settings.sqlalchemy_url()
     backend = url.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(url)
+        return label_engine(_sqlite_engine(url), "source.url")
     options: dict[str, Any] = {}
     if backend == "postgresql":
         options["execution_options"] = {"postgresql_readonly": True}
@@ -51,7 +51,7 @@ def create_source_engine(settings: SourceSettings) -> Engine:
         event.listen(engine, "connect", _mysql_read_only)
     if backend == "postgresql":
         event.listen(engine, "connect", _postgresql_whole_result_plans)
-    return engine
+    return label_engine(engine, "source.url")
 
 
 def _postgresql_one_statement_read_only(_: Any, __: Any, ___: Any, cparams: dict[str, Any]) -> None:

@@ -50,6 +50,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 from sqlalchemy import Engine, Row, RowMapping, Select, Unicode, and_, bindparam, func, or_, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -66,8 +67,9 @@ from erpsync.adapters.erp.visual_names import (
     visual_job_name,
 )
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OPERATION, PART, WORK_ORDER
+from erpsync.adapters.state.db import describe_db_error, is_missing_table
 from erpsync.config import SourceSettings, VisualPresetSettings
-from erpsync.domain.errors import RecordError
+from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
 from erpsync.domain.timezones import local_cutoff, to_utc, zone_of
 from erpsync.domain.units import (
@@ -414,12 +416,33 @@ class VisualSource:
         return int(latest or 0)
 
     def _stream(self, statement: Select[Any], params: dict[str, Any]) -> Iterator[Row[Any]]:
-        return stream_rows(
-            self.engine,
-            statement,
-            params,
-            batch_size=self.settings.batch_size,
-            schema_map=self._schema_map,
+        try:
+            yield from stream_rows(
+                self.engine,
+                statement,
+                params,
+                batch_size=self.settings.batch_size,
+                schema_map=self._schema_map,
+            )
+        except DBAPIError as exc:
+            if is_missing_table(exc):
+                raise ConfigError(self._missing_table(exc)) from None
+            raise
+
+    def _missing_table(self, exc: DBAPIError) -> str:
+        """Where the preset looked and the two usual causes: the schema, and lower-case names."""
+        schema = self.visual.schema_name
+        where = (
+            f"schema {schema!r} (source.visual.schema_name)"
+            if schema
+            else "the connection's default schema (source.visual.schema_name is not set)"
+        )
+        return (
+            f"{describe_db_error(exc)}; the infor-visual preset reads VISUAL's tables (LABOR_TICKET, "
+            f"WORK_ORDER, OPERATION, PART...) by their upper-case names from {where}. Set "
+            "source.visual.schema_name to the schema that holds them; on PostgreSQL the names are "
+            "quoted, so a copy with lower-case tables (labor_ticket) is not found: create upper-case "
+            'views (CREATE VIEW "LABOR_TICKET" AS SELECT ... FROM labor_ticket) or rename the tables'
         )
 
     def _tickets(

@@ -24,8 +24,9 @@ means MM is up and resets it); once open, calls fail fast with `MMCircuitOpenErr
 ``breaker_reset_seconds`` passed, then one probe decides.
 
 The loop is stamina's (``stamina.retry_context``) with the wait chosen by our hook, so
-``stamina.set_testing(True, attempts=n)`` makes waits zero in tests, and stamina's own
-instrumentation (structlog, Prometheus ``stamina_retries_total``) sees every retry too.
+``stamina.set_testing(True, attempts=n)`` makes waits zero in tests, and stamina's Prometheus
+counter (``stamina_retries_total``) sees every retry too. Its structlog hook is switched off: each
+retry is logged once, as ``mm.retry`` (operation, run id, error, wait), not twice.
 
 The API key lives in a `SecretStr`, goes on the wire only through `_BearerAuth`, is registered with
 the logging scrubber, and appears in no repr, log line or exception.
@@ -103,6 +104,10 @@ class _BearerAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "_BearerAuth(**********)"
+
+
+# one log line per retry (see the module docstring): stamina keeps only its Prometheus counter
+stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.PrometheusOnRetryHook])
 
 
 def parse_retry_after(value: str | None) -> float | None:

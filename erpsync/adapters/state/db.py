@@ -1,13 +1,19 @@
-"""Engines for erpsync's databases, tuned per backend so every one behaves the same."""
+"""Engines for erpsync's databases, tuned per backend so every one behaves the same.
+
+erpsync talks to up to three databases (its state, the ERP source, the ERP write-back target). An
+error must say which one, so each engine is labelled with its configuration key (`state.url`,
+`source.url`, `writeback.database.url`) and every error raised through it carries that label.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_KEY_ATTRIBUTE = "erpsync_database_key"
 
 
 def create_db_engine(url: URL | str, connect_timeout_seconds: float = 10, **kwargs: Any) -> Engine:
@@ -45,3 +51,63 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def label_engine(engine: Engine, key: str) -> Engine:
+    """Mark every error raised through `engine` (connecting included) with the config key it uses."""
+
+    def _label(context: ExceptionContext) -> None:
+        setattr(context.sqlalchemy_exception, _KEY_ATTRIBUTE, key)
+
+    event.listen(engine, "handle_error", _label)
+    return engine
+
+
+def database_key(exc: BaseException) -> str | None:
+    """The configuration key of the database an error came from (see `label_engine`), if known."""
+    key = getattr(exc, _KEY_ATTRIBUTE, None)
+    return key if isinstance(key, str) else None
+
+
+def driver_message(exc: BaseException) -> str:
+    """The driver's own message, readable, without the SQL or its parameters.
+
+    Most drivers put it in the first line. PyMySQL and pymssql raise `(code, message)` tuples, and
+    pymssql's message is bytes with line breaks (its str() is a bytes repr with literal `\\n`):
+    those are decoded, their lines joined, repeats dropped, and the code put at the end.
+    """
+    original = getattr(exc, "orig", None) or exc
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    if len(args) == 1 and isinstance(args[0], tuple):  # pymssql wraps (code, message) once more
+        args = args[0]
+    if len(args) >= 2 and isinstance(args[0], int) and isinstance(args[1], str | bytes):
+        text = args[1].decode("utf-8", "replace") if isinstance(args[1], bytes) else args[1]
+        lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+        return f"{' '.join(lines) or type(original).__name__} (error {args[0]})"
+    first = str(original).strip().splitlines()
+    return first[0] if first else type(original).__name__
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """`<config key>: <driver message>`, e.g. `state.url: connection failed: ... Connection refused`."""
+    key = database_key(exc)
+    return f"{key}: {driver_message(exc)}" if key else driver_message(exc)
+
+
+# "table not found" as each backend says it: PostgreSQL's SQLSTATE, MySQL/MariaDB's and SQL
+# Server's error numbers, SQLite's message
+_MISSING_TABLE_SQLSTATE = "42P01"
+_MISSING_TABLE_CODES = frozenset({1146, 208})
+
+
+def is_missing_table(exc: BaseException) -> bool:
+    """True when the database said a table (or view) the statement names does not exist."""
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) == _MISSING_TABLE_SQLSTATE:
+        return True
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    if len(args) == 1 and isinstance(args[0], tuple):
+        args = args[0]
+    if args and isinstance(args[0], int):
+        return args[0] in _MISSING_TABLE_CODES
+    return str(original).lower().startswith("no such table")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
-from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.db import create_db_engine, describe_db_error, label_engine
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.runtime.crashpoints import crash_point
@@ -36,7 +36,10 @@ def open_writeback_engine(settings: Settings) -> Engine:
         )
     if database.sqlalchemy_url().get_backend_name() == "sqlite" and not database.sqlalchemy_url().database:
         raise ConfigError("writeback database: an in-memory SQLite URL cannot hold ERP rows")
-    return create_db_engine(database.sqlalchemy_url(), database.connect_timeout_seconds, pool_size=2)
+    engine = create_db_engine(database.sqlalchemy_url(), database.connect_timeout_seconds, pool_size=2)
+    # without its own [writeback.database] the write-back connects with the source's URL
+    key = "writeback.database.url" if settings.writeback.database else "source.url (write-back)"
+    return label_engine(engine, key)
 
 
 # MySQL/MariaDB errors that drivers report as "operational" but that no retry can fix: access
@@ -58,13 +61,6 @@ def _is_setup_problem(exc: OperationalError) -> bool:
     return message.startswith(_SQLITE_SETUP_PREFIXES) or "syntax error" in message
 
 
-def first_line(exc: BaseException) -> str:
-    """The driver's own first line of an error, never the SQL or its parameters."""
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    return lines[0] if lines else type(original).__name__
-
-
 @contextmanager
 def erp_transaction(engine: Engine, what: str) -> Iterator[Connection]:
     """One ERP transaction; DB errors come out as erpsync's categories (rolled back, nothing kept).
@@ -82,17 +78,17 @@ def erp_errors(what: str) -> Iterator[None]:
     try:
         yield
     except (NoSuchTableError, ProgrammingError) as exc:
-        raise ConfigError(f"{what}: the ERP refused the statement: {first_line(exc)}") from None
+        raise ConfigError(f"{what}: the ERP refused the statement: {describe_db_error(exc)}") from None
     except OperationalError as exc:
         if _is_setup_problem(exc):
-            raise ConfigError(f"{what}: the ERP refused the statement: {first_line(exc)}") from None
-        raise RetryableError(f"{what}: ERP database unavailable: {first_line(exc)}") from None
+            raise ConfigError(f"{what}: the ERP refused the statement: {describe_db_error(exc)}") from None
+        raise RetryableError(f"{what}: ERP database unavailable: {describe_db_error(exc)}") from None
     except InterfaceError as exc:
-        raise RetryableError(f"{what}: ERP database unavailable: {first_line(exc)}") from None
+        raise RetryableError(f"{what}: ERP database unavailable: {describe_db_error(exc)}") from None
     except (IntegrityError, DataError) as exc:
-        raise RecordError(f"{what}: the ERP refused a row: {first_line(exc)}") from None
+        raise RecordError(f"{what}: the ERP refused a row: {describe_db_error(exc)}") from None
     except DBAPIError as exc:
-        raise RecordError(f"{what}: ERP error: {first_line(exc)}") from None
+        raise RecordError(f"{what}: ERP error: {describe_db_error(exc)}") from None
 
 
 class ConcurrentEditError(RecordError):

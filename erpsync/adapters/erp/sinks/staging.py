@@ -40,9 +40,10 @@ from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
 from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_errors, erp_transaction
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountValues, erp_verdict
+from erpsync.domain.writeback_rules import CountValues, describe_values, erp_verdict
 
 COUNT_COLUMNS = ("TOTAL_QTY", "GOOD_QTY", "SCRAP_QTY", "NONCONFORM_QTY")
 REQUIRED_COLUMNS = (
@@ -58,7 +59,6 @@ REQUIRED_COLUMNS = (
     "UPDATED_AT",
 )
 _SET_COLUMNS = (*COUNT_COLUMNS, "MM_START_AT", "MM_END_AT", "UPDATED_AT")
-DDL_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite", "mssql", "oracle")
 
 _Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -291,8 +291,8 @@ class StagingSink:
             return WriteResult(w.mm_run_id, "unchanged", before, new)
         if verdict == "already_written":
             return WriteResult(w.mm_run_id, "already_written", before, new)
-        last = dict(expected) if expected else "nothing"
-        message = f"staging row holds {dict(before)}, erpsync last wrote {last}: edited outside erpsync"
+        held, last = describe_values(before), describe_values(expected or {})
+        message = f"staging row holds {held}; erpsync last wrote {last}: edited outside erpsync"
         return WriteResult(w.mm_run_id, "conflict", before, new, message)
 
     def close(self) -> None:

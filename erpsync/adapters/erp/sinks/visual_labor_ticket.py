@@ -29,7 +29,7 @@ from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountValues, erp_verdict
+from erpsync.domain.writeback_rules import CountValues, describe_values, erp_verdict
 
 RUN_KEY_RE = re.compile(r"LT(\d{1,10})")
 BLANK: CountValues = {"GOOD_QTY": 0, "BAD_QTY": 0}
@@ -149,8 +149,8 @@ class VisualLaborTicketSink:
                     )
                 elif verdict == "conflict":
                     message = (
-                        f"LABOR_TICKET {ticket} holds {dict(before)}, erpsync last wrote {dict(expected)}: "
-                        "edited outside erpsync"
+                        f"LABOR_TICKET {ticket} holds {describe_values(before)}; erpsync last wrote "
+                        f"{describe_values(expected)}: edited outside erpsync"
                     )
                     results[w.mm_run_id] = WriteResult(w.mm_run_id, "conflict", before, new, message)
                 else:
