@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -75,10 +76,11 @@ def root(
 ) -> None:
     # erpsync's pipeline before any command runs (structlog's default would render tracebacks with
     # locals); a command that loads the configuration re-applies it with its level and format.
-    # Here, not at import: `erpsync --help` never gets this far and stays quick.
-    from erpsync.runtime.logging import configure_logging  # noqa: PLC0415 - start-up time
+    # Not for a help page, which logs nothing and should answer at once.
+    if "--help" not in sys.argv[1:]:
+        from erpsync.runtime.logging import configure_logging  # noqa: PLC0415 - start-up time
 
-    configure_logging()
+        configure_logging()
     ctx.obj = CliState(config_file=config, log_level=log_level)
 
 

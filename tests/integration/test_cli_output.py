@@ -49,11 +49,21 @@ def test_piped_tables_keep_every_value_whole(tmp_path: Path) -> None:
         erpsync(config, "sync")
 
         audit = rows(erpsync(config, "audit"))
-        assert audit[0] == ["when (UTC)", "action", "outcome", "job", "op", "machine", "MM run", "error"]
-        assert all(len(row) == 8 for row in audit)
+        assert audit[0] == [
+            "when (UTC)",
+            "action",
+            "outcome",
+            "job",
+            "op",
+            "machine",
+            "MM run",
+            "why",
+            "error",
+        ]
+        assert all(len(row) == 9 for row in audit)
         quarantined = [row for row in audit if row[2] == "quarantined"]
         assert quarantined, audit
-        assert any(LONG_MACHINE in row[7] and len(row[7]) > 120 for row in quarantined), quarantined
+        assert any(LONG_MACHINE in row[8] and len(row[8]) > 120 for row in quarantined), quarantined
         assert any(row[3] == f"{LONG_JOB}/1" for row in audit), audit
 
         machines = {row[0]: row for row in rows(erpsync(config, "machines"))[1:]}

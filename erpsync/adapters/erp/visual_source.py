@@ -45,6 +45,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -411,12 +412,12 @@ class VisualSource:
 
     def _latest_id(self) -> int:
         options: dict[str, Any] = {"schema_translate_map": self._schema_map} if self._schema_map else {}
-        with self.engine.connect() as conn:
+        with self._tables_named(), self.engine.connect() as conn:
             latest = conn.execution_options(**options).execute(latest_id_statement()).scalar()
         return int(latest or 0)
 
     def _stream(self, statement: Select[Any], params: dict[str, Any]) -> Iterator[Row[Any]]:
-        try:
+        with self._tables_named():
             yield from stream_rows(
                 self.engine,
                 statement,
@@ -424,6 +425,12 @@ class VisualSource:
                 batch_size=self.settings.batch_size,
                 schema_map=self._schema_map,
             )
+
+    @contextmanager
+    def _tables_named(self) -> Iterator[None]:
+        """A VISUAL table the database does not have is a configuration error that says where we looked."""
+        try:
+            yield
         except DBAPIError as exc:
             if is_missing_table(exc):
                 raise ConfigError(self._missing_table(exc)) from None
