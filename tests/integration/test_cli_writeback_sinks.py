@@ -90,7 +90,7 @@ def test_dry_run_checks_the_sink_and_a_switched_sink_gets_current_counts(
 
         ok(config, "erp", "install-staging")
         ready = ok(config, "writeback", "--dry-run")
-        assert f"sink 'staging' is ready: staging table {TABLE}" in ready and "1 would be written" in ready
+        assert f"sink staging is ready: staging table {TABLE}" in ready and "1 would be written" in ready
 
         ok(config, "writeback")
         assert staging_counts(shop.engine)[run_id] == (10, 9, 1, 0)
