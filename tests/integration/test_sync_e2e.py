@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEntry, SyncAction
+from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEntry, RunBinding, SyncAction
 from erpsync.bootstrap import open_sync
 from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
@@ -225,6 +226,43 @@ def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_pa
         shop.fx.clock_out(first, local(12))
         assert h.sync().stopped == 1
         assert_converged(sim, state, {"erp:LT2": "HAAS-2"}, {"erp:LT1"})
+    shop.dispose()
+
+
+def test_resync_sends_the_switch_of_a_vanished_run_mm_has_in_setup(
+    database_url: str, state_store: StateStore, mm_simulator: MMSimulator, tmp_path: Path
+) -> None:
+    """Started in setup, vanished (flagged, left open), back in the ERP as a run ticket: resync
+    finds the run open in MM and switches it to production; a later sync has nothing to do."""
+    erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
+    shop = Shop(erp_url, machines=1)
+    settings = settings_for(erp_url, database_url, mm_simulator)
+    assert settings.sync.vanished_runs == "flag"
+    h = Harness(settings, state_store)
+    ticket = shop.fx.clock_in(shop.ops["HAAS-1"], local(8), ticket_type="S")
+    assert h.sync().started == 1
+    this = LABOR_TICKET.c["TRANSACTION_ID"] == ticket
+    with shop.engine.begin() as conn:  # someone deletes the ticket...
+        row = dict(conn.execute(select(LABOR_TICKET).where(this)).mappings().one())
+        conn.execute(delete(LABOR_TICKET).where(this))
+    assert h.sync().flagged == 1
+    with shop.engine.begin() as conn:  # ...and restores it as a run ticket
+        conn.execute(insert(LABOR_TICKET).values(**{**row, "TYPE": "R"}))
+    assert h.plan() == []  # the vanished binding is terminal for a sync: resync is the way back
+    with MMClient(settings.mm) as client, correlation("cli"), held_lease(settings, state_store) as fence:
+        service = h.service(client, fence)
+        done = run_resync(service, Selection(run="LT1"), dry_run=False)
+        service.source.close()
+    assert [(a.kind, a.mm_run_id, a.in_setup) for a in done.planned.plan.actions] == [
+        ("start_run", "erp:LT1", False)
+    ]
+    run = mm_simulator.runs()["erp:LT1"]
+    assert (run["phase"], run["started_in_setup"], run["end_at"]) == ("production", True, None)
+    with state_store.session() as session:
+        bound = session.scalars(select(RunBinding)).one()
+        assert (bound.status, bound.in_setup) == ("running", False)
+    assert h.sync().started == 0 and h.plan() == []
+    assert_converged(mm_simulator, state_store, {"erp:LT1": "HAAS-1"}, set())
     shop.dispose()
 
 

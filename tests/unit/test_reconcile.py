@@ -623,6 +623,17 @@ def test_resync_sends_a_pending_switch_with_a_new_key() -> None:
     assert only(p).idempotency_key == f"start_run:erp:LT1:production@{GEN}"
 
 
+def test_resync_sends_the_pending_switch_of_a_vanished_run_mm_still_has_open() -> None:
+    # started in setup, flagged vanished, back in the ERP in production: MM has it open (in setup)
+    setup = run("LT1", SETUP)
+    p = resync([replace(setup, state=PRODUCTION)], bindings(bind(setup, "vanished")), {"LT1": "open"})
+    action = only(p)
+    assert (action.kind, action.mm_run_id, action.in_setup) == (ActionKind.START, "erp:LT1", False)
+    assert action.idempotency_key == f"start_run:erp:LT1:production@{GEN}"
+    # the switch's outcome records the binding running; the rebind flag only moves its generation
+    assert [(f.kind, f.binding_status, f.generation) for f in p.flags] == [(FlagKind.REBIND, None, GEN)]
+
+
 def test_resync_does_not_reopen_a_run_mm_ended() -> None:
     r = run("LT1", PRODUCTION)
     p = resync([r], bindings(bind(r)), {"LT1": "ended"})

@@ -16,6 +16,7 @@ and applies each plan the way the service and dispatcher do: journal keys must b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -30,6 +31,7 @@ from erpsync.domain.reconcile import (
     LIVE_STATUSES,
     ActionKind,
     BoundRun,
+    FlagKind,
     MMRunState,
     Plan,
     PlannedAction,
@@ -234,6 +236,7 @@ class ReconcileMachine(RuleBasedStateMachine):
         for action in plan.actions:
             assert action.idempotency_key not in self.journal, f"planned twice: {action.idempotency_key}"
             self.journal.add(action.idempotency_key)
+        rebound = {f.run_key for f in plan.flags if f.kind == FlagKind.REBIND}
         for machine_actions in plan.by_machine().values():
             for action in machine_actions:
                 if action.kind is ActionKind.STOP:
@@ -242,7 +245,7 @@ class ReconcileMachine(RuleBasedStateMachine):
                     failed = True
                     self._bind(action, status="failed")
                 else:
-                    self._start(action)
+                    self._start(action, rebound=rebound)
         for flag in plan.flags:
             bound = self.bindings.get(flag.run_key)
             if bound is None:
@@ -272,26 +275,29 @@ class ReconcileMachine(RuleBasedStateMachine):
             generation=action.generation,
         )
 
-    def _start(self, action: PlannedAction) -> None:
+    def _start(self, action: PlannedAction, *, rebound: Collection[str]) -> None:
         assert action.run is not None
         assert action.run.state is not RunState.ENDED, "start planned for an ended run"
         assert self.erp[action.run_key].state is not RunState.ENDED, "start for a run the ERP ended"
         phase = "setup" if action.in_setup else "production"
         existing = self.mm.get(action.mm_run_id)
         bound = self.bindings.get(action.run_key)
-        is_switch = (
-            existing is not None
-            and bound is not None
-            and bound.status in LIVE_STATUSES
-            and bound.in_setup
-            and not action.in_setup
-        )
-        if is_switch:
-            assert existing is not None
-            assert existing.open and existing.phases == ["setup"], existing
+        # MM decides from what it holds (the simulator's rule): a production start of a run it has
+        # open in setup is the switch; any other start of a run id it has is a restart.
+        if existing is not None and existing.open and existing.phases == ["setup"] and not action.in_setup:
+            # erpsync sends it only for a run it recorded in setup: live, or re-bound by this resync
+            # (MM reported it open while the binding said vanished/stopped: the rebind flag)
+            assert bound is not None and bound.in_setup, f"{action.mm_run_id}: switch, not in setup"
+            assert bound.status in LIVE_STATUSES or action.run_key in rebound, (action.run_key, bound.status)
             existing.phases.append("production")
-            assert bound is not None
-            self.bindings[action.run_key] = replace(bound, in_setup=False, payload_hash=action.payload_hash)
+            # as the service records it: the intent's binding values, then the outcome (running)
+            self.bindings[action.run_key] = replace(
+                bound,
+                status="running",
+                in_setup=False,
+                payload_hash=action.payload_hash,
+                erp_start_at=action.run.start_at,
+            )
             return
         assert existing is None, f"MM already has {action.mm_run_id}: restart of a known run"
         others = [rid for rid, r in self.mm.items() if r.open and r.machine == action.mm_machine_id]
@@ -360,3 +366,33 @@ ReconcileMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestReconcileProperties = ReconcileMachine.TestCase
+
+
+def test_resync_switches_a_vanished_run_mm_still_has_in_setup() -> None:
+    """A run started in setup, flagged vanished, back in production when the ERP shows it again:
+    a resync finds it open in MM and sends the pending switch (not a restart) under a rebind flag.
+    The first failure the state machine found, replayed step by step with its invariants."""
+    machine = ReconcileMachine()
+    machine.start()
+
+    def step(rule: Callable[..., object], *args: object, **kwargs: object) -> None:
+        rule(*args, **kwargs)
+        machine.bindings_match_mm()
+        machine.one_open_run_per_machine()
+
+    key = machine.clock_in(machine="M1", setup=False, minutes=0, no_start=False)
+    assert isinstance(key, str)
+    step(machine.back_to_setup, key)
+    step(machine.quiet_cycle, complete=False, include_ended=False, policy="stop")
+    step(machine.vanish, key)
+    step(machine.setup_done, key, minutes=0)
+    step(machine.quiet_cycle, complete=True, include_ended=False, policy="flag")
+    assert machine.bindings[key].status == "vanished"
+    step(machine.reappear, key)
+    step(machine.resync, key, everything=False, minutes=0)
+    assert machine.mm["erp:LT0"] == MMRun("m1", open=True, phases=["setup", "production"])
+    bound = machine.bindings[key]
+    assert (bound.status, bound.in_setup, bound.generation) == ("running", False, "g1")
+    assert "start_run:erp:LT0:production@g1" in machine.journal
+    step(machine.quiet_cycle, complete=True, include_ended=False, policy="flag")
+    machine.teardown()
