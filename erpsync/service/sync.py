@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +35,7 @@ from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
 from erpsync.runtime.collector import collector_paused
-from erpsync.runtime.logging import current_correlation_id, current_trigger
+from erpsync.runtime.logging import current_correlation_id, current_trigger, scrub
 from erpsync.runtime.metrics import QUARANTINE_OPEN
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
@@ -135,6 +135,8 @@ class SyncService:
                 else:
                     desired[item.run_key] = item
             bindings, rejected = state.result()
+        if desired:
+            bindings.update(self._finished_bindings(desired.keys() - bindings.keys()))
         if snapshot is None:
             return PlanResult(
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
@@ -157,8 +159,16 @@ class SyncService:
         return result
 
     def _load_state(self) -> tuple[dict[str, BoundRun], set[str]]:
+        """The bindings MM may still have open; finished ones are looked up by key afterwards."""
         with self.store.session() as session:
-            return journal.load_bindings(session, self.source.name), journal.rejected_machines(session)
+            return journal.load_open_bindings(session, self.source.name), journal.rejected_machines(session)
+
+    def _finished_bindings(self, run_keys: Collection[str]) -> dict[str, BoundRun]:
+        """Bindings of runs in the snapshot that are not open: finished runs stay recognised."""
+        if not run_keys:
+            return {}
+        with self.store.session() as session:
+            return journal.load_bindings_by_key(session, self.source.name, run_keys)
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {
@@ -308,7 +318,13 @@ class SyncService:
                 )
 
     def _flags(self, session: Session, flags: Sequence[Flag]) -> None:
+        """Audit each flag once: a flag that changes no binding is skipped when already audited."""
+        raised = journal.flags_audited(
+            session, [(f.kind, f.job[:255], f.mm_run_id) for f in flags if not _binding_change_for(f)]
+        )
         for flag in flags:
+            if not _binding_change_for(flag) and (flag.kind, flag.mm_run_id, scrub(flag.message)) in raised:
+                continue
             record_audit(
                 session,
                 action=flag.kind,

@@ -113,24 +113,57 @@ def _entry(row: SyncAction) -> JournalEntry:
     )
 
 
+# Bindings a sync cycle always needs: runs MM may still have open (live, stop in flight, vanished).
+# Finished bindings (stopped, failed) are read only for run keys the ERP snapshot holds.
+RECONCILE_STATUSES = ("starting", "running", "stopping", "vanished")
+
+_BOUND_COLUMNS = (
+    RunBinding.run_key,
+    RunBinding.mm_run_id,
+    RunBinding.erp_machine,
+    RunBinding.mm_machine_id,
+    RunBinding.status,
+    RunBinding.in_setup,
+    RunBinding.payload_hash,
+    RunBinding.erp_start_at,
+    RunBinding.erp_end_at,
+    RunBinding.erp_job,
+    RunBinding.erp_operation,
+    RunBinding.key_generation,
+)
+
+
 def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
-    """Every binding of `source`, keyed by run key, as the pure reconciler sees them."""
-    columns = (
-        RunBinding.run_key,
-        RunBinding.mm_run_id,
-        RunBinding.erp_machine,
-        RunBinding.mm_machine_id,
-        RunBinding.status,
-        RunBinding.in_setup,
-        RunBinding.payload_hash,
-        RunBinding.erp_start_at,
-        RunBinding.erp_end_at,
-        RunBinding.erp_job,
-        RunBinding.erp_operation,
-        RunBinding.key_generation,
+    """Every binding of `source`, keyed by run key (resync: an explicit, whole-history request)."""
+    return _bound_runs(session.execute(select(*_BOUND_COLUMNS).where(RunBinding.source == source)))
+
+
+def load_open_bindings(session: Session, source: str) -> dict[str, BoundRun]:
+    """The bindings of runs MM may still have open, through the (source, status) index.
+
+    What a sync cycle always needs: the vanished scan and one-run-per-machine look at these only.
+    Finished bindings stay out, so the cost does not grow with history (`load_bindings_by_key`).
+    """
+    query = select(*_BOUND_COLUMNS).where(
+        RunBinding.source == source, RunBinding.status.in_(RECONCILE_STATUSES)
     )
-    result = session.execute(select(*columns).where(RunBinding.source == source))
-    # positional unpacking: a no-change cycle loads every binding, ~25% faster than Row attributes
+    return _bound_runs(session.execute(query))
+
+
+def load_bindings_by_key(session: Session, source: str, run_keys: Collection[str]) -> dict[str, BoundRun]:
+    """The bindings of these run keys (any status), through the (source, run_key) unique index.
+
+    A run the ERP still reports whose binding is finished must be recognised, never started twice.
+    """
+    found: dict[str, BoundRun] = {}
+    for chunk in _chunks(sorted(run_keys)):
+        query = select(*_BOUND_COLUMNS).where(RunBinding.source == source, RunBinding.run_key.in_(chunk))
+        found.update(_bound_runs(session.execute(query)))
+    return found
+
+
+def _bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
+    # positional unpacking: a no-change cycle loads every open binding, ~25% faster than Row attributes
     return {
         run_key: BoundRun(
             run_key=run_key,
@@ -161,6 +194,28 @@ def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
             generation,
         ) in result
     }
+
+
+def flags_audited(session: Session, flags: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """(kind, mm_run_id, detail) of the audit rows already written for these (kind, job, run) flags.
+
+    A flag that changes no binding (a run not started because another one holds its machine, a
+    run moved back to setup) would otherwise be audited again every cycle while the ERP keeps it
+    so; the (erp_job, occurred_at) index finds the earlier rows.
+    """
+    found: set[tuple[str, str, str]] = set()
+    if not flags:
+        return found
+    kinds = sorted({kind for kind, _, _ in flags})
+    wanted = sorted({(job, run) for _, job, run in flags})
+    for chunk in _chunks(wanted):
+        query = select(AuditEntry.action, AuditEntry.mm_run_id, AuditEntry.detail).where(
+            AuditEntry.erp_job.in_(sorted({job for job, _ in chunk})),
+            AuditEntry.mm_run_id.in_(sorted({run for _, run in chunk})),
+            AuditEntry.action.in_(kinds),
+        )
+        found.update((action, run or "", detail or "") for action, run, detail in session.execute(query))
+    return found
 
 
 def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
