@@ -264,8 +264,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             if proc.poll() is not None:
                 raise RuntimeError(f"erpsync serve exited early with {proc.returncode}; see {log}")
             now = time.monotonic()
-            if now >= next_sample:
-                samples.append((now - began, rss_mb(proc.pid)))
+            if now >= next_sample and (rss := rss_mb(proc.pid)) > 0:
+                samples.append((now - began, rss))
                 next_sample += args.sample_seconds
                 if len(samples) % 12 == 0:
                     print(
