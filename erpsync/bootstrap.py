@@ -30,7 +30,7 @@ from erpsync.service.dispatch import Dispatcher
 from erpsync.service.fence import Fence
 from erpsync.service.imports import run_imports
 from erpsync.service.recovery import settle_in_doubt
-from erpsync.service.retention import purge_audit
+from erpsync.service.retention import purge_audit, purge_history
 from erpsync.service.sync import SyncService
 from erpsync.service.writeback import run_writeback
 
@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 
 
 def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) -> ScheduledJob:
-    """Audit retention: small batches, each checked against the fencing token in its transaction."""
+    """Retention (audit, then history): small batches, each checked against the fencing token."""
     svc = settings.service
 
     def run(stop: threading.Event) -> None:
@@ -51,8 +51,24 @@ def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) ->
                 check=fencing.check,
                 fencing_token=fencing.token,
             )
-            record.summary = {"deleted": result.deleted, "cutoff": result.cutoff, "complete": result.complete}
+            history = purge_history(
+                store,
+                retention_days=svc.history_retention_days,
+                batch_size=svc.purge_batch_size,
+                stop=stop,
+                check=fencing.check,
+                fencing_token=fencing.token,
+            )
+            record.summary = {
+                "deleted": result.deleted,
+                "cutoff": result.cutoff,
+                "complete": result.complete and history.complete,
+                "history_deleted": history.deleted,
+                "history_cutoff": history.cutoff,
+            }
         AUDIT_PURGED.inc(result.deleted)
+        if history.total:
+            log.info("history past retention purged", cutoff=history.cutoff.isoformat(), **history.deleted)
         if result.deleted:
             log.info(
                 "audit rows past retention purged",

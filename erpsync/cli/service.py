@@ -21,10 +21,10 @@ from erpsync.bootstrap import build_service
 from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stderr, stdout
 from erpsync.domain.errors import ErpsyncError
 from erpsync.runtime.leader import LeaderLease
-from erpsync.service.retention import purge_audit
+from erpsync.service.retention import purge_audit, purge_history
 
 leader_app = typer.Typer(help="The leader lease: which instance is active.", no_args_is_help=True)
-retention_app = typer.Typer(help="Retention of the audit trail.", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention of the audit trail and history.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -158,7 +158,7 @@ def retention_purge(
         int | None, typer.Option(min=1, help="Rows per transaction (default: service.purge_batch_size).")
     ] = None,
 ) -> None:
-    """Delete audit rows older than the retention period, in audited batches."""
+    """Delete audit rows, then finished history (bindings, actions, cycles...), past retention."""
     settings = state_of(ctx).settings()
     retention_days = days or settings.service.audit_retention_days
     store = StateStore.from_settings(settings.state)
@@ -166,6 +166,12 @@ def retention_purge(
         result = purge_audit(
             store,
             retention_days=retention_days,
+            batch_size=batch_size or settings.service.purge_batch_size,
+            dry_run=dry_run,
+        )
+        history = purge_history(
+            store,
+            retention_days=settings.service.history_retention_days,
             batch_size=batch_size or settings.service.purge_batch_size,
             dry_run=dry_run,
         )
@@ -179,3 +185,9 @@ def retention_purge(
             f"purged {result.deleted} audit rows older than {cutoff} ({retention_days} days) "
             f"in {result.batches} batches"
         )
+    rows = ", ".join(f"{count} {table}" for table, count in history.deleted.items())
+    verb = "would purge" if history.dry_run else "purged"
+    stdout.print(
+        f"{verb} {rows} rows finished before {history.cutoff:%Y-%m-%d %H:%M:%S} UTC "
+        f"(service.history_retention_days = {settings.service.history_retention_days})"
+    )
