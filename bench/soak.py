@@ -249,7 +249,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "erpsync", "--config", str(config), "serve"],
+                [sys.executable, *args.serve_with.split(), "--config", str(config), "serve"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -323,6 +323,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--serve-with",
+        default="-m erpsync",
+        help="python arguments that start the CLI (e.g. '-X tracemalloc=10 probe.py' to profile it)",
+    )
     args = parser.parse_args()
     result = soak(args)
     summary = {k: v for k, v in result.items() if k != "samples"}
