@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import bench_sources
 from bench.machine import ROOT, calibrate, git_state, load, machine_info
-from bench.perf_doc import render
+from bench.perf_doc import kept_sections, render
 from bench.scenario import SCENARIOS
 from bench.targets import Check, checks
 
@@ -105,7 +105,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2, default=str))
     if not (args.quick or args.only or args.no_doc):
-        DOC.write_text(render(info, results, found, quick=args.quick), encoding="utf-8")
+        kept = kept_sections(DOC.read_text(encoding="utf-8")) if DOC.exists() else ""
+        DOC.write_text(render(info, results, found, quick=args.quick) + kept, encoding="utf-8")
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     missed = [c for c in found if not c.ok]
     return 1 if missed or failed else 0

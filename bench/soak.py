@@ -154,6 +154,7 @@ def write_config(path: Path, erp_url: str, state_url: str, sim: Sim, args: argpa
         "[writeback]",
         'sink = "visual-labor-ticket"',
         f"interval_seconds = {args.writeback_seconds}",
+        f"settle_window_minutes = {args.settle_minutes}",
         "[service]",
         "health_port = 0",
         "[logging]",
@@ -288,6 +289,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "ticket_changes": floor.changes,
             "sync_seconds": args.sync_seconds,
             "writeback_seconds": args.writeback_seconds,
+            "settle_window_minutes": args.settle_minutes,
             "exit_code": code,
             "rss_first_mb": round(samples[0][1], 1),
             "rss_last_mb": round(samples[-1][1], 1),
@@ -320,6 +322,13 @@ def main() -> None:
     parser.add_argument("--sync-seconds", type=float, default=5)
     parser.add_argument("--writeback-seconds", type=float, default=10)
     parser.add_argument("--sample-seconds", type=float, default=5)
+    parser.add_argument(
+        "--settle-minutes",
+        type=int,
+        default=5,
+        help="writeback.settle_window_minutes: ended runs are re-read this long, so the write-back "
+        "working set (and memory) only levels off after it",
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--out", type=Path, default=None)

@@ -165,7 +165,7 @@ def writeback_job(
     def run(stop: threading.Event) -> None:
         sink = open_sink(settings)
         try:
-            run_writeback(store, client, sink, settings, fence=fencing)
+            run_writeback(store, client, sink, settings, fence=fencing, stop=stop)
         finally:
             sink.close()
 

@@ -250,7 +250,7 @@ class SyncService:
                 journal.resolve_retried_quarantine(
                     session, self.source.name, {(r.record_key[:255], r.error_class) for r in bad}
                 )
-            self._flags(session, plan.flags)
+            summary.flagged = self._flags(session, plan.flags)
             journal.note_machines(session, planned.machines, now)
         by_key = {e.idempotency_key: e for e in entries}
         groups: list[list[journal.JournalEntry]] = []
@@ -317,14 +317,19 @@ class SyncService:
                     detail=f"{record.location}: {record.reason}",
                 )
 
-    def _flags(self, session: Session, flags: Sequence[Flag]) -> None:
-        """Audit each flag once: a flag that changes no binding is skipped when already audited."""
+    def _flags(self, session: Session, flags: Sequence[Flag]) -> int:
+        """Audit each flag once (one that changes no binding is skipped when already audited).
+
+        Returns how many were audited now.
+        """
+        audited = 0
         raised = journal.flags_audited(
             session, [(f.kind, f.job[:255], f.mm_run_id) for f in flags if not _binding_change_for(f)]
         )
-        for flag in flags:
+        for flag in sorted(flags, key=lambda f: f.mm_run_id):  # binding lock order, see journal.settle
             if not _binding_change_for(flag) and (flag.kind, flag.mm_run_id, scrub(flag.message)) in raised:
                 continue
+            audited += 1
             record_audit(
                 session,
                 action=flag.kind,
@@ -346,6 +351,7 @@ class SyncService:
                     .values(**values, updated_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
+        return audited
 
     def _refresh_quarantine_gauge(self) -> None:
         with self.store.session() as session:

@@ -25,6 +25,7 @@ counted; only configuration problems (MM refuses the key, the staging table is m
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -193,12 +194,14 @@ def run_writeback(
     dry_run: bool = False,
     now: datetime | None = None,
     fence: Fence | None = None,
+    stop: threading.Event | None = None,
 ) -> WritebackSummary:
     """Run one write-back cycle (or, with `run_id`, one run); see the module docstring.
 
     `dry_run` reads MM and erpsync's state and reports what would be written, touching neither
     the ERP nor the state database. `fence`, when given, is checked before every ERP batch and in
-    every state commit, so a former leader cannot write.
+    every state commit, so a former leader cannot write. `stop` (the service is stopping) ends the
+    MM reads early; what was read is still written and committed.
     """
     if run_id is not None:
         with store.session() as session:
@@ -206,7 +209,7 @@ def run_writeback(
                 raise RecordError(f"no bound run has MM run id {run_id!r} (see `erpsync status`)")
     scope = correlation("schedule") if current_correlation_id() is None else nullcontext()
     with scope:
-        job = _WritebackCycle(store, client, sink, settings, now or utcnow(), fence, dry_run)
+        job = _WritebackCycle(store, client, sink, settings, now or utcnow(), fence, dry_run, stop)
         if dry_run:
             return job.run(run_id)
         with cycle(store, "writeback") as record:
@@ -226,7 +229,9 @@ class _WritebackCycle:
         now: datetime,
         fence: Fence | None,
         dry_run: bool,
+        stop: threading.Event | None = None,
     ) -> None:
+        self.stop = stop
         self.store = store
         self.client = client
         self.sink = sink
@@ -259,6 +264,8 @@ class _WritebackCycle:
         settled: list[_Done] = []
         with closing(self._reads(runs)) as reads:
             for read in reads:
+                if self.stop is not None and self.stop.is_set():
+                    break  # stopping: the reads not yet done wait for the next leader's cycle
                 done = self._plan(read)
                 if done is not None:
                     settled.append(done)
@@ -453,9 +460,9 @@ class _WritebackCycle:
             .where(table.c.id == bindparam("b_id"))
             .values(counts_in_doubt=bindparam("b_in_doubt"))
         )
-        params = [
+        params = [  # bindings locked in mm_run_id order, as a sync settling outcomes does
             {"b_id": run.binding_id, "b_in_doubt": _encode_in_doubt(record_intent(run.in_doubt, counts))}
-            for run, counts in batch
+            for run, counts in sorted(batch, key=lambda entry: entry[0].mm_run_id)
         ]
         with self.store.session() as session:
             if self.fence is not None:
@@ -495,6 +502,7 @@ class _WritebackCycle:
 
     def _commit_state(self, done: list[_Done]) -> None:
         token = self.fence.token if self.fence is not None else None
+        done = sorted(done, key=lambda d: d.run.mm_run_id)  # binding lock order, as a sync's
         written = [d for d in done if d.outcome in ("written", "already_written")]
         # the ERP already held these values, so none of the run's writes in doubt changed it: the
         # doubt is settled, and nothing is recorded as written (no audit row would back it)

@@ -289,7 +289,7 @@ def record_intents(
     new_bindings = [{**i.new_binding, "created_at": now, "updated_at": now} for i in intents if i.new_binding]
     for chunk in _chunks(new_bindings):
         session.execute(insert(RunBinding), list(chunk))
-    for intent in intents:
+    for intent in sorted(intents, key=lambda i: i.mm_run_id or ""):  # lock order: see `settle`
         if intent.new_binding or not intent.mm_run_id:
             continue
         values: dict[str, Any] = {}
@@ -364,7 +364,9 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
     ]
     if not written:
         return written
-    bindings = [values for o in written if (values := _binding_values(o))]
+    # rows locked in mm_run_id order, as every flow that updates several bindings does: a sync
+    # settling outcomes and a write-back recording counts never wait for each other in a cycle
+    bindings = sorted((values for o in written if (values := _binding_values(o))), key=_by_run_id)
     if bindings:
         session.execute(_SETTLE_BINDING, [{**values, "b_now": now} for values in bindings])
     audits = []
@@ -389,6 +391,10 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
         )
     session.execute(insert(AuditEntry), audits)
     return written
+
+
+def _by_run_id(values: dict[str, Any]) -> str:
+    return str(values["b_run_id"])
 
 
 def _rowcount(result: Any) -> int:
