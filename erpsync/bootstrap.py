@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from erpsync.adapters.erp.factory import open_source
+from erpsync.adapters.erp.sinks.base import CountSink
 from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
@@ -160,14 +161,27 @@ def import_job(
 def writeback_job(
     settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
 ) -> ScheduledJob:
-    """Part counts from MM into the ERP."""
+    """Part counts from MM into the ERP.
+
+    The sink (and its ERP engine) is opened once and kept for the leadership term, not opened per
+    cycle: a new engine each cycle is a new SQLAlchemy dialect, and the dialects' reflection caches
+    (module-level, keyed by dialect) kept every one of them, so a long-running service grew by
+    every cycle. A cycle that fails closes the sink; the next one opens a fresh one.
+    """
+    kept: list[CountSink] = []
 
     def run(stop: threading.Event) -> None:
-        sink = open_sink(settings)
+        if not kept:
+            kept.append(open_sink(settings))
         try:
-            run_writeback(store, client, sink, settings, fence=fencing, stop=stop)
-        finally:
-            sink.close()
+            run_writeback(store, client, kept[0], settings, fence=fencing, stop=stop)
+        except BaseException:
+            close()
+            raise
+
+    def close() -> None:
+        while kept:
+            kept.pop().close()
 
     return ScheduledJob(
         name="writeback",
@@ -175,6 +189,7 @@ def writeback_job(
         interval_seconds=settings.writeback.interval_seconds,
         timeout_seconds=settings.service.job_timeout_seconds,
         stale_after_seconds=settings.service.max_cycle_age_seconds,
+        close=close,
     )
 
 

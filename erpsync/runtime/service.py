@@ -105,6 +105,7 @@ class _Term:
     scheduler: JobScheduler | None = None
     recovery_runner: JobRunner | None = None
     thread: threading.Thread | None = None
+    jobs: list[ScheduledJob] = field(default_factory=list)
 
 
 class Service:
@@ -363,6 +364,7 @@ class Service:
                 if term.closing.is_set():
                     return
                 self._jobs = list(jobs)
+                term.jobs = list(jobs)
                 term.scheduler = scheduler
                 scheduler.start()
             log.info("jobs scheduled", fencing=term.token, jobs=[j.name for j in jobs])
@@ -414,6 +416,7 @@ class Service:
             term.thread.join(max(0.0, deadline - time.monotonic()) + 1)
         with self._lock:
             self._revoke(term)
+        self._close_jobs(term)
         if release:
             try:
                 self.lease.release()
@@ -423,6 +426,17 @@ class Service:
                 LEASE_EVENTS.labels("released").inc()
                 log.info("leader lease released", fencing=term.token)
         log.info("leadership term ended", fencing=term.token)
+
+    @staticmethod
+    def _close_jobs(term: _Term) -> None:
+        """Release what the term's jobs kept between runs (connections); a failure is only logged."""
+        for job in term.jobs:
+            if job.close is None:
+                continue
+            try:
+                job.close()
+            except Exception as exc:
+                log.warning("could not release a job's resources", loop=job.name, error=str(exc))
 
     def _revoke(self, term: _Term) -> None:
         """From now on the term's fence refuses (call with the lock held)."""
