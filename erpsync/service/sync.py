@@ -233,6 +233,12 @@ class SyncService:
         intents = [self._intent(action, action.run_key not in planned.bound_keys) for action in plan.actions]
         with self.store.session() as session:
             self.fence.check(session)
+            # the intents and the flags update bindings in separate statements: lock them first
+            journal.lock_bindings(
+                session,
+                [i.mm_run_id for i in intents if i.mm_run_id and not i.new_binding]
+                + [f.mm_run_id for f in plan.flags if _binding_change_for(f)],
+            )
             known = journal.existing_keys(session, [i.idempotency_key for i in intents])
             fresh = [i for i in intents if i.idempotency_key not in known]
             summary.already_journaled = len(intents) - len(fresh)

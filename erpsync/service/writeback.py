@@ -42,7 +42,7 @@ from erpsync.adapters.erp.sinks.base import CountSink, CountWrite, WriteResult
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.errors import MMError, MMRecordError, MMRetryableError
 from erpsync.adapters.state.audit import record_audit
-from erpsync.adapters.state.journal import upsert_quarantine
+from erpsync.adapters.state.journal import lock_bindings, upsert_quarantine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, utcnow
 from erpsync.config import Settings
@@ -510,6 +510,12 @@ class _WritebackCycle:
         with self.store.session() as session:
             if self.fence is not None:
                 self.fence.check(session)
+            # several statements update bindings below: lock them all first, in one order
+            lock_bindings(
+                session,
+                [d.run.mm_run_id for d in written]
+                + [d.run.mm_run_id for d in done if d.outcome == "unchanged" and d.run.in_doubt],
+            )
             if written:
                 _save_last_written(session, written, self.now)
                 _resolve_retried(session, written)

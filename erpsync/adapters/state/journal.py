@@ -196,6 +196,26 @@ def _bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
     }
 
 
+def lock_bindings(session: Session, mm_run_ids: Collection[str]) -> None:
+    """Lock these bindings now, in mm_run_id order, before a transaction updates them in steps.
+
+    Every flow that updates several bindings in one transaction takes their row locks in the same
+    order (mm_run_id), so two of them (a sync settling outcomes, a write-back committing counts)
+    can wait for each other but never deadlock. A transaction that updates bindings in more than
+    one statement calls this first; its later statements then find the rows already locked.
+    SQLite has no row locks (one writer at a time): nothing is sent there.
+    """
+    if not mm_run_ids or session.get_bind().dialect.name == "sqlite":
+        return
+    for chunk in _chunks(sorted(set(mm_run_ids))):
+        session.execute(
+            select(RunBinding.id)
+            .where(RunBinding.mm_run_id.in_(chunk))
+            .order_by(RunBinding.mm_run_id)
+            .with_for_update()
+        ).all()
+
+
 def flags_audited(session: Session, flags: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
     """(kind, mm_run_id, detail) of the audit rows already written for these (kind, job, run) flags.
 
