@@ -26,6 +26,11 @@ def create_db_engine(url: URL | str, connect_timeout_seconds: float = 10, **kwar
         timeout = max(1, int(connect_timeout_seconds))
         if backend == "postgresql":
             connect_args["connect_timeout"] = timeout
+            if engine_url.get_driver_name() == "psycopg":
+                # no server-side prepared statements: erpsync's statements vary (IN lists of every
+                # length), so psycopg's per-connection caches of them (100 statements each, on both
+                # sides) only filled up and kept a long-running service growing
+                connect_args["prepare_threshold"] = None
         elif backend in ("mysql", "mariadb"):
             connect_args["connect_timeout"] = timeout
             connect_args.setdefault("charset", "utf8mb4")
