@@ -316,7 +316,13 @@ class _WritebackCycle:
                 or_(
                     b.status.in_(ACTIVE_STATUSES),
                     and_(b.status == "vanished", b.mm_end_at.is_(None)),  # MM may still be running it
-                    and_(b.status.in_(ENDED_STATUSES), ended_at >= cutoff),
+                    # an ended run's binding was updated when it ended (updated_at >= its end),
+                    # so (status, updated_at) finds the recent ones without reading the history
+                    and_(
+                        b.status.in_(ENDED_STATUSES),
+                        b.updated_at >= cutoff - ENDED_LOOKUP_SLACK,
+                        ended_at >= cutoff,
+                    ),
                 )
             )
         with self.store.session() as session:
@@ -559,6 +565,9 @@ class _WritebackCycle:
                     or 0
                 )
 
+
+# margin for clocks: MM's end time of a run may be a little after erpsync's own clock
+ENDED_LOOKUP_SLACK = timedelta(days=1)
 
 _NO_DATA_MESSAGES = {
     str(NoDataReason.NOT_FOUND): "MachineMetrics has no such job run (404): nothing written",
