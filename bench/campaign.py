@@ -25,7 +25,7 @@ from typing import Any
 from bench import bench_sources
 from bench.cli_startup import extract_section, keep_section
 from bench.machine import ROOT, calibrate, git_state, load, machine_info
-from bench.perf_doc import render
+from bench.perf_doc import kept_sections, render
 from bench.scenario import SCENARIOS
 from bench.targets import Check, checks
 
@@ -107,11 +107,10 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2, default=str))
     if not (args.quick or args.only or args.no_doc):
-        kept = DOC.read_text(encoding="utf-8") if DOC.exists() else ""  # bench.cli_startup's section
-        DOC.write_text(
-            keep_section(render(info, results, found, quick=args.quick), extract_section(kept)),
-            encoding="utf-8",
-        )
+        old = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
+        # hand-run sections (below perf_doc's marker) and bench.cli_startup's section are kept
+        document = render(info, results, found, quick=args.quick) + kept_sections(old)
+        DOC.write_text(keep_section(document, extract_section(old)), encoding="utf-8")
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     missed = [c for c in found if not c.ok]
     return 1 if missed or failed else 0

@@ -282,6 +282,17 @@ never writes this file; `--max-load 1.5` waits for a quiet machine before each s
 """
 
 
+# Sections after this line come from benchmarks run on their own (bench/state_history.py,
+# bench/soak.py: too long for the campaign); a campaign run keeps them as they are.
+KEPT_MARKER = "<!-- hand-run benchmarks below: kept by bench.campaign -->"
+
+
+def kept_sections(text: str) -> str:
+    """The hand-run sections of an existing docs/performance.md (marker included), or ""."""
+    at = text.find(KEPT_MARKER)
+    return "\n" + text[at:] if at >= 0 else ""
+
+
 def render(
     info: dict[str, Any], results: dict[str, dict[str, Any]], found: list[Check], *, quick: bool
 ) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from erpsync.adapters.erp.factory import open_source
+from erpsync.adapters.erp.sinks.base import CountSink
 from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
@@ -30,7 +31,7 @@ from erpsync.service.dispatch import Dispatcher
 from erpsync.service.fence import Fence
 from erpsync.service.imports import run_imports
 from erpsync.service.recovery import settle_in_doubt
-from erpsync.service.retention import purge_audit
+from erpsync.service.retention import purge_audit, purge_history
 from erpsync.service.sync import SyncService
 from erpsync.service.writeback import run_writeback
 
@@ -38,7 +39,7 @@ log = structlog.get_logger(__name__)
 
 
 def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) -> ScheduledJob:
-    """Audit retention: small batches, each checked against the fencing token in its transaction."""
+    """Retention (audit, then history): small batches, each checked against the fencing token."""
     svc = settings.service
 
     def run(stop: threading.Event) -> None:
@@ -51,8 +52,24 @@ def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) ->
                 check=fencing.check,
                 fencing_token=fencing.token,
             )
-            record.summary = {"deleted": result.deleted, "cutoff": result.cutoff, "complete": result.complete}
+            history = purge_history(
+                store,
+                retention_days=svc.history_retention_days,
+                batch_size=svc.purge_batch_size,
+                stop=stop,
+                check=fencing.check,
+                fencing_token=fencing.token,
+            )
+            record.summary = {
+                "deleted": result.deleted,
+                "cutoff": result.cutoff,
+                "complete": result.complete and history.complete,
+                "history_deleted": history.deleted,
+                "history_cutoff": history.cutoff,
+            }
         AUDIT_PURGED.inc(result.deleted)
+        if history.total:
+            log.info("history past retention purged", cutoff=history.cutoff.isoformat(), **history.deleted)
         if result.deleted:
             log.info(
                 "audit rows past retention purged",
@@ -144,14 +161,27 @@ def import_job(
 def writeback_job(
     settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext
 ) -> ScheduledJob:
-    """Part counts from MM into the ERP."""
+    """Part counts from MM into the ERP.
+
+    The sink (and its ERP engine) is opened once and kept for the leadership term, not opened per
+    cycle: a new engine each cycle is a new SQLAlchemy dialect, and the dialects' reflection caches
+    (module-level, keyed by dialect) kept every one of them, so a long-running service grew by
+    every cycle. A cycle that fails closes the sink; the next one opens a fresh one.
+    """
+    kept: list[CountSink] = []
 
     def run(stop: threading.Event) -> None:
-        sink = open_sink(settings)
+        if not kept:
+            kept.append(open_sink(settings))
         try:
-            run_writeback(store, client, sink, settings, fence=fencing)
-        finally:
-            sink.close()
+            run_writeback(store, client, kept[0], settings, fence=fencing, stop=stop)
+        except BaseException:
+            close()
+            raise
+
+    def close() -> None:
+        while kept:
+            kept.pop().close()
 
     return ScheduledJob(
         name="writeback",
@@ -159,6 +189,7 @@ def writeback_job(
         interval_seconds=settings.writeback.interval_seconds,
         timeout_seconds=settings.service.job_timeout_seconds,
         stale_after_seconds=settings.service.max_cycle_age_seconds,
+        close=close,
     )
 
 

@@ -396,6 +396,8 @@ class ServiceSettings(Section):
     job_timeout_seconds: PositiveSeconds = 300
     max_cycle_age_seconds: PositiveSeconds = 600
     audit_retention_days: int = Field(default=395, ge=1)
+    # finished run bindings, settled actions, cycles, closed quarantine entries, silent heartbeats
+    history_retention_days: int = Field(default=395, ge=1)
     purge_batch_size: int = Field(default=1000, ge=1)
     purge_interval_seconds: PositiveSeconds = 3600
     # On SIGTERM: how long running jobs get to finish before they are abandoned. Keep it below the
@@ -455,6 +457,19 @@ class Settings(BaseSettings):
         if cls.toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _history_outlives_the_lookback(self) -> Settings:
+        # a binding purged while its closed ticket is still read would make that run look new
+        if self.source is not None and self.source.kind == "infor-visual":
+            lookback = self.source.visual.closed_ticket_lookback_hours
+            if self.service.history_retention_days * 24 <= lookback:
+                raise ValueError(
+                    f"service.history_retention_days ({self.service.history_retention_days}) must be "
+                    f"longer than source.visual.closed_ticket_lookback_hours ({lookback} h): finished "
+                    "runs still read from the ERP keep their bindings"
+                )
+        return self
 
     def missing_for_service(self) -> list[str]:
         """Keys the sync service cannot run without, each as a one-line ``key: fix`` message."""

@@ -20,7 +20,7 @@ from erpsync.domain.errors import ErpsyncError
 # The runtime, SQLAlchemy and APScheduler are imported inside the commands (start-up time).
 
 leader_app = typer.Typer(help="The leader lease: which instance is active.", no_args_is_help=True)
-retention_app = typer.Typer(help="Retention of the audit trail.", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention of the audit trail and history.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -162,9 +162,9 @@ def retention_purge(
         int | None, typer.Option(min=1, help="Rows per transaction (default: service.purge_batch_size).")
     ] = None,
 ) -> None:
-    """Delete audit rows older than the retention period, in audited batches."""
+    """Delete audit rows, then finished history (bindings, actions, cycles...), past retention."""
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
-    from erpsync.service.retention import purge_audit  # noqa: PLC0415
+    from erpsync.service.retention import purge_audit, purge_history  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     retention_days = days or settings.service.audit_retention_days
@@ -173,6 +173,12 @@ def retention_purge(
         result = purge_audit(
             store,
             retention_days=retention_days,
+            batch_size=batch_size or settings.service.purge_batch_size,
+            dry_run=dry_run,
+        )
+        history = purge_history(
+            store,
+            retention_days=settings.service.history_retention_days,
             batch_size=batch_size or settings.service.purge_batch_size,
             dry_run=dry_run,
         )
@@ -186,3 +192,9 @@ def retention_purge(
             f"purged {result.deleted} audit rows older than {cutoff} ({retention_days} days) "
             f"in {result.batches} batches"
         )
+    rows = ", ".join(f"{count} {table}" for table, count in history.deleted.items())
+    verb = "would purge" if history.dry_run else "purged"
+    stdout.print(
+        f"{verb} {rows} rows finished before {history.cutoff:%Y-%m-%d %H:%M:%S} UTC "
+        f"(service.history_retention_days = {settings.service.history_retention_days})"
+    )

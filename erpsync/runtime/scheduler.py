@@ -37,6 +37,7 @@ from apscheduler.schedulers.background import BackgroundScheduler  # type: ignor
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from erpsync.runtime.logging import correlation, error_message
+from erpsync.runtime.memory import release_free_memory
 from erpsync.runtime.metrics import JOB_RUNS, JOB_SECONDS, JOBS_ABANDONED, SCHEDULER_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,8 @@ class ScheduledJob:
     timeout_seconds: float
     run_at_start: bool = True
     stale_after_seconds: float | None = None
+    # releases what the job keeps between its runs (e.g. an ERP engine); called once its term ended
+    close: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.interval_seconds <= 0 or self.timeout_seconds <= 0:
@@ -135,6 +138,7 @@ class JobRunner:
             worker.join(min(remaining, POLL_SECONDS))
         with self._lock:
             del self._running[worker]
+        release_free_memory()  # what the run freed goes back to the system: flat RSS over time
         if worker.is_alive():
             flag.set()
             with self._lock:

@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from erpsync.adapters.state import migrate
+from erpsync.adapters.state.db import side_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle
 from erpsync.config import Settings
@@ -104,6 +105,7 @@ class _Term:
     scheduler: JobScheduler | None = None
     recovery_runner: JobRunner | None = None
     thread: threading.Thread | None = None
+    jobs: list[ScheduledJob] = field(default_factory=list)
 
 
 class Service:
@@ -130,10 +132,15 @@ class Service:
         self.instance = svc.instance_name or default_instance_name()
         # Unique per process even when instance_name is fixed: a restarted container is a new holder.
         self.holder = f"{self.instance}#{uuid.uuid4().hex[:8]}"
-        self.lease = LeaderLease(
-            store.engine, lease_name, holder=self.holder, ttl_seconds=svc.lease_ttl_seconds
+        # The lease and the heartbeat get connections of their own, each wait bounded, so a renewal
+        # never queues behind the jobs' pool or hangs on a lock (it is retried inside the safe window).
+        self._lease_engine = side_engine(
+            store.engine, min(svc.lease_renew_seconds, (svc.lease_ttl_seconds - svc.lease_renew_seconds) / 3)
         )
-        self.heartbeat = HeartbeatWriter(store.engine, self.instance)
+        self.lease = LeaderLease(
+            self._lease_engine, lease_name, holder=self.holder, ttl_seconds=svc.lease_ttl_seconds
+        )
+        self.heartbeat = HeartbeatWriter(self._lease_engine, self.instance)
         self.health = HealthServer(svc.health_host, svc.health_port, self.readiness)
         # Stop acting this long before the lease's TTL runs out, and always after the next renewal is due.
         self.safety_margin = min(
@@ -144,6 +151,7 @@ class Service:
         self._term: _Term | None = None
         self._standing_by_for: tuple[str | None, int] | None = None  # the leader last logged
         self._valid_until = 0.0  # monotonic deadline of the current term's safe window
+        self._renewed_at = 0.0  # monotonic start of the last renewal (or acquisition) that succeeded
         self._started = False
         self._db_ok_at: float | None = None
         self._last_beat = 0.0
@@ -186,6 +194,8 @@ class Service:
             LEADER.set(0)
             FENCING_TOKEN.set(0)
             self.store.dispose()
+            if self._lease_engine is not self.store.engine:
+                self._lease_engine.dispose()
 
     def request_stop(self, reason: str = "requested") -> None:
         """Begin a clean stop: no new work, running jobs get the grace period, the lease is released."""
@@ -213,10 +223,12 @@ class Service:
         svc = self.settings.service
         try:
             while not self._stop.is_set():
+                began = time.monotonic()
                 pause = self._keep_lead() if self._term is not None else self._try_lead()
                 self._started = True  # "starting" until the first lease attempt has an answer
                 self._write_heartbeat(self.role())
-                self._stop.wait(pause)
+                # the next attempt is due `pause` after this one began, whatever the heartbeat took
+                self._stop.wait(max(0.0, began + pause - time.monotonic()))
         except Exception:
             log.exception("the lease loop failed; stopping")
             self._exit_code = EXIT_ERROR
@@ -239,6 +251,7 @@ class Service:
             return svc.lease_retry_seconds
         self._standing_by_for = None
         self._valid_until = began + svc.lease_ttl_seconds - self.safety_margin
+        self._renewed_at = began
         self._begin_term(token)
         return svc.lease_renew_seconds
 
@@ -265,22 +278,47 @@ class Service:
         )
 
     def _keep_lead(self) -> float:
+        """Renew the lease; a database error is retried while the term is inside its safe window."""
         svc = self.settings.service
         began = time.monotonic()
+        late = began - (self._renewed_at + svc.lease_renew_seconds)
         try:
             renewed = self.lease.renew()
         except SQLAlchemyError as exc:
             self._db_failed("renew", exc)
-            renewed = False
+            if began < self._valid_until:
+                return min(svc.lease_retry_seconds, max(0.05, self._valid_until - began))
+            renewed, why = False, f"the state database did not answer in time ({type(exc).__name__})"
         else:
             self._db_ok()
+            why = "" if renewed else self._why_lost()
         if renewed:
+            if late > svc.lease_renew_seconds:
+                log.warning("leader lease renewal was late", late_seconds=round(late, 3))
             self._valid_until = began + svc.lease_ttl_seconds - self.safety_margin
+            self._renewed_at = began
             return svc.lease_renew_seconds
-        log.warning("leader lease lost: renewal failed; stepping down", fencing=self.lease.token)
+        log.warning(
+            "leader lease lost: renewal failed; stepping down",
+            fencing=self.lease.token,
+            reason=why,
+            late_seconds=round(late, 3),
+            seconds_since_last_renewal=round(began - self._renewed_at, 3),
+            ttl_seconds=svc.lease_ttl_seconds,
+        )
         LEASE_EVENTS.labels("lost").inc()
         self._end_term(release=False, grace=svc.stop_grace_seconds)
         return svc.lease_retry_seconds
+
+    def _why_lost(self) -> str:
+        """Why a renewal found the lease no longer ours, as the lease row says (for the log)."""
+        try:
+            status = self.lease.status()
+        except SQLAlchemyError as exc:
+            return f"the lease row could not be read ({type(exc).__name__})"
+        if status.token != self.lease.token or status.holder != self.holder:
+            return f"another instance took the lease (holder {status.holder}, token {status.token})"
+        return f"the lease expired at {status.expires_at} (database time) before this renewal reached it"
 
     # --- terms ------------------------------------------------------------------------------------
 
@@ -351,6 +389,7 @@ class Service:
                 if term.closing.is_set():
                     return
                 self._jobs = list(jobs)
+                term.jobs = list(jobs)
                 term.scheduler = scheduler
                 scheduler.start()
             log.info("jobs scheduled", fencing=term.token, jobs=[j.name for j in jobs])
@@ -402,6 +441,7 @@ class Service:
             term.thread.join(max(0.0, deadline - time.monotonic()) + 1)
         with self._lock:
             self._revoke(term)
+        self._close_jobs(term)
         if release:
             try:
                 self.lease.release()
@@ -411,6 +451,17 @@ class Service:
                 LEASE_EVENTS.labels("released").inc()
                 log.info("leader lease released", fencing=term.token)
         log.info("leadership term ended", fencing=term.token)
+
+    @staticmethod
+    def _close_jobs(term: _Term) -> None:
+        """Release what the term's jobs kept between runs (connections); a failure is only logged."""
+        for job in term.jobs:
+            if job.close is None:
+                continue
+            try:
+                job.close()
+            except Exception as exc:
+                log.warning("could not release a job's resources", loop=job.name, error=str(exc))
 
     def _revoke(self, term: _Term) -> None:
         """From now on the term's fence refuses (call with the lock held)."""
@@ -429,6 +480,7 @@ class Service:
             renewed = False
         if renewed:
             self._valid_until = began + self.settings.service.lease_ttl_seconds - self.safety_margin
+            self._renewed_at = began
             return
         log.warning("leader lease lost while stopping", fencing=term.token)
         with self._lock:

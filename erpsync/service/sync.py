@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +35,7 @@ from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
 from erpsync.runtime.collector import collector_paused
-from erpsync.runtime.logging import current_correlation_id, current_trigger
+from erpsync.runtime.logging import current_correlation_id, current_trigger, scrub
 from erpsync.runtime.metrics import QUARANTINE_OPEN
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
@@ -135,6 +135,8 @@ class SyncService:
                 else:
                     desired[item.run_key] = item
             bindings, rejected = state.result()
+        if desired:
+            bindings.update(self._finished_bindings(desired.keys() - bindings.keys()))
         if snapshot is None:
             return PlanResult(
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
@@ -157,8 +159,16 @@ class SyncService:
         return result
 
     def _load_state(self) -> tuple[dict[str, BoundRun], set[str]]:
+        """The bindings MM may still have open; finished ones are looked up by key afterwards."""
         with self.store.session() as session:
-            return journal.load_bindings(session, self.source.name), journal.rejected_machines(session)
+            return journal.load_open_bindings(session, self.source.name), journal.rejected_machines(session)
+
+    def _finished_bindings(self, run_keys: Collection[str]) -> dict[str, BoundRun]:
+        """Bindings of runs in the snapshot that are not open: finished runs stay recognised."""
+        if not run_keys:
+            return {}
+        with self.store.session() as session:
+            return journal.load_bindings_by_key(session, self.source.name, run_keys)
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {
@@ -223,6 +233,12 @@ class SyncService:
         intents = [self._intent(action, action.run_key not in planned.bound_keys) for action in plan.actions]
         with self.store.session() as session:
             self.fence.check(session)
+            # the intents and the flags update bindings in separate statements: lock them first
+            journal.lock_bindings(
+                session,
+                [i.mm_run_id for i in intents if i.mm_run_id and not i.new_binding]
+                + [f.mm_run_id for f in plan.flags if _binding_change_for(f)],
+            )
             known = journal.existing_keys(session, [i.idempotency_key for i in intents])
             fresh = [i for i in intents if i.idempotency_key not in known]
             summary.already_journaled = len(intents) - len(fresh)
@@ -240,7 +256,7 @@ class SyncService:
                 journal.resolve_retried_quarantine(
                     session, self.source.name, {(r.record_key[:255], r.error_class) for r in bad}
                 )
-            self._flags(session, plan.flags)
+            summary.flagged = self._flags(session, plan.flags)
             journal.note_machines(session, planned.machines, now)
         by_key = {e.idempotency_key: e for e in entries}
         groups: list[list[journal.JournalEntry]] = []
@@ -321,8 +337,19 @@ class SyncService:
                     detail=f"{record.location}: {record.reason}",
                 )
 
-    def _flags(self, session: Session, flags: Sequence[Flag]) -> None:
-        for flag in flags:
+    def _flags(self, session: Session, flags: Sequence[Flag]) -> int:
+        """Audit each flag once (one that changes no binding is skipped when already audited).
+
+        Returns how many were audited now.
+        """
+        audited = 0
+        raised = journal.flags_audited(
+            session, [(f.kind, f.job[:255], f.mm_run_id) for f in flags if not _binding_change_for(f)]
+        )
+        for flag in sorted(flags, key=lambda f: f.mm_run_id):  # binding lock order, see journal.settle
+            if not _binding_change_for(flag) and (flag.kind, flag.mm_run_id, scrub(flag.message)) in raised:
+                continue
+            audited += 1
             record_audit(
                 session,
                 action=flag.kind,
@@ -344,6 +371,7 @@ class SyncService:
                     .values(**values, updated_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
+        return audited
 
     def _refresh_quarantine_gauge(self) -> None:
         with self.store.session() as session:

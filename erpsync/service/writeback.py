@@ -30,6 +30,7 @@ counted; only configuration problems (MM refuses the key, the staging table is m
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -46,7 +47,7 @@ from erpsync.adapters.erp.sinks.base import CountSink, CountWrite, WriteResult
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.errors import MMError, MMRecordError, MMRetryableError
 from erpsync.adapters.state.audit import record_audit
-from erpsync.adapters.state.journal import upsert_quarantine
+from erpsync.adapters.state.journal import lock_bindings, upsert_quarantine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
 from erpsync.config import Settings
@@ -202,12 +203,14 @@ def run_writeback(
     dry_run: bool = False,
     now: datetime | None = None,
     fence: Fence | None = None,
+    stop: threading.Event | None = None,
 ) -> WritebackSummary:
     """Run one write-back cycle (or, with `run_id`, one run); see the module docstring.
 
     `dry_run` reads MM and erpsync's state and reports what would be written, touching neither
     the ERP nor the state database. `fence`, when given, is checked before every ERP batch and in
-    every state commit, so a former leader cannot write.
+    every state commit, so a former leader cannot write. `stop` (the service is stopping) ends the
+    MM reads early; what was read is still written and committed.
     """
     if run_id is not None:
         with store.session() as session:
@@ -215,7 +218,7 @@ def run_writeback(
                 raise RecordError(f"no bound run has MM run id {run_id!r} (see `erpsync status`)")
     scope = correlation("schedule") if current_correlation_id() is None else nullcontext()
     with scope:
-        job = _WritebackCycle(store, client, sink, settings, now or utcnow(), fence, dry_run)
+        job = _WritebackCycle(store, client, sink, settings, now or utcnow(), fence, dry_run, stop)
         if dry_run:
             summary = job.run(run_id)
             _check_sink(sink, summary)
@@ -237,7 +240,9 @@ class _WritebackCycle:
         now: datetime,
         fence: Fence | None,
         dry_run: bool,
+        stop: threading.Event | None = None,
     ) -> None:
+        self.stop = stop
         self.store = store
         self.client = client
         self.sink = sink
@@ -270,6 +275,8 @@ class _WritebackCycle:
         settled: list[_Done] = []
         with closing(self._reads(runs)) as reads:
             for read in reads:
+                if self.stop is not None and self.stop.is_set():
+                    break  # stopping: the reads not yet done wait for the next leader's cycle
                 done = self._plan(read)
                 if done is not None:
                     settled.append(done)
@@ -339,7 +346,13 @@ class _WritebackCycle:
                 or_(
                     b.status.in_(ACTIVE_STATUSES),
                     and_(b.status == "vanished", b.mm_end_at.is_(None)),  # MM may still be running it
-                    and_(b.status.in_(ENDED_STATUSES), ended_at >= cutoff),
+                    # an ended run's binding was updated when it ended (updated_at >= its end),
+                    # so (status, updated_at) finds the recent ones without reading the history
+                    and_(
+                        b.status.in_(ENDED_STATUSES),
+                        b.updated_at >= cutoff - ENDED_LOOKUP_SLACK,
+                        ended_at >= cutoff,
+                    ),
                 )
             )
         with self.store.session() as session:
@@ -477,9 +490,9 @@ class _WritebackCycle:
 
     def _record_intents(self, batch: list[tuple[_Run, PartCounts]]) -> None:
         """Step 3: what is about to be written becomes a write in doubt until step 5 confirms it."""
-        values = [
+        values = [  # in mm_run_id order, the one lock order of every multi-row update
             (run, {"counts_in_doubt": _encode_in_doubt(record_intent(run.in_doubt, counts))})
-            for run, counts in batch
+            for run, counts in sorted(batch, key=lambda entry: entry[0].mm_run_id)
         ]
         with self.store.session() as session:
             if self.fence is not None:
@@ -519,6 +532,7 @@ class _WritebackCycle:
 
     def _commit_state(self, done: list[_Done]) -> None:
         token = self.fence.token if self.fence is not None else None
+        done = sorted(done, key=lambda d: d.run.mm_run_id)  # binding lock order, as a sync's
         written = [d for d in done if d.outcome in ("written", "already_written")]
         # the ERP already held these values, so none of the run's writes in doubt changed it: the
         # doubt is settled, and nothing is recorded as written (no audit row would back it)
@@ -526,6 +540,12 @@ class _WritebackCycle:
         with self.store.session() as session:
             if self.fence is not None:
                 self.fence.check(session)
+            # several statements update bindings below: lock them all first, in one order
+            lock_bindings(
+                session,
+                [d.run.mm_run_id for d in written]
+                + [d.run.mm_run_id for d in done if d.outcome == "unchanged" and d.run.in_doubt],
+            )
             if written:
                 _save_last_written(session, self.sink.name, written, self.now)
                 _resolve_retried(session, written)
@@ -580,6 +600,9 @@ def _check_sink(sink: CountSink, summary: WritebackSummary) -> None:
     except RetryableError as exc:
         summary.sink_ready, summary.sink_check = False, str(exc)
 
+
+# margin for clocks: MM's end time of a run may be a little after erpsync's own clock
+ENDED_LOOKUP_SLACK = timedelta(days=1)
 
 _NO_DATA_MESSAGES = {
     str(NoDataReason.NOT_FOUND): "MachineMetrics has no such job run (404): nothing written",

@@ -114,24 +114,57 @@ def _entry(row: SyncAction) -> JournalEntry:
     )
 
 
+# Bindings a sync cycle always needs: runs MM may still have open (live, stop in flight, vanished).
+# Finished bindings (stopped, failed) are read only for run keys the ERP snapshot holds.
+RECONCILE_STATUSES = ("starting", "running", "stopping", "vanished")
+
+_BOUND_COLUMNS = (
+    RunBinding.run_key,
+    RunBinding.mm_run_id,
+    RunBinding.erp_machine,
+    RunBinding.mm_machine_id,
+    RunBinding.status,
+    RunBinding.in_setup,
+    RunBinding.payload_hash,
+    RunBinding.erp_start_at,
+    RunBinding.erp_end_at,
+    RunBinding.erp_job,
+    RunBinding.erp_operation,
+    RunBinding.key_generation,
+)
+
+
 def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
-    """Every binding of `source`, keyed by run key, as the pure reconciler sees them."""
-    columns = (
-        RunBinding.run_key,
-        RunBinding.mm_run_id,
-        RunBinding.erp_machine,
-        RunBinding.mm_machine_id,
-        RunBinding.status,
-        RunBinding.in_setup,
-        RunBinding.payload_hash,
-        RunBinding.erp_start_at,
-        RunBinding.erp_end_at,
-        RunBinding.erp_job,
-        RunBinding.erp_operation,
-        RunBinding.key_generation,
+    """Every binding of `source`, keyed by run key (resync: an explicit, whole-history request)."""
+    return _bound_runs(session.execute(select(*_BOUND_COLUMNS).where(RunBinding.source == source)))
+
+
+def load_open_bindings(session: Session, source: str) -> dict[str, BoundRun]:
+    """The bindings of runs MM may still have open, through the (source, status) index.
+
+    What a sync cycle always needs: the vanished scan and one-run-per-machine look at these only.
+    Finished bindings stay out, so the cost does not grow with history (`load_bindings_by_key`).
+    """
+    query = select(*_BOUND_COLUMNS).where(
+        RunBinding.source == source, RunBinding.status.in_(RECONCILE_STATUSES)
     )
-    result = session.execute(select(*columns).where(RunBinding.source == source))
-    # positional unpacking: a no-change cycle loads every binding, ~25% faster than Row attributes
+    return _bound_runs(session.execute(query))
+
+
+def load_bindings_by_key(session: Session, source: str, run_keys: Collection[str]) -> dict[str, BoundRun]:
+    """The bindings of these run keys (any status), through the (source, run_key) unique index.
+
+    A run the ERP still reports whose binding is finished must be recognised, never started twice.
+    """
+    found: dict[str, BoundRun] = {}
+    for chunk in _chunks(sorted(run_keys)):
+        query = select(*_BOUND_COLUMNS).where(RunBinding.source == source, RunBinding.run_key.in_(chunk))
+        found.update(_bound_runs(session.execute(query)))
+    return found
+
+
+def _bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
+    # positional unpacking: a no-change cycle loads every open binding, ~25% faster than Row attributes
     return {
         run_key: BoundRun(
             run_key=run_key,
@@ -162,6 +195,48 @@ def load_bindings(session: Session, source: str) -> dict[str, BoundRun]:
             generation,
         ) in result
     }
+
+
+def lock_bindings(session: Session, mm_run_ids: Collection[str]) -> None:
+    """Lock these bindings now, in mm_run_id order, before a transaction updates them in steps.
+
+    Every flow that updates several bindings in one transaction takes their row locks in the same
+    order (mm_run_id), so two of them (a sync settling outcomes, a write-back committing counts)
+    can wait for each other but never deadlock. A transaction that updates bindings in more than
+    one statement calls this first; its later statements then find the rows already locked.
+    SQLite has no row locks (one writer at a time): nothing is sent there.
+    """
+    if not mm_run_ids or session.get_bind().dialect.name == "sqlite":
+        return
+    for chunk in _chunks(sorted(set(mm_run_ids))):
+        session.execute(
+            select(RunBinding.id)
+            .where(RunBinding.mm_run_id.in_(chunk))
+            .order_by(RunBinding.mm_run_id)
+            .with_for_update()
+        ).all()
+
+
+def flags_audited(session: Session, flags: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """(kind, mm_run_id, detail) of the audit rows already written for these (kind, job, run) flags.
+
+    A flag that changes no binding (a run not started because another one holds its machine, a
+    run moved back to setup) would otherwise be audited again every cycle while the ERP keeps it
+    so; the (erp_job, occurred_at) index finds the earlier rows.
+    """
+    found: set[tuple[str, str, str]] = set()
+    if not flags:
+        return found
+    kinds = sorted({kind for kind, _, _ in flags})
+    wanted = sorted({(job, run) for _, job, run in flags})
+    for chunk in _chunks(wanted):
+        query = select(AuditEntry.action, AuditEntry.mm_run_id, AuditEntry.detail).where(
+            AuditEntry.erp_job.in_(sorted({job for job, _ in chunk})),
+            AuditEntry.mm_run_id.in_(sorted({run for _, run in chunk})),
+            AuditEntry.action.in_(kinds),
+        )
+        found.update((action, run or "", detail or "") for action, run, detail in session.execute(query))
+    return found
 
 
 def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
@@ -236,7 +311,7 @@ def record_intents(
     new_bindings = [{**i.new_binding, "created_at": now, "updated_at": now} for i in intents if i.new_binding]
     for chunk in _chunks(new_bindings):
         session.execute(insert(RunBinding), list(chunk))
-    for intent in intents:
+    for intent in sorted(intents, key=lambda i: i.mm_run_id or ""):  # lock order: see `settle`
         if intent.new_binding or not intent.mm_run_id:
             continue
         values: dict[str, Any] = dict(intent.binding_values or {})
@@ -311,7 +386,9 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
     ]
     if not written:
         return written
-    bindings = [values for o in written if (values := _binding_values(o))]
+    # rows locked in mm_run_id order, as every flow that updates several bindings does: a sync
+    # settling outcomes and a write-back recording counts never wait for each other in a cycle
+    bindings = sorted((values for o in written if (values := _binding_values(o))), key=_by_run_id)
     if bindings:
         session.execute(_SETTLE_BINDING, [{**values, "b_now": now} for values in bindings])
     audits = []
@@ -336,6 +413,10 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
         )
     session.execute(insert(AuditEntry), audits)
     return written
+
+
+def _by_run_id(values: dict[str, Any]) -> str:
+    return str(values["b_run_id"])
 
 
 def _rowcount(result: Any) -> int:

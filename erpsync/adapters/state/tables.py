@@ -73,7 +73,13 @@ class RunBinding(Base):
     """An ERP run bound to the MM job run erpsync started for it."""
 
     __tablename__ = "erpsync_run_binding"
-    __table_args__ = (UniqueConstraint("source", "run_key", name="uq_erpsync_run_binding_source_run_key"),)
+    __table_args__ = (
+        UniqueConstraint("source", "run_key", name="uq_erpsync_run_binding_source_run_key"),
+        # a sync cycle reads open bindings by status, finished ones by run key only (migration 0004)
+        Index("ix_erpsync_run_binding_source_status", "source", "status"),
+        # write-back candidates (recently ended) and retention (long ended), by status and age
+        Index("ix_erpsync_run_binding_status_updated_at", "status", "updated_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(64))
@@ -134,6 +140,7 @@ class SyncAction(Base):
     """The action journal: intent written before an external call, outcome after it."""
 
     __tablename__ = "erpsync_action"
+    __table_args__ = (Index("ix_erpsync_action_settled_at", "settled_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
@@ -183,6 +190,7 @@ class QuarantineEntry(Base):
     __tablename__ = "erpsync_quarantine"
     __table_args__ = (
         UniqueConstraint("source", "record_key", "error_class", name="uq_erpsync_quarantine_record"),
+        Index("ix_erpsync_quarantine_status_last_seen_at", "status", "last_seen_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -268,7 +276,10 @@ class Cycle(Base):
     """One sync, write-back, resync or purge cycle and what it did: the source of `status`."""
 
     __tablename__ = "erpsync_cycle"
-    __table_args__ = (Index("ix_erpsync_cycle_kind_started_at", "kind", "started_at"),)
+    __table_args__ = (
+        Index("ix_erpsync_cycle_kind_started_at", "kind", "started_at"),
+        Index("ix_erpsync_cycle_started_at", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     correlation_id: Mapped[str] = mapped_column(String(64))

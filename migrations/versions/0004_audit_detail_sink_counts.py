@@ -8,7 +8,7 @@
   last written by any sink (for the views); rows written before this revision have no per-sink row
   and are read from the binding by the first sink that writes the run again.
 
-Revision ID: 0004_i16
+Revision ID: 0004
 Revises: 0003
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 
 from erpsync.adapters.state.tables import UTCDateTime
 
-revision: str = "0004_i16"
+revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
