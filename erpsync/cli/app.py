@@ -51,6 +51,9 @@ register_sources(app)
 app.command("simulator")(simulator)
 register_demo(app)
 
+# read-only commands that should answer at once: logging set up on first use (cli/common.py)
+QUICK_COMMANDS = frozenset({"status", "audit"})
+
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
@@ -78,12 +81,13 @@ def root(
 ) -> None:
     # erpsync's pipeline before any command runs (structlog's default would render tracebacks with
     # locals); a command that loads the configuration re-applies it with its level and format.
-    # Not for a help page, which logs nothing and should answer at once.
+    # Not for a help page, which logs nothing and should answer at once; set up at the first record
+    # for the read-only commands, which usually log nothing and should answer at once too.
+    state = CliState(config_file=config, log_level=log_level)
+    state.logging_on_first_use = ctx.invoked_subcommand in QUICK_COMMANDS
     if "--help" not in sys.argv[1:]:
-        from erpsync.runtime.logging import configure_logging  # noqa: PLC0415 - start-up time
-
-        configure_logging()
-    ctx.obj = CliState(config_file=config, log_level=log_level)
+        state.configure_logging()
+    ctx.obj = state
 
 
 def _store(ctx: typer.Context) -> StateStore:

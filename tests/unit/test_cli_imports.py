@@ -54,7 +54,7 @@ def test_help_loads_no_heavy_library() -> None:
 
 
 def test_status_and_audit_load_only_what_they_need(tmp_path: Path) -> None:
-    """The database and the configuration, not the MM client, the scheduler, the migrations or the ORM."""
+    """The database and the configuration: not the MM client, scheduler, migrations, ORM or structlog."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
     env["ERPSYNC_STATE__URL"] = f"sqlite:///{tmp_path / 'state.db'}"
     upgrade = [sys.executable, "-m", "erpsync", "db", "upgrade"]
@@ -64,10 +64,12 @@ def test_status_and_audit_load_only_what_they_need(tmp_path: Path) -> None:
         assert {"sqlalchemy", "pydantic_settings"} <= set(used), used  # it did reach the database
         assert not {"httpx", "apscheduler", "alembic", "stamina"} & set(used), used
         assert not set(HEAVY_PARTS) & set(used), used
+        assert "structlog" not in used, used  # logging is set up at the first record (none here)
 
 
 def test_the_probe_sees_the_orm(tmp_path: Path) -> None:
-    """A command that writes (here `db upgrade`) does load the ORM: the probe above can fail."""
+    """A command that writes (here `db upgrade`) loads the ORM and structlog: the probe above can fail."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
     env["ERPSYNC_STATE__URL"] = f"sqlite:///{tmp_path / 'state.db'}"
-    assert {"sqlalchemy.orm", "erpsync.adapters.state.tables"} <= set(loaded("db", "upgrade", env=env))
+    used = loaded("db", "upgrade", env=env)
+    assert {"sqlalchemy.orm", "erpsync.adapters.state.tables", "structlog"} <= set(used), used
