@@ -158,17 +158,18 @@ def section(timings: list[Timing], runs: int, loads: tuple[float, float], speed:
         "after two warm-up runs, byte code compiled (as after an install), state in SQLite with 50",
         f"audit rows. Target: a median of at most {TARGET_SECONDS} s. The CLI imports SQLAlchemy,",
         "pydantic-settings, httpx, structlog and APScheduler only in the commands that use them;",
-        "`status` and `audit` need SQLAlchemy, the configuration and logging, `--help` none of them.",
-        "CPU is the process's own user + system time. On these shared vCPUs both vary with what the",
-        "neighbours do (the same command measured 0.5 s to 0.9 s of CPU in one evening), so the",
-        "figures before the change are measured in the same runs, in turns with ours.",
+        "`status` and `audit` need SQLAlchemy Core (not its ORM: erpsync/adapters/state/reads.py) and",
+        "the configuration, and set logging (structlog) up only if something logs; `--help` needs",
+        "none of them. CPU is the process's own user + system time. On these shared vCPUs both vary",
+        "with what the neighbours do (the same command measured 0.5 s to 0.9 s of CPU in one",
+        "evening), so the figures before the change are measured in the same runs, in turns with ours.",
         "",
-        "| command | best | median | CPU (median) | target | median before |",
-        "|---|---:|---:|---:|---|---:|",
+        "| command | best | median | CPU (median) | target | before: median | before: CPU |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
     for t in ours:
         old = before.get(t.command)
-        was = f"{old.median:.3f} s (`{old.tree}`)" if old else "-"
+        was = f"{old.median:.3f} s (`{old.tree}`) | {old.cpu:.3f} s" if old else "- | -"
         lines.append(
             f"| `{t.command}` | {t.best:.3f} s | {t.median:.3f} s | {t.cpu:.3f} s | "
             f"{'met' if t.met else 'missed'} | {was} |"

@@ -29,6 +29,8 @@ from erpsync.cli.sync import register as register_sync
 from erpsync.cli.writeback import register as register_writeback
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from erpsync.adapters.state.store import StateStore
 
 app = typer.Typer(
@@ -48,6 +50,9 @@ register_sync(app)
 register_sources(app)
 app.command("simulator")(simulator)
 register_demo(app)
+
+# read-only commands that should answer at once: logging set up on first use (cli/common.py)
+QUICK_COMMANDS = frozenset({"status", "audit"})
 
 ConfigOption = Annotated[
     Path | None,
@@ -76,18 +81,26 @@ def root(
 ) -> None:
     # erpsync's pipeline before any command runs (structlog's default would render tracebacks with
     # locals); a command that loads the configuration re-applies it with its level and format.
-    # Not for a help page, which logs nothing and should answer at once.
+    # Not for a help page, which logs nothing and should answer at once; set up at the first record
+    # for the read-only commands, which usually log nothing and should answer at once too.
+    state = CliState(config_file=config, log_level=log_level)
+    state.logging_on_first_use = ctx.invoked_subcommand in QUICK_COMMANDS
     if "--help" not in sys.argv[1:]:
-        from erpsync.runtime.logging import configure_logging  # noqa: PLC0415 - start-up time
-
-        configure_logging()
-    ctx.obj = CliState(config_file=config, log_level=log_level)
+        state.configure_logging()
+    ctx.obj = state
 
 
 def _store(ctx: typer.Context) -> StateStore:
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
 
     return StateStore.from_settings(state_of(ctx).settings().state)
+
+
+def _read_engine(ctx: typer.Context) -> Engine:
+    """The state database for a read-only command: Core only, no ORM session (start-up time)."""
+    from erpsync.adapters.state.db import state_engine  # noqa: PLC0415 - start-up time
+
+    return state_engine(state_of(ctx).settings().state)
 
 
 @db_app.command("upgrade")
@@ -200,12 +213,12 @@ def status(
     """Bindings by status, pending actions, open quarantine, last cycles, leader."""
     from erpsync.service.status import status_report  # noqa: PLC0415 - start-up time
 
-    store = _store(ctx)
+    engine = _read_engine(ctx)
     try:
-        with store.session() as session:
-            report = status_report(session)
+        with engine.connect() as conn:
+            report = status_report(conn)
     finally:
-        store.dispose()
+        engine.dispose()
     if as_json:
         print_json(report.__dict__ | {"cycles": [c.__dict__ for c in report.cycles]})
         return
@@ -264,7 +277,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Read the audit trail, newest first."""
-    from erpsync.adapters.state.audit import audit_query  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.state.reads import audit_query  # noqa: PLC0415 - start-up time
 
     query = audit_query(
         job=job,
@@ -275,12 +288,12 @@ def audit(
         since=_parse_since(since),
         limit=limit,
     )
-    store = _store(ctx)
+    engine = _read_engine(ctx)
     try:
-        with store.session() as session:
-            rows = session.scalars(query).all()
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
     finally:
-        store.dispose()
+        engine.dispose()
     columns = [
         "id",
         "occurred_at",
@@ -301,7 +314,7 @@ def audit(
         "source",
         "correlation_id",
     ]
-    records = [{c: getattr(row, c) for c in columns} for row in rows]
+    records = [{c: row._mapping[c] for c in columns} for row in rows]
     if as_json:
         print_json(records)
         return

@@ -23,6 +23,7 @@ from erpsync.observability.scrub import scrub
 
 if TYPE_CHECKING:
     from erpsync.config import Settings
+    from erpsync.runtime.deferred_logging import LogFormat
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -57,18 +58,30 @@ stderr = Console(file=cast("IO[str]", _Scrubbed("stderr")), soft_wrap=True, high
 class CliState:
     config_file: Path | None = None
     log_level: str | None = None
+    # a command that usually logs nothing: the pipeline (structlog) is imported at the first record
+    logging_on_first_use: bool = False
     _settings: Settings | None = None
 
     def settings(self) -> Settings:
         """Load (once) and validate the configuration; logging is configured from it."""
         if self._settings is None:
             from erpsync.config import load_settings  # noqa: PLC0415 - start-up time
-            from erpsync.runtime.logging import configure_logging  # noqa: PLC0415
 
             settings = load_settings(self.config_file)  # registers every secret with the scrubber
-            configure_logging(self.log_level or settings.logging.level, settings.logging.format)
+            self.configure_logging(self.log_level or settings.logging.level, settings.logging.format)
             self._settings = settings
         return self._settings
+
+    def configure_logging(self, level: str = "INFO", fmt: LogFormat = "auto") -> None:
+        """erpsync's logging pipeline, now or (`logging_on_first_use`) when something logs."""
+        if self.logging_on_first_use:
+            from erpsync.runtime.deferred_logging import configure_logging_on_first_use  # noqa: PLC0415
+
+            configure_logging_on_first_use(level, fmt)
+        else:
+            from erpsync.runtime.logging import configure_logging  # noqa: PLC0415 - start-up time
+
+            configure_logging(level, fmt)
 
 
 def state_of(ctx: typer.Context) -> CliState:

@@ -17,7 +17,8 @@ from sqlalchemy import Engine, insert, literal_column, update
 from sqlalchemy.exc import IntegrityError
 
 from erpsync import __version__
-from erpsync.adapters.state.tables import Heartbeat, UTCDateTime
+from erpsync.adapters.state.tables import Heartbeat
+from erpsync.adapters.state.types import UTCDateTime
 from erpsync.runtime.leader import now_sql
 
 # Loops whose last success has its own heartbeat column.

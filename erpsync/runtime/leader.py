@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.tables import LeaderLease as LeaseRow
-from erpsync.adapters.state.tables import UTCDateTime
+from erpsync.adapters.state.types import UTCDateTime
 from erpsync.domain.errors import FencedError
 
 LEASE_TABLE = "erpsync_leader"

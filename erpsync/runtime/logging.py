@@ -25,6 +25,7 @@ from typing import Any, Literal
 import structlog
 
 from erpsync.observability.scrub import MASK, register_secret, scrub, scrub_value
+from erpsync.runtime.deferred_logging import set_levels
 
 __all__ = [
     "MASK",
@@ -176,11 +177,8 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
-    root = logging.getLogger()
+    root = set_levels(level)
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "apscheduler", "sqlalchemy.engine", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     executors = logging.getLogger("apscheduler.executors.default")
     if not any(isinstance(f, _SchedulerDuplicateFilter) for f in executors.filters):
         executors.addFilter(_SchedulerDuplicateFilter())

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select
 
-from erpsync.adapters.state.tables import Cycle, LeaderLease, QuarantineEntry, RunBinding, SyncAction
+from erpsync.adapters.state.reads import cycle, leader_lease, quarantine, run_binding, sync_action
 
 
 @dataclass
@@ -31,28 +30,33 @@ class StatusReport:
     fencing_token: int | None = None
 
 
-def status_report(session: Session) -> StatusReport:
+def status_report(conn: Connection) -> StatusReport:
+    """Read with SQLAlchemy Core (erpsync/adapters/state/reads.py): no ORM import, a quick start."""
     report = StatusReport()
-    for status, count in session.execute(select(RunBinding.status, func.count()).group_by(RunBinding.status)):
+    bindings = run_binding.c.status
+    for status, count in conn.execute(select(bindings, func.count()).group_by(bindings)):
         report.bindings[status] = count
-    for status, count in session.execute(select(SyncAction.status, func.count()).group_by(SyncAction.status)):
+    actions = sync_action.c.status
+    for status, count in conn.execute(select(actions, func.count()).group_by(actions)):
         report.actions[status] = count
     report.open_quarantine = (
-        session.scalar(
-            select(func.count()).select_from(QuarantineEntry).where(QuarantineEntry.status == "open")
-        )
-        or 0
+        conn.scalar(select(func.count()).select_from(quarantine).where(quarantine.c.status == "open")) or 0
     )
-    kinds = session.scalars(select(Cycle.kind).distinct()).all()
+    kinds = conn.scalars(select(cycle.c.kind).distinct()).all()
     for kind in sorted(kinds):
-        last = session.scalars(
-            select(Cycle).where(Cycle.kind == kind).order_by(Cycle.id.desc()).limit(1)
+        last = conn.execute(
+            select(cycle.c.started_at, cycle.c.finished_at, cycle.c.outcome)
+            .where(cycle.c.kind == kind)
+            .order_by(cycle.c.id.desc())
+            .limit(1)
         ).one()
-        last_ok = session.scalar(
-            select(func.max(Cycle.finished_at)).where(Cycle.kind == kind, Cycle.outcome == "ok")
+        last_ok = conn.scalar(
+            select(func.max(cycle.c.finished_at)).where(cycle.c.kind == kind, cycle.c.outcome == "ok")
         )
         report.cycles.append(CycleInfo(kind, last.started_at, last.finished_at, last.outcome, last_ok))
-    lease = session.scalars(select(LeaderLease).limit(1)).first()
+    lease = conn.execute(
+        select(leader_lease.c.holder, leader_lease.c.expires_at, leader_lease.c.fencing_token).limit(1)
+    ).first()
     if lease is not None:
         report.leader = lease.holder
         report.leader_expires_at = lease.expires_at

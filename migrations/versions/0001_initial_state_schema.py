@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from erpsync.adapters.state.tables import UTCDateTime
+from erpsync.adapters.state.types import UTCDateTime
 
 revision: str = '0001'
 down_revision: str | None = None

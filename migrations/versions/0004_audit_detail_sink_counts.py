@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from erpsync.adapters.state.tables import UTCDateTime
+from erpsync.adapters.state.types import UTCDateTime
 
 revision: str = "0004"
 down_revision: str | None = "0003"

@@ -10,10 +10,8 @@ import getpass
 import json
 import socket
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, Concatenate, ParamSpec
 
-from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from erpsync import __version__
@@ -110,30 +108,3 @@ def _added_to_session(values: Callable[P, dict[str, Any]]) -> Callable[Concatena
 
 
 record_audit = _added_to_session(audit_values)
-
-
-def audit_query(
-    *,
-    job: str | None = None,
-    machine: str | None = None,
-    run: str | None = None,
-    outcome: str | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    limit: int = 100,
-) -> Select[AuditEntry]:
-    """Newest-first audit rows matching every filter given."""
-    query = select(AuditEntry)
-    if job:
-        query = query.where(AuditEntry.erp_job == job)
-    if machine:
-        query = query.where(AuditEntry.erp_machine == machine)
-    if run:
-        query = query.where(AuditEntry.mm_run_id == run)
-    if outcome:
-        query = query.where(AuditEntry.outcome == outcome)
-    if action:
-        query = query.where(AuditEntry.action == action)
-    if since:
-        query = query.where(AuditEntry.occurred_at >= since)
-    return query.order_by(AuditEntry.id.desc()).limit(limit)

@@ -8,10 +8,13 @@ error must say which one, so each engine is labelled with its configuration key 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
+
+if TYPE_CHECKING:
+    from erpsync.config import StateSettings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _KEY_ATTRIBUTE = "erpsync_database_key"
@@ -97,6 +100,12 @@ def label_engine(engine: Engine, key: str) -> Engine:
 
     event.listen(engine, "handle_error", _label)
     return engine
+
+
+def state_engine(settings: StateSettings) -> Engine:
+    """The engine of erpsync's own database (`state.url`), for the state store and read-only commands."""
+    engine = create_db_engine(settings.sqlalchemy_url(), settings.connect_timeout_seconds)
+    return label_engine(engine, "state.url")
 
 
 def database_key(exc: BaseException) -> str | None:

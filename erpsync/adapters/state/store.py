@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from erpsync.adapters.state.db import create_db_engine, label_engine
+from erpsync.adapters.state.db import state_engine
 from erpsync.config import StateSettings
 
 
@@ -21,8 +21,7 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, settings: StateSettings) -> StateStore:
-        engine = create_db_engine(settings.sqlalchemy_url(), settings.connect_timeout_seconds)
-        return cls(label_engine(engine, "state.url"))
+        return cls(state_engine(settings))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
