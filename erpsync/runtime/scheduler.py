@@ -36,6 +36,8 @@ from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-u
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
+from erpsync.adapters.state.db import database_key, describe_db_error
+from erpsync.observability.scrub import scrub
 from erpsync.runtime.logging import correlation, error_message
 from erpsync.runtime.memory import release_free_memory
 from erpsync.runtime.metrics import JOB_RUNS, JOB_SECONDS, JOBS_ABANDONED, SCHEDULER_EVENTS
@@ -250,11 +252,19 @@ def _listener(event: JobEvent) -> None:
             "job failed",
             loop=event.job_id,
             error_class=type(exc).__name__,
-            error=error_message(exc),
+            error=_failure_text(exc),
             exc_info=exc if logging.getLogger().isEnabledFor(logging.DEBUG) else None,
         )
     else:
         log.warning(f"job run {kind.replace('_', ' ')}", loop=event.job_id)
+
+
+def _failure_text(exc: BaseException) -> str:
+    """A database error names its database's config key (`source.url: connection failed ...`), as the
+    CLI's do, and keeps the driver's message without SQL and parameters; anything else as it is."""
+    if database_key(exc) is not None:
+        return scrub(describe_db_error(exc))
+    return error_message(exc)
 
 
 def build_scheduler(
