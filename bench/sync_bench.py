@@ -35,7 +35,7 @@ from erpsync.bootstrap import open_sync
 from erpsync.config import load_settings
 from erpsync.domain.model import JobOperationRun
 from erpsync.domain.reconcile import reconcile
-from erpsync.runtime.collector import collector_paused
+from erpsync.observability.collector import collector_paused
 
 ZONE = bench_sources.ZONE
 CONCURRENCY = 16

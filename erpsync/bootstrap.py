@@ -23,7 +23,7 @@ from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError
-from erpsync.runtime.metrics import AUDIT_PURGED
+from erpsync.observability.metrics import AUDIT_PURGED
 from erpsync.runtime.scheduler import ScheduledJob
 from erpsync.runtime.service import FencingContext, Service
 from erpsync.service.cycles import cycle

@@ -19,7 +19,7 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction
 from erpsync.config import ServiceSettings, Settings, SourceSettings, StateSettings
-from erpsync.runtime.crashpoints import CRASH_ENV_VAR
+from erpsync.observability.crashpoints import CRASH_ENV_VAR
 from tests.fixtures_mm import FAST_RETRIES, fast_mm_settings
 
 ERP_TZ = "America/Chicago"

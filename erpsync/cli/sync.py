@@ -117,7 +117,7 @@ def _print_plan(rows: list[dict[str, Any]]) -> None:
 @handle_errors
 def sync(ctx: typer.Context) -> None:
     """Run one reconcile-and-dispatch cycle now and print what it did."""
-    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service.imports import run_imports  # noqa: PLC0415
 
     with correlation("cli"), _acting_service(ctx) as service:
@@ -135,7 +135,7 @@ def plan(
     """Show what a sync would do now, without doing anything."""
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
     from erpsync.bootstrap import open_sync  # noqa: PLC0415
-    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     store = StateStore.from_settings(settings.state)
@@ -167,7 +167,7 @@ def resync(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Re-establish MachineMetrics state for the selected runs (re-start lost runs, stop stale ones)."""
-    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service.imports import run_imports  # noqa: PLC0415
     from erpsync.service.resync import Selection, run_resync  # noqa: PLC0415
 
@@ -235,7 +235,7 @@ def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument
     """Put a record back on the normal path, re-planned from the ERP's current row and mapping."""
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
     from erpsync.domain.machines import MachineMapper  # noqa: PLC0415
-    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
@@ -279,7 +279,7 @@ def quarantine_discard(
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit row).")] = None,
 ) -> None:
     """Mark a record as needing no action (it stays in the table as discarded)."""
-    from erpsync.runtime.logging import correlation  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
 
     with correlation("cli"), _session(state_of(ctx).settings()) as session:

@@ -53,8 +53,8 @@ def writeback(
     from erpsync.adapters.erp.sinks.factory import open_sink  # noqa: PLC0415 - start-up time
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
     from erpsync.bootstrap import open_client  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.runtime.cli_lease import held_lease  # noqa: PLC0415
-    from erpsync.runtime.logging import correlation  # noqa: PLC0415
     from erpsync.service.writeback import run_writeback  # noqa: PLC0415
 
     settings = state_of(ctx).settings()

@@ -44,7 +44,9 @@ from erpsync.demo.workspace import (
     demo_settings,
     sqlite_url,
 )
-from erpsync.runtime.logging import configure_logging, correlation, register_secret
+from erpsync.observability.correlation import correlation
+from erpsync.observability.scrub import register_secret
+from erpsync.runtime.logging import configure_logging
 from erpsync.runtime.service import Service
 from erpsync.service import quarantine
 

@@ -2,7 +2,7 @@
 
 - ``/healthz``: the process is alive and serving (always 200 while it runs).
 - ``/readyz``: JSON from the service's readiness callable; 200 when ready, 503 otherwise.
-- ``/metrics``: every series of erpsync/runtime/metrics.py in the Prometheus text format.
+- ``/metrics``: every series of erpsync/observability/metrics.py in the Prometheus text format.
 
 The standard library's server is enough here: a handful of requests a minute from Docker's
 HEALTHCHECK and a Prometheus scraper, no framework to keep patched.

@@ -1,7 +1,7 @@
 """structlog set-up: JSON in production, readable on a terminal, secrets scrubbed everywhere.
 
-Every cycle and CLI call binds a correlation id; it is in every log line of that unit of work and
-in every audit row it writes, so a log line and an audit row can be joined.
+Every cycle and CLI call binds a correlation id (erpsync/observability/correlation.py); it is in
+every log line of that unit of work and in every audit row it writes.
 
 Exceptions are rendered by erpsync, never by a library's pretty printer: no traceback shows local
 variables (a database driver's locals hold its connection password). At INFO and above an exception
@@ -15,27 +15,17 @@ import logging
 import sys
 import threading
 import traceback
-import uuid
-from collections.abc import Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import structlog
 
-from erpsync.observability.scrub import MASK, register_secret, scrub, scrub_value
+from erpsync.observability.scrub import scrub, scrub_value
 from erpsync.runtime.deferred_logging import set_levels
 
-__all__ = [
-    "MASK",
-    "configure_logging",
-    "correlation",
-    "describe_exception",
-    "error_message",
-    "register_secret",
-    "scrub",
-]
+__all__ = ["configure_logging", "describe_exception", "error_message"]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -184,25 +174,3 @@ def configure_logging(
         executors.addFilter(_SchedulerDuplicateFilter())
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
-
-
-def new_correlation_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-def current_correlation_id() -> str | None:
-    value = structlog.contextvars.get_contextvars().get("correlation_id")
-    return str(value) if value is not None else None
-
-
-def current_trigger() -> str | None:
-    value = structlog.contextvars.get_contextvars().get("trigger")
-    return str(value) if value is not None else None
-
-
-@contextmanager
-def correlation(trigger: str, correlation_id: str | None = None) -> Iterator[str]:
-    """Bind a correlation id and trigger (schedule / cli / startup_recovery) for one unit of work."""
-    cid = correlation_id or new_correlation_id()
-    with structlog.contextvars.bound_contextvars(correlation_id=cid, trigger=trigger):
-        yield cid

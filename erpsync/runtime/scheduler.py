@@ -37,10 +37,11 @@ from apscheduler.schedulers.background import BackgroundScheduler  # type: ignor
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
 from erpsync.adapters.state.db import database_key, describe_db_error
+from erpsync.observability.correlation import correlation
+from erpsync.observability.metrics import JOB_RUNS, JOB_SECONDS, JOBS_ABANDONED, SCHEDULER_EVENTS
 from erpsync.observability.scrub import scrub
-from erpsync.runtime.logging import correlation, error_message
+from erpsync.runtime.logging import error_message
 from erpsync.runtime.memory import release_free_memory
-from erpsync.runtime.metrics import JOB_RUNS, JOB_SECONDS, JOBS_ABANDONED, SCHEDULER_EVENTS
 
 log = structlog.get_logger(__name__)
 

@@ -42,10 +42,10 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, FencedError
+from erpsync.observability.metrics import FENCING_TOKEN, LAST_SUCCESS, LEADER, LEASE_EVENTS, STATE_DB_UP
 from erpsync.runtime.health import HealthServer, ReadyState
 from erpsync.runtime.heartbeat import HeartbeatWriter, default_instance_name
 from erpsync.runtime.leader import DEFAULT_LEASE_NAME, LeaderLease
-from erpsync.runtime.metrics import FENCING_TOKEN, LAST_SUCCESS, LEADER, LEASE_EVENTS, STATE_DB_UP
 from erpsync.runtime.scheduler import JobRunner, JobScheduler, ScheduledJob, build_scheduler
 from erpsync.runtime.signals import install_stop_handlers
 

@@ -18,9 +18,9 @@ from sqlalchemy import update
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle, utcnow
 from erpsync.domain.errors import ConfigError
+from erpsync.observability.correlation import current_correlation_id, current_trigger, new_correlation_id
+from erpsync.observability.metrics import CYCLES, LAST_SUCCESS
 from erpsync.observability.scrub import scrub
-from erpsync.runtime.logging import current_correlation_id, current_trigger, new_correlation_id
-from erpsync.runtime.metrics import CYCLES, LAST_SUCCESS
 
 
 @dataclass

@@ -31,8 +31,8 @@ from erpsync.adapters.state.journal import JournalEntry, Outcome, backoff, settl
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import SyncAction, utcnow
 from erpsync.domain.errors import ConfigError
-from erpsync.runtime import crashpoints
-from erpsync.runtime.metrics import ACTIONS
+from erpsync.observability import crashpoints
+from erpsync.observability.metrics import ACTIONS
 from erpsync.service.fence import Fence
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,7 @@ from erpsync.adapters.state.tables import SourceCheckpoint, utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.mm_job_csv import build_mm_job_csv, content_sha256
 from erpsync.domain.model import BadRecord, JobOperation
-from erpsync.runtime.logging import current_correlation_id, current_trigger
+from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
 from erpsync.service.sync import SyncService

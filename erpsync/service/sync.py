@@ -34,9 +34,10 @@ from erpsync.config import Settings
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
-from erpsync.runtime.collector import collector_paused
-from erpsync.runtime.logging import current_correlation_id, current_trigger, scrub
-from erpsync.runtime.metrics import QUARANTINE_OPEN
+from erpsync.observability.collector import collector_paused
+from erpsync.observability.correlation import current_correlation_id, current_trigger
+from erpsync.observability.metrics import QUARANTINE_OPEN
+from erpsync.observability.scrub import scrub
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
 from erpsync.service.fence import Fence

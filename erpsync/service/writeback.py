@@ -61,9 +61,9 @@ from erpsync.domain.writeback_rules import (
     record_intent,
     same_counts,
 )
-from erpsync.runtime.crashpoints import crash_point
-from erpsync.runtime.logging import correlation, current_correlation_id
-from erpsync.runtime.metrics import QUARANTINE_OPEN, WRITEBACK_WRITES
+from erpsync.observability.correlation import correlation, current_correlation_id
+from erpsync.observability.crashpoints import crash_point
+from erpsync.observability.metrics import QUARANTINE_OPEN, WRITEBACK_WRITES
 from erpsync.service.cycles import cycle
 from erpsync.service.fence import Fence
 

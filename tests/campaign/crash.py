@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from erpsync.runtime.crashpoints import CRASH_EXIT_CODE
+from erpsync.observability.crashpoints import CRASH_EXIT_CODE
 from tests.campaign.invariants import erp_ahead, pending_actions, repeated_starts
 from tests.campaign.procs import Erpsync
 from tests.campaign.world import CampaignWorld

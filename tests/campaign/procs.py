@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from erpsync.adapters.mm.simulator import MMSimulator
-from erpsync.runtime.crashpoints import CRASH_ENV_VAR
+from erpsync.observability.crashpoints import CRASH_ENV_VAR
 from tests.sync_helpers import write_config
 
 CAMPAIGN_ENV = {
@@ -60,7 +60,7 @@ class Erpsync:
         self._log: TextIO = log.open("a", encoding="utf-8")
 
     def start(self, command: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-        """Start `erpsync <command>`; `crash_at` arms a named crash point (runtime/crashpoints.py)."""
+        """Start `erpsync <command>`; `crash_at` arms a named crash point (observability/crashpoints.py)."""
         self._log.write(f"\n=== {time.strftime('%H:%M:%S')} erpsync {command} {crash_at or ''}\n")
         self._log.flush()
         env = {**self.env, CRASH_ENV_VAR: crash_at} if crash_at else self.env

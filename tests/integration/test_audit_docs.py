@@ -18,7 +18,7 @@ from erpsync.adapters.state.tables import (
     SyncAction,
     utcnow,
 )
-from erpsync.runtime.logging import correlation
+from erpsync.observability.correlation import correlation
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 SQL_BLOCK = re.compile(r"```sql\n(.*?)```", re.DOTALL)

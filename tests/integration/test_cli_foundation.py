@@ -15,7 +15,7 @@ from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.cli.app import app
-from erpsync.runtime.logging import correlation
+from erpsync.observability.correlation import correlation
 
 SECRET = "mm-key-NEVER-PRINT-9876"
 runner = CliRunner()
@@ -92,7 +92,8 @@ def test_config_check_redacts_secrets_everywhere(tmp_path: Path, caplog: pytest.
 
 
 def test_secret_never_reaches_a_log_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from erpsync.runtime.logging import configure_logging, register_secret
+    from erpsync.observability.scrub import register_secret
+    from erpsync.runtime.logging import configure_logging
 
     register_secret(SECRET)
     configure_logging("DEBUG", "json")

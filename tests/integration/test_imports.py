@@ -17,8 +17,8 @@ from erpsync.adapters.state.tables import AuditEntry
 from erpsync.bootstrap import open_sync
 from erpsync.config import CsvSettings, ImportSettings, Settings, SourceSettings
 from erpsync.domain.errors import ConfigError
+from erpsync.observability.correlation import correlation
 from erpsync.runtime.cli_lease import held_lease
-from erpsync.runtime.logging import correlation
 from erpsync.service.imports import ImportResult, run_imports
 from tests.sync_helpers import Shop, settings_for
 

@@ -19,7 +19,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry
 from erpsync.cli.app import app
 from erpsync.domain.errors import FencedError
-from erpsync.runtime.logging import correlation
+from erpsync.observability.correlation import correlation
 from erpsync.service.retention import PURGE_ACTION, purge_audit
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.journal import MACHINE_SEEN_RESOLUTION, note_machines
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, Base, MachineSeen
-from erpsync.runtime.logging import correlation
+from erpsync.observability.correlation import correlation
 
 TABLES = {
     "erpsync_run_binding",

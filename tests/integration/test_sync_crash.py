@@ -19,7 +19,7 @@ from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
-from erpsync.runtime.crashpoints import CRASH_EXIT_CODE
+from erpsync.observability.crashpoints import CRASH_EXIT_CODE
 from tests.sync_helpers import (
     Shop,
     assert_converged,

@@ -20,8 +20,8 @@ from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
+from erpsync.observability.correlation import correlation
 from erpsync.runtime.cli_lease import held_lease
-from erpsync.runtime.logging import correlation
 from erpsync.service import quarantine as quarantine_service
 from erpsync.service.resync import Selection, run_resync
 from erpsync.service.sync import SyncService, SyncSummary

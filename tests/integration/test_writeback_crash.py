@@ -28,7 +28,7 @@ from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.config import MMSettings
-from erpsync.runtime.crashpoints import CRASH_ENV_VAR, CRASH_EXIT_CODE
+from erpsync.observability.crashpoints import CRASH_ENV_VAR, CRASH_EXIT_CODE
 from erpsync.service.writeback import run_writeback
 from tests.integration.writeback_support import (
     TABLE,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from erpsync.runtime.collector import collector_paused
+from erpsync.observability.collector import collector_paused
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from erpsync.runtime.logging import MASK, configure_logging, correlation, register_secret
+from erpsync.observability.correlation import correlation
+from erpsync.observability.scrub import MASK, register_secret
+from erpsync.runtime.logging import configure_logging
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
-from erpsync.runtime.metrics import SOURCE_ROWS
+from erpsync.observability.metrics import SOURCE_ROWS
 
 Item = JobOperationRun | BadRecord
 Producer = Callable[[SourceStats], Iterator[Item]]

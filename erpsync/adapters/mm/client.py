@@ -75,8 +75,8 @@ from erpsync.adapters.mm.errors import (
 from erpsync.adapters.mm.resilience import BreakerState, CircuitBreaker, CircuitOpen, RateLimiter
 from erpsync.adapters.mm.schemas import IMPORT_TYPES, ImportType, JobRun, StartJobRun, StopJobRun
 from erpsync.config import MMSettings
+from erpsync.observability.metrics import CIRCUIT_OPEN, MM_REQUEST_SECONDS, MM_RETRIES
 from erpsync.observability.scrub import register_secret
-from erpsync.runtime.metrics import CIRCUIT_OPEN, MM_REQUEST_SECONDS, MM_RETRIES
 
 Operation = Literal["start", "stop", "get", "import"]
 RUN_ID_PLACEHOLDER: Final = "{erpJobOperationRunId}"

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from erpsync import __version__
 from erpsync.adapters.state.tables import AuditEntry
+from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.scrub import scrub
-from erpsync.runtime.logging import current_correlation_id, current_trigger
 
 MAX_ERROR_CHARS = 4000
 P = ParamSpec("P")

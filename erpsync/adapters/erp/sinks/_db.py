@@ -23,7 +23,7 @@ from sqlalchemy.exc import (
 from erpsync.adapters.state.db import create_db_engine, describe_db_error, label_engine
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
-from erpsync.runtime.crashpoints import crash_point
+from erpsync.observability.crashpoints import crash_point
 
 
 def open_writeback_engine(settings: Settings) -> Engine:

@@ -20,7 +20,7 @@ from pathlib import Path
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.domain.errors import ConfigError, RetryableError
 from erpsync.domain.writeback_rules import counts_dict
-from erpsync.runtime.crashpoints import crash_point
+from erpsync.observability.crashpoints import crash_point
 
 HEADER = (
     "RUN_ID",
