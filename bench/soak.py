@@ -14,6 +14,14 @@ Printed and written as JSON: RSS samples of the serve process, its growth over t
 window, which one transient peak does not move), lease losses and error lines in its log (target 0
 each),
 ticket changes made and what erpsync's state holds at the end.
+
+Steady state: the `infor-visual` preset reads every ticket closed within
+`source.visual.closed_ticket_lookback_hours` each cycle. The soak sets that lookback to
+`--lookback-hours` (1, the minimum) and, before `serve` starts, inserts as many closed tickets as
+the churn closes in one lookback, their CLOCK_OUT spread evenly over it, so old ones leave the
+window as fast as new ones enter it and the ERP window (runs read per cycle) is constant from the
+start; the runs read per cycle at the start and end of the judged window are printed to show it.
+`--no-closed-history` starts with none (the window then grows through the whole run).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,7 +47,13 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 
 from bench.bench_writeback import Sim
-from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OperationKey, VisualFixture, create_visual_schema
+from erpsync.adapters.erp.visual_schema import (
+    LABOR_TICKET,
+    OperationKey,
+    VisualFixture,
+    create_visual_schema,
+    labor_ticket_values,
+)
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.tables import AuditEntry, Cycle, RunBinding
@@ -88,6 +102,29 @@ class Floor:
         self.open: dict[int, int] = {}  # op index -> open ticket
         self.counts: dict[int, int] = {}  # ticket -> total parts made
         self.changes = 0
+
+    def seed_closed_history(self, tickets: int, lookback: timedelta) -> None:
+        """Tickets closed before the soak, CLOCK_OUT spread evenly over the last `lookback`."""
+        now = local_now()
+        step = lookback / max(tickets, 1)
+        first = self.fx.next_transaction_id()
+        rows = []
+        for n in range(tickets):
+            clock_out = now - lookback + step * (n + 1)
+            clock_in = clock_out - timedelta(minutes=self.rng.randint(5, 90))
+            rows.append(
+                labor_ticket_values(
+                    first + n,
+                    self.ops[n % len(self.ops)],
+                    site_id=self.fx.site_id,
+                    ticket_type=self.rng.choice("RRS"),
+                    employee_id="E1",
+                    clock_in=clock_in,
+                    clock_out=clock_out,
+                )
+            )
+        for start in range(0, len(rows), 2000):
+            self.fx.insert(LABOR_TICKET, rows[start : start + 2000])
 
     def open_all(self) -> None:
         for index in range(len(self.ops)):
@@ -152,6 +189,8 @@ def write_config(path: Path, erp_url: str, state_url: str, sim: Sim, args: argpa
         'kind = "infor-visual"',
         f"url = {json.dumps(erp_url)}",
         f"timezone = {json.dumps(ZONE)}",
+        "[source.visual]",
+        f"closed_ticket_lookback_hours = {args.lookback_hours}",
         "[sync]",
         f"interval_seconds = {args.sync_seconds}",
         "[writeback]",
@@ -165,6 +204,34 @@ def write_config(path: Path, erp_url: str, state_url: str, sim: Sim, args: argpa
         'format = "json"',
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def runs_read_per_cycle(log: Path) -> list[tuple[datetime, int]]:
+    """(when, runs read) of each logged sync cycle: the ERP window the cycle read."""
+    cycles: list[tuple[datetime, int]] = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "sync cycle" and "runs_read" in event and "timestamp" in event:
+            at = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+            cycles.append((at, int(event["runs_read"])))
+    return cycles
+
+
+def window_runs_read(cycles: list[tuple[datetime, int]], start: datetime) -> dict[str, Any]:
+    """Runs read per cycle at the start and end of the judged window, and their range inside it."""
+    inside = [runs for at, runs in cycles if at >= start]
+    if not inside:
+        return {"window_runs_read_first": None, "window_runs_read_last": None}
+    return {
+        "window_runs_read_first": inside[0],
+        "window_runs_read_last": inside[-1],
+        "window_runs_read_min": min(inside),
+        "window_runs_read_max": max(inside),
+        "runs_read_first_cycle": cycles[0][1],
+    }
 
 
 def log_findings(log: Path) -> dict[str, Any]:
@@ -251,7 +318,10 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         migrate.upgrade(engine)
         engine.dispose()
         floor = Floor(erp_url, args.machines, args.per_machine, rng)
+        seeded = closed_history(args) if args.closed_history else 0
+        floor.seed_closed_history(seeded, timedelta(hours=args.lookback_hours))
         floor.open_all()
+        print(f"soak: {seeded} closed tickets within the {args.lookback_hours} h lookback seeded", flush=True)
         config = folder / "erpsync.toml"
         write_config(config, erp_url, state_url, sim, args)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
@@ -263,6 +333,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 env=env,
             )
         began = time.monotonic()
+        began_wall = datetime.now(ZoneInfo("UTC"))
         end = began + args.minutes * 60
         samples: list[tuple[float, float]] = []
         next_sample = began
@@ -289,6 +360,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
         findings = log_findings(log)
+        judged_from = began_wall + timedelta(seconds=samples[-1][0] - args.window * 60)
+        runs_read = window_runs_read(runs_read_per_cycle(log), judged_from)
         result = {
             "minutes": args.minutes,
             "machines": args.machines,
@@ -303,6 +376,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "rss_peak_mb": round(max(mb for _, mb in samples), 1),
             **growth(samples, args.window * 60),
             "window_minutes": args.window,
+            "lookback_hours": args.lookback_hours,
+            "closed_history_seeded": seeded,
+            **runs_read,
             **findings,
             "state": state_figures(state_url),
             "samples": [(round(t), round(mb, 1)) for t, mb in samples],
@@ -317,6 +393,18 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         sim.close()
         drop_database(args.pg_url, erp_name)
         drop_database(args.pg_url, state_name)
+
+
+def closed_history(args: argparse.Namespace) -> int:
+    """Tickets the churn closes in one lookback: the closed window's steady-state size.
+
+    Each change picks an operation at random: an open one is clocked out (and clocked in again 9
+    times in 10), a closed one is clocked in. Open share p balances at 0.1 p = 1 - p, p = 10/11;
+    each change on an open operation closes a ticket, so closes per second = changes * 10/11.
+    """
+    closes_per_second: float = args.changes_per_second * 10 / 11
+    hours: int = args.lookback_hours
+    return round(closes_per_second * hours * 3600)
 
 
 def main() -> None:
@@ -336,6 +424,19 @@ def main() -> None:
         help="writeback.settle_window_minutes: ended runs are re-read this long, so the write-back "
         "working set (and memory) only levels off after it",
     )
+    parser.add_argument(
+        "--lookback-hours",
+        type=int,
+        default=1,
+        help="source.visual.closed_ticket_lookback_hours for serve (1 is the minimum)",
+    )
+    parser.add_argument(
+        "--closed-history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="seed the tickets the churn closes in one lookback before serve starts, so the ERP "
+        "window is at its steady-state size from the start",
+    )
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--out", type=Path, default=None)
@@ -353,7 +454,8 @@ def main() -> None:
         f"soak {'PASS' if ok else 'FAIL'}: RSS growth over the last {args.window:g} min "
         f"{result['window_growth_mb']} MB, last minus first sample (target <= 5; least-squares trend "
         f"{result['window_trend_mb']} MB), lease losses {result['lease_losses']}, "
-        f"error lines {result['error_lines']}"
+        f"error lines {result['error_lines']}; runs read per cycle at the start / end of the window "
+        f"{result['window_runs_read_first']} / {result['window_runs_read_last']}"
     )
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
