@@ -243,7 +243,7 @@ def breakdown(runner: ErpsyncRunner) -> dict[str, float]:
             parts["reconcile (pure diff)"] = time.perf_counter() - began
             began = time.perf_counter()
             with store.session() as session:
-                journal.note_machines(session, service._machines_seen(runs), utcnow())
+                journal.note_machines(session, service.machines_seen(runs), utcnow())
             parts["machines seen (state DB)"] = time.perf_counter() - began
             assert not plan.actions
     finally:
