@@ -29,7 +29,7 @@ are seen at the next full read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -283,16 +283,16 @@ class GenericSqlSource:
         if self._watermark is None:
 
             def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
-                for item in self._items(statement, {}, stats):
-                    if isinstance(item, BadRecord):
-                        yield item
-                    elif item.state is not None:
-                        yield item.run()
+                return _runs(self._items(statement, {}, stats), open_runs=set())  # no next read to plan
 
             return StreamSnapshot(produce, complete=True, kind=KIND)
         now = self._clock()
         window = self._windows.get(self._window_key)
-        if window is None or window.watermark is None or self._full_read_due(window, now):
+        if (
+            window is None
+            or window.watermark is None
+            or window.full_read_due(now, self.generic.full_read_interval_minutes)
+        ):
             return StreamSnapshot(lambda stats: self._full_read(stats, now), complete=True, kind=KIND)
         return StreamSnapshot(lambda stats: self._changed_read(stats, window), complete=True, kind=KIND)
 
@@ -304,21 +304,10 @@ class GenericSqlSource:
 
     # -- reads with a watermark -----------------------------------------------------------------
 
-    def _full_read_due(self, window: ReadWindow, now: datetime) -> bool:
-        interval = self.generic.full_read_interval_minutes
-        elapsed = now - window.full_read_at
-        return interval == 0 or elapsed < timedelta(0) or elapsed >= timedelta(minutes=interval)
-
     def _full_read(self, stats: SourceStats, now: datetime) -> Iterator[JobOperationRun | BadRecord]:
         mark = _HighMark()
         open_runs: set[str] = set()
-        for item in self._items(self.statement(), {}, stats, mark):
-            if isinstance(item, BadRecord):
-                yield item
-            elif item.state is not None:
-                if item.state is not RunState.ENDED:
-                    open_runs.add(item.run_key)
-                yield item.run()
+        yield from _runs(self._items(self.statement(), {}, stats, mark), open_runs)
         self._windows.put(self._window_key, ReadWindow(frozenset(open_runs), mark.value, now))
         log.debug("generic_rows_read", mode="full", rows=stats.rows_read, watermark=str(mark.value))
 
@@ -331,14 +320,7 @@ class GenericSqlSource:
         for item in self._lookup_items(window.known, stats):
             found.setdefault(_key_of(item), item)
         open_runs: set[str] = set()
-        for key in sorted(found):
-            item = found[key]
-            if isinstance(item, BadRecord):
-                yield item
-            elif item.state is not None:
-                if item.state is not RunState.ENDED:
-                    open_runs.add(item.run_key)
-                yield item.run()
+        yield from _runs((found[key] for key in sorted(found)), open_runs)
         self._windows.put(self._window_key, ReadWindow(frozenset(open_runs), mark.value, window.full_read_at))
         log.debug("generic_rows_read", mode="changed", rows=stats.rows_read, watermark=str(mark.value))
 
@@ -501,6 +483,20 @@ class GenericSqlSource:
             if value is None:
                 return None
         return to_utc(value, self._zone)
+
+
+def _runs(
+    items: Iterable[ParsedRow | BadRecord], open_runs: set[str]
+) -> Iterator[JobOperationRun | BadRecord]:
+    """Parsed rows as runs (bad rows as they are); the keys of the open ones go into `open_runs`,
+    which the next changed-rows read re-reads by key."""
+    for item in items:
+        if isinstance(item, BadRecord):
+            yield item
+        elif item.state is not None:
+            if item.state is not RunState.ENDED:
+                open_runs.add(item.run_key)
+            yield item.run()
 
 
 def _key_of(item: ParsedRow | BadRecord) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Hashable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -22,6 +22,14 @@ class ReadWindow:
     known: Collection[Any]  # VISUAL: TRANSACTION_IDs returned, ascending; generic-sql: open run keys
     watermark: Any  # VISUAL: MAX(TRANSACTION_ID) read first; generic-sql: highest watermark value
     full_read_at: datetime  # when the last full read started (the safety net's schedule)
+
+    def full_read_due(self, now: datetime, interval_minutes: int) -> bool:
+        """Time for the safety net's full read: the interval has passed (0: every read is full), or
+        the clock went back since the last one."""
+        elapsed = now - self.full_read_at
+        return (
+            interval_minutes == 0 or elapsed < timedelta(0) or elapsed >= timedelta(minutes=interval_minutes)
+        )
 
 
 class ReadWindows:

@@ -316,7 +316,11 @@ class VisualSource:
         if self.visual.site_id:
             params["site_id"] = self.visual.site_id
         window = self._windows.get(self._window_key)
-        if window is None or self._full_read_due(window, now) or self._lookups_cost_more(window):
+        if (
+            window is None
+            or window.full_read_due(now, self.visual.full_read_interval_minutes)
+            or self._lookups_cost_more(window)
+        ):
             return StreamSnapshot(lambda stats: self._full_read(params, stats, now), complete=True, kind=KIND)
         return StreamSnapshot(
             lambda stats: self._incremental_read(params, stats, now, window), complete=True, kind=KIND
@@ -362,11 +366,6 @@ class VisualSource:
         self.engine.dispose()
 
     # -- reading -------------------------------------------------------------------------------
-
-    def _full_read_due(self, window: ReadWindow, now: datetime) -> bool:
-        interval = self.visual.full_read_interval_minutes
-        elapsed = now - window.full_read_at
-        return interval == 0 or elapsed < timedelta(0) or elapsed >= timedelta(minutes=interval)
 
     @staticmethod
     def _lookups_cost_more(window: ReadWindow) -> bool:
