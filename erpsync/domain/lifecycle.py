@@ -1,0 +1,321 @@
+"""An action's life and a binding's life, in one place: statuses, what they mean, how they move.
+
+Every flow that touches an MM run goes through these shapes:
+
+- a `RunRef` names the ERP run and the MM run erpsync made for it (column limits applied once);
+- a planned action (domain/reconcile.py) is journaled as a `JournaledAction` (intent first);
+- MM's answer to it becomes an `Outcome` (`outcome_of`), which says the action's next
+  `ActionStatus`, the `AuditOutcome` written for it and the binding's next `BindingStatus`.
+
+The status tables below are the only place that says which statuses are live, open in MM, due
+or final; the SQL adapters and the in-memory fakes read them from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+# Column limits of the state tables (adapters/state/tables.py): a value is cut once, here.
+SOURCE_MAX = 64
+RUN_KEY_MAX = 255
+MM_RUN_ID_MAX = 255
+JOB_MAX = 255
+OPERATION_MAX = 64
+MACHINE_MAX = 64
+REASON_MAX = 255
+
+MMRunState = Literal["missing", "open", "ended"]
+
+
+class ActionKind(enum.StrEnum):
+    """What the dispatcher does; the values are the journal's ``kind`` column."""
+
+    START = "start_run"
+    STOP = "stop_run"
+    IMPORT = "import_jobs"
+
+
+class ActionStatus(enum.StrEnum):
+    """A journaled action's status (``erpsync_action.status``)."""
+
+    PENDING = "pending"  # journaled, claimed or in doubt: not settled yet
+    FAILED_RETRYABLE = "failed_retryable"  # a transient failure; due again after its backoff
+    SUCCEEDED = "succeeded"
+    FAILED_PERMANENT = "failed_permanent"  # gave up after the maximum attempts
+    QUARANTINED = "quarantined"  # MM refused the record; a person decides
+
+
+class BindingStatus(enum.StrEnum):
+    """A run binding's status (``erpsync_run_binding.status``): what erpsync told MM of the run."""
+
+    STARTING = "starting"  # the start is journaled
+    RUNNING = "running"  # MM has the run open
+    STOPPING = "stopping"  # the stop is journaled
+    STOPPED = "stopped"
+    VANISHED = "vanished"  # the ERP lost the run; left open in MM by policy "flag"
+    FAILED = "failed"  # MM refused the start, or erpsync gave up on it
+
+
+class AuditOutcome(enum.StrEnum):
+    """``erpsync_audit.outcome`` of an MM action (write-back and flags have their own words)."""
+
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    QUARANTINED = "quarantined"
+    REFUSED = "refused"  # MM refused erpsync's credentials: nothing was applied
+    NOOP = "noop"  # nothing to do in MM (a stop of a run MM does not have)
+    FLAGGED = "flagged"
+
+
+# -- the status tables ------------------------------------------------------------------------
+DUE_ACTION_STATUSES = frozenset({ActionStatus.PENDING, ActionStatus.FAILED_RETRYABLE})
+FINAL_ACTION_STATUSES = frozenset(
+    {ActionStatus.SUCCEEDED, ActionStatus.FAILED_PERMANENT, ActionStatus.QUARANTINED}
+)
+# the run is open in MM, or its start is journaled: the reconciler manages it
+LIVE_BINDING_STATUSES = frozenset({BindingStatus.STARTING, BindingStatus.RUNNING})
+# MM may have the run open (a vanished run is left open by policy)
+MM_OPEN_BINDING_STATUSES = frozenset({*LIVE_BINDING_STATUSES, BindingStatus.VANISHED})
+# erpsync has a start or stop in flight or done that is not final: MM may change under it
+OPEN_BINDING_STATUSES = frozenset({*LIVE_BINDING_STATUSES, BindingStatus.STOPPING})
+# what a sync cycle always loads: everything MM may still have open
+RECONCILE_BINDING_STATUSES = frozenset({*OPEN_BINDING_STATUSES, BindingStatus.VANISHED})
+# never started again by a sync (`erpsync resync` does that)
+TERMINAL_BINDING_STATUSES = frozenset({BindingStatus.STOPPED, BindingStatus.VANISHED, BindingStatus.FAILED})
+# write-back reads counts of these runs every cycle, and of ended ones within the settle window
+COUNTING_BINDING_STATUSES = frozenset({BindingStatus.RUNNING, BindingStatus.STOPPING})
+ENDED_BINDING_STATUSES = frozenset({BindingStatus.STOPPED, BindingStatus.VANISHED})
+
+
+def _cut(value: str | None, limit: int) -> str:
+    return (value or "")[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """One ERP run and the MM run erpsync made for it, cut to the state tables' column limits."""
+
+    source: str
+    run_key: str
+    mm_run_id: str
+    job: str = ""
+    operation: str = ""
+    machine: str = ""
+
+    def __post_init__(self) -> None:
+        for name, limit in (
+            ("source", SOURCE_MAX),
+            ("run_key", RUN_KEY_MAX),
+            ("mm_run_id", MM_RUN_ID_MAX),
+            ("job", JOB_MAX),
+            ("operation", OPERATION_MAX),
+            ("machine", MACHINE_MAX),
+        ):
+            value = getattr(self, name)
+            if value is None or len(value) > limit:
+                object.__setattr__(self, name, _cut(value, limit))
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledAction:
+    """One journaled action (``erpsync_action``), with everything needed to (re)send it.
+
+    ``payload`` is the exact MM request body (adapters/mm/mapper.py makes and reads it), so a
+    crash leftover is re-sent without re-reading the ERP. ``ref`` is None for a job import.
+    """
+
+    id: int
+    idempotency_key: str
+    kind: ActionKind
+    ref: RunRef | None
+    reason: str
+    payload: dict[str, Any]
+    attempts: int
+    fencing_token: int | None = None
+
+    @property
+    def mm_run_id(self) -> str | None:
+        return self.ref.mm_run_id if self.ref is not None else None
+
+    @property
+    def source(self) -> str | None:
+        return self.ref.source if self.ref is not None else None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one action ended this attempt, and what that does to its binding and the audit."""
+
+    action: JournaledAction
+    status: ActionStatus
+    audit: AuditOutcome
+    http_status: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    next_attempt_at: datetime | None = None
+    binding_status: BindingStatus | None = None
+    mm_start_at: datetime | None = None
+    mm_end_at: datetime | None = None
+    in_setup: bool | None = None
+    rejected_machine: str | None = None  # an MM machine id MM refused (runs on it are quarantined)
+    detail: str | None = None
+    after: dict[str, Any] | None = None
+    quarantine: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_ACTION_STATUSES
+
+
+def backoff(attempts: int, initial: float = 5.0, cap: float = 600.0) -> timedelta:
+    """Exponential backoff between cycles for an action that keeps failing transiently."""
+    return timedelta(seconds=min(cap, initial * (2 ** max(0, attempts - 1))))
+
+
+# -- MM's answer to an action, and what it makes of the action ------------------------------------
+class Answer(enum.StrEnum):
+    """MM's answer to one call, as the lifecycle needs it (adapters/mm/errors.py has the table)."""
+
+    APPLIED = "applied"  # MM did it now
+    HELD = "held"  # MM already had it (a 409 read back, or found by a read after a crash)
+    NOT_FOUND = "not_found"  # 404: MM does not know the run
+    REJECTED = "rejected"  # MM refused the record (400/404/409/422): a person must look
+    REFUSED = "refused"  # 401/403: MM refused erpsync's credentials; nothing was applied
+    TRANSIENT = "transient"  # timeouts, 5xx, 429 after retries, or an unforeseen failure
+
+
+@dataclass(frozen=True, slots=True)
+class MMAnswer:
+    kind: Answer
+    http_status: int | None = None
+    error_class: str | None = None
+    message: str | None = None
+    machine_rejected: bool = False  # REJECTED: MM does not know the machine id
+    run_end_at: datetime | None = None  # HELD: MM's run has ended at this time
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a journaled request asked of MM (read from its body by adapters/mm/mapper.py)."""
+
+    in_setup: bool | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    mm_machine_id: str | None = None
+
+
+def outcome_of(
+    action: JournaledAction, answer: MMAnswer, facts: RequestFacts, *, max_attempts: int, now: datetime
+) -> Outcome:
+    """The action's outcome for MM's answer: next action status, audit outcome, binding change."""
+    kind = answer.kind
+    if kind is Answer.NOT_FOUND and action.kind is ActionKind.STOP:
+        return Outcome(
+            action,
+            ActionStatus.SUCCEEDED,
+            AuditOutcome.NOOP,
+            http_status=answer.http_status,
+            binding_status=BindingStatus.STOPPED,
+            detail="MM has no such run, so there is nothing to stop",
+        )
+    if kind in (Answer.APPLIED, Answer.HELD):
+        return _applied(action, answer, facts)
+    if kind in (Answer.REJECTED, Answer.NOT_FOUND):
+        return Outcome(
+            action,
+            ActionStatus.QUARANTINED,
+            AuditOutcome.QUARANTINED,
+            http_status=answer.http_status,
+            error_class=answer.error_class,
+            error_message=answer.message,
+            quarantine=True,
+            binding_status=BindingStatus.FAILED if action.kind is ActionKind.START else None,
+            rejected_machine=(
+                facts.mm_machine_id if action.kind is ActionKind.START and answer.machine_rejected else None
+            ),
+        )
+    if kind is Answer.REFUSED:
+        return Outcome(
+            action,
+            ActionStatus.PENDING,
+            AuditOutcome.REFUSED,
+            http_status=answer.http_status,
+            error_class=answer.error_class,
+            error_message=answer.message,
+            detail="not sent: MachineMetrics refused erpsync's credentials",
+        )
+    if action.attempts >= max_attempts:
+        return Outcome(
+            action,
+            ActionStatus.FAILED_PERMANENT,
+            AuditOutcome.FAILED,
+            http_status=answer.http_status,
+            error_class=answer.error_class,
+            error_message=f"gave up after {action.attempts} attempts: {answer.message}",
+            quarantine=True,
+            binding_status=BindingStatus.FAILED if action.kind is ActionKind.START else None,
+        )
+    return Outcome(
+        action,
+        ActionStatus.FAILED_RETRYABLE,
+        AuditOutcome.RETRYING,
+        http_status=answer.http_status,
+        error_class=answer.error_class,
+        error_message=answer.message,
+        next_attempt_at=now + backoff(action.attempts),
+    )
+
+
+def _applied(action: JournaledAction, answer: MMAnswer, facts: RequestFacts) -> Outcome:
+    """MM has the action's effect (now, or from before a crash)."""
+    outcome = Outcome(
+        action,
+        ActionStatus.SUCCEEDED,
+        AuditOutcome.SUCCEEDED,
+        http_status=answer.http_status,
+        detail=answer.detail,
+    )
+    if action.kind is ActionKind.START:
+        in_setup = bool(facts.in_setup)
+        outcome.binding_status = BindingStatus.RUNNING
+        outcome.in_setup = in_setup
+        outcome.mm_start_at = facts.start_at
+        outcome.after = {"phase": "setup" if in_setup else "production"}
+        if answer.kind is Answer.HELD and answer.run_end_at is not None:
+            outcome.binding_status = BindingStatus.STOPPED
+            outcome.mm_end_at = answer.run_end_at
+    elif action.kind is ActionKind.STOP:
+        outcome.binding_status = BindingStatus.STOPPED
+        outcome.mm_end_at = answer.run_end_at if answer.kind is Answer.HELD else facts.end_at
+        outcome.mm_end_at = outcome.mm_end_at or facts.end_at
+    return outcome
+
+
+class Recovery(enum.StrEnum):
+    """What to do with an action left in doubt, once MM was asked what it has."""
+
+    SETTLE = "settle"  # MM has its effect: record the outcome, send nothing
+    SEND = "send"  # MM lacks it (or a read cannot tell): send it again, MM is idempotent by run id
+
+
+def recovery_step(action: JournaledAction, mm_run: MMRunState | None, facts: RequestFacts) -> Recovery:
+    """Read-before-resend: settle an action MM already applied, re-send one it lacks.
+
+    A production switch (a start with ``startInSetup=false`` on a run MM has) cannot be told
+    apart by a read, so it is re-sent: MM treats an identical start as a no-op.
+    """
+    if action.kind is ActionKind.START:
+        return (
+            Recovery.SETTLE
+            if mm_run is not None and mm_run != "missing" and facts.in_setup
+            else Recovery.SEND
+        )
+    if action.kind is ActionKind.STOP:
+        return Recovery.SETTLE if mm_run == "ended" else Recovery.SEND
+    return Recovery.SEND

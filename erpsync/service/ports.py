@@ -1,0 +1,201 @@
+"""The ports the service layer runs through: erpsync's state (a unit of work) and MachineMetrics.
+
+The service never sees SQL or HTTP. Each port has a real adapter and an in-memory fake:
+
+- `UnitOfWork`: adapters/state/uow.py (SQLAlchemy, one transaction) and
+  adapters/state/memory.py (dicts, for the fast service tests);
+- `MachineMetrics`: adapters/mm/client.py (`MMClient`, HTTP) and adapters/mm/fake.py (the
+  simulator's own model, called in process).
+
+A unit of work is one transaction: entered with a `Fence`, it checks the fencing token first,
+so a former leader's work is refused before it writes anything; it commits when the block ends
+normally and rolls back otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from erpsync.domain.lifecycle import BindingStatus, JournaledAction, Outcome
+from erpsync.domain.model import BadRecord
+from erpsync.domain.reconcile import BoundRun
+
+
+class Fence(Protocol):
+    """Proof that this process is the one allowed to act (runtime/leader.py gives it)."""
+
+    @property
+    def token(self) -> int | None: ...
+
+    def is_current(self) -> bool:
+        """Cheap in-memory check: False once the lease was lost or is about to expire."""
+
+    def check(self, transaction: Any) -> None:
+        """Authoritative check inside a unit of work's transaction; raises FencedError when stale."""
+
+
+# -- what the repositories take and give -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An action about to be journaled, with the binding change that goes with it."""
+
+    idempotency_key: str
+    kind: str
+    source: str | None
+    run_key: str | None
+    mm_run_id: str | None
+    erp_job: str | None
+    erp_operation: str | None
+    erp_machine: str | None
+    reason: str
+    payload: dict[str, Any]
+    new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
+    binding_status: BindingStatus | None = None  # status to give an existing binding
+    binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
+    generation: str | None = None  # a resync generation the existing binding's keys now carry
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit row (``erpsync_audit``); the adapter adds actor, correlation id and time."""
+
+    action: str
+    outcome: str
+    source: str | None = None
+    erp_job: str | None = None
+    erp_operation: str | None = None
+    erp_machine: str | None = None
+    mm_run_id: str | None = None
+    action_id: int | None = None
+    fencing_token: int | None = None
+    http_status: int | None = None
+    error: str | None = None
+    error_class: str | None = None
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    detail: str | None = None
+
+
+# -- repositories -------------------------------------------------------------------------------
+class ActionRepository(Protocol):
+    """The action journal (``erpsync_action``): intent before an MM call, outcome after it."""
+
+    def existing_keys(self, keys: Collection[str]) -> set[str]: ...
+
+    def record(
+        self,
+        intents: Sequence[Intent],
+        *,
+        fencing_token: int | None,
+        correlation_id: str | None,
+        trigger: str | None,
+        claim_until: datetime,
+    ) -> list[JournaledAction]:
+        """Journal the intents (claimed until `claim_until`) and the binding rows they imply."""
+
+    def due(self, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
+        """Pending or retryable actions whose claim or backoff has run out."""
+
+    def claim(self, action: JournaledAction, now: datetime, claim_until: datetime) -> JournaledAction | None:
+        """Take a due action for one attempt; None when another settler holds it."""
+
+    def settle(self, outcomes: Sequence[Outcome], *, fencing_token: int | None) -> list[Outcome]:
+        """Write each outcome (action, binding, audit, quarantine, machine refusal) while the
+        action is still due; returns the outcomes written (a second settler's are dropped)."""
+
+    def release(self, action_ids: Collection[int]) -> None:
+        """Hand back claims on actions that were not sent, so the next cycle sends them."""
+
+
+class BindingRepository(Protocol):
+    """Run bindings (``erpsync_run_binding``): which MM run erpsync made for which ERP run."""
+
+    def open_runs(self, source: str) -> dict[str, BoundRun]:
+        """Bindings MM may still have open (`RECONCILE_BINDING_STATUSES`), by run key."""
+
+    def by_keys(self, source: str, run_keys: Collection[str]) -> dict[str, BoundRun]: ...
+
+    def all_runs(self, source: str) -> dict[str, BoundRun]:
+        """Every binding of `source` (resync: an explicit, whole-history request)."""
+
+    def exists(self, mm_run_id: str) -> bool: ...
+
+    def lock(self, mm_run_ids: Collection[str]) -> None:
+        """Lock these bindings in mm_run_id order before updating them in several statements."""
+
+    def remember_flag(
+        self,
+        mm_run_id: str,
+        *,
+        status: BindingStatus | None = None,
+        payload_hash: str | None = None,
+        generation: str | None = None,
+    ) -> None:
+        """Store what a flag changes on the binding, so the same flag is not raised again."""
+
+
+class QuarantineRepository(Protocol):
+    """The dead-letter queue (``erpsync_quarantine``)."""
+
+    def upsert(self, record: BadRecord, now: datetime, action_id: int | None = None) -> bool:
+        """Quarantine a record; True when new or re-opened (callers audit it once, not each cycle)."""
+
+    def resolve_retried(self, source: str, still_bad: Collection[tuple[str, str]]) -> int:
+        """Source rows a person marked for retry that a full read did not find bad again."""
+
+    def open_count(self) -> int: ...
+
+
+class AuditRepository(Protocol):
+    def record(self, entry: AuditRecord) -> None: ...
+
+    def flags_audited(self, flags: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """(kind, mm_run_id, detail) already audited for these (kind, job, mm_run_id) flags."""
+
+
+class MachineRepository(Protocol):
+    def note(self, machines: Mapping[str, tuple[str | None, int]], now: datetime) -> None:
+        """Remember each ERP resource seen: its MM machine id and how many runs used it."""
+
+    def rejected(self) -> set[str]:
+        """MM machine ids MM refused: runs on them are quarantined, not sent."""
+
+
+class CycleRepository(Protocol):
+    """``erpsync_cycle``: one row per cycle, what `erpsync status` and /readyz read."""
+
+    def start(self, kind: str, *, correlation_id: str, trigger: str | None, started_at: datetime) -> int: ...
+
+    def finish(
+        self, cycle_id: int, *, finished_at: datetime, outcome: str, summary: str, error: str | None
+    ) -> None: ...
+
+
+class CheckpointRepository(Protocol):
+    """``erpsync_source_checkpoint``: what a stream last delivered (here: job-file digests)."""
+
+    def digest(self, source: str, stream: str) -> str | None: ...
+
+    def remember_digest(self, source: str, stream: str, digest: str, rows: int) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One state transaction and its repositories."""
+
+    actions: ActionRepository
+    bindings: BindingRepository
+    quarantine: QuarantineRepository
+    audit: AuditRepository
+    machines: MachineRepository
+    cycles: CycleRepository
+    checkpoints: CheckpointRepository
+
+
+class UnitOfWorkFactory(Protocol):
+    """Opens a unit of work; with a fence, the fencing token is checked before anything else."""
+
+    def __call__(self, fence: Fence | None = None) -> AbstractContextManager[UnitOfWork]: ...
