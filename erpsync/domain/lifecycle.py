@@ -131,6 +131,7 @@ class JournaledAction:
     id: int
     idempotency_key: str
     kind: ActionKind
+    source: str | None
     ref: RunRef | None
     reason: str
     payload: dict[str, Any]
@@ -141,9 +142,25 @@ class JournaledAction:
     def mm_run_id(self) -> str | None:
         return self.ref.mm_run_id if self.ref is not None else None
 
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An action about to be journaled, with the binding change that goes with it."""
+
+    idempotency_key: str
+    kind: ActionKind
+    source: str | None
+    ref: RunRef | None
+    reason: str
+    payload: dict[str, Any]
+    new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
+    binding_status: BindingStatus | None = None  # status to give an existing binding
+    binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
+    generation: str | None = None  # a resync generation the existing binding's keys now carry
+
     @property
-    def source(self) -> str | None:
-        return self.ref.source if self.ref is not None else None
+    def mm_run_id(self) -> str | None:
+        return self.ref.mm_run_id if self.ref is not None else None
 
 
 @dataclass(slots=True)

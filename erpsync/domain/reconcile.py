@@ -64,6 +64,7 @@ from erpsync.domain.identity import (
     mm_run_id_for,
     payload_fingerprint,
 )
+from erpsync.domain.lifecycle import ActionKind
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 
@@ -79,14 +80,6 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _ENDED = RunState.ENDED
 _SETUP = RunState.SETUP
 _PRODUCTION = RunState.PRODUCTION
-
-
-class ActionKind(enum.StrEnum):
-    """What the dispatcher does; the values are the journal's ``kind`` column."""
-
-    START = "start_run"
-    STOP = "stop_run"
-    IMPORT = "import_jobs"
 
 
 class FlagKind(enum.StrEnum):

@@ -12,25 +12,29 @@ import base64
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 from sqlalchemy import update
 
+from erpsync.adapters.mm.answers import answer_of, unexpected
 from erpsync.adapters.mm.client import MMClient
-from erpsync.adapters.mm.errors import (
-    MMConfigError,
-    MMConflictError,
-    MMError,
-    MMNotFoundError,
-    MMRecordError,
-    MMRetryableError,
-)
-from erpsync.adapters.mm.mapper import parse_timestamp, start_from_payload, stop_from_payload
-from erpsync.adapters.state.journal import JournalEntry, Outcome, backoff, settle
+from erpsync.adapters.mm.errors import MMConflictError, MMError
+from erpsync.adapters.mm.mapper import request_facts, start_from_payload, stop_from_payload
+from erpsync.adapters.mm.schemas import JobRun
+from erpsync.adapters.state.journal import settle
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import SyncAction, utcnow
 from erpsync.domain.errors import ConfigError
+from erpsync.domain.lifecycle import (
+    ActionKind,
+    ActionStatus,
+    Answer,
+    JournaledAction,
+    MMAnswer,
+    Outcome,
+    outcome_of,
+)
 from erpsync.observability import crashpoints
 from erpsync.observability.metrics import ACTIONS
 from erpsync.service.fence import Fence
@@ -39,7 +43,6 @@ log = structlog.get_logger(__name__)
 
 SETTLE_BATCH = 100
 SETTLE_EVERY_SECONDS = 0.25
-MACHINE_REJECTED_CODES = {"MachineNotFound"}
 
 
 @dataclass(slots=True)
@@ -55,14 +58,14 @@ class DispatchResult:
     config_error: str | None = None
 
     def count(self, outcome: Outcome) -> None:
-        if outcome.status == "succeeded":
+        if outcome.status is ActionStatus.SUCCEEDED:
             self.succeeded += 1
-            self.by_kind[outcome.entry.kind] = self.by_kind.get(outcome.entry.kind, 0) + 1
-        elif outcome.status == "failed_retryable":
+            self.by_kind[outcome.action.kind] = self.by_kind.get(outcome.action.kind, 0) + 1
+        elif outcome.status is ActionStatus.FAILED_RETRYABLE:
             self.retrying += 1
-        elif outcome.status == "quarantined":
+        elif outcome.status is ActionStatus.QUARANTINED:
             self.quarantined += 1
-        elif outcome.status == "failed_permanent":
+        elif outcome.status is ActionStatus.FAILED_PERMANENT:
             self.failed += 1
         else:
             self.not_sent += 1
@@ -101,154 +104,72 @@ class Dispatcher:
         self._config_error: str | None = None
 
     # -- one action ---------------------------------------------------------------------------
-    def send(self, entry: JournalEntry) -> Outcome:
-        """Call MM for one entry and classify what happened (never raises for MM errors)."""
+    def send(self, action: JournaledAction) -> Outcome:
+        """Call MM for one action and read its answer (never raises for MM errors)."""
         crashpoints.crash_point("dispatch.before_call")
         try:
-            self._call(entry)
+            self._call(action)
         except MMConflictError as exc:
-            return self._recognise_conflict(entry, exc)
-        except MMNotFoundError as exc:
-            if entry.kind == "stop_run":
-                return Outcome(
-                    entry,
-                    "succeeded",
-                    "noop",
-                    http_status=exc.http_status,
-                    binding_status="stopped",
-                    detail="MM has no such run, so there is nothing to stop",
-                )
-            return self._record_error(entry, exc)
-        except MMRecordError as exc:
-            return self._record_error(entry, exc)
-        except MMConfigError as exc:
-            return self.refused(entry, exc)
-        except MMRetryableError as exc:
-            return self.retry_later(entry, exc, exc.http_status)
+            return self._recognise_conflict(action, exc)
+        except MMError as exc:
+            return self.answered(action, answer_of(exc))
         except Exception as exc:
-            log.exception("mm call failed unexpectedly", action_id=entry.id, kind=entry.kind)
-            return self.retry_later(entry, exc, None)
+            log.exception("mm call failed unexpectedly", action_id=action.id, kind=action.kind)
+            return self.answered(action, unexpected(exc))
         crashpoints.crash_point("dispatch.after_call")
-        return self.applied(entry)
+        return self.answered(action, MMAnswer(Answer.APPLIED))
 
-    def _call(self, entry: JournalEntry) -> None:
-        if entry.kind == "start_run":
-            self.client.start_job_run(start_from_payload(entry.payload))
-        elif entry.kind == "stop_run":
-            self.client.stop_job_run(stop_from_payload(entry.payload))
-        elif entry.kind == "import_jobs":
-            self.client.import_jobs(
-                base64.b64decode(entry.payload["csv_base64"]),
-                import_type=entry.payload["type"],
-                auto_archive=bool(entry.payload["autoArchive"]),
-                filename=entry.payload.get("filename", "jobs.csv"),
-            )
-        else:
-            raise ValueError(f"unknown action kind {entry.kind!r}")
+    def answered(self, action: JournaledAction, answer: MMAnswer) -> Outcome:
+        """The action's outcome for MM's answer (domain/lifecycle.py); a refusal stops the round."""
+        if answer.kind is Answer.REFUSED:
+            self._config_error = answer.message
+            self._abort.set()
+        return outcome_of(
+            action, answer, request_facts(action.payload), max_attempts=self.max_attempts, now=utcnow()
+        )
 
-    @staticmethod
-    def applied(entry: JournalEntry, detail: str | None = None) -> Outcome:
-        """The outcome of an action MM has applied (now, or before a crash)."""
-        if entry.kind == "start_run":
-            in_setup = bool(entry.payload.get("startInSetup"))
-            return Outcome(
-                entry,
-                "succeeded",
-                "succeeded",
-                binding_status="running",
-                in_setup=in_setup,
-                mm_start_at=parse_timestamp(entry.payload.get("startAt")),
-                detail=detail,
-                after={"phase": "setup" if in_setup else "production"},
-            )
-        if entry.kind == "stop_run":
-            return Outcome(
-                entry,
-                "succeeded",
-                "succeeded",
-                binding_status="stopped",
-                mm_end_at=parse_timestamp(entry.payload.get("endAt")),
-                detail=detail,
-            )
-        return Outcome(entry, "succeeded", "succeeded", detail=detail)
-
-    def _recognise_conflict(self, entry: JournalEntry, exc: MMConflictError) -> Outcome:
-        """409 on a start: MM holds our (deterministic) run id already. Read it, don't retry blindly."""
+    def read_run(self, action: JournaledAction) -> JobRun | MMAnswer | None:
+        """MM's run for this action, or the answer to give when it could not be read (retry later)."""
         try:
-            run = self.client.get_job_run(entry.mm_run_id or "")
-        except MMConfigError as read_exc:
-            return self.refused(entry, read_exc)
-        except MMError as read_exc:
-            return self.retry_later(entry, read_exc, read_exc.http_status)
-        if run is None:
-            return self._record_error(entry, exc)
-        outcome = self.applied(
-            entry, detail="MM already holds this run (409 Conflict: started earlier with other job fields)"
-        )
-        outcome.http_status = 409
-        if entry.kind == "start_run" and run.end_at is not None:
-            outcome.binding_status = "stopped"
-            outcome.mm_end_at = run.end_at
-        return outcome
+            return self.client.get_job_run(action.mm_run_id or "")
+        except MMError as exc:
+            answer = answer_of(exc)
+            return answer if answer.kind is Answer.REFUSED else replace(answer, kind=Answer.TRANSIENT)
 
-    def _record_error(self, entry: JournalEntry, exc: MMError) -> Outcome:
-        rejected = None
-        if entry.kind == "start_run" and (exc.code in MACHINE_REJECTED_CODES or "erpMachineId" in str(exc)):
-            rejected = entry.payload.get("erpMachineId")
-        return Outcome(
-            entry,
-            "quarantined",
-            "quarantined",
-            http_status=exc.http_status,
-            error_class=type(exc).__name__,
-            error_message=str(exc),
-            quarantine=True,
-            binding_status="failed" if entry.kind == "start_run" else None,
-            rejected_machine=rejected,
-        )
-
-    def refused(self, entry: JournalEntry, exc: MMConfigError) -> Outcome:
-        """401/403: not applied; the action stays pending and the whole round stops."""
-        self._config_error = str(exc)
-        self._abort.set()
-        return Outcome(
-            entry,
-            "pending",
-            "refused",
-            http_status=exc.http_status,
-            error_class=type(exc).__name__,
-            error_message=str(exc),
-            detail="not sent: MachineMetrics refused erpsync's credentials",
-        )
-
-    def retry_later(self, entry: JournalEntry, exc: BaseException, status: int | None) -> Outcome:
-        """A transient failure: back off, or give up (quarantine) after max attempts."""
-        if entry.attempts >= self.max_attempts:
-            return Outcome(
-                entry,
-                "failed_permanent",
-                "failed",
-                http_status=status,
-                error_class=type(exc).__name__,
-                error_message=f"gave up after {entry.attempts} attempts: {exc}",
-                quarantine=True,
-                binding_status="failed" if entry.kind == "start_run" else None,
+    def _call(self, action: JournaledAction) -> None:
+        payload = action.payload
+        if action.kind is ActionKind.START:
+            self.client.start_job_run(start_from_payload(payload))
+        elif action.kind is ActionKind.STOP:
+            self.client.stop_job_run(stop_from_payload(payload))
+        else:
+            self.client.import_jobs(
+                base64.b64decode(payload["csv_base64"]),
+                import_type=payload["type"],
+                auto_archive=bool(payload["autoArchive"]),
+                filename=payload.get("filename", "jobs.csv"),
             )
-        return Outcome(
-            entry,
-            "failed_retryable",
-            "retrying",
-            http_status=status,
-            error_class=type(exc).__name__,
-            error_message=str(exc),
-            next_attempt_at=utcnow() + backoff(entry.attempts),
+
+    def _recognise_conflict(self, action: JournaledAction, exc: MMConflictError) -> Outcome:
+        """409 on a start: MM holds our (deterministic) run id already. Read it, don't retry blindly."""
+        run = self.read_run(action)
+        if isinstance(run, MMAnswer):
+            return self.answered(action, run)
+        if run is None:
+            return self.answered(action, answer_of(exc))
+        held = MMAnswer(
+            Answer.HELD,
+            http_status=409,
+            detail="MM already holds this run (409 Conflict: started earlier with other job fields)",
+            run_end_at=run.end_at if action.kind is ActionKind.START else None,
         )
+        return self.answered(action, held)
 
     # -- many actions -------------------------------------------------------------------------
     def run(
         self,
-        groups: Sequence[Sequence[JournalEntry]],
-        sender: Callable[[JournalEntry], Outcome] | None = None,
+        groups: Sequence[Sequence[JournaledAction]],
+        sender: Callable[[JournaledAction], Outcome] | None = None,
     ) -> DispatchResult:
         """Run each group (one machine's actions) in order, groups concurrently; settle outcomes.
 
@@ -285,9 +206,9 @@ class Dispatcher:
 
     def _drain(
         self,
-        todo: deque[Sequence[JournalEntry]],
+        todo: deque[Sequence[JournaledAction]],
         board: _Board,
-        sender: Callable[[JournalEntry], Outcome],
+        sender: Callable[[JournaledAction], Outcome],
     ) -> None:
         """One sender thread: run groups until none is left or the round stops."""
         try:
@@ -302,8 +223,8 @@ class Dispatcher:
             board.fail(exc)
 
     def _run_group(
-        self, group: Sequence[JournalEntry], sender: Callable[[JournalEntry], Outcome]
-    ) -> tuple[list[Outcome], list[JournalEntry]]:
+        self, group: Sequence[JournaledAction], sender: Callable[[JournaledAction], Outcome]
+    ) -> tuple[list[Outcome], list[JournaledAction]]:
         outcomes: list[Outcome] = []
         for index, entry in enumerate(group):
             if self._abort.is_set() or self.stop_event.is_set() or not self.fence.is_current():
@@ -316,16 +237,16 @@ class Dispatcher:
             written = settle(session, outcomes, fencing_token=self.fence.token)
         crashpoints.crash_point("dispatch.after_settle")
         if len(written) < len(outcomes):
-            settled_before = sorted({o.entry.id for o in outcomes} - {o.entry.id for o in written})
+            settled_before = sorted({o.action.id for o in outcomes} - {o.action.id for o in written})
             log.warning(
                 "outcomes dropped: another leader term had settled these actions first",
                 action_ids=settled_before,
             )
         for outcome in written:
             result.count(outcome)
-            ACTIONS.labels(kind=outcome.entry.kind, outcome=outcome.audit_outcome).inc()
+            ACTIONS.labels(kind=outcome.action.kind, outcome=outcome.audit).inc()
 
-    def _release(self, entries: Sequence[JournalEntry]) -> None:
+    def _release(self, entries: Sequence[JournaledAction]) -> None:
         """Hand back claims on actions this round did not send, so the next cycle sends them."""
         with self.store.session() as session:
             session.execute(
@@ -344,10 +265,10 @@ class _Board:
         self._outcomes: list[Outcome] = []
         self._groups_left = groups
         self._error: BaseException | None = None
-        self.unsent: list[JournalEntry] = []
+        self.unsent: list[JournaledAction] = []
         self.stopped = False
 
-    def add(self, outcomes: list[Outcome], unsent: list[JournalEntry]) -> None:
+    def add(self, outcomes: list[Outcome], unsent: list[JournaledAction]) -> None:
         """A finished group: its outcomes, and the entries it did not send (stop, fence, abort)."""
         with self._ready:
             self._outcomes.extend(outcomes)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from erpsync.adapters.state import journal
 from erpsync.adapters.state.tables import SourceCheckpoint, utcnow
 from erpsync.domain.errors import ConfigError
+from erpsync.domain.lifecycle import ActionKind, Intent, JournaledAction
 from erpsync.domain.mm_job_csv import build_mm_job_csv, content_sha256
 from erpsync.domain.model import BadRecord, JobOperation
 from erpsync.observability.correlation import current_correlation_id, current_trigger
@@ -101,22 +102,18 @@ def run_imports(service: SyncService, *, force: bool = False) -> ImportResult:
 
 def _journal_upload(
     service: SyncService, data: bytes, import_type: str, digest: str, previous: str | None, force: bool
-) -> journal.JournalEntry | None:
+) -> JournaledAction | None:
     """Journal the upload; the key names the transition (previous -> new content) so A->B->A uploads."""
     assert service.fence is not None
     now = utcnow()
     generation = now.strftime("%Y%m%dT%H%M%S%f") if force else (previous or "none")[:12]
     key = f"import_jobs:{import_type}:{digest[:40]}:{generation}"
     auto_archive = service.settings.sync.imports.auto_archive
-    intent = journal.Intent(
+    intent = Intent(
         idempotency_key=key,
-        kind="import_jobs",
+        kind=ActionKind.IMPORT,
         source=service.source.name,
-        run_key=None,
-        mm_run_id=None,
-        erp_job=None,
-        erp_operation=None,
-        erp_machine=None,
+        ref=None,
         reason=f"job file changed ({digest[:12]}, type {import_type}, autoArchive {auto_archive})",
         payload={
             "csv_base64": base64.b64encode(data).decode("ascii"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from erpsync.domain.lifecycle import BindingStatus, JournaledAction, Outcome
+from erpsync.domain.lifecycle import BindingStatus, Intent, JournaledAction, Outcome
 from erpsync.domain.model import BadRecord
 from erpsync.domain.reconcile import BoundRun
 
@@ -39,26 +39,6 @@ class Fence(Protocol):
 
 
 # -- what the repositories take and give -------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """An action about to be journaled, with the binding change that goes with it."""
-
-    idempotency_key: str
-    kind: str
-    source: str | None
-    run_key: str | None
-    mm_run_id: str | None
-    erp_job: str | None
-    erp_operation: str | None
-    erp_machine: str | None
-    reason: str
-    payload: dict[str, Any]
-    new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
-    binding_status: BindingStatus | None = None  # status to give an existing binding
-    binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
-    generation: str | None = None  # a resync generation the existing binding's keys now carry
-
-
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One audit row (``erpsync_audit``); the adapter adds actor, correlation id and time."""

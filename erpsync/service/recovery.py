@@ -16,9 +16,19 @@ from datetime import timedelta
 
 import structlog
 
-from erpsync.adapters.mm.errors import MMConfigError, MMError
-from erpsync.adapters.state.journal import JournalEntry, Outcome, claim, due_entries
+from erpsync.adapters.mm.mapper import request_facts
+from erpsync.adapters.state.journal import claim, due_entries
 from erpsync.adapters.state.tables import utcnow
+from erpsync.domain.lifecycle import (
+    ActionKind,
+    Answer,
+    JournaledAction,
+    MMAnswer,
+    MMRunState,
+    Outcome,
+    Recovery,
+    recovery_step,
+)
 from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
 
 log = structlog.get_logger(__name__)
@@ -32,7 +42,7 @@ def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float, *, due_now: bo
     """
     now = utcnow()
     horizon = now + timedelta(days=3650) if due_now else now
-    claimed: list[JournalEntry] = []
+    claimed: list[JournaledAction] = []
     with dispatcher.store.session() as session:
         dispatcher.fence.check(session)
         for entry in due_entries(session, horizon):
@@ -42,7 +52,7 @@ def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float, *, due_now: bo
     if not claimed:
         return DispatchResult()
     log.info("settling actions in doubt", count=len(claimed))
-    groups: dict[str, list[JournalEntry]] = {}
+    groups: dict[str, list[JournaledAction]] = {}
     for entry in claimed:
         groups.setdefault(str(entry.payload.get("erpMachineId") or entry.mm_run_id), []).append(entry)
     result = dispatcher.run(list(groups.values()), sender=lambda e: _settle_one(dispatcher, e))
@@ -50,23 +60,20 @@ def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float, *, due_now: bo
     return result
 
 
-def _settle_one(dispatcher: Dispatcher, entry: JournalEntry) -> Outcome:
-    if entry.kind not in ("start_run", "stop_run") or not entry.mm_run_id:
-        return dispatcher.send(entry)
-    try:
-        run = dispatcher.client.get_job_run(entry.mm_run_id)
-    except MMConfigError as exc:
-        return dispatcher.refused(entry, exc)
-    except MMError as exc:
-        return dispatcher.retry_later(entry, exc, exc.http_status)
-    if entry.kind == "start_run":
-        if run is not None and entry.payload.get("startInSetup") is True:
-            return dispatcher.applied(entry, detail="settled after a crash: MM already had this run")
-        return dispatcher.send(entry)
-    if run is None:
-        return dispatcher.send(entry)  # MM answers 404: recorded as nothing to stop
-    if run.end_at is not None:
-        outcome = dispatcher.applied(entry, detail="settled after a crash: MM already had this run ended")
-        outcome.mm_end_at = run.end_at
-        return outcome
-    return dispatcher.send(entry)
+def _settle_one(dispatcher: Dispatcher, action: JournaledAction) -> Outcome:
+    """Read MM first; settle what it already has (domain/lifecycle.py `recovery_step`), send the rest."""
+    if action.kind not in (ActionKind.START, ActionKind.STOP) or not action.mm_run_id:
+        return dispatcher.send(action)
+    run = dispatcher.read_run(action)
+    if isinstance(run, MMAnswer):
+        return dispatcher.answered(action, run)
+    state: MMRunState = "missing" if run is None else "ended" if run.end_at is not None else "open"
+    if run is None or recovery_step(action, state, request_facts(action.payload)) is Recovery.SEND:
+        return dispatcher.send(action)  # a stop of a run MM lacks: its 404 is recorded as nothing to stop
+    if action.kind is ActionKind.START:
+        held = MMAnswer(Answer.HELD, detail="settled after a crash: MM already had this run")
+    else:
+        held = MMAnswer(
+            Answer.HELD, detail="settled after a crash: MM already had this run ended", run_end_at=run.end_at
+        )
+    return dispatcher.answered(action, held)

@@ -31,9 +31,17 @@ from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import QuarantineEntry, RunBinding, utcnow
 from erpsync.config import Settings
+from erpsync.domain.lifecycle import (
+    OPEN_BINDING_STATUSES,
+    ActionKind,
+    BindingStatus,
+    Intent,
+    JournaledAction,
+    RunRef,
+)
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
+from erpsync.domain.reconcile import BoundRun, Flag, Plan, PlannedAction, reconcile
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN
@@ -143,9 +151,7 @@ class SyncService:
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
             )
         runs_read = len(desired)
-        gone = [
-            k for k, b in bindings.items() if b.status in journal.OPEN_BINDING_STATUSES and k not in desired
-        ]
+        gone = [k for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES and k not in desired]
         if gone:
             for item in self.source.lookup_runs(gone):
                 if isinstance(item, BadRecord):
@@ -226,7 +232,7 @@ class SyncService:
         log.info("sync cycle", **asdict(summary))
         return summary
 
-    def journal_plan(self, planned: PlanResult, summary: SyncSummary) -> list[list[journal.JournalEntry]]:
+    def journal_plan(self, planned: PlanResult, summary: SyncSummary) -> list[list[JournaledAction]]:
         """Write intents, bindings, quarantine and flags in one transaction; return dispatch groups."""
         assert self.fence is not None
         now = utcnow()
@@ -260,16 +266,16 @@ class SyncService:
             summary.flagged = self._flags(session, plan.flags)
             journal.note_machines(session, planned.machines, now)
         by_key = {e.idempotency_key: e for e in entries}
-        groups: list[list[journal.JournalEntry]] = []
+        groups: list[list[JournaledAction]] = []
         for actions in plan.by_machine().values():
             group = [by_key[a.idempotency_key] for a in actions if a.idempotency_key in by_key]
             if group:
                 groups.append(group)
         return groups
 
-    def _intent(self, action: PlannedAction, new_run: bool) -> journal.Intent:
+    def _intent(self, action: PlannedAction, new_run: bool) -> Intent:
         new_binding = None
-        binding_status = None
+        binding_status: BindingStatus | None = None
         binding_values = None
         if action.kind is ActionKind.START:
             payload = payload_of(start_request(action))
@@ -302,16 +308,19 @@ class SyncService:
                 }
         else:
             payload = payload_of(stop_request(action))
-            binding_status = "stopping"
-        return journal.Intent(
+            binding_status = BindingStatus.STOPPING
+        return Intent(
             idempotency_key=action.idempotency_key,
-            kind=str(action.kind),
+            kind=action.kind,
             source=action.source,
-            run_key=action.run_key,
-            mm_run_id=action.mm_run_id,
-            erp_job=action.job,
-            erp_operation=action.operation,
-            erp_machine=action.erp_machine,
+            ref=RunRef(
+                source=action.source,
+                run_key=action.run_key,
+                mm_run_id=action.mm_run_id,
+                job=action.job,
+                operation=action.operation,
+                machine=action.erp_machine,
+            ),
             reason=action.reason,
             payload=payload,
             new_binding=new_binding,

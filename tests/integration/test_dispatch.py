@@ -19,10 +19,10 @@ from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state import journal, migrate
 from erpsync.adapters.state.db import create_db_engine
-from erpsync.adapters.state.journal import JournalEntry, Outcome
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
 from erpsync.config import ServiceSettings, Settings, StateSettings
+from erpsync.domain.lifecycle import ActionKind, Answer, Intent, JournaledAction, MMAnswer, Outcome, RunRef
 from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.service import FencingContext
 from erpsync.service.dispatch import SETTLE_BATCH, Dispatcher
@@ -62,18 +62,14 @@ def client(settings: Settings) -> Iterator[MMClient]:
         yield mm
 
 
-def _intent(kind: str, n: int, payload: dict[str, str]) -> journal.Intent:
+def _intent(kind: str, n: int, payload: dict[str, str]) -> Intent:
     """The `kind` action of run R<n> on machine M<n>."""
     run_id = f"R{n}"
-    return journal.Intent(
+    return Intent(
         idempotency_key=f"{kind.removesuffix('_run')}:{run_id}",
-        kind=kind,
+        kind=ActionKind(kind),
         source="erp",
-        run_key=f"LT{n}",
-        mm_run_id=run_id,
-        erp_job="W1",
-        erp_operation="10",
-        erp_machine=f"M{n}",
+        ref=RunRef("erp", f"LT{n}", run_id, job="W1", operation="10", machine=f"M{n}"),
         reason="test",
         payload=payload,
     )
@@ -81,7 +77,7 @@ def _intent(kind: str, n: int, payload: dict[str, str]) -> journal.Intent:
 
 def journaled(
     store: StateStore, fence: FencingContext, machines: int, *, stop_too: bool = False
-) -> list[list[JournalEntry]]:
+) -> list[list[JournaledAction]]:
     """One group per machine: a start, and (`stop_too`) the stop of the same run after it."""
     intents = []
     for n in range(machines):
@@ -102,9 +98,9 @@ def journaled(
             trigger="test",
             claim_until=utcnow() + timedelta(minutes=5),
         )
-    groups: dict[str, list[JournalEntry]] = {}
+    groups: dict[str, list[JournaledAction]] = {}
     for entry in entries:
-        groups.setdefault(entry.erp_machine or "", []).append(entry)
+        groups.setdefault(entry.ref.machine if entry.ref else "", []).append(entry)
     return list(groups.values())
 
 
@@ -146,13 +142,13 @@ def test_outcomes_are_committed_while_the_round_still_runs(
     first = groups[0][0].id
     seen_mid_round: list[int] = []
 
-    def sender(entry: JournalEntry) -> Outcome:
+    def sender(entry: JournaledAction) -> Outcome:
         if entry.id == first:  # holds one sender thread until a batch of the others is committed
             deadline = time.monotonic() + 10
             while settled(store) < SETTLE_BATCH and time.monotonic() < deadline:
                 time.sleep(0.01)
             seen_mid_round.append(settled(store))
-        return dispatcher.applied(entry)
+        return dispatcher.answered(entry, MMAnswer(Answer.APPLIED))
 
     result = dispatcher.run(groups, sender=sender)
 
@@ -169,14 +165,14 @@ def test_a_crashed_sender_fails_the_round_and_nothing_more_is_sent(
     sent: list[int] = []
     lock = threading.Lock()
 
-    def sender(entry: JournalEntry) -> Outcome:
+    def sender(entry: JournaledAction) -> Outcome:
         with lock:
             sent.append(entry.id)
             crash = len(sent) == 10
         if crash:
             raise Boom
         time.sleep(0.005)
-        return dispatcher.applied(entry)
+        return dispatcher.answered(entry, MMAnswer(Answer.APPLIED))
 
     with pytest.raises(Boom):
         dispatcher.run(groups, sender=sender)
@@ -197,12 +193,12 @@ def test_a_stop_mid_round_releases_what_was_not_sent(
     calls: list[int] = []
     lock = threading.Lock()
 
-    def sender(entry: JournalEntry) -> Outcome:
+    def sender(entry: JournaledAction) -> Outcome:
         with lock:
             calls.append(entry.id)
             if len(calls) == 5:
                 stop.set()
-        return dispatcher.applied(entry)
+        return dispatcher.answered(entry, MMAnswer(Answer.APPLIED))
 
     result = dispatcher.run(groups, sender=sender)
 

@@ -15,23 +15,30 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from erpsync.adapters.mm.mapper import request_facts
 from erpsync.adapters.state import journal
-from erpsync.adapters.state.journal import JournalEntry, Outcome
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
-from erpsync.service.dispatch import Dispatcher
+from erpsync.domain.lifecycle import (
+    ActionKind,
+    ActionStatus,
+    Answer,
+    AuditOutcome,
+    Intent,
+    JournaledAction,
+    MMAnswer,
+    Outcome,
+    RunRef,
+    outcome_of,
+)
 
 
-def one_action(store: StateStore) -> JournalEntry:
-    intent = journal.Intent(
+def one_action(store: StateStore) -> JournaledAction:
+    intent = Intent(
         idempotency_key="start_run:erp:LT1:production",
-        kind="start_run",
+        kind=ActionKind.START,
         source="erp",
-        run_key="LT1",
-        mm_run_id="erp:LT1",
-        erp_job="W1",
-        erp_operation="10",
-        erp_machine="M1",
+        ref=RunRef("erp", "LT1", "erp:LT1", job="W1", operation="10", machine="M1"),
         reason="test",
         payload={"erpJobOperationRunId": "erp:LT1", "erpMachineId": "M1", "jobName": "W1"},
     )
@@ -47,19 +54,27 @@ def one_action(store: StateStore) -> JournalEntry:
     return entry
 
 
-def audit_outcomes(store: StateStore, entry: JournalEntry) -> list[tuple[str, int | None]]:
+def audit_outcomes(store: StateStore, entry: JournaledAction) -> list[tuple[str, int | None]]:
     with store.session() as session:
         query = select(AuditEntry.outcome, AuditEntry.fencing_token).where(AuditEntry.action_id == entry.id)
         return [(outcome, token) for outcome, token in session.execute(query.order_by(AuditEntry.id))]
 
 
-def status_of(store: StateStore, entry: JournalEntry) -> str:
+def status_of(store: StateStore, entry: JournaledAction) -> str:
     with store.session() as session:
         return session.scalars(select(SyncAction.status).where(SyncAction.id == entry.id)).one()
 
 
-def retrying(entry: JournalEntry) -> Outcome:
-    return Outcome(entry, "failed_retryable", "retrying", http_status=503, next_attempt_at=utcnow())
+def retrying(entry: JournaledAction) -> Outcome:
+    return Outcome(
+        entry, ActionStatus.FAILED_RETRYABLE, AuditOutcome.RETRYING, http_status=503, next_attempt_at=utcnow()
+    )
+
+
+def applied(entry: JournaledAction) -> Outcome:
+    return outcome_of(
+        entry, MMAnswer(Answer.APPLIED), request_facts(entry.payload), max_attempts=5, now=utcnow()
+    )
 
 
 def test_a_later_outcome_for_a_settled_action_writes_nothing(state_store: StateStore) -> None:
@@ -67,8 +82,8 @@ def test_a_later_outcome_for_a_settled_action_writes_nothing(state_store: StateS
     with state_store.session() as session:
         assert journal.settle(session, [retrying(entry)], fencing_token=1) != []  # not final: still due
     with state_store.session() as session:
-        assert journal.settle(session, [Dispatcher.applied(entry)], fencing_token=1) != []
-    for late in (Dispatcher.applied(entry), retrying(entry)):  # the next term's recovery, a stale sender
+        assert journal.settle(session, [applied(entry)], fencing_token=1) != []
+    for late in (applied(entry), retrying(entry)):  # the next term's recovery, a stale sender
         with state_store.session() as session:
             assert journal.settle(session, [late], fencing_token=2) == []
     assert audit_outcomes(state_store, entry) == [("retrying", 1), ("succeeded", 1)]
@@ -85,7 +100,7 @@ def test_two_settlers_at_once_leave_one_final_outcome(state_store: StateStore) -
     def first() -> None:
         try:
             with state_store.session() as session:
-                results["first"] = journal.settle(session, [Dispatcher.applied(entry)], fencing_token=1)
+                results["first"] = journal.settle(session, [applied(entry)], fencing_token=1)
                 first_wrote.set()
                 time.sleep(0.5)  # the second settler is blocked meanwhile
                 assert not second_done.is_set(), "the second settler did not wait for the first to commit"
@@ -97,7 +112,7 @@ def test_two_settlers_at_once_leave_one_final_outcome(state_store: StateStore) -
         try:
             first_wrote.wait(10)
             with state_store.session() as session:
-                results["second"] = journal.settle(session, [Dispatcher.applied(entry)], fencing_token=2)
+                results["second"] = journal.settle(session, [applied(entry)], fencing_token=2)
             second_done.set()
         except BaseException as exc:
             errors.append(exc)
@@ -108,6 +123,6 @@ def test_two_settlers_at_once_leave_one_final_outcome(state_store: StateStore) -
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert [o.entry.id for o in results["first"]] == [entry.id]
+    assert [o.action.id for o in results["first"]] == [entry.id]
     assert results["second"] == []
     assert audit_outcomes(state_store, entry) == [("succeeded", 1)]

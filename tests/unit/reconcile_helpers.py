@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
+from erpsync.domain.lifecycle import ActionKind
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperation, JobOperationRun, RunState
-from erpsync.domain.reconcile import ActionKind, BoundRun, Plan, PlannedAction
+from erpsync.domain.reconcile import BoundRun, Plan, PlannedAction
 
 SOURCE = "erp"
 T0 = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)

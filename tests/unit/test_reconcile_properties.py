@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from erpsync.domain.identity import mm_run_id_for
+from erpsync.domain.lifecycle import ActionKind
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.reconcile import (
     LIVE_STATUSES,
-    ActionKind,
     BoundRun,
     FlagKind,
     MMRunState,

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from erpsync.adapters.mm.schemas import StartJobRun, StopJobRun
+from erpsync.domain.lifecycle import RequestFacts
 from erpsync.domain.reconcile import PlannedAction
 
 
@@ -58,3 +59,14 @@ def parse_timestamp(value: Any) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def request_facts(payload: dict[str, Any]) -> RequestFacts:
+    """What a journaled start or stop body asked of MM, for the lifecycle's outcome rules."""
+    in_setup = payload.get("startInSetup")
+    return RequestFacts(
+        in_setup=bool(in_setup) if in_setup is not None else None,
+        start_at=parse_timestamp(payload.get("startAt")),
+        end_at=parse_timestamp(payload.get("endAt")),
+        mm_machine_id=payload.get("erpMachineId"),
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -27,68 +27,24 @@ from erpsync.adapters.state.tables import (
     SyncAction,
     utcnow,
 )
+from erpsync.domain.lifecycle import (
+    DUE_ACTION_STATUSES,
+    REASON_MAX,
+    RECONCILE_BINDING_STATUSES,
+    ActionKind,
+    Intent,
+    JournaledAction,
+    Outcome,
+    RunRef,
+)
 from erpsync.domain.model import BadRecord
 from erpsync.domain.reconcile import BoundRun
 from erpsync.observability.scrub import scrub
 
-OPEN_BINDING_STATUSES = ("starting", "running", "stopping")
-DUE_STATUSES = ("pending", "failed_retryable")
 # `erpsync machines` shows when a resource was last seen to this precision (see note_machines)
 MACHINE_SEEN_RESOLUTION = timedelta(minutes=10)
 CHUNK = 500
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One journaled action, with everything needed to (re)send it."""
-
-    id: int
-    idempotency_key: str
-    kind: str
-    source: str | None
-    run_key: str | None
-    mm_run_id: str | None
-    erp_job: str | None
-    erp_operation: str | None
-    erp_machine: str | None
-    reason: str | None
-    payload: dict[str, Any]
-    attempts: int
-    fencing_token: int | None = None
-
-    @property
-    def audit_keys(self) -> dict[str, Any]:
-        """The plain audit columns that locate this action."""
-        return {
-            "source": self.source,
-            "erp_job": self.erp_job,
-            "erp_operation": self.erp_operation,
-            "erp_machine": self.erp_machine,
-            "mm_run_id": self.mm_run_id,
-            "action_id": self.id,
-        }
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one action ended this attempt; `status` is the journal status it moves to."""
-
-    entry: JournalEntry
-    status: str  # succeeded / failed_retryable / failed_permanent / quarantined / pending
-    audit_outcome: str  # succeeded / retrying / failed / quarantined / conflict / noop
-    http_status: int | None = None
-    error_class: str | None = None
-    error_message: str | None = None
-    next_attempt_at: datetime | None = None
-    binding_status: str | None = None
-    mm_start_at: datetime | None = None
-    mm_end_at: datetime | None = None
-    in_setup: bool | None = None
-    rejected_machine: str | None = None
-    detail: str | None = None
-    after: dict[str, Any] | None = None
-    quarantine: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+_DUE = sorted(DUE_ACTION_STATUSES)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -96,27 +52,45 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _entry(row: SyncAction) -> JournalEntry:
-    return JournalEntry(
+def _entry(row: SyncAction) -> JournaledAction:
+    ref = None
+    if row.mm_run_id:
+        ref = RunRef(
+            source=row.source or "",
+            run_key=row.run_key or "",
+            mm_run_id=row.mm_run_id,
+            job=row.erp_job or "",
+            operation=row.erp_operation or "",
+            machine=row.erp_machine or "",
+        )
+    return JournaledAction(
         id=row.id,
         idempotency_key=row.idempotency_key,
-        kind=row.kind,
+        kind=ActionKind(row.kind),
         source=row.source,
-        run_key=row.run_key,
-        mm_run_id=row.mm_run_id,
-        erp_job=row.erp_job,
-        erp_operation=row.erp_operation,
-        erp_machine=row.erp_machine,
-        reason=row.reason,
+        ref=ref,
+        reason=row.reason or "",
         payload=json.loads(row.payload) if row.payload else {},
         attempts=row.attempts,
         fencing_token=row.fencing_token,
     )
 
 
+def _audit_keys(action: JournaledAction) -> dict[str, Any]:
+    """The plain audit columns that locate an action."""
+    ref = action.ref
+    return {
+        "source": action.source,
+        "erp_job": ref.job if ref else None,
+        "erp_operation": ref.operation if ref else None,
+        "erp_machine": ref.machine if ref else None,
+        "mm_run_id": ref.mm_run_id if ref else None,
+        "action_id": action.id,
+    }
+
+
 # Bindings a sync cycle always needs: runs MM may still have open (live, stop in flight, vanished).
 # Finished bindings (stopped, failed) are read only for run keys the ERP snapshot holds.
-RECONCILE_STATUSES = ("starting", "running", "stopping", "vanished")
 
 _BOUND_COLUMNS = (
     RunBinding.run_key,
@@ -146,7 +120,7 @@ def load_open_bindings(session: Session, source: str) -> dict[str, BoundRun]:
     Finished bindings stay out, so the cost does not grow with history (`load_bindings_by_key`).
     """
     query = select(*_BOUND_COLUMNS).where(
-        RunBinding.source == source, RunBinding.status.in_(RECONCILE_STATUSES)
+        RunBinding.source == source, RunBinding.status.in_(sorted(RECONCILE_BINDING_STATUSES))
     )
     return _bound_runs(session.execute(query))
 
@@ -250,26 +224,6 @@ def existing_keys(session: Session, keys: Collection[str]) -> set[str]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """An action about to be journaled, with the binding change that goes with it."""
-
-    idempotency_key: str
-    kind: str
-    source: str | None
-    run_key: str | None
-    mm_run_id: str | None
-    erp_job: str | None
-    erp_operation: str | None
-    erp_machine: str | None
-    reason: str
-    payload: dict[str, Any]
-    new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
-    binding_status: str | None = None  # status to give an existing binding
-    binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
-    generation: str | None = None  # a resync generation the existing binding's keys now carry
-
-
 def record_intents(
     session: Session,
     intents: Sequence[Intent],
@@ -278,7 +232,7 @@ def record_intents(
     correlation_id: str | None,
     trigger: str | None,
     claim_until: datetime,
-) -> list[JournalEntry]:
+) -> list[JournaledAction]:
     """Journal the intents (claimed until `claim_until`) and the binding rows they imply."""
     if not intents:
         return []
@@ -286,15 +240,15 @@ def record_intents(
     rows = [
         {
             "idempotency_key": i.idempotency_key,
-            "kind": i.kind,
+            "kind": str(i.kind),
             "status": "pending",
             "source": i.source,
-            "run_key": i.run_key,
-            "mm_run_id": i.mm_run_id,
-            "erp_job": i.erp_job,
-            "erp_operation": i.erp_operation,
-            "erp_machine": i.erp_machine,
-            "reason": i.reason[:255],
+            "run_key": i.ref.run_key if i.ref else None,
+            "mm_run_id": i.ref.mm_run_id if i.ref else None,
+            "erp_job": i.ref.job if i.ref else None,
+            "erp_operation": i.ref.operation if i.ref else None,
+            "erp_machine": i.ref.machine if i.ref else None,
+            "reason": i.reason[:REASON_MAX],
             "payload": json.dumps(i.payload, sort_keys=True, default=str),
             "attempts": 1,
             "next_attempt_at": claim_until,
@@ -316,7 +270,7 @@ def record_intents(
             continue
         values: dict[str, Any] = dict(intent.binding_values or {})
         if intent.binding_status:
-            values["status"] = intent.binding_status
+            values["status"] = str(intent.binding_status)
         if intent.generation:
             values["key_generation"] = intent.generation
         if values:
@@ -327,19 +281,19 @@ def record_intents(
                 .execution_options(synchronize_session=False)
             )
     keys = [i.idempotency_key for i in intents]
-    by_key: dict[str, JournalEntry] = {}
+    by_key: dict[str, JournaledAction] = {}
     for chunk in _chunks(keys):
         for row in session.scalars(select(SyncAction).where(SyncAction.idempotency_key.in_(chunk))):
             by_key[row.idempotency_key] = _entry(row)
     return [by_key[k] for k in keys]
 
 
-def due_entries(session: Session, now: datetime, limit: int = 10_000) -> list[JournalEntry]:
+def due_entries(session: Session, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
     """Pending or retryable actions whose claim/backoff has run out: in doubt or due for retry."""
     query = (
         select(SyncAction)
         .where(
-            SyncAction.status.in_(DUE_STATUSES),
+            SyncAction.status.in_(_DUE),
             or_(SyncAction.next_attempt_at.is_(None), SyncAction.next_attempt_at <= now),
         )
         .order_by(SyncAction.id)
@@ -348,13 +302,15 @@ def due_entries(session: Session, now: datetime, limit: int = 10_000) -> list[Jo
     return [_entry(row) for row in session.scalars(query)]
 
 
-def claim(session: Session, entry: JournalEntry, now: datetime, claim_until: datetime) -> JournalEntry | None:
+def claim(
+    session: Session, entry: JournaledAction, now: datetime, claim_until: datetime
+) -> JournaledAction | None:
     """Take an in-doubt/retryable action for one attempt; None when someone else holds it."""
     result = session.execute(
         update(SyncAction)
         .where(
             SyncAction.id == entry.id,
-            SyncAction.status.in_(DUE_STATUSES),
+            SyncAction.status.in_(_DUE),
             or_(SyncAction.next_attempt_at.is_(None), SyncAction.next_attempt_at <= now),
         )
         .values(attempts=SyncAction.attempts + 1, last_attempt_at=now, next_attempt_at=claim_until)
@@ -393,7 +349,7 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
         session.execute(_SETTLE_BINDING, [{**values, "b_now": now} for values in bindings])
     audits = []
     for outcome in written:
-        entry = outcome.entry
+        entry = outcome.action
         if outcome.rejected_machine:
             reject_machine(session, outcome.rejected_machine, outcome.error_message or "refused by MM", now)
         if outcome.quarantine:
@@ -401,14 +357,14 @@ def settle(session: Session, outcomes: Iterable[Outcome], *, fencing_token: int 
         audits.append(
             audit_values(
                 action=entry.kind,
-                outcome=outcome.audit_outcome,
+                outcome=outcome.audit,
                 fencing_token=fencing_token,
                 http_status=outcome.http_status,
                 error=outcome.error_message,
                 error_class=outcome.error_class,
                 after=outcome.after,
                 detail=outcome.detail or entry.reason,
-                **entry.audit_keys,
+                **_audit_keys(entry),
             )
         )
     session.execute(insert(AuditEntry), audits)
@@ -427,7 +383,7 @@ _ACTION_TABLE, _BINDING_TABLE = cast(Table, SyncAction.__table__), cast(Table, R
 _actions, _bindings = _ACTION_TABLE.c, _BINDING_TABLE.c
 _SETTLE_ACTION = (
     update(_ACTION_TABLE)
-    .where(_actions.id == bindparam("a_id"), _actions.status.in_(DUE_STATUSES))
+    .where(_actions.id == bindparam("a_id"), _actions.status.in_(_DUE))
     .values(
         status=bindparam("a_status"),
         http_status=bindparam("a_http_status"),
@@ -457,9 +413,9 @@ _SETTLE_BINDING = (
 
 
 def _action_values(outcome: Outcome, now: datetime) -> dict[str, Any]:
-    final = outcome.status in ("succeeded", "failed_permanent", "quarantined")
+    final = outcome.final
     return {
-        "a_id": outcome.entry.id,
+        "a_id": outcome.action.id,
         "a_status": outcome.status,
         "a_http_status": outcome.http_status,
         "a_error_class": outcome.error_class,
@@ -477,13 +433,13 @@ def _binding_values(outcome: Outcome) -> dict[str, Any] | None:
         "b_mm_end_at": outcome.mm_end_at,
         "b_in_setup": outcome.in_setup,
     }
-    if not outcome.entry.mm_run_id or all(v is None for v in values.values()):
+    if not outcome.action.mm_run_id or all(v is None for v in values.values()):
         return None
-    return {**values, "b_run_id": outcome.entry.mm_run_id}
+    return {**values, "b_run_id": outcome.action.mm_run_id}
 
 
 def quarantine_action(session: Session, outcome: Outcome, now: datetime) -> None:
-    entry = outcome.entry
+    entry = outcome.action
     upsert_quarantine(
         session,
         BadRecord(
@@ -653,8 +609,3 @@ def rejected_machines(session: Session) -> set[str]:
         )
     )
     return {machine for machine in rows if machine}
-
-
-def backoff(attempts: int, initial: float = 5.0, cap: float = 600.0) -> timedelta:
-    """Exponential backoff between cycles for an action that keeps failing transiently."""
-    return timedelta(seconds=min(cap, initial * (2 ** max(0, attempts - 1))))
