@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
 from erpsync.domain.lifecycle import BindingStatus, Intent, JournaledAction, Outcome
 from erpsync.domain.model import BadRecord
 from erpsync.domain.reconcile import BoundRun
@@ -179,3 +180,28 @@ class UnitOfWorkFactory(Protocol):
     """Opens a unit of work; with a fence, the fencing token is checked before anything else."""
 
     def __call__(self, fence: Fence | None = None) -> AbstractContextManager[UnitOfWork]: ...
+
+
+class MachineMetrics(Protocol):
+    """MachineMetrics' job-run API: `MMClient` over HTTP, or the in-process fake.
+
+    Errors are adapters/mm/errors.py's: `MMConfigError` (401/403: stop the cycle),
+    `MMRecordError` and its `MMNotFoundError` / `MMConflictError` (this record), `MMRetryableError`
+    (try again later; retries within a call are the client's business).
+    """
+
+    def start_job_run(self, request: StartJobRun) -> None: ...
+
+    def stop_job_run(self, request: StopJobRun) -> None: ...
+
+    def get_job_run(self, run_id: str) -> JobRun | None:
+        """The run as MM holds it, None when MM does not know it (404)."""
+
+    def import_jobs(
+        self,
+        csv_content: bytes,
+        *,
+        import_type: ImportType = "mm",
+        auto_archive: bool = False,
+        filename: str = "jobs.csv",
+    ) -> None: ...
