@@ -199,3 +199,40 @@ class UnitOfWorkFactory(Protocol):
     """Opens a unit of work; with a fence, the fencing token is checked before anything else."""
 
     def __call__(self, fence: Fence | None = None) -> AbstractContextManager[UnitOfWork]: ...
+
+
+# -- MachineMetrics ------------------------------------------------------------------------------
+from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun  # noqa: E402  (hoist on merge)
+
+
+class MachineMetrics(Protocol):
+    """Every effect erpsync has on MachineMetrics; the signatures are `MMClient`'s.
+
+    Errors (erpsync/adapters/mm/errors.py), each also an erpsync error category:
+
+    - `MMConfigError` (401/403, or an answer that means the setup is wrong): stop calling MM;
+    - `MMRecordError`, with `MMNotFoundError` (404) and `MMConflictError` (409): MM refused this one
+      record (400/422, e.g. code ``MachineNotFound``), or erpsync refused to send it
+      (code ``ClientValidation``): quarantine it;
+    - `MMRetryableError`, with `MMCircuitOpenError`: a passing fault (408/429/5xx, network, open
+      breaker): a later cycle tries again.
+    """
+
+    def start_job_run(self, request: StartJobRun) -> None:
+        """Start a run; the same start again is a no-op. Other values for the id: MMConflictError."""
+
+    def stop_job_run(self, request: StopJobRun) -> None:
+        """Stop a run; a stopped run stays as it is. Unknown run: MMNotFoundError."""
+
+    def get_job_run(self, run_id: str) -> JobRun | None:
+        """The run's times and part counts; None when MM does not have it (404 raises nothing)."""
+
+    def import_jobs(
+        self,
+        csv_content: bytes,
+        *,
+        import_type: ImportType = "mm",
+        auto_archive: bool = False,
+        filename: str = "jobs.csv",
+    ) -> None:
+        """Upload a job file; ``auto_archive`` archives the jobs it does not name."""
