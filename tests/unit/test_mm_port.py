@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from erpsync.adapters.mm.client import MMClient
+from erpsync.adapters.mm.fake import FakeMachineMetrics
 from erpsync.config import MMSettings
 from erpsync.service.ports import MachineMetrics
 
@@ -24,7 +25,13 @@ def test_mm_client_is_the_port() -> None:
         assert port is client
 
 
-@pytest.mark.parametrize("implementation", [MMClient])
+def test_the_fake_is_the_port() -> None:
+    fake = FakeMachineMetrics()
+    port: MachineMetrics = fake
+    assert port is fake
+
+
+@pytest.mark.parametrize("implementation", [MMClient, FakeMachineMetrics])
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_signatures_match_the_port(implementation: type, operation: str) -> None:
     assert inspect.signature(getattr(implementation, operation)) == inspect.signature(

@@ -13,6 +13,8 @@ so it listens on loopback unless told otherwise.
 """
 
 from erpsync.adapters.mm.simulator.faults import Fault, FaultKind
-from erpsync.adapters.mm.simulator.server import MMSimulator, SimPaths
+from erpsync.adapters.mm.simulator.handler import SimPaths
+from erpsync.adapters.mm.simulator.model import MMModel
+from erpsync.adapters.mm.simulator.server import MMSimulator
 
-__all__ = ["Fault", "FaultKind", "MMSimulator", "SimPaths"]
+__all__ = ["Fault", "FaultKind", "MMModel", "MMSimulator", "SimPaths"]
