@@ -14,10 +14,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from erpsync.adapters.mm.job_csv import build_mm_job_csv, content_sha256
 from erpsync.adapters.state import journal
 from erpsync.adapters.state.tables import SourceCheckpoint, utcnow
 from erpsync.domain.errors import ConfigError
-from erpsync.domain.mm_job_csv import build_mm_job_csv, content_sha256
 from erpsync.domain.model import BadRecord, JobOperation
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.service.cycles import cycle

@@ -24,9 +24,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from erpsync.domain.mm_job_csv import MM_JOB_CSV_COLUMNS
+from erpsync.adapters.mm.job_csv import MM_JOB_CSV_COLUMNS
 
-MM_COLUMNS: Final = MM_JOB_CSV_COLUMNS  # the 22-column template, defined once in the domain
+MM_COLUMNS: Final = MM_JOB_CSV_COLUMNS  # the 22-column template, defined once (adapters/mm/job_csv.py)
 COLUMN_ALIASES: Final = {
     "default_expectedparttime": "default_expectedcycletime",
     "default_idealparttime": "default_idealcycletime",
