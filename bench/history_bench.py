@@ -54,9 +54,8 @@ from erpsync.adapters.erp.visual_schema import (
     WORK_ORDER,
     create_visual_schema,
 )
-from erpsync.adapters.erp.visual_source import (
-    LOOKUP_BATCH,
-    VisualSource,
+from erpsync.adapters.erp.visual_source import LOOKUP_BATCH, VisualSource
+from erpsync.adapters.erp.visual_statements import (
     known_tickets_statement,
     latest_id_statement,
     new_tickets_statement,
