@@ -1,6 +1,6 @@
 """Infor VISUAL tables erpsync reads (and a write-back sink may update), as SQLAlchemy Core.
 
-Names and types follow a live VISUAL (VMFG) SQL Server schema dump (erp-sources.md 1.2, [S2]):
+Names and types follow a live VISUAL (VMFG) SQL Server schema dump:
 `nvarchar` -> `Unicode(n)`, `nchar(1)` -> `NCHAR(1)`, `decimal(20,8)` -> `Numeric(20, 8)`, `datetime`
 -> naive `DateTime` (VISUAL stores local wall time). Only the columns the preset, the
 `visual-labor-ticket` sink and realistic fixtures need are declared; NOT NULL columns carry the
