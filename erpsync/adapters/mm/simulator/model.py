@@ -114,6 +114,7 @@ class ModelHelpers:
 
     @property
     def api_key(self) -> str:
+        """The key the model accepts with the erp scope."""
         return self.model.api_key
 
     @property
