@@ -32,16 +32,18 @@ from erpsync.adapters.erp.visual_schema import (
     OPERATION,
     SHOP_RESOURCE,
     WORK_ORDER,
+    create_visual_schema,
+)
+from erpsync.adapters.erp.visual_source import VisualSource
+from erpsync.config import CsvSettings, SourceSettings
+from erpsync.demo.visual_fixture import (
     OperationKey,
     VisualFixture,
     WorkOrderKey,
-    create_visual_schema,
     labor_ticket_values,
     operation_values,
     work_order_values,
 )
-from erpsync.adapters.erp.visual_source import VisualSource
-from erpsync.config import CsvSettings, SourceSettings
 from erpsync.domain.model import JobOperationRun
 
 DEFAULT_PG = os.environ.get("ERPSYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

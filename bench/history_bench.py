@@ -52,17 +52,10 @@ from erpsync.adapters.erp.visual_schema import (
     PART,
     SHOP_RESOURCE,
     WORK_ORDER,
-    OperationKey,
-    VisualFixture,
-    WorkOrderKey,
     create_visual_schema,
-    labor_ticket_values,
-    operation_values,
-    work_order_values,
 )
-from erpsync.adapters.erp.visual_source import (
-    LOOKUP_BATCH,
-    VisualSource,
+from erpsync.adapters.erp.visual_source import LOOKUP_BATCH, VisualSource
+from erpsync.adapters.erp.visual_statements import (
     known_tickets_statement,
     latest_id_statement,
     new_tickets_statement,
@@ -73,6 +66,14 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.bootstrap import open_sync
 from erpsync.config import Settings, SourceSettings, StateSettings
+from erpsync.demo.visual_fixture import (
+    OperationKey,
+    VisualFixture,
+    WorkOrderKey,
+    labor_ticket_values,
+    operation_values,
+    work_order_values,
+)
 from erpsync.domain.model import JobOperationRun
 from erpsync.runtime.logging import configure_logging
 

@@ -47,16 +47,11 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 
 from bench.bench_writeback import Sim
-from erpsync.adapters.erp.visual_schema import (
-    LABOR_TICKET,
-    OperationKey,
-    VisualFixture,
-    create_visual_schema,
-    labor_ticket_values,
-)
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET, create_visual_schema
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.tables import AuditEntry, Cycle, RunBinding
+from erpsync.demo.visual_fixture import OperationKey, VisualFixture, labor_ticket_values
 
 DEFAULT_PG = os.environ.get("ERPSYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ZONE = "America/Chicago"

@@ -13,12 +13,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from erpsync.adapters.erp.visual_schema import OperationKey, VisualFixture, create_visual_schema
+from erpsync.adapters.erp.visual_schema import create_visual_schema
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction
 from erpsync.config import ServiceSettings, Settings, SourceSettings, StateSettings
+from erpsync.demo.visual_fixture import OperationKey, VisualFixture
 from erpsync.observability.crashpoints import CRASH_ENV_VAR
 from tests.fixtures_mm import FAST_RETRIES, fast_mm_settings
 

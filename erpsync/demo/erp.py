@@ -1,10 +1,10 @@
 """The demo ERP: a small Infor VISUAL job shop in SQLite, and the clock-ins and clock-outs on it.
 
-It is built with the same schema and fixture erpsync's tests use (adapters/erp/visual_schema.py),
-so erpsync reads it through the real ``infor-visual`` preset, exactly as it reads a VISUAL
-database. VISUAL stores naive local wall times: the plant is in `PLANT_TZ`, and every clock-in
-and clock-out happens "now" in the plant's time. History older than the preset's look-back
-(72 h) makes the tables look lived-in without ever being read.
+It is built with the schema and fixture erpsync's tests use (adapters/erp/visual_schema.py,
+demo/visual_fixture.py), so erpsync reads it through the real ``infor-visual`` preset, exactly as
+it reads a VISUAL database. VISUAL stores naive local wall times: the plant is in `PLANT_TZ`, and
+every clock-in and clock-out happens "now" in the plant's time. History older than the preset's
+look-back (72 h) makes the tables look lived-in without ever being read.
 """
 
 from __future__ import annotations
@@ -17,13 +17,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, select, update
 
-from erpsync.adapters.erp.visual_schema import (
-    LABOR_TICKET,
-    OperationKey,
-    VisualFixture,
-    create_visual_schema,
-    labor_ticket_values,
-)
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET, create_visual_schema
+from erpsync.demo.visual_fixture import OperationKey, VisualFixture, labor_ticket_values
 
 PLANT_TZ = "America/Chicago"
 SITE_ID = "MAIN"

@@ -1,6 +1,6 @@
 """Job imports: the ERP's operations uploaded to MM's "import jobs via file", only when changed.
 
-`build` mode makes the MM 22-column job CSV from the source's operations (domain/mm_job_csv.py);
+`build` mode makes the MM 22-column job CSV from the source's operations (adapters/mm/job_csv.py);
 `passthrough` sends an Infor export file as it is, with `type=inforVisual|inforLN`. The content's
 SHA-256 is kept as a checkpoint (stream `mm_import:<type>`): unchanged content is not uploaded
 again. The upload goes through the same journal, dispatcher and audit as every other MM effect.
@@ -14,11 +14,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from erpsync.adapters.mm.job_csv import build_mm_job_csv, content_sha256
 from erpsync.adapters.state import journal
 from erpsync.adapters.state.tables import SourceCheckpoint, utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.lifecycle import ActionKind, Intent, JournaledAction
-from erpsync.domain.mm_job_csv import build_mm_job_csv, content_sha256
 from erpsync.domain.model import BadRecord, JobOperation
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.service.cycles import cycle

@@ -182,20 +182,28 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self, fence: Fence | None = None) -> AbstractContextManager[UnitOfWork]: ...
 
 
+# -- MachineMetrics ------------------------------------------------------------------------------
 class MachineMetrics(Protocol):
-    """MachineMetrics' job-run API: `MMClient` over HTTP, or the in-process fake.
+    """Every effect erpsync has on MachineMetrics; the signatures are `MMClient`'s.
 
-    Errors are adapters/mm/errors.py's: `MMConfigError` (401/403: stop the cycle),
-    `MMRecordError` and its `MMNotFoundError` / `MMConflictError` (this record), `MMRetryableError`
-    (try again later; retries within a call are the client's business).
+    Errors (erpsync/adapters/mm/errors.py), each also an erpsync error category:
+
+    - `MMConfigError` (401/403, or an answer that means the setup is wrong): stop calling MM;
+    - `MMRecordError`, with `MMNotFoundError` (404) and `MMConflictError` (409): MM refused this one
+      record (400/422, e.g. code ``MachineNotFound``), or erpsync refused to send it
+      (code ``ClientValidation``): quarantine it;
+    - `MMRetryableError`, with `MMCircuitOpenError`: a passing fault (408/429/5xx, network, open
+      breaker): a later cycle tries again.
     """
 
-    def start_job_run(self, request: StartJobRun) -> None: ...
+    def start_job_run(self, request: StartJobRun) -> None:
+        """Start a run; the same start again is a no-op. Other values for the id: MMConflictError."""
 
-    def stop_job_run(self, request: StopJobRun) -> None: ...
+    def stop_job_run(self, request: StopJobRun) -> None:
+        """Stop a run; a stopped run stays as it is. Unknown run: MMNotFoundError."""
 
     def get_job_run(self, run_id: str) -> JobRun | None:
-        """The run as MM holds it, None when MM does not know it (404)."""
+        """The run's times and part counts; None when MM does not have it (404 raises nothing)."""
 
     def import_jobs(
         self,
@@ -204,4 +212,5 @@ class MachineMetrics(Protocol):
         import_type: ImportType = "mm",
         auto_archive: bool = False,
         filename: str = "jobs.csv",
-    ) -> None: ...
+    ) -> None:
+        """Upload a job file; ``auto_archive`` archives the jobs it does not name."""

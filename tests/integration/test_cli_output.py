@@ -10,10 +10,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from erpsync.adapters.erp.visual_schema import VisualFixture, create_visual_schema
+from erpsync.adapters.erp.visual_schema import create_visual_schema
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.cli.app import app
+from erpsync.demo.visual_fixture import VisualFixture
 from tests.sync_helpers import local, write_config
 
 runner = CliRunner()

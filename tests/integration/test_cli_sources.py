@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from erpsync.adapters.erp.visual_schema import VisualFixture, create_visual_schema
+from erpsync.adapters.erp.visual_schema import create_visual_schema
 from erpsync.cli.app import app
+from erpsync.demo.visual_fixture import VisualFixture
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "csv"
 runner = CliRunner()

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy.dialects import mssql, mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from erpsync.adapters.erp import visual_source as vs
+from erpsync.adapters.erp import visual_statements as vs
 from erpsync.adapters.erp.statements import erp_statements
 from erpsync.adapters.erp.visual_schema import VISUAL_TABLES
-from erpsync.adapters.erp.visual_source import preset_statements
+from erpsync.adapters.erp.visual_statements import preset_statements
 from erpsync.config import Settings, SourceSettings, VisualPresetSettings, WritebackSettings
 
 DIALECTS: dict[str, Dialect] = {
@@ -83,18 +83,18 @@ def test_rows_are_unpacked_by_the_positions_the_statements_select(settings: Visu
     for name in ("runs", "known_tickets", "new_tickets", "lookup"):
         columns = list(statements[name].selected_columns.keys())
         assert columns[0] == "TRANSACTION_ID"
-        assert columns[vs._TICKET_COLUMNS - 1] == "OP_SEQUENCE_NO"
-        assert columns[vs._TICKET_COLUMNS - 3 : vs._TICKET_COLUMNS - 1] == ["CLOCK_IN", "CLOCK_OUT"]
-        standards = columns[vs._TICKET_COLUMNS :]
-        assert len(standards) == len(vs._OP_COLUMNS) == 12
-        assert standards[vs._OP_RESOURCE] == "OP_RESOURCE_ID"
-        assert (standards[vs._OP_SERVICE], standards[vs._OP_VENDOR]) == ("SERVICE_ID", "VENDOR_ID")
+        assert columns[vs.TICKET_COLUMNS - 1] == "OP_SEQUENCE_NO"
+        assert columns[vs.TICKET_COLUMNS - 3 : vs.TICKET_COLUMNS - 1] == ["CLOCK_IN", "CLOCK_OUT"]
+        standards = columns[vs.TICKET_COLUMNS :]
+        assert len(standards) == len(vs.OP_COLUMNS) == 12
+        assert standards[vs.OP_RESOURCE] == "OP_RESOURCE_ID"
+        assert (standards[vs.OP_SERVICE], standards[vs.OP_VENDOR]) == ("SERVICE_ID", "VENDOR_ID")
         assert standards[-1] == "PART_DESCRIPTION"
     columns = list(statements["operations"].selected_columns.keys())
-    assert columns[vs._OPERATION_KEY_COLUMNS - 1] == "OP_SEQUENCE_NO"
+    assert columns[vs.OPERATION_KEY_COLUMNS - 1] == "OP_SEQUENCE_NO"
     assert (
-        columns[vs._OPERATION_KEY_COLUMNS :]
-        == list(statements["runs"].selected_columns.keys())[vs._TICKET_COLUMNS :]
+        columns[vs.OPERATION_KEY_COLUMNS :]
+        == list(statements["runs"].selected_columns.keys())[vs.TICKET_COLUMNS :]
     )
 
 

@@ -28,14 +28,10 @@ from erpsync.adapters.erp.sinks.staging import (
     staging_table,
 )
 from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
-from erpsync.adapters.erp.visual_schema import (
-    OperationKey,
-    VisualFixture,
-    WorkOrderKey,
-    create_visual_schema,
-)
+from erpsync.adapters.erp.visual_schema import create_visual_schema
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.config import DatabaseSettings, Settings, SourceSettings, WritebackSettings
+from erpsync.demo.visual_fixture import OperationKey, VisualFixture, WorkOrderKey
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.domain.model import PartCounts
 

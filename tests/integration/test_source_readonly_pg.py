@@ -11,9 +11,10 @@ from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from erpsync.adapters.erp.visual_schema import PART, VisualFixture, create_visual_schema, metadata
+from erpsync.adapters.erp.visual_schema import PART, create_visual_schema, metadata
 from erpsync.adapters.erp.visual_source import VisualSource
 from erpsync.config import SourceSettings, VisualPresetSettings
+from erpsync.demo.visual_fixture import VisualFixture
 from erpsync.domain.model import JobOperationRun, RunState
 
 NOW = datetime(2024, 3, 12, 12, 0, tzinfo=UTC)

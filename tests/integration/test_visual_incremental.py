@@ -18,9 +18,10 @@ import pytest
 from sqlalchemy import Engine, delete, update
 
 from erpsync.adapters.erp.read_window import ReadWindows
-from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OperationKey, VisualFixture, create_visual_schema
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET, create_visual_schema
 from erpsync.adapters.erp.visual_source import VisualSource
 from erpsync.config import SourceSettings, VisualPresetSettings
+from erpsync.demo.visual_fixture import OperationKey, VisualFixture
 from tests.integration.test_visual_source import canon, fixture_engine
 
 START = datetime(2024, 3, 12, 12, 0, tzinfo=UTC)

@@ -17,21 +17,17 @@ import pytest
 from sqlalchemy import Engine, create_engine, event, insert, select
 from sqlalchemy.exc import DBAPIError
 
-from erpsync.adapters.erp.visual_schema import (
-    LABOR_TICKET,
-    OPERATION,
-    PART,
-    WORK_ORDER,
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OPERATION, PART, WORK_ORDER, create_visual_schema
+from erpsync.adapters.erp.visual_source import VisualSource
+from erpsync.config import SourceSettings, VisualPresetSettings
+from erpsync.demo.visual_fixture import (
     OperationKey,
     VisualFixture,
     WorkOrderKey,
-    create_visual_schema,
     labor_ticket_values,
     operation_values,
     work_order_values,
 )
-from erpsync.adapters.erp.visual_source import VisualSource
-from erpsync.config import SourceSettings, VisualPresetSettings
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState
 
 NOW = datetime(2024, 3, 12, 12, 0, tzinfo=UTC)

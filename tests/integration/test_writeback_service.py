@@ -18,7 +18,7 @@ from erpsync.adapters.erp.sinks.none import NoneSink
 from erpsync.adapters.erp.sinks.sql import SqlSink
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging, staging_table
 from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
-from erpsync.adapters.erp.visual_schema import OperationKey, VisualFixture, WorkOrderKey, create_visual_schema
+from erpsync.adapters.erp.visual_schema import create_visual_schema
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.db import create_db_engine
@@ -26,6 +26,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle, QuarantineEntry, RunBinding
 from erpsync.cli.app import app
 from erpsync.config import MMSettings
+from erpsync.demo.visual_fixture import OperationKey, VisualFixture, WorkOrderKey
 from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import PartCounts
 from erpsync.service.writeback import run_writeback

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from erpsync.adapters.mm.job_csv import MM_JOB_CSV_COLUMNS, build_mm_job_csv, content_sha256
 from erpsync.domain.machines import MachineMapper
-from erpsync.domain.mm_job_csv import MM_JOB_CSV_COLUMNS, build_mm_job_csv, content_sha256
 from erpsync.domain.model import JobOperation
 from tests.unit.reconcile_helpers import operation
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from erpsync.adapters.mm.simulator.state import SimState, parse_timestamp
+from erpsync.adapters.mm.simulator.state import SimState
+from erpsync.adapters.mm.simulator.wire import parse_timestamp
 
 
 class Clocks:

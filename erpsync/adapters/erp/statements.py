@@ -2,7 +2,7 @@
 
 `erpsync sources sql` prints these, compiled in the configured database's dialect, so a DBA can
 review them and decide on indexes (docs/sources.md, "Load on your ERP"). The statements are the
-ones the adapters execute (`visual_source.preset_statements`, the generic-sql mapping, the
+ones the adapters execute (`visual_statements.preset_statements`, the generic-sql mapping, the
 write-back sinks), so the listing cannot drift from what runs.
 """
 
@@ -27,7 +27,8 @@ from erpsync.adapters.erp.sinks.visual_labor_ticket import (
     ticket_lock_statement,
     ticket_update_statement,
 )
-from erpsync.adapters.erp.visual_source import LOOKUP_BATCH, preset_statements
+from erpsync.adapters.erp.visual_source import LOOKUP_BATCH
+from erpsync.adapters.erp.visual_statements import preset_statements
 from erpsync.config import Settings, SourceSettings
 
 SAMPLE: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """How VISUAL identifiers become erpsync keys and names; shared by the SQL preset and VISUAL CSVs.
 
-Rules (erp-sources.md 1.1, dirty-data cases 1-3):
+Rules (for the dirty data real VISUAL databases hold: padded keys, NULs, blank split/sub ids):
 - Every identifier is trimmed (nchar/nvarchar padding, `'1808412 '` == `'1808412'`) and NUL bytes
   are removed. Keys stay strings: LOT_ID `'1'` and `'01'` are different lots.
 - SPLIT_ID / SUB_ID that are blank or NULL mean `'0'` (not split / the header work order).

@@ -50,11 +50,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from sqlalchemy import Engine, Row, RowMapping, Select, Unicode, and_, bindparam, func, or_, select
+from sqlalchemy import Engine, Row, RowMapping, Select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
 
 from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
 from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
@@ -67,9 +64,21 @@ from erpsync.adapters.erp.visual_names import (
     visual_job_key,
     visual_job_name,
 )
-from erpsync.adapters.erp.visual_schema import LABOR_TICKET, OPERATION, PART, WORK_ORDER
-from erpsync.adapters.state.db import describe_db_error, is_missing_table
-from erpsync.config import SourceSettings, VisualPresetSettings
+from erpsync.adapters.erp.visual_statements import (
+    OP_RESOURCE,
+    OPERATION_KEY_COLUMNS,
+    TICKET_COLUMNS,
+    is_outside_service,
+    known_tickets_statement,
+    latest_id_statement,
+    lookup_statement,
+    missing_table_message,
+    new_tickets_statement,
+    operations_statement,
+    runs_statement,
+)
+from erpsync.adapters.state.db import is_missing_table
+from erpsync.config import SourceSettings
 from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
 from erpsync.domain.timezones import local_cutoff, to_utc, zone_of
@@ -91,170 +100,6 @@ STANDARDS_CACHE_SIZE = 10_000
 log = structlog.get_logger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
-
-lt, op, wo, part = LABOR_TICKET.c, OPERATION.c, WORK_ORDER.c, PART.c
-
-_OP_COLUMNS = (
-    op.RESOURCE_ID.label("OP_RESOURCE_ID"),
-    op.SETUP_HRS,
-    op.RUN,
-    op.RUN_TYPE,
-    op.CALC_END_QTY,
-    op.SERVICE_ID,
-    op.VENDOR_ID,
-    op.OPERATION_TYPE,
-    wo.PART_ID,
-    wo.DESIRED_QTY,
-    wo.DESIRED_WANT_DATE,
-    part.DESCRIPTION.label("PART_DESCRIPTION"),
-)
-# positions within _OP_COLUMNS (rows are unpacked by position: see VisualSource._ticket)
-_OP_RESOURCE, _OP_SERVICE, _OP_VENDOR = 0, 5, 6
-# ticket columns before _OP_COLUMNS in _ticket_select; key columns before them in operations_statement
-_TICKET_COLUMNS = 12
-_OPERATION_KEY_COLUMNS = 6
-
-
-class _code(FunctionElement[str]):
-    """A padded code column (`nchar`) compared by its trimmed value, without wrapping it in a
-    function where the database already ignores trailing blanks in comparisons (SQL Server,
-    PostgreSQL `character`, MySQL/MariaDB PAD SPACE): an index a DBA adds on it stays usable."""
-
-    name = "rtrim"
-    inherit_cache = True
-    type = Unicode()
-
-
-@compiles(_code)
-def _rtrim(element: _code, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"rtrim({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_code, "mssql")
-@compiles(_code, "postgresql")
-@compiles(_code, "mysql")
-@compiles(_code, "mariadb")
-def _bare(element: _code, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-def _ticket_select() -> Select[Any]:
-    op_join = and_(
-        op.WORKORDER_TYPE == lt.WORKORDER_TYPE,
-        op.WORKORDER_BASE_ID == lt.WORKORDER_BASE_ID,
-        op.WORKORDER_LOT_ID == lt.WORKORDER_LOT_ID,
-        op.WORKORDER_SPLIT_ID == lt.WORKORDER_SPLIT_ID,
-        op.WORKORDER_SUB_ID == lt.WORKORDER_SUB_ID,
-        op.SEQUENCE_NO == lt.OPERATION_SEQ_NO,
-    )
-    wo_join = and_(
-        wo.TYPE == lt.WORKORDER_TYPE,
-        wo.BASE_ID == lt.WORKORDER_BASE_ID,
-        wo.LOT_ID == lt.WORKORDER_LOT_ID,
-        wo.SPLIT_ID == lt.WORKORDER_SPLIT_ID,
-        wo.SUB_ID == lt.WORKORDER_SUB_ID,
-    )
-    return (
-        select(
-            lt.TRANSACTION_ID,
-            lt.TYPE.label("TICKET_TYPE"),
-            lt.WORKORDER_TYPE,
-            lt.WORKORDER_BASE_ID,
-            lt.WORKORDER_LOT_ID,
-            lt.WORKORDER_SPLIT_ID,
-            lt.WORKORDER_SUB_ID,
-            lt.OPERATION_SEQ_NO,
-            lt.RESOURCE_ID.label("TICKET_RESOURCE_ID"),
-            lt.CLOCK_IN,
-            lt.CLOCK_OUT,
-            op.SEQUENCE_NO.label("OP_SEQUENCE_NO"),
-            *_OP_COLUMNS,
-        )
-        .select_from(
-            LABOR_TICKET.outerjoin(OPERATION, op_join)
-            .outerjoin(WORK_ORDER, wo_join)
-            .outerjoin(PART, part.ID == wo.PART_ID)
-        )
-        .order_by(lt.TRANSACTION_ID)
-    )
-
-
-def runs_statement(settings: VisualPresetSettings) -> Select[Any]:
-    """Open tickets plus tickets closed since `:closed_since` (naive local time)."""
-    stmt = _ticket_select().where(or_(lt.CLOCK_OUT.is_(None), lt["CLOCK_OUT"] >= bindparam("closed_since")))
-    if settings.site_id:
-        stmt = stmt.where(lt["SITE_ID"] == bindparam("site_id"))
-    return stmt
-
-
-def latest_id_statement() -> Select[Any]:
-    """The highest TRANSACTION_ID in the table: one probe of the primary key."""
-    return select(func.max(lt.TRANSACTION_ID))
-
-
-def known_tickets_statement(settings: VisualPresetSettings) -> Select[Any]:
-    """`runs_statement` restricted to ids the last read returned (`:ids`, expanding IN list)."""
-    return runs_statement(settings).where(lt.TRANSACTION_ID.in_(bindparam("ids", expanding=True)))
-
-
-def new_tickets_statement(settings: VisualPresetSettings) -> Select[Any]:
-    """`runs_statement` restricted to ids above `:after` (a primary-key range)."""
-    return runs_statement(settings).where(lt["TRANSACTION_ID"] > bindparam("after"))
-
-
-def lookup_statement() -> Select[Any]:
-    """Specific tickets by TRANSACTION_ID (`:ids`, an expanding IN list), open or closed."""
-    return _ticket_select().where(lt.TRANSACTION_ID.in_(bindparam("ids", expanding=True)))
-
-
-def operations_statement(settings: VisualPresetSettings) -> Select[Any]:
-    """Operations of active work orders (`:wo_statuses`) not closed (`:op_excluded`), key order."""
-    wo_join = and_(
-        wo.TYPE == op.WORKORDER_TYPE,
-        wo.BASE_ID == op.WORKORDER_BASE_ID,
-        wo.LOT_ID == op.WORKORDER_LOT_ID,
-        wo.SPLIT_ID == op.WORKORDER_SPLIT_ID,
-        wo.SUB_ID == op.WORKORDER_SUB_ID,
-    )
-    stmt = (
-        select(
-            op.WORKORDER_TYPE,
-            op.WORKORDER_BASE_ID,
-            op.WORKORDER_LOT_ID,
-            op.WORKORDER_SPLIT_ID,
-            op.WORKORDER_SUB_ID,
-            op.SEQUENCE_NO.label("OP_SEQUENCE_NO"),
-            *_OP_COLUMNS,
-        )
-        .select_from(OPERATION.join(WORK_ORDER, wo_join).outerjoin(PART, part.ID == wo.PART_ID))
-        .where(
-            _code(wo.TYPE) == "W",
-            _code(wo.STATUS).in_(bindparam("wo_statuses", expanding=True)),
-            _code(op.STATUS).not_in(bindparam("op_excluded", expanding=True)),
-        )
-        .order_by(
-            op.WORKORDER_BASE_ID,
-            op.WORKORDER_LOT_ID,
-            op.WORKORDER_SPLIT_ID,
-            op.WORKORDER_SUB_ID,
-            op.SEQUENCE_NO,
-        )
-    )
-    if settings.site_id:
-        stmt = stmt.where(wo["SITE_ID"] == bindparam("site_id"))
-    return stmt
-
-
-def preset_statements(settings: VisualPresetSettings) -> dict[str, Select[Any]]:
-    """Every statement the preset runs, by name (the dialect-compile test walks these)."""
-    return {
-        "runs": runs_statement(settings),
-        "latest_id": latest_id_statement(),
-        "known_tickets": known_tickets_statement(settings),
-        "new_tickets": new_tickets_statement(settings),
-        "lookup": lookup_statement(),
-        "operations": operations_statement(settings),
-    }
 
 
 class _FieldError(RecordError):
@@ -432,24 +277,8 @@ class VisualSource:
             yield
         except DBAPIError as exc:
             if is_missing_table(exc):
-                raise ConfigError(self._missing_table(exc)) from None
+                raise ConfigError(missing_table_message(exc, self.visual.schema_name)) from None
             raise
-
-    def _missing_table(self, exc: DBAPIError) -> str:
-        """Where the preset looked and the two usual causes: the schema, and lower-case names."""
-        schema = self.visual.schema_name
-        where = (
-            f"schema {schema!r} (source.visual.schema_name)"
-            if schema
-            else "the connection's default schema (source.visual.schema_name is not set)"
-        )
-        return (
-            f"{describe_db_error(exc)}; the infor-visual preset reads VISUAL's tables (LABOR_TICKET, "
-            f"WORK_ORDER, OPERATION, PART...) by their upper-case names from {where}. Set "
-            "source.visual.schema_name to the schema that holds them; on PostgreSQL the names are "
-            "quoted, so a copy with lower-case tables (labor_ticket) is not found: create upper-case "
-            'views (CREATE VIEW "LABOR_TICKET" AS SELECT ... FROM labor_ticket) or rename the tables'
-        )
 
     def _tickets(
         self, rows: Iterator[Row[Any]], stats: SourceStats, seen: array[int] | None = None
@@ -491,7 +320,7 @@ class VisualSource:
             clock_in,
             clock_out,
             op_sequence_no,
-        ) = row[:_TICKET_COLUMNS]
+        ) = row[:TICKET_COLUMNS]
         tid = int(transaction_id)
         run_key = ticket_run_key(tid)
         if not clean(wo_base) or operation_seq_no is None:
@@ -499,7 +328,7 @@ class VisualSource:
         key = visual_job_key(wo_type, wo_base, wo_lot, wo_split, wo_sub)
         if key[0] != "W":
             return "not_work_order"
-        standards = row[_TICKET_COLUMNS:]
+        standards = row[TICKET_COLUMNS:]
         try:
             if op_sequence_no is None:
                 raise _FieldError(
@@ -507,10 +336,10 @@ class VisualSource:
                     f"ticket points to operation {visual_job_name(key)}|{operation_seq_no}, "
                     "which does not exist in OPERATION",
                 )
-            if _outside_service(standards):
+            if is_outside_service(standards):
                 return "outside_service"
             state = self._state(ticket_type, clock_out)
-            machine = clean(ticket_resource) or clean(standards[_OP_RESOURCE])
+            machine = clean(ticket_resource) or clean(standards[OP_RESOURCE])
             operation = self._operation(
                 key, op_sequence_no, standards, machine, f"LABOR_TICKET.TRANSACTION_ID={tid}"
             )
@@ -544,15 +373,15 @@ class VisualSource:
     def _operations(self, rows: Iterator[Row[Any]], stats: SourceStats) -> Iterator[JobOperation | BadRecord]:
         for row in rows:
             stats.rows_read += 1
-            wo_type, wo_base, wo_lot, wo_split, wo_sub, op_sequence_no = row[:_OPERATION_KEY_COLUMNS]
-            standards = row[_OPERATION_KEY_COLUMNS:]
+            wo_type, wo_base, wo_lot, wo_split, wo_sub, op_sequence_no = row[:OPERATION_KEY_COLUMNS]
+            standards = row[OPERATION_KEY_COLUMNS:]
             key = visual_job_key(wo_type, wo_base, wo_lot, wo_split, wo_sub)
-            if _outside_service(standards):
+            if is_outside_service(standards):
                 stats.skip("outside_service")
                 continue
             origin = f"OPERATION {visual_job_name(key)}|{op_sequence_no}"
             try:
-                yield self._operation(key, op_sequence_no, standards, clean(standards[_OP_RESOURCE]), origin)
+                yield self._operation(key, op_sequence_no, standards, clean(standards[OP_RESOURCE]), origin)
             except RecordError as exc:
                 yield self._bad(f"{'/'.join(key)}|{op_sequence_no}", row._mapping, exc)
 
@@ -564,7 +393,7 @@ class VisualSource:
         machine: str,
         origin: str,
     ) -> JobOperation:
-        """The operation from its key and its `_OP_COLUMNS` values (by position)."""
+        """The operation from its key and its `OP_COLUMNS` values (by position)."""
         if not machine:
             raise _FieldError("RESOURCE_ID", "operation has no RESOURCE_ID (machine)")
         (
@@ -649,10 +478,6 @@ class VisualSource:
             field=field,
             raw={k: None if v is None else str(v) for k, v in row.items()},
         )
-
-
-def _outside_service(standards: Sequence[Any]) -> bool:
-    return bool(clean(standards[_OP_SERVICE]) or clean(standards[_OP_VENDOR]))
 
 
 def _field(field: str, convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -66,14 +66,14 @@ from erpsync.adapters.mm.errors import (
     MMConfigError,
     MMError,
     MMNotFoundError,
-    MMRecordError,
     MMRetryableError,
     Resolution,
     error_from_response,
     resolve,
 )
+from erpsync.adapters.mm.outgoing import check_import, check_run_id, request_body
 from erpsync.adapters.mm.resilience import BreakerState, CircuitBreaker, CircuitOpen, RateLimiter
-from erpsync.adapters.mm.schemas import IMPORT_TYPES, ImportType, JobRun, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
 from erpsync.config import MMSettings
 from erpsync.observability.metrics import CIRCUIT_OPEN, MM_REQUEST_SECONDS, MM_RETRIES
 from erpsync.observability.scrub import register_secret
@@ -185,14 +185,14 @@ class MMClient:
         Raises MMConflictError if MM has the id with other values, MMRecordError (e.g. unknown
         machine) for a bad record, MMConfigError, MMRetryableError.
         """
-        body = self._wire(request, "start")
+        body = request_body(request, "start")
         run_id = request.erp_job_operation_run_id
         url = self._url(self._settings.paths.start)
         self._call("start", "POST", url, run_id=run_id, content=body, headers=JSON_BODY)
 
     def stop_job_run(self, request: StopJobRun) -> None:
         """Stop a job run; stopping a stopped run is a no-op (its end time stays). 404: MMNotFoundError."""
-        body = self._wire(request, "stop")
+        body = request_body(request, "stop")
         run_id = request.erp_job_operation_run_id
         url = self._url(self._settings.paths.stop)
         self._call("stop", "POST", url, run_id=run_id, content=body, headers=JSON_BODY)
@@ -203,8 +203,7 @@ class MMClient:
         ``mm.paths.get`` either contains ``{erpJobOperationRunId}`` (legacy form, the id goes into
         the path, percent-encoded) or not (current-docs form, the id goes in query ``erpRunId``).
         """
-        if not run_id.strip():
-            raise MMRecordError("run id must not be blank", operation="get", code="ClientValidation")
+        check_run_id(run_id)
         template = self._settings.paths.get
         if RUN_ID_PLACEHOLDER in template:
             url, params = self._url(template.replace(RUN_ID_PLACEHOLDER, quote(run_id, safe=""))), None
@@ -236,14 +235,7 @@ class MMClient:
         filename: str = "jobs.csv",
     ) -> None:
         """Upload a job file (multipart ``csvFile``); ``auto_archive`` archives jobs not in it."""
-        if import_type not in IMPORT_TYPES:
-            raise MMRecordError(
-                f"import type {import_type!r} is not one of {', '.join(IMPORT_TYPES)}",
-                operation="import",
-                code="ClientValidation",
-            )
-        if not csv_content.strip():
-            raise MMRecordError("job file is empty", operation="import", code="ClientValidation")
+        check_import(csv_content, import_type)
         self._call(
             "import",
             "POST",
@@ -280,22 +272,6 @@ class MMClient:
 
     def _url(self, path: str) -> httpx.URL:
         return self._urls.get(path) or self._absolute(path)
-
-    @staticmethod
-    def _wire(request: StartJobRun | StopJobRun, operation: Operation) -> bytes:
-        """Validate again (a model_construct'ed request skips validation); the JSON body's bytes."""
-        try:
-            checked = type(request).model_validate(request.model_dump())
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-            raise MMRecordError(
-                f"MachineMetrics {operation}: request refused before sending: {problems}",
-                operation=operation,
-                code="ClientValidation",
-            ) from None
-        return checked.wire_json()
 
     def _timeout(self, remaining: float) -> httpx.Timeout:
         s = self._settings

@@ -1,6 +1,6 @@
 """The MM client's circuit breaker and rate limiter: small, thread-safe, with an injectable clock.
 
-pybreaker and pyrate-limiter (the libraries the architecture notes suggest) are not dependencies;
+pybreaker and pyrate-limiter (the usual libraries for this) are not dependencies;
 each job here is a few dozen lines, and owning them lets the breaker treat 429 as "neutral" and the
 limiter wait no longer than the caller's deadline, both of which the libraries do not do directly.
 """

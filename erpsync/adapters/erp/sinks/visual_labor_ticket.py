@@ -4,8 +4,8 @@ Each VISUAL run erpsync starts in MM is one labor ticket (run key ``LT<TRANSACTI
 MM run's absolute totals go on that ticket: ``GOOD_QTY = good``, ``BAD_QTY = scrap + nonconform``
 (MM's two kinds of rejected part are both bad pieces to VISUAL). Replays set the same values.
 
-Documented risk (erp-sources.md §1.5, §5): this is a direct SQL UPDATE of LABOR_TICKET, the job
-Infor's API Toolkit (`EditLaborTicket`) does with its own checks. It skips VISUAL's business
+The risk (docs/staging.md says why a table is safer): this is a direct SQL UPDATE of LABOR_TICKET,
+the job Infor's API Toolkit (`EditLaborTicket`) does with its own checks. It skips VISUAL's business
 logic: OPERATION.COMPLETED_QTY / DEVIATED_QTY and costs are ticket-fed rollups that VISUAL may only
 recompute when its own code touches the ticket, and posted tickets should not change at all. Use
 it only with the customer's approval, after a trial on a test copy of their database.

@@ -1,9 +1,11 @@
 """A strict, stateful, deliberately misbehaving MachineMetrics API for tests, benchmarks and the demo.
 
-`MMSimulator` serves the job-run and import operations over real HTTP on loopback, with the
-documented auth, validation and error shapes (`state`), job files parsed like MM's importer
-(`jobfiles`), and faults injected on purpose (`faults`): 5xx, 429 + Retry-After, latency, dropped
-connections and apply-then-fail. Run it with ``erpsync simulator`` or in-process::
+`MMModel` (`model`) is the one model of MM: the documented auth, validation and error shapes
+(`state`, `wire`), runs that make parts (`runs`), job files parsed like MM's importer (`jobfiles`),
+and faults injected on purpose (`faults`): 5xx, 429 + Retry-After, latency, dropped connections and
+apply-then-fail. `MMSimulator` serves it over real HTTP on loopback (`server`, `handler`);
+erpsync/adapters/mm/fake.py calls it in process. Run the simulator with ``erpsync simulator`` or
+in-process::
 
     with MMSimulator(machines={"M1"}) as sim:
         client = MMClient(MMSettings(base_url=sim.base_url, api_key=sim.api_key))
@@ -13,6 +15,8 @@ so it listens on loopback unless told otherwise.
 """
 
 from erpsync.adapters.mm.simulator.faults import Fault, FaultKind
-from erpsync.adapters.mm.simulator.server import MMSimulator, SimPaths
+from erpsync.adapters.mm.simulator.handler import SimPaths
+from erpsync.adapters.mm.simulator.model import MMModel
+from erpsync.adapters.mm.simulator.server import MMSimulator
 
-__all__ = ["Fault", "FaultKind", "MMSimulator", "SimPaths"]
+__all__ = ["Fault", "FaultKind", "MMModel", "MMSimulator", "SimPaths"]

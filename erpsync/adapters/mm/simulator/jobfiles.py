@@ -1,11 +1,11 @@
 """Parsing of job import files, as strictly as the documented MM job CSV allows.
 
-``mm`` format (machinemetrics-api.md section c): a header row naming columns from the 22-column
-template, matched case-insensitively, with the newer ``*parttime`` spellings accepted for the
-``*cycletime`` ones. Only ``name`` is required (as a column and as a value); other columns may be
-left out but not misspelt. Each row is one job-workcenter pair: a pair may not repeat, and a
-program name belongs to one job only. Numbers must be numbers (times and counts whole and not
-negative); ``due_date`` is an ISO date/date-time or M/D/YYYY. Jobs are keyed by
+``mm`` format (MM's documented job CSV; see docs/machinemetrics.md): a header row naming columns
+from the 22-column template, matched case-insensitively, with the newer ``*parttime`` spellings
+accepted for the ``*cycletime`` ones. Only ``name`` is required (as a column and as a value);
+other columns may be left out but not misspelt. Each row is one job-workcenter pair: a pair may
+not repeat, and a program name belongs to one job only. Numbers must be numbers (times and counts
+whole and not negative); ``due_date`` is an ISO date/date-time or M/D/YYYY. Jobs are keyed by
 (name, part, operation, lot), the fields MM matches a job on.
 
 ``inforVisual`` / ``inforLN``: their columns are not public, so the file only has to be a
@@ -24,9 +24,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from erpsync.domain.mm_job_csv import MM_JOB_CSV_COLUMNS
+from erpsync.adapters.mm.job_csv import MM_JOB_CSV_COLUMNS
 
-MM_COLUMNS: Final = MM_JOB_CSV_COLUMNS  # the 22-column template, defined once in the domain
+MM_COLUMNS: Final = MM_JOB_CSV_COLUMNS  # the 22-column template, defined once (adapters/mm/job_csv.py)
 COLUMN_ALIASES: Final = {
     "default_expectedparttime": "default_expectedcycletime",
     "default_idealparttime": "default_idealcycletime",

@@ -1,20 +1,14 @@
-"""What the simulated MachineMetrics knows and how it answers: runs, jobs, auth, validation.
+"""What the simulated MachineMetrics knows and the rules it answers by: runs, jobs, auth.
 
-HTTP-free and thread-safe (one lock, held only while state changes, never while sleeping); the
-server in `server.py` turns requests into these calls and `Reply` objects into responses.
+HTTP-free and thread-safe (one lock, held only while state changes, never while sleeping). The
+model (`model.py`) runs each call through faults, auth and these rules; its two front doors, the
+HTTP server (`server.py`) and the in-process fake (erpsync/adapters/mm/fake.py), only translate.
 
-This module deliberately shares no code with the client's schemas: it validates the documented API
-by hand, so a mistake in the client's models is caught here instead of being mirrored.
-
-Rules (documented ones from machinemetrics-api.md; inferred ones marked there and in
-docs/machinemetrics.md):
+Rules (the documented and the inferred ones are listed in docs/machinemetrics.md):
 
 - Auth: ``Authorization: Bearer <key>``; unknown key -> 401 ``invalid_token``; a key without the
   operation's scope (``erp``; import also accepts ``manager``) -> 403 ``insufficient_scope``.
-- Bodies are validated strictly: required ids and ``jobName`` non-blank strings; names string or
-  null; ``startInSetup`` boolean; integers are JSON integers (not ``600.0``, not ``true``), not
-  negative; timestamps ISO 8601 **with** a zone (``Z`` or an offset); unknown fields refused
-  (``dueAt``/``partValue`` of the legacy API are accepted). All problems come back together as
+- Bodies are validated strictly (`wire.py`); all problems come back together as
   ``ValidationError``.
 - Unknown ``erpMachineId`` (when a machine set is configured) -> 400 ValidationError
   (``MachineNotFound``).
@@ -22,212 +16,45 @@ docs/machinemetrics.md):
   different values -> 409 ``Conflict``; except ``startInSetup`` true -> false with everything else
   equal, which switches the run from setup to production at the time of the request (setup counts
   are kept apart; metrics report production only). Repeating the switch is a no-op.
-- A run started in setup with an ``expectedSetupTime`` (seconds, shortened by ``time_scale``)
-  switches to production by itself once that much time has passed since the simulator received
-  the start (MM's "Auto Setup"); from then on it behaves as if the switch had been sent.
+- A run started in setup with an ``expectedSetupTime`` switches to production by itself
+  (`runs.py`); from then on it behaves as if the switch had been sent.
 - Start of a new run on a machine with an active run ends that run at the new run's start
   (one job per machine), or, with ``reject_busy_machine``, answers 409.
 - Stop: unknown run -> 404 ``NotFound``; a stopped run stays as it is (200, end unchanged);
   ``endAt`` before the run's start -> 400.
 - Missing ``startAt``/``endAt`` -> the server's time. Timestamps are kept at milliseconds.
-- Running runs make parts: one per part time (``expectedPartTime``, else ``idealPartTime``, else
-  the imported job's times, else ``default_part_time_ms``) of wall-clock time x ``time_scale``,
-  counted from when the simulator received the start; each part is scrap or nonconform with the
-  configured shares (a per-run generator seeded from ``seed`` and the run id).
+- Running runs make parts (`runs.py`), one per part time: ``expectedPartTime``, else
+  ``idealPartTime``, else the imported job's times, else ``default_part_time_ms``.
 """
 
 from __future__ import annotations
 
 import hmac
-import math
 import random
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from erpsync.adapters.mm.simulator.jobfiles import JobFileError, JobKey, parse_mm_jobs, parse_raw_jobs
+from erpsync.adapters.mm.simulator.runs import Counts, PartRules, SimRun, describe
+from erpsync.adapters.mm.simulator.wire import (
+    IDENTITY_EXEMPT,
+    START_FIELDS,
+    STOP_FIELDS,
+    Reply,
+    check_body,
+    fmt,
+    millis,
+    problem,
+    validation_error,
+)
 
 IMPORT_TYPES: Final = ("mm", "inforVisual", "inforLN")
 ERP_SCOPE: Final = "erp"
 IMPORT_SCOPES: Final = frozenset({"erp", "manager"})
-BULK_PARTS: Final = 10_000
-
-TIMESTAMP = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)(Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE
-)
-
-# field -> kind, for the two JSON operations
-START_FIELDS: Final = {
-    "erpJobOperationRunId": "id",
-    "erpMachineId": "id",
-    "jobName": "id",
-    "operationName": "name",
-    "lotName": "name",
-    "partName": "name",
-    "startInSetup": "bool",
-    "startAt": "timestamp",
-    "jobOperationDescription": "text",
-    "quantityRequired": "integer",
-    "expectedSetupTime": "integer",
-    "idealPartTime": "integer",
-    "expectedPartTime": "integer",
-    "dueAt": "timestamp",
-    "partValue": "number",
-}
-STOP_FIELDS: Final = {"erpJobOperationRunId": "id", "endAt": "timestamp"}
-# what must be equal for a repeated start to be "the same payload" (startAt/startInSetup apart)
-IDENTITY_EXEMPT: Final = frozenset({"erpJobOperationRunId", "startAt", "startInSetup"})
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An answer: status, JSON body (None = ``null``) and extra headers."""
-
-    status: int
-    body: Any = None
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def fmt(value: datetime | None) -> str | None:
-    """A timestamp as MM writes it: UTC, milliseconds, ``Z``."""
-    if value is None:
-        return None
-    return f"{value.astimezone(UTC):%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
-
-
-def _millis(value: datetime) -> datetime:
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-def parse_timestamp(value: str) -> datetime | None:
-    """An ISO 8601 date-time with a zone, as UTC at millisecond precision; None if it is not one."""
-    match = TIMESTAMP.match(value)
-    if not match:
-        return None
-    day, clock, zone = match.groups()
-    if "." in clock:
-        whole, fraction = clock.split(".")
-        clock = f"{whole}.{fraction[:6]:0<6}"
-    zone = "+00:00" if zone.upper() == "Z" else zone
-    try:
-        parsed = datetime.fromisoformat(f"{day}T{clock}{zone}")
-    except ValueError:
-        return None
-    return _millis(parsed.astimezone(UTC))
-
-
-def problem(field_name: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"field": field_name, "code": code, "message": message, **extra}
-
-
-def validation_error(errors: list[dict[str, Any]]) -> Reply:
-    return Reply(400, {"code": "ValidationError", "message": "Validation Error", "errors": errors})
-
-
-def _check_field(name: str, kind: str, value: Any) -> tuple[Any, dict[str, Any] | None]:
-    """(normalised value, problem or None) for one field of a JSON body."""
-    if kind == "id":
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None, problem(name, "Required", f"{name} is required")
-        if not isinstance(value, str):
-            return None, problem(name, "InvalidType", f"{name} must be a string")
-        return value, None
-    if value is None:
-        return ("" if kind == "name" else False if kind == "bool" else None), None
-    if kind in {"name", "text"}:
-        return (
-            (value, None)
-            if isinstance(value, str)
-            else (None, problem(name, "InvalidType", f"{name} must be a string or null"))
-        )
-    if kind == "bool":
-        return (
-            (value, None)
-            if isinstance(value, bool)
-            else (None, problem(name, "InvalidType", f"{name} must be a boolean"))
-        )
-    if kind == "timestamp":
-        parsed = parse_timestamp(value) if isinstance(value, str) else None
-        if parsed is None:
-            return None, problem(
-                name,
-                "InvalidDate",
-                f"{name} must be an ISO 8601 date-time with a zone, e.g. 2017-07-19T10:00:00Z",
-            )
-        return parsed, None
-    if kind == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
-            return None, problem(name, "InvalidType", f"{name} must be an integer or null")
-        if value < 0:
-            return None, problem(name, "OutOfRange", f"{name} must not be negative")
-        return value, None
-    # number
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        return None, problem(name, "InvalidType", f"{name} must be a number of at least 0 or null")
-    return value, None
-
-
-def check_body(body: Any, spec: Mapping[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Every field of ``spec`` normalised (defaults applied), and every problem found."""
-    if not isinstance(body, dict):
-        return {}, [problem("body", "InvalidType", "the request body must be a JSON object")]
-    errors = [
-        problem(key, "UnknownField", f"{key} is not a field of this operation")
-        for key in body
-        if key not in spec
-    ]
-    values: dict[str, Any] = {}
-    for name, kind in spec.items():
-        values[name], error = _check_field(name, kind, body.get(name))
-        if error:
-            errors.append(error)
-    return values, errors
-
-
-@dataclass
-class Counts:
-    total: int = 0
-    good: int = 0
-    scrap: int = 0
-    nonconform: int = 0
-
-    def metrics(self) -> dict[str, int]:
-        return {
-            "totalParts": self.total,
-            "goodParts": self.good,
-            "scrapParts": self.scrap,
-            "nonconformParts": self.nonconform,
-        }
-
-
-@dataclass
-class SimRun:
-    run_id: str
-    machine_id: str
-    values: dict[str, Any]  # the normalised start body
-    start_at: datetime
-    received_at: datetime
-    received_mono: float
-    part_time_ms: int
-    rng: random.Random
-    in_setup: bool
-    production_at: datetime | None = None
-    production_mono: float | None = None
-    end_at: datetime | None = None
-    ended_mono: float | None = None
-    ended_by: str | None = None
-    counts: Counts = field(default_factory=Counts)
-    setup_counts: Counts = field(default_factory=Counts)
-    manual_counts: bool = False
-
-    @property
-    def started_in_setup(self) -> bool:
-        return bool(self.values["startInSetup"])
 
 
 def _job_record(key: JobKey, **fields: Any) -> dict[str, Any]:
@@ -254,16 +81,10 @@ class SimState:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if time_scale <= 0:
-            raise ValueError("time_scale must be positive")
-        if scrap_share < 0 or nonconform_share < 0 or scrap_share + nonconform_share > 1:
-            raise ValueError("scrap_share and nonconform_share must be at least 0 and add up to at most 1")
         self._keys = {key: frozenset(scopes) for key, scopes in keys.items()}
         self._lock = threading.Lock()
         self.machines: frozenset[str] | None = frozenset(machines) if machines is not None else None
-        self.time_scale = time_scale
-        self.scrap_share = scrap_share
-        self.nonconform_share = nonconform_share
+        self.parts = PartRules(time_scale, scrap_share, nonconform_share)
         self.seed = seed
         self.default_part_time_ms = default_part_time_ms
         self.reject_busy_machine = reject_busy_machine
@@ -314,7 +135,7 @@ class SimState:
                 [problem("erpMachineId", "MachineNotFound", f"No machine has ERP machine id {machine!r}")]
             )
         with self._lock:
-            now, mono = _millis(self._clock()), self._mono()
+            now, mono = millis(self._clock()), self._mono()
             existing = self._runs.get(values["erpJobOperationRunId"])
             if existing is not None:
                 return self._restart(existing, values, now, mono)
@@ -339,7 +160,7 @@ class SimState:
         return Reply(200, None)
 
     def _restart(self, run: SimRun, values: dict[str, Any], now: datetime, mono: float) -> Reply:
-        self._end_setup_if_due(run, mono)
+        self.parts.end_setup_if_due(run, mono)
         differing = [k for k in START_FIELDS if k not in IDENTITY_EXEMPT and values[k] != run.values[k]]
         if values["startAt"] is not None and values["startAt"] != run.start_at:
             differing.append("startAt")
@@ -360,27 +181,10 @@ class SimState:
                 },
             )
         if switch:
-            self._produce(run, mono)
+            self.parts.produce(run, mono)
             run.in_setup = False
             run.production_at, run.production_mono = max(now, run.start_at), mono
         return Reply(200, None)
-
-    def _end_setup_if_due(self, run: SimRun, now_mono: float) -> None:
-        """Switch a run to production once its ``expectedSetupTime`` has passed.
-
-        The setup time is in MM seconds, which ``time_scale`` shortens like part times; the switch
-        is stamped with the wall-clock moment it fell on, as a sent switch is.
-        """
-        setup_seconds = run.values["expectedSetupTime"]
-        if not run.in_setup or not setup_seconds:
-            return
-        real_seconds = setup_seconds / self.time_scale
-        due_mono = run.received_mono + real_seconds
-        if min(now_mono, run.ended_mono if run.ended_mono is not None else now_mono) < due_mono:
-            return
-        run.in_setup = False
-        run.production_mono = due_mono
-        run.production_at = max(run.start_at, _millis(run.received_at + timedelta(seconds=real_seconds)))
 
     def _create(self, values: dict[str, Any], now: datetime, mono: float) -> SimRun:
         run_id = values["erpJobOperationRunId"]
@@ -424,7 +228,7 @@ class SimState:
         )
 
     def _end(self, run: SimRun, end_at: datetime, mono: float, why: str) -> None:
-        self._produce(run, mono)
+        self.parts.produce(run, mono)
         run.end_at, run.ended_mono, run.ended_by = end_at, mono, why
         if self._active.get(run.machine_id) == run.run_id:
             del self._active[run.machine_id]
@@ -434,7 +238,7 @@ class SimState:
         if errors:
             return validation_error(errors)
         with self._lock:
-            now, mono = _millis(self._clock()), self._mono()
+            now, mono = millis(self._clock()), self._mono()
             run = self._runs.get(values["erpJobOperationRunId"])
             if run is None:
                 return Reply(404, {"code": "NotFound", "message": "Job run not found", "errors": []})
@@ -461,40 +265,12 @@ class SimState:
             run = self._runs.get(run_id)
             if run is None:
                 return Reply(404, {"code": "NotFound", "message": "Job run not found", "errors": []})
-            self._produce(run, self._mono())
+            self.parts.produce(run, self._mono())
             return Reply(
                 200, {"startAt": fmt(run.start_at), "endAt": fmt(run.end_at), "metrics": run.counts.metrics()}
             )
 
-    # ---- parts --------------------------------------------------------------------------------
-
-    def _produce(self, run: SimRun, now_mono: float) -> None:
-        """Bring the run's counts up to ``now_mono`` (or its end)."""
-        self._end_setup_if_due(run, now_mono)
-        if run.manual_counts or run.part_time_ms <= 0:
-            return
-        end = run.ended_mono if run.ended_mono is not None else now_mono
-        per_part = run.part_time_ms / 1000.0 / self.time_scale  # real seconds per part
-        if run.started_in_setup:
-            setup_end = run.production_mono if run.production_mono is not None else end
-            self._classify(run, run.setup_counts, int((min(setup_end, end) - run.received_mono) / per_part))
-        if run.production_mono is not None:
-            self._classify(run, run.counts, int(max(0.0, end - run.production_mono) / per_part))
-
-    def _classify(self, run: SimRun, counts: Counts, target: int) -> None:
-        new = target - counts.total
-        if new <= 0:
-            return
-        if new > BULK_PARTS:  # a huge time_scale: shares without a draw per part
-            scrap, nonconform = round(new * self.scrap_share), round(new * self.nonconform_share)
-        else:
-            draws = [run.rng.random() for _ in range(new)]
-            scrap = sum(d < self.scrap_share for d in draws)
-            nonconform = sum(self.scrap_share <= d < self.scrap_share + self.nonconform_share for d in draws)
-        counts.total += new
-        counts.scrap += scrap
-        counts.nonconform += nonconform
-        counts.good += new - scrap - nonconform
+    # ---- parts ---------------------------------------------------------------------------------
 
     def set_counts(
         self, run_id: str, *, total: int, good: int | None = None, scrap: int = 0, nonconform: int = 0
@@ -581,30 +357,8 @@ class SimState:
         with self._lock:
             mono = self._mono()
             for run in self._runs.values():
-                self._produce(run, mono)
-            return {run_id: self._describe(run) for run_id, run in self._runs.items()}
-
-    @staticmethod
-    def _describe(run: SimRun) -> dict[str, Any]:
-        v = run.values
-        return {
-            "run_id": run.run_id,
-            "machine_id": run.machine_id,
-            "job_name": v["jobName"],
-            "operation_name": v["operationName"],
-            "lot_name": v["lotName"],
-            "part_name": v["partName"],
-            "phase": "setup" if run.in_setup else "production",
-            "started_in_setup": run.started_in_setup,
-            "start_at": fmt(run.start_at),
-            "production_at": fmt(run.production_at),
-            "end_at": fmt(run.end_at),
-            "ended_by": run.ended_by,
-            "part_time_ms": run.part_time_ms,
-            "metrics": run.counts.metrics(),
-            "setup_metrics": run.setup_counts.metrics(),
-            "manual_counts": run.manual_counts,
-        }
+                self.parts.produce(run, mono)
+            return {run_id: describe(run) for run_id, run in self._runs.items()}
 
     def jobs(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
