@@ -2,7 +2,7 @@
 
 `build_service(settings)` returns the long-running `Service` (runtime/service.py). Per leadership
 term, the service calls `jobs_factory(fencing)`; every job built there holds that term's
-`FencingContext` (a `erpsync.service.fence.Fence`), so work started under a lost term is refused.
+`FencingContext` (a `erpsync.service.ports.Fence`), so work started under a lost term is refused.
 
 A scheduled job's name is its loop and its `erpsync_cycle` kind (sync, writeback, import, purge):
 readiness and the heartbeat use it. A job signals failure by raising; returning normally is success.
@@ -21,6 +21,7 @@ from erpsync.adapters.erp.sinks.base import CountSink
 from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError
 from erpsync.observability.metrics import AUDIT_PURGED
@@ -28,8 +29,9 @@ from erpsync.runtime.scheduler import ScheduledJob
 from erpsync.runtime.service import FencingContext, Service
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher
-from erpsync.service.fence import Fence
 from erpsync.service.imports import run_imports
+from erpsync.service.policy import SyncPolicy
+from erpsync.service.ports import Fence
 from erpsync.service.recovery import settle_in_doubt
 from erpsync.service.retention import purge_audit, purge_history
 from erpsync.service.sync import SyncService
@@ -43,7 +45,7 @@ def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) ->
     svc = settings.service
 
     def run(stop: threading.Event) -> None:
-        with cycle(store, "purge") as record:
+        with cycle(SqlUnitOfWorkFactory(store), "purge") as record:
             result = purge_audit(
                 store,
                 retention_days=svc.audit_retention_days,
@@ -94,7 +96,8 @@ def open_sync(
     if settings.source is None:
         raise ConfigError("source: required; add a [source] section (see erpsync.example.toml)")
     source = open_source(settings.source, store)
-    return SyncService(settings, store, source, client, fence, **kwargs)
+    policy = SyncPolicy.from_settings(settings)
+    return SyncService(SqlUnitOfWorkFactory(store), source, client, fence, policy, **kwargs)
 
 
 def open_client(settings: Settings) -> MMClient:
@@ -207,7 +210,7 @@ def build_jobs(
 def recover(settings: Settings, store: StateStore, client: MMClient, fencing: FencingContext) -> None:
     """Start-up recovery: settle every action a previous leader left in doubt, reading MM first."""
     dispatcher = Dispatcher(
-        store,
+        SqlUnitOfWorkFactory(store),
         client,
         fencing,
         max_concurrency=settings.mm.max_concurrency,

@@ -122,7 +122,7 @@ def sync(ctx: typer.Context) -> None:
 
     with correlation("cli"), _acting_service(ctx) as service:
         summary = service.run_cycle()
-        if service.settings.sync.imports.enabled:
+        if state_of(ctx).settings().sync.imports.enabled:
             summary.imported += int(run_imports(service).uploaded)
     stdout.print(summary.line(), markup=False)
 
@@ -177,7 +177,7 @@ def resync(
     with correlation("cli"), _acting_service(ctx) as service, _progress() as progress:
         result = run_resync(service, selection, dry_run=dry_run, progress=progress)
         reimported = None
-        if everything and not dry_run and service.settings.sync.imports.enabled:
+        if everything and not dry_run and state_of(ctx).settings().sync.imports.enabled:
             reimported = run_imports(service, force=True)  # --all also re-sends the job list
     rows = plan_rows(result.planned.plan)
     if as_json:

@@ -58,7 +58,7 @@ RECOVERY_LOOP = "startup_recovery"
 class FencingContext:
     """What a job of one leadership term needs to act safely: its token and two checks.
 
-    It satisfies erpsync.service.fence.Fence, so the service layer depends only on that protocol.
+    It satisfies erpsync.service.ports.Fence, so the service layer depends only on that protocol.
     """
 
     def __init__(self, lease: LeaderLease, token: int, leads: Callable[[], bool], stop: threading.Event):
@@ -77,7 +77,7 @@ class FencingContext:
         return not self.stop.is_set() and self._leads()
 
     def is_current(self) -> bool:
-        """The same as `is_leader` (the name erpsync.service.fence.Fence uses)."""
+        """The same as `is_leader` (the name erpsync.service.ports.Fence uses)."""
         return self.is_leader()
 
     def check(self, conn_or_session: Connection | Session) -> None:

@@ -13,14 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
-
-from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import Cycle, utcnow
+from erpsync.domain.clock import utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.observability.correlation import current_correlation_id, current_trigger, new_correlation_id
 from erpsync.observability.metrics import CYCLES, LAST_SUCCESS
 from erpsync.observability.scrub import scrub
+from erpsync.service.ports import UnitOfWorkFactory
 
 
 @dataclass
@@ -34,18 +32,16 @@ class CycleRecord:
 
 
 @contextmanager
-def cycle(store: StateStore, kind: str) -> Iterator[CycleRecord]:
+def cycle(uow: UnitOfWorkFactory, kind: str) -> Iterator[CycleRecord]:
     """Record the cycle's start, then its outcome: ok / partial / failed / config_error."""
-    with store.session() as session:
-        row = Cycle(
+    with uow() as work:
+        cycle_id = work.cycles.start(
+            kind,
             correlation_id=current_correlation_id() or new_correlation_id(),
-            kind=kind,
-            triggered_by=current_trigger(),
+            trigger=current_trigger(),
             started_at=utcnow(),
         )
-        session.add(row)
-        session.flush()
-        record = CycleRecord(id=row.id, kind=kind)
+    record = CycleRecord(id=cycle_id, kind=kind)
     error: str | None = None
     started = time.monotonic()
     try:
@@ -58,22 +54,19 @@ def cycle(store: StateStore, kind: str) -> Iterator[CycleRecord]:
         raise
     finally:
         record.summary.setdefault("seconds", round(time.monotonic() - started, 3))
-        _finish(store, record, error)
+        _finish(uow, record, error)
 
 
-def _finish(store: StateStore, record: CycleRecord, error: str | None) -> None:
+def _finish(uow: UnitOfWorkFactory, record: CycleRecord, error: str | None) -> None:
     finished = utcnow()
     try:
-        with store.session() as session:
-            session.execute(
-                update(Cycle)
-                .where(Cycle.id == record.id)
-                .values(
-                    finished_at=finished,
-                    outcome=record.outcome,
-                    summary=json.dumps(record.summary, default=str, sort_keys=True),
-                    error_message=scrub(error)[:4000] if error else None,
-                )
+        with uow() as work:
+            work.cycles.finish(
+                record.id,
+                finished_at=finished,
+                outcome=record.outcome,
+                summary=json.dumps(record.summary, default=str, sort_keys=True),
+                error=scrub(error)[:4000] if error else None,
             )
     finally:
         CYCLES.labels(loop=record.kind, outcome=record.outcome).inc()

@@ -15,16 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
-from sqlalchemy import update
 
 from erpsync.adapters.mm.answers import answer_of, unexpected
-from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.errors import MMConflictError, MMError
 from erpsync.adapters.mm.mapper import request_facts, start_from_payload, stop_from_payload
 from erpsync.adapters.mm.schemas import JobRun
-from erpsync.adapters.state.journal import settle
-from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import SyncAction, utcnow
+from erpsync.domain.clock import utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.lifecycle import (
     ActionKind,
@@ -37,7 +33,7 @@ from erpsync.domain.lifecycle import (
 )
 from erpsync.observability import crashpoints
 from erpsync.observability.metrics import ACTIONS
-from erpsync.service.fence import Fence
+from erpsync.service.ports import Fence, MachineMetrics, UnitOfWorkFactory
 
 log = structlog.get_logger(__name__)
 
@@ -86,16 +82,16 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: StateStore,
-        client: MMClient,
+        uow: UnitOfWorkFactory,
+        mm: MachineMetrics,
         fence: Fence,
         *,
         max_concurrency: int,
         max_attempts: int,
         stop_event: threading.Event | None = None,
     ) -> None:
-        self.store = store
-        self.client = client
+        self.uow = uow
+        self.mm = mm
         self.fence = fence
         self.max_concurrency = max_concurrency
         self.max_attempts = max_attempts
@@ -131,7 +127,7 @@ class Dispatcher:
     def read_run(self, action: JournaledAction) -> JobRun | MMAnswer | None:
         """MM's run for this action, or the answer to give when it could not be read (retry later)."""
         try:
-            return self.client.get_job_run(action.mm_run_id or "")
+            return self.mm.get_job_run(action.mm_run_id or "")
         except MMError as exc:
             answer = answer_of(exc)
             return answer if answer.kind is Answer.REFUSED else replace(answer, kind=Answer.TRANSIENT)
@@ -139,11 +135,11 @@ class Dispatcher:
     def _call(self, action: JournaledAction) -> None:
         payload = action.payload
         if action.kind is ActionKind.START:
-            self.client.start_job_run(start_from_payload(payload))
+            self.mm.start_job_run(start_from_payload(payload))
         elif action.kind is ActionKind.STOP:
-            self.client.stop_job_run(stop_from_payload(payload))
+            self.mm.stop_job_run(stop_from_payload(payload))
         else:
-            self.client.import_jobs(
+            self.mm.import_jobs(
                 base64.b64decode(payload["csv_base64"]),
                 import_type=payload["type"],
                 auto_archive=bool(payload["autoArchive"]),
@@ -233,8 +229,8 @@ class Dispatcher:
         return outcomes, []
 
     def _settle(self, outcomes: list[Outcome], result: DispatchResult) -> None:
-        with self.store.session() as session:
-            written = settle(session, outcomes, fencing_token=self.fence.token)
+        with self.uow() as uow:
+            written = uow.actions.settle(outcomes, fencing_token=self.fence.token)
         crashpoints.crash_point("dispatch.after_settle")
         if len(written) < len(outcomes):
             settled_before = sorted({o.action.id for o in outcomes} - {o.action.id for o in written})
@@ -248,13 +244,8 @@ class Dispatcher:
 
     def _release(self, entries: Sequence[JournaledAction]) -> None:
         """Hand back claims on actions this round did not send, so the next cycle sends them."""
-        with self.store.session() as session:
-            session.execute(
-                update(SyncAction)
-                .where(SyncAction.id.in_([e.id for e in entries]), SyncAction.status == "pending")
-                .values(next_attempt_at=None)
-                .execution_options(synchronize_session=False)
-            )
+        with self.uow() as uow:
+            uow.actions.release([e.id for e in entries])
 
 
 class _Board:

@@ -12,11 +12,8 @@ import base64
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from erpsync.adapters.mm.job_csv import build_mm_job_csv, content_sha256
-from erpsync.adapters.state import journal
-from erpsync.adapters.state.tables import SourceCheckpoint, utcnow
+from erpsync.domain.clock import utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.lifecycle import ActionKind, Intent, JournaledAction
 from erpsync.domain.model import BadRecord, JobOperation
@@ -24,8 +21,6 @@ from erpsync.observability.correlation import current_correlation_id, current_tr
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
 from erpsync.service.sync import SyncService
-
-PASSTHROUGH_TYPES = {"infor-visual-csv": "inforVisual", "infor-ln-csv": "inforLN"}
 
 
 @dataclass
@@ -40,45 +35,38 @@ class ImportResult:
 
 def _content(service: SyncService) -> tuple[bytes, str, list[BadRecord]]:
     """The file to upload, its MM import type, and the operations that could not go in it."""
-    settings = service.settings
-    source = settings.source
-    assert source is not None
-    if settings.sync.imports.mode == "passthrough":
-        import_type = PASSTHROUGH_TYPES.get(source.kind)
-        if import_type is None or source.csv.path is None:
+    policy = service.policy
+    if policy.imports_mode == "passthrough":
+        path, import_type = policy.passthrough_file, policy.passthrough_type
+        if import_type is None or path is None:
             raise ConfigError(
                 "sync.imports.mode: 'passthrough' needs a CSV source with source.csv.path "
                 "(kind infor-visual-csv or infor-ln-csv); use mode = 'build' for database sources"
             )
         try:
-            return source.csv.path.read_bytes(), import_type, []
+            return path.read_bytes(), import_type, []
         except OSError as exc:
-            raise ConfigError(f"source.csv.path: cannot read {source.csv.path}: {exc.strerror}") from None
+            raise ConfigError(f"source.csv.path: cannot read {path}: {exc.strerror}") from None
     operations: list[JobOperation] = []
     bad: list[BadRecord] = []
     for item in service.source.read_operations():
         (bad if isinstance(item, BadRecord) else operations).append(item)  # type: ignore[arg-type]
-    data, rejected = build_mm_job_csv(operations, service.mapper)
+    data, rejected = build_mm_job_csv(operations, service.policy.mapper)
     return data, "mm", [*bad, *rejected]
 
 
 def run_imports(service: SyncService, *, force: bool = False) -> ImportResult:
     """Upload the job file when its content changed since the last successful upload."""
     stream = "mm_import"
-    with cycle(service.store, "import") as record:
+    with cycle(service.uow, "import") as record:
         data, import_type, bad = _content(service)
         digest = content_sha256(data)
         rows = max(0, data.count(b"\n") - 1)
         stream = f"mm_import:{import_type}"
-        with service.store.session() as session:
-            checkpoint = session.scalars(
-                select(SourceCheckpoint).where(
-                    SourceCheckpoint.source == service.source.name, SourceCheckpoint.stream == stream
-                )
-            ).first()
-            previous = checkpoint.file_sha256 if checkpoint else None
+        with service.uow() as uow:
+            previous = uow.checkpoints.digest(service.source.name, stream)
             if bad:
-                service.quarantine_records(session, bad, utcnow())
+                service.quarantine_records(uow, bad, utcnow())
         result = ImportResult(import_type, digest, rows, uploaded=False, unchanged=previous == digest)
         record.summary = {"type": import_type, "rows": rows, "sha256": digest, "bad_rows": len(bad)}
         if result.unchanged and not force:
@@ -108,7 +96,7 @@ def _journal_upload(
     now = utcnow()
     generation = now.strftime("%Y%m%dT%H%M%S%f") if force else (previous or "none")[:12]
     key = f"import_jobs:{import_type}:{digest[:40]}:{generation}"
-    auto_archive = service.settings.sync.imports.auto_archive
+    auto_archive = service.policy.imports_auto_archive
     intent = Intent(
         idempotency_key=key,
         kind=ActionKind.IMPORT,
@@ -122,34 +110,19 @@ def _journal_upload(
             "filename": f"erpsync-jobs-{digest[:12]}.csv",
         },
     )
-    with service.store.session() as session:
-        service.fence.check(session)
-        if journal.existing_keys(session, [key]):
+    with service.uow(service.fence) as uow:
+        if uow.actions.existing_keys([key]):
             return None
-        (entry,) = journal.record_intents(
-            session,
+        (entry,) = uow.actions.record(
             [intent],
             fencing_token=service.fence.token,
             correlation_id=current_correlation_id(),
             trigger=current_trigger(),
-            claim_until=now + timedelta(seconds=service.settings.sync.in_doubt_after_seconds),
+            claim_until=now + timedelta(seconds=service.policy.in_doubt_after_seconds),
         )
     return entry
 
 
 def _remember(service: SyncService, stream: str, digest: str, rows: int) -> None:
-    with service.store.session() as session:
-        checkpoint = session.scalars(
-            select(SourceCheckpoint).where(
-                SourceCheckpoint.source == service.source.name, SourceCheckpoint.stream == stream
-            )
-        ).first()
-        if checkpoint is None:
-            session.add(
-                SourceCheckpoint(
-                    source=service.source.name, stream=stream, file_sha256=digest, rows_read=rows
-                )
-            )
-        else:
-            checkpoint.file_sha256 = digest
-            checkpoint.rows_read = rows
+    with service.uow() as uow:
+        uow.checkpoints.remember_digest(service.source.name, stream, digest, rows)

@@ -165,15 +165,26 @@ class CheckpointRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    """One state transaction and its repositories."""
+    """One state transaction and its repositories.
 
-    actions: ActionRepository
-    bindings: BindingRepository
-    quarantine: QuarantineRepository
-    audit: AuditRepository
-    machines: MachineRepository
-    cycles: CycleRepository
-    checkpoints: CheckpointRepository
+    Read-only members, so an adapter's plain attributes of its own repository classes satisfy
+    the protocol (a mutable protocol attribute would have to be typed exactly as here).
+    """
+
+    @property
+    def actions(self) -> ActionRepository: ...
+    @property
+    def bindings(self) -> BindingRepository: ...
+    @property
+    def quarantine(self) -> QuarantineRepository: ...
+    @property
+    def audit(self) -> AuditRepository: ...
+    @property
+    def machines(self) -> MachineRepository: ...
+    @property
+    def cycles(self) -> CycleRepository: ...
+    @property
+    def checkpoints(self) -> CheckpointRepository: ...
 
 
 class UnitOfWorkFactory(Protocol):

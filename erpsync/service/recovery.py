@@ -17,8 +17,7 @@ from datetime import timedelta
 import structlog
 
 from erpsync.adapters.mm.mapper import request_facts
-from erpsync.adapters.state.journal import claim, due_entries
-from erpsync.adapters.state.tables import utcnow
+from erpsync.domain.clock import utcnow
 from erpsync.domain.lifecycle import (
     ActionKind,
     Answer,
@@ -43,10 +42,9 @@ def settle_in_doubt(dispatcher: Dispatcher, claim_seconds: float, *, due_now: bo
     now = utcnow()
     horizon = now + timedelta(days=3650) if due_now else now
     claimed: list[JournaledAction] = []
-    with dispatcher.store.session() as session:
-        dispatcher.fence.check(session)
-        for entry in due_entries(session, horizon):
-            taken = claim(session, entry, horizon, now + timedelta(seconds=claim_seconds))
+    with dispatcher.uow(dispatcher.fence) as uow:
+        for entry in uow.actions.due(horizon):
+            taken = uow.actions.claim(entry, horizon, now + timedelta(seconds=claim_seconds))
             if taken is not None:
                 claimed.append(taken)
     if not claimed:

@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from erpsync.adapters.mm.errors import MMError
-from erpsync.adapters.state import journal
-from erpsync.adapters.state.tables import utcnow
+from erpsync.domain.clock import utcnow
 from erpsync.domain.identity import generation_token, mm_run_id_for
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import BoundRun, MMRunState, resync_plan
@@ -70,13 +69,13 @@ def run_resync(
     progress: Callable[[int, int], None] | None = None,
 ) -> ResyncResult:
     """Plan (and unless `dry_run`, carry out) the resync of the selected runs."""
-    if service.client is None:
-        raise RuntimeError("resync needs an MM client to read what MM has")
+    if service.mm is None:
+        raise RuntimeError("resync needs MachineMetrics to read what MM has")
     now = utcnow()
     snapshot = service.source.read_runs()
-    with service.store.session() as session:
-        bindings = journal.load_bindings(session, service.source.name)
-        rejected = journal.rejected_machines(session)
+    with service.uow() as uow:
+        bindings = uow.bindings.all_runs(service.source.name)
+        rejected = uow.machines.rejected()
     desired: dict[str, JobOperationRun] = {}
     bad: list[BadRecord] = []
     for item in snapshot or ():
@@ -102,7 +101,7 @@ def run_resync(
         desired.values(),
         bindings,
         source=service.source.name,
-        mapper=service.mapper,
+        mapper=service.policy.mapper,
         mm_state=mm_state,
         generation=generation_token(now),
         now=now,
@@ -121,7 +120,7 @@ def run_resync(
     if dry_run:
         return result
     summary = SyncSummary(runs_read=len(desired), flagged=len(plan.flags))
-    with cycle(service.store, "resync") as record:
+    with cycle(service.uow, "resync") as record:
         groups = service.journal_plan(result.planned, summary)
         dispatched = service.dispatcher().run(groups)
         summary.add_dispatch(dispatched)
@@ -141,21 +140,21 @@ def _read_mm(
     service: SyncService, run_ids: list[str], progress: Callable[[int, int], None] | None
 ) -> tuple[dict[str, MMRunState], list[str]]:
     """get-job-run for every selected run, concurrently; runs MM could not answer are left alone."""
-    client = service.client
-    assert client is not None
+    mm = service.mm
+    assert mm is not None
     states: dict[str, MMRunState] = {}
     unreadable: list[str] = []
 
     def read(run_id: str) -> tuple[str, MMRunState | None]:
         try:
-            run = client.get_job_run(run_id)
+            run = mm.get_job_run(run_id)
         except MMError:
             return run_id, None
         if run is None:
             return run_id, "missing"
         return run_id, "ended" if run.end_at is not None else "open"
 
-    with ThreadPoolExecutor(max_workers=service.settings.mm.max_concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=service.policy.max_concurrency) as pool:
         for done, (run_id, state) in enumerate(pool.map(read, run_ids), start=1):
             if state is None:
                 unreadable.append(run_id)

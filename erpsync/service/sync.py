@@ -1,13 +1,16 @@
 """One sync cycle, end to end: ERP rows -> plan -> journal -> MM calls -> outcomes + audit.
 
+`run_cycle` reads top-down, and so does this module:
+
 1. settle what an earlier cycle left in doubt (service/recovery.py: read MM first);
-2. read the ERP (source port) and erpsync's bindings, and diff them (domain/reconcile.py);
-3. in ONE state transaction, under the fence: journal every intent, create bindings, quarantine
-   bad rows, audit flags;
+2. plan: read the ERP (source port) and erpsync's bindings, and diff them (domain/reconcile.py);
+3. journal: in ONE unit of work, under the fence, journal every intent (domain/lifecycle.py
+   `Intent`), create bindings, quarantine bad rows, audit flags;
 4. dispatch (service/dispatch.py), settling outcomes as they come;
 5. acknowledge the source snapshot (advance checkpoints, archive CSV files).
 
-`plan` runs steps 2 only, with no side effect anywhere.
+`plan` runs step 2 only, with no side effect anywhere. State is reached only through the
+`UnitOfWork` port and MM only through the `MachineMetrics` port (service/ports.py).
 """
 
 from __future__ import annotations
@@ -20,17 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
 
 from erpsync.adapters.erp.port import JobSource, RunSnapshot
-from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.mapper import payload_of, start_request, stop_request
-from erpsync.adapters.state import journal
-from erpsync.adapters.state.audit import record_audit
-from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import QuarantineEntry, RunBinding, utcnow
-from erpsync.config import Settings
+from erpsync.domain.clock import utcnow
 from erpsync.domain.lifecycle import (
     OPEN_BINDING_STATUSES,
     ActionKind,
@@ -39,7 +35,6 @@ from erpsync.domain.lifecycle import (
     JournaledAction,
     RunRef,
 )
-from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import BoundRun, Flag, Plan, PlannedAction, reconcile
 from erpsync.observability.collector import collector_paused
@@ -48,7 +43,8 @@ from erpsync.observability.metrics import QUARANTINE_OPEN
 from erpsync.observability.scrub import scrub
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_result
-from erpsync.service.fence import Fence
+from erpsync.service.policy import SyncPolicy
+from erpsync.service.ports import AuditRecord, Fence, MachineMetrics, UnitOfWork, UnitOfWorkFactory
 from erpsync.service.recovery import settle_in_doubt
 
 log = structlog.get_logger(__name__)
@@ -105,27 +101,56 @@ class PlanResult:
 
 
 class SyncService:
-    """Reconcile one ERP source with MachineMetrics."""
+    """Reconcile one ERP source with MachineMetrics.
+
+    `mm` and `fence` are None for a read-only service (`erpsync plan`): it can plan, not act.
+    """
 
     def __init__(
         self,
-        settings: Settings,
-        store: StateStore,
+        uow: UnitOfWorkFactory,
         source: JobSource,
-        client: MMClient | None,
+        mm: MachineMetrics | None,
         fence: Fence | None,
+        policy: SyncPolicy,
         *,
         stop_event: threading.Event | None = None,
     ) -> None:
-        self.settings = settings
-        self.store = store
+        self.uow = uow
         self.source = source
-        self.client = client
+        self.mm = mm
         self.fence = fence
+        self.policy = policy
         self.stop_event = stop_event or threading.Event()
-        self.mapper = MachineMapper.from_settings(settings.machines)
 
-    # -- reading and planning (no side effects) -------------------------------------------------
+    # -- one full cycle ------------------------------------------------------------------------
+    def run_cycle(self) -> SyncSummary:
+        """Recover, plan, journal, dispatch, acknowledge. Raises only for configuration errors."""
+        summary = SyncSummary()
+        dispatcher = self.dispatcher()
+        with cycle(self.uow, "sync") as record:
+            recovered = settle_in_doubt(dispatcher, self.policy.in_doubt_after_seconds)
+            summary.add_dispatch(recovered, recovery=True)
+            if not self.stop_event.is_set():
+                planned = self.compute_plan()
+                summary.no_new_data = planned.snapshot is None
+                summary.runs_read = planned.runs_read
+                summary.bad_rows = len(planned.bad_rows)
+                summary.flagged = len(planned.plan.flags)
+                groups = self.journal_plan(planned, summary)
+                result = dispatcher.run(groups)
+                summary.add_dispatch(result)
+                raise_for_result(result)
+                if planned.snapshot is not None and not result.not_sent:
+                    self.source.acknowledge(planned.snapshot)
+            record.summary = asdict(summary)
+            if summary.retried or summary.not_sent:
+                record.outcome = "partial"
+        self._refresh_quarantine_gauge()
+        log.info("sync cycle", **asdict(summary))
+        return summary
+
+    # -- 2. plan: read and diff (no side effects) ----------------------------------------------
     def compute_plan(self, now: datetime | None = None) -> PlanResult:
         """Read the ERP and the bindings and diff them. Writes nothing anywhere."""
         with collector_paused():  # every row, run and binding lives until the diff is done
@@ -167,22 +192,22 @@ class SyncService:
 
     def _load_state(self) -> tuple[dict[str, BoundRun], set[str]]:
         """The bindings MM may still have open; finished ones are looked up by key afterwards."""
-        with self.store.session() as session:
-            return journal.load_open_bindings(session, self.source.name), journal.rejected_machines(session)
+        with self.uow() as uow:
+            return uow.bindings.open_runs(self.source.name), uow.machines.rejected()
 
     def _finished_bindings(self, run_keys: Collection[str]) -> dict[str, BoundRun]:
         """Bindings of runs in the snapshot that are not open: finished runs stay recognised."""
         if not run_keys:
             return {}
-        with self.store.session() as session:
-            return journal.load_bindings_by_key(session, self.source.name, run_keys)
+        with self.uow() as uow:
+            return uow.bindings.by_keys(self.source.name, run_keys)
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {
             "source": self.source.name,
-            "mapper": self.mapper,
+            "mapper": self.policy.mapper,
             "snapshot_complete": complete,
-            "vanished_policy": self.settings.sync.vanished_runs,
+            "vanished_policy": self.policy.vanished_runs,
             "now": now,
             "rejected_machines": rejected,
         }
@@ -191,80 +216,39 @@ class SyncService:
         counts: dict[str, int] = {}
         for run in runs:
             counts[run.machine] = counts.get(run.machine, 0) + 1
-        return {machine: (self.mapper.map(machine), n) for machine, n in counts.items() if machine}
+        return {machine: (self.policy.mapper.map(machine), n) for machine, n in counts.items() if machine}
 
-    # -- one full cycle ------------------------------------------------------------------------
-    def dispatcher(self) -> Dispatcher:
-        if self.client is None or self.fence is None:
-            raise RuntimeError("dispatching needs an MM client and a fence")
-        return Dispatcher(
-            self.store,
-            self.client,
-            self.fence,
-            max_concurrency=self.settings.mm.max_concurrency,
-            max_attempts=self.settings.sync.max_action_attempts,
-            stop_event=self.stop_event,
-        )
-
-    def run_cycle(self) -> SyncSummary:
-        """Recover, plan, journal, dispatch, acknowledge. Raises only for configuration errors."""
-        summary = SyncSummary()
-        dispatcher = self.dispatcher()
-        with cycle(self.store, "sync") as record:
-            recovered = settle_in_doubt(dispatcher, self.settings.sync.in_doubt_after_seconds)
-            summary.add_dispatch(recovered, recovery=True)
-            if not self.stop_event.is_set():
-                planned = self.compute_plan()
-                summary.no_new_data = planned.snapshot is None
-                summary.runs_read = planned.runs_read
-                summary.bad_rows = len(planned.bad_rows)
-                summary.flagged = len(planned.plan.flags)
-                groups = self.journal_plan(planned, summary)
-                result = dispatcher.run(groups)
-                summary.add_dispatch(result)
-                raise_for_result(result)
-                if planned.snapshot is not None and not result.not_sent:
-                    self.source.acknowledge(planned.snapshot)
-            record.summary = asdict(summary)
-            if summary.retried or summary.not_sent:
-                record.outcome = "partial"
-        self._refresh_quarantine_gauge()
-        log.info("sync cycle", **asdict(summary))
-        return summary
-
+    # -- 3. journal: one unit of work under the fence ------------------------------------------
     def journal_plan(self, planned: PlanResult, summary: SyncSummary) -> list[list[JournaledAction]]:
         """Write intents, bindings, quarantine and flags in one transaction; return dispatch groups."""
         assert self.fence is not None
         now = utcnow()
         plan = planned.plan
         intents = [self._intent(action, action.run_key not in planned.bound_keys) for action in plan.actions]
-        with self.store.session() as session:
-            self.fence.check(session)
+        with self.uow(self.fence) as uow:
             # the intents and the flags update bindings in separate statements: lock them first
-            journal.lock_bindings(
-                session,
+            uow.bindings.lock(
                 [i.mm_run_id for i in intents if i.mm_run_id and not i.new_binding]
-                + [f.mm_run_id for f in plan.flags if _binding_change_for(f)],
+                + [f.mm_run_id for f in plan.flags if _changes_binding(f)]
             )
-            known = journal.existing_keys(session, [i.idempotency_key for i in intents])
+            known = uow.actions.existing_keys([i.idempotency_key for i in intents])
             fresh = [i for i in intents if i.idempotency_key not in known]
             summary.already_journaled = len(intents) - len(fresh)
-            entries = journal.record_intents(
-                session,
+            entries = uow.actions.record(
                 fresh,
                 fencing_token=self.fence.token,
                 correlation_id=current_correlation_id(),
                 trigger=current_trigger(),
-                claim_until=now + timedelta(seconds=self.settings.sync.in_doubt_after_seconds),
+                claim_until=now + timedelta(seconds=self.policy.in_doubt_after_seconds),
             )
             bad = [*planned.bad_rows, *plan.quarantined]
-            self.quarantine_records(session, bad, now)
+            self.quarantine_records(uow, bad, now)
             if planned.snapshot is not None:  # a full read: retried rows not seen bad are resolved
-                journal.resolve_retried_quarantine(
-                    session, self.source.name, {(r.record_key[:255], r.error_class) for r in bad}
+                uow.quarantine.resolve_retried(
+                    self.source.name, {(r.record_key[:255], r.error_class) for r in bad}
                 )
-            summary.flagged = self._flags(session, plan.flags)
-            journal.note_machines(session, planned.machines, now)
+            summary.flagged = self._flags(uow, plan.flags)
+            uow.machines.note(planned.machines, now)
         by_key = {e.idempotency_key: e for e in entries}
         groups: list[list[JournaledAction]] = []
         for actions in plan.by_machine().values():
@@ -329,75 +313,79 @@ class SyncService:
             generation=action.generation or None,
         )
 
-    def quarantine_records(self, session: Session, records: Sequence[BadRecord], now: datetime) -> None:
+    def quarantine_records(self, uow: UnitOfWork, records: Sequence[BadRecord], now: datetime) -> None:
         """Quarantine bad rows; each is audited when it is new or re-opened, not every cycle."""
         for record in records:
-            if journal.upsert_quarantine(session, record, now):
-                record_audit(
-                    session,
-                    action="quarantine",
-                    outcome="quarantined",
-                    source=record.source,
-                    erp_job=record.job,
-                    erp_operation=record.operation,
-                    erp_machine=record.machine,
-                    mm_run_id=record.mm_run_id,
-                    error=record.reason,
-                    error_class=record.error_class,
-                    detail=f"{record.location}: {record.reason}",
+            if uow.quarantine.upsert(record, now):
+                uow.audit.record(
+                    AuditRecord(
+                        action="quarantine",
+                        outcome="quarantined",
+                        source=record.source,
+                        erp_job=record.job,
+                        erp_operation=record.operation,
+                        erp_machine=record.machine,
+                        mm_run_id=record.mm_run_id,
+                        error=record.reason,
+                        error_class=record.error_class,
+                        detail=f"{record.location}: {record.reason}",
+                    )
                 )
 
-    def _flags(self, session: Session, flags: Sequence[Flag]) -> int:
+    def _flags(self, uow: UnitOfWork, flags: Sequence[Flag]) -> int:
         """Audit each flag once (one that changes no binding is skipped when already audited).
 
         Returns how many were audited now.
         """
         audited = 0
-        raised = journal.flags_audited(
-            session, [(f.kind, f.job[:255], f.mm_run_id) for f in flags if not _binding_change_for(f)]
+        raised = uow.audit.flags_audited(
+            [(f.kind, f.job[:255], f.mm_run_id) for f in flags if not _changes_binding(f)]
         )
         for flag in sorted(flags, key=lambda f: f.mm_run_id):  # binding lock order, see journal.settle
-            if not _binding_change_for(flag) and (flag.kind, flag.mm_run_id, scrub(flag.message)) in raised:
+            if not _changes_binding(flag) and (flag.kind, flag.mm_run_id, scrub(flag.message)) in raised:
                 continue
             audited += 1
-            record_audit(
-                session,
-                action=flag.kind,
-                outcome="flagged",
-                source=self.source.name,
-                erp_job=flag.job,
-                erp_operation=flag.operation,
-                erp_machine=flag.erp_machine,
-                mm_run_id=flag.mm_run_id,
-                before=flag.before,
-                after=flag.after,
-                detail=flag.message,
+            uow.audit.record(
+                AuditRecord(
+                    action=flag.kind,
+                    outcome="flagged",
+                    source=self.source.name,
+                    erp_job=flag.job,
+                    erp_operation=flag.operation,
+                    erp_machine=flag.erp_machine,
+                    mm_run_id=flag.mm_run_id,
+                    before=flag.before,
+                    after=flag.after,
+                    detail=flag.message,
+                )
             )
-            values = _binding_change_for(flag)
-            if values and flag.mm_run_id:
-                session.execute(
-                    update(RunBinding)
-                    .where(RunBinding.mm_run_id == flag.mm_run_id)
-                    .values(**values, updated_at=utcnow())
-                    .execution_options(synchronize_session=False)
+            if _changes_binding(flag) and flag.mm_run_id:  # the binding remembers it was flagged
+                uow.bindings.remember_flag(
+                    flag.mm_run_id,
+                    status=BindingStatus(flag.binding_status) if flag.binding_status else None,
+                    payload_hash=flag.payload_hash,
+                    generation=flag.generation,
                 )
         return audited
 
+    # -- 4. dispatch ---------------------------------------------------------------------------
+    def dispatcher(self) -> Dispatcher:
+        if self.mm is None or self.fence is None:
+            raise RuntimeError("dispatching needs MachineMetrics and a fence")
+        return Dispatcher(
+            self.uow,
+            self.mm,
+            self.fence,
+            max_concurrency=self.policy.max_concurrency,
+            max_attempts=self.policy.max_action_attempts,
+            stop_event=self.stop_event,
+        )
+
     def _refresh_quarantine_gauge(self) -> None:
-        with self.store.session() as session:
-            count = session.scalar(
-                select(func.count()).select_from(QuarantineEntry).where(QuarantineEntry.status == "open")
-            )
-        QUARANTINE_OPEN.set(count or 0)
+        with self.uow() as uow:
+            QUARANTINE_OPEN.set(uow.quarantine.open_count())
 
 
-def _binding_change_for(flag: Flag) -> dict[str, Any]:
-    """Flags are raised once: the binding remembers that it was flagged."""
-    values: dict[str, Any] = {}
-    if flag.binding_status:
-        values["status"] = flag.binding_status
-    if flag.payload_hash:
-        values["payload_hash"] = flag.payload_hash
-    if flag.generation:
-        values["key_generation"] = flag.generation
-    return values
+def _changes_binding(flag: Flag) -> bool:
+    """Flags are raised once: a flag that changes the binding is not raised again."""
+    return bool(flag.binding_status or flag.payload_hash or flag.generation)

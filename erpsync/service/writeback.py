@@ -50,6 +50,7 @@ from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.journal import lock_bindings, upsert_quarantine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, FencedError, RecordError, RetryableError
 from erpsync.domain.model import BadRecord, PartCounts
@@ -65,7 +66,7 @@ from erpsync.observability.correlation import correlation, current_correlation_i
 from erpsync.observability.crashpoints import crash_point
 from erpsync.observability.metrics import QUARANTINE_OPEN, WRITEBACK_WRITES
 from erpsync.service.cycles import cycle
-from erpsync.service.fence import Fence
+from erpsync.service.ports import Fence
 
 log = structlog.get_logger(__name__)
 
@@ -223,7 +224,7 @@ def run_writeback(
             summary = job.run(run_id)
             _check_sink(sink, summary)
             return summary
-        with cycle(store, "writeback") as record:
+        with cycle(SqlUnitOfWorkFactory(store), "writeback") as record:
             summary = job.run(run_id)
             record.outcome = summary.outcome
             record.summary = summary.counters()

@@ -21,6 +21,7 @@ from erpsync.adapters.state import journal, migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import ServiceSettings, Settings, StateSettings
 from erpsync.domain.lifecycle import ActionKind, Answer, Intent, JournaledAction, MMAnswer, Outcome, RunRef
 from erpsync.runtime.cli_lease import held_lease
@@ -118,7 +119,9 @@ def test_groups_run_concurrently_each_in_order_and_every_outcome_is_settled(
 ) -> None:
     groups = journaled(store, fence, 150, stop_too=True)  # 300 actions: several settle batches
     mm_simulator.set_faults(Fault("latency", latency_ms=5))
-    result = Dispatcher(store, client, fence, max_concurrency=8, max_attempts=3).run(groups)
+    result = Dispatcher(SqlUnitOfWorkFactory(store), client, fence, max_concurrency=8, max_attempts=3).run(
+        groups
+    )
 
     assert (result.succeeded, result.by_kind) == (300, {"start_run": 150, "stop_run": 150})
     assert (result.retrying, result.quarantined, result.failed, result.not_sent) == (0, 0, 0, 0)
@@ -138,7 +141,7 @@ def test_outcomes_are_committed_while_the_round_still_runs(
     store: StateStore, fence: FencingContext, client: MMClient
 ) -> None:
     groups = journaled(store, fence, SETTLE_BATCH + 50)
-    dispatcher = Dispatcher(store, client, fence, max_concurrency=4, max_attempts=3)
+    dispatcher = Dispatcher(SqlUnitOfWorkFactory(store), client, fence, max_concurrency=4, max_attempts=3)
     first = groups[0][0].id
     seen_mid_round: list[int] = []
 
@@ -161,7 +164,7 @@ def test_a_crashed_sender_fails_the_round_and_nothing_more_is_sent(
     store: StateStore, fence: FencingContext, client: MMClient
 ) -> None:
     groups = journaled(store, fence, 60)
-    dispatcher = Dispatcher(store, client, fence, max_concurrency=3, max_attempts=3)
+    dispatcher = Dispatcher(SqlUnitOfWorkFactory(store), client, fence, max_concurrency=3, max_attempts=3)
     sent: list[int] = []
     lock = threading.Lock()
 
@@ -189,7 +192,9 @@ def test_a_stop_mid_round_releases_what_was_not_sent(
 ) -> None:
     groups = journaled(store, fence, 40)
     stop = threading.Event()
-    dispatcher = Dispatcher(store, client, fence, max_concurrency=2, max_attempts=3, stop_event=stop)
+    dispatcher = Dispatcher(
+        SqlUnitOfWorkFactory(store), client, fence, max_concurrency=2, max_attempts=3, stop_event=stop
+    )
     calls: list[int] = []
     lock = threading.Lock()
 

@@ -306,7 +306,7 @@ def test_retry_replans_from_the_erp_as_it_is_now(state: StateStore, sqlite_url: 
 
         # the ERP row is bad now: nothing changes, the person is told what to fix
         with pytest.raises(ErpsyncError, match="RESOURCE_ID is blank"), state.session() as session:
-            quarantine_service.retry(session, entry_id, lookup=bad, mapper=service.mapper)
+            quarantine_service.retry(session, entry_id, lookup=bad, mapper=service.policy.mapper)
         assert entry_and_action() == ("open", "quarantined")
 
         # the resource was put in machines.ignore: nothing to start, the entry is settled
@@ -326,7 +326,7 @@ def test_retry_replans_from_the_erp_as_it_is_now(state: StateStore, sqlite_url: 
         shop.fx.clock_out(ticket, local(9))
         service = open_sync(settings, state, None, None)
         with correlation("cli"), state.session() as session:
-            what = quarantine_service.retry(session, entry_id, lookup=current, mapper=service.mapper)
+            what = quarantine_service.retry(session, entry_id, lookup=current, mapper=service.policy.mapper)
         service.source.close()
         assert "ended" in what and "nothing to start" in what
         sim.set_machines({"HAAS-1"})
