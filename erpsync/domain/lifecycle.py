@@ -121,6 +121,28 @@ class RunRef:
 
 
 @dataclass(frozen=True, slots=True)
+class BoundRun:
+    """A run binding (``erpsync_run_binding``) as the planner reads it: an ERP run, the MM run
+    erpsync started for it and what erpsync last told MM of it."""
+
+    run_key: str
+    mm_run_id: str
+    erp_machine: str
+    mm_machine_id: str
+    status: BindingStatus
+    in_setup: bool
+    payload_hash: str | None
+    erp_start_at: datetime | None = None
+    erp_end_at: datetime | None = None
+    job: str = ""
+    operation: str = ""
+    # The resync generation of the MM run this binding tracks ("" for the first one). Every later
+    # key for it carries this, so after a resync re-started the run (with keys ``@<generation>``)
+    # its next stop or switch gets a fresh key, not one the journal already holds.
+    generation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class JournaledAction:
     """One journaled action (``erpsync_action``), with everything needed to (re)send it.
 

@@ -64,29 +64,26 @@ from erpsync.domain.identity import (
     mm_run_id_for,
     payload_fingerprint,
 )
+from erpsync.domain.lifecycle import (
+    LIVE_BINDING_STATUSES,
+    MM_OPEN_BINDING_STATUSES,
+    REASON_MAX,
+    RECONCILE_BINDING_STATUSES,
+    ActionKind,
+    BindingStatus,
+    BoundRun,
+    MMRunState,
+)
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 
 VanishedPolicy = Literal["stop", "flag"]
-MMRunState = Literal["missing", "open", "ended"]
-
-LIVE_STATUSES = frozenset({"starting", "running"})
-MM_OPEN_STATUSES = frozenset({"starting", "running", "vanished"})
-TERMINAL_STATUSES = frozenset({"stopped", "vanished", "failed"})
-REASON_MAX = 255  # the journal's reason column
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _ENDED = RunState.ENDED
 _SETUP = RunState.SETUP
 _PRODUCTION = RunState.PRODUCTION
-
-
-class ActionKind(enum.StrEnum):
-    """What the dispatcher does; the values are the journal's ``kind`` column."""
-
-    START = "start_run"
-    STOP = "stop_run"
-    IMPORT = "import_jobs"
+_VANISHED = BindingStatus.VANISHED
 
 
 class FlagKind(enum.StrEnum):
@@ -100,28 +97,6 @@ class FlagKind(enum.StrEnum):
     REBIND = "rebind"
     ENDED_IN_MM = "ended_in_mm"
     MISSING_IN_MM = "missing_in_mm"
-
-
-@dataclass(frozen=True, slots=True)
-class BoundRun:
-    """The reconciler's view of a `RunBinding` row: an ERP run and the MM run started for it."""
-
-    run_key: str
-    mm_run_id: str
-    erp_machine: str
-    mm_machine_id: str
-    status: str  # starting | running | stopping | stopped | vanished | failed
-    in_setup: bool
-    payload_hash: str | None
-    erp_start_at: datetime | None = None
-    erp_end_at: datetime | None = None
-    job: str = ""
-    operation: str = ""
-    # The resync generation of the MM run this binding tracks ("" for the first one). Every later
-    # key for it carries this, so after a resync re-started the run (with keys ``@<generation>``)
-    # its next stop or switch gets a fresh key, not one the journal already holds. The service
-    # stores `PlannedAction.generation` of a start and `Flag.generation` of a rebind here.
-    generation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +139,7 @@ class Flag:
     message: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
-    binding_status: str | None = None
+    binding_status: BindingStatus | None = None
     payload_hash: str | None = None
     dedupe_key: str = ""
     generation: str | None = None
@@ -301,7 +276,7 @@ def resync_plan(
         if state == "missing":
             effective.pop(key, None)
             mm_ids[key] = mm_run_id
-            if bound is not None and bound.status in MM_OPEN_STATUSES | {"stopping"}:
+            if bound is not None and bound.status in RECONCILE_BINDING_STATUSES:
                 lost_open[key] = bound
             continue
         if bound is None:
@@ -312,7 +287,7 @@ def resync_plan(
                 mm_run_id=mm_run_id,
                 erp_machine=run.machine,
                 mm_machine_id=mm_machine,
-                status="stopped",
+                status=BindingStatus.STOPPED,
                 in_setup=run.state is _SETUP,
                 payload_hash=None,
                 erp_start_at=run.start_at,
@@ -320,7 +295,7 @@ def resync_plan(
                 operation=run.operation.operation_seq,
             )
         if state == "open":
-            if bound.status not in LIVE_STATUSES:
+            if bound.status not in LIVE_BINDING_STATUSES:
                 flags.append(
                     replace(
                         _flag_for_binding(
@@ -328,12 +303,12 @@ def resync_plan(
                             bound,
                             f"MM has run {mm_run_id} open but erpsync recorded "
                             f"{bound.status if key in bindings else 'no binding'}; recording it as running",
-                            binding_status="running",
+                            binding_status=BindingStatus.RUNNING,
                         ),
                         generation=generation,
                     )
                 )
-            effective[key] = replace(bound, status="running", generation=generation)
+            effective[key] = replace(bound, status=BindingStatus.RUNNING, generation=generation)
         else:  # ended in MM
             if erp_active:
                 flags.append(
@@ -342,19 +317,19 @@ def resync_plan(
                         bound,
                         f"MM ended run {mm_run_id} but the ERP still has {bound.job} op {bound.operation} "
                         "open; not restarted (an ended MM run id cannot be reopened), check MM",
-                        binding_status="stopped",
+                        binding_status=BindingStatus.STOPPED,
                     )
                 )
-            elif bound.status in LIVE_STATUSES and key in bindings:
+            elif bound.status in LIVE_BINDING_STATUSES and key in bindings:
                 flags.append(
                     _flag_for_binding(
                         FlagKind.ENDED_IN_MM,
                         bound,
                         f"MM already ended run {mm_run_id}; recording it as stopped",
-                        binding_status="stopped",
+                        binding_status=BindingStatus.STOPPED,
                     )
                 )
-            effective[key] = replace(bound, status="stopped")
+            effective[key] = replace(bound, status=BindingStatus.STOPPED)
     planner = _Planner(
         desired=index,
         bindings=effective,
@@ -376,7 +351,7 @@ def resync_plan(
             bound,
             f"MM has no run {bound.mm_run_id} that erpsync had open and it is not started again; "
             "recording it as stopped",
-            binding_status="stopped",
+            binding_status=BindingStatus.STOPPED,
         )
         for key, bound in lost_open.items()
         if key not in restarted
@@ -444,7 +419,9 @@ def _settle_flags(flags: Iterable[Flag], actions: Iterable[PlannedAction]) -> li
     return settled
 
 
-def _flag_for_binding(kind: FlagKind, bound: BoundRun, message: str, *, binding_status: str) -> Flag:
+def _flag_for_binding(
+    kind: FlagKind, bound: BoundRun, message: str, *, binding_status: BindingStatus
+) -> Flag:
     return Flag(
         kind=kind,
         run_key=bound.run_key,
@@ -538,16 +515,16 @@ class _Planner:
         for key, run in self.desired.items():
             bound = bindings.get(key)
             if selected is not None and key not in selected:
-                if bound is not None and bound.status in LIVE_STATUSES and run.state is not _ENDED:
+                if bound is not None and bound.status in LIVE_BINDING_STATUSES and run.state is not _ENDED:
                     self._contend(key, bound.mm_machine_id)
                 continue
             if bound is None:
                 self._unbound(key, run)
                 continue
             status = bound.status
-            if status in LIVE_STATUSES:
+            if status in LIVE_BINDING_STATUSES:
                 self._live(key, run, bound)
-            elif status == "vanished" and run.state is _ENDED:
+            elif status is _VANISHED and run.state is _ENDED:
                 self._stop_ended(run, bound)
             else:  # stopping (stop in flight), stopped/failed/vanished (terminal)
                 stats.unchanged += 1
@@ -559,7 +536,7 @@ class _Planner:
             if key in desired or (selected is not None and key not in selected):
                 continue
             # a vanished binding is flagged once; it is stopped only if the policy is now "stop"
-            if bound.status in LIVE_STATUSES or (bound.status == "vanished" and self.policy == "stop"):
+            if bound.status in LIVE_BINDING_STATUSES or (bound.status is _VANISHED and self.policy == "stop"):
                 self._gone(bound, FlagKind.VANISHED)
 
     def _pass_machines(self) -> None:
@@ -715,8 +692,8 @@ class _Planner:
                 message=f"{bound.job} op {bound.operation} {what}; left open in MM "
                 "(sync.vanished_runs = flag): stop it in MM or run erpsync resync",
                 before={"status": bound.status},
-                after={"status": "vanished"},
-                binding_status="vanished",
+                after={"status": BindingStatus.VANISHED},
+                binding_status=BindingStatus.VANISHED,
                 dedupe_key=f"{kind}:{bound.mm_run_id}",
             )
         )
@@ -834,7 +811,7 @@ class _Planner:
         if self._occupants is None:
             occupants: dict[str, list[BoundRun]] = {}
             for bound in self.bindings.values():
-                if bound.status in MM_OPEN_STATUSES:
+                if bound.status in MM_OPEN_BINDING_STATUSES:
                     occupants.setdefault(bound.mm_machine_id, []).append(bound)
             self._occupants = occupants
         handled = {c[1] for c in group}

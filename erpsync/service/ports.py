@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from erpsync.domain.lifecycle import BindingStatus, JournaledAction, Outcome
+from erpsync.domain.lifecycle import BindingStatus, BoundRun, JournaledAction, Outcome
 from erpsync.domain.model import BadRecord
-from erpsync.domain.reconcile import BoundRun
 
 
 class Fence(Protocol):

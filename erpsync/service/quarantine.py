@@ -27,9 +27,10 @@ from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.tables import MachineSeen, QuarantineEntry, RunBinding, SyncAction, utcnow
 from erpsync.domain.errors import ErpsyncError
 from erpsync.domain.identity import idempotency_key
+from erpsync.domain.lifecycle import ActionKind
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import ActionKind, reconcile
+from erpsync.domain.reconcile import reconcile
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import QuarantineEntry, RunBinding, utcnow
 from erpsync.config import Settings
+from erpsync.domain.lifecycle import ActionKind, BoundRun
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import ActionKind, BoundRun, Flag, Plan, PlannedAction, reconcile
+from erpsync.domain.reconcile import Flag, Plan, PlannedAction, reconcile
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN

@@ -10,13 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
+from erpsync.domain.lifecycle import ActionKind, BoundRun, MMRunState
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.reconcile import (
-    ActionKind,
-    BoundRun,
     FlagKind,
-    MMRunState,
     Plan,
     import_action,
     reconcile,

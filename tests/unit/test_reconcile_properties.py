@@ -25,14 +25,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from erpsync.domain.identity import mm_run_id_for
+from erpsync.domain.lifecycle import LIVE_BINDING_STATUSES, ActionKind, BindingStatus, BoundRun, MMRunState
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.reconcile import (
-    LIVE_STATUSES,
-    ActionKind,
-    BoundRun,
     FlagKind,
-    MMRunState,
     Plan,
     PlannedAction,
     reconcile,
@@ -152,7 +149,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             if key in self.hidden:
                 continue
             bound = self.bindings.get(key)
-            looked_up = bound is not None and bound.status in (*LIVE_STATUSES, "vanished")
+            looked_up = bound is not None and bound.status in (*LIVE_BINDING_STATUSES, BindingStatus.VANISHED)
             if r.state is not RunState.ENDED or include_ended or looked_up:
                 out.append(r)
         return out
@@ -243,7 +240,7 @@ class ReconcileMachine(RuleBasedStateMachine):
                     self._stop(action)
                 elif fail_a_start and not failed and action.run_key not in self.bindings:
                     failed = True
-                    self._bind(action, status="failed")
+                    self._bind(action, status=BindingStatus.FAILED)
                 else:
                     self._start(action, rebound=rebound)
         for flag in plan.flags:
@@ -259,7 +256,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             self.bindings[flag.run_key] = bound
         return failed
 
-    def _bind(self, action: PlannedAction, *, status: str) -> None:
+    def _bind(self, action: PlannedAction, *, status: BindingStatus) -> None:
         assert action.run is not None
         self.bindings[action.run_key] = BoundRun(
             run_key=action.run_key,
@@ -288,12 +285,15 @@ class ReconcileMachine(RuleBasedStateMachine):
             # erpsync sends it only for a run it recorded in setup: live, or re-bound by this resync
             # (MM reported it open while the binding said vanished/stopped: the rebind flag)
             assert bound is not None and bound.in_setup, f"{action.mm_run_id}: switch, not in setup"
-            assert bound.status in LIVE_STATUSES or action.run_key in rebound, (action.run_key, bound.status)
+            assert bound.status in LIVE_BINDING_STATUSES or action.run_key in rebound, (
+                action.run_key,
+                bound.status,
+            )
             existing.phases.append("production")
             # as the service records it: the intent's binding values, then the outcome (running)
             self.bindings[action.run_key] = replace(
                 bound,
-                status="running",
+                status=BindingStatus.RUNNING,
                 in_setup=False,
                 payload_hash=action.payload_hash,
                 erp_start_at=action.run.start_at,
@@ -303,14 +303,14 @@ class ReconcileMachine(RuleBasedStateMachine):
         others = [rid for rid, r in self.mm.items() if r.open and r.machine == action.mm_machine_id]
         assert not others, f"{action.mm_run_id} starts on {action.mm_machine_id} while {others} open"
         self.mm[action.mm_run_id] = MMRun(action.mm_machine_id, open=True, phases=[phase])
-        self._bind(action, status="running")
+        self._bind(action, status=BindingStatus.RUNNING)
 
     def _stop(self, action: PlannedAction) -> None:
         got = self.mm.get(action.mm_run_id)
         if got is not None:  # MM may have lost it (then the stop is a 404, settled as stopped)
             got.open = False
         bound = self.bindings[action.run_key]
-        self.bindings[action.run_key] = replace(bound, status="stopped")
+        self.bindings[action.run_key] = replace(bound, status=BindingStatus.STOPPED)
         assert action.end_at is not None and action.end_at <= self.clock
         if bound.erp_start_at is not None:
             assert action.end_at >= bound.erp_start_at
@@ -331,11 +331,11 @@ class ReconcileMachine(RuleBasedStateMachine):
             if key in self.lost_by_mm:
                 continue
             got = self.mm.get(bound.mm_run_id)
-            if bound.status in (*LIVE_STATUSES, "vanished"):
+            if bound.status in (*LIVE_BINDING_STATUSES, BindingStatus.VANISHED):
                 assert got is not None and got.open, (key, bound.status, got)
-            elif bound.status == "stopped":
+            elif bound.status is BindingStatus.STOPPED:
                 assert got is None or not got.open, (key, got)
-            elif bound.status == "failed":
+            elif bound.status is BindingStatus.FAILED:
                 assert got is None
 
     def _check_ended_are_stopped(self, desired: list[JobOperationRun]) -> None:

@@ -27,8 +27,8 @@ from erpsync.adapters.state.tables import (
     SyncAction,
     utcnow,
 )
+from erpsync.domain.lifecycle import BindingStatus, BoundRun
 from erpsync.domain.model import BadRecord
-from erpsync.domain.reconcile import BoundRun
 from erpsync.observability.scrub import scrub
 
 OPEN_BINDING_STATUSES = ("starting", "running", "stopping")
@@ -171,7 +171,7 @@ def _bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
             mm_run_id=mm_run_id,
             erp_machine=erp_machine,
             mm_machine_id=mm_machine_id,
-            status=status,
+            status=BindingStatus(status),
             in_setup=bool(in_setup),
             payload_hash=payload_hash,
             erp_start_at=erp_start_at,
