@@ -56,7 +56,7 @@ import enum
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from erpsync.domain.identity import (
     idempotency_key,
@@ -73,6 +73,7 @@ from erpsync.domain.lifecycle import (
     BindingStatus,
     BoundRun,
     MMRunState,
+    RunRef,
 )
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
@@ -99,29 +100,86 @@ class FlagKind(enum.StrEnum):
     MISSING_IN_MM = "missing_in_mm"
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedAction:
-    """One call to make to MM, with its journal key; ``run`` is set for starts.
+class _OnRun:
+    """What other modules read of an action on one run: its `RunRef`'s names."""
+
+    __slots__ = ()
+    ref: RunRef
+
+    @property
+    def source(self) -> str:
+        return self.ref.source
+
+    @property
+    def run_key(self) -> str:
+        return self.ref.run_key
+
+    @property
+    def mm_run_id(self) -> str:
+        return self.ref.mm_run_id
+
+    @property
+    def job(self) -> str:
+        return self.ref.job
+
+    @property
+    def operation(self) -> str:
+        return self.ref.operation
+
+    @property
+    def erp_machine(self) -> str:
+        return self.ref.machine
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartAction(_OnRun):
+    """Start an MM run: a new run (in setup or production), a resync's restart, or the switch of a
+    run in setup to production (the same MM run id with ``startInSetup=false``).
 
     The MM client must send ``erpMachineId = mm_machine_id`` (not a re-mapping of ``run.machine``):
     a production switch goes to the machine the run was started on.
     """
 
-    kind: ActionKind
-    source: str
-    run_key: str
-    mm_run_id: str
-    erp_machine: str
+    kind: ClassVar[Literal[ActionKind.START]] = ActionKind.START
+    ref: RunRef
     mm_machine_id: str
-    job: str
-    operation: str
+    in_setup: bool
+    run: JobOperationRun  # the ERP row the request body is made from
+    payload_hash: str  # the job fields' fingerprint; the binding stores it (rule 4)
     reason: str
     idempotency_key: str
-    in_setup: bool = False
-    end_at: datetime | None = None
-    run: JobOperationRun | None = None
-    payload_hash: str | None = None
-    generation: str = ""  # the generation in ``idempotency_key``; store it on the binding (starts)
+    generation: str = ""  # the generation in ``idempotency_key``; the binding stores it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopAction(_OnRun):
+    """Stop an MM run at ``end_at`` (already clamped to [MM start, now])."""
+
+    kind: ClassVar[Literal[ActionKind.STOP]] = ActionKind.STOP
+    ref: RunRef
+    mm_machine_id: str
+    end_at: datetime
+    in_setup: bool  # the phase the run is stopped in, for display
+    reason: str
+    idempotency_key: str
+    generation: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportAction:
+    """Upload one job CSV (MM's "import jobs via file"); no run of its own."""
+
+    kind: ClassVar[Literal[ActionKind.IMPORT]] = ActionKind.IMPORT
+    source: str
+    content_sha256: str
+    rows: int
+    reason: str
+    idempotency_key: str
+
+
+# What a reconcile plans (on runs), and everything that is journaled.
+RunAction: TypeAlias = StartAction | StopAction
+PlannedAction: TypeAlias = StartAction | StopAction | ImportAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +228,14 @@ class PlanStats:
 class Plan:
     """What one reconcile decided: ordered actions, quarantined runs, flags, counts."""
 
-    actions: list[PlannedAction] = field(default_factory=list)
+    actions: list[RunAction] = field(default_factory=list)
     quarantined: list[BadRecord] = field(default_factory=list)
     flags: list[Flag] = field(default_factory=list)
     stats: PlanStats = field(default_factory=PlanStats)
 
-    def by_machine(self) -> dict[str, list[PlannedAction]]:
-        """Each MM machine's actions in the order to send them (stops first); imports under ``""``."""
-        groups: dict[str, list[PlannedAction]] = {}
+    def by_machine(self) -> dict[str, list[RunAction]]:
+        """Each MM machine's actions in the order to send them (stops first)."""
+        groups: dict[str, list[RunAction]] = {}
         for action in self.actions:
             groups.setdefault(action.mm_machine_id, []).append(action)
         for group in groups.values():
@@ -362,7 +420,7 @@ def resync_plan(
     return plan
 
 
-def import_action(*, source: str, content_sha256: str, generation: str, rows: int) -> PlannedAction:
+def import_action(*, source: str, content_sha256: str, generation: str, rows: int) -> ImportAction:
     """The journal entry for one job-CSV upload.
 
     The service plans it only when the content differs from the last upload; ``generation`` makes
@@ -370,18 +428,12 @@ def import_action(*, source: str, content_sha256: str, generation: str, rows: in
     """
     if not generation:
         raise ValueError("import_action needs a generation token")
-    return PlannedAction(
-        kind=ActionKind.IMPORT,
+    return ImportAction(
         source=source,
-        run_key="",
-        mm_run_id="",
-        erp_machine="",
-        mm_machine_id="",
-        job="",
-        operation="",
+        content_sha256=content_sha256,
+        rows=rows,
         reason=_reason(f"job import: {rows} rows, sha256 {content_sha256[:12]}"),
         idempotency_key=f"{ActionKind.IMPORT}:{source}:{content_sha256}@{generation}",
-        payload_hash=content_sha256,
     )
 
 
@@ -400,7 +452,7 @@ def _phase(in_setup: bool) -> str:
     return "setup" if in_setup else "production"
 
 
-def _settle_flags(flags: Iterable[Flag], actions: Iterable[PlannedAction]) -> list[Flag]:
+def _settle_flags(flags: Iterable[Flag], actions: Iterable[RunAction]) -> list[Flag]:
     """Flags never contradict actions: the action decides the binding's next status.
 
     A vanished/excluded flag ("left open in MM") is dropped when the run is stopped anyway (a new
@@ -494,7 +546,7 @@ class _Planner:
         self.fresh: dict[str, str] = {}
         self.switching: set[str] = set()
         self.stops: dict[str, _Stop] = {}
-        self.starts: list[PlannedAction] = []
+        self.starts: list[StartAction] = []
         self.flags: list[Flag] = []
         self._machine_cache: dict[str, str | None] = {}
         self._occupants: dict[str, list[BoundRun]] | None = None
@@ -840,6 +892,11 @@ class _Planner:
     def _new_id(self, key: str) -> str:
         return self.mm_ids.get(key) or mm_run_id_for(self.source, key)
 
+    def _ref(self, bound: BoundRun) -> RunRef:
+        return RunRef(
+            self.source, bound.run_key, bound.mm_run_id, bound.job, bound.operation, bound.erp_machine
+        )
+
     def _generation(self, bound: BoundRun | None) -> str:
         """A resync's own generation, else that of the MM run the binding tracks."""
         if self.generation or bound is None:
@@ -864,15 +921,9 @@ class _Planner:
             reason = f"resync: MM has no run for {op.job_name} op {op.operation_seq}; starting ({phase})"
         self.stats.started += 1
         self.starts.append(
-            PlannedAction(
-                kind=ActionKind.START,
-                source=self.source,
-                run_key=key,
-                mm_run_id=mm_run_id,
-                erp_machine=op.machine,
+            StartAction(
+                ref=RunRef(self.source, key, mm_run_id, op.job_name, op.operation_seq, op.machine),
                 mm_machine_id=mm_machine,
-                job=op.job_name,
-                operation=op.operation_seq,
                 reason=_reason(reason),
                 idempotency_key=idempotency_key(
                     ActionKind.START, mm_run_id, phase, generation=self.generation
@@ -885,19 +936,13 @@ class _Planner:
         )
 
     def _switch(self, winner: _Contender) -> None:
-        _, key, run, bound, _, _ = winner
+        _, _, run, bound, _, _ = winner
         assert bound is not None
         self.stats.switched += 1
         self.starts.append(
-            PlannedAction(
-                kind=ActionKind.START,
-                source=self.source,
-                run_key=key,
-                mm_run_id=bound.mm_run_id,
-                erp_machine=bound.erp_machine,
+            StartAction(
+                ref=self._ref(bound),
                 mm_machine_id=bound.mm_machine_id,
-                job=bound.job,
-                operation=bound.operation,
                 reason=_reason(f"setup done on {bound.job} op {bound.operation}: switching to production"),
                 idempotency_key=idempotency_key(
                     ActionKind.START, bound.mm_run_id, "production", generation=self._generation(bound)
@@ -912,15 +957,9 @@ class _Planner:
     def _finish(self) -> Plan:
         plan = self.plan_
         stops = [
-            PlannedAction(
-                kind=ActionKind.STOP,
-                source=self.source,
-                run_key=stop.bound.run_key,
-                mm_run_id=stop.bound.mm_run_id,
-                erp_machine=stop.bound.erp_machine,
+            StopAction(
+                ref=self._ref(stop.bound),
                 mm_machine_id=stop.bound.mm_machine_id,
-                job=stop.bound.job,
-                operation=stop.bound.operation,
                 reason=_reason(stop.reason),
                 idempotency_key=idempotency_key(
                     ActionKind.STOP, stop.bound.mm_run_id, generation=self._generation(stop.bound)
@@ -932,7 +971,7 @@ class _Planner:
             for stop in self.stops.values()
         ]
         self.stats.stopped = len(stops)
-        actions = [*stops, *self.starts]
+        actions: list[RunAction] = [*stops, *self.starts]
         actions.sort(key=lambda a: (a.mm_machine_id, 0 if a.kind is ActionKind.STOP else 1, a.run_key))
         plan.actions = actions
         plan.flags = _settle_flags(self.flags, actions)

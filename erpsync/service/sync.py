@@ -34,7 +34,7 @@ from erpsync.config import Settings
 from erpsync.domain.lifecycle import ActionKind, BoundRun
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import Flag, Plan, PlannedAction, reconcile
+from erpsync.domain.reconcile import Flag, Plan, RunAction, reconcile
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN
@@ -268,7 +268,7 @@ class SyncService:
                 groups.append(group)
         return groups
 
-    def _intent(self, action: PlannedAction, new_run: bool) -> journal.Intent:
+    def _intent(self, action: RunAction, new_run: bool) -> journal.Intent:
         new_binding = None
         binding_status = None
         binding_values = None

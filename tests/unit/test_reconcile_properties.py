@@ -31,7 +31,8 @@ from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.reconcile import (
     FlagKind,
     Plan,
-    PlannedAction,
+    StartAction,
+    StopAction,
     reconcile,
     resync_plan,
 )
@@ -256,7 +257,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             self.bindings[flag.run_key] = bound
         return failed
 
-    def _bind(self, action: PlannedAction, *, status: BindingStatus) -> None:
+    def _bind(self, action: StartAction, *, status: BindingStatus) -> None:
         assert action.run is not None
         self.bindings[action.run_key] = BoundRun(
             run_key=action.run_key,
@@ -272,7 +273,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             generation=action.generation,
         )
 
-    def _start(self, action: PlannedAction, *, rebound: Collection[str]) -> None:
+    def _start(self, action: StartAction, *, rebound: Collection[str]) -> None:
         assert action.run is not None
         assert action.run.state is not RunState.ENDED, "start planned for an ended run"
         assert self.erp[action.run_key].state is not RunState.ENDED, "start for a run the ERP ended"
@@ -305,7 +306,7 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.mm[action.mm_run_id] = MMRun(action.mm_machine_id, open=True, phases=[phase])
         self._bind(action, status=BindingStatus.RUNNING)
 
-    def _stop(self, action: PlannedAction) -> None:
+    def _stop(self, action: StopAction) -> None:
         got = self.mm.get(action.mm_run_id)
         if got is not None:  # MM may have lost it (then the stop is a 404, settled as stopped)
             got.open = False

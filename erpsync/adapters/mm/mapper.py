@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from erpsync.adapters.mm.schemas import StartJobRun, StopJobRun
-from erpsync.domain.reconcile import PlannedAction
+from erpsync.domain.reconcile import StartAction, StopAction
 
 
-def start_request(action: PlannedAction) -> StartJobRun:
+def start_request(action: StartAction) -> StartJobRun:
     """The start-job-run body for a planned start (setup, production, or the switch to it)."""
     if action.run is None:
         raise ValueError(f"start action for {action.mm_run_id} carries no run")
@@ -36,7 +36,7 @@ def start_request(action: PlannedAction) -> StartJobRun:
     )
 
 
-def stop_request(action: PlannedAction) -> StopJobRun:
+def stop_request(action: StopAction) -> StopJobRun:
     return StopJobRun(erp_job_operation_run_id=action.mm_run_id, end_at=action.end_at)
 
 
