@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from erpsync.adapters.state.store import StateStore
     from erpsync.config import Settings
     from erpsync.domain.model import BadRecord, JobOperationRun
-    from erpsync.domain.reconcile import Plan
+    from erpsync.domain.plan import Plan
     from erpsync.service import quarantine as quarantine_service
     from erpsync.service.sync import SyncService
 

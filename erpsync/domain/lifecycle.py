@@ -141,6 +141,9 @@ class BoundRun:
     # its next stop or switch gets a fresh key, not one the journal already holds.
     generation: str = ""
 
+    def ref(self, source: str) -> RunRef:
+        return RunRef(source, self.run_key, self.mm_run_id, self.job, self.operation, self.erp_machine)
+
 
 @dataclass(frozen=True, slots=True)
 class JournaledAction:

@@ -34,7 +34,8 @@ from erpsync.config import Settings
 from erpsync.domain.lifecycle import ActionKind, BoundRun
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import Flag, Plan, RunAction, reconcile
+from erpsync.domain.plan import Flag, Plan, RunAction
+from erpsync.domain.reconcile import reconcile
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN

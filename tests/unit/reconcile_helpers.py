@@ -10,7 +10,7 @@ from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
 from erpsync.domain.lifecycle import ActionKind, BindingStatus, BoundRun
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperation, JobOperationRun, RunState
-from erpsync.domain.reconcile import Plan, RunAction
+from erpsync.domain.plan import Plan, RunAction
 
 SOURCE = "erp"
 T0 = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)

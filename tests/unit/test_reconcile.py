@@ -13,15 +13,9 @@ from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
 from erpsync.domain.lifecycle import ActionKind, BoundRun, MMRunState
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
-from erpsync.domain.reconcile import (
-    FlagKind,
-    Plan,
-    StartAction,
-    StopAction,
-    import_action,
-    reconcile,
-    resync_plan,
-)
+from erpsync.domain.plan import FlagKind, Plan, StartAction, StopAction, import_action
+from erpsync.domain.reconcile import reconcile
+from erpsync.domain.resync import resync_plan
 from tests.unit.reconcile_helpers import (
     MAPPER,
     NOW,

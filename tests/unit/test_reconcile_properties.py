@@ -28,14 +28,9 @@ from erpsync.domain.identity import mm_run_id_for
 from erpsync.domain.lifecycle import LIVE_BINDING_STATUSES, ActionKind, BindingStatus, BoundRun, MMRunState
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
-from erpsync.domain.reconcile import (
-    FlagKind,
-    Plan,
-    StartAction,
-    StopAction,
-    reconcile,
-    resync_plan,
-)
+from erpsync.domain.plan import FlagKind, Plan, StartAction, StopAction
+from erpsync.domain.reconcile import reconcile
+from erpsync.domain.resync import resync_plan
 from tests.unit.reconcile_helpers import SOURCE, T0, operation
 
 # "M1" and " m1" are one MM machine (trim-casefold), SAW is ignored, BAD is refused by MM, "" is

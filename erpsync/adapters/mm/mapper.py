@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from erpsync.adapters.mm.schemas import StartJobRun, StopJobRun
-from erpsync.domain.reconcile import StartAction, StopAction
+from erpsync.domain.plan import StartAction, StopAction
 
 
 def start_request(action: StartAction) -> StartJobRun:
