@@ -3,7 +3,8 @@
 Every flow that touches an MM run goes through these shapes:
 
 - a `RunRef` names the ERP run and the MM run erpsync made for it (column limits applied once);
-- a planned action (domain/reconcile.py) is journaled as a `JournaledAction` (intent first);
+- a planned action (domain/plan.py: `StartAction`, `StopAction`, `ImportAction`) is journaled
+  as a `JournaledAction` (intent first);
 - MM's answer to it becomes an `Outcome` (`outcome_of`), which says the action's next
   `ActionStatus`, the `AuditOutcome` written for it and the binding's next `BindingStatus`.
 
