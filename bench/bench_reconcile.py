@@ -14,9 +14,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
+from erpsync.domain.lifecycle import BindingStatus, BoundRun
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperation, JobOperationRun, RunState
-from erpsync.domain.reconcile import BoundRun, reconcile
+from erpsync.domain.reconcile import reconcile
 
 SOURCE = "erp"
 T0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
@@ -59,7 +60,7 @@ def build(n: int, open_runs: int) -> tuple[list[JobOperationRun], dict[str, Boun
             mm_run_id=mm_run_id_for(SOURCE, key),
             erp_machine=machine,
             mm_machine_id=mm_machine,
-            status="running" if is_open else "stopped",
+            status=BindingStatus.RUNNING if is_open else BindingStatus.STOPPED,
             in_setup=False,
             payload_hash=payload_fingerprint(run, mm_machine),
             erp_start_at=start,

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, print_table, state_of, stdout
+from erpsync.domain.lifecycle import ActionKind
 
 if TYPE_CHECKING:
     from erpsync.adapters.erp.port import JobSource
     from erpsync.adapters.state.store import StateStore
     from erpsync.config import Settings
     from erpsync.domain.model import BadRecord, JobOperationRun
-    from erpsync.domain.reconcile import Plan
+    from erpsync.domain.plan import Plan
     from erpsync.service import quarantine as quarantine_service
     from erpsync.service.sync import SyncService
 
@@ -58,7 +59,7 @@ def plan_rows(plan: Plan, bad_rows: Sequence[BadRecord] = ()) -> list[dict[str, 
             "job": a.job,
             "operation": a.operation,
             "phase": "setup" if a.in_setup else "production",
-            "end_at": a.end_at.isoformat() if a.end_at else None,
+            "end_at": a.end_at.isoformat() if a.kind is ActionKind.STOP else None,
             "reason": a.reason,
         }
         for a in plan.actions

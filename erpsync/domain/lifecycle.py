@@ -3,9 +3,14 @@
 Every flow that touches an MM run goes through these shapes:
 
 - a `RunRef` names the ERP run and the MM run erpsync made for it (column limits applied once);
-- a planned action (domain/reconcile.py) is journaled as a `JournaledAction` (intent first);
+- a planned action (domain/plan.py: `StartAction`, `StopAction`, `ImportAction`) is journaled
+  as a `JournaledAction` (intent first);
 - MM's answer to it becomes an `Outcome` (`outcome_of`), which says the action's next
   `ActionStatus`, the `AuditOutcome` written for it and the binding's next `BindingStatus`.
+
+A binding (`BoundRun`) moves three ways, each a pure function here: when an action is journaled
+(`bound_after_intent`), when a flag is recorded (`bound_after_flag`) and when an outcome is
+settled (`bound_after`). The state adapters write the same changes as SQL.
 
 The status tables below are the only place that says which statuses are live, open in MM, due
 or final; the SQL adapters and the in-memory fakes read them from here.
@@ -14,9 +19,12 @@ or final; the SQL adapters and the in-memory fakes read them from here.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # plan.py builds on this module; only its types are named here
+    from erpsync.domain.plan import Flag, RunAction
 
 # Column limits of the state tables (adapters/state/tables.py): a value is cut once, here.
 SOURCE_MAX = 64
@@ -118,6 +126,31 @@ class RunRef:
             value = getattr(self, name)
             if value is None or len(value) > limit:
                 object.__setattr__(self, name, _cut(value, limit))
+
+
+@dataclass(frozen=True, slots=True)
+class BoundRun:
+    """A run binding (``erpsync_run_binding``) as the planner reads it: an ERP run, the MM run
+    erpsync started for it and what erpsync last told MM of it."""
+
+    run_key: str
+    mm_run_id: str
+    erp_machine: str
+    mm_machine_id: str
+    status: BindingStatus
+    in_setup: bool
+    payload_hash: str | None
+    erp_start_at: datetime | None = None
+    erp_end_at: datetime | None = None
+    job: str = ""
+    operation: str = ""
+    # The resync generation of the MM run this binding tracks ("" for the first one). Every later
+    # key for it carries this, so after a resync re-started the run (with keys ``@<generation>``)
+    # its next stop or switch gets a fresh key, not one the journal already holds.
+    generation: str = ""
+
+    def ref(self, source: str) -> RunRef:
+        return RunRef(source, self.run_key, self.mm_run_id, self.job, self.operation, self.erp_machine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +345,69 @@ def _applied(action: JournaledAction, answer: MMAnswer, facts: RequestFacts) -> 
         outcome.mm_end_at = answer.run_end_at if answer.kind is Answer.HELD else facts.end_at
         outcome.mm_end_at = outcome.mm_end_at or facts.end_at
     return outcome
+
+
+# -- how a binding moves ----------------------------------------------------------------------
+def bound_after_intent(bound: BoundRun | None, action: RunAction) -> BoundRun:
+    """The binding once ``action`` is journaled (intent first, before MM is called).
+
+    A start of a run without a binding creates it ``starting``; a start of a bound run (a switch,
+    a resync's restart) records the machine, fingerprint and start time sent now and keeps the
+    status until MM answers; a stop makes it ``stopping``. A resync generation is kept from then on.
+    """
+    if action.kind is ActionKind.STOP:
+        if bound is None:
+            raise ValueError(f"a stop of {action.mm_run_id} needs its binding")
+        return replace(bound, status=BindingStatus.STOPPING, generation=action.generation or bound.generation)
+    ref, run = action.ref, action.run
+    if bound is None:
+        return BoundRun(
+            run_key=ref.run_key,
+            mm_run_id=ref.mm_run_id,
+            erp_machine=ref.machine,
+            mm_machine_id=action.mm_machine_id,
+            status=BindingStatus.STARTING,
+            in_setup=action.in_setup,
+            payload_hash=action.payload_hash,
+            erp_start_at=run.start_at,
+            erp_end_at=run.end_at,
+            job=ref.job,
+            operation=ref.operation,
+            generation=action.generation,
+        )
+    return replace(
+        bound,
+        erp_machine=ref.machine,
+        mm_machine_id=action.mm_machine_id,
+        payload_hash=action.payload_hash,
+        erp_start_at=run.start_at,
+        generation=action.generation or bound.generation,
+    )
+
+
+def bound_after_flag(bound: BoundRun, flag: Flag) -> BoundRun:
+    """The binding once ``flag`` is recorded: it remembers the flag, so it is raised once."""
+    changes: dict[str, Any] = {}
+    if flag.binding_status:
+        changes["status"] = flag.binding_status
+    if flag.payload_hash:
+        changes["payload_hash"] = flag.payload_hash
+    if flag.generation:
+        changes["generation"] = flag.generation
+    return replace(bound, **changes) if changes else bound
+
+
+def bound_after(bound: BoundRun, outcome: Outcome) -> BoundRun:
+    """The binding once ``outcome`` is settled: what the outcome knows replaces, None keeps.
+
+    (MM's start and end times are settled on the binding row too; the planner does not read them.)
+    """
+    changes: dict[str, Any] = {}
+    if outcome.binding_status is not None:
+        changes["status"] = outcome.binding_status
+    if outcome.in_setup is not None:
+        changes["in_setup"] = outcome.in_setup
+    return replace(bound, **changes) if changes else bound
 
 
 class Recovery(enum.StrEnum):

@@ -21,9 +21,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
-from erpsync.domain.lifecycle import BindingStatus, Intent, JournaledAction, Outcome
+from erpsync.domain.lifecycle import BindingStatus, BoundRun, Intent, JournaledAction, Outcome
 from erpsync.domain.model import BadRecord
-from erpsync.domain.reconcile import BoundRun
 
 
 class Fence(Protocol):

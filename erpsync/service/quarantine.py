@@ -168,7 +168,9 @@ def _replan_start(
         if plan.stats.skipped_ended:
             return f"the ERP ended {label}; nothing to start"
         return f"ERP machine {current.machine!r} of {label} is in machines.ignore; nothing to start"
-    planned = replace(starts[0], mm_run_id=action.mm_run_id or starts[0].mm_run_id)
+    planned = replace(
+        starts[0], ref=replace(starts[0].ref, mm_run_id=action.mm_run_id or starts[0].mm_run_id)
+    )
     binding = session.scalars(select(RunBinding).where(RunBinding.mm_run_id == planned.mm_run_id)).first()
     generation = binding.key_generation if binding is not None else ""
     phase = "setup" if planned.in_setup else "production"

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from erpsync.adapters.mm.errors import MMError
 from erpsync.domain.clock import utcnow
 from erpsync.domain.identity import generation_token, mm_run_id_for
+from erpsync.domain.lifecycle import BoundRun, MMRunState
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import BoundRun, MMRunState, resync_plan
+from erpsync.domain.resync import resync_plan
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
 from erpsync.service.sync import PlanResult, SyncService, SyncSummary

@@ -31,12 +31,13 @@ from erpsync.domain.lifecycle import (
     OPEN_BINDING_STATUSES,
     ActionKind,
     BindingStatus,
+    BoundRun,
     Intent,
     JournaledAction,
-    RunRef,
 )
 from erpsync.domain.model import BadRecord, JobOperationRun
-from erpsync.domain.reconcile import BoundRun, Flag, Plan, PlannedAction, reconcile
+from erpsync.domain.plan import Flag, Plan, RunAction
+from erpsync.domain.reconcile import reconcile
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN
@@ -257,7 +258,7 @@ class SyncService:
                 groups.append(group)
         return groups
 
-    def _intent(self, action: PlannedAction, new_run: bool) -> Intent:
+    def _intent(self, action: RunAction, new_run: bool) -> Intent:
         new_binding = None
         binding_status: BindingStatus | None = None
         binding_values = None
@@ -266,7 +267,7 @@ class SyncService:
             if not new_run:
                 # a re-start (resync) or a switch: the binding shows the machine MM is sent now
                 binding_values = {
-                    "erp_machine": action.erp_machine[:64],
+                    "erp_machine": action.ref.machine,
                     "mm_machine_id": action.mm_machine_id,
                     "payload_hash": action.payload_hash,
                     "erp_start_at": action.run.start_at if action.run is not None else None,
@@ -275,14 +276,14 @@ class SyncService:
                 run = action.run
                 assert run is not None
                 new_binding = {
-                    "source": action.source,
-                    "run_key": action.run_key,
-                    "mm_run_id": action.mm_run_id,
-                    "erp_job": action.job[:255],
-                    "erp_operation": action.operation[:64],
-                    "erp_machine": action.erp_machine[:64],
+                    "source": action.ref.source,
+                    "run_key": action.ref.run_key,
+                    "mm_run_id": action.ref.mm_run_id,
+                    "erp_job": action.ref.job,
+                    "erp_operation": action.ref.operation,
+                    "erp_machine": action.ref.machine,
                     "mm_machine_id": action.mm_machine_id,
-                    "status": "starting",
+                    "status": str(BindingStatus.STARTING),
                     "in_setup": action.in_setup,
                     "payload_hash": action.payload_hash,
                     "key_generation": action.generation,
@@ -297,14 +298,7 @@ class SyncService:
             idempotency_key=action.idempotency_key,
             kind=action.kind,
             source=action.source,
-            ref=RunRef(
-                source=action.source,
-                run_key=action.run_key,
-                mm_run_id=action.mm_run_id,
-                job=action.job,
-                operation=action.operation,
-                machine=action.erp_machine,
-            ),
+            ref=action.ref,
             reason=action.reason,
             payload=payload,
             new_binding=new_binding,

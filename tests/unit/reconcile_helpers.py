@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
-from erpsync.domain.lifecycle import ActionKind
+from erpsync.domain.lifecycle import ActionKind, BindingStatus, BoundRun
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperation, JobOperationRun, RunState
-from erpsync.domain.reconcile import BoundRun, Plan, PlannedAction
+from erpsync.domain.plan import Plan, RunAction
 
 SOURCE = "erp"
 T0 = datetime(2026, 5, 4, 6, 0, tzinfo=UTC)
@@ -70,14 +70,15 @@ def bind(
     mapper: MachineMapper = MAPPER,
     **changes: Any,
 ) -> BoundRun:
-    """The binding the service records after starting `r` (as the ERP had it then)."""
+    """The binding the service records after starting `r` (as the ERP had it then); `status`
+    is read as the journal reads the column."""
     mm_machine = mapper.map(r.machine) or ""
     bound = BoundRun(
         run_key=r.run_key,
         mm_run_id=mm_run_id_for(SOURCE, r.run_key),
         erp_machine=r.machine,
         mm_machine_id=mm_machine,
-        status=status,
+        status=BindingStatus(status),
         in_setup=(r.state is RunState.SETUP) if in_setup is None else in_setup,
         payload_hash=payload_fingerprint(r, mm_machine),
         erp_start_at=r.start_at,
@@ -108,6 +109,6 @@ def flags(plan: Plan) -> list[tuple[str, str]]:
     return [(f.kind, f.run_key) for f in plan.flags]
 
 
-def only(plan: Plan) -> PlannedAction:
+def only(plan: Plan) -> RunAction:
     assert len(plan.actions) == 1, plan.actions
     return plan.actions[0]

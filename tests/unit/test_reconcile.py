@@ -10,18 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
-from erpsync.domain.lifecycle import ActionKind
+from erpsync.domain.lifecycle import ActionKind, BoundRun, MMRunState
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
-from erpsync.domain.reconcile import (
-    BoundRun,
-    FlagKind,
-    MMRunState,
-    Plan,
-    import_action,
-    reconcile,
-    resync_plan,
-)
+from erpsync.domain.plan import FlagKind, Plan, StartAction, StopAction, import_action
+from erpsync.domain.reconcile import reconcile
+from erpsync.domain.resync import resync_plan
 from tests.unit.reconcile_helpers import (
     MAPPER,
     NOW,
@@ -81,7 +75,7 @@ def test_new_run_in_setup_is_started_in_setup() -> None:
     assert action.erp_machine == "M1"
     assert (action.job, action.operation) == ("1808412/1", "20")
     assert action.payload_hash == payload_fingerprint(r, "M1")
-    assert action.end_at is None
+    assert isinstance(action, StartAction) and not hasattr(action, "end_at")
     assert p.stats.started == 1
     assert p.flags == [] and p.quarantined == []
 
@@ -138,7 +132,7 @@ def test_run_ended_in_the_erp_is_stopped_at_the_erp_end_time() -> None:
     assert action.end_at == at(95)
     assert action.idempotency_key == "stop_run:erp:LT1"
     assert action.reason == "clocked out of JLT1/1 op 20 in the ERP"
-    assert action.run is None
+    assert isinstance(action, StopAction) and not hasattr(action, "run")
     assert p.stats.stopped == 1
 
 
@@ -546,8 +540,8 @@ def test_import_action_key_names_content_and_generation() -> None:
     action = import_action(source=SOURCE, content_sha256="ab" * 32, generation="r1", rows=10)
     assert action.kind is ActionKind.IMPORT
     assert action.idempotency_key == f"import_jobs:erp:{'ab' * 32}@r1"
-    assert action.payload_hash == "ab" * 32
-    assert action.mm_machine_id == ""
+    assert (action.source, action.content_sha256, action.rows) == (SOURCE, "ab" * 32, 10)
+    assert action.reason == "job import: 10 rows, sha256 abababababab"
     with pytest.raises(ValueError, match="generation"):
         import_action(source=SOURCE, content_sha256="ab" * 32, generation="", rows=1)
 

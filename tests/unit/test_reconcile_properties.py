@@ -2,8 +2,10 @@
 
 The state machine below plays an ERP (clock in/out, setup -> production, edits, moves, runs that
 vanish and come back), runs reconcile cycles with random snapshot completeness and vanished policy,
-and applies each plan the way the service and dispatcher do: journal keys must be new, machines in
-`Plan.by_machine` order, flags written to the bindings. A toy MM checks every call. Invariants:
+and applies each plan the way the service and dispatcher do: journal keys must be new, intents and
+flags written to the bindings, then machines in `Plan.by_machine` order, each MM answer settled.
+Every binding change is made by domain/lifecycle.py (`bound_after_intent`, `bound_after_flag`,
+`outcome_of` + `bound_after`), never here. A toy MM checks every call. Invariants:
 
 - no journal key is ever planned twice: no run id starts twice in the same phase;
 - MM never gets a start for a run the ERP ended, nor a restart of a run it already has;
@@ -25,19 +27,26 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
 from erpsync.domain.identity import mm_run_id_for
-from erpsync.domain.lifecycle import ActionKind
+from erpsync.domain.lifecycle import (
+    LIVE_BINDING_STATUSES,
+    ActionKind,
+    Answer,
+    BindingStatus,
+    BoundRun,
+    JournaledAction,
+    MMAnswer,
+    MMRunState,
+    RequestFacts,
+    bound_after,
+    bound_after_flag,
+    bound_after_intent,
+    outcome_of,
+)
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
-from erpsync.domain.reconcile import (
-    LIVE_STATUSES,
-    BoundRun,
-    FlagKind,
-    MMRunState,
-    Plan,
-    PlannedAction,
-    reconcile,
-    resync_plan,
-)
+from erpsync.domain.plan import FlagKind, Plan, RunAction, StartAction, StopAction
+from erpsync.domain.reconcile import reconcile
+from erpsync.domain.resync import resync_plan
 from tests.unit.reconcile_helpers import SOURCE, T0, operation
 
 # "M1" and " m1" are one MM machine (trim-casefold), SAW is ignored, BAD is refused by MM, "" is
@@ -152,7 +161,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             if key in self.hidden:
                 continue
             bound = self.bindings.get(key)
-            looked_up = bound is not None and bound.status in (*LIVE_STATUSES, "vanished")
+            looked_up = bound is not None and bound.status in (*LIVE_BINDING_STATUSES, BindingStatus.VANISHED)
             if r.state is not RunState.ENDED or include_ended or looked_up:
                 out.append(r)
         return out
@@ -230,90 +239,89 @@ class ReconcileMachine(RuleBasedStateMachine):
         self._check_ended_are_stopped([r for r in desired if r.run_key in pick])
 
     # --- applying a plan like the service + dispatcher ---------------------------------------------
+    # The bindings move only through domain/lifecycle.py, as the service and the dispatcher move
+    # them: intents and flags in one transaction, then each MM answer -> outcome_of -> bound_after.
 
     def _apply(self, plan: Plan, *, fail_a_start: bool) -> bool:
         failed = False
         for action in plan.actions:
             assert action.idempotency_key not in self.journal, f"planned twice: {action.idempotency_key}"
             self.journal.add(action.idempotency_key)
+        new_runs = {a.run_key for a in plan.actions if a.run_key not in self.bindings}
+        for action in plan.actions:
+            self.bindings[action.run_key] = bound_after_intent(self.bindings.get(action.run_key), action)
+        for flag in plan.flags:
+            bound = self.bindings.get(flag.run_key)
+            if bound is not None:
+                self.bindings[flag.run_key] = bound_after_flag(bound, flag)
         rebound = {f.run_key for f in plan.flags if f.kind == FlagKind.REBIND}
         for machine_actions in plan.by_machine().values():
             for action in machine_actions:
                 if action.kind is ActionKind.STOP:
                     self._stop(action)
-                elif fail_a_start and not failed and action.run_key not in self.bindings:
-                    failed = True
-                    self._bind(action, status="failed")
+                elif fail_a_start and not failed and action.run_key in new_runs:
+                    failed = True  # MM refuses the record: nothing is opened
+                    self._settle(action, MMAnswer(Answer.REJECTED, http_status=422))
                 else:
                     self._start(action, rebound=rebound)
-        for flag in plan.flags:
-            bound = self.bindings.get(flag.run_key)
-            if bound is None:
-                continue
-            if flag.binding_status is not None:
-                bound = replace(bound, status=flag.binding_status)
-            if flag.payload_hash is not None:
-                bound = replace(bound, payload_hash=flag.payload_hash)
-            if flag.generation is not None:
-                bound = replace(bound, generation=flag.generation)
-            self.bindings[flag.run_key] = bound
         return failed
 
-    def _bind(self, action: PlannedAction, *, status: str) -> None:
-        assert action.run is not None
-        self.bindings[action.run_key] = BoundRun(
-            run_key=action.run_key,
-            mm_run_id=action.mm_run_id,
-            erp_machine=action.erp_machine,
-            mm_machine_id=action.mm_machine_id,
-            status=status,
-            in_setup=action.in_setup,
-            payload_hash=action.payload_hash,
-            erp_start_at=action.run.start_at,
-            job=action.job,
-            operation=action.operation,
-            generation=action.generation,
+    def _settle(self, action: RunAction, answer: MMAnswer) -> None:
+        """The dispatcher's part: MM's answer -> the action's outcome -> the binding as settled."""
+        journaled = JournaledAction(
+            id=len(self.journal),
+            idempotency_key=action.idempotency_key,
+            kind=action.kind,
+            ref=action.ref,
+            reason=action.reason,
+            payload={},
+            attempts=1,
         )
+        if action.kind is ActionKind.START:
+            facts = RequestFacts(
+                in_setup=action.in_setup, start_at=action.run.start_at, mm_machine_id=action.mm_machine_id
+            )
+        else:
+            facts = RequestFacts(end_at=action.end_at, mm_machine_id=action.mm_machine_id)
+        outcome = outcome_of(journaled, answer, facts, max_attempts=5, now=self.clock)
+        self.bindings[action.run_key] = bound_after(self.bindings[action.run_key], outcome)
 
-    def _start(self, action: PlannedAction, *, rebound: Collection[str]) -> None:
-        assert action.run is not None
+    def _start(self, action: StartAction, *, rebound: Collection[str]) -> None:
         assert action.run.state is not RunState.ENDED, "start planned for an ended run"
         assert self.erp[action.run_key].state is not RunState.ENDED, "start for a run the ERP ended"
         phase = "setup" if action.in_setup else "production"
         existing = self.mm.get(action.mm_run_id)
-        bound = self.bindings.get(action.run_key)
+        bound = self.bindings[action.run_key]  # as journaled: the intent is recorded first
         # MM decides from what it holds (the simulator's rule): a production start of a run it has
         # open in setup is the switch; any other start of a run id it has is a restart.
         if existing is not None and existing.open and existing.phases == ["setup"] and not action.in_setup:
             # erpsync sends it only for a run it recorded in setup: live, or re-bound by this resync
             # (MM reported it open while the binding said vanished/stopped: the rebind flag)
-            assert bound is not None and bound.in_setup, f"{action.mm_run_id}: switch, not in setup"
-            assert bound.status in LIVE_STATUSES or action.run_key in rebound, (action.run_key, bound.status)
-            existing.phases.append("production")
-            # as the service records it: the intent's binding values, then the outcome (running)
-            self.bindings[action.run_key] = replace(
-                bound,
-                status="running",
-                in_setup=False,
-                payload_hash=action.payload_hash,
-                erp_start_at=action.run.start_at,
+            assert bound.in_setup, f"{action.mm_run_id}: switch, not in setup"
+            assert bound.status in LIVE_BINDING_STATUSES or action.run_key in rebound, (
+                action.run_key,
+                bound.status,
             )
+            existing.phases.append("production")
+            self._settle(action, MMAnswer(Answer.APPLIED, http_status=200))
             return
         assert existing is None, f"MM already has {action.mm_run_id}: restart of a known run"
         others = [rid for rid, r in self.mm.items() if r.open and r.machine == action.mm_machine_id]
         assert not others, f"{action.mm_run_id} starts on {action.mm_machine_id} while {others} open"
         self.mm[action.mm_run_id] = MMRun(action.mm_machine_id, open=True, phases=[phase])
-        self._bind(action, status="running")
+        self._settle(action, MMAnswer(Answer.APPLIED, http_status=200))
 
-    def _stop(self, action: PlannedAction) -> None:
+    def _stop(self, action: StopAction) -> None:
         got = self.mm.get(action.mm_run_id)
-        if got is not None:  # MM may have lost it (then the stop is a 404, settled as stopped)
-            got.open = False
         bound = self.bindings[action.run_key]
-        self.bindings[action.run_key] = replace(bound, status="stopped")
-        assert action.end_at is not None and action.end_at <= self.clock
+        assert action.end_at <= self.clock
         if bound.erp_start_at is not None:
             assert action.end_at >= bound.erp_start_at
+        if got is None:  # MM lost it: a 404, nothing to stop
+            self._settle(action, MMAnswer(Answer.NOT_FOUND, http_status=404))
+            return
+        got.open = False
+        self._settle(action, MMAnswer(Answer.APPLIED, http_status=200))
 
     # --- invariants ------------------------------------------------------------------------------
 
@@ -331,11 +339,11 @@ class ReconcileMachine(RuleBasedStateMachine):
             if key in self.lost_by_mm:
                 continue
             got = self.mm.get(bound.mm_run_id)
-            if bound.status in (*LIVE_STATUSES, "vanished"):
+            if bound.status in (*LIVE_BINDING_STATUSES, BindingStatus.VANISHED):
                 assert got is not None and got.open, (key, bound.status, got)
-            elif bound.status == "stopped":
+            elif bound.status is BindingStatus.STOPPED:
                 assert got is None or not got.open, (key, got)
-            elif bound.status == "failed":
+            elif bound.status is BindingStatus.FAILED:
                 assert got is None
 
     def _check_ended_are_stopped(self, desired: list[JobOperationRun]) -> None:

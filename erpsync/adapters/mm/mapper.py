@@ -11,10 +11,10 @@ from typing import Any
 
 from erpsync.adapters.mm.schemas import StartJobRun, StopJobRun
 from erpsync.domain.lifecycle import RequestFacts
-from erpsync.domain.reconcile import PlannedAction
+from erpsync.domain.plan import StartAction, StopAction
 
 
-def start_request(action: PlannedAction) -> StartJobRun:
+def start_request(action: StartAction) -> StartJobRun:
     """The start-job-run body for a planned start (setup, production, or the switch to it)."""
     if action.run is None:
         raise ValueError(f"start action for {action.mm_run_id} carries no run")
@@ -37,7 +37,7 @@ def start_request(action: PlannedAction) -> StartJobRun:
     )
 
 
-def stop_request(action: PlannedAction) -> StopJobRun:
+def stop_request(action: StopAction) -> StopJobRun:
     return StopJobRun(erp_job_operation_run_id=action.mm_run_id, end_at=action.end_at)
 
 

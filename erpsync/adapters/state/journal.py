@@ -32,13 +32,14 @@ from erpsync.domain.lifecycle import (
     REASON_MAX,
     RECONCILE_BINDING_STATUSES,
     ActionKind,
+    BindingStatus,
+    BoundRun,
     Intent,
     JournaledAction,
     Outcome,
     RunRef,
 )
 from erpsync.domain.model import BadRecord
-from erpsync.domain.reconcile import BoundRun
 from erpsync.observability.scrub import scrub
 
 # `erpsync machines` shows when a resource was last seen to this precision (see note_machines)
@@ -145,7 +146,7 @@ def _bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
             mm_run_id=mm_run_id,
             erp_machine=erp_machine,
             mm_machine_id=mm_machine_id,
-            status=status,
+            status=BindingStatus(status),
             in_setup=bool(in_setup),
             payload_hash=payload_hash,
             erp_start_at=erp_start_at,

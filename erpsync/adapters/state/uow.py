@@ -26,9 +26,8 @@ from erpsync.adapters.state.tables import (
     SyncAction,
     utcnow,
 )
-from erpsync.domain.lifecycle import BindingStatus, JournaledAction, Outcome
+from erpsync.domain.lifecycle import BindingStatus, BoundRun, JournaledAction, Outcome
 from erpsync.domain.model import BadRecord
-from erpsync.domain.reconcile import BoundRun
 
 
 class _Fence(Protocol):
