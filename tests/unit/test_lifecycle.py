@@ -52,6 +52,7 @@ def journaled(kind: ActionKind, attempts: int = 1) -> JournaledAction:
         id=7,
         idempotency_key=f"{kind}:erp:LT1",
         kind=kind,
+        source=SOURCE,
         ref=ref,
         reason="test",
         payload={},

@@ -272,6 +272,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             id=len(self.journal),
             idempotency_key=action.idempotency_key,
             kind=action.kind,
+            source=action.ref.source,
             ref=action.ref,
             reason=action.reason,
             payload={},
