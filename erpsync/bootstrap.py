@@ -21,6 +21,7 @@ from erpsync.adapters.erp.sinks.base import CountSink
 from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError
 from erpsync.observability.metrics import AUDIT_PURGED
@@ -33,7 +34,7 @@ from erpsync.service.imports import run_imports
 from erpsync.service.recovery import settle_in_doubt
 from erpsync.service.retention import purge_audit, purge_history
 from erpsync.service.sync import SyncService
-from erpsync.service.writeback import run_writeback
+from erpsync.service.writeback import WritebackPolicy, run_writeback
 
 log = structlog.get_logger(__name__)
 
@@ -174,7 +175,14 @@ def writeback_job(
         if not kept:
             kept.append(open_sink(settings))
         try:
-            run_writeback(store, client, kept[0], settings, fence=fencing, stop=stop)
+            run_writeback(
+                SqlUnitOfWorkFactory(store),
+                client,
+                kept[0],
+                WritebackPolicy.from_settings(settings),
+                fence=fencing,
+                stop=stop,
+            )
         except BaseException:
             close()
             raise
