@@ -73,9 +73,9 @@ _NO_DATA_MESSAGES = {
 class WritebackPolicy:
     """The settings a cycle decides by (the rest of Settings is the adapters' business)."""
 
-    allow_decrease: bool = False
-    settle_window_minutes: int = 30  # ended runs are read again this long (MM may count on)
-    max_concurrency: int = 16  # MM reads at a time
+    allow_decrease: bool
+    settle_window_minutes: int  # ended runs are read again this long (MM may count on)
+    max_concurrency: int  # MM reads at a time
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WritebackPolicy:
