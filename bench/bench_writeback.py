@@ -35,9 +35,10 @@ from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import RunBinding
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import DatabaseSettings, MMSettings, Settings, WritebackSettings
 from erpsync.runtime.logging import configure_logging
-from erpsync.service.writeback import WritebackSummary, run_writeback
+from erpsync.service.writeback import WritebackPolicy, WritebackSummary, run_writeback
 
 
 class Sim:
@@ -151,7 +152,9 @@ def cycle(
     sink = StagingSink(engine, settings.writeback.staging_table, batch_size=batch_size)
     with MMClient(settings.mm) as client:
         started = time.perf_counter()
-        summary = run_writeback(store, client, sink, settings)
+        summary = run_writeback(
+            SqlUnitOfWorkFactory(store), client, sink, WritebackPolicy.from_settings(settings)
+        )
         wall = time.perf_counter() - started
     sink.close()
     return summary, wall

@@ -35,7 +35,7 @@ from erpsync.service.ports import Fence
 from erpsync.service.recovery import settle_in_doubt
 from erpsync.service.retention import purge_audit, purge_history
 from erpsync.service.sync import SyncService
-from erpsync.service.writeback import run_writeback
+from erpsync.service.writeback import WritebackPolicy, run_writeback
 
 log = structlog.get_logger(__name__)
 
@@ -177,7 +177,14 @@ def writeback_job(
         if not kept:
             kept.append(open_sink(settings))
         try:
-            run_writeback(store, client, kept[0], settings, fence=fencing, stop=stop)
+            run_writeback(
+                SqlUnitOfWorkFactory(store),
+                client,
+                kept[0],
+                WritebackPolicy.from_settings(settings),
+                fence=fencing,
+                stop=stop,
+            )
         except BaseException:
             close()
             raise

@@ -26,7 +26,7 @@ from erpsync.domain.errors import ConfigError
 
 if TYPE_CHECKING:
     from erpsync.config import DatabaseSettings, Settings
-    from erpsync.service.writeback import WritebackRow, WritebackSummary
+    from erpsync.service.writeback_report import WritebackRow, WritebackSummary
 
 erp_app = typer.Typer(help="erpsync's own objects inside the ERP database.", no_args_is_help=True)
 
@@ -52,10 +52,11 @@ def writeback(
     """Run one write-back cycle: MM part counts of bound runs into the ERP (exit 1 if writes failed)."""
     from erpsync.adapters.erp.sinks.factory import open_sink  # noqa: PLC0415 - start-up time
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.adapters.state.uow import SqlUnitOfWorkFactory  # noqa: PLC0415
     from erpsync.bootstrap import open_client  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.runtime.cli_lease import held_lease  # noqa: PLC0415
-    from erpsync.service.writeback import run_writeback  # noqa: PLC0415
+    from erpsync.service.writeback import WritebackPolicy, run_writeback  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     with correlation("cli"):
@@ -68,7 +69,13 @@ def writeback(
                     lease = nullcontext(None) if dry_run else held_lease(settings, store)
                     with lease as fencing:
                         summary = run_writeback(
-                            store, client, sink, settings, run_id=run, dry_run=dry_run, fence=fencing
+                            SqlUnitOfWorkFactory(store),
+                            client,
+                            sink,
+                            WritebackPolicy.from_settings(settings),
+                            run_id=run,
+                            dry_run=dry_run,
+                            fence=fencing,
                         )
                 finally:
                     sink.close()

@@ -19,7 +19,7 @@ from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEntry, RunBinding
 from erpsync.demo.erp import MACHINES, OPERATORS
-from erpsync.service.writeback import CONFLICT_CLASS
+from erpsync.domain.writeback_rules import CONFLICT_CLASS
 
 WRITTEN = ("written", "already_written")
 

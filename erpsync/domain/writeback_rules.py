@@ -22,15 +22,31 @@ transaction; no such sink exists yet.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from erpsync.domain.model import PartCounts
 
 COUNT_FIELDS = ("total", "good", "scrap", "nonconform")
+LAST_COLUMNS = ("last_total_parts", "last_good_parts", "last_scrap_parts", "last_nonconform_parts")
+
+WRITE_ACTION = "write_counts"  # the audit rows' action
+CONFLICT_CLASS = "writeback_conflict"  # the quarantine class of an ERP value a person changed
+# a person's open (or discarded) conflict entry keeps erpsync's hands off that run
+BLOCKING_QUARANTINE = ("open", "discarded")
+# which bindings a cycle reads: active ones, and ended ones within the settle window
+ACTIVE_STATUSES = ("running", "stopping")
+ENDED_STATUSES = ("stopped", "vanished")
+# margin for clocks: MM's end time of a run may be a little after erpsync's own clock
+ENDED_LOOKUP_SLACK = timedelta(days=1)
+
+# What makes a repeated outcome the same as last time: (outcome, error class, after)
+AuditKey = tuple[str, str | None, Any]
 
 # One sink's view of a count value, e.g. {"GOOD_QTY": 10, "BAD_QTY": 2}. Compared with ==, so an
 # ERP decimal(20,8) 10.00000000 equals the integer 10.
@@ -143,6 +159,70 @@ def record_intent(in_doubt: Sequence[PartCounts], new: PartCounts) -> list[PartC
     """The run's writes in doubt once `new` is about to be written: the oldest beyond the limit go."""
     kept = [counts for counts in in_doubt if not same_counts(counts, new)]
     return [*kept, new][-IN_DOUBT_LIMIT:]
+
+
+@dataclass(frozen=True, slots=True)
+class CountTarget:
+    """A bound run as the state holds it for one sink: where its counts go, what was last written
+    there (`last`) and what erpsync set out to write there without seeing the outcome (`in_doubt`)."""
+
+    binding_id: int
+    mm_run_id: str
+    run_key: str
+    source: str
+    erp_job: str
+    erp_operation: str
+    erp_machine: str
+    last: PartCounts | None
+    in_doubt: tuple[PartCounts, ...] = ()
+
+
+def sink_view(
+    binding: Mapping[str, Any], sink_row: Mapping[str, Any] | None, any_sink: bool
+) -> tuple[PartCounts | None, tuple[PartCounts, ...]]:
+    """What erpsync last wrote (and set out to write) to one sink: its own counts row.
+
+    A run no sink has a row for was last written before counts were kept per sink: its binding's
+    columns are the configured sink's. A run only other sinks have rows for was never written to
+    this one. Rows are keyed by the state's column names (`LAST_COLUMNS`, ``counts_in_doubt``).
+    """
+    row = sink_row if sink_row is not None else (None if any_sink else binding)
+    if row is None:
+        return None, ()
+    lasts = [row.get(column) for column in LAST_COLUMNS]
+    last = None
+    if all(v is not None for v in lasts):
+        total, good, scrap, nonconform = (int(v) for v in lasts if v is not None)
+        last = PartCounts(total=total, good=good, scrap=scrap, nonconform=nonconform)
+    return last, decode_in_doubt(row.get("counts_in_doubt"))
+
+
+def last_columns(counts: PartCounts | None) -> dict[str, int | None]:
+    """The state's last-written columns for `counts` (all None: never written)."""
+    values = (None,) * 4 if counts is None else tuple(counts_dict(counts).values())
+    return dict(zip(LAST_COLUMNS, values, strict=True))
+
+
+def encode_in_doubt(in_doubt: Sequence[PartCounts]) -> str | None:
+    """``counts_in_doubt`` as IT reads it: a JSON list of {"total", "good", "scrap", "nonconform"}
+    (None: no write in doubt)."""
+    if not in_doubt:
+        return None
+    return json.dumps([counts_dict(c) for c in in_doubt], separators=(",", ":"))
+
+
+def decode_in_doubt(value: str | None) -> tuple[PartCounts, ...]:
+    if not value:
+        return ()
+    return tuple(
+        PartCounts(
+            total=int(item["total"]),
+            good=int(item["good"]),
+            scrap=int(item["scrap"]),
+            nonconform=int(item["nonconform"]),
+        )
+        for item in json.loads(value)
+    )
 
 
 def _same(a: CountValues | None, b: CountValues | None) -> bool:

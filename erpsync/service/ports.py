@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
 from erpsync.domain.lifecycle import BindingStatus, BoundRun, Intent, JournaledAction, Outcome
-from erpsync.domain.model import BadRecord
+from erpsync.domain.model import BadRecord, PartCounts
+from erpsync.domain.writeback_rules import AuditKey, CountTarget
 
 
 class Fence(Protocol):
@@ -163,27 +164,67 @@ class CheckpointRepository(Protocol):
     def remember_digest(self, source: str, stream: str, digest: str, rows: int) -> None: ...
 
 
-class UnitOfWork(Protocol):
-    """One state transaction and its repositories.
+class CountsRepository(Protocol):
+    """Write-back state: what erpsync last wrote (and set out to write) to each count sink, per run.
 
-    Read-only members, so an adapter's plain attributes of its own repository classes satisfy
-    the protocol (a mutable protocol attribute would have to be typed exactly as here).
+    Kept per sink (``erpsync_sink_counts``): a sink is only compared with what erpsync wrote into
+    *that* sink. The binding mirrors the counts last written by any sink, for the views; its
+    updates leave the binding's version alone (the sync loop owns the other columns).
     """
+
+    def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
+        """The runs a cycle reads, in binding order, each with `sink`'s view (`sink_view`):
+        `run_id` alone, or the active runs and those ended after `ended_after`."""
+
+    def blocking_conflicts(self) -> set[tuple[str, str]]:
+        """(source, mm_run_id) of the write-back conflicts a person has not let go of."""
+
+    def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
+        """Each run's writes in doubt for `sink`, before the ERP transaction (given in mm_run_id
+        order, the one lock order of every multi-row update)."""
+
+    def save_written(
+        self, sink: str, written: Sequence[tuple[CountTarget, PartCounts]], now: datetime
+    ) -> None:
+        """The counts now in `sink` (its writes in doubt cleared), mirrored on the binding."""
+
+    def clear_doubt(self, sink: str, targets: Sequence[CountTarget]) -> None:
+        """The runs' writes in doubt are settled without a write: the ERP held the value."""
+
+    def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
+        """Conflicts a person sent back for retry that have now been written are resolved."""
+
+    def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
+        """Each run's latest write-back audit row as (outcome, error class, after), by mm_run_id."""
+
+
+class UnitOfWork(Protocol):
+    """One state transaction and its repositories (read-only members, so an adapter's own
+    repository classes satisfy them)."""
 
     @property
     def actions(self) -> ActionRepository: ...
+
     @property
     def bindings(self) -> BindingRepository: ...
+
     @property
     def quarantine(self) -> QuarantineRepository: ...
+
     @property
     def audit(self) -> AuditRepository: ...
+
     @property
     def machines(self) -> MachineRepository: ...
+
     @property
     def cycles(self) -> CycleRepository: ...
+
     @property
     def checkpoints(self) -> CheckpointRepository: ...
+
+    @property
+    def counts(self) -> CountsRepository: ...
 
 
 class UnitOfWorkFactory(Protocol):

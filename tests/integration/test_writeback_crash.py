@@ -27,9 +27,10 @@ from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import MMSettings
 from erpsync.observability.crashpoints import CRASH_ENV_VAR, CRASH_EXIT_CODE
-from erpsync.service.writeback import run_writeback
+from erpsync.service.writeback import WritebackPolicy, run_writeback
 from tests.integration.writeback_support import (
     TABLE,
     audits,
@@ -132,7 +133,12 @@ def seed_and_write_once(
         start_run(client, run_id)
         sim.set_counts(run_id, total=10 * n)
         bind_run(store, run_id)
-    run_writeback(store, client, StagingSink(erp, TABLE), settings_for(str(erp.url), mm))
+    run_writeback(
+        SqlUnitOfWorkFactory(store),
+        client,
+        StagingSink(erp, TABLE),
+        WritebackPolicy.from_settings(settings_for(str(erp.url), mm)),
+    )
     expected = {}
     for n, run_id in enumerate(RUNS, start=1):
         sim.set_counts(run_id, total=10 * n + 5, scrap=1)

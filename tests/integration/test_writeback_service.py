@@ -24,12 +24,13 @@ from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle, QuarantineEntry, RunBinding
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.cli.app import app
 from erpsync.config import MMSettings
 from erpsync.demo.visual_fixture import OperationKey, VisualFixture, WorkOrderKey
 from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import PartCounts
-from erpsync.service.writeback import run_writeback
+from erpsync.service.writeback import WritebackPolicy, run_writeback
 from tests.fixtures_mm import fast_mm_settings
 from tests.integration.writeback_support import (
     TABLE,
@@ -79,7 +80,9 @@ def test_counts_land_replays_change_nothing_and_growth_is_written(
     settings = settings_for(str(erp.url), mm_settings)
     sink = StagingSink(erp, TABLE)
 
-    first = run_writeback(store, mm_client, sink, settings)
+    first = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+    )
     assert (first.read, first.calls, first.written, first.outcome) == (3, 3, 3, "ok")
     assert staging_counts(erp) == {"r1": (10, 9, 1, 0), "r2": (0, 0, 0, 0), "r3": (7, 6, 1, 0)}
     assert last_written(store) == {"r1": (10, 9, 1, 0), "r2": (0, 0, 0, 0), "r3": (7, 6, 1, 0)}
@@ -91,14 +94,18 @@ def test_counts_land_replays_change_nothing_and_growth_is_written(
     table = staging_table(TABLE)
     with erp.connect() as conn:
         stamps = {run: at for run, at in conn.execute(select(table.c.RUN_ID, table.c.UPDATED_AT))}
-    replay = run_writeback(store, mm_client, sink, settings)
+    replay = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+    )
     assert (replay.unchanged, replay.written) == (3, 0)
     assert len(audits(store)) == 3  # unchanged is not audited
     with erp.connect() as conn:
         assert {run: at for run, at in conn.execute(select(table.c.RUN_ID, table.c.UPDATED_AT))} == stamps
 
     mm_simulator.set_counts("r1", total=15, scrap=1)
-    grown = run_writeback(store, mm_client, sink, settings)
+    grown = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+    )
     assert (grown.written, grown.unchanged) == (1, 2)
     assert staging_counts(erp)["r1"] == (15, 14, 1, 0)
     audit = audits(store, outcome="written")[-1]
@@ -119,13 +126,15 @@ def test_a_human_edit_is_quarantined_never_overwritten_and_retry_resumes(
     bind_run(store, "r1")
     settings = settings_for(str(erp.url), mm_settings)
     sink = StagingSink(erp, TABLE)
-    run_writeback(store, mm_client, sink, settings)
+    run_writeback(SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings))
     table = staging_table(TABLE)
     with erp.begin() as conn:  # a supervisor corrects the count in the ERP
         conn.execute(update(table).where(table.c.RUN_ID == "r1").values(GOOD_QTY=8, SCRAP_QTY=2))
     mm_simulator.set_counts("r1", total=12)
 
-    summary = run_writeback(store, mm_client, sink, settings)
+    summary = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+    )
     assert summary.conflicts == 1 and summary.written == 0
     assert staging_counts(erp)["r1"] == (10, 8, 2, 0)
     assert last_written(store)["r1"] == (10, 10, 0, 0)
@@ -135,7 +144,9 @@ def test_a_human_edit_is_quarantined_never_overwritten_and_retry_resumes(
     assert conflict.error_class == "writeback_conflict" and '"GOOD_QTY": 8' in (conflict.before_json or "")
 
     calls_before = len(mm_simulator.calls())
-    held = run_writeback(store, mm_client, sink, settings)
+    held = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+    )
     assert (held.skipped, held.calls, held.conflicts) == (1, 0, 0)
     assert len(mm_simulator.calls()) == calls_before
     assert len(audits(store, outcome="conflict")) == 1
@@ -145,7 +156,9 @@ def test_a_human_edit_is_quarantined_never_overwritten_and_retry_resumes(
         conn.execute(update(table).where(table.c.RUN_ID == "r1").values(GOOD_QTY=10, SCRAP_QTY=0))
     with store.session() as session:
         session.execute(update(QuarantineEntry).values(status="retry"))
-    resumed = run_writeback(store, mm_client, sink, settings)
+    resumed = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+    )
     assert resumed.written == 1
     assert staging_counts(erp)["r1"] == (12, 12, 0, 0)
     assert quarantine(store)[0].status == "resolved"
@@ -159,7 +172,9 @@ def test_not_found_and_missing_metrics_never_write_zero_and_are_audited_once(
     settings = settings_for(str(erp.url), mm_settings)
     sink = StagingSink(erp, TABLE)
     for _ in range(2):
-        summary = run_writeback(store, mm_client, sink, settings)
+        summary = run_writeback(
+            SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+        )
         assert (summary.no_data, summary.written, summary.outcome) == (1, 0, "ok")
     assert staging_counts(erp) == {}
     assert last_written(store)["never-started"] == (5, 5, 0, 0)
@@ -187,12 +202,16 @@ def test_timeouts_and_outages_never_write_zero(
         bind_run(store, "r2")
         settings = settings_for(str(sqlite_erp.url), mm_settings)
         sink = StagingSink(sqlite_erp, TABLE)
-        run_writeback(store, client, sink, settings)
+        run_writeback(SqlUnitOfWorkFactory(store), client, sink, WritebackPolicy.from_settings(settings))
         mm_simulator.set_counts("r1", total=0)  # what MM would show if it lost data: never trusted blindly
         mm_simulator.set_faults(Fault("latency", operations=frozenset({"get"}), latency_ms=600))
-        slow = run_writeback(store, client, sink, settings)
+        slow = run_writeback(
+            SqlUnitOfWorkFactory(store), client, sink, WritebackPolicy.from_settings(settings)
+        )
         mm_simulator.set_faults(Fault("error", operations=frozenset({"get"}), status=503))
-        down = run_writeback(store, client, sink, settings)
+        down = run_writeback(
+            SqlUnitOfWorkFactory(store), client, sink, WritebackPolicy.from_settings(settings)
+        )
     for summary in (slow, down):
         assert (summary.no_data, summary.unreachable, summary.written, summary.outcome) == (2, 2, 0, "failed")
     assert staging_counts(sqlite_erp) == {"r1": (10, 10, 0, 0), "r2": (4, 4, 0, 0)}
@@ -215,15 +234,25 @@ def test_decrease_is_refused_unless_allowed(
     bind_run(store, "r1")
     settings = settings_for(str(sqlite_erp.url), mm_settings)
     sink = StagingSink(sqlite_erp, TABLE)
-    run_writeback(store, mm_client, sink, settings)
+    run_writeback(SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings))
     mm_simulator.set_counts("r1", total=10, scrap=3)  # good 10 -> 7
     for _ in range(2):
-        assert run_writeback(store, mm_client, sink, settings).refused == 1
+        assert (
+            run_writeback(
+                SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(settings)
+            ).refused
+            == 1
+        )
     assert staging_counts(sqlite_erp)["r1"] == (10, 10, 0, 0)
     [refusal] = audits(store, outcome="decrease_refused")
     assert "good 10 -> 7" in (refusal.error_message or "")
     allowing = settings_for(str(sqlite_erp.url), mm_settings, allow_decrease=True)
-    assert run_writeback(store, mm_client, sink, allowing).written == 1
+    assert (
+        run_writeback(
+            SqlUnitOfWorkFactory(store), mm_client, sink, WritebackPolicy.from_settings(allowing)
+        ).written
+        == 1
+    )
     assert staging_counts(sqlite_erp)["r1"] == (10, 7, 3, 0)
 
 
@@ -246,7 +275,14 @@ def test_settle_window_single_run_dry_run_and_read_only(
     settings = settings_for(str(sqlite_erp.url), mm_settings, settle_window_minutes=30)
     sink = StagingSink(sqlite_erp, TABLE)
 
-    dry = run_writeback(store, mm_client, sink, settings, dry_run=True, now=now)
+    dry = run_writeback(
+        SqlUnitOfWorkFactory(store),
+        mm_client,
+        sink,
+        WritebackPolicy.from_settings(settings),
+        dry_run=True,
+        now=now,
+    )
     assert {r.mm_run_id: r.outcome for r in dry.rows} == {
         "active": "would_write",
         "ended-recently": "would_write",
@@ -254,15 +290,30 @@ def test_settle_window_single_run_dry_run_and_read_only(
     assert dry.rows[0].mm_counts == {"total": 3, "good": 3, "scrap": 0, "nonconform": 0}
     assert staging_counts(sqlite_erp) == {} and audits(store) == [] and cycles(store) == []
 
-    read_only = run_writeback(store, mm_client, NoneSink(), settings, now=now)
+    read_only = run_writeback(
+        SqlUnitOfWorkFactory(store), mm_client, NoneSink(), WritebackPolicy.from_settings(settings), now=now
+    )
     assert read_only.read_only and read_only.read == 2 and read_only.written == 0
     assert staging_counts(sqlite_erp) == {} and last_written(store)["active"] is None
 
-    one = run_writeback(store, mm_client, sink, settings, run_id="ended-long-ago", now=now)
+    one = run_writeback(
+        SqlUnitOfWorkFactory(store),
+        mm_client,
+        sink,
+        WritebackPolicy.from_settings(settings),
+        run_id="ended-long-ago",
+        now=now,
+    )
     assert (one.read, one.written) == (1, 1)
     assert set(staging_counts(sqlite_erp)) == {"ended-long-ago"}
     with pytest.raises(RecordError, match="no bound run"):
-        run_writeback(store, mm_client, sink, settings, run_id="nope")
+        run_writeback(
+            SqlUnitOfWorkFactory(store),
+            mm_client,
+            sink,
+            WritebackPolicy.from_settings(settings),
+            run_id="nope",
+        )
 
 
 def test_configuration_problems_raise_and_are_recorded(
@@ -278,10 +329,20 @@ def test_configuration_problems_raise_and_are_recorded(
     bare_erp = create_db_engine(f"sqlite:///{tmp_path / 'bare.db'}")
     settings = settings_for(str(bare_erp.url), mm_settings)
     with pytest.raises(ConfigError, match="erpsync erp install-staging"):
-        run_writeback(store, mm_client, StagingSink(bare_erp, TABLE), settings)
+        run_writeback(
+            SqlUnitOfWorkFactory(store),
+            mm_client,
+            StagingSink(bare_erp, TABLE),
+            WritebackPolicy.from_settings(settings),
+        )
     wrong_key = fast_mm_settings(mm_simulator.base_url, "not-the-key")
     with MMClient(wrong_key) as client, pytest.raises(ConfigError):
-        run_writeback(store, client, NoneSink(), settings_for(str(bare_erp.url), wrong_key))
+        run_writeback(
+            SqlUnitOfWorkFactory(store),
+            client,
+            NoneSink(),
+            WritebackPolicy.from_settings(settings_for(str(bare_erp.url), wrong_key)),
+        )
     assert [c.outcome for c in cycles(store)] == ["config_error", "config_error"]
     assert last_written(store)["r1"] is None
     bare_erp.dispose()
@@ -355,7 +416,12 @@ def test_a_poison_row_fails_alone_and_the_rest_of_its_batch_is_written(
         bind_run(store, run_id)
     statement = "INSERT INTO counts (run_key, good) VALUES (:run_key, :good_parts)"
     settings = settings_for(str(erp.url), mm_settings, sink="sql", statement=statement)
-    summary = run_writeback(store, mm_client, SqlSink(erp, statement), settings)
+    summary = run_writeback(
+        SqlUnitOfWorkFactory(store),
+        mm_client,
+        SqlSink(erp, statement),
+        WritebackPolicy.from_settings(settings),
+    )
     assert (summary.written, summary.failed, summary.outcome) == (2, 1, "partial")
     with erp.connect() as conn:
         assert dict(conn.execute(text("SELECT run_key, good FROM counts")).all()) == {
@@ -396,7 +462,12 @@ def test_a_write_in_doubt_the_erp_already_held_is_settled_without_claiming_a_wri
         store, "r1", run_key=f"LT{ticket}", in_doubt=[PartCounts(total=0, good=0, scrap=0, nonconform=0)]
     )
 
-    run_writeback(store, mm_client, VisualLaborTicketSink(erp), settings_for(str(erp.url), mm_settings))
+    run_writeback(
+        SqlUnitOfWorkFactory(store),
+        mm_client,
+        VisualLaborTicketSink(erp),
+        WritebackPolicy.from_settings(settings_for(str(erp.url), mm_settings)),
+    )
 
     with store.session() as session:
         assert session.scalars(select(RunBinding.counts_in_doubt)).one() is None

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from erpsync.adapters.state import journal
 from erpsync.adapters.state.audit import record_audit
+from erpsync.adapters.state.counts import SqlCounts
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import (
     Cycle,
@@ -233,6 +234,7 @@ class SqlUnitOfWork:
         self.machines = SqlMachines(session)
         self.cycles = SqlCycles(session)
         self.checkpoints = SqlCheckpoints(session)
+        self.counts = SqlCounts(session)
 
 
 class SqlUnitOfWorkFactory:

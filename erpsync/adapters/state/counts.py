@@ -1,0 +1,242 @@
+"""Write-back state on SQLAlchemy: the counts erpsync last wrote to each sink, per bound run.
+
+It implements `erpsync.service.ports.CountsRepository` (structurally). Updates are Core
+statements sent as one executemany per batch (a cycle over thousands of runs must cost about its
+MM reads), and they leave the binding's ORM version alone: the sync loop owns the other columns
+and must not see its own optimistic lock fail because counts were written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
+from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import (
+    ACTIVE_STATUSES,
+    BLOCKING_QUARANTINE,
+    CONFLICT_CLASS,
+    ENDED_LOOKUP_SLACK,
+    ENDED_STATUSES,
+    LAST_COLUMNS,
+    WRITE_ACTION,
+    AuditKey,
+    CountTarget,
+    encode_in_doubt,
+    last_columns,
+    sink_view,
+)
+
+CHUNK = 500
+
+
+class SqlCounts:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
+        b = RunBinding
+        mine = aliased(SinkCounts)
+        query = (
+            select(
+                b.id,
+                b.mm_run_id,
+                b.run_key,
+                b.source,
+                b.erp_job,
+                b.erp_operation,
+                b.erp_machine,
+                b.last_total_parts,
+                b.last_good_parts,
+                b.last_scrap_parts,
+                b.last_nonconform_parts,
+                b.counts_in_doubt,
+                mine.binding_id.label("sink_row"),
+                mine.last_total_parts.label("sink_last_total_parts"),
+                mine.last_good_parts.label("sink_last_good_parts"),
+                mine.last_scrap_parts.label("sink_last_scrap_parts"),
+                mine.last_nonconform_parts.label("sink_last_nonconform_parts"),
+                mine.counts_in_doubt.label("sink_counts_in_doubt"),
+                exists().where(SinkCounts.binding_id == b.id).label("any_sink"),
+            )
+            .outerjoin(mine, and_(mine.binding_id == b.id, mine.sink == sink))
+            .order_by(b.id)
+        )
+        if run_id is not None:
+            query = query.where(b.mm_run_id == run_id)
+        else:
+            ended_at = func.coalesce(b.mm_end_at, b.erp_end_at, b.updated_at)
+            query = query.where(
+                or_(
+                    b.status.in_(ACTIVE_STATUSES),
+                    and_(b.status == "vanished", b.mm_end_at.is_(None)),  # MM may still be running it
+                    # an ended run's binding was updated when it ended (updated_at >= its end),
+                    # so (status, updated_at) finds the recent ones without reading the history
+                    and_(
+                        b.status.in_(ENDED_STATUSES),
+                        b.updated_at >= ended_after - ENDED_LOOKUP_SLACK,
+                        ended_at >= ended_after,
+                    ),
+                )
+            )
+        return [_target(row._mapping) for row in self.session.execute(query)]
+
+    def blocking_conflicts(self) -> set[tuple[str, str]]:
+        query = select(QuarantineEntry.source, QuarantineEntry.record_key).where(
+            QuarantineEntry.error_class == CONFLICT_CLASS,
+            QuarantineEntry.status.in_(BLOCKING_QUARANTINE),
+        )
+        return {(source, record_key) for source, record_key in self.session.execute(query)}
+
+    def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
+        self._set(sink, [(target, {"counts_in_doubt": encode_in_doubt(doubt)}) for target, doubt in intents])
+
+    def save_written(
+        self, sink: str, written: Sequence[tuple[CountTarget, PartCounts]], now: datetime
+    ) -> None:
+        self._set(
+            sink,
+            [
+                (target, {**last_columns(counts), "counts_written_at": now, "counts_in_doubt": None})
+                for target, counts in written
+            ],
+        )
+        table = cast(Table, RunBinding.__table__)
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                last_total_parts=bindparam("b_total"),
+                last_good_parts=bindparam("b_good"),
+                last_scrap_parts=bindparam("b_scrap"),
+                last_nonconform_parts=bindparam("b_nonconform"),
+                counts_written_at=bindparam("b_at"),
+                counts_in_doubt=None,
+            )
+        )
+        params = [
+            {
+                "b_id": target.binding_id,
+                "b_total": c.total,
+                "b_good": c.good,
+                "b_scrap": c.scrap,
+                "b_nonconform": c.nonconform,
+                "b_at": now,
+            }
+            for target, c in written
+        ]
+        if params:
+            self.session.execute(statement, params)
+
+    def clear_doubt(self, sink: str, targets: Sequence[CountTarget]) -> None:
+        self._set(sink, [(target, {"counts_in_doubt": None}) for target in targets])
+        binding_ids = [target.binding_id for target in targets]
+        table = cast(Table, RunBinding.__table__)
+        for start in range(0, len(binding_ids), CHUNK):
+            self.session.execute(
+                update(table)
+                .where(table.c.id.in_(binding_ids[start : start + CHUNK]))
+                .values(counts_in_doubt=None)
+            )
+
+    def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
+        ids = list(mm_run_ids)
+        for start in range(0, len(ids), CHUNK):
+            self.session.execute(
+                update(QuarantineEntry)
+                .where(
+                    QuarantineEntry.error_class == CONFLICT_CLASS,
+                    QuarantineEntry.status == "retry",
+                    QuarantineEntry.record_key.in_(ids[start : start + CHUNK]),
+                )
+                .values(status="resolved", last_seen_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+    def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
+        """Via the erp_job index: the latest audit id per run, then those rows."""
+        found: dict[str, AuditKey] = {}
+        for start in range(0, len(targets), CHUNK):
+            chunk = targets[start : start + CHUNK]
+            latest = (
+                select(func.max(AuditEntry.id))
+                .where(
+                    AuditEntry.erp_job.in_({t.erp_job for t in chunk}),
+                    AuditEntry.mm_run_id.in_([t.mm_run_id for t in chunk]),
+                    AuditEntry.action == WRITE_ACTION,
+                )
+                .group_by(AuditEntry.mm_run_id)
+            )
+            rows = self.session.execute(
+                select(
+                    AuditEntry.mm_run_id, AuditEntry.outcome, AuditEntry.error_class, AuditEntry.after_json
+                ).where(AuditEntry.id.in_(latest))
+            )
+            for mm_run_id, outcome, error_class, after_json in rows:
+                found[str(mm_run_id)] = (outcome, error_class, json.loads(after_json) if after_json else None)
+        return found
+
+    def _set(self, sink: str, values: Sequence[tuple[CountTarget, dict[str, Any]]]) -> None:
+        """Set columns of each run's `erpsync_sink_counts` row for `sink` (the same columns for all).
+
+        A run without a row gets one, holding the counts the cycle compared the ERP with
+        (`CountTarget.last`, taken over from the binding when no sink had a row yet) plus the given
+        columns.
+        """
+        if not values:
+            return
+        table = cast(Table, SinkCounts.__table__)
+        ids = [target.binding_id for target, _ in values]
+        existing: set[int] = set()
+        for start in range(0, len(ids), CHUNK):
+            existing.update(
+                self.session.scalars(
+                    select(table.c.binding_id).where(
+                        table.c.sink == sink, table.c.binding_id.in_(ids[start : start + CHUNK])
+                    )
+                )
+            )
+        columns = sorted(values[0][1])
+        updates = [
+            {"s_id": target.binding_id, **{f"s_{c}": v[c] for c in columns}}
+            for target, v in values
+            if target.binding_id in existing
+        ]
+        inserts = [
+            {"binding_id": target.binding_id, "sink": sink, **last_columns(target.last), **v}
+            for target, v in values
+            if target.binding_id not in existing
+        ]
+        if updates:
+            self.session.execute(
+                update(table)
+                .where(table.c.binding_id == bindparam("s_id"), table.c.sink == sink)
+                .values({c: bindparam(f"s_{c}") for c in columns}),
+                updates,
+            )
+        if inserts:
+            self.session.execute(insert(table), inserts)
+
+
+def _target(row: Any) -> CountTarget:
+    sink_row = None
+    if row["sink_row"] is not None:
+        sink_row = {c: row[f"sink_{c}"] for c in (*LAST_COLUMNS, "counts_in_doubt")}
+    last, in_doubt = sink_view(row, sink_row, bool(row["any_sink"]))
+    return CountTarget(
+        row["id"],
+        row["mm_run_id"],
+        row["run_key"],
+        row["source"],
+        row["erp_job"],
+        row["erp_operation"],
+        row["erp_machine"],
+        last,
+        in_doubt,
+    )

@@ -1,0 +1,126 @@
+"""Write-back state in memory: `erpsync.service.ports.CountsRepository` over `MemoryTables`.
+
+The in-memory unit of work plugs it in as ``counts = MemoryCounts(tables)``. It reads and writes
+the same columns as adapters/state/counts.py (bindings by mm_run_id, sink_counts by
+(binding_id, sink)), so the fast service tests see what the SQL tables would hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from erpsync.adapters.state.memory_tables import MemoryTables, Row
+from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import (
+    ACTIVE_STATUSES,
+    BLOCKING_QUARANTINE,
+    CONFLICT_CLASS,
+    ENDED_LOOKUP_SLACK,
+    ENDED_STATUSES,
+    WRITE_ACTION,
+    AuditKey,
+    CountTarget,
+    encode_in_doubt,
+    last_columns,
+    sink_view,
+)
+
+
+class MemoryCounts:
+    def __init__(self, tables: MemoryTables) -> None:
+        self.tables = tables
+
+    def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
+        with_rows = {binding_id for binding_id, _ in self.tables.sink_counts}
+        found = [
+            _target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows)
+            for b in self.tables.bindings.values()
+            if (b["mm_run_id"] == run_id if run_id is not None else _due(b, ended_after))
+        ]
+        return sorted(found, key=lambda target: target.binding_id)
+
+    def blocking_conflicts(self) -> set[tuple[str, str]]:
+        return {
+            (q["source"], q["record_key"])
+            for q in self.tables.quarantine.values()
+            if q["error_class"] == CONFLICT_CLASS and q["status"] in BLOCKING_QUARANTINE
+        }
+
+    def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
+        for target, doubt in intents:
+            self._row(sink, target)["counts_in_doubt"] = encode_in_doubt(doubt)
+
+    def save_written(
+        self, sink: str, written: Sequence[tuple[CountTarget, PartCounts]], now: datetime
+    ) -> None:
+        for target, counts in written:
+            values = {**last_columns(counts), "counts_written_at": now, "counts_in_doubt": None}
+            self._row(sink, target).update(values)
+            self.tables.bindings[target.mm_run_id].update(values)
+
+    def clear_doubt(self, sink: str, targets: Sequence[CountTarget]) -> None:
+        for target in targets:
+            self._row(sink, target)["counts_in_doubt"] = None
+            self.tables.bindings[target.mm_run_id]["counts_in_doubt"] = None
+
+    def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
+        ids = set(mm_run_ids)
+        for q in self.tables.quarantine.values():
+            if q["error_class"] == CONFLICT_CLASS and q["status"] == "retry" and q["record_key"] in ids:
+                q["status"] = "resolved"
+
+    def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
+        wanted = {target.mm_run_id for target in targets}
+        found: dict[str, AuditKey] = {}
+        for row in self.tables.audit:  # in id order: the latest wins
+            if row["action"] == WRITE_ACTION and row["mm_run_id"] in wanted:
+                after = row.get("after_json")
+                found[row["mm_run_id"]] = (
+                    row["outcome"],
+                    row["error_class"],
+                    json.loads(after) if after else None,
+                )
+        return found
+
+    def _row(self, sink: str, target: CountTarget) -> Row:
+        """The run's counts row for `sink`, made from what the cycle compared with when new."""
+        key = (target.binding_id, sink)
+        if key not in self.tables.sink_counts:
+            self.tables.sink_counts[key] = {
+                "binding_id": target.binding_id,
+                "sink": sink,
+                **last_columns(target.last),
+                "counts_written_at": None,
+                "counts_in_doubt": None,
+            }
+        return self.tables.sink_counts[key]
+
+
+def _due(binding: Row, ended_after: datetime) -> bool:
+    """adapters/state/counts.py's selection of the runs a cycle reads."""
+    status = binding["status"]
+    if status in ACTIVE_STATUSES or (status == "vanished" and binding.get("mm_end_at") is None):
+        return True
+    ended_at = binding.get("mm_end_at") or binding.get("erp_end_at") or binding["updated_at"]
+    return bool(
+        status in ENDED_STATUSES
+        and binding["updated_at"] >= ended_after - ENDED_LOOKUP_SLACK
+        and ended_at >= ended_after
+    )
+
+
+def _target(binding: Row, sink_row: Row | None, any_sink: bool) -> CountTarget:
+    last, in_doubt = sink_view(binding, sink_row, any_sink)
+    return CountTarget(
+        binding["id"],
+        binding["mm_run_id"],
+        binding["run_key"],
+        binding["source"],
+        binding["erp_job"],
+        binding["erp_operation"],
+        binding["erp_machine"],
+        last,
+        in_doubt,
+    )

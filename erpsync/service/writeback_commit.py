@@ -1,0 +1,107 @@
+"""Write-back step 5: the state transaction after the ERP transaction.
+
+What was written becomes this sink's last-written counts (its writes in doubt cleared; the binding
+mirrors the counts last written by any sink), every outcome gets its audit row, and a conflict
+(the ERP value is neither what erpsync last wrote nor one of its writes in doubt: a person changed
+it) is quarantined, which keeps erpsync's hands off that run until a person lets go of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from erpsync.domain.model import BadRecord, PartCounts
+from erpsync.domain.writeback_rules import CONFLICT_CLASS, WRITE_ACTION, AuditKey, CountTarget
+from erpsync.observability.metrics import QUARANTINE_OPEN
+from erpsync.service.ports import AuditRecord, UnitOfWork
+from erpsync.service.writeback_report import maybe_counts
+
+# outcomes that can repeat every cycle: audited when they first happen (or change), not each time
+REPEATING = frozenset({"no_data", "decrease_refused", "failed"})
+
+
+@dataclass(slots=True)
+class Done:
+    """A run's outcome waiting for the state commit."""
+
+    target: CountTarget
+    outcome: str
+    counts: PartCounts | None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    message: str | None = None
+    error_class: str | None = None
+    http_status: int | None = None
+
+    def key(self) -> AuditKey:
+        """What makes a repeated outcome the same as last time (then it is not audited again)."""
+        return (self.outcome, self.error_class, self.after)
+
+
+def commit_state(uow: UnitOfWork, sink: str, done: list[Done], now: datetime, token: int | None) -> None:
+    """Record a batch's outcomes in the (fenced) unit of work `uow`."""
+    done = sorted(done, key=lambda d: d.target.mm_run_id)  # binding lock order, as a sync's
+    written = [d for d in done if d.outcome in ("written", "already_written")]
+    # the ERP already held these values, so none of the run's writes in doubt changed it: the
+    # doubt is settled, and nothing is recorded as written (no audit row would back it)
+    doubt_settled = [d.target for d in done if d.outcome == "unchanged" and d.target.in_doubt]
+    # several statements update bindings below: lock them all first, in one order
+    uow.bindings.lock([d.target.mm_run_id for d in written] + [t.mm_run_id for t in doubt_settled])
+    if written:
+        uow.counts.save_written(sink, [(d.target, _counts(d)) for d in written], now)
+        uow.counts.resolve_retried([d.target.mm_run_id for d in written])
+    if doubt_settled:
+        uow.counts.clear_doubt(sink, doubt_settled)
+    last = uow.counts.last_audited([d.target for d in done if d.outcome in REPEATING])
+    conflicts = 0
+    for d in done:
+        if d.outcome == "unchanged" or (d.outcome in REPEATING and last.get(d.target.mm_run_id) == d.key()):
+            continue
+        if d.outcome == "conflict":
+            conflicts += 1
+            uow.quarantine.upsert(_conflict_record(d), now)
+        uow.audit.record(_audit_record(d, sink, token))
+    if conflicts:
+        QUARANTINE_OPEN.set(uow.quarantine.open_count())
+
+
+def _counts(done: Done) -> PartCounts:
+    assert done.counts is not None
+    return done.counts
+
+
+def _audit_record(d: Done, sink: str, token: int | None) -> AuditRecord:
+    t = d.target
+    return AuditRecord(
+        action=WRITE_ACTION,
+        outcome=d.outcome,
+        source=t.source,
+        erp_job=t.erp_job,
+        erp_operation=t.erp_operation,
+        erp_machine=t.erp_machine,
+        mm_run_id=t.mm_run_id,
+        fencing_token=token,
+        http_status=d.http_status,
+        error=d.message if d.outcome not in ("written", "already_written") else None,
+        error_class=d.error_class,
+        before=d.before,
+        after=d.after,
+        detail=f"sink {sink}" + (f": {d.message}" if d.message else ""),
+    )
+
+
+def _conflict_record(done: Done) -> BadRecord:
+    return BadRecord(
+        source=done.target.source,
+        record_key=done.target.mm_run_id,
+        reason=done.message or "the ERP value is not what erpsync last wrote: not overwritten",
+        error_class=CONFLICT_CLASS,
+        raw={
+            "run_key": done.target.run_key,
+            "erp_value": done.before,
+            "last_written": maybe_counts(done.target.last),
+            "mm_counts": maybe_counts(done.counts),
+        },
+    )

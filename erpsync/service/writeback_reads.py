@@ -1,0 +1,78 @@
+"""Write-back step 1: each run's part counts read from MachineMetrics, many reads at a time.
+
+Nothing is written yet, so a crash here loses nothing. A read that gives no counts says why
+(`NoDataReason`): such a run is skipped and audited, never written as 0. Only a configuration
+problem (MM refuses the key, a bad base URL) raises and ends the cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import structlog
+
+from erpsync.adapters.mm.errors import MMRecordError, MMRetryableError
+from erpsync.domain.errors import ConfigError
+from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import CountTarget, NoDataReason
+from erpsync.service.ports import MachineMetrics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CountRead:
+    """One run's MM counts, or why there are none (`error` alone: the read itself failed)."""
+
+    target: CountTarget
+    counts: PartCounts | None
+    reason: NoDataReason | None = None
+    error: BaseException | None = None
+
+
+def read_counts(
+    mm: MachineMetrics, targets: Sequence[CountTarget], concurrency: int
+) -> Generator[CountRead, None, None]:
+    """MM reads, `concurrency` at a time, yielded as they complete.
+
+    Closing the generator early (the service is stopping) cancels the reads not yet started.
+    """
+    if not targets:
+        return
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="writeback-read")
+    try:
+        futures: list[Future[CountRead]] = [pool.submit(_read, mm, target) for target in targets]
+        for future in as_completed(futures):
+            yield future.result()  # a ConfigError (401/403, bad base URL) ends the cycle
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read(mm: MachineMetrics, target: CountTarget) -> CountRead:
+    try:
+        job_run = mm.get_job_run(target.mm_run_id)
+    except ConfigError:
+        raise
+    except MMRetryableError as exc:
+        return CountRead(target, None, NoDataReason.UNREACHABLE, exc)
+    except MMRecordError as exc:
+        return CountRead(target, None, NoDataReason.REJECTED, exc)
+    except Exception as exc:  # a bug or an unforeseen answer: this run fails, the cycle goes on
+        log.exception("writeback.read_failed", mm_run_id=target.mm_run_id)
+        return CountRead(target, None, None, exc)
+    if job_run is None:
+        return CountRead(target, None, NoDataReason.NOT_FOUND)
+    if job_run.metrics is None:
+        return CountRead(target, None, NoDataReason.NO_METRICS)
+    m = job_run.metrics
+    counts = PartCounts(
+        total=m.total_parts,
+        good=m.good_parts,
+        scrap=m.scrap_parts,
+        nonconform=m.nonconform_parts,
+        start_at=job_run.start_at,
+        end_at=job_run.end_at,
+    )
+    return CountRead(target, counts)
