@@ -24,7 +24,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
 from erpsync.config import ServiceSettings, Settings, StateSettings
 from erpsync.runtime.cli_lease import held_lease
-from erpsync.runtime.service import FencingContext
+from erpsync.runtime.term import FencingContext
 from erpsync.service.dispatch import SETTLE_BATCH, Dispatcher
 from tests.fixtures_mm import fast_mm_settings
 
