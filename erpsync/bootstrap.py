@@ -26,7 +26,8 @@ from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError
 from erpsync.observability.metrics import AUDIT_PURGED
 from erpsync.runtime.scheduler import ScheduledJob
-from erpsync.runtime.service import FencingContext, Service
+from erpsync.runtime.service import Service
+from erpsync.runtime.term import FencingContext
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import Dispatcher
 from erpsync.service.imports import run_imports

@@ -24,7 +24,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
 from erpsync.runtime.leader import DEFAULT_LEASE_NAME, LeaderLease
-from erpsync.runtime.service import FencingContext
+from erpsync.runtime.term import FencingContext
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,8 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction
 from erpsync.runtime.leader import LeaderLease
 from erpsync.runtime.scheduler import ScheduledJob
-from erpsync.runtime.service import FencingContext, Service
+from erpsync.runtime.service import Service
+from erpsync.runtime.term import FencingContext
 from tests.integration.test_service_lifecycle import (
     InProcess,
     Serve,

@@ -25,7 +25,7 @@ from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import ServiceSettings, Settings, StateSettings
 from erpsync.domain.lifecycle import ActionKind, Answer, Intent, JournaledAction, MMAnswer, Outcome, RunRef
 from erpsync.runtime.cli_lease import held_lease
-from erpsync.runtime.service import FencingContext
+from erpsync.runtime.term import FencingContext
 from erpsync.service.dispatch import SETTLE_BATCH, Dispatcher
 from tests.fixtures_mm import fast_mm_settings
 

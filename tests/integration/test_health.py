@@ -22,7 +22,8 @@ from erpsync.cli.app import app
 from erpsync.config import ServiceSettings, Settings
 from erpsync.runtime.health import HealthServer, ReadyState
 from erpsync.runtime.scheduler import ScheduledJob
-from erpsync.runtime.service import FencingContext, Service
+from erpsync.runtime.service import Service
+from erpsync.runtime.term import FencingContext
 
 runner = CliRunner()
 

@@ -38,7 +38,8 @@ from erpsync.domain.errors import ConfigError, FencedError
 from erpsync.runtime.leader import LeaderLease, LeaseStatus
 from erpsync.runtime.logging import configure_logging
 from erpsync.runtime.scheduler import ScheduledJob
-from erpsync.runtime.service import FencingContext, Service
+from erpsync.runtime.service import Service
+from erpsync.runtime.term import FencingContext
 
 TTL, RENEW, RETRY = 2.0, 0.5, 0.25
 runner = CliRunner()

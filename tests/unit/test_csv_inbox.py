@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from erpsync.adapters.erp.csv_source import CsvSource, SourceFileMissingError
+from erpsync.adapters.erp.csv_inbox import SourceFileMissingError
+from erpsync.adapters.erp.csv_source import CsvSource
 from erpsync.config import CsvSettings, SourceSettings
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState

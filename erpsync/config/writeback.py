@@ -1,0 +1,59 @@
+"""The ``[writeback]`` section: part counts from MM written into the ERP, and where to."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from erpsync.config.database import DatabaseSettings
+from erpsync.config.section import PositiveSeconds, Section
+from erpsync.domain.writeback_rules import SQL_SINK_BINDS, sql_bind_names, unknown_sql_binds
+
+SinkKind = Literal["staging", "visual-labor-ticket", "sql", "csv", "none"]
+# the staging table's name goes into DDL and SQL text, so only [schema.]table of plain identifiers
+_PLAIN_TABLE_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,127}\.)?[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+class WritebackSettings(Section):
+    """Part counts from MM written into the ERP."""
+
+    sink: SinkKind = "staging"
+    interval_seconds: PositiveSeconds = 60
+    settle_window_minutes: int = Field(default=30, ge=0)
+    allow_decrease: bool = False
+    database: DatabaseSettings | None = None
+    staging_table: str = "ERPSYNC_RUN_COUNTS"
+    statement: str | None = None
+    outbox_dir: Path | None = None
+    batch_size: int = Field(default=500, ge=1, le=2000)
+
+    @field_validator("staging_table")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        if not _PLAIN_TABLE_NAME.fullmatch(value):
+            raise ValueError(
+                "expected a plain table name, optionally schema-qualified, e.g. dbo.ERPSYNC_RUN_COUNTS"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sink_needs(self) -> WritebackSettings:
+        if self.sink == "sql" and not self.statement:
+            raise ValueError("writeback.sink = 'sql' needs writeback.statement")
+        if self.sink == "sql" and self.statement:
+            unknown = unknown_sql_binds(self.statement)
+            if unknown:
+                raise ValueError(
+                    "writeback.statement uses unknown bind name(s) "
+                    + ", ".join(f":{name}" for name in unknown)
+                    + "; known: "
+                    + ", ".join(f":{name}" for name in sorted(SQL_SINK_BINDS))
+                )
+            if not sql_bind_names(self.statement):
+                raise ValueError("writeback.statement has no :name binds; it could not write any count")
+        if self.sink == "csv" and self.outbox_dir is None:
+            raise ValueError("writeback.sink = 'csv' needs writeback.outbox_dir")
+        return self
