@@ -21,6 +21,7 @@ from erpsync.adapters.erp.sinks.base import CountSink
 from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.state.store import StateStore
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError
 from erpsync.observability.metrics import AUDIT_PURGED
@@ -41,24 +42,23 @@ log = structlog.get_logger(__name__)
 def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) -> ScheduledJob:
     """Retention (audit, then history): small batches, each checked against the fencing token."""
     svc = settings.service
+    uow = SqlUnitOfWorkFactory(store)
 
     def run(stop: threading.Event) -> None:
         with cycle(store, "purge") as record:
             result = purge_audit(
-                store,
+                uow,
                 retention_days=svc.audit_retention_days,
                 batch_size=svc.purge_batch_size,
                 stop=stop,
-                check=fencing.check,
-                fencing_token=fencing.token,
+                fence=fencing,
             )
             history = purge_history(
-                store,
+                uow,
                 retention_days=svc.history_retention_days,
                 batch_size=svc.purge_batch_size,
                 stop=stop,
-                check=fencing.check,
-                fencing_token=fencing.token,
+                fence=fencing,
             )
             record.summary = {
                 "deleted": result.deleted,

@@ -211,12 +211,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Bindings by status, pending actions, open quarantine, last cycles, leader."""
-    from erpsync.service.status import status_report  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.state.status_reads import CoreStateReader  # noqa: PLC0415 - start-up time
+    from erpsync.service.status import status_report  # noqa: PLC0415
 
     engine = _read_engine(ctx)
     try:
         with engine.connect() as conn:
-            report = status_report(conn)
+            report = status_report(CoreStateReader(conn))
     finally:
         engine.dispose()
     if as_json:

@@ -164,6 +164,7 @@ def retention_purge(
 ) -> None:
     """Delete audit rows, then finished history (bindings, actions, cycles...), past retention."""
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.adapters.state.uow import SqlUnitOfWorkFactory  # noqa: PLC0415
     from erpsync.service.retention import purge_audit, purge_history  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
@@ -171,13 +172,13 @@ def retention_purge(
     store = StateStore.from_settings(settings.state)
     try:
         result = purge_audit(
-            store,
+            SqlUnitOfWorkFactory(store),
             retention_days=retention_days,
             batch_size=batch_size or settings.service.purge_batch_size,
             dry_run=dry_run,
         )
         history = purge_history(
-            store,
+            SqlUnitOfWorkFactory(store),
             retention_days=settings.service.history_retention_days,
             batch_size=batch_size or settings.service.purge_batch_size,
             dry_run=dry_run,

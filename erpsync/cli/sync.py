@@ -234,6 +234,7 @@ def quarantine_list(
 def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument(help="Entry id.")]) -> None:
     """Put a record back on the normal path, re-planned from the ERP's current row and mapping."""
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.state.uow import SqlUnitOfWorkFactory  # noqa: PLC0415
     from erpsync.domain.machines import MachineMapper  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
@@ -242,8 +243,8 @@ def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument
     mapper = MachineMapper.from_settings(settings.machines)
     store = StateStore.from_settings(settings.state)
     try:
-        with correlation("cli"), _run_lookup(settings, store) as lookup, store.session() as session:
-            what = quarantine_service.retry(session, entry_id, lookup=lookup, mapper=mapper)
+        with correlation("cli"), _run_lookup(settings, store) as lookup, SqlUnitOfWorkFactory(store)() as uow:
+            what = quarantine_service.retry(uow, entry_id, lookup=lookup, mapper=mapper)
     finally:
         store.dispose()
     stdout.print(f"entry {entry_id}: {what}", markup=False)
@@ -329,11 +330,12 @@ def register(app: typer.Typer) -> None:
 @contextmanager
 def _session(settings: Settings) -> Iterator[Any]:
     from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync.adapters.state.uow import SqlUnitOfWorkFactory  # noqa: PLC0415
 
     store = StateStore.from_settings(settings.state)
     try:
-        with store.session() as session:
-            yield session
+        with SqlUnitOfWorkFactory(store)() as uow:
+            yield uow
     finally:
         store.dispose()
 

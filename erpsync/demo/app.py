@@ -28,6 +28,7 @@ from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import QuarantineEntry, SyncAction
+from erpsync.adapters.state.uow import SqlUnitOfWork
 from erpsync.bootstrap import build_service
 from erpsync.config import Settings
 from erpsync.demo import MIN_SECONDS
@@ -212,7 +213,7 @@ def add_machine_in_mm(sim: MMSimulator, state: StateStore, machine: str) -> None
             .where(q.status == "open", SyncAction.erp_machine == machine)
         ).all()
         for entry_id in entry_ids:
-            quarantine.retry(session, entry_id)
+            quarantine.retry(SqlUnitOfWork(session), entry_id)
 
 
 def _outcome(runner: _ServiceThread, interrupted: bool, console: Console, folder: DemoFolder) -> int:

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from erpsync.adapters.state import journal
 from erpsync.adapters.state.audit import record_audit
+from erpsync.adapters.state.purge import SqlHistory
+from erpsync.adapters.state.quarantine_admin import SqlQuarantineAdmin
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import (
     Cycle,
@@ -234,6 +236,8 @@ class SqlUnitOfWork:
         self.machines = SqlMachines(session)
         self.cycles = SqlCycles(session)
         self.checkpoints = SqlCheckpoints(session)
+        self.quarantine_admin = SqlQuarantineAdmin(session)
+        self.history = SqlHistory(session)
 
 
 class SqlUnitOfWorkFactory:
