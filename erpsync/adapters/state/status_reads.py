@@ -81,6 +81,19 @@ class CoreStateReader:
         ).first()
         return LeaseRow(lease.holder, lease.expires_at, lease.fencing_token) if lease is not None else None
 
-    def audit(self, **filters: Any) -> list[dict[str, Any]]:
-        """Newest-first audit rows matching `reads.audit_query`'s filters, as column -> value."""
-        return [dict(row._mapping) for row in self.conn.execute(audit_query(**filters))]
+    def audit(
+        self,
+        *,
+        job: str | None = None,
+        machine: str | None = None,
+        run: str | None = None,
+        outcome: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Newest-first audit rows matching every filter given (`reads.audit_query`), by column."""
+        query = audit_query(
+            job=job, machine=machine, run=run, outcome=outcome, action=action, since=since, limit=limit
+        )
+        return [dict(row._mapping) for row in self.conn.execute(query)]

@@ -1,4 +1,4 @@
-"""The composition root: the only place that picks real adapters and wires them into the service.
+"""The long-running service, wired to real adapters (part of the composition root, see __init__.py).
 
 `build_service(settings)` returns the long-running `Service` (runtime/service.py). Per leadership
 term, the service calls `jobs_factory(fencing)`; every job built there holds that term's
