@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -27,11 +27,6 @@ from erpsync.cli.simulator import simulator
 from erpsync.cli.sources import register as register_sources
 from erpsync.cli.sync import register as register_sync
 from erpsync.cli.writeback import register as register_writeback
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from erpsync.adapters.state.store import StateStore
 
 app = typer.Typer(
     name="erpsync",
@@ -90,35 +85,19 @@ def root(
     ctx.obj = state
 
 
-def _store(ctx: typer.Context) -> StateStore:
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
-
-    return StateStore.from_settings(state_of(ctx).settings().state)
-
-
-def _read_engine(ctx: typer.Context) -> Engine:
-    """The state database for a read-only command: Core only, no ORM session (start-up time)."""
-    from erpsync.adapters.state.db import state_engine  # noqa: PLC0415 - start-up time
-
-    return state_engine(state_of(ctx).settings().state)
-
-
 @db_app.command("upgrade")
 @handle_errors
 def db_upgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision.")] = "head"
 ) -> None:
     """Create or upgrade erpsync's tables (never ERP tables)."""
-    settings = state_of(ctx).settings()
-    from erpsync.adapters.state import migrate  # noqa: PLC0415 - start-up time
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
 
-    store = _store(ctx)
-    try:
-        before = migrate.current_revision(store.engine)
-        migrate.upgrade(store.engine, revision)
-        after = migrate.current_revision(store.engine)
-    finally:
-        store.dispose()
+    settings = state_of(ctx).settings()
+    with bootstrap.schema(settings) as schema:
+        before = schema.current()
+        schema.upgrade(revision)
+        after = schema.current()
     stdout.print(f"state database {settings.state.redacted_url()}: {before or 'empty'} -> {after}")
 
 
@@ -128,14 +107,11 @@ def db_downgrade(
     ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")]
 ) -> None:
     """Downgrade erpsync's tables to an older revision (base drops them all)."""
-    from erpsync.adapters.state import migrate  # noqa: PLC0415 - start-up time
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
 
-    store = _store(ctx)
-    try:
-        migrate.downgrade(store.engine, revision)
-        after = migrate.current_revision(store.engine)
-    finally:
-        store.dispose()
+    with bootstrap.schema(state_of(ctx).settings()) as schema:
+        schema.downgrade(revision)
+        after = schema.current()
     stdout.print(f"state database now at {after or 'base (empty)'}")
 
 
@@ -146,15 +122,12 @@ def db_current(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 unless the schema is at head.")] = False,
 ) -> None:
     """Show the schema revision of the state database and the newest one this version knows."""
-    from erpsync.adapters.state import migrate  # noqa: PLC0415 - start-up time
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
 
     settings = state_of(ctx).settings()
-    store = _store(ctx)
-    try:
-        current = migrate.current_revision(store.engine)
-        head = migrate.head_revision(store.engine)
-    finally:
-        store.dispose()
+    with bootstrap.schema(settings) as schema:
+        current = schema.current()
+        head = schema.head()
     at_head = current == head
     stdout.print(
         f"state database {settings.state.redacted_url()}: revision {current or 'none'} "
@@ -211,14 +184,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Bindings by status, pending actions, open quarantine, last cycles, leader."""
-    from erpsync.service.status import status_report  # noqa: PLC0415 - start-up time
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
+    from erpsync.service.status import status_report  # noqa: PLC0415
 
-    engine = _read_engine(ctx)
-    try:
-        with engine.connect() as conn:
-            report = status_report(conn)
-    finally:
-        engine.dispose()
+    with bootstrap.state_reader(state_of(ctx).settings()) as reader:
+        report = status_report(reader)
     if as_json:
         print_json(report.__dict__ | {"cycles": [c.__dict__ for c in report.cycles]})
         return
@@ -277,23 +247,13 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Read the audit trail, newest first."""
-    from erpsync.adapters.state.reads import audit_query  # noqa: PLC0415 - start-up time
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
 
-    query = audit_query(
-        job=job,
-        machine=machine,
-        run=run,
-        outcome=outcome,
-        action=action,
-        since=_parse_since(since),
-        limit=limit,
-    )
-    engine = _read_engine(ctx)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(query).all()
-    finally:
-        engine.dispose()
+    since_at = _parse_since(since)
+    with bootstrap.state_reader(state_of(ctx).settings()) as reader:
+        rows = reader.audit(
+            job=job, machine=machine, run=run, outcome=outcome, action=action, since=since_at, limit=limit
+        )
     columns = [
         "id",
         "occurred_at",
@@ -314,7 +274,7 @@ def audit(
         "source",
         "correlation_id",
     ]
-    records = [{c: row._mapping[c] for c in columns} for row in rows]
+    records = [{c: row[c] for c in columns} for row in rows]
     if as_json:
         print_json(records)
         return

@@ -110,18 +110,9 @@ def leader_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Who holds the leader lease, its fencing token, and when it expires (database clock)."""
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
-    from erpsync.runtime.leader import LeaderLease  # noqa: PLC0415
+    from erpsync import bootstrap  # noqa: PLC0415
 
-    settings = state_of(ctx).settings()
-    store = StateStore.from_settings(settings.state)
-    try:
-        lease = LeaderLease(
-            store.engine, holder="erpsync-cli", ttl_seconds=settings.service.lease_ttl_seconds
-        )
-        status = lease.status()
-    finally:
-        store.dispose()
+    status = bootstrap.lease_status(state_of(ctx).settings())
     if as_json:
         print_json(
             {
@@ -163,27 +154,24 @@ def retention_purge(
     ] = None,
 ) -> None:
     """Delete audit rows, then finished history (bindings, actions, cycles...), past retention."""
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.service.retention import purge_audit, purge_history  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     retention_days = days or settings.service.audit_retention_days
-    store = StateStore.from_settings(settings.state)
-    try:
+    with bootstrap.state(settings) as uow:
         result = purge_audit(
-            store,
+            uow,
             retention_days=retention_days,
             batch_size=batch_size or settings.service.purge_batch_size,
             dry_run=dry_run,
         )
         history = purge_history(
-            store,
+            uow,
             retention_days=settings.service.history_retention_days,
             batch_size=batch_size or settings.service.purge_batch_size,
             dry_run=dry_run,
         )
-    finally:
-        store.dispose()
     cutoff = f"{result.cutoff:%Y-%m-%d %H:%M:%S} UTC"
     if result.dry_run:
         stdout.print(f"would purge {result.deleted} audit rows older than {cutoff} ({retention_days} days)")

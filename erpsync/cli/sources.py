@@ -108,10 +108,10 @@ def _statement_json(statement: ErpStatement) -> dict[str, str]:
 def _check(
     settings: Settings, source_settings: SourceSettings, limit: int, operations: bool
 ) -> dict[str, Any]:
-    from erpsync.adapters.erp.csv_source import CsvSource  # noqa: PLC0415 - start-up time
-    from erpsync.adapters.erp.factory import open_source  # noqa: PLC0415
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
+    from erpsync.adapters.erp.csv_source import CsvSource  # noqa: PLC0415
 
-    source = open_source(source_settings)
+    source = bootstrap.erp_source(source_settings)
     try:
         snapshot: RunSnapshot | None = (
             source.read_current() if isinstance(source, CsvSource) else source.read_runs()

@@ -13,39 +13,12 @@ from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, pri
 from erpsync.domain.lifecycle import ActionKind
 
 if TYPE_CHECKING:
-    from erpsync.adapters.erp.port import JobSource
-    from erpsync.adapters.state.store import StateStore
-    from erpsync.config import Settings
-    from erpsync.domain.model import BadRecord, JobOperationRun
+    from erpsync.domain.model import BadRecord
     from erpsync.domain.plan import Plan
-    from erpsync.service import quarantine as quarantine_service
-    from erpsync.service.sync import SyncService
 
 # The service layer, SQLAlchemy and httpx are imported inside the commands (start-up time).
 
 quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.", no_args_is_help=True)
-
-
-@contextmanager
-def _acting_service(ctx: typer.Context) -> Iterator[SyncService]:
-    """A SyncService that may act: MM client, and the leader lease held for the command."""
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
-    from erpsync.bootstrap import open_client, open_sync  # noqa: PLC0415
-    from erpsync.runtime.cli_lease import held_lease  # noqa: PLC0415
-
-    settings = state_of(ctx).settings()
-    store = StateStore.from_settings(settings.state)
-    client = open_client(settings)
-    try:
-        with held_lease(settings, store) as fencing:
-            service = open_sync(settings, store, fencing, client)
-            try:
-                yield service
-            finally:
-                service.source.close()
-    finally:
-        client.close()
-        store.dispose()
 
 
 def plan_rows(plan: Plan, bad_rows: Sequence[BadRecord] = ()) -> list[dict[str, Any]]:
@@ -118,10 +91,12 @@ def _print_plan(rows: list[dict[str, Any]]) -> None:
 @handle_errors
 def sync(ctx: typer.Context) -> None:
     """Run one reconcile-and-dispatch cycle now and print what it did."""
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service.imports import run_imports  # noqa: PLC0415
 
-    with correlation("cli"), _acting_service(ctx) as service:
+    settings = state_of(ctx).settings()
+    with correlation("cli"), bootstrap.sync_service(settings, acting=True) as service:
         summary = service.run_cycle()
         if state_of(ctx).settings().sync.imports.enabled:
             summary.imported += int(run_imports(service).uploaded)
@@ -134,21 +109,12 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")] = False,
 ) -> None:
     """Show what a sync would do now, without doing anything."""
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
-    from erpsync.bootstrap import open_sync  # noqa: PLC0415
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
-    store = StateStore.from_settings(settings.state)
-    try:
-        with correlation("cli"):
-            service = open_sync(settings, store, None, None)
-            try:
-                planned = service.compute_plan()
-            finally:
-                service.source.close()
-    finally:
-        store.dispose()
+    with correlation("cli"), bootstrap.sync_service(settings, acting=False) as service:
+        planned = service.compute_plan()
     rows = plan_rows(planned.plan, planned.bad_rows)
     if as_json:
         print_json(rows)
@@ -168,6 +134,7 @@ def resync(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Re-establish MachineMetrics state for the selected runs (re-start lost runs, stop stale ones)."""
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service.imports import run_imports  # noqa: PLC0415
     from erpsync.service.resync import Selection, run_resync  # noqa: PLC0415
@@ -175,7 +142,8 @@ def resync(
     selection = Selection(job=job, operation=operation, machine=machine, run=run, everything=everything)
     if selection.is_empty():
         raise fail("say what to resync: --job, --operation, --machine, --run or --all", EXIT_CONFIG)
-    with correlation("cli"), _acting_service(ctx) as service, _progress() as progress:
+    acting = bootstrap.sync_service(state_of(ctx).settings(), acting=True)
+    with correlation("cli"), acting as service, _progress() as progress:
         result = run_resync(service, selection, dry_run=dry_run, progress=progress)
         reimported = None
         if everything and not dry_run and state_of(ctx).settings().sync.imports.enabled:
@@ -203,10 +171,11 @@ def quarantine_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Quarantined records, oldest first."""
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
 
-    with _session(state_of(ctx).settings()) as session:
-        entries = quarantine_service.list_entries(session, status=None if status == "all" else status)
+    with bootstrap.quarantine_admin(state_of(ctx).settings()) as admin:
+        entries = quarantine_service.list_entries(admin.uow, status=None if status == "all" else status)
     if as_json:
         print_json([e.__dict__ for e in entries])
         return
@@ -234,43 +203,16 @@ def quarantine_list(
 @handle_errors
 def quarantine_retry(ctx: typer.Context, entry_id: Annotated[int, typer.Argument(help="Entry id.")]) -> None:
     """Put a record back on the normal path, re-planned from the ERP's current row and mapping."""
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415 - start-up time
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
     from erpsync.domain.machines import MachineMapper  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     mapper = MachineMapper.from_settings(settings.machines)
-    store = StateStore.from_settings(settings.state)
-    try:
-        with correlation("cli"), _run_lookup(settings, store) as lookup, store.session() as session:
-            what = quarantine_service.retry(session, entry_id, lookup=lookup, mapper=mapper)
-    finally:
-        store.dispose()
+    with correlation("cli"), bootstrap.quarantine_admin(settings) as admin:
+        what = quarantine_service.retry(admin.uow, entry_id, lookup=admin.lookup, mapper=mapper)
     stdout.print(f"entry {entry_id}: {what}", markup=False)
-
-
-@contextmanager
-def _run_lookup(settings: Settings, store: StateStore) -> Iterator[quarantine_service.RunLookup | None]:
-    """The ERP's current row of one run; the source is opened only when a retry needs it."""
-    if settings.source is None:
-        yield None
-        return
-    source_settings = settings.source
-    opened: list[JobSource] = []
-
-    def lookup(run_key: str) -> JobOperationRun | BadRecord | None:
-        from erpsync.adapters.erp.factory import open_source  # noqa: PLC0415 - start-up time
-
-        if not opened:
-            opened.append(open_source(source_settings, store))
-        return next(iter(opened[0].lookup_runs([run_key])), None)
-
-    try:
-        yield lookup
-    finally:
-        for source in opened:
-            source.close()
 
 
 @handle_errors
@@ -280,21 +222,23 @@ def quarantine_discard(
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit row).")] = None,
 ) -> None:
     """Mark a record as needing no action (it stays in the table as discarded)."""
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
 
-    with correlation("cli"), _session(state_of(ctx).settings()) as session:
-        quarantine_service.discard(session, entry_id, reason)
+    with correlation("cli"), bootstrap.quarantine_admin(state_of(ctx).settings()) as admin:
+        quarantine_service.discard(admin.uow, entry_id, reason)
     stdout.print(f"entry {entry_id} discarded", markup=False)
 
 
 @handle_errors
 def machines(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """ERP resources seen, their MachineMetrics machine id, and which ones MM rejected."""
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
 
-    with _session(state_of(ctx).settings()) as session:
-        views = quarantine_service.list_machines(session)
+    with bootstrap.quarantine_admin(state_of(ctx).settings()) as admin:
+        views = quarantine_service.list_machines(admin.uow)
     if as_json:
         print_json([v.__dict__ for v in views])
         return
@@ -325,18 +269,6 @@ def register(app: typer.Typer) -> None:
     quarantine_app.command("list")(quarantine_list)
     quarantine_app.command("retry")(quarantine_retry)
     quarantine_app.command("discard")(quarantine_discard)
-
-
-@contextmanager
-def _session(settings: Settings) -> Iterator[Any]:
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
-
-    store = StateStore.from_settings(settings.state)
-    try:
-        with store.session() as session:
-            yield session
-    finally:
-        store.dispose()
 
 
 @contextmanager

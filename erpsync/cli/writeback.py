@@ -6,7 +6,6 @@ erpsync.adapters.erp.sinks.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -50,37 +49,12 @@ def writeback(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Run one write-back cycle: MM part counts of bound runs into the ERP (exit 1 if writes failed)."""
-    from erpsync.adapters.erp.sinks.factory import open_sink  # noqa: PLC0415 - start-up time
-    from erpsync.adapters.state.store import StateStore  # noqa: PLC0415
-    from erpsync.adapters.state.uow import SqlUnitOfWorkFactory  # noqa: PLC0415
-    from erpsync.bootstrap import open_client  # noqa: PLC0415
+    from erpsync import bootstrap  # noqa: PLC0415 - start-up time
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
-    from erpsync.runtime.cli_lease import held_lease  # noqa: PLC0415
-    from erpsync.service.writeback import WritebackPolicy, run_writeback  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     with correlation("cli"):
-        store = StateStore.from_settings(settings.state)
-        try:
-            with open_client(settings) as client:
-                sink = open_sink(settings)
-                try:
-                    # a real run takes the leader lease, so it never writes next to a running service
-                    lease = nullcontext(None) if dry_run else held_lease(settings, store)
-                    with lease as fencing:
-                        summary = run_writeback(
-                            SqlUnitOfWorkFactory(store),
-                            client,
-                            sink,
-                            WritebackPolicy.from_settings(settings),
-                            run_id=run,
-                            dry_run=dry_run,
-                            fence=fencing,
-                        )
-                finally:
-                    sink.close()
-        finally:
-            store.dispose()
+        summary = bootstrap.writeback(settings, run_id=run, dry_run=dry_run)
     if as_json:
         print_json({"summary": summary.counters(), "rows": [row.__dict__ for row in summary.rows]})
     else:
@@ -165,7 +139,7 @@ def install_staging_command(
     ] = None,
 ) -> None:
     """Create the write-back staging table (writeback.staging_table) in the ERP database."""
-    from erpsync.adapters.erp.sinks.factory import open_writeback_engine  # noqa: PLC0415
+    from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.adapters.erp.sinks.staging import install_staging, staging_ddl  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
@@ -179,7 +153,7 @@ def install_staging_command(
             f"note: writeback.sink is '{settings.writeback.sink}'; only sink 'staging' uses this table",
             markup=False,
         )
-    engine = open_writeback_engine(settings)
+    engine = bootstrap.writeback_engine(settings)
     try:
         install_staging(engine, table)
     finally:

@@ -21,14 +21,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
-from sqlalchemy import select
 
+from erpsync import bootstrap
 from erpsync.adapters.mm.simulator import MMSimulator
-from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
-from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import QuarantineEntry, SyncAction
-from erpsync.bootstrap import build_service
 from erpsync.config import Settings
 from erpsync.demo import MIN_SECONDS
 from erpsync.demo.erp import JOBS, MACHINES, DemoErp
@@ -49,6 +45,7 @@ from erpsync.observability.scrub import register_secret
 from erpsync.runtime.logging import configure_logging
 from erpsync.runtime.service import Service
 from erpsync.service import quarantine
+from erpsync.service.ports import AdminUnitOfWorkFactory, QuarantineAdmin
 
 TIME_SCALE = 120.0  # the simulated machines make parts 120x faster than their cycle times
 SEED = 7
@@ -105,10 +102,9 @@ def _run(folder: DemoFolder, seconds: float, console: Console, live: bool, began
             config = demo_config(folder, sim.base_url)
             folder.write_config(config)
             settings = demo_settings(config, api_key)
-            state = StateStore.from_settings(settings.state)
-            try:
-                migrate.upgrade(state.engine)
-                floor = ShopFloor(erp, functools.partial(add_machine_in_mm, sim, state))
+            with bootstrap.state_store(settings) as state, bootstrap.state(settings, store=state) as uow:
+                bootstrap.Schema(state.engine).upgrade()
+                floor = ShopFloor(erp, functools.partial(add_machine_in_mm, sim, uow))
                 _intro(console, folder, seconds, floor.start_of_shift())
                 scene = Scene(
                     seconds=seconds,
@@ -118,12 +114,10 @@ def _run(folder: DemoFolder, seconds: float, console: Console, live: bool, began
                     sync_seconds=SYNC_SECONDS,
                     writeback_seconds=WRITEBACK_SECONDS,
                 )
-                runner = _ServiceThread(build_service(settings))
+                runner = _ServiceThread(bootstrap.build_service(settings))
                 observer = Observer(erp_engine, state.engine, sim, first_ticket)
                 interrupted = _play(floor.steps(seconds), observer, scene, runner, console, live, settings)
                 frame, examples = observer.frame(), observer.examples()  # MM still up: final counts
-            finally:
-                state.dispose()
     finally:
         erp_engine.dispose()
     for part in summary(frame, scene, examples, folder, first_ticket, time.monotonic() - began):
@@ -198,21 +192,23 @@ def _drive(
             time.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - tick)))
 
 
-def add_machine_in_mm(sim: MMSimulator, state: StateStore, machine: str) -> None:
+def add_machine_in_mm(sim: MMSimulator, uow: AdminUnitOfWorkFactory, machine: str) -> None:
     """IT's fix for a refused machine: give it its ERP machine id in MM, then retry its quarantined runs.
 
     The retry is `erpsync quarantine retry <id>` (service/quarantine.py), audited as triggered by cli.
     """
     sim.set_machines([*(sim.machines or []), machine])
-    q = QuarantineEntry
-    with correlation("cli"), state.session() as session:
-        entry_ids = session.scalars(
-            select(q.id)
-            .join(SyncAction, SyncAction.id == q.action_id)
-            .where(q.status == "open", SyncAction.erp_machine == machine)
-        ).all()
+    with correlation("cli"), uow() as work:
+        admin = work.quarantine_admin
+        refused = [e for e in admin.entries("open", limit=100_000) if e.action_id is not None]
+        entry_ids = [e.id for e in refused if _action_machine(admin, e.action_id) == machine]
         for entry_id in entry_ids:
-            quarantine.retry(session, entry_id)
+            quarantine.retry(work, entry_id)
+
+
+def _action_machine(admin: QuarantineAdmin, action_id: int | None) -> str | None:
+    action = admin.action(action_id) if action_id is not None else None
+    return action.erp_machine if action is not None else None
 
 
 def _outcome(runner: _ServiceThread, interrupted: bool, console: Console, folder: DemoFolder) -> int:

@@ -265,3 +265,205 @@ class MachineMetrics(Protocol):
         filename: str = "jobs.csv",
     ) -> None:
         """Upload a job file; ``auto_archive`` archives the jobs it does not name."""
+
+
+# ===============================================================================================
+# -- the commands a person runs: quarantine, retention, status ----------------------------------
+# These repositories serve `erpsync quarantine | machines | retention | status`, not the cycles,
+# so they are not part of `UnitOfWork` (whose in-memory fake the fast service tests use): an
+# `AdminUnitOfWork` has them and the audit (adapters/state/uow.py's unit of work is one). The rows
+# they give are shapes; each adapter returns its own objects of these shapes.
+class QuarantineRow(Protocol):
+    """One dead-letter entry (``erpsync_quarantine``)."""
+
+    id: int
+    source: str
+    record_key: str
+    file_name: str | None
+    line_number: int | None
+    field: str | None
+    raw_payload: str | None  # the bad record as read (JSON for a database row)
+    error_class: str
+    message: str
+    action_id: int | None  # the refused MM action, None for a bad source row
+    status: str
+    attempts: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+class ActionRow(Protocol):
+    """A journaled action as a person's retry or discard sees it (``erpsync_action``)."""
+
+    id: int
+    kind: str
+    status: str
+    source: str | None
+    run_key: str | None
+    mm_run_id: str | None
+    erp_job: str | None
+    erp_operation: str | None
+    erp_machine: str | None
+    payload: dict[str, Any]  # the MM request body ({} when none)
+
+
+class MachineRow(Protocol):
+    """An ERP resource seen (``erpsync_machine``)."""
+
+    erp_machine: str
+    mm_machine_id: str | None
+    runs_seen: int
+    last_seen_at: datetime
+    rejected_at: datetime | None
+    reject_reason: str | None
+
+
+class QuarantineAdmin(Protocol):
+    """What `erpsync quarantine` and `erpsync machines` read and change; the rules are the service's."""
+
+    def entries(self, status: str | None, limit: int) -> Sequence[QuarantineRow]:
+        """Entries in id order, of one status (None: all)."""
+
+    def entry(self, entry_id: int) -> QuarantineRow | None: ...
+
+    def action(self, action_id: int) -> ActionRow | None: ...
+
+    def set_status(self, entry_id: int, status: str, *, seen_at: datetime | None = None) -> None:
+        """Give an entry a new status (and, with `seen_at`, a new last-seen time)."""
+
+    def rearm(
+        self,
+        action_id: int,
+        *,
+        idempotency_key: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        erp_machine: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Make an action pending with no attempts (the next cycle settles it), with these changes."""
+
+    def supersede(self, action_id: int, now: datetime) -> None:
+        """Settle an action as superseded: it is never sent."""
+
+    def key_generation(self, mm_run_id: str) -> str | None:
+        """The resync generation the run's binding keys carry; None without a binding."""
+
+    def key_taken(self, idempotency_key: str) -> bool: ...
+
+    def move_binding(
+        self,
+        mm_run_id: str,
+        *,
+        from_status: str,
+        to_status: str,
+        now: datetime,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move the run's binding from one status to another (with these columns); else nothing."""
+
+    def clear_rejection(self, mm_machine: str | None, erp_machine: str | None = None) -> None:
+        """Forget MM's refusal of a machine, matched by MM machine id or ERP resource."""
+
+    def remap_machine(self, erp_machine: str, mm_machine_id: str | None) -> None:
+        """Record the ERP resource's MM machine id now, and forget any refusal of it."""
+
+    def machines(self) -> Sequence[MachineRow]:
+        """Every ERP resource seen, by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """Which history rows are past retention: the service's statuses, the adapter's queries.
+
+    A binding is finished (its status in `finished_bindings`, no counts in doubt) and untouched
+    since the cutoff; an action is settled before it (`final_actions`) and neither its run is open
+    (`open_bindings`) nor a live quarantine entry (`live_quarantine`) is behind it; a quarantine
+    entry is closed (`closed_quarantine`) and not seen since; a cycle started before it and is not
+    its kind's newest; a heartbeat is older than it.
+    """
+
+    cutoff: datetime
+    finished_bindings: frozenset[str]
+    final_actions: frozenset[str]
+    open_bindings: frozenset[str]
+    live_quarantine: frozenset[str]
+    closed_quarantine: frozenset[str]
+
+
+class HistoryStore(Protocol):
+    """Deletes what grows with time, by id and in batches the service sizes."""
+
+    def count_audit(self, before: datetime) -> int: ...
+
+    def audit_ids(self, before: datetime, limit: int) -> list[int]:
+        """The oldest audit row ids that occurred before `before`, in id order."""
+
+    def delete_audit(self, ids: Sequence[int]) -> None:
+        """Delete audit rows past the trail's append-only guard, and put the guard back."""
+
+    def count_expired(self, table: str, rule: RetentionRule) -> int:
+        """Rows of a history table (`HISTORY_TABLES`) past retention."""
+
+    def expired_ids(self, table: str, rule: RetentionRule, limit: int) -> list[int]: ...
+
+    def delete(self, table: str, ids: Sequence[int]) -> None: ...
+
+    def count_heartbeats(self, before: datetime) -> int: ...
+
+    def delete_heartbeats(self, before: datetime) -> int:
+        """Heartbeat rows of instances silent since `before`, deleted at once (one per instance)."""
+
+
+# the history tables a `HistoryStore` purges by id, in the order they are purged
+HISTORY_TABLES = ("erpsync_action", "erpsync_run_binding", "erpsync_cycle", "erpsync_quarantine")
+
+
+class AdminUnitOfWork(Protocol):
+    """The repositories of the commands a person runs, in one state transaction."""
+
+    @property
+    def audit(self) -> AuditRepository: ...
+
+    @property
+    def quarantine_admin(self) -> QuarantineAdmin: ...
+
+    @property
+    def history(self) -> HistoryStore: ...
+
+
+class AdminUnitOfWorkFactory(Protocol):
+    def __call__(self, fence: Fence | None = None) -> AbstractContextManager[AdminUnitOfWork]: ...
+
+
+class CycleRow(Protocol):
+    kind: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+
+
+class LeaseRow(Protocol):
+    holder: str | None
+    expires_at: datetime | None
+    fencing_token: int | None
+
+
+class StatusReader(Protocol):
+    """What `erpsync status` reads: quick, read-only (SQLAlchemy Core, no ORM, in the adapter)."""
+
+    def binding_counts(self) -> dict[str, int]:
+        """Run bindings by status."""
+
+    def action_counts(self) -> dict[str, int]:
+        """Journaled actions by status."""
+
+    def quarantine_count(self, status: str) -> int: ...
+
+    def cycle_kinds(self) -> list[str]: ...
+
+    def last_cycle(self, kind: str) -> CycleRow: ...
+
+    def last_finished(self, kind: str, outcome: str) -> datetime | None:
+        """When the newest cycle of `kind` with this outcome finished."""
+
+    def lease(self) -> LeaseRow | None: ...

@@ -16,21 +16,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
-
 from erpsync.adapters.mm.mapper import payload_of, start_request
-from erpsync.adapters.state.audit import record_audit
-from erpsync.adapters.state.tables import MachineSeen, QuarantineEntry, RunBinding, SyncAction, utcnow
 from erpsync.domain.errors import ErpsyncError
 from erpsync.domain.identity import idempotency_key
-from erpsync.domain.lifecycle import ActionKind
+from erpsync.domain.lifecycle import MACHINE_MAX, ActionKind, BindingStatus
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import reconcile
+from erpsync.service.ports import ActionRow, AdminUnitOfWork, AuditRecord, QuarantineRow
+
+# an action a retry puts back on the normal path: MM refused it, or erpsync gave up on it
+_RETRIABLE_ACTIONS = ("quarantined", "failed_permanent")
+# a re-armed action a discard stops: not settled yet
+_UNSENT_ACTIONS = ("pending", "failed_retryable")
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,11 @@ class QuarantineView:
     last_seen_at: datetime
 
 
-def list_entries(session: Session, *, status: str | None = "open", limit: int = 200) -> list[QuarantineView]:
-    query = select(QuarantineEntry).order_by(QuarantineEntry.id).limit(limit)
-    if status:
-        query = query.where(QuarantineEntry.status == status)
+def list_entries(
+    uow: AdminUnitOfWork, *, status: str | None = "open", limit: int = 200
+) -> list[QuarantineView]:
     views = []
-    for row in session.scalars(query):
+    for row in uow.quarantine_admin.entries(status, limit):
         location = row.file_name or row.source
         if row.line_number is not None:
             location = f"{location}:{row.line_number}"
@@ -75,8 +75,8 @@ def list_entries(session: Session, *, status: str | None = "open", limit: int = 
     return views
 
 
-def _entry(session: Session, entry_id: int) -> QuarantineEntry:
-    entry = session.get(QuarantineEntry, entry_id)
+def _entry(uow: AdminUnitOfWork, entry_id: int) -> QuarantineRow:
+    entry = uow.quarantine_admin.entry(entry_id)
     if entry is None:
         raise ErpsyncError(f"no quarantine entry {entry_id}; see `erpsync quarantine list`")
     return entry
@@ -87,7 +87,7 @@ RunLookup = Callable[[str], JobOperationRun | BadRecord | None]
 
 
 def retry(
-    session: Session,
+    uow: AdminUnitOfWork,
     entry_id: int,
     *,
     lookup: RunLookup | None = None,
@@ -99,53 +99,61 @@ def retry(
     current machine mapping (a fix made in the ERP or in `machines.overrides` takes effect), not
     re-sent with the payload MM refused.
     """
-    entry = _entry(session, entry_id)
+    admin = uow.quarantine_admin
+    entry = _entry(uow, entry_id)
     if entry.status in ("resolved", "discarded"):
         raise ErpsyncError(f"quarantine entry {entry_id} is {entry.status}; nothing to retry")
-    now = utcnow()
+    now = datetime.now(UTC)
     what = "the next read of the source re-checks this record"
-    action = session.get(SyncAction, entry.action_id) if entry.action_id is not None else None
+    action = admin.action(entry.action_id) if entry.action_id is not None else None
     keys = _audit_keys(entry, action)
     if entry.action_id is not None:
-        if action is not None and action.status in ("quarantined", "failed_permanent"):
-            if action.kind == "start_run" and action.run_key and lookup is not None and mapper is not None:
-                what = _replan_start(session, action, lookup(action.run_key), mapper, now)
+        if action is not None and action.status in _RETRIABLE_ACTIONS:
+            if (
+                action.kind == ActionKind.START
+                and action.run_key
+                and lookup is not None
+                and mapper is not None
+            ):
+                what = _replan_start(uow, action, lookup(action.run_key), mapper, now)
             else:
-                _rearm(action)
-                if action.kind == "start_run" and action.mm_run_id:
-                    _restart_binding(session, action.mm_run_id, {}, now)
+                admin.rearm(action.id)
+                if action.kind == ActionKind.START and action.mm_run_id:
+                    _restart_binding(uow, action.mm_run_id, {}, now)
                     machine = _payload_machine(action.payload)
                     if machine:
-                        _clear_rejection(session, machine)
+                        admin.clear_rejection(machine)
                 what = f"action {action.id} ({action.kind} {action.mm_run_id}) is re-armed for the next cycle"
-        entry.status = "resolved"
+        status = "resolved"
     else:
-        entry.status = "retry"
+        status = "retry"
         machine = keys.get("erp_machine")
         if entry.error_class == "unknown_machine" and machine:
             # the person says MM knows the machine now (or the mapping changed): ask MM again
             mm_machine = mapper.map(machine) if mapper is not None else None
-            _clear_rejection(session, mm_machine, erp_machine=machine)
+            admin.clear_rejection(mm_machine, erp_machine=machine)
             what += f" and MM is asked about machine {mm_machine or machine} again"
-    entry.last_seen_at = now
-    record_audit(
-        session,
-        action="quarantine_retry",
-        outcome="succeeded",
-        detail=f"entry {entry.id} ({entry.record_key}): {what}",
-        **keys,
+    admin.set_status(entry.id, status, seen_at=now)
+    uow.audit.record(
+        AuditRecord(
+            action="quarantine_retry",
+            outcome="succeeded",
+            detail=f"entry {entry.id} ({entry.record_key}): {what}",
+            **keys,
+        )
     )
     return what
 
 
 def _replan_start(
-    session: Session,
-    action: SyncAction,
+    uow: AdminUnitOfWork,
+    action: ActionRow,
     current: JobOperationRun | BadRecord | None,
     mapper: MachineMapper,
     now: datetime,
 ) -> str:
     """Re-plan a refused start from the ERP's current row and mapping, and re-arm it."""
+    admin = uow.quarantine_admin
     label = f"{action.erp_job} op {action.erp_operation}"
     if isinstance(current, BadRecord):
         raise ErpsyncError(f"the ERP row of {label} is not valid now: {current.reason}; fix it, then retry")
@@ -171,22 +179,21 @@ def _replan_start(
     planned = replace(
         starts[0], ref=replace(starts[0].ref, mm_run_id=action.mm_run_id or starts[0].mm_run_id)
     )
-    binding = session.scalars(select(RunBinding).where(RunBinding.mm_run_id == planned.mm_run_id)).first()
-    generation = binding.key_generation if binding is not None else ""
+    generation = admin.key_generation(planned.mm_run_id) or ""
     phase = "setup" if planned.in_setup else "production"
     key = idempotency_key(ActionKind.START, planned.mm_run_id, phase, generation=generation)
-    taken = session.scalar(select(SyncAction.id).where(SyncAction.idempotency_key == key))
-    if taken is None:
-        action.idempotency_key = key
-    action.payload = json.dumps(payload_of(start_request(planned)), sort_keys=True, default=str)
-    action.erp_machine = planned.erp_machine[:64]
-    action.reason = f"retry: {planned.reason}"[:255]
-    _rearm(action)
+    admin.rearm(
+        action.id,
+        idempotency_key=None if admin.key_taken(key) else key,
+        payload=payload_of(start_request(planned)),
+        erp_machine=planned.erp_machine,
+        reason=f"retry: {planned.reason}",
+    )
     _restart_binding(
-        session,
+        uow,
         planned.mm_run_id,
         {
-            "erp_machine": planned.erp_machine[:64],
+            "erp_machine": planned.erp_machine[:MACHINE_MAX],
             "mm_machine_id": planned.mm_machine_id,
             "payload_hash": planned.payload_hash,
             "in_setup": planned.in_setup,
@@ -195,13 +202,8 @@ def _replan_start(
         },
         now,
     )
-    _clear_rejection(session, planned.mm_machine_id)
-    session.execute(
-        update(MachineSeen)
-        .where(MachineSeen.erp_machine == planned.erp_machine[:64])
-        .values(mm_machine_id=planned.mm_machine_id, rejected_at=None, reject_reason=None)
-        .execution_options(synchronize_session=False)
-    )
+    admin.clear_rejection(planned.mm_machine_id)
+    admin.remap_machine(planned.erp_machine, planned.mm_machine_id)
     return (
         f"action {action.id} ({action.kind} {planned.mm_run_id}) is re-planned from the ERP's current "
         f"row and mapping (ERP machine {planned.erp_machine} -> MM machine {planned.mm_machine_id}, "
@@ -209,37 +211,14 @@ def _replan_start(
     )
 
 
-def _rearm(action: SyncAction) -> None:
-    action.status = "pending"
-    action.attempts = 0
-    action.next_attempt_at = None
-    action.settled_at = None
-
-
-def _restart_binding(session: Session, mm_run_id: str, values: dict[str, object], now: datetime) -> None:
-    session.execute(
-        update(RunBinding)
-        .where(RunBinding.mm_run_id == mm_run_id, RunBinding.status == "failed")
-        .values(status="starting", updated_at=now, version=RunBinding.version + 1, **values)
-        .execution_options(synchronize_session=False)
+def _restart_binding(uow: AdminUnitOfWork, mm_run_id: str, values: dict[str, object], now: datetime) -> None:
+    """A start MM refused made its run failed; re-armed, the run is starting again."""
+    uow.quarantine_admin.move_binding(
+        mm_run_id, from_status=BindingStatus.FAILED, to_status=BindingStatus.STARTING, now=now, values=values
     )
 
 
-def _clear_rejection(session: Session, mm_machine: str | None, *, erp_machine: str | None = None) -> None:
-    """MM is asked about this machine again (a person fixed it in MM or in the mapping)."""
-    match = [MachineSeen.mm_machine_id == mm_machine] if mm_machine else []
-    if erp_machine:
-        match.append(MachineSeen.erp_machine == erp_machine[:64])
-    if match:
-        session.execute(
-            update(MachineSeen)
-            .where(or_(*match))
-            .values(rejected_at=None, reject_reason=None)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def _audit_keys(entry: QuarantineEntry, action: SyncAction | None) -> dict[str, Any]:
+def _audit_keys(entry: QuarantineRow, action: ActionRow | None) -> dict[str, Any]:
     """The job, operation, machine and MM run an entry is about, for its audit rows.
 
     Not `action_id`: that column names the action an audit row settles (one final row each).
@@ -272,40 +251,36 @@ def _audit_keys(entry: QuarantineEntry, action: SyncAction | None) -> dict[str, 
     }
 
 
-def discard(session: Session, entry_id: int, reason: str | None = None) -> None:
+def discard(uow: AdminUnitOfWork, entry_id: int, reason: str | None = None) -> None:
     """A person decided this record needs no action: erpsync stops trying it (the row stays).
 
     A refused action that a retry had re-armed is not sent any more, and its run stays failed.
     """
-    entry = _entry(session, entry_id)
-    before = entry.status
-    entry.status = "discarded"
-    action = session.get(SyncAction, entry.action_id) if entry.action_id is not None else None
-    if action is not None and action.status in ("pending", "failed_retryable"):
-        action.status = "superseded"
-        action.settled_at = utcnow()
-        if action.kind == "start_run" and action.mm_run_id:
-            session.execute(
-                update(RunBinding)
-                .where(RunBinding.mm_run_id == action.mm_run_id, RunBinding.status == "starting")
-                .values(status="failed", updated_at=utcnow(), version=RunBinding.version + 1)
-                .execution_options(synchronize_session=False)
+    admin = uow.quarantine_admin
+    entry = _entry(uow, entry_id)
+    admin.set_status(entry.id, "discarded")
+    action = admin.action(entry.action_id) if entry.action_id is not None else None
+    if action is not None and action.status in _UNSENT_ACTIONS:
+        now = datetime.now(UTC)
+        admin.supersede(action.id, now)
+        if action.kind == ActionKind.START and action.mm_run_id:
+            admin.move_binding(
+                action.mm_run_id, from_status=BindingStatus.STARTING, to_status=BindingStatus.FAILED, now=now
             )
-    record_audit(
-        session,
-        action="quarantine_discard",
-        outcome="succeeded",
-        before={"status": before},
-        after={"status": "discarded"},
-        detail=f"entry {entry.id} ({entry.record_key}) discarded" + (f": {reason}" if reason else ""),
-        **_audit_keys(entry, action),
+    uow.audit.record(
+        AuditRecord(
+            action="quarantine_discard",
+            outcome="succeeded",
+            before={"status": entry.status},
+            after={"status": "discarded"},
+            detail=f"entry {entry.id} ({entry.record_key}) discarded" + (f": {reason}" if reason else ""),
+            **_audit_keys(entry, action),
+        )
     )
 
 
-def _payload_machine(payload: str | None) -> str | None:
-    if not payload:
-        return None
-    value = json.loads(payload).get("erpMachineId")
+def _payload_machine(payload: dict[str, Any]) -> str | None:
+    value = payload.get("erpMachineId")
     return str(value) if value else None
 
 
@@ -319,11 +294,11 @@ class MachineView:
     reject_reason: str | None
 
 
-def list_machines(session: Session) -> list[MachineView]:
+def list_machines(uow: AdminUnitOfWork) -> list[MachineView]:
     """ERP resources seen, their MM machine id, and which ones MM rejected."""
     return [
         MachineView(
             r.erp_machine, r.mm_machine_id, r.runs_seen, r.last_seen_at, r.rejected_at, r.reject_reason
         )
-        for r in session.scalars(select(MachineSeen).order_by(MachineSeen.erp_machine))
+        for r in uow.quarantine_admin.machines()
     ]

@@ -1,40 +1,31 @@
 """Retention: audit rows and every other table that grows with time, removed in small batches.
 
-`purge_audit` handles the append-only audit trail (below); `purge_history` the rest: finished run
-bindings, settled actions, cycles, closed quarantine entries, heartbeats of instances long gone.
+`purge_audit` handles the append-only audit trail; `purge_history` the rest: finished run bindings,
+settled actions, cycles, closed quarantine entries, heartbeats of instances long gone. The rules of
+what is past retention are here (a `RetentionRule`); the deletes, and the audit table's append-only
+guard they get past, are the `HistoryStore`'s (adapters/state/purge.py).
 
-The audit table is append-only (migration 0001): PostgreSQL refuses DELETE unless the transaction set
-``erpsync.audit_purge = 'on'`` (SET LOCAL, gone at commit); MySQL/MariaDB refuse it unless the session
-set ``@erpsync_audit_purge = 1``, which is reset right after the DELETE because pooled connections are
-reused; SQLite has no guard. Each batch is one transaction that deletes the rows and writes the
-``audit_purge`` row explaining it, so the trail never disagrees with what is left.
-
-Small batches keep locks short beside a running sync; the scheduled job passes its stop flag (checked
-between batches) and its fencing check (run first inside every batch's transaction).
+Each audit batch is one transaction that deletes the rows and writes the ``audit_purge`` row
+explaining it, so the trail never disagrees with what is left. Small batches keep locks short beside
+a running sync; the scheduled job passes its stop flag (checked between batches) and its fence
+(checked first inside every batch's transaction).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Select, delete, func, select, text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
-
-from erpsync.adapters.state.audit import record_audit
-from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import (
-    AuditEntry,
-    Cycle,
-    Heartbeat,
-    QuarantineEntry,
-    RunBinding,
-    SyncAction,
+from erpsync.domain.lifecycle import FINAL_ACTION_STATUSES as _FINAL
+from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BindingStatus
+from erpsync.service.ports import (
+    HISTORY_TABLES,
+    AdminUnitOfWorkFactory,
+    AuditRecord,
+    Fence,
+    RetentionRule,
 )
 
 PURGE_ACTION = "audit_purge"
@@ -59,52 +50,46 @@ def audit_cutoff(retention_days: int, now: datetime | None = None) -> datetime:
 
 
 def purge_audit(
-    store: StateStore,
+    uow: AdminUnitOfWorkFactory,
     *,
     retention_days: int,
     batch_size: int,
     now: datetime | None = None,
     dry_run: bool = False,
     stop: threading.Event | None = None,
-    check: Callable[[Session], None] | None = None,
-    fencing_token: int | None = None,
+    fence: Fence | None = None,
 ) -> PurgeResult:
     """Delete audit rows older than `retention_days`, `batch_size` rows per transaction."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     cutoff = audit_cutoff(retention_days, now)
-    old = AuditEntry.occurred_at < cutoff
     if dry_run:
-        with store.session() as session:
-            count = session.scalar(select(func.count()).select_from(AuditEntry).where(old)) or 0
+        with uow() as work:
+            count = work.history.count_audit(cutoff)
         return PurgeResult(cutoff, count, 0, dry_run=True, complete=True)
     deleted = batches = 0
     while True:
         if stop is not None and stop.is_set():
             return PurgeResult(cutoff, deleted, batches, dry_run=False, complete=False)
-        with store.session() as session:
-            if check is not None:
-                check(session)
-            ids = list(
-                session.scalars(select(AuditEntry.id).where(old).order_by(AuditEntry.id).limit(batch_size))
-            )
+        with uow(fence) as work:
+            ids = work.history.audit_ids(cutoff, batch_size)
             if not ids:
                 break
-            _delete_audit_rows(session, ids)
-            record_audit(
-                session,
-                action=PURGE_ACTION,
-                outcome="succeeded",
-                fencing_token=fencing_token,
-                detail=json.dumps(
-                    {
-                        "deleted": len(ids),
-                        "cutoff": cutoff.isoformat(),
-                        "retention_days": retention_days,
-                        "first_id": ids[0],
-                        "last_id": ids[-1],
-                    }
-                ),
+            work.history.delete_audit(ids)
+            detail = {
+                "deleted": len(ids),
+                "cutoff": cutoff.isoformat(),
+                "retention_days": retention_days,
+                "first_id": ids[0],
+                "last_id": ids[-1],
+            }
+            work.audit.record(
+                AuditRecord(
+                    action=PURGE_ACTION,
+                    outcome="succeeded",
+                    fencing_token=fence.token if fence is not None else None,
+                    detail=json.dumps(detail),
+                )
             )
         deleted += len(ids)
         batches += 1
@@ -113,36 +98,15 @@ def purge_audit(
     return PurgeResult(cutoff, deleted, batches, dry_run=False, complete=True)
 
 
-def _delete_audit_rows(session: Session, ids: Sequence[int]) -> None:
-    """DELETE past the append-only guard of this backend, then put the guard back."""
-    dialect = session.get_bind().dialect.name
-    statement = delete(AuditEntry).where(AuditEntry.id.in_(ids)).execution_options(synchronize_session=False)
-    if dialect == "postgresql":
-        session.execute(text("SET LOCAL erpsync.audit_purge = 'on'"))
-        session.execute(statement)
-    elif dialect in ("mysql", "mariadb"):
-        session.execute(text("SET @erpsync_audit_purge = 1"))
-        try:
-            session.execute(statement)
-        finally:
-            try:
-                session.execute(text("SET @erpsync_audit_purge = NULL"))
-            except DBAPIError:
-                # The connection is broken; SQLAlchemy discards it, and the variable with it.
-                session.connection().invalidate()
-    else:
-        session.execute(statement)
-
-
 # --- history retention: everything else that grows with time ------------------------------------
 
 HISTORY_PURGE_ACTION = "history_purge"
-FINISHED_BINDING_STATUSES = ("stopped", "failed")
-FINAL_ACTION_STATUSES = ("succeeded", "failed_permanent", "quarantined", "superseded")
-CLOSED_QUARANTINE_STATUSES = ("resolved", "discarded")
-# bindings MM may still have open: their actions stay (journal keys, recovery), see journal.py
-_OPEN_BINDING_STATUSES = ("starting", "running", "stopping", "vanished")
-_LIVE_QUARANTINE_STATUSES = ("open", "retry")
+FINISHED_BINDING_STATUSES = frozenset({BindingStatus.STOPPED, BindingStatus.FAILED})
+# a superseded action (a discarded retry) is settled too
+FINAL_ACTION_STATUSES = frozenset({*_FINAL, "superseded"})
+CLOSED_QUARANTINE_STATUSES = frozenset({"resolved", "discarded"})
+# the actions of runs MM may still have open stay (journal keys, recovery), see journal.py
+_LIVE_QUARANTINE_STATUSES = frozenset({"open", "retry"})
 
 
 @dataclass(frozen=True)
@@ -159,57 +123,27 @@ class HistoryPurgeResult:
         return sum(self.deleted.values())
 
 
-def _old_bindings(cutoff: datetime) -> Select[Any]:
-    """Finished runs untouched since the cutoff, nothing in doubt: (status, updated_at) index."""
-    b = RunBinding
-    return select(b.id).where(
-        b.status.in_(FINISHED_BINDING_STATUSES), b.updated_at < cutoff, b.counts_in_doubt.is_(None)
+def retention_rule(cutoff: datetime) -> RetentionRule:
+    """Finished history before `cutoff`; what is open, in doubt or quarantined stays."""
+    return RetentionRule(
+        cutoff=cutoff,
+        finished_bindings=frozenset(map(str, FINISHED_BINDING_STATUSES)),
+        final_actions=frozenset(map(str, FINAL_ACTION_STATUSES)),
+        open_bindings=frozenset(map(str, RECONCILE_BINDING_STATUSES)),
+        live_quarantine=_LIVE_QUARANTINE_STATUSES,
+        closed_quarantine=CLOSED_QUARANTINE_STATUSES,
     )
-
-
-def _old_actions(cutoff: datetime) -> Select[Any]:
-    """Settled actions of runs MM no longer has open, not behind a live quarantine entry."""
-    a, b, q = SyncAction, RunBinding, QuarantineEntry
-    open_run = select(b.id).where(b.mm_run_id == a.mm_run_id, b.status.in_(_OPEN_BINDING_STATUSES))
-    quarantined = select(q.id).where(q.action_id == a.id, q.status.in_(_LIVE_QUARANTINE_STATUSES))
-    return select(a.id).where(
-        a.settled_at < cutoff,
-        a.status.in_(FINAL_ACTION_STATUSES),
-        ~open_run.exists(),
-        ~quarantined.exists(),
-    )
-
-
-def _old_cycles(cutoff: datetime) -> Select[Any]:
-    """Cycle rows before the cutoff, except each kind's newest (`status` and /readyz read it)."""
-    newest = select(func.max(Cycle.id)).group_by(Cycle.kind)
-    return select(Cycle.id).where(Cycle.started_at < cutoff, Cycle.id.not_in(newest))
-
-
-def _old_quarantine(cutoff: datetime) -> Select[Any]:
-    """Resolved or discarded entries whose record has not been seen since the cutoff."""
-    q = QuarantineEntry
-    return select(q.id).where(q.status.in_(CLOSED_QUARANTINE_STATUSES), q.last_seen_at < cutoff)
-
-
-_HISTORY: tuple[tuple[str, Any, Callable[[datetime], Select[Any]]], ...] = (
-    ("erpsync_action", SyncAction, _old_actions),
-    ("erpsync_run_binding", RunBinding, _old_bindings),
-    ("erpsync_cycle", Cycle, _old_cycles),
-    ("erpsync_quarantine", QuarantineEntry, _old_quarantine),
-)
 
 
 def purge_history(
-    store: StateStore,
+    uow: AdminUnitOfWorkFactory,
     *,
     retention_days: int,
     batch_size: int,
     now: datetime | None = None,
     dry_run: bool = False,
     stop: threading.Event | None = None,
-    check: Callable[[Session], None] | None = None,
-    fencing_token: int | None = None,
+    fence: Fence | None = None,
 ) -> HistoryPurgeResult:
     """Delete finished history older than `retention_days`, `batch_size` rows per transaction.
 
@@ -222,68 +156,52 @@ def purge_history(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     cutoff = audit_cutoff(retention_days, now)
-    tables = [*_HISTORY, ("erpsync_heartbeat", Heartbeat, None)]
+    rule = retention_rule(cutoff)
     deleted: dict[str, int] = {}
-    for name, table, old in tables:
-        count = _purge_table(store, name, table, old, cutoff, batch_size, dry_run, stop, check)
+    for table in HISTORY_TABLES:
+        count = _purge_table(uow, table, rule, batch_size, dry_run, stop, fence)
         if count is None:
             return HistoryPurgeResult(cutoff, deleted, dry_run, complete=False)
-        deleted[name] = count
+        deleted[table] = count
+    with uow(None if dry_run else fence) as work:
+        if dry_run:
+            deleted["erpsync_heartbeat"] = work.history.count_heartbeats(cutoff)
+        else:  # one row per instance name: deleted at once
+            deleted["erpsync_heartbeat"] = work.history.delete_heartbeats(cutoff)
     if not dry_run and any(deleted.values()):
-        with store.session() as session:
-            if check is not None:
-                check(session)
-            record_audit(
-                session,
-                action=HISTORY_PURGE_ACTION,
-                outcome="succeeded",
-                fencing_token=fencing_token,
-                detail=json.dumps(
-                    {"deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": retention_days}
-                ),
+        with uow(fence) as work:
+            detail = {"deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": retention_days}
+            work.audit.record(
+                AuditRecord(
+                    action=HISTORY_PURGE_ACTION,
+                    outcome="succeeded",
+                    fencing_token=fence.token if fence is not None else None,
+                    detail=json.dumps(detail),
+                )
             )
     return HistoryPurgeResult(cutoff, deleted, dry_run, complete=True)
 
 
 def _purge_table(
-    store: StateStore,
-    name: str,
-    table: Any,
-    old: Callable[[datetime], Select[Any]] | None,
-    cutoff: datetime,
+    uow: AdminUnitOfWorkFactory,
+    table: str,
+    rule: RetentionRule,
     batch_size: int,
     dry_run: bool,
     stop: threading.Event | None,
-    check: Callable[[Session], None] | None,
+    fence: Fence | None,
 ) -> int | None:
     """Rows of one table past the cutoff, deleted batch by batch; None when stopped part way."""
-    if old is None:  # heartbeats: one row per instance name, keyed by name
-        where = Heartbeat.beat_at < cutoff
-        with store.session() as session:
-            if dry_run:
-                return session.scalar(select(func.count()).select_from(Heartbeat).where(where)) or 0
-            if check is not None:
-                check(session)
-            result = session.execute(
-                delete(Heartbeat).where(where).execution_options(synchronize_session=False)
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
-    query = old(cutoff)
     if dry_run:
-        with store.session() as session:
-            return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        with uow() as work:
+            return work.history.count_expired(table, rule)
     deleted = 0
     while True:
         if stop is not None and stop.is_set():
             return None
-        with store.session() as session:
-            if check is not None:
-                check(session)
-            ids = list(session.scalars(query.order_by(table.id).limit(batch_size)))
-            if ids:
-                session.execute(
-                    delete(table).where(table.id.in_(ids)).execution_options(synchronize_session=False)
-                )
+        with uow(fence) as work:
+            ids = work.history.expired_ids(table, rule, batch_size)
+            work.history.delete(table, ids)
         deleted += len(ids)
         if len(ids) < batch_size:
             return deleted

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, func, select
-
-from erpsync.adapters.state.reads import cycle, leader_lease, quarantine, run_binding, sync_action
+if TYPE_CHECKING:  # the port only: `erpsync status` should answer at once
+    from erpsync.service.ports import StatusReader
 
 
 @dataclass
@@ -30,33 +30,18 @@ class StatusReport:
     fencing_token: int | None = None
 
 
-def status_report(conn: Connection) -> StatusReport:
-    """Read with SQLAlchemy Core (erpsync/adapters/state/reads.py): no ORM import, a quick start."""
-    report = StatusReport()
-    bindings = run_binding.c.status
-    for status, count in conn.execute(select(bindings, func.count()).group_by(bindings)):
-        report.bindings[status] = count
-    actions = sync_action.c.status
-    for status, count in conn.execute(select(actions, func.count()).group_by(actions)):
-        report.actions[status] = count
-    report.open_quarantine = (
-        conn.scalar(select(func.count()).select_from(quarantine).where(quarantine.c.status == "open")) or 0
+def status_report(reader: StatusReader) -> StatusReport:
+    """Runs and actions by status, open quarantine, each kind's last cycle and last good one, the lease."""
+    report = StatusReport(
+        bindings=reader.binding_counts(),
+        actions=reader.action_counts(),
+        open_quarantine=reader.quarantine_count("open"),
     )
-    kinds = conn.scalars(select(cycle.c.kind).distinct()).all()
-    for kind in sorted(kinds):
-        last = conn.execute(
-            select(cycle.c.started_at, cycle.c.finished_at, cycle.c.outcome)
-            .where(cycle.c.kind == kind)
-            .order_by(cycle.c.id.desc())
-            .limit(1)
-        ).one()
-        last_ok = conn.scalar(
-            select(func.max(cycle.c.finished_at)).where(cycle.c.kind == kind, cycle.c.outcome == "ok")
-        )
+    for kind in sorted(reader.cycle_kinds()):
+        last = reader.last_cycle(kind)
+        last_ok = reader.last_finished(kind, "ok")
         report.cycles.append(CycleInfo(kind, last.started_at, last.finished_at, last.outcome, last_ok))
-    lease = conn.execute(
-        select(leader_lease.c.holder, leader_lease.c.expires_at, leader_lease.c.fencing_token).limit(1)
-    ).first()
+    lease = reader.lease()
     if lease is not None:
         report.leader = lease.holder
         report.leader_expires_at = lease.expires_at

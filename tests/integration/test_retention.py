@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.cli.app import app
 from erpsync.domain.errors import FencedError
 from erpsync.observability.correlation import correlation
@@ -24,6 +26,21 @@ from erpsync.service.retention import PURGE_ACTION, purge_audit
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 runner = CliRunner()
+
+
+@dataclass
+class CheckedFence:
+    """A fence with a fencing token, whose check (when given) runs inside each transaction."""
+
+    token: int
+    checked: Callable[[Session], None] | None = None
+
+    def is_current(self) -> bool:
+        return True
+
+    def check(self, transaction: Session) -> None:
+        if self.checked is not None:
+            self.checked(transaction)
 
 
 @pytest.fixture
@@ -59,12 +76,14 @@ def purge_rows(store: StateStore) -> list[AuditEntry]:
 def test_purge_in_batches_keeps_recent_rows_and_audits_each_batch(store: StateStore, backend: str) -> None:
     seed(store, old=5, recent=2)
 
-    dry = purge_audit(store, retention_days=395, batch_size=2, now=NOW, dry_run=True)
+    dry = purge_audit(SqlUnitOfWorkFactory(store), retention_days=395, batch_size=2, now=NOW, dry_run=True)
     assert (dry.deleted, dry.dry_run) == (5, True)
     assert len(runs_left(store)) == 7, "a dry run deletes nothing"
 
     with correlation("schedule"):
-        result = purge_audit(store, retention_days=395, batch_size=2, now=NOW, fencing_token=7)
+        result = purge_audit(
+            SqlUnitOfWorkFactory(store), retention_days=395, batch_size=2, now=NOW, fence=CheckedFence(7)
+        )
     assert (result.deleted, result.batches, result.complete) == (5, 3, True)
     assert result.cutoff == NOW - timedelta(days=395)
     assert runs_left(store) == ["new-0", "new-1"]
@@ -74,7 +93,7 @@ def test_purge_in_batches_keeps_recent_rows_and_audits_each_batch(store: StateSt
     assert all(json.loads(a.detail or "{}")["cutoff"] == result.cutoff.isoformat() for a in audits)
     assert {(a.outcome, a.fencing_token, a.triggered_by) for a in audits} == {("succeeded", 7, "schedule")}
 
-    again = purge_audit(store, retention_days=395, batch_size=2, now=NOW)
+    again = purge_audit(SqlUnitOfWorkFactory(store), retention_days=395, batch_size=2, now=NOW)
     assert (again.deleted, again.batches) == (0, 0)
     assert len(purge_rows(store)) == 3, "nothing purged, nothing to audit"
 
@@ -90,7 +109,13 @@ def test_a_stale_fence_deletes_nothing(store: StateStore) -> None:
         raise FencedError("fencing token 1 is stale")
 
     with pytest.raises(FencedError):
-        purge_audit(store, retention_days=395, batch_size=10, now=NOW, check=fenced)
+        purge_audit(
+            SqlUnitOfWorkFactory(store),
+            retention_days=395,
+            batch_size=10,
+            now=NOW,
+            fence=CheckedFence(1, fenced),
+        )
     assert len(runs_left(store)) == 3
     assert purge_rows(store) == []
 
@@ -104,7 +129,14 @@ def test_the_stop_flag_is_honoured_between_batches(store: StateStore) -> None:
         checks.append(1)
         stop.set()  # asked to stop while the first batch runs
 
-    result = purge_audit(store, retention_days=395, batch_size=2, now=NOW, stop=stop, check=check)
+    result = purge_audit(
+        SqlUnitOfWorkFactory(store),
+        retention_days=395,
+        batch_size=2,
+        now=NOW,
+        stop=stop,
+        fence=CheckedFence(1, check),
+    )
     assert (result.deleted, result.batches, result.complete) == (2, 1, False)
     assert len(runs_left(store)) == 2
 

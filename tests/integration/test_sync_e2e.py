@@ -15,6 +15,7 @@ from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEntry, RunBinding, SyncAction
+from erpsync.adapters.state.uow import SqlUnitOfWork
 from erpsync.bootstrap import open_sync
 from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
@@ -154,7 +155,7 @@ def test_unknown_machine_is_quarantined_without_failing_the_cycle(
 
         sim.set_machines({"HAAS-1", "HAAS-2"})  # IT fixed the ERP Machine ID in MM
         with correlation("cli"), state.session() as session:
-            quarantine_service.retry(session, entry_id)
+            quarantine_service.retry(SqlUnitOfWork(session), entry_id)
         summary = h.sync()
         assert summary.recovered == 1
         assert_converged(sim, state, {"erp:LT1": "HAAS-1", "erp:LT2": "HAAS-2"}, set())
@@ -306,13 +307,15 @@ def test_retry_replans_from_the_erp_as_it_is_now(state: StateStore, sqlite_url: 
 
         # the ERP row is bad now: nothing changes, the person is told what to fix
         with pytest.raises(ErpsyncError, match="RESOURCE_ID is blank"), state.session() as session:
-            quarantine_service.retry(session, entry_id, lookup=bad, mapper=service.policy.mapper)
+            quarantine_service.retry(
+                SqlUnitOfWork(session), entry_id, lookup=bad, mapper=service.policy.mapper
+            )
         assert entry_and_action() == ("open", "quarantined")
 
         # the resource was put in machines.ignore: nothing to start, the entry is settled
         ignoring = MachineMapper(ignore=["HAAS-1"])
         with correlation("cli"), state.session() as session:
-            what = quarantine_service.retry(session, entry_id, lookup=current, mapper=ignoring)
+            what = quarantine_service.retry(SqlUnitOfWork(session), entry_id, lookup=current, mapper=ignoring)
         assert "machines.ignore" in what and "nothing to start" in what
         assert entry_and_action() == ("resolved", "quarantined")
         source.close()
@@ -326,7 +329,9 @@ def test_retry_replans_from_the_erp_as_it_is_now(state: StateStore, sqlite_url: 
         shop.fx.clock_out(ticket, local(9))
         service = open_sync(settings, state, None, None)
         with correlation("cli"), state.session() as session:
-            what = quarantine_service.retry(session, entry_id, lookup=current, mapper=service.policy.mapper)
+            what = quarantine_service.retry(
+                SqlUnitOfWork(session), entry_id, lookup=current, mapper=service.policy.mapper
+            )
         service.source.close()
         assert "ended" in what and "nothing to start" in what
         sim.set_machines({"HAAS-1"})

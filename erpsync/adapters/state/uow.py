@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 from erpsync.adapters.state import journal
 from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.counts import SqlCounts
+from erpsync.adapters.state.purge import SqlHistory
+from erpsync.adapters.state.quarantine_admin import SqlQuarantineAdmin
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import (
     Cycle,
@@ -235,6 +237,8 @@ class SqlUnitOfWork:
         self.cycles = SqlCycles(session)
         self.checkpoints = SqlCheckpoints(session)
         self.counts = SqlCounts(session)
+        self.quarantine_admin = SqlQuarantineAdmin(session)
+        self.history = SqlHistory(session)
 
 
 class SqlUnitOfWorkFactory:

@@ -1,4 +1,4 @@
-"""The composition root: the only place that picks real adapters and wires them into the service.
+"""The long-running service, wired to real adapters (part of the composition root, see __init__.py).
 
 `build_service(settings)` returns the long-running `Service` (runtime/service.py). Per leadership
 term, the service calls `jobs_factory(fencing)`; every job built there holds that term's
@@ -44,24 +44,23 @@ log = structlog.get_logger(__name__)
 def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) -> ScheduledJob:
     """Retention (audit, then history): small batches, each checked against the fencing token."""
     svc = settings.service
+    uow = SqlUnitOfWorkFactory(store)
 
     def run(stop: threading.Event) -> None:
         with cycle(SqlUnitOfWorkFactory(store), "purge") as record:
             result = purge_audit(
-                store,
+                uow,
                 retention_days=svc.audit_retention_days,
                 batch_size=svc.purge_batch_size,
                 stop=stop,
-                check=fencing.check,
-                fencing_token=fencing.token,
+                fence=fencing,
             )
             history = purge_history(
-                store,
+                uow,
                 retention_days=svc.history_retention_days,
                 batch_size=svc.purge_batch_size,
                 stop=stop,
-                check=fencing.check,
-                fencing_token=fencing.token,
+                fence=fencing,
             )
             record.summary = {
                 "deleted": result.deleted,
