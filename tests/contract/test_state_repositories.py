@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, select, update
+from sqlalchemy.exc import IntegrityError
 
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
@@ -269,6 +270,15 @@ def test_record_sets_binding_values_and_leaves_other_runs_alone(state: Backend) 
         assert (
             uow.actions.record([], fencing_token=7, correlation_id=None, trigger=None, claim_until=T0) == []
         )
+
+
+def test_a_journaled_key_or_bound_run_is_refused(state: Backend) -> None:
+    record(state, start(1))
+    for again in (start(1), replace(start(2), new_binding=start(1).new_binding)):
+        with pytest.raises((IntegrityError, ValueError)):  # the fake says so without SQL's unique index
+            record(state, again)
+    assert [r["idempotency_key"] for r in state.rows("actions")] == ["start:erp:R1"]
+    assert [r["mm_run_id"] for r in state.rows("bindings")] == ["erp:R1"]
 
 
 def test_due_and_claim_follow_next_attempt_at(state: Backend) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from erpsync.adapters.state.memory_records import MemoryMachines, MemoryQuarantine
@@ -92,7 +93,7 @@ class MemoryActions:
 
     def due(self, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
         due = (row for _, row in sorted(self.tables.actions.items()) if _due(row, now))
-        return [journaled_action(row) for row, _ in zip(due, range(limit), strict=False)]
+        return [journaled_action(row) for row in islice(due, limit)]
 
     def claim(self, action: JournaledAction, now: datetime, claim_until: datetime) -> JournaledAction | None:
         row = self.tables.actions.get(action.id)
@@ -177,17 +178,15 @@ class MemoryBindings:
 
     # -- for the action journal ------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]], now: datetime) -> None:
+        bound = {(b["source"], b["run_key"]) for b in self.tables.bindings.values()}
         for values in rows:
             row = new_row(
                 RunBinding, {**values, "id": self.tables.next_id(), "created_at": now, "updated_at": now}
             )
-            if row["mm_run_id"] in self.tables.bindings or any(
-                (b["source"], b["run_key"]) == (row["source"], row["run_key"])
-                for b in self.tables.bindings.values()
-            ):  # the unique indexes' IntegrityError in SQL
-                raise ValueError(
-                    f"run {row['source']}/{row['run_key']} ({row['mm_run_id']}) is bound already"
-                )
+            key = (row["source"], row["run_key"])
+            if row["mm_run_id"] in self.tables.bindings or key in bound:  # SQL: the unique indexes
+                raise ValueError(f"run {key} ({row['mm_run_id']}) is bound already")
+            bound.add(key)
             self.tables.bindings[row["mm_run_id"]] = row
 
     def apply_intents(self, intents: Iterable[Intent], now: datetime) -> None:

@@ -137,7 +137,7 @@ def binding_values(outcome: Outcome) -> dict[str, Any] | None:
 
 
 def by_run_id(values: Mapping[str, Any]) -> str:
-    """Sort key of binding changes: rows are locked in mm_run_id order (see `lock_bindings`)."""
+    """Sort key of binding changes: rows are locked in mm_run_id order (see `SqlBindings.lock`)."""
     return str(values["b_run_id"])
 
 
