@@ -65,7 +65,8 @@ class MemoryTables:
         return next(self._ids)
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: copy.deepcopy(getattr(self, name)) for name in (*_TABLES, "lease_token")}
+        """The tables' rows; not the lease, which the leader changes in transactions of its own."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in _TABLES}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         for name, value in snapshot.items():
