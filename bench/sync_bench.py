@@ -27,8 +27,9 @@ from bench import bench_sources
 from bench.bench_writeback import Sim
 from bench.naive import naive_cycle
 from bench.procstat import Measured, run_measured
-from erpsync.adapters.state import journal, migrate
+from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
+from erpsync.adapters.state.machines import SqlMachines
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle, utcnow
 from erpsync.bootstrap import open_sync
@@ -243,7 +244,7 @@ def breakdown(runner: ErpsyncRunner) -> dict[str, float]:
             parts["reconcile (pure diff)"] = time.perf_counter() - began
             began = time.perf_counter()
             with store.session() as session:
-                journal.note_machines(session, service.machines_seen(runs), utcnow())
+                SqlMachines(session).note(service.machines_seen(runs), utcnow())
             parts["machines seen (state DB)"] = time.perf_counter() - began
             assert not plan.actions
     finally:

@@ -1,6 +1,6 @@
 """Dispatcher.run: sender threads, batched settling, and how a round ends (done, stopped, crashed).
 
-Journal entries are real (SQLite state, `journal.record_intents`), the fence is the real leader
+Journal entries are real (SQLite state, `SqlActions.record`), the fence is the real leader
 lease, MM is the simulator over HTTP; tests that need a particular sender pass one through
 `run(..., sender=...)`, the seam recovery uses too.
 """
@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
-from erpsync.adapters.state import journal, migrate
+from erpsync.adapters.state import migrate
+from erpsync.adapters.state.actions import SqlActions
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
@@ -91,8 +92,7 @@ def journaled(
         if stop_too:
             intents.append(_intent("stop_run", n, {"erpJobOperationRunId": run_id}))
     with store.session() as session:
-        entries = journal.record_intents(
-            session,
+        entries = SqlActions(session).record(
             intents,
             fencing_token=fence.token,
             correlation_id="test",

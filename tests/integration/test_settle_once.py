@@ -1,4 +1,4 @@
-"""One final outcome per action, even when two settlers race for it (`journal.settle`).
+"""One final outcome per action, even when two settlers race for it (`SqlActions.settle`).
 
 Two settlers meet when a leader term ends with calls in flight and the next term's start-up
 recovery settles the same actions, or when a paused former leader wakes up after its successor
@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from erpsync.adapters.mm.mapper import request_facts
-from erpsync.adapters.state import journal
+from erpsync.adapters.state.actions import SqlActions
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
 from erpsync.domain.lifecycle import (
@@ -43,8 +43,7 @@ def one_action(store: StateStore) -> JournaledAction:
         payload={"erpJobOperationRunId": "erp:LT1", "erpMachineId": "M1", "jobName": "W1"},
     )
     with store.session() as session:
-        (entry,) = journal.record_intents(
-            session,
+        (entry,) = SqlActions(session).record(
             [intent],
             fencing_token=1,
             correlation_id="test",
@@ -80,12 +79,12 @@ def applied(entry: JournaledAction) -> Outcome:
 def test_a_later_outcome_for_a_settled_action_writes_nothing(state_store: StateStore) -> None:
     entry = one_action(state_store)
     with state_store.session() as session:
-        assert journal.settle(session, [retrying(entry)], fencing_token=1) != []  # not final: still due
+        assert SqlActions(session).settle([retrying(entry)], fencing_token=1) != []  # not final: still due
     with state_store.session() as session:
-        assert journal.settle(session, [applied(entry)], fencing_token=1) != []
+        assert SqlActions(session).settle([applied(entry)], fencing_token=1) != []
     for late in (applied(entry), retrying(entry)):  # the next term's recovery, a stale sender
         with state_store.session() as session:
-            assert journal.settle(session, [late], fencing_token=2) == []
+            assert SqlActions(session).settle([late], fencing_token=2) == []
     assert audit_outcomes(state_store, entry) == [("retrying", 1), ("succeeded", 1)]
     assert status_of(state_store, entry) == "succeeded"
 
@@ -100,7 +99,7 @@ def test_two_settlers_at_once_leave_one_final_outcome(state_store: StateStore) -
     def first() -> None:
         try:
             with state_store.session() as session:
-                results["first"] = journal.settle(session, [applied(entry)], fencing_token=1)
+                results["first"] = SqlActions(session).settle([applied(entry)], fencing_token=1)
                 first_wrote.set()
                 time.sleep(0.5)  # the second settler is blocked meanwhile
                 assert not second_done.is_set(), "the second settler did not wait for the first to commit"
@@ -112,7 +111,7 @@ def test_two_settlers_at_once_leave_one_final_outcome(state_store: StateStore) -
         try:
             first_wrote.wait(10)
             with state_store.session() as session:
-                results["second"] = journal.settle(session, [applied(entry)], fencing_token=2)
+                results["second"] = SqlActions(session).settle([applied(entry)], fencing_token=2)
             second_done.set()
         except BaseException as exc:
             errors.append(exc)

@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.db import create_db_engine
-from erpsync.adapters.state.journal import MACHINE_SEEN_RESOLUTION, note_machines
+from erpsync.adapters.state.machines import SqlMachines
+from erpsync.adapters.state.rows import MACHINE_SEEN_RESOLUTION
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, Base, MachineSeen
 from erpsync.observability.correlation import correlation
@@ -144,16 +145,16 @@ def test_machines_seen_are_inserted_updated_and_refreshed_at_most_every_resoluti
 
     t0 = datetime(2026, 5, 1, 6, 0, tzinfo=UTC)
     with state_store.session() as session:
-        note_machines(session, {"M1": ("M1", 1), "M2": ("M2", 2)}, t0)
+        SqlMachines(session).note({"M1": ("M1", 1), "M2": ("M2", 2)}, t0)
     assert seen() == {"M1": ("M1", 1, t0), "M2": ("M2", 2, t0)}
 
     soon = t0 + MACHINE_SEEN_RESOLUTION / 2  # unchanged machines keep last_seen_at; changes land
     with state_store.session() as session:
-        note_machines(session, {"M1": ("M1", 1), "M2": ("MILL-2", 3), "M3": (None, 1)}, soon)
+        SqlMachines(session).note({"M1": ("M1", 1), "M2": ("MILL-2", 3), "M3": (None, 1)}, soon)
     assert seen() == {"M1": ("M1", 1, t0), "M2": ("MILL-2", 3, soon), "M3": (None, 1, soon)}
 
     later = t0 + MACHINE_SEEN_RESOLUTION + timedelta(seconds=1)
     with state_store.session() as session:
-        note_machines(session, {"M1": ("M1", 1)}, later)
+        SqlMachines(session).note({"M1": ("M1", 1)}, later)
     assert seen()["M1"] == ("M1", 1, later)
     assert seen()["M2"][2] == soon  # not seen this cycle: untouched

@@ -27,10 +27,9 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.domain.clock import utcnow
-from erpsync.domain.lifecycle import JournaledAction
+from erpsync.domain.lifecycle import BoundRun, JournaledAction
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
-from erpsync.domain.reconcile import BoundRun
 from erpsync.service.dispatch import DispatchResult
 from erpsync.service.policy import SyncPolicy
 from erpsync.service.ports import UnitOfWorkFactory

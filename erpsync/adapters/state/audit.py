@@ -9,9 +9,10 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Concatenate, ParamSpec
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from erpsync import __version__
@@ -108,3 +109,62 @@ def _added_to_session(values: Callable[P, dict[str, Any]]) -> Callable[Concatena
 
 
 record_audit = _added_to_session(audit_values)
+
+
+def audit_record_values(entry: Any) -> dict[str, Any]:
+    """The column values of a `service.ports.AuditRecord` (or anything with its attributes)."""
+    return audit_values(
+        action=entry.action,
+        outcome=entry.outcome,
+        source=entry.source,
+        erp_job=entry.erp_job,
+        erp_operation=entry.erp_operation,
+        erp_machine=entry.erp_machine,
+        mm_run_id=entry.mm_run_id,
+        action_id=entry.action_id,
+        fencing_token=entry.fencing_token,
+        http_status=entry.http_status,
+        error=entry.error,
+        error_class=entry.error_class,
+        before=entry.before,
+        after=entry.after,
+        detail=entry.detail,
+    )
+
+
+def flag_queries(
+    flags: Collection[tuple[str, str, str]], chunk: int = 500
+) -> Iterator[tuple[list[str], list[str], list[str]]]:
+    """(actions, jobs, runs) to look earlier audit rows up by, per chunk of (kind, job, run) flags."""
+    kinds = sorted({kind for kind, _, _ in flags})
+    wanted = sorted({(job, run) for _, job, run in flags})
+    for start in range(0, len(wanted), chunk):
+        part = wanted[start : start + chunk]
+        yield kinds, sorted({job for job, _ in part}), sorted({run for _, run in part})
+
+
+class SqlAudit:
+    """`AuditRepository` on one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(self, entry: Any) -> None:
+        self.session.add(AuditEntry(**audit_record_values(entry)))
+
+    def flags_audited(self, flags: Collection[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """(kind, mm_run_id, detail) of the audit rows already written for these (kind, job, run) flags.
+
+        A flag that changes no binding (a run not started because another one holds its machine, a
+        run moved back to setup) would otherwise be audited again every cycle while the ERP keeps it
+        so; the (erp_job, occurred_at) index finds the earlier rows.
+        """
+        found: set[tuple[str, str, str]] = set()
+        for kinds, jobs, runs in flag_queries(flags):
+            query = select(AuditEntry.action, AuditEntry.mm_run_id, AuditEntry.detail).where(
+                AuditEntry.erp_job.in_(jobs), AuditEntry.mm_run_id.in_(runs), AuditEntry.action.in_(kinds)
+            )
+            found.update(
+                (action, run or "", detail or "") for action, run, detail in self.session.execute(query)
+            )
+        return found

@@ -9,12 +9,38 @@ snapshot it started from, so a rollback leaves nothing behind.
 from __future__ import annotations
 
 import copy
+import enum
 import itertools
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table
+
+from erpsync.adapters.state.tables import Base, utcnow
 
 Row = dict[str, Any]
+
+
+def new_row(model: type[Base], values: Mapping[str, Any]) -> Row:
+    """A row of `model`'s table: every column, its default where `values` has none, as SQL would.
+
+    Enum members are stored as their plain string values, as a SQL column hands them back.
+    """
+    row: Row = {}
+    for column in cast(Table, model.__table__).c:
+        default = column.default
+        if column.key in values:
+            value = values[column.key]
+            row[column.key] = str(value) if isinstance(value, enum.Enum) else value
+        elif default is not None and getattr(default, "is_callable", False):
+            row[column.key] = utcnow()  # the tables' only callable default
+        else:
+            row[column.key] = getattr(default, "arg", None)
+    return row
+
+
 _TABLES = ("actions", "bindings", "quarantine", "audit", "machines", "cycles", "checkpoints", "sink_counts")
 
 
@@ -39,7 +65,8 @@ class MemoryTables:
         return next(self._ids)
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: copy.deepcopy(getattr(self, name)) for name in (*_TABLES, "lease_token")}
+        """The tables' rows; not the lease, which the leader changes in transactions of its own."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in _TABLES}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         for name, value in snapshot.items():
