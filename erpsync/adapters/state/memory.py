@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from erpsync.adapters.state.memory_journal import MemoryActions, MemoryBindings
 from erpsync.adapters.state.memory_records import MemoryAudit, MemoryMachines, MemoryQuarantine
+from erpsync.adapters.state.memory_counts import MemoryCounts
 from erpsync.adapters.state.memory_tables import MemoryTables, new_row
 from erpsync.adapters.state.tables import Cycle, SourceCheckpoint, utcnow
 from erpsync.domain.errors import FencedError
@@ -103,6 +104,7 @@ class MemoryUnitOfWork:
         self.machines = MemoryMachines(tables)
         self.cycles = MemoryCycles(tables)
         self.checkpoints = MemoryCheckpoints(tables)
+        self.counts = MemoryCounts(tables)
 
 
 class MemoryUnitOfWorkFactory:

@@ -12,13 +12,14 @@ from typing import Any, cast
 
 import pytest
 
+from erpsync.adapters.state.memory import MemoryUnitOfWorkFactory
 from erpsync.adapters.state.memory_tables import MemoryTables
 from erpsync.domain.writeback_rules import CONFLICT_CLASS
 from erpsync.service.ports import UnitOfWorkFactory
 from erpsync.service.writeback import WritebackPolicy, run_writeback
 from erpsync.service.writeback_report import WritebackSummary
 from tests.service.fakes import Crash, FakeMM, MemorySink
-from tests.service.writeback.conftest import NOW, MemoryUnitOfWorkFactory, bind
+from tests.service.writeback.conftest import NOW, bind
 
 POLICY = WritebackPolicy(allow_decrease=False, settle_window_minutes=30, max_concurrency=4)
 
