@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from erpsync.adapters.mm.mapper import request_facts
+from erpsync.adapters.state.memory import MemoryFence
 from erpsync.domain.clock import utcnow
 from erpsync.domain.lifecycle import Answer, MMAnswer, outcome_of
 from erpsync.service.ports import UnitOfWorkFactory
 from erpsync.service.sync import SyncService
-from tests.service.conftest import ListSource, StubFence, binding, erp_run, in_doubt, journal, open_quarantine
+from tests.service.conftest import TOKEN, ListSource, binding, erp_run, in_doubt, journal, open_quarantine
 
 
 def test_the_first_outcome_stands_and_the_second_is_dropped(
-    service: SyncService, source: ListSource, uow_factory: UnitOfWorkFactory, fence: StubFence
+    service: SyncService, source: ListSource, uow_factory: UnitOfWorkFactory, fence: MemoryFence
 ) -> None:
     source.put(erp_run("R1"))
     ((action,),) = journal(service)
@@ -26,9 +27,9 @@ def test_the_first_outcome_stands_and_the_second_is_dropped(
     )
 
     with uow_factory(fence) as uow:
-        first = uow.actions.settle([applied], fencing_token=fence.token)
+        first = uow.actions.settle([applied], fencing_token=TOKEN)
     with uow_factory(fence) as uow:
-        second = uow.actions.settle([rejected], fencing_token=fence.token + 1)
+        second = uow.actions.settle([rejected], fencing_token=TOKEN + 1)
 
     assert first == [applied] and second == []
     assert binding(uow_factory, "R1").status == "running"
