@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from erpsync.adapters.mm.fake import FakeMachineMetrics
 from erpsync.adapters.mm.mapper import request_facts
 from erpsync.adapters.state.memory import MemoryFence
+from erpsync.adapters.state.memory_tables import MemoryTables
 from erpsync.domain.clock import utcnow
+from erpsync.domain.errors import FencedError
 from erpsync.domain.lifecycle import Answer, MMAnswer, outcome_of
 from erpsync.service.ports import UnitOfWorkFactory
 from erpsync.service.sync import SyncService
@@ -53,3 +58,25 @@ def test_a_dispatcher_settling_late_changes_nothing(
     assert (recovered.succeeded, late.succeeded, late.quarantined) == (1, 0, 0)
     assert binding(uow_factory, "R1").status == "running"
     assert open_quarantine(uow_factory) == 0
+
+
+def test_a_leader_whose_lease_moved_on_sends_and_settles_nothing(
+    service: SyncService,
+    source: ListSource,
+    mm: FakeMachineMetrics,
+    tables: MemoryTables,
+    fence: MemoryFence,
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    source.put(erp_run("R1"))
+    groups = journal(service)
+    tables.lease_token = TOKEN + 1  # another instance leads now
+
+    result = service.dispatcher().run(groups)
+
+    assert (result.succeeded, result.not_sent) == (0, 1)
+    assert mm.calls() == []
+    assert binding(uow_factory, "R1").status == "starting"
+    assert [a.mm_run_id for a in in_doubt(uow_factory)] == ["erp:R1"]  # left to the new leader
+    with pytest.raises(FencedError), uow_factory(fence):
+        pass
