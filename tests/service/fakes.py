@@ -1,13 +1,19 @@
-"""Stand-ins for the write-back service tests: an in-memory ERP sink and MachineMetrics."""
+"""What the service tests share beyond erpsync's own fakes: an in-memory ERP sink, a crash, and the
+few words a test needs to set up and read `FakeMachineMetrics` (the simulator's model in process).
+
+MM is always the real model: a run it "already holds" is put into its state without a logged
+call (`hold`), an error comes from its fault plan or its own rules, and what MM got is read from
+its call log (`calls`, `sent`). Only `BareRunsMM` answers what the model never does (see there).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Collection, Sequence
+from datetime import datetime
 
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
-from erpsync.adapters.mm.errors import MMRetryableError
-from erpsync.adapters.mm.schemas import ImportType, JobRun, JobRunMetrics, StartJobRun, StopJobRun
+from erpsync.adapters.mm.fake import FakeMachineMetrics
+from erpsync.adapters.mm.schemas import JobRun, StartJobRun, StopJobRun
 from erpsync.domain.writeback_rules import counts_dict, describe_values, erp_verdict
 
 
@@ -15,6 +21,69 @@ class Crash(BaseException):
     """The process dies (not an error a flow handles): nothing after it runs."""
 
 
+# -- MachineMetrics ------------------------------------------------------------------------------
+def hold(
+    mm: FakeMachineMetrics,
+    run_id: str,
+    *,
+    start_at: datetime,
+    machine: str = "M1",
+    job: str = "started elsewhere",
+    in_setup: bool = True,
+    end_at: datetime | None = None,
+) -> None:
+    """MM holds this run already (started, maybe ended), as if an earlier call had reached it.
+
+    Written straight into the model's state, so it passes its rules but leaves no call in the log.
+    """
+    state = mm.model.state
+    start = StartJobRun(
+        erp_job_operation_run_id=run_id,
+        erp_machine_id=machine,
+        job_name=job,
+        start_in_setup=in_setup,
+        start_at=start_at,
+    )
+    answer = state.start(start.wire())
+    assert answer.status == 200, answer.body
+    if end_at is not None:
+        answer = state.stop(StopJobRun(erp_job_operation_run_id=run_id, end_at=end_at).wire())
+        assert answer.status == 200, answer.body
+
+
+def calls(mm: FakeMachineMetrics, after: int = 0) -> list[tuple[str, str | None]]:
+    """(operation, run id) of every call MM got after call number `after` (see `call_count`)."""
+    return [(c["operation"], c["run_id"]) for c in mm.calls() if c["seq"] > after]
+
+
+def call_count(mm: FakeMachineMetrics) -> int:
+    """How many calls MM got so far: pass it to `calls` to leave out what a test set up."""
+    log = mm.calls()
+    return int(log[-1]["seq"]) if log else 0
+
+
+def sent(mm: FakeMachineMetrics, operation: str, after: int = 0) -> list[str]:
+    """The run ids of the `operation` ("start", "stop" or "get") calls MM got, whatever it answered."""
+    return [str(run_id) for op, run_id in calls(mm, after) if op == operation]
+
+
+class BareRunsMM(FakeMachineMetrics):
+    """`FakeMachineMetrics`, except that the runs in `bare` come back without metrics.
+
+    The model always reports counts (zeros at first), but MM's get may leave ``metrics`` out and
+    erpsync must then write nothing: the one answer these tests script.
+    """
+
+    def __init__(self, bare: Collection[str]) -> None:
+        super().__init__()
+        self.bare = frozenset(bare)
+
+    def get_job_run(self, run_id: str) -> JobRun | None:
+        run = super().get_job_run(run_id)
+        return run.model_copy(update={"metrics": None}) if run is not None and run_id in self.bare else run
+
+
+# -- the ERP sink ----------------------------------------------------------------------------------
 class MemorySink:
     """A count sink holding each run's ERP value in a dict; compares like the staging sink does."""
 
@@ -53,46 +122,3 @@ class MemorySink:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-class FakeMM:
-    """MachineMetrics' job-run reads from a dict: counts, None (404), or an error to raise."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, JobRun | Exception | None] = {}
-        self.reads: list[str] = []
-
-    def counts(self, run_id: str, total: int, scrap: int = 0) -> None:
-        metrics = JobRunMetrics(
-            total_parts=total, good_parts=total - scrap, scrap_parts=scrap, nonconform_parts=0
-        )
-        self.runs[run_id] = JobRun(start_at=datetime(2026, 12, 7, 6, tzinfo=UTC), metrics=metrics)
-
-    def no_metrics(self, run_id: str) -> None:
-        self.runs[run_id] = JobRun(start_at=datetime(2026, 12, 7, 6, tzinfo=UTC))
-
-    def unreachable(self, run_id: str) -> None:
-        self.runs[run_id] = MMRetryableError("MM unreachable", operation="get", http_status=503)
-
-    def get_job_run(self, run_id: str) -> JobRun | None:
-        self.reads.append(run_id)
-        answer = self.runs.get(run_id)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def start_job_run(self, request: StartJobRun) -> None:
-        raise NotImplementedError
-
-    def stop_job_run(self, request: StopJobRun) -> None:
-        raise NotImplementedError
-
-    def import_jobs(
-        self,
-        csv_content: bytes,
-        *,
-        import_type: ImportType = "mm",
-        auto_archive: bool = False,
-        filename: str = "jobs.csv",
-    ) -> None:
-        raise NotImplementedError

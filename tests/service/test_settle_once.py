@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
+
+from erpsync.adapters.mm.fake import FakeMachineMetrics
 from erpsync.adapters.mm.mapper import request_facts
+from erpsync.adapters.state.memory import MemoryFence
+from erpsync.adapters.state.memory_tables import MemoryTables
 from erpsync.domain.clock import utcnow
+from erpsync.domain.errors import FencedError
 from erpsync.domain.lifecycle import Answer, MMAnswer, outcome_of
 from erpsync.service.ports import UnitOfWorkFactory
 from erpsync.service.sync import SyncService
-from tests.service.conftest import ListSource, StubFence, binding, erp_run, in_doubt, journal, open_quarantine
+from tests.service.conftest import TOKEN, ListSource, binding, erp_run, in_doubt, journal, open_quarantine
 
 
 def test_the_first_outcome_stands_and_the_second_is_dropped(
-    service: SyncService, source: ListSource, uow_factory: UnitOfWorkFactory, fence: StubFence
+    service: SyncService, source: ListSource, uow_factory: UnitOfWorkFactory, fence: MemoryFence
 ) -> None:
     source.put(erp_run("R1"))
     ((action,),) = journal(service)
@@ -26,9 +32,9 @@ def test_the_first_outcome_stands_and_the_second_is_dropped(
     )
 
     with uow_factory(fence) as uow:
-        first = uow.actions.settle([applied], fencing_token=fence.token)
+        first = uow.actions.settle([applied], fencing_token=TOKEN)
     with uow_factory(fence) as uow:
-        second = uow.actions.settle([rejected], fencing_token=fence.token + 1)
+        second = uow.actions.settle([rejected], fencing_token=TOKEN + 1)
 
     assert first == [applied] and second == []
     assert binding(uow_factory, "R1").status == "running"
@@ -52,3 +58,25 @@ def test_a_dispatcher_settling_late_changes_nothing(
     assert (recovered.succeeded, late.succeeded, late.quarantined) == (1, 0, 0)
     assert binding(uow_factory, "R1").status == "running"
     assert open_quarantine(uow_factory) == 0
+
+
+def test_a_leader_whose_lease_moved_on_sends_and_settles_nothing(
+    service: SyncService,
+    source: ListSource,
+    mm: FakeMachineMetrics,
+    tables: MemoryTables,
+    fence: MemoryFence,
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    source.put(erp_run("R1"))
+    groups = journal(service)
+    tables.lease_token = TOKEN + 1  # another instance leads now
+
+    result = service.dispatcher().run(groups)
+
+    assert (result.succeeded, result.not_sent) == (0, 1)
+    assert mm.calls() == []
+    assert binding(uow_factory, "R1").status == "starting"
+    assert [a.mm_run_id for a in in_doubt(uow_factory)] == ["erp:R1"]  # left to the new leader
+    with pytest.raises(FencedError), uow_factory(fence):
+        pass

@@ -1,4 +1,6 @@
-"""The write-back service on its fakes: the in-memory unit of work, an in-memory sink and MM."""
+"""The write-back service on its fakes: the in-memory unit of work, an in-memory sink and
+`FakeMachineMetrics` (the simulator's model; each run on a machine of its own, so no start ends
+another)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from erpsync.adapters.mm.fake import FakeMachineMetrics
 from erpsync.adapters.state.memory import MemoryUnitOfWorkFactory
 from erpsync.adapters.state.memory_tables import MemoryTables, new_row
 from erpsync.adapters.state.tables import RunBinding
-from tests.service.fakes import FakeMM, MemorySink
+from tests.service.fakes import MemorySink, hold
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
 
@@ -52,9 +55,16 @@ def uow(tables: MemoryTables) -> MemoryUnitOfWorkFactory:
     return MemoryUnitOfWorkFactory(tables)
 
 
+def counts(mm: FakeMachineMetrics, run_id: str, total: int, scrap: int = 0) -> None:
+    """MM's counts of the run, exactly (the model starts the run first when it has none)."""
+    if run_id not in mm.runs():
+        hold(mm, run_id, start_at=NOW.replace(hour=6), machine=f"machine-of-{run_id}")
+    mm.set_counts(run_id, total=total, scrap=scrap)
+
+
 @pytest.fixture
-def mm() -> FakeMM:
-    return FakeMM()
+def mm() -> FakeMachineMetrics:
+    return FakeMachineMetrics()
 
 
 @pytest.fixture

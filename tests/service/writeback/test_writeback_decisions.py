@@ -12,20 +12,25 @@ from typing import Any, cast
 
 import pytest
 
+from erpsync.adapters.mm.fake import FakeMachineMetrics
 from erpsync.adapters.state.memory import MemoryUnitOfWorkFactory
 from erpsync.adapters.state.memory_tables import MemoryTables
 from erpsync.domain.writeback_rules import CONFLICT_CLASS
 from erpsync.service.ports import UnitOfWorkFactory
 from erpsync.service.writeback import WritebackPolicy, run_writeback
 from erpsync.service.writeback_report import WritebackSummary
-from tests.service.fakes import Crash, FakeMM, MemorySink
-from tests.service.writeback.conftest import NOW, bind
+from tests.service.fakes import BareRunsMM, Crash, MemorySink, call_count, sent
+from tests.service.writeback.conftest import NOW, bind, counts
 
 POLICY = WritebackPolicy(allow_decrease=False, settle_window_minutes=30, max_concurrency=4)
 
 
 def run(
-    uow: MemoryUnitOfWorkFactory, mm: FakeMM, sink: MemorySink, policy: WritebackPolicy = POLICY, **kw: Any
+    uow: MemoryUnitOfWorkFactory,
+    mm: FakeMachineMetrics,
+    sink: MemorySink,
+    policy: WritebackPolicy = POLICY,
+    **kw: Any,
 ) -> WritebackSummary:
     return run_writeback(cast(UnitOfWorkFactory, uow), mm, sink, policy, now=NOW, **kw)
 
@@ -35,10 +40,10 @@ def outcomes(tables: MemoryTables) -> list[tuple[str, str]]:
 
 
 def test_writes_only_when_changed(
-    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "r1")
-    mm.counts("r1", 10, scrap=1)
+    counts(mm, "r1", 10, scrap=1)
     assert run(uow, mm, sink).written == 1
     assert sink.rows["r1"] == {"total": 10, "good": 9, "scrap": 1, "nonconform": 0}
     assert tables.bindings["r1"]["last_total_parts"] == 10
@@ -50,20 +55,22 @@ def test_writes_only_when_changed(
     assert sink.calls == calls  # unchanged counts never reach the ERP
     assert outcomes(tables) == [("r1", "written")]  # unchanged is not audited
 
-    mm.counts("r1", 12, scrap=1)
+    counts(mm, "r1", 12, scrap=1)
     assert run(uow, mm, sink).written == 1
     assert sink.rows["r1"]["total"] == 12
 
 
 @pytest.mark.parametrize("answer", ["not_found", "no_metrics", "unreachable"])
 def test_no_data_is_never_written_as_zero(
-    answer: str, uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    answer: str, uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "r1", last_total_parts=5, last_good_parts=5, last_scrap_parts=0, last_nonconform_parts=0)
     if answer == "no_metrics":
-        mm.no_metrics("r1")
-    elif answer == "unreachable":
-        mm.unreachable("r1")
+        mm = BareRunsMM({"r1"})
+    if answer != "not_found":  # MM has the run, and counts a read would take for data
+        counts(mm, "r1", 7)
+    if answer == "unreachable":
+        mm.set_faults({"kind": "error", "status": 503, "operation": "get"})
     summary = run(uow, mm, sink)
     assert (summary.no_data, summary.written) == (1, 0)
     assert summary.unreachable == (1 if answer == "unreachable" else 0)
@@ -73,12 +80,12 @@ def test_no_data_is_never_written_as_zero(
 
 
 def test_decrease_refused_unless_allowed(
-    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "r1")
-    mm.counts("r1", 10)
+    counts(mm, "r1", 10)
     run(uow, mm, sink)
-    mm.counts("r1", 10, scrap=3)  # good 10 -> 7
+    counts(mm, "r1", 10, scrap=3)  # good 10 -> 7
     refused = run(uow, mm, sink)
     assert (refused.refused, refused.written) == (1, 0)
     assert sink.rows["r1"]["good"] == 10
@@ -91,15 +98,15 @@ def test_decrease_refused_unless_allowed(
 
 
 def test_conflict_is_quarantined_not_overwritten_and_blocks_the_run(
-    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "r1")
     bind(tables, "r2")
-    mm.counts("r1", 10)
-    mm.counts("r2", 4)
+    counts(mm, "r1", 10)
+    counts(mm, "r2", 4)
     run(uow, mm, sink)
     sink.rows["r1"] = {"total": 10, "good": 8, "scrap": 2, "nonconform": 0}  # a person's edit
-    mm.counts("r1", 12)
+    counts(mm, "r1", 12)
 
     summary = run(uow, mm, sink)
     assert (summary.conflicts, summary.written, summary.unchanged) == (1, 0, 1)
@@ -107,10 +114,10 @@ def test_conflict_is_quarantined_not_overwritten_and_blocks_the_run(
     [entry] = tables.quarantine.values()
     assert (entry["record_key"], entry["error_class"], entry["status"]) == ("r1", CONFLICT_CLASS, "open")
 
-    mm.reads.clear()
+    before = call_count(mm)
     held = run(uow, mm, sink)
     assert (held.skipped, held.calls, held.conflicts) == (1, 1, 0)
-    assert mm.reads == ["r2"]  # the blocked run is neither read nor written
+    assert sent(mm, "get", after=before) == ["r2"]  # the blocked run is neither read nor written
     assert sink.rows["r1"]["good"] == 8
     assert [r.outcome for r in held.rows if r.mm_run_id == "r1"] == ["quarantined"]
 
@@ -122,12 +129,16 @@ def test_conflict_is_quarantined_not_overwritten_and_blocks_the_run(
 
 @pytest.mark.parametrize("mm_moved_on", [True, False])
 def test_write_in_doubt_after_crash_is_not_a_conflict(
-    mm_moved_on: bool, uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    mm_moved_on: bool,
+    uow: MemoryUnitOfWorkFactory,
+    tables: MemoryTables,
+    mm: FakeMachineMetrics,
+    sink: MemorySink,
 ) -> None:
     bind(tables, "r1")
-    mm.counts("r1", 10)
+    counts(mm, "r1", 10)
     run(uow, mm, sink)
-    mm.counts("r1", 12)
+    counts(mm, "r1", 12)
     sink.crash_after_commit = True
     with pytest.raises(Crash):
         run(uow, mm, sink)  # the ERP holds 12, erpsync's state still says 10 (12 is in doubt)
@@ -135,7 +146,7 @@ def test_write_in_doubt_after_crash_is_not_a_conflict(
     assert tables.bindings["r1"]["last_total_parts"] == 10
 
     if mm_moved_on:
-        mm.counts("r1", 15)
+        counts(mm, "r1", 15)
     summary = run(uow, mm, sink)
     assert summary.conflicts == 0 and tables.quarantine == {}
     expected = ("written", 15) if mm_moved_on else ("already_written", 12)
@@ -145,10 +156,10 @@ def test_write_in_doubt_after_crash_is_not_a_conflict(
 
 
 def test_sink_switch_writes_current_counts_to_the_new_sink(
-    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "r1")
-    mm.counts("r1", 10)
+    counts(mm, "r1", 10)
     run(uow, mm, sink)
     other = MemorySink("other")
     switched = run(uow, mm, other)
@@ -158,24 +169,24 @@ def test_sink_switch_writes_current_counts_to_the_new_sink(
 
 
 def test_repeated_outcomes_are_audited_once(
-    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "gone")  # MM has no such run: 404 every cycle
     for _ in range(3):
         assert run(uow, mm, sink).no_data == 1
     assert outcomes(tables) == [("gone", "no_data")]
-    mm.counts("gone", 3)
+    counts(mm, "gone", 3)
     run(uow, mm, sink)
     assert outcomes(tables) == [("gone", "no_data"), ("gone", "written")]
 
 
 def test_dry_run_writes_nothing(
-    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMM, sink: MemorySink
+    uow: MemoryUnitOfWorkFactory, tables: MemoryTables, mm: FakeMachineMetrics, sink: MemorySink
 ) -> None:
     bind(tables, "active")
     bind(tables, "ended-long-ago", status="stopped", updated_at=NOW - timedelta(days=3))
-    mm.counts("active", 10)
-    mm.counts("ended-long-ago", 5)
+    counts(mm, "active", 10)
+    counts(mm, "ended-long-ago", 5)
     before = tables.snapshot()
     dry = run(uow, mm, sink, dry_run=True)
     assert {r.mm_run_id: r.outcome for r in dry.rows} == {"active": "would_write"}
