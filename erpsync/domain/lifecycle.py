@@ -265,6 +265,7 @@ def outcome_of(
 ) -> Outcome:
     """The action's outcome for MM's answer: next action status, audit outcome, binding change."""
     kind = answer.kind
+    start = action.kind is ActionKind.START
     if kind is Answer.NOT_FOUND and action.kind is ActionKind.STOP:
         return Outcome(
             action,
@@ -277,48 +278,49 @@ def outcome_of(
     if kind in (Answer.APPLIED, Answer.HELD):
         return _applied(action, answer, facts)
     if kind in (Answer.REJECTED, Answer.NOT_FOUND):
-        return Outcome(
+        return _failed(
             action,
+            answer,
             ActionStatus.QUARANTINED,
             AuditOutcome.QUARANTINED,
-            http_status=answer.http_status,
-            error_class=answer.error_class,
-            error_message=answer.message,
             quarantine=True,
-            binding_status=BindingStatus.FAILED if action.kind is ActionKind.START else None,
-            rejected_machine=(
-                facts.mm_machine_id if action.kind is ActionKind.START and answer.machine_rejected else None
-            ),
+            binding_status=BindingStatus.FAILED if start else None,
+            rejected_machine=facts.mm_machine_id if start and answer.machine_rejected else None,
         )
     if kind is Answer.REFUSED:
-        return Outcome(
+        return _failed(
             action,
+            answer,
             ActionStatus.PENDING,
             AuditOutcome.REFUSED,
-            http_status=answer.http_status,
-            error_class=answer.error_class,
-            error_message=answer.message,
             detail="not sent: MachineMetrics refused erpsync's credentials",
         )
     if action.attempts >= max_attempts:
-        return Outcome(
+        return _failed(
             action,
+            answer,
             ActionStatus.FAILED_PERMANENT,
             AuditOutcome.FAILED,
-            http_status=answer.http_status,
-            error_class=answer.error_class,
             error_message=f"gave up after {action.attempts} attempts: {answer.message}",
             quarantine=True,
-            binding_status=BindingStatus.FAILED if action.kind is ActionKind.START else None,
+            binding_status=BindingStatus.FAILED if start else None,
         )
-    return Outcome(
+    return _failed(
         action,
+        answer,
         ActionStatus.FAILED_RETRYABLE,
         AuditOutcome.RETRYING,
-        http_status=answer.http_status,
-        error_class=answer.error_class,
-        error_message=answer.message,
         next_attempt_at=now + backoff(action.attempts),
+    )
+
+
+def _failed(
+    action: JournaledAction, answer: MMAnswer, status: ActionStatus, audit: AuditOutcome, **changes: Any
+) -> Outcome:
+    """An outcome that carries MM's error (its HTTP status, class and message unless given)."""
+    changes.setdefault("error_message", answer.message)
+    return Outcome(
+        action, status, audit, http_status=answer.http_status, error_class=answer.error_class, **changes
     )
 
 

@@ -51,6 +51,17 @@ from erpsync.service.recovery import settle_in_doubt
 log = structlog.get_logger(__name__)
 
 
+def sort_rows(
+    rows: Iterable[JobOperationRun | BadRecord], desired: dict[str, JobOperationRun], bad: list[BadRecord]
+) -> None:
+    """Sort what a source read into the runs it wants (by run key) and the rows it could not read."""
+    for row in rows:
+        if isinstance(row, BadRecord):
+            bad.append(row)
+        else:
+            desired[row.run_key] = row
+
+
 @dataclass
 class SyncSummary:
     """What one cycle did; printed by `erpsync sync` and stored on the cycle row."""
@@ -164,11 +175,7 @@ class SyncService:
             state = pool.submit(self._load_state)
             desired: dict[str, JobOperationRun] = {}
             bad: list[BadRecord] = []
-            for item in snapshot or ():
-                if isinstance(item, BadRecord):
-                    bad.append(item)
-                else:
-                    desired[item.run_key] = item
+            sort_rows(snapshot or (), desired, bad)
             bindings, rejected = state.result()
         if desired:
             bindings.update(self._finished_bindings(desired.keys() - bindings.keys()))
@@ -179,11 +186,7 @@ class SyncService:
         runs_read = len(desired)
         gone = [k for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES and k not in desired]
         if gone:
-            for item in self.source.lookup_runs(gone):
-                if isinstance(item, BadRecord):
-                    bad.append(item)
-                else:
-                    desired[item.run_key] = item
+            sort_rows(self.source.lookup_runs(gone), desired, bad)
         plan = reconcile(desired.values(), bindings, **self._policy(now, snapshot.complete, rejected))
         result = PlanResult(
             plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=runs_read, bound_keys=frozenset(bindings)
