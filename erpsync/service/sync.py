@@ -112,28 +112,19 @@ class PlanResult:
     bound_keys: frozenset[str] = frozenset()
 
 
+@dataclass(eq=False)
 class SyncService:
     """Reconcile one ERP source with MachineMetrics.
 
     `mm` and `fence` are None for a read-only service (`erpsync plan`): it can plan, not act.
     """
 
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        source: JobSource,
-        mm: MachineMetrics | None,
-        fence: Fence | None,
-        policy: SyncPolicy,
-        *,
-        stop_event: threading.Event | None = None,
-    ) -> None:
-        self.uow = uow
-        self.source = source
-        self.mm = mm
-        self.fence = fence
-        self.policy = policy
-        self.stop_event = stop_event or threading.Event()
+    uow: UnitOfWorkFactory
+    source: JobSource
+    mm: MachineMetrics | None
+    fence: Fence | None
+    policy: SyncPolicy
+    stop_event: threading.Event = field(default_factory=threading.Event, kw_only=True)
 
     # -- one full cycle ------------------------------------------------------------------------
     def run_cycle(self) -> SyncSummary:
