@@ -154,22 +154,17 @@ class BoundRun:
 
 
 @dataclass(frozen=True, slots=True)
-class JournaledAction:
-    """One journaled action (``erpsync_action``), with everything needed to (re)send it.
+class ActionRequest:
+    """What an action asks of MM, the same before it is journaled (`Intent`) and after
+    (`JournaledAction`). ``payload`` is the exact MM request body (adapters/mm/mapper.py makes
+    and reads it); ``ref`` is None for a job import."""
 
-    ``payload`` is the exact MM request body (adapters/mm/mapper.py makes and reads it), so a
-    crash leftover is re-sent without re-reading the ERP. ``ref`` is None for a job import.
-    """
-
-    id: int
     idempotency_key: str
     kind: ActionKind
     source: str | None
     ref: RunRef | None
     reason: str
     payload: dict[str, Any]
-    attempts: int
-    fencing_token: int | None = None
 
     @property
     def mm_run_id(self) -> str | None:
@@ -177,23 +172,23 @@ class JournaledAction:
 
 
 @dataclass(frozen=True, slots=True)
-class Intent:
+class JournaledAction(ActionRequest):
+    """One journaled action (``erpsync_action``), with everything needed to (re)send it: a crash
+    leftover is re-sent from its payload without re-reading the ERP."""
+
+    id: int
+    attempts: int
+    fencing_token: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent(ActionRequest):
     """An action about to be journaled, with the binding change that goes with it."""
 
-    idempotency_key: str
-    kind: ActionKind
-    source: str | None
-    ref: RunRef | None
-    reason: str
-    payload: dict[str, Any]
     new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
     binding_status: BindingStatus | None = None  # status to give an existing binding
     binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
     generation: str | None = None  # a resync generation the existing binding's keys now carry
-
-    @property
-    def mm_run_id(self) -> str | None:
-        return self.ref.mm_run_id if self.ref is not None else None
 
 
 @dataclass(slots=True)

@@ -289,12 +289,12 @@ class SyncService:
             payload = payload_of(stop_request(action))
             binding_status = BindingStatus.STOPPING
         return Intent(
-            idempotency_key=action.idempotency_key,
-            kind=action.kind,
-            source=action.source,
-            ref=action.ref,
-            reason=action.reason,
-            payload=payload,
+            action.idempotency_key,
+            action.kind,
+            action.source,
+            action.ref,
+            action.reason,
+            payload,
             new_binding=new_binding,
             binding_status=binding_status,
             binding_values=binding_values,
