@@ -15,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stderr, stdout
+from erpsync.cli.common import (
+    EXIT_CONFIG,
+    JsonOption,
+    fail,
+    handle_errors,
+    print_json,
+    state_of,
+    stderr,
+    stdout,
+)
 from erpsync.domain.errors import ErpsyncError
 
 # The runtime, SQLAlchemy and APScheduler are imported inside the commands (start-up time).
@@ -108,7 +117,7 @@ def health(
 @handle_errors
 def leader_status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Who holds the leader lease, its fencing token, and when it expires (database clock)."""
     from erpsync import bootstrap  # noqa: PLC0415
