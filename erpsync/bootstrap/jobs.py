@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -34,7 +35,7 @@ from erpsync.service.imports import run_imports
 from erpsync.service.policy import SyncPolicy
 from erpsync.service.ports import Fence
 from erpsync.service.recovery import settle_in_doubt
-from erpsync.service.retention import purge_audit, purge_history
+from erpsync.service.retention import PurgeRequest, purge_audit, purge_history
 from erpsync.service.sync import SyncService
 from erpsync.service.writeback import WritebackPolicy, run_writeback
 
@@ -48,20 +49,9 @@ def purge_job(settings: Settings, store: StateStore, fencing: FencingContext) ->
 
     def run(stop: threading.Event) -> None:
         with cycle(SqlUnitOfWorkFactory(store), "purge") as record:
-            result = purge_audit(
-                uow,
-                retention_days=svc.audit_retention_days,
-                batch_size=svc.purge_batch_size,
-                stop=stop,
-                fence=fencing,
-            )
-            history = purge_history(
-                uow,
-                retention_days=svc.history_retention_days,
-                batch_size=svc.purge_batch_size,
-                stop=stop,
-                fence=fencing,
-            )
+            audit = PurgeRequest(svc.audit_retention_days, svc.purge_batch_size, stop=stop, fence=fencing)
+            result = purge_audit(uow, audit)
+            history = purge_history(uow, replace(audit, retention_days=svc.history_retention_days))
             record.summary = {
                 "deleted": result.deleted,
                 "cutoff": result.cutoff,

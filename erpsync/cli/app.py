@@ -13,6 +13,7 @@ import typer
 from erpsync.cli.common import (
     EXIT_CONFIG,
     CliState,
+    JsonOption,
     handle_errors,
     plain,
     print_json,
@@ -181,7 +182,7 @@ def _toml_like(data: dict[str, object], prefix: str = "") -> str:
 @handle_errors
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Bindings by status, pending actions, open quarantine, last cycles, leader."""
     from erpsync import bootstrap  # noqa: PLC0415 - start-up time
@@ -244,7 +245,7 @@ def audit(
     action: Annotated[str | None, typer.Option(help="start_run, stop_run, write_counts, ...")] = None,
     since: Annotated[str | None, typer.Option(help="ISO timestamp or age (30m, 12h, 7d).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Read the audit trail, newest first."""
     from erpsync import bootstrap  # noqa: PLC0415 - start-up time

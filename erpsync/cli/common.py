@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+
+# the `--json` flag of the commands that print a record or a table
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -10,11 +10,21 @@ which Docker reserves.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
-from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, state_of, stderr, stdout
+from erpsync.cli.common import (
+    EXIT_CONFIG,
+    JsonOption,
+    fail,
+    handle_errors,
+    print_json,
+    state_of,
+    stderr,
+    stdout,
+)
 from erpsync.domain.errors import ErpsyncError
 
 # The runtime, SQLAlchemy and APScheduler are imported inside the commands (start-up time).
@@ -107,7 +117,7 @@ def health(
 @handle_errors
 def leader_status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Who holds the leader lease, its fencing token, and when it expires (database clock)."""
     from erpsync import bootstrap  # noqa: PLC0415
@@ -155,23 +165,14 @@ def retention_purge(
 ) -> None:
     """Delete audit rows, then finished history (bindings, actions, cycles...), past retention."""
     from erpsync import bootstrap  # noqa: PLC0415
-    from erpsync.service.retention import purge_audit, purge_history  # noqa: PLC0415
+    from erpsync.service.retention import PurgeRequest, purge_audit, purge_history  # noqa: PLC0415
 
     settings = state_of(ctx).settings()
     retention_days = days or settings.service.audit_retention_days
     with bootstrap.state(settings) as uow:
-        result = purge_audit(
-            uow,
-            retention_days=retention_days,
-            batch_size=batch_size or settings.service.purge_batch_size,
-            dry_run=dry_run,
-        )
-        history = purge_history(
-            uow,
-            retention_days=settings.service.history_retention_days,
-            batch_size=batch_size or settings.service.purge_batch_size,
-            dry_run=dry_run,
-        )
+        audit = PurgeRequest(retention_days, batch_size or settings.service.purge_batch_size, dry_run=dry_run)
+        result = purge_audit(uow, audit)
+        history = purge_history(uow, replace(audit, retention_days=settings.service.history_retention_days))
     cutoff = f"{result.cutoff:%Y-%m-%d %H:%M:%S} UTC"
     if result.dry_run:
         stdout.print(f"would purge {result.deleted} audit rows older than {cutoff} ({retention_days} days)")

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from erpsync.cli.common import EXIT_CONFIG, EXIT_ERROR, fail, handle_errors, print_json, state_of, stdout
+from erpsync.cli.common import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    JsonOption,
+    fail,
+    handle_errors,
+    print_json,
+    state_of,
+    stdout,
+)
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, SourceStats
 
 if TYPE_CHECKING:
@@ -35,7 +44,7 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def check(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     limit: Annotated[int, typer.Option(min=0, max=10_000, help="Quarantined rows to list.")] = 20,
     operations: Annotated[
         bool, typer.Option("--operations/--no-operations", help="Also read operations (imports).")
@@ -58,7 +67,7 @@ def check(
 @handle_errors
 def sql(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Print every statement erpsync runs against the ERP (source and write-back), in the configured
     database's dialect, with the job that runs it, how often, and what it reads. For a DBA's review.

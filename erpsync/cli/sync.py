@@ -236,11 +236,12 @@ def machines(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")
     """ERP resources seen, their MachineMetrics machine id, and which ones MM rejected."""
     from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
+    from erpsync.service.ports import MachineRow  # noqa: PLC0415
 
     with bootstrap.quarantine_admin(state_of(ctx).settings()) as admin:
         views = quarantine_service.list_machines(admin.uow)
-    if as_json:
-        print_json([v.__dict__ for v in views])
+    if as_json:  # every column of the row contract, in its order
+        print_json([{name: getattr(v, name) for name in MachineRow.__annotations__} for v in views])
         return
     if not views:
         stdout.print("no machines seen yet: run `erpsync sync` first")

@@ -14,6 +14,7 @@ from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.cli.common import (
     EXIT_CONFIG,
     EXIT_ERROR,
+    JsonOption,
     handle_errors,
     print_json,
     print_table,
@@ -46,7 +47,7 @@ def writeback(
         bool,
         typer.Option("--dry-run", help="Read MM and show what would be written; write nothing anywhere."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run one write-back cycle: MM part counts of bound runs into the ERP (exit 1 if writes failed)."""
     from erpsync import bootstrap  # noqa: PLC0415 - start-up time

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
 
     toml_file: ClassVar[Path | None] = None
+    # False: the given values only, no ERPSYNC_* variables nor config file (the demo's service)
+    read_environment: ClassVar[bool] = True
 
     @classmethod
     def settings_customise_sources(
@@ -52,6 +54,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not cls.read_environment:
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if cls.toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))

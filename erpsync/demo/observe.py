@@ -173,15 +173,15 @@ class Frame:
         return latest
 
 
+@dataclass(eq=False)
 class Observer:
     """Reads frames: the demo's tickets (from `first_ticket` on), the simulator, erpsync's state."""
 
-    def __init__(self, erp: Engine, state: Engine, sim: MMSimulator, first_ticket: int) -> None:
-        self.erp = erp
-        self.state = state
-        self.sim = sim
-        self.first_ticket = first_ticket
-        self._last_audit_id = 0
+    erp: Engine
+    state: Engine
+    sim: MMSimulator
+    first_ticket: int
+    _last_audit_id: int = field(default=0, init=False)
 
     def frame(self, audit_rows: int = 8) -> Frame:
         """The three worlds now, with the newest `audit_rows` audit rows."""

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
-
 from erpsync.config import Settings
 from erpsync.demo.erp import PLANT_TZ
 from erpsync.domain.errors import ConfigError
@@ -136,16 +134,7 @@ def demo_config(folder: DemoFolder, mm_base_url: str) -> dict[str, dict[str, Any
 class _DemoSettings(Settings):
     """Settings from the given values only: the demo ignores ERPSYNC_* variables and config files."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+    read_environment = False
 
 
 def demo_settings(config: dict[str, dict[str, Any]], api_key: str) -> Settings:

@@ -17,20 +17,11 @@ from erpsync.domain.plan import Flag, FlagKind, RunAction
 
 def vanished_flag(bound: BoundRun, kind: FlagKind, what: str) -> Flag:
     """An open run the ERP no longer wants in MM, left open by ``sync.vanished_runs = flag``."""
-    return Flag(
-        kind=kind,
-        run_key=bound.run_key,
-        mm_run_id=bound.mm_run_id,
-        erp_machine=bound.erp_machine,
-        job=bound.job,
-        operation=bound.operation,
-        message=f"{bound.job} op {bound.operation} {what}; left open in MM "
-        "(sync.vanished_runs = flag): stop it in MM or run erpsync resync",
-        before={"status": bound.status},
-        after={"status": BindingStatus.VANISHED},
-        binding_status=BindingStatus.VANISHED,
-        dedupe_key=f"{kind}:{bound.mm_run_id}",
+    message = (
+        f"{bound.job} op {bound.operation} {what}; left open in MM "
+        "(sync.vanished_runs = flag): stop it in MM or run erpsync resync"
     )
+    return binding_flag(kind, bound, message, binding_status=BindingStatus.VANISHED)
 
 
 def fields_changed_flag(run: JobOperationRun, bound: BoundRun, mm_now: str, fingerprint: str) -> Flag:

@@ -154,22 +154,17 @@ class BoundRun:
 
 
 @dataclass(frozen=True, slots=True)
-class JournaledAction:
-    """One journaled action (``erpsync_action``), with everything needed to (re)send it.
+class ActionRequest:
+    """What an action asks of MM, the same before it is journaled (`Intent`) and after
+    (`JournaledAction`). ``payload`` is the exact MM request body (adapters/mm/mapper.py makes
+    and reads it); ``ref`` is None for a job import."""
 
-    ``payload`` is the exact MM request body (adapters/mm/mapper.py makes and reads it), so a
-    crash leftover is re-sent without re-reading the ERP. ``ref`` is None for a job import.
-    """
-
-    id: int
     idempotency_key: str
     kind: ActionKind
     source: str | None
     ref: RunRef | None
     reason: str
     payload: dict[str, Any]
-    attempts: int
-    fencing_token: int | None = None
 
     @property
     def mm_run_id(self) -> str | None:
@@ -177,23 +172,23 @@ class JournaledAction:
 
 
 @dataclass(frozen=True, slots=True)
-class Intent:
+class JournaledAction(ActionRequest):
+    """One journaled action (``erpsync_action``), with everything needed to (re)send it: a crash
+    leftover is re-sent from its payload without re-reading the ERP."""
+
+    id: int
+    attempts: int
+    fencing_token: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent(ActionRequest):
     """An action about to be journaled, with the binding change that goes with it."""
 
-    idempotency_key: str
-    kind: ActionKind
-    source: str | None
-    ref: RunRef | None
-    reason: str
-    payload: dict[str, Any]
     new_binding: dict[str, Any] | None = None  # insert when the run has no binding yet
     binding_status: BindingStatus | None = None  # status to give an existing binding
     binding_values: dict[str, Any] | None = None  # other columns of an existing binding to set
     generation: str | None = None  # a resync generation the existing binding's keys now carry
-
-    @property
-    def mm_run_id(self) -> str | None:
-        return self.ref.mm_run_id if self.ref is not None else None
 
 
 @dataclass(slots=True)
@@ -265,6 +260,7 @@ def outcome_of(
 ) -> Outcome:
     """The action's outcome for MM's answer: next action status, audit outcome, binding change."""
     kind = answer.kind
+    start = action.kind is ActionKind.START
     if kind is Answer.NOT_FOUND and action.kind is ActionKind.STOP:
         return Outcome(
             action,
@@ -277,48 +273,49 @@ def outcome_of(
     if kind in (Answer.APPLIED, Answer.HELD):
         return _applied(action, answer, facts)
     if kind in (Answer.REJECTED, Answer.NOT_FOUND):
-        return Outcome(
+        return _failed(
             action,
+            answer,
             ActionStatus.QUARANTINED,
             AuditOutcome.QUARANTINED,
-            http_status=answer.http_status,
-            error_class=answer.error_class,
-            error_message=answer.message,
             quarantine=True,
-            binding_status=BindingStatus.FAILED if action.kind is ActionKind.START else None,
-            rejected_machine=(
-                facts.mm_machine_id if action.kind is ActionKind.START and answer.machine_rejected else None
-            ),
+            binding_status=BindingStatus.FAILED if start else None,
+            rejected_machine=facts.mm_machine_id if start and answer.machine_rejected else None,
         )
     if kind is Answer.REFUSED:
-        return Outcome(
+        return _failed(
             action,
+            answer,
             ActionStatus.PENDING,
             AuditOutcome.REFUSED,
-            http_status=answer.http_status,
-            error_class=answer.error_class,
-            error_message=answer.message,
             detail="not sent: MachineMetrics refused erpsync's credentials",
         )
     if action.attempts >= max_attempts:
-        return Outcome(
+        return _failed(
             action,
+            answer,
             ActionStatus.FAILED_PERMANENT,
             AuditOutcome.FAILED,
-            http_status=answer.http_status,
-            error_class=answer.error_class,
             error_message=f"gave up after {action.attempts} attempts: {answer.message}",
             quarantine=True,
-            binding_status=BindingStatus.FAILED if action.kind is ActionKind.START else None,
+            binding_status=BindingStatus.FAILED if start else None,
         )
-    return Outcome(
+    return _failed(
         action,
+        answer,
         ActionStatus.FAILED_RETRYABLE,
         AuditOutcome.RETRYING,
-        http_status=answer.http_status,
-        error_class=answer.error_class,
-        error_message=answer.message,
         next_attempt_at=now + backoff(action.attempts),
+    )
+
+
+def _failed(
+    action: JournaledAction, answer: MMAnswer, status: ActionStatus, audit: AuditOutcome, **changes: Any
+) -> Outcome:
+    """An outcome that carries MM's error (its HTTP status, class and message unless given)."""
+    changes.setdefault("error_message", answer.message)
+    return Outcome(
+        action, status, audit, http_status=answer.http_status, error_class=answer.error_class, **changes
     )
 
 

@@ -28,35 +28,29 @@ class FlagKind(enum.StrEnum):
     MISSING_IN_MM = "missing_in_mm"
 
 
+class _RefName:
+    """An action's name that is its `RunRef`'s (the ref is the one place the run is named)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, action: _OnRun, owner: type[_OnRun] | None = None) -> str:
+        value: str = getattr(action.ref, self.name)
+        return value
+
+
 class _OnRun:
     """What other modules read of an action on one run: its `RunRef`'s names."""
 
     __slots__ = ()
     ref: RunRef
 
-    @property
-    def source(self) -> str:
-        return self.ref.source
-
-    @property
-    def run_key(self) -> str:
-        return self.ref.run_key
-
-    @property
-    def mm_run_id(self) -> str:
-        return self.ref.mm_run_id
-
-    @property
-    def job(self) -> str:
-        return self.ref.job
-
-    @property
-    def operation(self) -> str:
-        return self.ref.operation
-
-    @property
-    def erp_machine(self) -> str:
-        return self.ref.machine
+    source = _RefName("source")
+    run_key = _RefName("run_key")
+    mm_run_id = _RefName("mm_run_id")
+    job = _RefName("job")
+    operation = _RefName("operation")
+    erp_machine = _RefName("machine")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,7 +51,7 @@ no per-run objects, the fingerprint only for live bindings, machine mapping cach
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -101,40 +101,30 @@ class _Stop:
     erp_ended: bool
 
 
+@dataclass(kw_only=True, eq=False)
 class Planner:
     """One planning pass; `plan` runs the passes and builds the `Plan`."""
 
-    def __init__(
-        self,
-        *,
-        desired: dict[str, JobOperationRun],
-        bindings: Mapping[str, BoundRun],
-        source: str,
-        mapper: MachineMapper,
-        vanished_policy: VanishedPolicy,
-        now: datetime,
-        rejected: Collection[str],
-        exclude: Callable[[JobOperationRun], bool] | None,
-        selected: Collection[str] | None = None,
-        generation: str = "",
-        mm_ids: Mapping[str, str] | None = None,
-    ) -> None:
-        if now.tzinfo is None:
+    desired: dict[str, JobOperationRun]
+    bindings: Mapping[str, BoundRun]
+    source: str
+    mapper: MachineMapper
+    vanished_policy: VanishedPolicy
+    now: datetime
+    rejected: Collection[str]
+    exclude: Callable[[JobOperationRun], bool] | None
+    selected: Collection[str] | None = None
+    generation: str = ""
+    mm_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
             raise ValueError("reconcile needs a timezone-aware `now`")
-        if vanished_policy not in ("stop", "flag"):
-            raise ValueError(f"vanished_policy must be 'stop' or 'flag', got {vanished_policy!r}")
-        self.desired = desired
-        self.bindings = bindings
-        self.source = source
-        self.mapper = mapper
-        self.policy = vanished_policy
-        self.now = now
-        self.rejected = rejected if isinstance(rejected, (set, frozenset)) else frozenset(rejected)
-        self.exclude = exclude
-        self.selected = selected
-        self.generation = generation
-        self.mm_ids = mm_ids or {}
-        self.resync = bool(generation)
+        if self.vanished_policy not in ("stop", "flag"):
+            raise ValueError(f"vanished_policy must be 'stop' or 'flag', got {self.vanished_policy!r}")
+        if not isinstance(self.rejected, (set, frozenset)):
+            self.rejected = frozenset(self.rejected)
+        self.resync = bool(self.generation)
         self.plan_ = Plan()
         self.stats = self.plan_.stats
         # Who wants each MM machine, as run keys (no per-run objects: the no-change path must stay
@@ -186,7 +176,9 @@ class Planner:
             if key in desired or (selected is not None and key not in selected):
                 continue
             # a vanished binding is flagged once; it is stopped only if the policy is now "stop"
-            if bound.status in LIVE_BINDING_STATUSES or (bound.status is _VANISHED and self.policy == "stop"):
+            if bound.status in LIVE_BINDING_STATUSES or (
+                bound.status is _VANISHED and self.vanished_policy == "stop"
+            ):
                 self._gone(bound, FlagKind.VANISHED)
 
     def _pass_machines(self) -> None:
@@ -323,7 +315,7 @@ class Planner:
         what = "vanished from the ERP" if kind is FlagKind.VANISHED else "is excluded from sync now"
         if self.resync:
             what = "is no longer in the ERP (resync)" if kind is FlagKind.VANISHED else what
-        if self.policy == "stop":
+        if self.vanished_policy == "stop":
             self._stop(
                 bound,
                 self.now,

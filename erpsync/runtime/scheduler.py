@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,31 +72,24 @@ class ScheduledJob:
             raise ValueError(f"job {self.name!r}: interval and timeout must be positive")
 
 
+@dataclass(eq=False)
 class JobRunner:
     """The callable APScheduler runs for one job: gate, deadline, abandon, count."""
 
-    def __init__(
-        self,
-        job: ScheduledJob,
-        *,
-        may_run: Callable[[], bool],
-        on_success: Callable[[str], None],
-        closing: threading.Event,
-        hard_stop: threading.Event,
-        max_abandoned: int,
-        trigger: str = "schedule",
-    ) -> None:
-        self.job = job
-        self._trigger = trigger
-        self._may_run = may_run
-        self._on_success = on_success
-        self._closing = closing
-        self._hard_stop = hard_stop
-        self._max_abandoned = max_abandoned
-        self._lock = threading.Lock()
-        self._running: dict[threading.Thread, threading.Event] = {}
-        self._abandoned: list[threading.Thread] = []
-        self.__name__ = job.name  # what APScheduler shows in its own log lines
+    job: ScheduledJob
+    _: KW_ONLY
+    may_run: Callable[[], bool]
+    on_success: Callable[[str], None]
+    closing: threading.Event
+    hard_stop: threading.Event
+    max_abandoned: int
+    trigger: str = "schedule"
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _running: dict[threading.Thread, threading.Event] = field(default_factory=dict, init=False)
+    _abandoned: list[threading.Thread] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.__name__ = self.job.name  # what APScheduler shows in its own log lines
 
     def __call__(self) -> None:
         """One scheduled run; a failure is re-raised so APScheduler reports EVENT_JOB_ERROR."""
@@ -110,11 +103,11 @@ class JobRunner:
         Outcomes: ok, error, timeout, skipped (not leader / stopping), blocked (too many abandoned).
         """
         name = self.job.name
-        if self._closing.is_set() or not self._may_run():
+        if self.closing.is_set() or not self.may_run():
             JOB_RUNS.labels(name, "skipped").inc()
             log.info("job skipped: not leader or stopping", loop=name)
             return "skipped", None
-        if self.abandoned_alive() >= self._max_abandoned:
+        if self.abandoned_alive() >= self.max_abandoned:
             JOB_RUNS.labels(name, "blocked").inc()
             log.error("job blocked: earlier timed-out runs are still alive", loop=name)
             return "blocked", None
@@ -122,7 +115,7 @@ class JobRunner:
         failure: list[BaseException] = []
 
         def body() -> None:
-            with correlation(self._trigger), structlog.contextvars.bound_contextvars(loop=name):
+            with correlation(self.trigger), structlog.contextvars.bound_contextvars(loop=name):
                 try:
                     self.job.func(flag)
                 except BaseException as exc:
@@ -134,7 +127,7 @@ class JobRunner:
         with self._lock:
             self._running[worker] = flag
         worker.start()
-        while worker.is_alive() and not self._hard_stop.is_set():
+        while worker.is_alive() and not self.hard_stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -152,7 +145,7 @@ class JobRunner:
                 "job abandoned: still running at its deadline",
                 loop=name,
                 timeout_seconds=self.job.timeout_seconds,
-                shutting_down=self._hard_stop.is_set(),
+                shutting_down=self.hard_stop.is_set(),
             )
             return "timeout", None
         JOB_SECONDS.labels(name).observe(time.monotonic() - started)
@@ -160,7 +153,7 @@ class JobRunner:
             JOB_RUNS.labels(name, "error").inc()
             return "error", failure[0]
         JOB_RUNS.labels(name, "ok").inc()
-        self._on_success(name)
+        self.on_success(name)
         return "ok", None
 
     def abandoned_alive(self) -> int:
@@ -182,20 +175,14 @@ class JobRunner:
             return list(self._running)
 
 
+@dataclass(eq=False)
 class JobScheduler:
     """The started-or-not BackgroundScheduler plus the runners it calls."""
 
-    def __init__(
-        self,
-        scheduler: BackgroundScheduler,
-        runners: Sequence[JobRunner],
-        closing: threading.Event,
-        hard_stop: threading.Event,
-    ) -> None:
-        self.scheduler = scheduler
-        self.runners = list(runners)
-        self._closing = closing
-        self._hard_stop = hard_stop
+    scheduler: BackgroundScheduler
+    runners: list[JobRunner]
+    closing: threading.Event
+    hard_stop: threading.Event
 
     @property
     def jobs(self) -> list[ScheduledJob]:
@@ -215,15 +202,15 @@ class JobScheduler:
 
     def begin_shutdown(self) -> None:
         """No new runs from now on, and every running body is asked to stop (its flag is set)."""
-        self._closing.set()
+        self.closing.set()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.interrupt()
 
     def abandon(self) -> None:
         """Stop waiting for running bodies: their runners return now and the pool threads exit."""
-        self._closing.set()
-        self._hard_stop.set()
+        self.closing.set()
+        self.hard_stop.set()
 
     def shutdown(self, grace_seconds: float) -> bool:
         """Stop scheduling, ask running jobs to stop, wait up to `grace_seconds`, then abandon them.

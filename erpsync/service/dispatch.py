@@ -12,7 +12,7 @@ import base64
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 import structlog
 
@@ -77,27 +77,19 @@ class DispatchResult:
         self.config_error = self.config_error or other.config_error
 
 
+@dataclass(eq=False)
 class Dispatcher:
     """Executes journal entries against MM with the error table of the product."""
 
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        mm: MachineMetrics,
-        fence: Fence,
-        *,
-        max_concurrency: int,
-        max_attempts: int,
-        stop_event: threading.Event | None = None,
-    ) -> None:
-        self.uow = uow
-        self.mm = mm
-        self.fence = fence
-        self.max_concurrency = max_concurrency
-        self.max_attempts = max_attempts
-        self.stop_event = stop_event or threading.Event()
-        self._abort = threading.Event()
-        self._config_error: str | None = None
+    uow: UnitOfWorkFactory
+    mm: MachineMetrics
+    fence: Fence
+    _: KW_ONLY
+    max_concurrency: int
+    max_attempts: int
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _abort: threading.Event = field(default_factory=threading.Event, init=False)
+    _config_error: str | None = field(default=None, init=False)
 
     # -- one action ---------------------------------------------------------------------------
     def send(self, action: JournaledAction) -> Outcome:

@@ -26,7 +26,7 @@ from erpsync.domain.lifecycle import MACHINE_MAX, ActionKind, BindingStatus
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import reconcile
-from erpsync.service.ports import ActionRow, AdminUnitOfWork, AuditRecord, QuarantineRow
+from erpsync.service.ports import ActionRow, AdminUnitOfWork, AuditRecord, MachineRow, QuarantineRow
 
 # an action a retry puts back on the normal path: MM refused it, or erpsync gave up on it
 _RETRIABLE_ACTIONS = ("quarantined", "failed_permanent")
@@ -284,21 +284,6 @@ def _payload_machine(payload: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
-@dataclass(frozen=True)
-class MachineView:
-    erp_machine: str
-    mm_machine_id: str | None
-    runs_seen: int
-    last_seen_at: datetime
-    rejected_at: datetime | None
-    reject_reason: str | None
-
-
-def list_machines(uow: AdminUnitOfWork) -> list[MachineView]:
+def list_machines(uow: AdminUnitOfWork) -> list[MachineRow]:
     """ERP resources seen, their MM machine id, and which ones MM rejected."""
-    return [
-        MachineView(
-            r.erp_machine, r.mm_machine_id, r.runs_seen, r.last_seen_at, r.rejected_at, r.reject_reason
-        )
-        for r in uow.quarantine_admin.machines()
-    ]
+    return list(uow.quarantine_admin.machines())

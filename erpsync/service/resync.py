@@ -20,7 +20,7 @@ from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.resync import resync_plan
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
-from erpsync.service.sync import PlanResult, SyncService, SyncSummary
+from erpsync.service.sync import PlanResult, SyncService, SyncSummary, sort_rows
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,10 @@ def run_resync(
         rejected = uow.machines.rejected()
     desired: dict[str, JobOperationRun] = {}
     bad: list[BadRecord] = []
-    for item in snapshot or ():
-        if isinstance(item, BadRecord):
-            bad.append(item)
-        else:
-            desired[item.run_key] = item
+    sort_rows(snapshot or (), desired, bad)
     missing = [k for k, b in bindings.items() if k not in desired and selection.matches(None, b)]
-    for item in service.source.lookup_runs(missing) if missing else ():
-        if isinstance(item, BadRecord):
-            bad.append(item)
-        else:
-            desired[item.run_key] = item
+    if missing:
+        sort_rows(service.source.lookup_runs(missing), desired, bad)
     selected = {
         key for key in set(desired) | set(bindings) if selection.matches(desired.get(key), bindings.get(key))
     }

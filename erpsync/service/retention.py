@@ -17,6 +17,7 @@ import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from erpsync.domain.lifecycle import FINAL_ACTION_STATUSES as _FINAL
 from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BindingStatus
@@ -49,51 +50,62 @@ def audit_cutoff(retention_days: int, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=retention_days)
 
 
-def purge_audit(
-    uow: AdminUnitOfWorkFactory,
-    *,
-    retention_days: int,
-    batch_size: int,
-    now: datetime | None = None,
-    dry_run: bool = False,
-    stop: threading.Event | None = None,
-    fence: Fence | None = None,
-) -> PurgeResult:
+@dataclass(frozen=True)
+class PurgeRequest:
+    """How one purge runs: the audit and the history purge take the same knobs (their own days)."""
+
+    retention_days: int
+    batch_size: int
+    now: datetime | None = None
+    dry_run: bool = False
+    stop: threading.Event | None = None  # checked between batches
+    fence: Fence | None = None  # checked first inside every batch's transaction
+
+    def cutoff(self) -> datetime:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        return audit_cutoff(self.retention_days, self.now)
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def audit(self, action: str, detail: dict[str, Any]) -> AuditRecord:
+        """The audit row that explains a purge's deletions."""
+        return AuditRecord(
+            action=action,
+            outcome="succeeded",
+            fencing_token=self.fence.token if self.fence is not None else None,
+            detail=json.dumps(detail),
+        )
+
+
+def purge_audit(uow: AdminUnitOfWorkFactory, request: PurgeRequest) -> PurgeResult:
     """Delete audit rows older than `retention_days`, `batch_size` rows per transaction."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    cutoff = audit_cutoff(retention_days, now)
-    if dry_run:
+    cutoff = request.cutoff()
+    if request.dry_run:
         with uow() as work:
             count = work.history.count_audit(cutoff)
         return PurgeResult(cutoff, count, 0, dry_run=True, complete=True)
     deleted = batches = 0
     while True:
-        if stop is not None and stop.is_set():
+        if request.stopped():
             return PurgeResult(cutoff, deleted, batches, dry_run=False, complete=False)
-        with uow(fence) as work:
-            ids = work.history.audit_ids(cutoff, batch_size)
+        with uow(request.fence) as work:
+            ids = work.history.audit_ids(cutoff, request.batch_size)
             if not ids:
                 break
             work.history.delete_audit(ids)
             detail = {
                 "deleted": len(ids),
                 "cutoff": cutoff.isoformat(),
-                "retention_days": retention_days,
+                "retention_days": request.retention_days,
                 "first_id": ids[0],
                 "last_id": ids[-1],
             }
-            work.audit.record(
-                AuditRecord(
-                    action=PURGE_ACTION,
-                    outcome="succeeded",
-                    fencing_token=fence.token if fence is not None else None,
-                    detail=json.dumps(detail),
-                )
-            )
+            work.audit.record(request.audit(PURGE_ACTION, detail))
         deleted += len(ids)
         batches += 1
-        if len(ids) < batch_size:
+        if len(ids) < request.batch_size:
             break
     return PurgeResult(cutoff, deleted, batches, dry_run=False, complete=True)
 
@@ -135,16 +147,7 @@ def retention_rule(cutoff: datetime) -> RetentionRule:
     )
 
 
-def purge_history(
-    uow: AdminUnitOfWorkFactory,
-    *,
-    retention_days: int,
-    batch_size: int,
-    now: datetime | None = None,
-    dry_run: bool = False,
-    stop: threading.Event | None = None,
-    fence: Fence | None = None,
-) -> HistoryPurgeResult:
+def purge_history(uow: AdminUnitOfWorkFactory, request: PurgeRequest) -> HistoryPurgeResult:
     """Delete finished history older than `retention_days`, `batch_size` rows per transaction.
 
     Finished run bindings (stopped/failed, nothing in doubt), settled actions of runs MM no longer
@@ -153,13 +156,12 @@ def purge_history(
     retention (`purge_audit`). Each table's deletions end with one `history_purge` audit row; a purge
     that finds nothing writes nothing.
     """
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
-    cutoff = audit_cutoff(retention_days, now)
+    cutoff = request.cutoff()
     rule = retention_rule(cutoff)
+    dry_run, fence = request.dry_run, request.fence
     deleted: dict[str, int] = {}
     for table in HISTORY_TABLES:
-        count = _purge_table(uow, table, rule, batch_size, dry_run, stop, fence)
+        count = _purge_table(uow, table, rule, request)
         if count is None:
             return HistoryPurgeResult(cutoff, deleted, dry_run, complete=False)
         deleted[table] = count
@@ -170,38 +172,29 @@ def purge_history(
             deleted["erpsync_heartbeat"] = work.history.delete_heartbeats(cutoff)
     if not dry_run and any(deleted.values()):
         with uow(fence) as work:
-            detail = {"deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": retention_days}
-            work.audit.record(
-                AuditRecord(
-                    action=HISTORY_PURGE_ACTION,
-                    outcome="succeeded",
-                    fencing_token=fence.token if fence is not None else None,
-                    detail=json.dumps(detail),
-                )
-            )
+            detail = {
+                "deleted": deleted,
+                "cutoff": cutoff.isoformat(),
+                "retention_days": request.retention_days,
+            }
+            work.audit.record(request.audit(HISTORY_PURGE_ACTION, detail))
     return HistoryPurgeResult(cutoff, deleted, dry_run, complete=True)
 
 
 def _purge_table(
-    uow: AdminUnitOfWorkFactory,
-    table: str,
-    rule: RetentionRule,
-    batch_size: int,
-    dry_run: bool,
-    stop: threading.Event | None,
-    fence: Fence | None,
+    uow: AdminUnitOfWorkFactory, table: str, rule: RetentionRule, request: PurgeRequest
 ) -> int | None:
     """Rows of one table past the cutoff, deleted batch by batch; None when stopped part way."""
-    if dry_run:
+    if request.dry_run:
         with uow() as work:
             return work.history.count_expired(table, rule)
     deleted = 0
     while True:
-        if stop is not None and stop.is_set():
+        if request.stopped():
             return None
-        with uow(fence) as work:
-            ids = work.history.expired_ids(table, rule, batch_size)
+        with uow(request.fence) as work:
+            ids = work.history.expired_ids(table, rule, request.batch_size)
             work.history.delete(table, ids)
         deleted += len(ids)
-        if len(ids) < batch_size:
+        if len(ids) < request.batch_size:
             return deleted

@@ -51,6 +51,17 @@ from erpsync.service.recovery import settle_in_doubt
 log = structlog.get_logger(__name__)
 
 
+def sort_rows(
+    rows: Iterable[JobOperationRun | BadRecord], desired: dict[str, JobOperationRun], bad: list[BadRecord]
+) -> None:
+    """Sort what a source read into the runs it wants (by run key) and the rows it could not read."""
+    for row in rows:
+        if isinstance(row, BadRecord):
+            bad.append(row)
+        else:
+            desired[row.run_key] = row
+
+
 @dataclass
 class SyncSummary:
     """What one cycle did; printed by `erpsync sync` and stored on the cycle row."""
@@ -101,28 +112,19 @@ class PlanResult:
     bound_keys: frozenset[str] = frozenset()
 
 
+@dataclass(eq=False)
 class SyncService:
     """Reconcile one ERP source with MachineMetrics.
 
     `mm` and `fence` are None for a read-only service (`erpsync plan`): it can plan, not act.
     """
 
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        source: JobSource,
-        mm: MachineMetrics | None,
-        fence: Fence | None,
-        policy: SyncPolicy,
-        *,
-        stop_event: threading.Event | None = None,
-    ) -> None:
-        self.uow = uow
-        self.source = source
-        self.mm = mm
-        self.fence = fence
-        self.policy = policy
-        self.stop_event = stop_event or threading.Event()
+    uow: UnitOfWorkFactory
+    source: JobSource
+    mm: MachineMetrics | None
+    fence: Fence | None
+    policy: SyncPolicy
+    stop_event: threading.Event = field(default_factory=threading.Event, kw_only=True)
 
     # -- one full cycle ------------------------------------------------------------------------
     def run_cycle(self) -> SyncSummary:
@@ -164,11 +166,7 @@ class SyncService:
             state = pool.submit(self._load_state)
             desired: dict[str, JobOperationRun] = {}
             bad: list[BadRecord] = []
-            for item in snapshot or ():
-                if isinstance(item, BadRecord):
-                    bad.append(item)
-                else:
-                    desired[item.run_key] = item
+            sort_rows(snapshot or (), desired, bad)
             bindings, rejected = state.result()
         if desired:
             bindings.update(self._finished_bindings(desired.keys() - bindings.keys()))
@@ -179,11 +177,7 @@ class SyncService:
         runs_read = len(desired)
         gone = [k for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES and k not in desired]
         if gone:
-            for item in self.source.lookup_runs(gone):
-                if isinstance(item, BadRecord):
-                    bad.append(item)
-                else:
-                    desired[item.run_key] = item
+            sort_rows(self.source.lookup_runs(gone), desired, bad)
         plan = reconcile(desired.values(), bindings, **self._policy(now, snapshot.complete, rejected))
         result = PlanResult(
             plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=runs_read, bound_keys=frozenset(bindings)
@@ -295,12 +289,12 @@ class SyncService:
             payload = payload_of(stop_request(action))
             binding_status = BindingStatus.STOPPING
         return Intent(
-            idempotency_key=action.idempotency_key,
-            kind=action.kind,
-            source=action.source,
-            ref=action.ref,
-            reason=action.reason,
-            payload=payload,
+            action.idempotency_key,
+            action.kind,
+            action.source,
+            action.ref,
+            action.reason,
+            payload,
             new_binding=new_binding,
             binding_status=binding_status,
             binding_values=binding_values,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import closing, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -122,33 +122,26 @@ def run_writeback(
         return summary
 
 
+@dataclass(eq=False)
 class _WritebackCycle:
-    def __init__(
-        self,
-        uow: UnitOfWorkFactory,
-        mm: MachineMetrics,
-        sink: CountSink,
-        policy: WritebackPolicy,
-        now: datetime,
-        fence: Fence | None,
-        dry_run: bool,
-        stop: threading.Event | None = None,
-    ) -> None:
-        self.uow = uow
-        self.mm = mm
-        self.sink = sink
-        self.policy = policy
-        self.now = now
-        self.fence = fence
-        self.dry_run = dry_run
-        self.stop = stop
+    uow: UnitOfWorkFactory
+    mm: MachineMetrics
+    sink: CountSink
+    policy: WritebackPolicy
+    now: datetime
+    fence: Fence | None
+    dry_run: bool
+    stop: threading.Event | None = None
+    summary: WritebackSummary = field(init=False)
+    erp_unavailable: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
         self.summary = WritebackSummary(
-            sink=sink.name,
-            dry_run=dry_run,
-            read_only=sink.name == "none",
+            sink=self.sink.name,
+            dry_run=self.dry_run,
+            read_only=self.sink.name == "none",
             correlation_id=current_correlation_id(),
         )
-        self.erp_unavailable: str | None = None
 
     def run(self, run_id: str | None) -> WritebackSummary:
         started = time.monotonic()

@@ -22,7 +22,7 @@ from erpsync.adapters.state.tables import (
 from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import load_settings
 from erpsync.domain.errors import ConfigError
-from erpsync.service.retention import HISTORY_PURGE_ACTION, purge_history
+from erpsync.service.retention import HISTORY_PURGE_ACTION, PurgeRequest, purge_history
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 OLD, RECENT = NOW - timedelta(days=400), NOW - timedelta(days=10)
@@ -150,12 +150,15 @@ def purge_audits(store: StateStore) -> list[dict[str, Any]]:
 def test_history_past_retention_goes_and_what_can_still_matter_stays(state_store: StateStore) -> None:
     seed(state_store)
     counted = purge_history(
-        SqlUnitOfWorkFactory(state_store), retention_days=395, batch_size=2, now=NOW, dry_run=True
+        SqlUnitOfWorkFactory(state_store),
+        PurgeRequest(retention_days=395, batch_size=2, now=NOW, dry_run=True),
     )
     assert counted.total == 9
     assert purge_audits(state_store) == [], "a dry run writes nothing"
 
-    done = purge_history(SqlUnitOfWorkFactory(state_store), retention_days=395, batch_size=2, now=NOW)
+    done = purge_history(
+        SqlUnitOfWorkFactory(state_store), PurgeRequest(retention_days=395, batch_size=2, now=NOW)
+    )
     assert done.complete
     assert done.deleted == {
         "erpsync_action": 2,
@@ -180,7 +183,9 @@ def test_history_past_retention_goes_and_what_can_still_matter_stays(state_store
     assert audited["deleted"] == done.deleted
     assert audited["retention_days"] == 395
 
-    again = purge_history(SqlUnitOfWorkFactory(state_store), retention_days=395, batch_size=2, now=NOW)
+    again = purge_history(
+        SqlUnitOfWorkFactory(state_store), PurgeRequest(retention_days=395, batch_size=2, now=NOW)
+    )
     assert again.total == 0
     assert len(purge_audits(state_store)) == 1, "a purge that finds nothing writes no audit row"
     with state_store.session() as session:

@@ -22,7 +22,7 @@ from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.cli.app import app
 from erpsync.domain.errors import FencedError
 from erpsync.observability.correlation import correlation
-from erpsync.service.retention import PURGE_ACTION, purge_audit
+from erpsync.service.retention import PURGE_ACTION, PurgeRequest, purge_audit
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 runner = CliRunner()
@@ -76,13 +76,16 @@ def purge_rows(store: StateStore) -> list[AuditEntry]:
 def test_purge_in_batches_keeps_recent_rows_and_audits_each_batch(store: StateStore, backend: str) -> None:
     seed(store, old=5, recent=2)
 
-    dry = purge_audit(SqlUnitOfWorkFactory(store), retention_days=395, batch_size=2, now=NOW, dry_run=True)
+    dry = purge_audit(
+        SqlUnitOfWorkFactory(store), PurgeRequest(retention_days=395, batch_size=2, now=NOW, dry_run=True)
+    )
     assert (dry.deleted, dry.dry_run) == (5, True)
     assert len(runs_left(store)) == 7, "a dry run deletes nothing"
 
     with correlation("schedule"):
         result = purge_audit(
-            SqlUnitOfWorkFactory(store), retention_days=395, batch_size=2, now=NOW, fence=CheckedFence(7)
+            SqlUnitOfWorkFactory(store),
+            PurgeRequest(retention_days=395, batch_size=2, now=NOW, fence=CheckedFence(7)),
         )
     assert (result.deleted, result.batches, result.complete) == (5, 3, True)
     assert result.cutoff == NOW - timedelta(days=395)
@@ -93,7 +96,7 @@ def test_purge_in_batches_keeps_recent_rows_and_audits_each_batch(store: StateSt
     assert all(json.loads(a.detail or "{}")["cutoff"] == result.cutoff.isoformat() for a in audits)
     assert {(a.outcome, a.fencing_token, a.triggered_by) for a in audits} == {("succeeded", 7, "schedule")}
 
-    again = purge_audit(SqlUnitOfWorkFactory(store), retention_days=395, batch_size=2, now=NOW)
+    again = purge_audit(SqlUnitOfWorkFactory(store), PurgeRequest(retention_days=395, batch_size=2, now=NOW))
     assert (again.deleted, again.batches) == (0, 0)
     assert len(purge_rows(store)) == 3, "nothing purged, nothing to audit"
 
@@ -111,10 +114,7 @@ def test_a_stale_fence_deletes_nothing(store: StateStore) -> None:
     with pytest.raises(FencedError):
         purge_audit(
             SqlUnitOfWorkFactory(store),
-            retention_days=395,
-            batch_size=10,
-            now=NOW,
-            fence=CheckedFence(1, fenced),
+            PurgeRequest(retention_days=395, batch_size=10, now=NOW, fence=CheckedFence(1, fenced)),
         )
     assert len(runs_left(store)) == 3
     assert purge_rows(store) == []
@@ -131,11 +131,7 @@ def test_the_stop_flag_is_honoured_between_batches(store: StateStore) -> None:
 
     result = purge_audit(
         SqlUnitOfWorkFactory(store),
-        retention_days=395,
-        batch_size=2,
-        now=NOW,
-        stop=stop,
-        fence=CheckedFence(1, check),
+        PurgeRequest(retention_days=395, batch_size=2, now=NOW, stop=stop, fence=CheckedFence(1, check)),
     )
     assert (result.deleted, result.batches, result.complete) == (2, 1, False)
     assert len(runs_left(store)) == 2
