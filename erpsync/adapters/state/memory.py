@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
+from erpsync.adapters.state.memory_counts import MemoryCounts
 from erpsync.adapters.state.memory_journal import MemoryActions, MemoryBindings
 from erpsync.adapters.state.memory_records import MemoryAudit, MemoryMachines, MemoryQuarantine
-from erpsync.adapters.state.memory_counts import MemoryCounts
 from erpsync.adapters.state.memory_tables import MemoryTables, new_row
 from erpsync.adapters.state.tables import Cycle, SourceCheckpoint, utcnow
 from erpsync.domain.errors import FencedError
