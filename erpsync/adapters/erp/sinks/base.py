@@ -22,6 +22,20 @@ from typing import Any, Literal, Protocol
 
 from erpsync.domain.model import PartCounts
 
+COUNT_COLUMNS = ("TOTAL_QTY", "GOOD_QTY", "SCRAP_QTY", "NONCONFORM_QTY")
+# One run's counts as a row for IT: the outbox file's header and the staging table's columns.
+RUN_COUNT_COLUMNS = (
+    "RUN_ID",
+    "SOURCE",
+    "RUN_KEY",
+    "ERP_JOB",
+    "ERP_OPERATION",
+    "ERP_MACHINE",
+    *COUNT_COLUMNS,
+    "MM_START_AT",
+    "MM_END_AT",
+    "UPDATED_AT",
+)
 Outcome = Literal["written", "unchanged", "already_written", "conflict", "decrease_refused", "failed"]
 
 

@@ -17,26 +17,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite, WriteResult
 from erpsync.domain.errors import ConfigError, RetryableError
 from erpsync.domain.writeback_rules import counts_dict
 from erpsync.observability.crashpoints import crash_point
-
-HEADER = (
-    "RUN_ID",
-    "SOURCE",
-    "RUN_KEY",
-    "ERP_JOB",
-    "ERP_OPERATION",
-    "ERP_MACHINE",
-    "TOTAL_QTY",
-    "GOOD_QTY",
-    "SCRAP_QTY",
-    "NONCONFORM_QTY",
-    "MM_START_AT",
-    "MM_END_AT",
-    "UPDATED_AT",
-)
 
 
 def _iso(value: datetime | None) -> str:
@@ -90,7 +74,7 @@ class CsvOutboxSink:
         try:
             with temp.open("w", encoding="utf-8", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(HEADER)
+                writer.writerow(RUN_COUNT_COLUMNS)
                 for w in batch:
                     c = w.counts
                     ids = (w.mm_run_id, w.source, w.run_key, w.erp_job, w.erp_operation, w.erp_machine)
