@@ -8,7 +8,6 @@ and must not see its own optimistic lock fail because counts were written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -16,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from erpsync.adapters.state.rows import SINK_COUNT_COLUMNS, audit_key, count_target
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import (
@@ -24,13 +24,11 @@ from erpsync.domain.writeback_rules import (
     CONFLICT_CLASS,
     ENDED_LOOKUP_SLACK,
     ENDED_STATUSES,
-    LAST_COLUMNS,
     WRITE_ACTION,
     AuditKey,
     CountTarget,
     encode_in_doubt,
     last_columns,
-    sink_view,
 )
 
 CHUNK = 500
@@ -179,7 +177,7 @@ class SqlCounts:
                 ).where(AuditEntry.id.in_(latest))
             )
             for mm_run_id, outcome, error_class, after_json in rows:
-                found[str(mm_run_id)] = (outcome, error_class, json.loads(after_json) if after_json else None)
+                found[str(mm_run_id)] = audit_key(outcome, error_class, after_json)
         return found
 
     def _set(self, sink: str, values: Sequence[tuple[CountTarget, dict[str, Any]]]) -> None:
@@ -227,16 +225,5 @@ class SqlCounts:
 def _target(row: Any) -> CountTarget:
     sink_row = None
     if row["sink_row"] is not None:
-        sink_row = {c: row[f"sink_{c}"] for c in (*LAST_COLUMNS, "counts_in_doubt")}
-    last, in_doubt = sink_view(row, sink_row, bool(row["any_sink"]))
-    return CountTarget(
-        row["id"],
-        row["mm_run_id"],
-        row["run_key"],
-        row["source"],
-        row["erp_job"],
-        row["erp_operation"],
-        row["erp_machine"],
-        last,
-        in_doubt,
-    )
+        sink_row = {c: row[f"sink_{c}"] for c in SINK_COUNT_COLUMNS}
+    return count_target(row, sink_row, bool(row["any_sink"]))
