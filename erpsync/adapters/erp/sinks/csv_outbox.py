@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite, WriteResult, unread_result
 from erpsync.domain.errors import ConfigError, RetryableError
-from erpsync.domain.writeback_rules import counts_dict
 from erpsync.observability.crashpoints import crash_point
 
 
@@ -90,16 +89,7 @@ class CsvOutboxSink:
             raise RetryableError(
                 f"writeback.outbox_dir {self.outbox_dir}: cannot write {name}: {exc.strerror}"
             ) from None
-        return [
-            WriteResult(
-                w.mm_run_id,
-                "written",
-                counts_dict(w.previous) if w.previous is not None else None,
-                counts_dict(w.counts),
-                f"in {name}",
-            )
-            for w in batch
-        ]
+        return [unread_result(w, "written", f"in {name}") for w in batch]
 
     def close(self) -> None:
         """Nothing to release: every file is closed when written."""
