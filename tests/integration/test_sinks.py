@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Engine, Integer, MetaData, Numeric, Table, Unicode, select, update
 
-from erpsync.adapters.erp.sinks.base import CountWrite
-from erpsync.adapters.erp.sinks.csv_outbox import HEADER, CsvOutboxSink
+from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite
+from erpsync.adapters.erp.sinks.csv_outbox import CsvOutboxSink
 from erpsync.adapters.erp.sinks.factory import open_sink
 from erpsync.adapters.erp.sinks.none import NoneSink
 from erpsync.adapters.erp.sinks.sql import SqlSink
@@ -342,7 +342,7 @@ def test_csv_outbox_writes_one_whole_file_per_call(tmp_path: Path) -> None:
     assert len(files) == 1 and files[0].suffix == ".csv" and not files[0].name.startswith(".")
     with files[0].open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert tuple(rows[0]) == HEADER
+    assert tuple(rows[0]) == RUN_COUNT_COLUMNS
     assert [(r["RUN_ID"], r["TOTAL_QTY"], r["GOOD_QTY"], r["SCRAP_QTY"]) for r in rows] == [
         ("r1", "10", "9", "1"),
         ("r2", "2", "2", "0"),

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from erpsync.adapters.erp.sinks.base import CountWrite
-from erpsync.adapters.erp.sinks.staging import REQUIRED_COLUMNS, StagingSink, install_staging
+from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite
+from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.domain.model import PartCounts
 
@@ -40,7 +40,7 @@ def run_write(run_key: str, good: int, scrap: int, nonconform: int) -> CountWrit
 
 def test_the_documented_columns_are_the_table_columns() -> None:
     documented = re.findall(r"^\| `([A-Z_]+)` \|", DOC, flags=re.MULTILINE)
-    assert documented == list(REQUIRED_COLUMNS)
+    assert documented == list(RUN_COUNT_COLUMNS)
 
 
 def test_the_posting_query_runs_as_written(database_url: str) -> None:

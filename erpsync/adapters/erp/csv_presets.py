@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+from erpsync.adapters.erp.field_error import FieldError
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import DateOrder, parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import (
@@ -35,7 +36,6 @@ from erpsync.adapters.erp.visual_names import (
     visual_job_key,
     visual_job_name,
 )
-from erpsync.domain.errors import RecordError
 from erpsync.domain.model import JobOperation, RunState
 from erpsync.domain.timezones import to_utc
 from erpsync.domain.units import (
@@ -51,14 +51,6 @@ from erpsync.domain.units import (
 Meaning = Literal["open", "not_started", "setup", "production", "ended", "skip"]
 Getter = Callable[[str], str]
 T = TypeVar("T")
-
-
-class RowProblem(RecordError):
-    """A bad row: which canonical field and why."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class RowSkipped(Exception):
@@ -110,13 +102,13 @@ def status_key(text: str) -> str:
 
 
 def meaning_of(raw: str, statuses: Mapping[str, Meaning], field: str) -> Meaning:
-    """What a status value means; blank is open; unknown is a RowProblem."""
+    """What a status value means; blank is open; unknown is a FieldError."""
     key = status_key(raw)
     if not key:
         return "open"
     meaning = statuses.get(key)
     if meaning is None:
-        raise RowProblem(
+        raise FieldError(
             field,
             f"unknown status {clean(raw)!r}; add it to source.csv.status_map as not_started, setup, "
             "production, ended or skip",
@@ -128,14 +120,14 @@ def _decimal(get: Getter, field: str, ctx: RowContext) -> Decimal | None:
     try:
         return parse_decimal(get(field), ctx.decimal_separator)
     except ValueError as exc:
-        raise RowProblem(field, str(exc)) from None
+        raise FieldError(field, str(exc)) from None
 
 
 def _date(get: Getter, field: str, ctx: RowContext) -> datetime | None:
     try:
         value = parse_datetime(get(field), ctx.date_order)
     except ValueError as exc:
-        raise RowProblem(field, str(exc)) from None
+        raise FieldError(field, str(exc)) from None
     return None if value is None else to_utc(value, ctx.zone)
 
 
@@ -143,14 +135,14 @@ def _flag(get: Getter, field: str) -> bool:
     try:
         return bool(parse_bool(get(field)))
     except ValueError as exc:
-        raise RowProblem(field, str(exc)) from None
+        raise FieldError(field, str(exc)) from None
 
 
 def _convert(field: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except UnitError as exc:
-        raise RowProblem(field, str(exc)) from None
+        raise FieldError(field, str(exc)) from None
 
 
 def _run_unit(get: Getter, ctx: RowContext, value: Decimal | None, run_field: str) -> RunUnit | None:
@@ -158,7 +150,7 @@ def _run_unit(get: Getter, ctx: RowContext, value: Decimal | None, run_field: st
     if text:
         return _convert("run_type", lambda: parse_run_unit(text, ctx.run_unit_aliases))
     if ctx.run_unit is None and value:
-        raise RowProblem(
+        raise FieldError(
             run_field,
             f"run time {get(run_field)!r} has no unit (no unit column); "
             "set source.csv.run_time_unit, e.g. 'MIN/PC' or 'HRS/JOB'",
@@ -216,21 +208,21 @@ class VisualCsvPreset:
     required: tuple[tuple[str, ...], ...] = (("base",), ("lot",), ("seq",), ("resource",))
 
     def parse(self, get: Getter, ctx: RowContext, origin: str) -> ParsedRow:
-        """Map one row (see module rules); raises RowProblem or RowSkipped."""
+        """Map one row (see module rules); raises FieldError or RowSkipped."""
         wo_type = clean(get("wo_type")).upper() or "W"
         if wo_type != "W":
             raise RowSkipped("not_work_order")
         key = visual_job_key(wo_type, get("base"), get("lot"), get("split"), get("sub"))
         if not key[1]:
-            raise RowProblem("base", "work order BASE_ID is empty")
+            raise FieldError("base", "work order BASE_ID is empty")
         seq = seq_text(get("seq"))
         if seq is None:
-            raise RowProblem("seq", f"operation sequence {get('seq')!r} is not a whole number")
+            raise FieldError("seq", f"operation sequence {get('seq')!r} is not a whole number")
         if clean(get("service_id")) or clean(get("vendor_id")):
             raise RowSkipped("outside_service")
         machine = clean(get("resource"))
         if not machine:
-            raise RowProblem("resource", "RESOURCE_ID (machine) is empty")
+            raise FieldError("resource", "RESOURCE_ID (machine) is empty")
         quantity = _convert("calc_end_qty", lambda: quantity_required(_decimal(get, "calc_end_qty", ctx)))
         if quantity is None:
             quantity = _convert("desired_qty", lambda: quantity_required(_decimal(get, "desired_qty", ctx)))
@@ -341,28 +333,28 @@ class LnCsvPreset:
     required: tuple[tuple[str, ...], ...] = (("order",), ("operation",), ("machine", "work_center"))
 
     def parse(self, get: Getter, ctx: RowContext, origin: str) -> ParsedRow:
-        """Map one row (see module rules); raises RowProblem or RowSkipped."""
+        """Map one row (see module rules); raises FieldError or RowSkipped."""
         order = clean(get("order"))
         raw_op = clean(get("operation"))
         machine = clean(get("machine")) or clean(get("work_center"))
         if not raw_op and (not order or not machine):
             raise RowSkipped("not_work_order")  # totals, comments, order header lines
         if not order:
-            raise RowProblem("order", "production order number is empty")
+            raise FieldError("order", "production order number is empty")
         seq = seq_text(raw_op)
         if seq is None:
-            raise RowProblem("operation", f"operation number {raw_op!r} is not a whole number")
+            raise FieldError("operation", f"operation number {raw_op!r} is not a whole number")
         if _flag(get, "subcontracted") or clean(get("supplier")):
             raise RowSkipped("outside_service")
         if not machine:
-            raise RowProblem("machine", "neither machine (mcno) nor work center (cwoc) is set")
+            raise FieldError("machine", "neither machine (mcno) nor work center (cwoc) is set")
         quantity = _convert("planned_qty", lambda: quantity_required(_decimal(get, "planned_qty", ctx)))
         run = _decimal(get, "run_time", ctx)
         unit = _run_unit(get, ctx, run, "run_time")
         part_ms = None if unit is None else _convert("run_time", lambda: part_time_ms(run, unit, quantity))
         setup_value = _decimal(get, "setup_time", ctx)
         if setup_value and ctx.setup_unit is None:
-            raise RowProblem(
+            raise FieldError(
                 "setup_time",
                 f"setup time {get('setup_time')!r} has no unit; set source.csv.setup_time_unit "
                 "(hours, minutes or seconds)",

@@ -20,10 +20,10 @@ from erpsync.adapters.erp.csv_presets import (
     CsvPreset,
     Meaning,
     RowContext,
-    RowProblem,
     RowSkipped,
     status_key,
 )
+from erpsync.adapters.erp.field_error import FieldError
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.config import SourceSettings
 from erpsync.domain.errors import ConfigError
@@ -156,7 +156,7 @@ class CsvRowReader:
         except RowSkipped as skipped:
             stats.skip(skipped.reason)
             return None
-        except RowProblem as problem:
+        except FieldError as problem:
             header = mapping.header(problem.field)
             log.warning(
                 "csv_row_quarantined", file=ctx.file_name, line=line, field=header, reason=str(problem)

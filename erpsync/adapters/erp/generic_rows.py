@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 from sqlalchemy import RowMapping
 
+from erpsync.adapters.erp.field_error import FieldError
 from erpsync.adapters.erp.generic_mapping import WATERMARK
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
@@ -40,12 +41,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _STATES = {"setup": RunState.SETUP, "production": RunState.PRODUCTION, "ended": RunState.ENDED}
-
-
-class _FieldError(RecordError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class GenericRowDecoder:
@@ -75,7 +70,7 @@ class GenericRowDecoder:
         job, seq, machine = clean(values["job"]), clean(values["operation"]), clean(values["machine"])
         for key, value in (("job", job), ("operation", seq), ("machine", machine)):
             if not value:
-                raise _FieldError(key, f"{key} is empty")
+                raise FieldError(key, f"{key} is empty")
         run_key = clean(values.get("run_key")) or f"{job}|{seq}"
         quantity = _guard("quantity", lambda: quantity_required(self._number(values, "quantity")))
         setup = _guard(
@@ -86,7 +81,7 @@ class GenericRowDecoder:
         if clean(values.get("run_unit")):
             unit = _guard("run_unit", lambda: parse_run_unit(clean(values.get("run_unit"))))
         if unit is None and run:
-            raise _FieldError("run_unit", "run time has no unit; the run_unit column is empty")
+            raise FieldError("run_unit", "run time has no unit; the run_unit column is empty")
         part_ms = None if unit is None else _guard("run_time", lambda: part_time_ms(run, unit, quantity))
         start_at, end_at = self._time(values, "start_at"), self._time(values, "end_at")
         state = self._state(values, start_at, end_at)
@@ -112,7 +107,7 @@ class GenericRowDecoder:
 
     def bad_record(self, values: RowMapping, exc: RecordError) -> BadRecord:
         """The quarantine record of a row `decode` refused: its key, the column at fault, its values."""
-        field = exc.field if isinstance(exc, _FieldError) else None
+        field = exc.field if isinstance(exc, FieldError) else None
         key = clean(values.get("run_key")) or f"{clean(values['job'])}|{clean(values['operation'])}"
         log.warning("generic_row_quarantined", record_key=key, field=field, reason=str(exc))
         return BadRecord(
@@ -130,7 +125,7 @@ class GenericRowDecoder:
             raw = clean(values.get("status"))
             meaning = self._status_map.get(raw.casefold())
             if meaning is None:
-                raise _FieldError("status", f"status {raw!r} is not in source.generic.status_map; add it")
+                raise FieldError("status", f"status {raw!r} is not in source.generic.status_map; add it")
             return "skip" if meaning == "skip" else _STATES.get(meaning)
         if end_at is not None:
             return RunState.ENDED
@@ -146,7 +141,7 @@ class GenericRowDecoder:
         try:
             return parse_decimal(str(value))
         except ValueError as exc:
-            raise _FieldError(key, str(exc)) from None
+            raise FieldError(key, str(exc)) from None
 
     def _time(self, values: RowMapping, key: str) -> datetime | None:
         value = values.get(key)
@@ -156,7 +151,7 @@ class GenericRowDecoder:
             try:
                 value = parse_datetime(str(value))
             except ValueError as exc:
-                raise _FieldError(key, str(exc)) from None
+                raise FieldError(key, str(exc)) from None
             if value is None:
                 return None
         return to_utc(value, self._zone)
@@ -175,4 +170,4 @@ def _guard(field: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except UnitError as exc:
-        raise _FieldError(field, f"{field}: {exc}") from None
+        raise FieldError(field, f"{field}: {exc}") from None

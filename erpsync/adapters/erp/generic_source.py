@@ -21,21 +21,22 @@ are seen at the next full read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Hashable, Iterator
+from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, Select
+from sqlalchemy import Select
 
 from erpsync.adapters.erp.generic_mapping import WATERMARK, GenericStatements, check_mapping, query_rows
 from erpsync.adapters.erp.generic_rows import GenericRowDecoder
-from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
+from erpsync.adapters.erp.read_window import ReadWindow, WindowedSqlSource
 from erpsync.adapters.erp.row_streams import operations_of, runs_of
 from erpsync.adapters.erp.snapshot import ParsedRow, StreamSnapshot, count_items
-from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
-from erpsync.config import SourceSettings
+from erpsync.adapters.erp.sql_engine import stream_rows
+from erpsync.config import GenericMappingSettings
 from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, SourceStats
 
@@ -58,40 +59,23 @@ class _HighMark:
             self.value = value
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class GenericSqlSource:
+class GenericSqlSource(WindowedSqlSource):
     """Reads a user-mapped table, view or SELECT through a read-only engine."""
 
-    def __init__(
-        self,
-        settings: SourceSettings,
-        engine: Engine | None = None,
-        *,
-        clock: Callable[[], datetime] = _utcnow,
-        windows: ReadWindows = PROCESS_WINDOWS,
-    ) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.generic = settings.generic
-        self.operation_stats = SourceStats()
-        check_mapping(self.generic)
-        self.decoder = GenericRowDecoder(settings)
-        self.engine = engine or create_source_engine(settings)
-        self.sql = GenericStatements(self.generic, self.engine)
-        self._clock = clock
-        self._windows = windows
-        g = self.generic
-        self._window_key = (
-            self.name,
-            self.engine.url.render_as_string(hide_password=True),
-            g.table,
-            g.query,
-            g.watermark,
-            tuple(sorted(g.columns.items())),
-        )
+    generic: GenericMappingSettings
+    decoder: GenericRowDecoder
+
+    def _configure(self) -> tuple[Hashable, ...]:
+        """Refuse a mapping that could never read a run, before any connection is made."""
+        g = self.generic = self.settings.generic
+        check_mapping(g)
+        self.decoder = GenericRowDecoder(self.settings)
+        return (g.table, g.query, g.watermark, tuple(sorted(g.columns.items())))
+
+    @cached_property
+    def sql(self) -> GenericStatements:
+        """The mapping's statements on this source's engine (they reflect the table once)."""
+        return GenericStatements(self.generic, self.engine)
 
     # -- JobSource -------------------------------------------------------------------------------
 
@@ -138,9 +122,6 @@ class GenericSqlSource:
 
     def acknowledge(self, snapshot: object) -> None:
         """Nothing to advance: every read is a full snapshot."""
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     # -- reads with a watermark -----------------------------------------------------------------
 

@@ -3,16 +3,23 @@
 `serve` opens a new source for every sync cycle, so this state lives in a process-wide registry
 keyed by the source's identity (name, database, mapping): the first read of a process is always a
 full one. `VisualSource.read_runs` and `GenericSqlSource.read_runs` (with a `watermark` column)
-turn a window into a read of new rows plus the known open ones by key.
+turn a window into a read of new rows plus the known open ones by key; `WindowedSqlSource` is
+what both hold for it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import Engine
+
+from erpsync.adapters.erp.sql_engine import create_source_engine
+from erpsync.config import SourceSettings
+from erpsync.domain.model import SourceStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +60,37 @@ class ReadWindows:
 
 
 PROCESS_WINDOWS = ReadWindows()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WindowedSqlSource:
+    """What a SQL source with a read window holds: its settings, a read-only engine, the clock and
+    the key of its window, so a window is only reused by a source reading the same rows."""
+
+    def __init__(
+        self,
+        settings: SourceSettings,
+        engine: Engine | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        windows: ReadWindows = PROCESS_WINDOWS,
+    ) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.operation_stats = SourceStats()
+        self._clock = clock
+        self._windows = windows
+        mapping = self._configure()  # before the engine: a mapping error is told before a driver's
+        self.engine = engine or create_source_engine(settings)
+        self._window_key = (self.name, self.engine.url.render_as_string(hide_password=True), *mapping)
+
+    def _configure(self) -> tuple[Hashable, ...]:
+        """Check and prepare what the source's own settings say; returns what identifies the rows
+        it reads (besides the name and the database) for the window's key."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -37,6 +37,18 @@ def _qty() -> Numeric[Decimal]:
     return Numeric(20, 8)
 
 
+def _work_order_key(prefix: str, *, primary_key: bool) -> list[Column[str]]:
+    """VISUAL's work-order key: bare on WORK_ORDER, `WORKORDER_`-prefixed on the rows under it."""
+    key = (
+        ("TYPE", NCHAR(1)),
+        ("BASE_ID", Unicode(30)),
+        ("LOT_ID", Unicode(3)),
+        ("SPLIT_ID", Unicode(3)),
+        ("SUB_ID", Unicode(3)),
+    )
+    return [Column(prefix + name, kind, primary_key=primary_key) for name, kind in key]
+
+
 def _flag(name: str, default: str = "N", nullable: bool = False) -> Column[str]:
     return Column(name, NCHAR(1), nullable=nullable, default=default)
 
@@ -72,11 +84,7 @@ PART = Table(
 WORK_ORDER = Table(
     "WORK_ORDER",
     metadata,
-    Column("TYPE", NCHAR(1), primary_key=True),
-    Column("BASE_ID", Unicode(30), primary_key=True),
-    Column("LOT_ID", Unicode(3), primary_key=True),
-    Column("SPLIT_ID", Unicode(3), primary_key=True),
-    Column("SUB_ID", Unicode(3), primary_key=True),
+    *_work_order_key("", primary_key=True),
     Column("PART_ID", Unicode(30)),
     Column("DESIRED_QTY", _qty()),
     Column("RECEIVED_QTY", _qty(), nullable=False, default=0),
@@ -94,11 +102,7 @@ WORK_ORDER = Table(
 OPERATION = Table(
     "OPERATION",
     metadata,
-    Column("WORKORDER_TYPE", NCHAR(1), primary_key=True),
-    Column("WORKORDER_BASE_ID", Unicode(30), primary_key=True),
-    Column("WORKORDER_LOT_ID", Unicode(3), primary_key=True),
-    Column("WORKORDER_SPLIT_ID", Unicode(3), primary_key=True),
-    Column("WORKORDER_SUB_ID", Unicode(3), primary_key=True),
+    *_work_order_key("WORKORDER_", primary_key=True),
     Column("SEQUENCE_NO", SmallInteger, primary_key=True, autoincrement=False),
     Column("RESOURCE_ID", Unicode(15), nullable=False),
     Column("SETUP_HRS", Numeric(8, 3)),
@@ -129,11 +133,7 @@ LABOR_TICKET = Table(
     "LABOR_TICKET",
     metadata,
     Column("TRANSACTION_ID", Integer, primary_key=True, autoincrement=False),
-    Column("WORKORDER_TYPE", NCHAR(1)),
-    Column("WORKORDER_BASE_ID", Unicode(30)),
-    Column("WORKORDER_LOT_ID", Unicode(3)),
-    Column("WORKORDER_SPLIT_ID", Unicode(3)),
-    Column("WORKORDER_SUB_ID", Unicode(3)),
+    *_work_order_key("WORKORDER_", primary_key=False),
     Column("OPERATION_SEQ_NO", SmallInteger),
     Column("TYPE", NCHAR(1), nullable=False),
     _flag("SETUP_COMPLETED", "N"),

@@ -44,18 +44,19 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
-from sqlalchemy import Engine, Row, RowMapping, Select
+from sqlalchemy import Row, RowMapping, Select
 from sqlalchemy.exc import DBAPIError
 
-from erpsync.adapters.erp.read_window import PROCESS_WINDOWS, ReadWindow, ReadWindows
+from erpsync.adapters.erp.field_error import FieldError
+from erpsync.adapters.erp.read_window import ReadWindow, WindowedSqlSource
 from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
-from erpsync.adapters.erp.sql_engine import create_source_engine, stream_rows
+from erpsync.adapters.erp.sql_engine import stream_rows
 from erpsync.adapters.erp.visual_names import (
     clean,
     operation_name,
@@ -78,7 +79,7 @@ from erpsync.adapters.erp.visual_statements import (
     runs_statement,
 )
 from erpsync.adapters.state.db import is_missing_table
-from erpsync.config import SourceSettings
+from erpsync.config import VisualPresetSettings
 from erpsync.domain.errors import ConfigError, RecordError
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, RunState, SourceStats
 from erpsync.domain.timezones import local_cutoff, to_utc, zone_of
@@ -102,51 +103,24 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _FieldError(RecordError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class VisualSource:
+class VisualSource(WindowedSqlSource):
     """Reads VISUAL through a read-only SQLAlchemy engine (SQL Server, PostgreSQL, MySQL, SQLite)."""
 
-    def __init__(
-        self,
-        settings: SourceSettings,
-        engine: Engine | None = None,
-        *,
-        clock: Callable[[], datetime] = _utcnow,
-        windows: ReadWindows = PROCESS_WINDOWS,
-    ) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.visual = settings.visual
-        self.engine = engine or create_source_engine(settings)
-        self.operation_stats = SourceStats()
-        self._clock = clock
-        self._windows = windows
-        self._window_key = (
-            self.name,
-            self.engine.url.render_as_string(hide_password=True),
-            self.visual.schema_name,
-            self.visual.site_id,
-            self.visual.closed_ticket_lookback_hours,
-        )
-        self._zone = zone_of(settings.timezone)
-        self._setup_types = {t.strip().upper() for t in self.visual.setup_ticket_types}
-        self._run_types = {t.strip().upper() for t in self.visual.run_ticket_types}
+    visual: VisualPresetSettings
+
+    def _configure(self) -> tuple[Hashable, ...]:
+        v = self.visual = self.settings.visual
+        self._zone = zone_of(self.settings.timezone)
+        self._setup_types = {t.strip().upper() for t in v.setup_ticket_types}
+        self._run_types = {t.strip().upper() for t in v.run_ticket_types}
         self._schema_map: dict[str | None, str | None] | None = (
-            {None: self.visual.schema_name} if self.visual.schema_name else None
+            {None: v.schema_name} if v.schema_name else None
         )
         self._units: dict[str, RunUnit | UnitError] = {}
         self._standards_cache: dict[
-            tuple[Any, ...], tuple[int | None, int | None, int | None] | _FieldError
+            tuple[Any, ...], tuple[int | None, int | None, int | None] | FieldError
         ] = {}
+        return (v.schema_name, v.site_id, v.closed_ticket_lookback_hours)
 
     # -- JobSource ---------------------------------------------------------------------------
 
@@ -206,9 +180,6 @@ class VisualSource:
     def acknowledge(self, snapshot: object) -> None:
         """Nothing to advance: every read is a complete snapshot of open and recent tickets (the
         ticket window describes the ERP, not what erpsync did with it, so it moves on each read)."""
-
-    def close(self) -> None:
-        self.engine.dispose()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -331,7 +302,7 @@ class VisualSource:
         standards = row[TICKET_COLUMNS:]
         try:
             if op_sequence_no is None:
-                raise _FieldError(
+                raise FieldError(
                     "OPERATION_SEQ_NO",
                     f"ticket points to operation {visual_job_name(key)}|{operation_seq_no}, "
                     "which does not exist in OPERATION",
@@ -362,7 +333,7 @@ class VisualSource:
         elif text in self._run_types:
             state = RunState.PRODUCTION
         else:
-            raise _FieldError(
+            raise FieldError(
                 "TYPE",
                 f"ticket TYPE {text!r} is in neither visual.setup_ticket_types "
                 f"{sorted(self._setup_types)} nor visual.run_ticket_types {sorted(self._run_types)}; "
@@ -395,7 +366,7 @@ class VisualSource:
     ) -> JobOperation:
         """The operation from its key and its `OP_COLUMNS` values (by position)."""
         if not machine:
-            raise _FieldError("RESOURCE_ID", "operation has no RESOURCE_ID (machine)")
+            raise FieldError("RESOURCE_ID", "operation has no RESOURCE_ID (machine)")
         (
             _resource,
             setup_hrs,
@@ -445,13 +416,13 @@ class VisualSource:
                     quantity = _field("DESIRED_QTY", quantity_required, desired_qty)
                 part_ms = _field("RUN", part_time_ms, run, self._unit(run_type), quantity)
                 cached = (quantity, _field("SETUP_HRS", setup_hours_to_seconds, setup_hrs), part_ms)
-            except _FieldError as exc:
+            except FieldError as exc:
                 cached = exc
             if len(self._standards_cache) >= STANDARDS_CACHE_SIZE:
                 self._standards_cache.clear()
             self._standards_cache[inputs] = cached
-        if isinstance(cached, _FieldError):
-            raise _FieldError(cached.field, str(cached))
+        if isinstance(cached, FieldError):
+            raise FieldError(cached.field, str(cached))
         return cached
 
     def _unit(self, run_type: Any) -> RunUnit:
@@ -464,11 +435,11 @@ class VisualSource:
                 cached = exc
             self._units[text] = cached
         if isinstance(cached, UnitError):
-            raise _FieldError("RUN_TYPE", str(cached))
+            raise FieldError("RUN_TYPE", str(cached))
         return cached
 
     def _bad(self, record_key: str, row: RowMapping, exc: RecordError) -> BadRecord:
-        field = exc.field if isinstance(exc, _FieldError) else None
+        field = exc.field if isinstance(exc, FieldError) else None
         log.warning("visual_row_quarantined", record_key=record_key, field=field, reason=str(exc))
         return BadRecord(
             source=self.name,
@@ -484,4 +455,4 @@ def _field(field: str, convert: Callable[P, R], *args: P.args, **kwargs: P.kwarg
     try:
         return convert(*args, **kwargs)
     except UnitError as exc:
-        raise _FieldError(field, f"{field}: {exc}") from None
+        raise FieldError(field, f"{field}: {exc}") from None

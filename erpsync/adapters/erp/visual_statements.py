@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, Unicode, and_, bindparam, func, or_, select
+from sqlalchemy import Column, ColumnElement, Select, Unicode, and_, bindparam, func, or_, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -22,6 +23,20 @@ from erpsync.adapters.state.db import describe_db_error
 from erpsync.config import VisualPresetSettings
 
 lt, op, wo, part = LABOR_TICKET.c, OPERATION.c, WORK_ORDER.c, PART.c
+
+WORK_ORDER_KEY = ("TYPE", "BASE_ID", "LOT_ID", "SPLIT_ID", "SUB_ID")
+
+
+def _key(
+    columns: ReadOnlyColumnCollection[str, Column[Any]], prefix: str = "WORKORDER_"
+) -> list[Column[Any]]:
+    """The work-order key as a table names it: bare on WORK_ORDER, `WORKORDER_`-prefixed below it."""
+    return [columns[prefix + name] for name in WORK_ORDER_KEY]
+
+
+def _same(left: list[Column[Any]], right: list[Column[Any]]) -> ColumnElement[bool]:
+    return and_(*(a == b for a, b in zip(left, right, strict=True)))
+
 
 OP_COLUMNS = (
     op.RESOURCE_ID.label("OP_RESOURCE_ID"),
@@ -68,30 +83,13 @@ def _bare(element: _code, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 def _ticket_select() -> Select[Any]:
-    op_join = and_(
-        op.WORKORDER_TYPE == lt.WORKORDER_TYPE,
-        op.WORKORDER_BASE_ID == lt.WORKORDER_BASE_ID,
-        op.WORKORDER_LOT_ID == lt.WORKORDER_LOT_ID,
-        op.WORKORDER_SPLIT_ID == lt.WORKORDER_SPLIT_ID,
-        op.WORKORDER_SUB_ID == lt.WORKORDER_SUB_ID,
-        op.SEQUENCE_NO == lt.OPERATION_SEQ_NO,
-    )
-    wo_join = and_(
-        wo.TYPE == lt.WORKORDER_TYPE,
-        wo.BASE_ID == lt.WORKORDER_BASE_ID,
-        wo.LOT_ID == lt.WORKORDER_LOT_ID,
-        wo.SPLIT_ID == lt.WORKORDER_SPLIT_ID,
-        wo.SUB_ID == lt.WORKORDER_SUB_ID,
-    )
+    op_join = and_(_same(_key(op), _key(lt)), op.SEQUENCE_NO == lt.OPERATION_SEQ_NO)
+    wo_join = _same(_key(wo, ""), _key(lt))
     return (
         select(
             lt.TRANSACTION_ID,
             lt.TYPE.label("TICKET_TYPE"),
-            lt.WORKORDER_TYPE,
-            lt.WORKORDER_BASE_ID,
-            lt.WORKORDER_LOT_ID,
-            lt.WORKORDER_SPLIT_ID,
-            lt.WORKORDER_SUB_ID,
+            *_key(lt),
             lt.OPERATION_SEQ_NO,
             lt.RESOURCE_ID.label("TICKET_RESOURCE_ID"),
             lt.CLOCK_IN,
@@ -138,20 +136,10 @@ def lookup_statement() -> Select[Any]:
 
 def operations_statement(settings: VisualPresetSettings) -> Select[Any]:
     """Operations of active work orders (`:wo_statuses`) not closed (`:op_excluded`), key order."""
-    wo_join = and_(
-        wo.TYPE == op.WORKORDER_TYPE,
-        wo.BASE_ID == op.WORKORDER_BASE_ID,
-        wo.LOT_ID == op.WORKORDER_LOT_ID,
-        wo.SPLIT_ID == op.WORKORDER_SPLIT_ID,
-        wo.SUB_ID == op.WORKORDER_SUB_ID,
-    )
+    wo_join = _same(_key(wo, ""), _key(op))
     stmt = (
         select(
-            op.WORKORDER_TYPE,
-            op.WORKORDER_BASE_ID,
-            op.WORKORDER_LOT_ID,
-            op.WORKORDER_SPLIT_ID,
-            op.WORKORDER_SUB_ID,
+            *_key(op),
             op.SEQUENCE_NO.label("OP_SEQUENCE_NO"),
             *OP_COLUMNS,
         )
@@ -161,13 +149,7 @@ def operations_statement(settings: VisualPresetSettings) -> Select[Any]:
             _code(wo.STATUS).in_(bindparam("wo_statuses", expanding=True)),
             _code(op.STATUS).not_in(bindparam("op_excluded", expanding=True)),
         )
-        .order_by(
-            op.WORKORDER_BASE_ID,
-            op.WORKORDER_LOT_ID,
-            op.WORKORDER_SPLIT_ID,
-            op.WORKORDER_SUB_ID,
-            op.SEQUENCE_NO,
-        )
+        .order_by(*_key(op)[1:], op.SEQUENCE_NO)  # TYPE is W throughout
     )
     if settings.site_id:
         stmt = stmt.where(wo["SITE_ID"] == bindparam("site_id"))

@@ -49,6 +49,7 @@ import random
 import threading
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -85,6 +86,18 @@ JSON_BODY: Final = {"Content-Type": "application/json"}
 
 log = structlog.get_logger("erpsync.mm")
 _stdlib_log = logging.getLogger("erpsync.mm")  # its level check is cached; a structlog call binds first
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call's request and its deadline, as every attempt at it sends them."""
+
+    operation: Operation
+    method: str
+    url: httpx.URL
+    deadline: float  # time.monotonic() by which the call, retries included, gives up
+    run_id: str | None
+    kwargs: dict[str, Any]  # httpx request arguments: json / content, params, files, headers
 
 
 class _BearerAuth(httpx.Auth):
@@ -294,6 +307,7 @@ class MMClient:
         **kwargs: Any,
     ) -> httpx.Response:
         deadline = time.monotonic() + self._settings.retry_deadline_seconds
+        call = _Call(operation, method, url, deadline, run_id, kwargs)
         retries = 0
 
         def wait_before_retry(exc: Exception) -> bool | float:
@@ -317,19 +331,12 @@ class MMClient:
             on=wait_before_retry, attempts=self._settings.max_attempts, timeout=None
         ):
             with attempt:
-                return self._attempt(operation, method, url, deadline, run_id, kwargs)
+                return self._attempt(call)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    def _attempt(
-        self,
-        operation: Operation,
-        method: str,
-        url: httpx.URL,
-        deadline: float,
-        run_id: str | None,
-        kwargs: dict[str, Any],
-    ) -> httpx.Response:
-        remaining = deadline - time.monotonic()
+    def _attempt(self, call: _Call) -> httpx.Response:
+        operation, run_id = call.operation, call.run_id
+        remaining = call.deadline - time.monotonic()
         if not self._slots.acquire(timeout=max(0.0, remaining)):
             raise MMRetryableError(
                 f"MachineMetrics {operation}: all {self._settings.max_concurrency} connections stayed "
@@ -339,7 +346,7 @@ class MMClient:
                 run_id=run_id,
             )
         try:
-            if not self._limiter.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            if not self._limiter.acquire(timeout=max(0.0, call.deadline - time.monotonic())):
                 raise MMRetryableError(
                     f"MachineMetrics {operation}: client rate limit (mm.rate_limit_per_second = "
                     f"{self._settings.rate_limit_per_second}) leaves no slot before the deadline",
@@ -347,20 +354,13 @@ class MMClient:
                     code="ClientRateLimited",
                     run_id=run_id,
                 )
-            response = self._send(operation, method, url, deadline, run_id, kwargs)
+            response = self._send(call)
         finally:
             self._slots.release()
         return self._settle(operation, response, run_id)
 
-    def _send(
-        self,
-        operation: Operation,
-        method: str,
-        url: httpx.URL,
-        deadline: float,
-        run_id: str | None,
-        kwargs: dict[str, Any],
-    ) -> httpx.Response:
+    def _send(self, call: _Call) -> httpx.Response:
+        operation, run_id = call.operation, call.run_id
         try:
             self._breaker.before_call()
         except CircuitOpen as exc:
@@ -374,7 +374,8 @@ class MMClient:
             ) from None
         started = time.perf_counter()
         try:
-            response = self._exchange(method, url, self._timeout(deadline - time.monotonic()), kwargs)
+            timeout = self._timeout(call.deadline - time.monotonic())
+            response = self._exchange(call.method, call.url, timeout, call.kwargs)
         except httpx.RequestError as exc:
             MM_REQUEST_SECONDS.labels(operation, "network").observe(time.perf_counter() - started)
             self._breaker.record_failure()

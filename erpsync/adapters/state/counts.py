@@ -8,7 +8,6 @@ and must not see its own optimistic lock fail because counts were written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -16,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from erpsync.adapters.state.rows import SINK_COUNT_COLUMNS, audit_key, chunks, count_target
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import (
@@ -24,16 +24,12 @@ from erpsync.domain.writeback_rules import (
     CONFLICT_CLASS,
     ENDED_LOOKUP_SLACK,
     ENDED_STATUSES,
-    LAST_COLUMNS,
     WRITE_ACTION,
     AuditKey,
     CountTarget,
     encode_in_doubt,
     last_columns,
-    sink_view,
 )
-
-CHUNK = 500
 
 
 class SqlCounts:
@@ -138,22 +134,17 @@ class SqlCounts:
         self._set(sink, [(target, {"counts_in_doubt": None}) for target in targets])
         binding_ids = [target.binding_id for target in targets]
         table = cast(Table, RunBinding.__table__)
-        for start in range(0, len(binding_ids), CHUNK):
-            self.session.execute(
-                update(table)
-                .where(table.c.id.in_(binding_ids[start : start + CHUNK]))
-                .values(counts_in_doubt=None)
-            )
+        for chunk in chunks(binding_ids):
+            self.session.execute(update(table).where(table.c.id.in_(chunk)).values(counts_in_doubt=None))
 
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
-        ids = list(mm_run_ids)
-        for start in range(0, len(ids), CHUNK):
+        for chunk in chunks(list(mm_run_ids)):
             self.session.execute(
                 update(QuarantineEntry)
                 .where(
                     QuarantineEntry.error_class == CONFLICT_CLASS,
                     QuarantineEntry.status == "retry",
-                    QuarantineEntry.record_key.in_(ids[start : start + CHUNK]),
+                    QuarantineEntry.record_key.in_(chunk),
                 )
                 .values(status="resolved", last_seen_at=utcnow())
                 .execution_options(synchronize_session=False)
@@ -162,8 +153,7 @@ class SqlCounts:
     def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
         """Via the erp_job index: the latest audit id per run, then those rows."""
         found: dict[str, AuditKey] = {}
-        for start in range(0, len(targets), CHUNK):
-            chunk = targets[start : start + CHUNK]
+        for chunk in chunks(targets):
             latest = (
                 select(func.max(AuditEntry.id))
                 .where(
@@ -179,7 +169,7 @@ class SqlCounts:
                 ).where(AuditEntry.id.in_(latest))
             )
             for mm_run_id, outcome, error_class, after_json in rows:
-                found[str(mm_run_id)] = (outcome, error_class, json.loads(after_json) if after_json else None)
+                found[str(mm_run_id)] = audit_key(outcome, error_class, after_json)
         return found
 
     def _set(self, sink: str, values: Sequence[tuple[CountTarget, dict[str, Any]]]) -> None:
@@ -194,12 +184,10 @@ class SqlCounts:
         table = cast(Table, SinkCounts.__table__)
         ids = [target.binding_id for target, _ in values]
         existing: set[int] = set()
-        for start in range(0, len(ids), CHUNK):
+        for chunk in chunks(ids):
             existing.update(
                 self.session.scalars(
-                    select(table.c.binding_id).where(
-                        table.c.sink == sink, table.c.binding_id.in_(ids[start : start + CHUNK])
-                    )
+                    select(table.c.binding_id).where(table.c.sink == sink, table.c.binding_id.in_(chunk))
                 )
             )
         columns = sorted(values[0][1])
@@ -227,16 +215,5 @@ class SqlCounts:
 def _target(row: Any) -> CountTarget:
     sink_row = None
     if row["sink_row"] is not None:
-        sink_row = {c: row[f"sink_{c}"] for c in (*LAST_COLUMNS, "counts_in_doubt")}
-    last, in_doubt = sink_view(row, sink_row, bool(row["any_sink"]))
-    return CountTarget(
-        row["id"],
-        row["mm_run_id"],
-        row["run_key"],
-        row["source"],
-        row["erp_job"],
-        row["erp_operation"],
-        row["erp_machine"],
-        last,
-        in_doubt,
-    )
+        sink_row = {c: row[f"sink_{c}"] for c in SINK_COUNT_COLUMNS}
+    return count_target(row, sink_row, bool(row["any_sink"]))

@@ -7,11 +7,11 @@ the same columns as adapters/state/counts.py (bindings by mm_run_id, sink_counts
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 
 from erpsync.adapters.state.memory_tables import MemoryTables, Row
+from erpsync.adapters.state.rows import audit_key, count_target
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import (
     ACTIVE_STATUSES,
@@ -24,7 +24,6 @@ from erpsync.domain.writeback_rules import (
     CountTarget,
     encode_in_doubt,
     last_columns,
-    sink_view,
 )
 
 
@@ -35,7 +34,7 @@ class MemoryCounts:
     def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
         with_rows = {binding_id for binding_id, _ in self.tables.sink_counts}
         found = [
-            _target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows)
+            count_target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows)
             for b in self.tables.bindings.values()
             if (b["mm_run_id"] == run_id if run_id is not None else _due(b, ended_after))
         ]
@@ -76,12 +75,7 @@ class MemoryCounts:
         found: dict[str, AuditKey] = {}
         for row in self.tables.audit:  # in id order: the latest wins
             if row["action"] == WRITE_ACTION and row["mm_run_id"] in wanted:
-                after = row.get("after_json")
-                found[row["mm_run_id"]] = (
-                    row["outcome"],
-                    row["error_class"],
-                    json.loads(after) if after else None,
-                )
+                found[row["mm_run_id"]] = audit_key(row["outcome"], row["error_class"], row.get("after_json"))
         return found
 
     def _row(self, sink: str, target: CountTarget) -> Row:
@@ -108,19 +102,4 @@ def _due(binding: Row, ended_after: datetime) -> bool:
         status in ENDED_STATUSES
         and binding["updated_at"] >= ended_after - ENDED_LOOKUP_SLACK
         and ended_at >= ended_after
-    )
-
-
-def _target(binding: Row, sink_row: Row | None, any_sink: bool) -> CountTarget:
-    last, in_doubt = sink_view(binding, sink_row, any_sink)
-    return CountTarget(
-        binding["id"],
-        binding["mm_run_id"],
-        binding["run_key"],
-        binding["source"],
-        binding["erp_job"],
-        binding["erp_operation"],
-        binding["erp_machine"],
-        last,
-        in_doubt,
     )

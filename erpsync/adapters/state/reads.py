@@ -10,6 +10,7 @@ Writers use tables.py and the ORM.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypedDict, Unpack
 
 from sqlalchemy import Integer, Select, String, Text, column, select, table
 
@@ -55,29 +56,33 @@ audit = table(
 )
 
 
-def audit_query(
-    *,
-    job: str | None = None,
-    machine: str | None = None,
-    run: str | None = None,
-    outcome: str | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    limit: int = 100,
-) -> Select[tuple[object, ...]]:
+class AuditFilter(TypedDict, total=False):
+    """The filters of `erpsync audit`, each optional; rows must match every one given."""
+
+    job: str | None
+    machine: str | None
+    run: str | None  # MM run id
+    outcome: str | None
+    action: str | None
+    since: datetime | None
+    limit: int  # newest rows kept (default 100)
+
+
+def audit_query(**where: Unpack[AuditFilter]) -> Select[tuple[object, ...]]:
     """Newest-first audit rows (every column of `audit`) matching every filter given."""
     c = audit.c
     query = select(audit)
-    if job:
-        query = query.where(c.erp_job == job)
-    if machine:
-        query = query.where(c.erp_machine == machine)
-    if run:
-        query = query.where(c.mm_run_id == run)
-    if outcome:
-        query = query.where(c.outcome == outcome)
-    if action:
-        query = query.where(c.action == action)
+    for filtered, name in (
+        (c.erp_job, "job"),
+        (c.erp_machine, "machine"),
+        (c.mm_run_id, "run"),
+        (c.outcome, "outcome"),
+        (c.action, "action"),
+    ):
+        value = where.get(name)
+        if value:
+            query = query.where(filtered == value)
+    since = where.get("since")
     if since:
         query = query.where(c.occurred_at >= since)
-    return query.order_by(c.id.desc()).limit(limit)
+    return query.order_by(c.id.desc()).limit(where.get("limit", 100))

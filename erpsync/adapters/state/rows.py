@@ -26,6 +26,7 @@ from erpsync.domain.lifecycle import (
     RunRef,
 )
 from erpsync.domain.model import BadRecord
+from erpsync.domain.writeback_rules import LAST_COLUMNS, AuditKey, CountTarget, sink_view
 from erpsync.observability.scrub import scrub
 
 CHUNK = 500
@@ -306,3 +307,30 @@ def machine_changes(
     changes.remapped.sort()
     changes.seen_again.sort()
     return changes
+
+
+def count_target(
+    binding: Mapping[str, Any], sink_row: Mapping[str, Any] | None, any_sink: bool
+) -> CountTarget:
+    """A binding as a write-back cycle sees it for one sink: its counts row there (None: none yet)
+    and whether any sink has a row for it (otherwise the binding's own `last_*` columns count)."""
+    last, in_doubt = sink_view(binding, sink_row, any_sink)
+    return CountTarget(
+        binding["id"],
+        binding["mm_run_id"],
+        binding["run_key"],
+        binding["source"],
+        binding["erp_job"],
+        binding["erp_operation"],
+        binding["erp_machine"],
+        last,
+        in_doubt,
+    )
+
+
+SINK_COUNT_COLUMNS = (*LAST_COLUMNS, "counts_in_doubt")  # what `count_target` reads of a sink's row
+
+
+def audit_key(outcome: str, error_class: str | None, after_json: str | None) -> AuditKey:
+    """The latest write-back audit row of a run, as the cycle compares it."""
+    return (outcome, error_class, json.loads(after_json) if after_json else None)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import Connection, TableClause, func, select
 
 from erpsync.adapters.state.reads import (
+    AuditFilter,
     audit_query,
     cycle,
     leader_lease,
@@ -81,19 +82,7 @@ class CoreStateReader:
         ).first()
         return LeaseRow(lease.holder, lease.expires_at, lease.fencing_token) if lease is not None else None
 
-    def audit(
-        self,
-        *,
-        job: str | None = None,
-        machine: str | None = None,
-        run: str | None = None,
-        outcome: str | None = None,
-        action: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    def audit(self, **where: Unpack[AuditFilter]) -> list[dict[str, Any]]:
         """Newest-first audit rows matching every filter given (`reads.audit_query`), by column."""
-        query = audit_query(
-            job=job, machine=machine, run=run, outcome=outcome, action=action, since=since, limit=limit
-        )
+        query = audit_query(**where)
         return [dict(row._mapping) for row in self.conn.execute(query)]

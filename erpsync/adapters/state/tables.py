@@ -42,7 +42,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class RunBinding(Base):
+class WrittenCounts:
+    """The counts a write-back last wrote and the ones it set out to write: kept on the binding
+    (last written by any sink) and per sink (`SinkCounts`)."""
+
+    last_total_parts: Mapped[int | None] = mapped_column(BigInteger)
+    last_good_parts: Mapped[int | None] = mapped_column(BigInteger)
+    last_scrap_parts: Mapped[int | None] = mapped_column(BigInteger)
+    last_nonconform_parts: Mapped[int | None] = mapped_column(BigInteger)
+    counts_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # write-back intents not yet confirmed (JSON list of counts): the ERP may hold any of them
+    # after a crash between its commit and ours, and such a value is erpsync's, not a person's
+    counts_in_doubt: Mapped[str | None] = mapped_column(Text)
+
+
+class RunBinding(WrittenCounts, Base):
     """An ERP run bound to the MM job run erpsync started for it."""
 
     __tablename__ = "erpsync_run_binding"
@@ -73,14 +87,6 @@ class RunBinding(Base):
     erp_end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mm_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mm_end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_total_parts: Mapped[int | None] = mapped_column(BigInteger)
-    last_good_parts: Mapped[int | None] = mapped_column(BigInteger)
-    last_scrap_parts: Mapped[int | None] = mapped_column(BigInteger)
-    last_nonconform_parts: Mapped[int | None] = mapped_column(BigInteger)
-    counts_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # write-back intents not yet confirmed (JSON list of counts): the ERP may hold any of them
-    # after a crash between its commit and ours, and such a value is erpsync's, not a person's
-    counts_in_doubt: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -88,7 +94,7 @@ class RunBinding(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
-class SinkCounts(Base):
+class SinkCounts(WrittenCounts, Base):
     """What erpsync last wrote for one run into one sink, and what it set out to write there.
 
     Per sink, so a new `writeback.sink` is compared with what *it* holds, not with another sink's
@@ -100,13 +106,6 @@ class SinkCounts(Base):
 
     binding_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     sink: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_total_parts: Mapped[int | None] = mapped_column(BigInteger)
-    last_good_parts: Mapped[int | None] = mapped_column(BigInteger)
-    last_scrap_parts: Mapped[int | None] = mapped_column(BigInteger)
-    last_nonconform_parts: Mapped[int | None] = mapped_column(BigInteger)
-    counts_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # write-back intents to this sink not yet confirmed (JSON list of counts), see RunBinding
-    counts_in_doubt: Mapped[str | None] = mapped_column(Text)
 
 
 class SyncAction(Base):

@@ -6,10 +6,11 @@ be) read-only, and a write must never ride on a reader's session or transaction 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Column, Connection, Engine, Select, Table, Update, bindparam, select
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -47,6 +48,35 @@ def open_writeback_engine(settings: Settings) -> Engine:
 _MYSQL_SETUP_ERRORS = frozenset({1044, 1045, 1054, 1142, 1143, 1146, 1227})
 # SQLite reports statement and permission errors as OperationalError too.
 _SQLITE_SETUP_PREFIXES = ("no such table", "no such column", "near ", "attempt to write a readonly")
+
+
+def locked_rows(key: Column[Any], values: Iterable[Column[Any]], keys: list[Any]) -> Select[Any]:
+    """The rows' key and current `values`, row-locked in key order: one lock order for every
+    writer, so two writers cannot deadlock."""
+    return select(key, *values).where(key.in_(keys)).order_by(key).with_for_update()
+
+
+def guarded_update(table: Table, guards: Mapping[str, str], values: Mapping[str, str]) -> Update:
+    """Set one row's `values` (column -> bound parameter) only while every `guards` column still
+    equals its parameter: the row as read, not edited since."""
+    return (
+        table.update()
+        .where(*(table.c[column] == bindparam(param) for column, param in guards.items()))
+        .values({column: bindparam(param) for column, param in values.items()})
+    )
+
+
+def update_guarded(
+    conn: Connection, statement: Update, rows: list[dict[str, Any]], where: str, unit: str
+) -> None:
+    """Run a `guarded_update` for every row, in one executemany where the driver counts its rows;
+    a row whose guard failed was edited while locked: ConcurrentEditError ("`where`: n `unit`")."""
+    if conn.dialect.supports_sane_multi_rowcount:
+        matched = conn.execute(statement, rows).rowcount
+    else:
+        matched = sum(conn.execute(statement, row).rowcount for row in rows)
+    if matched != len(rows):
+        raise ConcurrentEditError(f"{where}: {len(rows) - matched} {unit} changed while locked")
 
 
 def _is_setup_problem(exc: OperationalError) -> bool:

@@ -21,7 +21,22 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import counts_dict
 
+COUNT_COLUMNS = ("TOTAL_QTY", "GOOD_QTY", "SCRAP_QTY", "NONCONFORM_QTY")
+# One run's counts as a row for IT: the outbox file's header and the staging table's columns.
+RUN_COUNT_COLUMNS = (
+    "RUN_ID",
+    "SOURCE",
+    "RUN_KEY",
+    "ERP_JOB",
+    "ERP_OPERATION",
+    "ERP_MACHINE",
+    *COUNT_COLUMNS,
+    "MM_START_AT",
+    "MM_END_AT",
+    "UPDATED_AT",
+)
 Outcome = Literal["written", "unchanged", "already_written", "conflict", "decrease_refused", "failed"]
 
 
@@ -53,6 +68,12 @@ class WriteResult:
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
     message: str | None = None
+
+
+def unread_result(w: CountWrite, outcome: Outcome, message: str) -> WriteResult:
+    """The result of a sink that reads nothing back from the ERP: `before` is what erpsync last wrote."""
+    before = counts_dict(w.previous) if w.previous is not None else None
+    return WriteResult(w.mm_run_id, outcome, before, counts_dict(w.counts), message)
 
 
 class CountSink(Protocol):

@@ -17,26 +17,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite, WriteResult, unread_result
 from erpsync.domain.errors import ConfigError, RetryableError
-from erpsync.domain.writeback_rules import counts_dict
 from erpsync.observability.crashpoints import crash_point
-
-HEADER = (
-    "RUN_ID",
-    "SOURCE",
-    "RUN_KEY",
-    "ERP_JOB",
-    "ERP_OPERATION",
-    "ERP_MACHINE",
-    "TOTAL_QTY",
-    "GOOD_QTY",
-    "SCRAP_QTY",
-    "NONCONFORM_QTY",
-    "MM_START_AT",
-    "MM_END_AT",
-    "UPDATED_AT",
-)
 
 
 def _iso(value: datetime | None) -> str:
@@ -90,7 +73,7 @@ class CsvOutboxSink:
         try:
             with temp.open("w", encoding="utf-8", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(HEADER)
+                writer.writerow(RUN_COUNT_COLUMNS)
                 for w in batch:
                     c = w.counts
                     ids = (w.mm_run_id, w.source, w.run_key, w.erp_job, w.erp_operation, w.erp_machine)
@@ -106,16 +89,7 @@ class CsvOutboxSink:
             raise RetryableError(
                 f"writeback.outbox_dir {self.outbox_dir}: cannot write {name}: {exc.strerror}"
             ) from None
-        return [
-            WriteResult(
-                w.mm_run_id,
-                "written",
-                counts_dict(w.previous) if w.previous is not None else None,
-                counts_dict(w.counts),
-                f"in {name}",
-            )
-            for w in batch
-        ]
+        return [unread_result(w, "written", f"in {name}") for w in batch]
 
     def close(self) -> None:
         """Nothing to release: every file is closed when written."""

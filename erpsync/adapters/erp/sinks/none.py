@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
-from erpsync.domain.writeback_rules import counts_dict
+from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult, unread_result
 
 READ_ONLY_MESSAGE = "writeback.sink = 'none' (read-only mode): not written"
 
@@ -21,16 +20,7 @@ class NoneSink:
     batch_size: int | None = None
 
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
-        return [
-            WriteResult(
-                w.mm_run_id,
-                "unchanged",
-                counts_dict(w.previous) if w.previous is not None else None,
-                counts_dict(w.counts),
-                READ_ONLY_MESSAGE,
-            )
-            for w in batch
-        ]
+        return [unread_result(w, "unchanged", READ_ONLY_MESSAGE) for w in batch]
 
     def check(self) -> str:
         return "read-only mode: nothing is written, nothing to check"

@@ -29,35 +29,26 @@ from sqlalchemy import (
     Table,
     Unicode,
     Update,
-    bindparam,
     inspect,
-    select,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
-from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_errors, erp_transaction
-from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks._db import (
+    erp_errors,
+    erp_transaction,
+    guarded_update,
+    locked_rows,
+    update_guarded,
+)
+from erpsync.adapters.erp.sinks.base import COUNT_COLUMNS, RUN_COUNT_COLUMNS, CountWrite, WriteResult
 from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import CountValues, describe_values, erp_verdict
 
-COUNT_COLUMNS = ("TOTAL_QTY", "GOOD_QTY", "SCRAP_QTY", "NONCONFORM_QTY")
-REQUIRED_COLUMNS = (
-    "RUN_ID",
-    "SOURCE",
-    "RUN_KEY",
-    "ERP_JOB",
-    "ERP_OPERATION",
-    "ERP_MACHINE",
-    *COUNT_COLUMNS,
-    "MM_START_AT",
-    "MM_END_AT",
-    "UPDATED_AT",
-)
 _SET_COLUMNS = (*COUNT_COLUMNS, "MM_START_AT", "MM_END_AT", "UPDATED_AT")
 
 _Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -115,7 +106,7 @@ def missing_columns(engine: Engine, table_name: str) -> list[str] | None:
     if not inspector.has_table(name, schema=schema or None):
         return None
     present = {str(col["name"]).upper() for col in inspector.get_columns(name, schema=schema or None)}
-    return [col for col in REQUIRED_COLUMNS if col not in present]
+    return [col for col in RUN_COUNT_COLUMNS if col not in present]
 
 
 def install_staging(engine: Engine, table_name: str) -> None:
@@ -141,22 +132,13 @@ def _values(counts: PartCounts) -> dict[str, int]:
 
 
 def _lock_statement(t: Table, run_ids: list[str]) -> Select[Any]:
-    return (
-        select(t.c.RUN_ID, *(t.c[c] for c in COUNT_COLUMNS))
-        .where(t.c.RUN_ID.in_(run_ids))
-        .order_by(t.c.RUN_ID)  # one lock order for every writer: no deadlock between two
-        .with_for_update()
-    )
+    return locked_rows(t.c.RUN_ID, (t.c[c] for c in COUNT_COLUMNS), run_ids)
 
 
 def _update_statement(t: Table) -> Update:
     """Guarded UPDATE by RUN_ID: only while the counts are still as read."""
-    return (
-        t.update()
-        .where(t.c["RUN_ID"] == bindparam("x_RUN_ID"))
-        .where(*(t.c[c] == bindparam(f"x_{c}") for c in COUNT_COLUMNS))
-        .values({c: bindparam(c) for c in _SET_COLUMNS})
-    )
+    guards = {c: f"x_{c}" for c in ("RUN_ID", *COUNT_COLUMNS)}
+    return guarded_update(t, guards, {c: c for c in _SET_COLUMNS})
 
 
 def staging_lock_statement(table_name: str, run_ids: list[str]) -> Select[Any]:
@@ -189,8 +171,6 @@ class StagingSink:
         self.batch_size: int | None = batch_size
         self.table = staging_table(table_name)
         self._checked = False
-        dialect = engine.dialect
-        self._guarded_executemany = bool(dialect.supports_sane_multi_rowcount)
 
     def _check_table(self) -> None:
         if self._checked:
@@ -261,21 +241,10 @@ class StagingSink:
             if inserts:
                 conn.execute(t.insert(), inserts)
             if updates:
-                self._update(conn, updates)
+                update_guarded(
+                    conn, _update_statement(t), updates, f"staging table {self.table_name}", "row(s)"
+                )
         return results
-
-    def _update(self, conn: Any, updates: list[dict[str, Any]]) -> None:
-        """Guarded UPDATE: counts still as read (row locks make it so where the backend has them)."""
-        statement = _update_statement(self.table)
-        params = updates
-        if self._guarded_executemany:
-            matched = conn.execute(statement, params).rowcount
-        else:
-            matched = sum(conn.execute(statement, p).rowcount for p in params)
-        if matched != len(params):
-            raise ConcurrentEditError(
-                f"staging table {self.table_name}: {len(params) - matched} row(s) changed while locked"
-            )
 
     @staticmethod
     def _result(

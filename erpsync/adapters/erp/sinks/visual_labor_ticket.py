@@ -22,9 +22,15 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Select, Table, Update, bindparam, inspect, select
+from sqlalchemy import Engine, MetaData, Select, Table, Update, inspect
 
-from erpsync.adapters.erp.sinks._db import ConcurrentEditError, erp_errors, erp_transaction
+from erpsync.adapters.erp.sinks._db import (
+    erp_errors,
+    erp_transaction,
+    guarded_update,
+    locked_rows,
+    update_guarded,
+)
 from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.domain.errors import ConfigError
@@ -42,25 +48,13 @@ def labor_ticket_table(schema: str | None = None) -> Table:
 
 def ticket_lock_statement(table: Table, ids: list[int]) -> Select[Any]:
     """The tickets' current counts, row-locked, by primary key in one order for every writer."""
-    return (
-        select(table.c.TRANSACTION_ID, table.c.GOOD_QTY, table.c.BAD_QTY)
-        .where(table.c.TRANSACTION_ID.in_(ids))
-        .order_by(table.c.TRANSACTION_ID)  # one lock order for every writer: no deadlock between two
-        .with_for_update()
-    )
+    return locked_rows(table.c.TRANSACTION_ID, (table.c.GOOD_QTY, table.c.BAD_QTY), ids)
 
 
 def ticket_update_statement(table: Table) -> Update:
     """Set one ticket's counts by primary key, only while it still holds what was read (guard)."""
-    return (
-        table.update()
-        .where(
-            table.c["TRANSACTION_ID"] == bindparam("t_id"),
-            table.c["GOOD_QTY"] == bindparam("x_good"),
-            table.c["BAD_QTY"] == bindparam("x_bad"),
-        )
-        .values(GOOD_QTY=bindparam("GOOD_QTY"), BAD_QTY=bindparam("BAD_QTY"))
-    )
+    guards = {"TRANSACTION_ID": "t_id", "GOOD_QTY": "x_good", "BAD_QTY": "x_bad"}
+    return guarded_update(table, guards, {"GOOD_QTY": "GOOD_QTY", "BAD_QTY": "BAD_QTY"})
 
 
 def ticket_values(counts: PartCounts) -> dict[str, int]:
@@ -156,15 +150,7 @@ class VisualLaborTicketSink:
                 else:
                     results[w.mm_run_id] = WriteResult(w.mm_run_id, verdict, before, new)
             if updates:
-                statement = ticket_update_statement(t)
-                if self.engine.dialect.supports_sane_multi_rowcount:
-                    matched = conn.execute(statement, updates).rowcount
-                else:
-                    matched = sum(conn.execute(statement, u).rowcount for u in updates)
-                if matched != len(updates):
-                    raise ConcurrentEditError(
-                        f"LABOR_TICKET: {len(updates) - matched} ticket(s) changed while locked"
-                    )
+                update_guarded(conn, ticket_update_statement(t), updates, "LABOR_TICKET", "ticket(s)")
         return results
 
     def close(self) -> None:
