@@ -38,6 +38,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="erpsync's own state database: create, upgrade, inspect.", no_args_is_help=True)
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+CheckOption = Annotated[bool, typer.Option("--check", help="Exit 1 unless the schema is at head.")]
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 register_service(app)
@@ -118,10 +119,7 @@ def db_downgrade(
 
 @db_app.command("current")
 @handle_errors
-def db_current(
-    ctx: typer.Context,
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 unless the schema is at head.")] = False,
-) -> None:
+def db_current(ctx: typer.Context, check: CheckOption = False) -> None:
     """Show the schema revision of the state database and the newest one this version knows."""
     from erpsync import bootstrap  # noqa: PLC0415 - start-up time
 

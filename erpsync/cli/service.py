@@ -32,6 +32,13 @@ from erpsync.domain.errors import ErpsyncError
 leader_app = typer.Typer(help="The leader lease: which instance is active.", no_args_is_help=True)
 retention_app = typer.Typer(help="Retention of the audit trail and history.", no_args_is_help=True)
 
+MigrateOption = Annotated[
+    bool, typer.Option("--migrate", help="Upgrade the state database schema first if it is behind.")
+]
+ReadyOption = Annotated[
+    bool, typer.Option("--ready", help="Ask /readyz (leader fresh or standby) not /healthz.")
+]
+
 
 def register(app: typer.Typer) -> None:
     """Add the service commands to the root `erpsync` app."""
@@ -42,12 +49,7 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
-def serve(
-    ctx: typer.Context,
-    migrate: Annotated[
-        bool, typer.Option("--migrate", help="Upgrade the state database schema first if it is behind.")
-    ] = False,
-) -> None:
+def serve(ctx: typer.Context, migrate: MigrateOption = False) -> None:
     """Run the service: lead (or stand by), sync on schedule, serve /healthz /readyz /metrics."""
     from erpsync.bootstrap import build_service  # noqa: PLC0415
 
@@ -69,9 +71,7 @@ def _local_host(host: str) -> str:
 @handle_errors
 def health(
     ctx: typer.Context,
-    ready: Annotated[
-        bool, typer.Option("--ready", help="Ask /readyz (leader fresh or standby) not /healthz.")
-    ] = False,
+    ready: ReadyOption = False,
     timeout: Annotated[float, typer.Option(min=0.1, max=60, help="Seconds to wait for an answer.")] = 3.0,
 ) -> None:
     """Exit 0 when the local service answers healthy (or ready with --ready), else 1."""

@@ -9,6 +9,7 @@ be connected to or read (or the export file as a whole is unreadable), 2 configu
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,7 +28,6 @@ from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, Sourc
 
 if TYPE_CHECKING:
     from erpsync.adapters.erp.port import RunSnapshot
-    from erpsync.adapters.erp.statements import ErpStatement
     from erpsync.config import Settings, SourceSettings
 
 sources_app = typer.Typer(
@@ -88,7 +88,7 @@ def sql(
     found = erp_statements(settings, generic)
     where = _location(source) if source is not None else "no [source]"
     if as_json:
-        print_json({"source": where, "statements": [_statement_json(s) for s in found]})
+        print_json({"source": where, "statements": [asdict(s) for s in found]})
         return
     out = stdout.print
     kind = source.kind if source is not None else "none"
@@ -102,16 +102,6 @@ def sql(
         out(f"-- {statement.name} ({statement.job}): {statement.when}", markup=False)
         out(f"-- reads: {statement.reads}", markup=False)
         out(f"{statement.sql.strip()};", markup=False)
-
-
-def _statement_json(statement: ErpStatement) -> dict[str, str]:
-    return {
-        "name": statement.name,
-        "job": statement.job,
-        "when": statement.when,
-        "reads": statement.reads,
-        "sql": statement.sql,
-    }
 
 
 def _check(

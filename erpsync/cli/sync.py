@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 # The service layer, SQLAlchemy and httpx are imported inside the commands (start-up time).
 
 quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.", no_args_is_help=True)
+# `plan --json`: what it prints is the plan's actions, not a record or table (common.JsonOption)
+PlanJsonOption = Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")]
 
 
 def plan_rows(plan: Plan, bad_rows: Sequence[BadRecord] = ()) -> list[dict[str, Any]]:
@@ -104,10 +106,7 @@ def sync(ctx: typer.Context) -> None:
 
 
 @handle_errors
-def plan(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")] = False,
-) -> None:
+def plan(ctx: typer.Context, as_json: PlanJsonOption = False) -> None:
     """Show what a sync would do now, without doing anything."""
     from erpsync import bootstrap  # noqa: PLC0415
     from erpsync.observability.correlation import correlation  # noqa: PLC0415

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from erpsync.service.writeback_report import WritebackRow, WritebackSummary
 
 erp_app = typer.Typer(help="erpsync's own objects inside the ERP database.", no_args_is_help=True)
+PrintSqlOption = Annotated[
+    bool, typer.Option("--print-sql", help="Print the DDL for a DBA instead of running it.")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -129,9 +132,7 @@ def _table(rows: list[WritebackRow]) -> None:
 @handle_errors
 def install_staging_command(
     ctx: typer.Context,
-    print_sql: Annotated[
-        bool, typer.Option("--print-sql", help="Print the DDL for a DBA instead of running it.")
-    ] = False,
+    print_sql: PrintSqlOption = False,
     dialect: Annotated[
         str | None,
         typer.Option(

@@ -12,7 +12,6 @@ a marker file: a non-empty folder without it is refused, and only the demo's own
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +34,15 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve().as_posix()}"
 
 
-@dataclass(frozen=True, slots=True)
 class DemoFolder:
     """Where one demo keeps everything it makes."""
 
-    root: Path
-
-    @property
-    def erp_db(self) -> Path:
-        return self.root / ERP_DB
-
-    @property
-    def state_db(self) -> Path:
-        return self.root / STATE_DB
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / LOG_FILE
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.erp_db = root / ERP_DB
+        self.state_db = root / STATE_DB
+        self.config_file = root / CONFIG_FILE
+        self.log_file = root / LOG_FILE
 
     def prepare(self) -> None:
         """Create the folder, or remove a previous demo's files from it; refuse any other folder."""

@@ -19,7 +19,7 @@ import structlog
 from erpsync.adapters.mm.answers import answer_of, unexpected
 from erpsync.adapters.mm.errors import MMConflictError, MMError
 from erpsync.adapters.mm.mapper import request_facts, start_from_payload, stop_from_payload
-from erpsync.adapters.mm.schemas import JobRun
+from erpsync.adapters.mm.schemas import JobFile, JobRun
 from erpsync.domain.clock import utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.lifecycle import (
@@ -132,10 +132,12 @@ class Dispatcher:
             self.mm.stop_job_run(stop_from_payload(payload))
         else:
             self.mm.import_jobs(
-                base64.b64decode(payload["csv_base64"]),
-                import_type=payload["type"],
-                auto_archive=bool(payload["autoArchive"]),
-                filename=payload.get("filename", "jobs.csv"),
+                JobFile(
+                    base64.b64decode(payload["csv_base64"]),
+                    import_type=payload["type"],
+                    auto_archive=bool(payload["autoArchive"]),
+                    filename=payload.get("filename", "jobs.csv"),
+                )
             )
 
     def _recognise_conflict(self, action: JournaledAction, exc: MMConflictError) -> Outcome:

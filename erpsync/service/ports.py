@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.domain.lifecycle import BindingStatus, BoundRun, Intent, JournaledAction, Outcome
 from erpsync.domain.model import BadRecord, PartCounts
 from erpsync.domain.writeback_rules import AuditKey, CountTarget
@@ -256,14 +256,7 @@ class MachineMetrics(Protocol):
     def get_job_run(self, run_id: str) -> JobRun | None:
         """The run's times and part counts; None when MM does not have it (404 raises nothing)."""
 
-    def import_jobs(
-        self,
-        csv_content: bytes,
-        *,
-        import_type: ImportType = "mm",
-        auto_archive: bool = False,
-        filename: str = "jobs.csv",
-    ) -> None:
+    def import_jobs(self, job_file: JobFile) -> None:
         """Upload a job file; ``auto_archive`` archives the jobs it does not name."""
 
 

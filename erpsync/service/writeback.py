@@ -49,7 +49,6 @@ from erpsync.domain.writeback_rules import (
     counts_dict,
     plan_write,
     record_intent,
-    same_counts,
 )
 from erpsync.observability.correlation import correlation, current_correlation_id
 from erpsync.observability.crashpoints import crash_point
@@ -244,7 +243,7 @@ class _WritebackCycle:
 
     def _write(self, batch: list[tuple[CountTarget, PartCounts]]) -> list[Done]:
         entries = {target.mm_run_id: (target, counts) for target, counts in batch}
-        writes = [_count_write(target, counts) for target, counts in batch]
+        writes = [CountWrite(target, counts) for target, counts in batch]
         if self.erp_unavailable is not None:
             return [_failed(entries[w.mm_run_id], self.erp_unavailable) for w in writes]
         if self.fence is not None and not self.fence.is_current():
@@ -289,21 +288,6 @@ class _WritebackCycle:
             except Exception as exc:
                 results.append(WriteResult(w.mm_run_id, "failed", message=f"{type(exc).__name__}: {exc}"))
         return results
-
-
-def _count_write(target: CountTarget, counts: PartCounts) -> CountWrite:
-    """What the sink gets: the new counts, what it was last given, and the other writes in doubt."""
-    return CountWrite(
-        mm_run_id=target.mm_run_id,
-        run_key=target.run_key,
-        source=target.source,
-        erp_job=target.erp_job,
-        erp_operation=target.erp_operation,
-        erp_machine=target.erp_machine,
-        counts=counts,
-        previous=target.last,
-        in_doubt=tuple(c for c in target.in_doubt if not same_counts(c, counts)),
-    )
 
 
 def _done(entry: tuple[CountTarget, PartCounts], result: WriteResult) -> Done:

@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.errors import MMConfigError, MMConflictError, MMNotFoundError, MMRecordError
-from erpsync.adapters.mm.schemas import JobRun, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.config import MMPaths, MMSettings
 from tests.fixtures_mm import fast_mm_settings
@@ -224,6 +224,6 @@ def test_job_import(client: MMClient, target: Target) -> None:
     name = f"erpsync-contract-{uuid.uuid4().hex[:8]}"
     header = "name,part,operation,workcenter,expectedparttime"
     csv = f"{header}\n{name},CONTRACT-PART,10,{target.machine_id},60000\n"
-    client.import_jobs(csv.encode(), auto_archive=False)
+    client.import_jobs(JobFile(csv.encode(), auto_archive=False))
     with pytest.raises(MMRecordError):
-        client.import_jobs(b"name,quantity\nx,not-a-number\n")
+        client.import_jobs(JobFile(b"name,quantity\nx,not-a-number\n"))

@@ -27,7 +27,7 @@ from erpsync.adapters.mm.errors import (
     MMRetryableError,
 )
 from erpsync.adapters.mm.fake import FakeMachineMetrics
-from erpsync.adapters.mm.schemas import StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import JobFile, StartJobRun, StopJobRun
 from erpsync.adapters.mm.simulator import Fault, MMModel, MMSimulator
 from erpsync.adapters.mm.simulator.model import ModelHelpers
 from erpsync.service.ports import MachineMetrics
@@ -159,9 +159,9 @@ def test_client_side_validation_refuses_before_calling(door: Door) -> None:
 
 
 def test_import_jobs(door: Door) -> None:
-    door.mm.import_jobs(JOBS_CSV, auto_archive=True, filename="jobs.csv")
+    door.mm.import_jobs(JobFile(JOBS_CSV, auto_archive=True, filename="jobs.csv"))
     assert {(j["name"], j["archived"]) for j in door.helpers.jobs()["mm"]} == {("J1", False), ("J2", False)}
-    error = error_of(door, lambda mm: mm.import_jobs(b"name,quantity\nJ3,many\n"))
+    error = error_of(door, lambda mm: mm.import_jobs(JobFile(b"name,quantity\nJ3,many\n")))
     assert (type(error), error.http_status, error.code) == (MMRecordError, 400, "ValidationError")
     assert error.field_errors[0]["row"] == 2
 
@@ -213,8 +213,8 @@ def refusals(mm: MachineMetrics) -> list[tuple[object, ...]]:
         lambda: mm.stop_job_run(stop("NOPE")),
         lambda: mm.stop_job_run(stop(end_at=T0 - timedelta(hours=1))),
         lambda: mm.get_job_run("NOPE"),
-        lambda: mm.import_jobs(b"name,quantity\nJ3,-1\n", import_type="mm"),
-        lambda: mm.import_jobs(JOBS_CSV, import_type="inforVisual"),
+        lambda: mm.import_jobs(JobFile(b"name,quantity\nJ3,-1\n", import_type="mm")),
+        lambda: mm.import_jobs(JobFile(JOBS_CSV, import_type="inforVisual")),
     ]
     seen_errors: list[tuple[object, ...]] = []
     for call in calls:

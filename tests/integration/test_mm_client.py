@@ -35,7 +35,7 @@ from erpsync.adapters.mm.errors import (
     MMRecordError,
     MMRetryableError,
 )
-from erpsync.adapters.mm.schemas import JobRun, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.audit import record_audit
 from erpsync.adapters.state.store import StateStore
@@ -179,16 +179,16 @@ def test_requests_are_validated_before_sending(client: MMClient, sim: MMSimulato
 
 
 def test_import_jobs(client: MMClient, sim: MMSimulator) -> None:
-    client.import_jobs(b"name,part,workcenter,expectedparttime\nW1,P1,M1,60000\nW2,P2,M1,30000\n")
-    client.import_jobs(b"name,part\nW2,P2\n", auto_archive=True)
+    client.import_jobs(JobFile(b"name,part,workcenter,expectedparttime\nW1,P1,M1,60000\nW2,P2,M1,30000\n"))
+    client.import_jobs(JobFile(b"name,part\nW2,P2\n", auto_archive=True))
     assert {(j["name"], j["archived"]) for j in sim.jobs()["mm"]} == {("W1", True), ("W2", False)}
-    client.import_jobs(b"WO,OP,RES\n1,10,M1\n", import_type="inforLN", filename="ln.csv")
+    client.import_jobs(JobFile(b"WO,OP,RES\n1,10,M1\n", import_type="inforLN", filename="ln.csv"))
     assert len(sim.jobs()["inforLN"]) == 1
 
 
 def test_malformed_import_is_a_record_error_with_the_row(client: MMClient) -> None:
     with pytest.raises(MMRecordError) as caught:
-        client.import_jobs(b"name,quantity\nW1,1\nW2,lots\n")
+        client.import_jobs(JobFile(b"name,quantity\nW1,1\nW2,lots\n"))
     assert caught.value.http_status == 400
     assert caught.value.field_errors[0]["row"] == 3
     assert "row 3" in str(caught.value)
@@ -196,9 +196,9 @@ def test_malformed_import_is_a_record_error_with_the_row(client: MMClient) -> No
 
 def test_import_arguments_are_checked_before_sending(client: MMClient, sim: MMSimulator) -> None:
     with pytest.raises(MMRecordError, match="import type"):
-        client.import_jobs(b"name\nW1\n", import_type="excel")  # type: ignore[arg-type]
+        client.import_jobs(JobFile(b"name\nW1\n", import_type="excel"))  # type: ignore[arg-type]
     with pytest.raises(MMRecordError, match="empty"):
-        client.import_jobs(b"  \n")
+        client.import_jobs(JobFile(b"  \n"))
     assert api_calls(sim) == []
 
 
@@ -266,7 +266,7 @@ def test_requests_on_the_wire(get_path: str) -> None:
         client.start_job_run(request)
         client.stop_job_run(StopJobRun(erp_job_operation_run_id="R 1/2"))
         run = client.get_job_run("R 1/2")
-        client.import_jobs(b"job,op\nW1,10\n")
+        client.import_jobs(JobFile(b"job,op\nW1,10\n"))
     assert run is not None and run.start_at == T0
     start, stop, get, upload = seen
     assert str(start.url) == "https://mm.example/api/v2/erp/jobdispatch/start"
@@ -433,7 +433,7 @@ def test_lost_answers_are_retried_into_exactly_one_effect(
     elif operation == "stop":
         client.stop_job_run(StopJobRun(erp_job_operation_run_id="R1", end_at=T0 + timedelta(hours=1)))
     else:
-        client.import_jobs(b"name\nW1\n", auto_archive=True)
+        client.import_jobs(JobFile(b"name\nW1\n", auto_archive=True))
     statuses = [c["status"] for c in api_calls(sim, operation)]
     assert statuses == [500 if kind == "apply_then_fail" else None, 200]
     assert 409 not in statuses

@@ -34,6 +34,7 @@ from erpsync.config import DatabaseSettings, Settings, SourceSettings, Writeback
 from erpsync.demo.visual_fixture import OperationKey, VisualFixture, WorkOrderKey
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import CountTarget
 
 TABLE = "ERPSYNC_RUN_COUNTS"
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -50,17 +51,18 @@ def write(
     run_key: str | None = None,
     in_doubt: tuple[PartCounts, ...] = (),
 ) -> CountWrite:
-    return CountWrite(
+    target = CountTarget(
+        binding_id=0,
         mm_run_id=run_id,
         run_key=run_key or f"K-{run_id}",
         source="erp",
         erp_job="W100/1",
         erp_operation="10",
         erp_machine="MILL-1",
-        counts=new,
-        previous=previous,
+        last=previous,
         in_doubt=in_doubt,
     )
+    return CountWrite(target, new)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from erpsync.adapters.erp.sinks.base import RUN_COUNT_COLUMNS, CountWrite
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import CountTarget
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "staging.md").read_text(encoding="utf-8")
 TABLE = "ERPSYNC_RUN_COUNTS"
@@ -25,17 +26,17 @@ def run_write(run_key: str, good: int, scrap: int, nonconform: int) -> CountWrit
         nonconform=nonconform,
         start_at=datetime(2026, 11, 20, 14, 0, tzinfo=UTC),
     )
-    return CountWrite(
+    target = CountTarget(
+        binding_id=0,
         mm_run_id=f"erp:{run_key}",
         run_key=run_key,
         source="erp",
         erp_job="1808412/1",
         erp_operation="10",
         erp_machine="HAAS-VF2",
-        counts=counts,
-        previous=None,
-        in_doubt=(),
+        last=None,
     )
+    return CountWrite(target, counts)
 
 
 def test_the_documented_columns_are_the_table_columns() -> None:

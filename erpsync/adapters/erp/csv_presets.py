@@ -31,12 +31,12 @@ from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import DateOrder, parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import (
     clean,
-    operation_name,
+    named_operation,
     seq_text,
     visual_job_key,
     visual_job_name,
 )
-from erpsync.domain.model import JobOperation, RunState
+from erpsync.domain.model import RunState
 from erpsync.domain.timezones import to_utc
 from erpsync.domain.units import (
     RunUnit,
@@ -247,21 +247,17 @@ class VisualCsvPreset:
         started_at = _date(get, "started_at", ctx)
         setting_up = (_decimal(get, "act_setup_hrs", ctx) or 0) > 0 or started_at is not None
         job_name = visual_job_name(key)
-        operation = JobOperation(
-            job_key=key,
-            operation_seq=seq,
-            machine=machine,
-            job_name=job_name,
-            operation_name=operation_name(job_name, seq),
+        operation = named_operation(
+            key,
+            seq,
+            machine,
+            job_name,
+            (quantity, setup, part_ms),
             part_name=clean(get("part")),
             lot_name=key[2],
             description=clean(get("description"))
             or clean(get("op_description"))
             or clean(get("operation_type")),
-            quantity_required=quantity,
-            expected_setup_seconds=setup,
-            ideal_part_ms=part_ms,
-            expected_part_ms=part_ms,
             due_at=_date(get, "due_at", ctx),
             origin=origin,
         )
@@ -372,18 +368,14 @@ class LnCsvPreset:
             meaning = "ended"
         active = (_decimal(get, "completed_qty", ctx) or 0) > 0
         started_at = _date(get, "started_at", ctx)
-        operation = JobOperation(
-            job_key=(order,),
-            operation_seq=seq,
-            machine=machine,
-            job_name=order,
-            operation_name=operation_name(order, seq),
+        operation = named_operation(
+            (order,),
+            seq,
+            machine,
+            order,
+            (quantity, setup, part_ms),
             part_name=clean(get("item")),
             description=clean(get("description")),
-            quantity_required=quantity,
-            expected_setup_seconds=setup,
-            ideal_part_ms=part_ms,
-            expected_part_ms=part_ms,
             due_at=_date(get, "due_at", ctx),
             origin=origin,
         )

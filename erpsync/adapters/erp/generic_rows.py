@@ -21,10 +21,10 @@ from erpsync.adapters.erp.field_error import FieldError
 from erpsync.adapters.erp.generic_mapping import WATERMARK
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
-from erpsync.adapters.erp.visual_names import clean, operation_name
+from erpsync.adapters.erp.visual_names import clean, named_operation
 from erpsync.config import SourceSettings
 from erpsync.domain.errors import ConfigError, RecordError
-from erpsync.domain.model import BadRecord, JobOperation, RunState
+from erpsync.domain.model import BadRecord, RunState
 from erpsync.domain.timezones import to_utc, zone_of
 from erpsync.domain.units import (
     RunUnit,
@@ -87,19 +87,15 @@ class GenericRowDecoder:
         state = self._state(values, start_at, end_at)
         if state == "skip":
             return None
-        operation = JobOperation(
-            job_key=(job,),
-            operation_seq=seq,
-            machine=machine,
-            job_name=job,
-            operation_name=operation_name(job, seq),
+        operation = named_operation(
+            (job,),
+            seq,
+            machine,
+            job,
+            (quantity, setup, part_ms),
             part_name=clean(values.get("part")),
             lot_name=clean(values.get("lot")),
             description=clean(values.get("description")),
-            quantity_required=quantity,
-            expected_setup_seconds=setup,
-            ideal_part_ms=part_ms,
-            expected_part_ms=part_ms,
             due_at=self._time(values, "due_at"),
             origin=f"{self.generic.table or 'query'}:{run_key}",
         )

@@ -31,14 +31,8 @@ class ParsedRow:
     def run(self) -> JobOperationRun:
         """The row as a run; only for rows whose state is known."""
         assert self.state is not None
-        return JobOperationRun(
-            run_key=self.run_key,
-            operation=self.operation,
-            state=self.state,
-            start_at=self.start_at,
-            end_at=self.end_at,
-            origin=self.operation.origin,
-        )
+        run_fields = (self.run_key, self.operation, self.state, self.start_at, self.end_at)
+        return JobOperationRun(*run_fields, origin=self.operation.origin)
 
 
 class StreamSnapshot:

@@ -14,7 +14,10 @@ Rules (for the dirty data real VISUAL databases hold: padded keys, NULs, blank s
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
+
+from erpsync.domain.model import JobOperation
 
 NO_SPLIT = "0"
 
@@ -57,6 +60,42 @@ def visual_job_name(key: tuple[str, ...]) -> str:
 def operation_name(job_name: str, seq: str) -> str:
     """`<job name>|<seq>`."""
     return f"{job_name}|{seq}"
+
+
+class OperationText(TypedDict, total=False):
+    """`JobOperation`'s fields that name and describe it, as each source reads them."""
+
+    part_name: str
+    lot_name: str
+    description: str
+    due_at: datetime | None
+    origin: str
+
+
+def named_operation(
+    job_key: tuple[str, ...],
+    seq: str,
+    machine: str,
+    job_name: str,
+    standards: tuple[int | None, int | None, int | None],
+    **text: Unpack[OperationText],
+) -> JobOperation:
+    """An operation named by `operation_name`, with the ERP's standards (quantity, setup s, ms per
+    part): ERPs keep one run time per part, so it is both MM's ideal and expected part time."""
+    quantity, setup_seconds, part_ms = standards
+    name = operation_name(job_name, seq)
+    return JobOperation(
+        job_key,
+        seq,
+        machine,
+        job_name,
+        name,
+        quantity_required=quantity,
+        expected_setup_seconds=setup_seconds,
+        ideal_part_ms=part_ms,
+        expected_part_ms=part_ms,
+        **text,
+    )
 
 
 def ticket_run_key(transaction_id: Any) -> str:

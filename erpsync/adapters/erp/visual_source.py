@@ -59,7 +59,7 @@ from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import stream_rows
 from erpsync.adapters.erp.visual_names import (
     clean,
-    operation_name,
+    named_operation,
     parse_ticket_run_key,
     ticket_run_key,
     visual_job_key,
@@ -383,22 +383,15 @@ class VisualSource(WindowedSqlSource):
         ) = standards
         seq = str(int(sequence_no))
         job_name = visual_job_name(key)
-        quantity, setup_seconds, part_ms = self._standards(
-            calc_end_qty, desired_qty, setup_hrs, run, clean(run_type)
-        )
-        return JobOperation(
-            job_key=key,
-            operation_seq=seq,
-            machine=machine,
-            job_name=job_name,
-            operation_name=operation_name(job_name, seq),
+        return named_operation(
+            key,
+            seq,
+            machine,
+            job_name,
+            self._standards(calc_end_qty, desired_qty, setup_hrs, run, clean(run_type)),
             part_name=clean(part_id),
             lot_name=key[2],
             description=clean(part_description) or clean(operation_type),
-            quantity_required=quantity,
-            expected_setup_seconds=setup_seconds,
-            ideal_part_ms=part_ms,
-            expected_part_ms=part_ms,
             due_at=None if want_date is None else to_utc(want_date, self._zone),
             origin=origin,
         )

@@ -74,7 +74,7 @@ from erpsync.adapters.mm.errors import (
 )
 from erpsync.adapters.mm.outgoing import check_import, check_run_id, request_body
 from erpsync.adapters.mm.resilience import BreakerState, CircuitBreaker, CircuitOpen, RateLimiter
-from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.config import MMSettings
 from erpsync.observability.metrics import CIRCUIT_OPEN, MM_REQUEST_SECONDS, MM_RETRIES
 from erpsync.observability.scrub import register_secret
@@ -239,23 +239,16 @@ class MMClient:
                 run_id=run_id,
             ) from None
 
-    def import_jobs(
-        self,
-        csv_content: bytes,
-        *,
-        import_type: ImportType = "mm",
-        auto_archive: bool = False,
-        filename: str = "jobs.csv",
-    ) -> None:
+    def import_jobs(self, job_file: JobFile) -> None:
         """Upload a job file (multipart ``csvFile``); ``auto_archive`` archives jobs not in it."""
-        check_import(csv_content, import_type)
+        check_import(job_file)
         self._call(
             "import",
             "POST",
             self._url(self._settings.paths.import_jobs),
-            params={"type": import_type},
-            files={"csvFile": (filename, csv_content, "text/csv")},
-            data={"autoArchive": "true" if auto_archive else "false"},
+            params={"type": job_file.import_type},
+            files={"csvFile": (job_file.filename, job_file.content, "text/csv")},
+            data={"autoArchive": "true" if job_file.auto_archive else "false"},
         )
 
     @property

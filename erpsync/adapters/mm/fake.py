@@ -22,7 +22,7 @@ from urllib.parse import quote
 from erpsync.adapters.mm.client import RUN_ID_PLACEHOLDER, Operation, parse_retry_after
 from erpsync.adapters.mm.errors import MMNotFoundError, MMRetryableError, error_from_response
 from erpsync.adapters.mm.outgoing import check_import, check_run_id, request_body
-from erpsync.adapters.mm.schemas import ImportType, JobRun, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.adapters.mm.simulator.model import MMModel, ModelHelpers
 from erpsync.adapters.mm.simulator.wire import Reply
 from erpsync.config import MMPaths
@@ -77,24 +77,17 @@ class FakeMachineMetrics(ModelHelpers):
             return None
         return JobRun.model_validate_json(reply.content())
 
-    def import_jobs(
-        self,
-        csv_content: bytes,
-        *,
-        import_type: ImportType = "mm",
-        auto_archive: bool = False,
-        filename: str = "jobs.csv",
-    ) -> None:
+    def import_jobs(self, job_file: JobFile) -> None:
         """Import a job file; ``auto_archive`` archives jobs not in it. ``filename`` is not kept."""
-        check_import(csv_content, import_type)
-        archive = "true" if auto_archive else "false"
+        check_import(job_file)
+        archive = "true" if job_file.auto_archive else "false"
         state = self.model.state
         self._call(
             "import",
             "POST",
             self._paths.import_jobs,
             None,
-            lambda: state.import_jobs(import_type, csv_content, archive),
+            lambda: state.import_jobs(job_file.import_type, job_file.content, archive),
         )
 
     def _call(

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from erpsync.adapters.mm.errors import MMRecordError
-from erpsync.adapters.mm.schemas import IMPORT_TYPES, StartJobRun, StopJobRun
+from erpsync.adapters.mm.schemas import IMPORT_TYPES, JobFile, StartJobRun, StopJobRun
 
 
 def request_body(request: StartJobRun | StopJobRun, operation: Literal["start", "stop"]) -> bytes:
@@ -35,12 +35,12 @@ def check_run_id(run_id: str) -> None:
         raise MMRecordError("run id must not be blank", operation="get", code="ClientValidation")
 
 
-def check_import(csv_content: bytes, import_type: str) -> None:
-    if import_type not in IMPORT_TYPES:
+def check_import(job_file: JobFile) -> None:
+    if job_file.import_type not in IMPORT_TYPES:
         raise MMRecordError(
-            f"import type {import_type!r} is not one of {', '.join(IMPORT_TYPES)}",
+            f"import type {job_file.import_type!r} is not one of {', '.join(IMPORT_TYPES)}",
             operation="import",
             code="ClientValidation",
         )
-    if not csv_content.strip():
+    if not job_file.content.strip():
         raise MMRecordError("job file is empty", operation="import", code="ClientValidation")

@@ -17,6 +17,7 @@ offset read as UTC, since "MachineMetrics uses UTC").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -25,6 +26,20 @@ from pydantic.alias_generators import to_camel
 
 ImportType = Literal["mm", "inforVisual", "inforLN"]
 IMPORT_TYPES: Final[tuple[ImportType, ...]] = ("mm", "inforVisual", "inforLN")
+
+
+@dataclass(frozen=True, slots=True)
+class JobFile:
+    """A job file to import: what the port, `MMClient` and the fake take as one value.
+
+    ``auto_archive`` makes MM archive the jobs the file does not name; ``filename`` is the name
+    the multipart upload gives it (MM does not keep it).
+    """
+
+    content: bytes
+    import_type: ImportType = "mm"
+    auto_archive: bool = False
+    filename: str = "jobs.csv"
 
 
 def format_timestamp(value: datetime) -> str:

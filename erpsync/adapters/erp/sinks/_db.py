@@ -102,6 +102,28 @@ def erp_transaction(engine: Engine, what: str) -> Iterator[Connection]:
         crash_point("writeback.before_erp_commit")
 
 
+class CheckedTarget:
+    """What the table sinks share: their target is checked on the first write (a catalog read, a
+    round trip) and again on every `check`, never once per batch."""
+
+    _checked = False
+
+    def _require_target(self) -> None:
+        """Raise ConfigError when the target table is missing or not as the sink needs it."""
+        raise NotImplementedError
+
+    def _check_table(self) -> None:
+        if not self._checked:
+            self._require_target()
+            self._checked = True
+
+    def _check_now(self, what: str) -> None:
+        """Check again (the table may have changed since), errors told as `what`'s."""
+        self._checked = False
+        with erp_errors(what):
+            self._check_table()
+
+
 @contextmanager
 def erp_errors(what: str) -> Iterator[None]:
     """ERP database errors as erpsync's categories: set-up (ConfigError), outage, bad row."""

@@ -21,42 +21,46 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import counts_dict
+from erpsync.domain.writeback_rules import CountTarget, counts_dict, same_counts
 
 COUNT_COLUMNS = ("TOTAL_QTY", "GOOD_QTY", "SCRAP_QTY", "NONCONFORM_QTY")
+# What names one run in the rows IT reads: the outbox file's and the staging table's first columns.
+RUN_ID_COLUMNS = ("RUN_ID", "SOURCE", "RUN_KEY", "ERP_JOB", "ERP_OPERATION", "ERP_MACHINE")
 # One run's counts as a row for IT: the outbox file's header and the staging table's columns.
-RUN_COUNT_COLUMNS = (
-    "RUN_ID",
-    "SOURCE",
-    "RUN_KEY",
-    "ERP_JOB",
-    "ERP_OPERATION",
-    "ERP_MACHINE",
-    *COUNT_COLUMNS,
-    "MM_START_AT",
-    "MM_END_AT",
-    "UPDATED_AT",
-)
+RUN_COUNT_COLUMNS = (*RUN_ID_COLUMNS, *COUNT_COLUMNS, "MM_START_AT", "MM_END_AT", "UPDATED_AT")
 Outcome = Literal["written", "unchanged", "already_written", "conflict", "decrease_refused", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class CountWrite:
-    """One run's counts to write: `previous` is what erpsync last wrote there (None: never).
+    """One run's new `counts` for its `target`: the run as the state holds it for this sink.
 
-    `in_doubt` are values erpsync set out to write in earlier cycles whose outcome it never
-    recorded (killed after the ERP commit): the ERP holding one of them is erpsync's own write.
+    `previous` is what erpsync last wrote there (None: never). `in_doubt` are values erpsync set
+    out to write in earlier cycles whose outcome it never recorded (killed after the ERP commit):
+    the ERP holding one of them is erpsync's own write.
     """
 
-    mm_run_id: str
-    run_key: str
-    source: str
-    erp_job: str
-    erp_operation: str
-    erp_machine: str
+    target: CountTarget
     counts: PartCounts
-    previous: PartCounts | None
-    in_doubt: tuple[PartCounts, ...] = ()
+
+    @property
+    def mm_run_id(self) -> str:
+        return self.target.mm_run_id
+
+    @property
+    def previous(self) -> PartCounts | None:
+        return self.target.last
+
+    @property
+    def in_doubt(self) -> tuple[PartCounts, ...]:
+        """The writes in doubt other than the new counts (those are compared as the new value)."""
+        return tuple(c for c in self.target.in_doubt if not same_counts(c, self.counts))
+
+    def run_columns(self) -> dict[str, str]:
+        """The run's `RUN_ID_COLUMNS` and their values, in that order."""
+        t = self.target
+        ids = (t.mm_run_id, t.source, t.run_key, t.erp_job, t.erp_operation, t.erp_machine)
+        return dict(zip(RUN_ID_COLUMNS, ids, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

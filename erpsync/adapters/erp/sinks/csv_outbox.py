@@ -76,9 +76,9 @@ class CsvOutboxSink:
                 writer.writerow(RUN_COUNT_COLUMNS)
                 for w in batch:
                     c = w.counts
-                    ids = (w.mm_run_id, w.source, w.run_key, w.erp_job, w.erp_operation, w.erp_machine)
                     counts = (c.total, c.good, c.scrap, c.nonconform)
-                    writer.writerow((*ids, *counts, _iso(c.start_at), _iso(c.end_at), _iso(now)))
+                    times = (_iso(c.start_at), _iso(c.end_at), _iso(now))
+                    writer.writerow((*w.run_columns().values(), *counts, *times))
                 fh.flush()
                 os.fsync(fh.fileno())
             crash_point("writeback.before_erp_commit")

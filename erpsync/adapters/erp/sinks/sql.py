@@ -64,12 +64,7 @@ class SqlSink:
 
     def _params(self, w: CountWrite, previous: PartCounts | None, now: datetime) -> dict[str, Any]:
         values: dict[str, Any] = {
-            "run_id": w.mm_run_id,
-            "run_key": w.run_key,
-            "source": w.source,
-            "erp_job": w.erp_job,
-            "erp_operation": w.erp_operation,
-            "erp_machine": w.erp_machine,
+            **{column.lower(): value for column, value in w.run_columns().items()},
             "start_at": _naive_utc(w.counts.start_at),
             "end_at": _naive_utc(w.counts.end_at),
             "updated_at": now,

@@ -37,7 +37,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
 from erpsync.adapters.erp.sinks._db import (
-    erp_errors,
+    CheckedTarget,
     erp_transaction,
     guarded_update,
     locked_rows,
@@ -123,12 +123,7 @@ def install_staging(engine: Engine, table_name: str) -> None:
 
 
 def _values(counts: PartCounts) -> dict[str, int]:
-    return {
-        "TOTAL_QTY": counts.total,
-        "GOOD_QTY": counts.good,
-        "SCRAP_QTY": counts.scrap,
-        "NONCONFORM_QTY": counts.nonconform,
-    }
+    return dict(zip(COUNT_COLUMNS, (counts.total, counts.good, counts.scrap, counts.nonconform), strict=True))
 
 
 def _lock_statement(t: Table, run_ids: list[str]) -> Select[Any]:
@@ -160,7 +155,7 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-class StagingSink:
+class StagingSink(CheckedTarget):
     """Upserts absolute totals into the staging table, one ERP transaction per batch."""
 
     name = "staging"
@@ -170,11 +165,8 @@ class StagingSink:
         self.table_name = table_name
         self.batch_size: int | None = batch_size
         self.table = staging_table(table_name)
-        self._checked = False
 
-    def _check_table(self) -> None:
-        if self._checked:
-            return
+    def _require_target(self) -> None:
         missing = missing_columns(self.engine, self.table_name)
         if missing is None:
             raise ConfigError(
@@ -186,12 +178,9 @@ class StagingSink:
                 f"staging table {self.table_name} lacks column(s) {', '.join(missing)}; "
                 "compare it with `erpsync erp install-staging --print-sql`"
             )
-        self._checked = True
 
     def check(self) -> str:
-        self._checked = False
-        with erp_errors(f"staging table {self.table_name}"):
-            self._check_table()
+        self._check_now(f"staging table {self.table_name}")
         return f"staging table {self.table_name} is in the write-back database"
 
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
@@ -211,12 +200,7 @@ class StagingSink:
             for w in batch:
                 new = _values(w.counts)
                 row = {
-                    "RUN_ID": w.mm_run_id,
-                    "SOURCE": w.source,
-                    "RUN_KEY": w.run_key,
-                    "ERP_JOB": w.erp_job,
-                    "ERP_OPERATION": w.erp_operation,
-                    "ERP_MACHINE": w.erp_machine,
+                    **w.run_columns(),
                     **new,
                     "MM_START_AT": _naive_utc(w.counts.start_at),
                     "MM_END_AT": _naive_utc(w.counts.end_at),

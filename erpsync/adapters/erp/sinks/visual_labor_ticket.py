@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, MetaData, Select, Table, Update, inspect
 
 from erpsync.adapters.erp.sinks._db import (
-    erp_errors,
+    CheckedTarget,
     erp_transaction,
     guarded_update,
     locked_rows,
@@ -67,7 +67,7 @@ def _number(value: Any) -> int | Decimal:
     return int(number) if number == number.to_integral_value() else number
 
 
-class VisualLaborTicketSink:
+class VisualLaborTicketSink(CheckedTarget):
     """Sets GOOD_QTY / BAD_QTY on each run's labor ticket, one ERP transaction per batch."""
 
     name = "visual-labor-ticket"
@@ -76,22 +76,16 @@ class VisualLaborTicketSink:
         self.engine = engine
         self.batch_size: int | None = batch_size
         self.table = labor_ticket_table(schema)
-        self._checked = False
 
-    def _check_table(self) -> None:
-        if self._checked:
-            return
+    def _require_target(self) -> None:
         if not inspect(self.engine).has_table("LABOR_TICKET", schema=self.table.schema):
             raise ConfigError(
                 "writeback.sink = 'visual-labor-ticket': table LABOR_TICKET not found in the write-back "
                 "database (check writeback.database and source.visual.schema_name)"
             )
-        self._checked = True
 
     def check(self) -> str:
-        self._checked = False
-        with erp_errors("writeback.sink = 'visual-labor-ticket'"):
-            self._check_table()
+        self._check_now("writeback.sink = 'visual-labor-ticket'")
         return "table LABOR_TICKET is in the write-back database"
 
     def write(self, batch: Sequence[CountWrite]) -> list[WriteResult]:
@@ -100,12 +94,12 @@ class VisualLaborTicketSink:
         results: dict[str, WriteResult] = {}
         tickets: dict[str, int] = {}
         for w in batch:
-            match = RUN_KEY_RE.fullmatch(w.run_key)
+            match = RUN_KEY_RE.fullmatch(w.target.run_key)
             if match is None:
                 results[w.mm_run_id] = WriteResult(
                     w.mm_run_id,
                     "failed",
-                    message=f"run key {w.run_key!r} is not a VISUAL labor ticket (LT<id>)",
+                    message=f"run key {w.target.run_key!r} is not a VISUAL labor ticket (LT<id>)",
                 )
             else:
                 tickets[w.mm_run_id] = int(match.group(1))

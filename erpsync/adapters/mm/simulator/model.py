@@ -13,7 +13,7 @@ test against the fake sees what a test against the simulator sees.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 from erpsync.adapters.mm.simulator.faults import Fault, FaultPlan
 from erpsync.adapters.mm.simulator.state import ERP_SCOPE, SimState
@@ -36,6 +36,20 @@ def fault_reply(fault: Fault) -> Reply | None:
     return Reply(status, {"code": "InternalServerError", "message": f"Injected {fault.kind}", "errors": []})
 
 
+class ModelOptions(TypedDict, total=False):
+    """How the simulated company behaves (`SimState`'s options; its defaults apply)."""
+
+    machines: Iterable[str] | None
+    time_scale: float
+    scrap_share: float
+    nonconform_share: float
+    seed: int | None
+    default_part_time_ms: int
+    reject_busy_machine: bool
+    raw_key_columns: int
+    call_log_limit: int
+
+
 class MMModel:
     """The simulated MM company (`state`) and the faults injected between it and erpsync.
 
@@ -46,33 +60,14 @@ class MMModel:
     def __init__(
         self,
         api_key: str = DEFAULT_API_KEY,
-        machines: Iterable[str] | None = None,
-        time_scale: float = 1.0,
-        scrap_share: float = 0.02,
-        nonconform_share: float = 0.01,
-        seed: int | None = None,
         *,
         extra_keys: Mapping[str, Collection[str]] | None = None,
         faults: Iterable[Fault] = (),
-        default_part_time_ms: int = 60_000,
-        reject_busy_machine: bool = False,
-        raw_key_columns: int = 2,
-        call_log_limit: int = 100_000,
+        **options: Unpack[ModelOptions],
     ) -> None:
         self.api_key = api_key
-        self.state = SimState(
-            keys={api_key: {ERP_SCOPE}, **(extra_keys or {})},
-            machines=machines,
-            time_scale=time_scale,
-            scrap_share=scrap_share,
-            nonconform_share=nonconform_share,
-            seed=seed,
-            default_part_time_ms=default_part_time_ms,
-            reject_busy_machine=reject_busy_machine,
-            raw_key_columns=raw_key_columns,
-            call_log_limit=call_log_limit,
-        )
-        self.faults = FaultPlan(faults, seed=seed)
+        self.state = SimState(keys={api_key: {ERP_SCOPE}, **(extra_keys or {})}, **options)
+        self.faults = FaultPlan(faults, seed=options.get("seed"))
 
     def call(
         self,

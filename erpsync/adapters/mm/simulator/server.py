@@ -33,13 +33,13 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import structlog
 
 from erpsync.adapters.mm.simulator.faults import Fault
 from erpsync.adapters.mm.simulator.handler import Router, SimHTTPServer, SimPaths
-from erpsync.adapters.mm.simulator.model import DEFAULT_API_KEY, MMModel, ModelHelpers
+from erpsync.adapters.mm.simulator.model import DEFAULT_API_KEY, MMModel, ModelHelpers, ModelOptions
 
 log = structlog.get_logger("erpsync.mm.simulator")
 
@@ -67,37 +67,16 @@ class MMSimulator(ModelHelpers):
         api_key: str = DEFAULT_API_KEY,
         host: str = "127.0.0.1",
         port: int = 0,
-        machines: Iterable[str] | None = None,
-        time_scale: float = 1.0,
-        scrap_share: float = 0.02,
-        nonconform_share: float = 0.01,
-        seed: int | None = None,
         *,
         paths: SimPaths | None = None,
         extra_keys: Mapping[str, Collection[str]] | None = None,
         faults: Iterable[Fault] = (),
-        default_part_time_ms: int = 60_000,
-        reject_busy_machine: bool = False,
-        raw_key_columns: int = 2,
         max_body_bytes: int = 10 * 1024 * 1024,
         idle_timeout_seconds: float = 30.0,
-        call_log_limit: int = 100_000,
         model: MMModel | None = None,
+        **options: Unpack[ModelOptions],
     ) -> None:
-        self.model = model or MMModel(
-            api_key,
-            machines,
-            time_scale,
-            scrap_share,
-            nonconform_share,
-            seed,
-            extra_keys=extra_keys,
-            faults=faults,
-            default_part_time_ms=default_part_time_ms,
-            reject_busy_machine=reject_busy_machine,
-            raw_key_columns=raw_key_columns,
-            call_log_limit=call_log_limit,
-        )
+        self.model = model or MMModel(api_key, extra_keys=extra_keys, faults=faults, **options)
         self.host = host
         self.paths = paths or SimPaths()
         self.router = Router(self.paths)
