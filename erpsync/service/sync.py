@@ -230,13 +230,7 @@ class SyncService:
             known = uow.actions.existing_keys([i.idempotency_key for i in intents])
             fresh = [i for i in intents if i.idempotency_key not in known]
             summary.already_journaled = len(intents) - len(fresh)
-            stamp = JournalStamp(
-                self.fence.token,
-                current_correlation_id(),
-                current_trigger(),
-                claim_until=now + timedelta(seconds=self.policy.in_doubt_after_seconds),
-            )
-            entries = uow.actions.record(fresh, stamp)
+            entries = uow.actions.record(fresh, self.journal_stamp(now))
             bad = [*planned.bad_rows, *plan.quarantined]
             self.quarantine_records(uow, bad, now)
             if planned.snapshot is not None:  # a full read: retried rows not seen bad are resolved
@@ -252,6 +246,13 @@ class SyncService:
             if group:
                 groups.append(group)
         return groups
+
+    def journal_stamp(self, now: datetime) -> JournalStamp:
+        """What actions journaled now carry: this leader's fence, the cycle's cause, and a first
+        claim that lasts until the action is in doubt."""
+        assert self.fence is not None  # a read-only service journals nothing
+        claim_until = now + timedelta(seconds=self.policy.in_doubt_after_seconds)
+        return JournalStamp(self.fence.token, current_correlation_id(), current_trigger(), claim_until)
 
     def _intent(self, action: RunAction, new_run: bool) -> Intent:
         new_binding = None
