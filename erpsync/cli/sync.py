@@ -234,8 +234,8 @@ def quarantine_discard(
 def machines(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """ERP resources seen, their MachineMetrics machine id, and which ones MM rejected."""
     from erpsync import bootstrap  # noqa: PLC0415
+    from erpsync.domain.admin_rows import MachineRow  # noqa: PLC0415
     from erpsync.service import quarantine as quarantine_service  # noqa: PLC0415
-    from erpsync.service.ports import MachineRow  # noqa: PLC0415
 
     with bootstrap.quarantine_admin(state_of(ctx).settings()) as admin:
         views = quarantine_service.list_machines(admin.uow)

@@ -191,6 +191,16 @@ class Intent(ActionRequest):
     generation: str | None = None  # a resync generation the existing binding's keys now carry
 
 
+@dataclass(frozen=True, slots=True)
+class JournalStamp:
+    """What every action of one journaled batch carries: its fence, its cause and its first claim."""
+
+    fencing_token: int | None
+    correlation_id: str | None
+    trigger: str | None
+    claim_until: datetime  # the first attempt holds the action until then
+
+
 @dataclass(slots=True)
 class Outcome:
     """How one action ended this attempt, and what that does to its binding and the audit."""

@@ -8,9 +8,7 @@ keeps it renewed while it works, and hands it back at the end. Its fencing conte
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import threading
 import time
 import uuid
@@ -23,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from erpsync.adapters.state.store import StateStore
 from erpsync.config import Settings
 from erpsync.domain.errors import ErpsyncError
+from erpsync.observability.actor import user_at_host
 from erpsync.runtime.leader import DEFAULT_LEASE_NAME, LeaderLease
 from erpsync.runtime.term import FencingContext
 
@@ -31,11 +30,7 @@ log = structlog.get_logger(__name__)
 
 def cli_holder() -> str:
     """A holder name unique to this invocation: user, host, pid and a nonce."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"cli:{user_at_host()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @contextmanager

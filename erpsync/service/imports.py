@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import timedelta
 
 from erpsync.adapters.mm.job_csv import build_mm_job_csv, content_sha256
 from erpsync.domain.clock import utcnow
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.lifecycle import ActionKind, Intent, JournaledAction
 from erpsync.domain.model import BadRecord, JobOperation
-from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
 from erpsync.service.sync import SyncService
@@ -113,13 +111,7 @@ def _journal_upload(
     with service.uow(service.fence) as uow:
         if uow.actions.existing_keys([key]):
             return None
-        (entry,) = uow.actions.record(
-            [intent],
-            fencing_token=service.fence.token,
-            correlation_id=current_correlation_id(),
-            trigger=current_trigger(),
-            claim_until=now + timedelta(seconds=service.policy.in_doubt_after_seconds),
-        )
+        (entry,) = uow.actions.record([intent], service.journal_stamp(now))
     return entry
 
 

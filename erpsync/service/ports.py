@@ -18,11 +18,13 @@ from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
-from erpsync.domain.lifecycle import BindingStatus, BoundRun, Intent, JournaledAction, Outcome
+from erpsync.domain.admin_rows import ActionRow, MachineRow, QuarantineRow
+from erpsync.domain.lifecycle import BoundRun, Intent, JournaledAction, JournalStamp, Outcome
 from erpsync.domain.model import BadRecord, PartCounts
+from erpsync.domain.plan import Flag
 from erpsync.domain.writeback_rules import AuditKey, CountTarget
 
 
@@ -67,15 +69,7 @@ class ActionRepository(Protocol):
 
     def existing_keys(self, keys: Collection[str]) -> set[str]: ...
 
-    def record(
-        self,
-        intents: Sequence[Intent],
-        *,
-        fencing_token: int | None,
-        correlation_id: str | None,
-        trigger: str | None,
-        claim_until: datetime,
-    ) -> list[JournaledAction]:
+    def record(self, intents: Sequence[Intent], stamp: JournalStamp) -> list[JournaledAction]:
         """Journal the intents (claimed until `claim_until`) and the binding rows they imply."""
 
     def due(self, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
@@ -108,15 +102,8 @@ class BindingRepository(Protocol):
     def lock(self, mm_run_ids: Collection[str]) -> None:
         """Lock these bindings in mm_run_id order before updating them in several statements."""
 
-    def remember_flag(
-        self,
-        mm_run_id: str,
-        *,
-        status: BindingStatus | None = None,
-        payload_hash: str | None = None,
-        generation: str | None = None,
-    ) -> None:
-        """Store what a flag changes on the binding, so the same flag is not raised again."""
+    def remember_flag(self, flag: Flag) -> None:
+        """Store what `flag` changes on its binding (`flag.mm_run_id`), so it is not raised again."""
 
 
 class QuarantineRepository(Protocol):
@@ -198,9 +185,16 @@ class CountsRepository(Protocol):
         """Each run's latest write-back audit row as (outcome, error class, after), by mm_run_id."""
 
 
-class UnitOfWork(Protocol):
-    """One state transaction and its repositories (read-only members, so an adapter's own
-    repository classes satisfy them)."""
+class AuditedWork(Protocol):
+    """A state transaction that audits what it does: the cycles' and the commands' both do.
+    (Read-only members, so an adapter's own repository classes satisfy them.)"""
+
+    @property
+    def audit(self) -> AuditRepository: ...
+
+
+class UnitOfWork(AuditedWork, Protocol):
+    """One state transaction of the cycles and its repositories."""
 
     @property
     def actions(self) -> ActionRepository: ...
@@ -210,9 +204,6 @@ class UnitOfWork(Protocol):
 
     @property
     def quarantine(self) -> QuarantineRepository: ...
-
-    @property
-    def audit(self) -> AuditRepository: ...
 
     @property
     def machines(self) -> MachineRepository: ...
@@ -227,10 +218,16 @@ class UnitOfWork(Protocol):
     def counts(self) -> CountsRepository: ...
 
 
-class UnitOfWorkFactory(Protocol):
+_Work_co = TypeVar("_Work_co", covariant=True)
+
+
+class WorkFactory(Protocol[_Work_co]):
     """Opens a unit of work; with a fence, the fencing token is checked before anything else."""
 
-    def __call__(self, fence: Fence | None = None) -> AbstractContextManager[UnitOfWork]: ...
+    def __call__(self, fence: Fence | None = None) -> AbstractContextManager[_Work_co]: ...
+
+
+UnitOfWorkFactory: TypeAlias = WorkFactory[UnitOfWork]
 
 
 # -- MachineMetrics ------------------------------------------------------------------------------
@@ -265,52 +262,7 @@ class MachineMetrics(Protocol):
 # These repositories serve `erpsync quarantine | machines | retention | status`, not the cycles,
 # so they are not part of `UnitOfWork` (whose in-memory fake the fast service tests use): an
 # `AdminUnitOfWork` has them and the audit (adapters/state/uow.py's unit of work is one). The rows
-# they give are shapes; each adapter returns its own objects of these shapes.
-class QuarantineRow(Protocol):
-    """One dead-letter entry (``erpsync_quarantine``)."""
-
-    id: int
-    source: str
-    record_key: str
-    file_name: str | None
-    line_number: int | None
-    field: str | None
-    raw_payload: str | None  # the bad record as read (JSON for a database row)
-    error_class: str
-    message: str
-    action_id: int | None  # the refused MM action, None for a bad source row
-    status: str
-    attempts: int
-    first_seen_at: datetime
-    last_seen_at: datetime
-
-
-class ActionRow(Protocol):
-    """A journaled action as a person's retry or discard sees it (``erpsync_action``)."""
-
-    id: int
-    kind: str
-    status: str
-    source: str | None
-    run_key: str | None
-    mm_run_id: str | None
-    erp_job: str | None
-    erp_operation: str | None
-    erp_machine: str | None
-    payload: dict[str, Any]  # the MM request body ({} when none)
-
-
-class MachineRow(Protocol):
-    """An ERP resource seen (``erpsync_machine``)."""
-
-    erp_machine: str
-    mm_machine_id: str | None
-    runs_seen: int
-    last_seen_at: datetime
-    rejected_at: datetime | None
-    reject_reason: str | None
-
-
+# they give are domain/admin_rows.py's.
 class QuarantineAdmin(Protocol):
     """What `erpsync quarantine` and `erpsync machines` read and change; the rules are the service's."""
 
@@ -411,11 +363,8 @@ class HistoryStore(Protocol):
 HISTORY_TABLES = ("erpsync_action", "erpsync_run_binding", "erpsync_cycle", "erpsync_quarantine")
 
 
-class AdminUnitOfWork(Protocol):
+class AdminUnitOfWork(AuditedWork, Protocol):
     """The repositories of the commands a person runs, in one state transaction."""
-
-    @property
-    def audit(self) -> AuditRepository: ...
 
     @property
     def quarantine_admin(self) -> QuarantineAdmin: ...
@@ -424,8 +373,7 @@ class AdminUnitOfWork(Protocol):
     def history(self) -> HistoryStore: ...
 
 
-class AdminUnitOfWorkFactory(Protocol):
-    def __call__(self, fence: Fence | None = None) -> AbstractContextManager[AdminUnitOfWork]: ...
+AdminUnitOfWorkFactory: TypeAlias = WorkFactory[AdminUnitOfWork]
 
 
 class CycleRow(Protocol):

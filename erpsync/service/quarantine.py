@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from erpsync.adapters.mm.mapper import payload_of, start_request
+from erpsync.domain.admin_rows import ActionRow, MachineRow, QuarantineRow
 from erpsync.domain.errors import ErpsyncError
 from erpsync.domain.identity import idempotency_key
 from erpsync.domain.lifecycle import MACHINE_MAX, ActionKind, BindingStatus
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.reconcile import reconcile
-from erpsync.service.ports import ActionRow, AdminUnitOfWork, AuditRecord, MachineRow, QuarantineRow
+from erpsync.service.ports import AdminUnitOfWork, AuditRecord
 
 # an action a retry puts back on the normal path: MM refused it, or erpsync gave up on it
 _RETRIABLE_ACTIONS = ("quarantined", "failed_permanent")

@@ -34,6 +34,7 @@ from erpsync.domain.lifecycle import (
     BoundRun,
     Intent,
     JournaledAction,
+    JournalStamp,
 )
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.plan import Flag, Plan, RunAction
@@ -229,13 +230,7 @@ class SyncService:
             known = uow.actions.existing_keys([i.idempotency_key for i in intents])
             fresh = [i for i in intents if i.idempotency_key not in known]
             summary.already_journaled = len(intents) - len(fresh)
-            entries = uow.actions.record(
-                fresh,
-                fencing_token=self.fence.token,
-                correlation_id=current_correlation_id(),
-                trigger=current_trigger(),
-                claim_until=now + timedelta(seconds=self.policy.in_doubt_after_seconds),
-            )
+            entries = uow.actions.record(fresh, self.journal_stamp(now))
             bad = [*planned.bad_rows, *plan.quarantined]
             self.quarantine_records(uow, bad, now)
             if planned.snapshot is not None:  # a full read: retried rows not seen bad are resolved
@@ -251,6 +246,13 @@ class SyncService:
             if group:
                 groups.append(group)
         return groups
+
+    def journal_stamp(self, now: datetime) -> JournalStamp:
+        """What actions journaled now carry: this leader's fence, the cycle's cause, and a first
+        claim that lasts until the action is in doubt."""
+        assert self.fence is not None  # a read-only service journals nothing
+        claim_until = now + timedelta(seconds=self.policy.in_doubt_after_seconds)
+        return JournalStamp(self.fence.token, current_correlation_id(), current_trigger(), claim_until)
 
     def _intent(self, action: RunAction, new_run: bool) -> Intent:
         new_binding = None
@@ -348,12 +350,7 @@ class SyncService:
                 )
             )
             if _changes_binding(flag) and flag.mm_run_id:  # the binding remembers it was flagged
-                uow.bindings.remember_flag(
-                    flag.mm_run_id,
-                    status=BindingStatus(flag.binding_status) if flag.binding_status else None,
-                    payload_hash=flag.payload_hash,
-                    generation=flag.generation,
-                )
+                uow.bindings.remember_flag(flag)
         return audited
 
     # -- 4. dispatch ---------------------------------------------------------------------------

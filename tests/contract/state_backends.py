@@ -33,6 +33,7 @@ from erpsync.domain.lifecycle import (
     BindingStatus,
     Intent,
     JournaledAction,
+    JournalStamp,
     MMAnswer,
     Outcome,
     RequestFacts,
@@ -159,9 +160,7 @@ def stop(n: int) -> Intent:
 
 def record(state: Backend, *intents: Intent, claim_until: datetime = T0 + CLAIM) -> list[JournaledAction]:
     with state() as uow:
-        return uow.actions.record(
-            list(intents), fencing_token=7, correlation_id="c1", trigger="test", claim_until=claim_until
-        )
+        return uow.actions.record(list(intents), JournalStamp(7, "c1", "test", claim_until))
 
 
 def settle(state: Backend, *outcomes: Outcome) -> list[Outcome]:

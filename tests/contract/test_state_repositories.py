@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -22,11 +23,13 @@ from erpsync.domain.lifecycle import (
     AuditOutcome,
     BindingStatus,
     Intent,
+    JournalStamp,
     MMAnswer,
     Outcome,
     RequestFacts,
     outcome_of,
 )
+from erpsync.domain.plan import Flag
 from tests.contract.state_backends import (
     CLAIM,
     MODELS,
@@ -99,9 +102,7 @@ def test_record_sets_binding_values_and_leaves_other_runs_alone(state: Backend) 
             "switch:erp:R1",
         }
         assert uow.actions.existing_keys([]) == set()
-        assert (
-            uow.actions.record([], fencing_token=7, correlation_id=None, trigger=None, claim_until=T0) == []
-        )
+        assert uow.actions.record([], JournalStamp(7, None, None, T0)) == []
 
 
 def test_a_journaled_key_or_bound_run_is_refused(state: Backend) -> None:
@@ -289,13 +290,17 @@ def test_open_runs_by_keys_and_all_runs(state: Backend) -> None:
     )
 
 
+def _flag(mm_run_id: str, **changes: Any) -> Flag:
+    return Flag("flag", "", mm_run_id, "", "", "", "", None, None, **changes)
+
+
 def test_remember_flag_sets_only_what_it_is_given(state: Backend) -> None:
     record(state, start(1))
     with state() as uow:
-        uow.bindings.remember_flag("erp:R1", status=BindingStatus.VANISHED)
-        uow.bindings.remember_flag("erp:R1", payload_hash="h2", generation="@g3")
-        uow.bindings.remember_flag("erp:R1")
-        uow.bindings.remember_flag("erp:R9", status=BindingStatus.VANISHED)
+        uow.bindings.remember_flag(_flag("erp:R1", binding_status=BindingStatus.VANISHED))
+        uow.bindings.remember_flag(_flag("erp:R1", payload_hash="h2", generation="@g3"))
+        uow.bindings.remember_flag(_flag("erp:R1"))
+        uow.bindings.remember_flag(_flag("erp:R9", binding_status=BindingStatus.VANISHED))
     row = binding(state, "erp:R1")
     assert (row["status"], row["payload_hash"], row["key_generation"], row["mm_machine_id"]) == (
         "vanished",
@@ -308,9 +313,7 @@ def test_remember_flag_sets_only_what_it_is_given(state: Backend) -> None:
 # -- the unit of work -------------------------------------------------------------------------
 def test_a_failed_unit_of_work_leaves_nothing(state: Backend) -> None:
     with pytest.raises(RuntimeError), state() as uow:
-        (action,) = uow.actions.record(
-            [start(1)], fencing_token=7, correlation_id=None, trigger=None, claim_until=T0
-        )
+        (action,) = uow.actions.record([start(1)], JournalStamp(7, None, None, T0))
         uow.actions.settle([applied(action, in_setup=True)], fencing_token=7)
         uow.quarantine.upsert(bad("A"), T0)
         uow.machines.note({"M1": ("X1", 1)}, T0)

@@ -24,7 +24,16 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
 from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.config import ServiceSettings, Settings, StateSettings
-from erpsync.domain.lifecycle import ActionKind, Answer, Intent, JournaledAction, MMAnswer, Outcome, RunRef
+from erpsync.domain.lifecycle import (
+    ActionKind,
+    Answer,
+    Intent,
+    JournaledAction,
+    JournalStamp,
+    MMAnswer,
+    Outcome,
+    RunRef,
+)
 from erpsync.runtime.cli_lease import held_lease
 from erpsync.runtime.term import FencingContext
 from erpsync.service.dispatch import SETTLE_BATCH, Dispatcher
@@ -92,13 +101,8 @@ def journaled(
         if stop_too:
             intents.append(_intent("stop_run", n, {"erpJobOperationRunId": run_id}))
     with store.session() as session:
-        entries = SqlActions(session).record(
-            intents,
-            fencing_token=fence.token,
-            correlation_id="test",
-            trigger="test",
-            claim_until=utcnow() + timedelta(minutes=5),
-        )
+        stamp = JournalStamp(fence.token, "test", "test", claim_until=utcnow() + timedelta(minutes=5))
+        entries = SqlActions(session).record(intents, stamp)
     groups: dict[str, list[JournaledAction]] = {}
     for entry in entries:
         groups.setdefault(entry.ref.machine if entry.ref else "", []).append(entry)

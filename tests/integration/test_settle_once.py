@@ -26,6 +26,7 @@ from erpsync.domain.lifecycle import (
     AuditOutcome,
     Intent,
     JournaledAction,
+    JournalStamp,
     MMAnswer,
     Outcome,
     RunRef,
@@ -43,13 +44,8 @@ def one_action(store: StateStore) -> JournaledAction:
         payload={"erpJobOperationRunId": "erp:LT1", "erpMachineId": "M1", "jobName": "W1"},
     )
     with store.session() as session:
-        (entry,) = SqlActions(session).record(
-            [intent],
-            fencing_token=1,
-            correlation_id="test",
-            trigger="test",
-            claim_until=utcnow() + timedelta(minutes=5),
-        )
+        stamp = JournalStamp(1, "test", "test", claim_until=utcnow() + timedelta(minutes=5))
+        (entry,) = SqlActions(session).record([intent], stamp)
     return entry
 
 

@@ -31,7 +31,7 @@ from erpsync.adapters.state.rows import (
     settle_audit,
 )
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
-from erpsync.domain.lifecycle import DUE_ACTION_STATUSES, Intent, JournaledAction, Outcome
+from erpsync.domain.lifecycle import DUE_ACTION_STATUSES, Intent, JournaledAction, JournalStamp, Outcome
 
 _DUE = sorted(DUE_ACTION_STATUSES)
 _TABLE = cast(Table, SyncAction.__table__)
@@ -73,30 +73,12 @@ class SqlActions:
             )
         return found
 
-    def record(
-        self,
-        intents: Sequence[Intent],
-        *,
-        fencing_token: int | None,
-        correlation_id: str | None,
-        trigger: str | None,
-        claim_until: datetime,
-    ) -> list[JournaledAction]:
+    def record(self, intents: Sequence[Intent], stamp: JournalStamp) -> list[JournaledAction]:
         """Journal the intents (claimed until `claim_until`) and the binding rows they imply."""
         if not intents:
             return []
         now = utcnow()
-        rows = [
-            intent_row(
-                i,
-                now=now,
-                fencing_token=fencing_token,
-                correlation_id=correlation_id,
-                trigger=trigger,
-                claim_until=claim_until,
-            )
-            for i in intents
-        ]
+        rows = [intent_row(i, now=now, stamp=stamp) for i in intents]
         for chunk in chunks(rows):
             self.session.execute(insert(SyncAction), list(chunk))
         bindings = SqlBindings(self.session)

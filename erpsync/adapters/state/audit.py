@@ -6,10 +6,9 @@ change it explains, so the trail can never disagree with the state.
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import fields
 from typing import Any, Concatenate, ParamSpec
 
 from sqlalchemy import select
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from erpsync import __version__
 from erpsync.adapters.state.tables import AuditEntry
+from erpsync.observability.actor import user_at_host
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.scrub import scrub
 
@@ -24,15 +24,7 @@ MAX_ERROR_CHARS = 4000
 P = ParamSpec("P")
 
 
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-ACTOR = _actor()
+ACTOR = user_at_host()
 
 
 def _as_json(value: Mapping[str, Any] | None) -> str | None:
@@ -112,24 +104,9 @@ record_audit = _added_to_session(audit_values)
 
 
 def audit_record_values(entry: Any) -> dict[str, Any]:
-    """The column values of a `service.ports.AuditRecord` (or anything with its attributes)."""
-    return audit_values(
-        action=entry.action,
-        outcome=entry.outcome,
-        source=entry.source,
-        erp_job=entry.erp_job,
-        erp_operation=entry.erp_operation,
-        erp_machine=entry.erp_machine,
-        mm_run_id=entry.mm_run_id,
-        action_id=entry.action_id,
-        fencing_token=entry.fencing_token,
-        http_status=entry.http_status,
-        error=entry.error,
-        error_class=entry.error_class,
-        before=entry.before,
-        after=entry.after,
-        detail=entry.detail,
-    )
+    """The column values of a `service.ports.AuditRecord`: a dataclass whose fields are the
+    arguments of `audit_values` (adapters do not import the service layer, so it is read by field)."""
+    return audit_values(**{f.name: getattr(entry, f.name) for f in fields(entry)})
 
 
 def flag_queries(

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.rows import BOUND_COLUMNS, bound_runs, chunks, flag_values, intent_binding_values
 from erpsync.adapters.state.tables import RunBinding, utcnow
-from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BindingStatus, BoundRun, Intent
+from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BoundRun, Intent
+from erpsync.domain.plan import Flag
 
 _TABLE = cast(Table, RunBinding.__table__)
 _c = _TABLE.c
@@ -91,20 +92,13 @@ class SqlBindings:
                 .with_for_update()
             ).all()
 
-    def remember_flag(
-        self,
-        mm_run_id: str,
-        *,
-        status: BindingStatus | None = None,
-        payload_hash: str | None = None,
-        generation: str | None = None,
-    ) -> None:
-        """Store what a flag changes on the binding, so the same flag is not raised again."""
-        values = flag_values(status, payload_hash, generation)
+    def remember_flag(self, flag: Flag) -> None:
+        """Store what `flag` changes on its binding, so the same flag is not raised again."""
+        values = flag_values(flag)
         if values:
             self.session.execute(
                 update(RunBinding)
-                .where(RunBinding.mm_run_id == mm_run_id)
+                .where(RunBinding.mm_run_id == flag.mm_run_id)
                 .values(**values, updated_at=utcnow())
                 .execution_options(**_NO_SYNC)
             )

@@ -2,7 +2,8 @@
 
 The in-memory unit of work plugs it in as ``counts = MemoryCounts(tables)``. It reads and writes
 the same columns as adapters/state/counts.py (bindings by mm_run_id, sink_counts by
-(binding_id, sink)), so the fast service tests see what the SQL tables would hold.
+(binding_id, sink)) by the same `rules` (domain/writeback_rules.py), so the fast service tests
+see what the SQL tables would hold.
 """
 
 from __future__ import annotations
@@ -12,19 +13,9 @@ from datetime import datetime
 
 from erpsync.adapters.state.memory_tables import MemoryTables, Row
 from erpsync.adapters.state.rows import audit_key, count_target
+from erpsync.domain import writeback_rules as rules
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import (
-    ACTIVE_STATUSES,
-    BLOCKING_QUARANTINE,
-    CONFLICT_CLASS,
-    ENDED_LOOKUP_SLACK,
-    ENDED_STATUSES,
-    WRITE_ACTION,
-    AuditKey,
-    CountTarget,
-    encode_in_doubt,
-    last_columns,
-)
+from erpsync.domain.writeback_rules import AuditKey, CountTarget
 
 
 class MemoryCounts:
@@ -44,18 +35,18 @@ class MemoryCounts:
         return {
             (q["source"], q["record_key"])
             for q in self.tables.quarantine.values()
-            if q["error_class"] == CONFLICT_CLASS and q["status"] in BLOCKING_QUARANTINE
+            if q["error_class"] == rules.CONFLICT_CLASS and q["status"] in rules.BLOCKING_QUARANTINE
         }
 
     def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
         for target, doubt in intents:
-            self._row(sink, target)["counts_in_doubt"] = encode_in_doubt(doubt)
+            self._row(sink, target)["counts_in_doubt"] = rules.encode_in_doubt(doubt)
 
     def save_written(
         self, sink: str, written: Sequence[tuple[CountTarget, PartCounts]], now: datetime
     ) -> None:
         for target, counts in written:
-            values = {**last_columns(counts), "counts_written_at": now, "counts_in_doubt": None}
+            values = {**rules.last_columns(counts), "counts_written_at": now, "counts_in_doubt": None}
             self._row(sink, target).update(values)
             self.tables.bindings[target.mm_run_id].update(values)
 
@@ -67,14 +58,14 @@ class MemoryCounts:
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
         ids = set(mm_run_ids)
         for q in self.tables.quarantine.values():
-            if q["error_class"] == CONFLICT_CLASS and q["status"] == "retry" and q["record_key"] in ids:
+            if q["error_class"] == rules.CONFLICT_CLASS and q["status"] == "retry" and q["record_key"] in ids:
                 q["status"] = "resolved"
 
     def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
         wanted = {target.mm_run_id for target in targets}
         found: dict[str, AuditKey] = {}
         for row in self.tables.audit:  # in id order: the latest wins
-            if row["action"] == WRITE_ACTION and row["mm_run_id"] in wanted:
+            if row["action"] == rules.WRITE_ACTION and row["mm_run_id"] in wanted:
                 found[row["mm_run_id"]] = audit_key(row["outcome"], row["error_class"], row.get("after_json"))
         return found
 
@@ -85,7 +76,7 @@ class MemoryCounts:
             self.tables.sink_counts[key] = {
                 "binding_id": target.binding_id,
                 "sink": sink,
-                **last_columns(target.last),
+                **rules.last_columns(target.last),
                 "counts_written_at": None,
                 "counts_in_doubt": None,
             }
@@ -95,11 +86,11 @@ class MemoryCounts:
 def _due(binding: Row, ended_after: datetime) -> bool:
     """adapters/state/counts.py's selection of the runs a cycle reads."""
     status = binding["status"]
-    if status in ACTIVE_STATUSES or (status == "vanished" and binding.get("mm_end_at") is None):
+    if status in rules.ACTIVE_STATUSES or (status == "vanished" and binding.get("mm_end_at") is None):
         return True
     ended_at = binding.get("mm_end_at") or binding.get("erp_end_at") or binding["updated_at"]
     return bool(
-        status in ENDED_STATUSES
-        and binding["updated_at"] >= ended_after - ENDED_LOOKUP_SLACK
+        status in rules.ENDED_STATUSES
+        and binding["updated_at"] >= ended_after - rules.ENDED_LOOKUP_SLACK
         and ended_at >= ended_after
     )

@@ -33,12 +33,13 @@ from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction, ut
 from erpsync.domain.lifecycle import (
     DUE_ACTION_STATUSES,
     RECONCILE_BINDING_STATUSES,
-    BindingStatus,
     BoundRun,
     Intent,
     JournaledAction,
+    JournalStamp,
     Outcome,
 )
+from erpsync.domain.plan import Flag
 
 
 def _due(row: Row, now: datetime) -> bool:
@@ -57,15 +58,7 @@ class MemoryActions:
         wanted = set(keys)
         return {row["idempotency_key"] for row in self.tables.actions.values()} & wanted
 
-    def record(
-        self,
-        intents: Sequence[Intent],
-        *,
-        fencing_token: int | None,
-        correlation_id: str | None,
-        trigger: str | None,
-        claim_until: datetime,
-    ) -> list[JournaledAction]:
+    def record(self, intents: Sequence[Intent], stamp: JournalStamp) -> list[JournaledAction]:
         if not intents:
             return []
         now = utcnow()
@@ -75,14 +68,7 @@ class MemoryActions:
             if intent.idempotency_key in known:  # the unique index's IntegrityError in SQL
                 raise ValueError(f"idempotency key {intent.idempotency_key!r} is journaled already")
             known.add(intent.idempotency_key)
-            values = intent_row(
-                intent,
-                now=now,
-                fencing_token=fencing_token,
-                correlation_id=correlation_id,
-                trigger=trigger,
-                claim_until=claim_until,
-            )
+            values = intent_row(intent, now=now, stamp=stamp)
             row = new_row(SyncAction, {**values, "id": self.tables.next_id()})
             self.tables.actions[row["id"]] = row
             rows.append(row)
@@ -163,16 +149,9 @@ class MemoryBindings:
     def lock(self, mm_run_ids: Collection[str]) -> None:
         """Nothing to do: the unit of work holds the tables' one lock."""
 
-    def remember_flag(
-        self,
-        mm_run_id: str,
-        *,
-        status: BindingStatus | None = None,
-        payload_hash: str | None = None,
-        generation: str | None = None,
-    ) -> None:
-        values = flag_values(status, payload_hash, generation)
-        row = self.tables.bindings.get(mm_run_id)
+    def remember_flag(self, flag: Flag) -> None:
+        values = flag_values(flag)
+        row = self.tables.bindings.get(flag.mm_run_id)
         if values and row is not None:
             row.update(values, updated_at=utcnow())
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,49 +16,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.tables import MachineSeen, QuarantineEntry, RunBinding, SyncAction
+from erpsync.domain.admin_rows import ActionRow, MachineRow, QuarantineRow
 from erpsync.domain.lifecycle import MACHINE_MAX, REASON_MAX
-
-
-@dataclass(slots=True)
-class QuarantineRow:
-    id: int
-    source: str
-    record_key: str
-    file_name: str | None
-    line_number: int | None
-    field: str | None
-    raw_payload: str | None
-    error_class: str
-    message: str
-    action_id: int | None
-    status: str
-    attempts: int
-    first_seen_at: datetime
-    last_seen_at: datetime
-
-
-@dataclass(slots=True)
-class ActionRow:
-    id: int
-    kind: str
-    status: str
-    source: str | None
-    run_key: str | None
-    mm_run_id: str | None
-    erp_job: str | None
-    erp_operation: str | None
-    erp_machine: str | None
-    payload: dict[str, Any]
-
-
-@dataclass(slots=True)
-class MachineRow:
-    erp_machine: str
-    mm_machine_id: str | None
-    runs_seen: int
-    last_seen_at: datetime
-    rejected_at: datetime | None
-    reject_reason: str | None
 
 
 def _entry_row(e: QuarantineEntry) -> QuarantineRow:

@@ -22,10 +22,12 @@ from erpsync.domain.lifecycle import (
     BoundRun,
     Intent,
     JournaledAction,
+    JournalStamp,
     Outcome,
     RunRef,
 )
 from erpsync.domain.model import BadRecord
+from erpsync.domain.plan import Flag
 from erpsync.domain.writeback_rules import LAST_COLUMNS, AuditKey, CountTarget, sink_view
 from erpsync.observability.scrub import scrub
 
@@ -46,12 +48,9 @@ def intent_row(
     intent: Intent,
     *,
     now: datetime,
-    fencing_token: int | None,
-    correlation_id: str | None,
-    trigger: str | None,
-    claim_until: datetime,
+    stamp: JournalStamp,
 ) -> dict[str, Any]:
-    """The ``erpsync_action`` row of a new intent: pending, claimed until `claim_until`."""
+    """The ``erpsync_action`` row of a new intent: pending, claimed until `stamp.claim_until`."""
     ref = intent.ref
     return {
         "idempotency_key": intent.idempotency_key,
@@ -66,11 +65,11 @@ def intent_row(
         "reason": intent.reason[:REASON_MAX],
         "payload": json.dumps(intent.payload, sort_keys=True, default=str),
         "attempts": 1,
-        "next_attempt_at": claim_until,
+        "next_attempt_at": stamp.claim_until,
         "last_attempt_at": now,
-        "fencing_token": fencing_token,
-        "correlation_id": correlation_id,
-        "triggered_by": trigger,
+        "fencing_token": stamp.fencing_token,
+        "correlation_id": stamp.correlation_id,
+        "triggered_by": stamp.trigger,
         "created_at": now,
     }
 
@@ -222,15 +221,15 @@ def bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
     }
 
 
-def flag_values(status: str | None, payload_hash: str | None, generation: str | None) -> dict[str, Any]:
+def flag_values(flag: Flag) -> dict[str, Any]:
     """What remembering a flag sets on its binding (empty: nothing)."""
     values: dict[str, Any] = {}
-    if status:
-        values["status"] = str(status)
-    if payload_hash:
-        values["payload_hash"] = payload_hash
-    if generation:
-        values["key_generation"] = generation
+    if flag.binding_status:
+        values["status"] = str(flag.binding_status)
+    if flag.payload_hash:
+        values["payload_hash"] = flag.payload_hash
+    if flag.generation:
+        values["key_generation"] = flag.generation
     return values
 
 
