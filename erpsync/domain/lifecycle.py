@@ -57,7 +57,13 @@ class ActionStatus(enum.StrEnum):
 
 
 class BindingStatus(enum.StrEnum):
-    """A run binding's status (``erpsync_run_binding.status``): what erpsync told MM of the run."""
+    """A run binding's status (``erpsync_run_binding.status``): what erpsync told MM of the run.
+
+    To the reconcile rules (domain/reconcile.py): starting/running are live (managed); stopping
+    needs nothing more; stopped and failed are terminal (only `erpsync resync` starts them again);
+    vanished is terminal for starts, but still stopped when the ERP reports the run ended, a new
+    run takes its machine, or the policy becomes "stop".
+    """
 
     STARTING = "starting"  # the start is journaled
     RUNNING = "running"  # MM has the run open

@@ -9,6 +9,7 @@ All datetimes are timezone-aware UTC; durations are MM's units (seconds for setu
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -117,3 +118,8 @@ class SourceStats:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def index_runs(desired: Iterable[JobOperationRun]) -> dict[str, JobOperationRun]:
+    """ERP runs by run_key; a key seen twice keeps the later run (lookups follow the snapshot)."""
+    return {run.run_key: run for run in desired}

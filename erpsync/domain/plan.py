@@ -1,6 +1,6 @@
 """What a reconcile decides: actions to send to MM, flags for a person, counts.
 
-The planner (domain/planner.py) makes these; the service journals the actions (intent first),
+The planner (domain/reconcile.py) makes these; the service journals the actions (intent first),
 applies the flags to bindings and the audit, and the dispatcher sends the actions to MM.
 """
 

@@ -1,7 +1,7 @@
 """`resync_plan`: ``erpsync resync``, re-establishing MM for chosen runs from what MM reports now.
 
 It rewrites the selected bindings from MM's answers, then plans with the `reconcile` rules
-(domain/planner.py) under a resync generation, so every key it plans is new to the journal.
+(domain/reconcile.py) under a resync generation, so every key it plans is new to the journal.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from erpsync.domain.lifecycle import (
     MMRunState,
 )
 from erpsync.domain.machines import MachineMapper
-from erpsync.domain.model import JobOperationRun, RunState
+from erpsync.domain.model import JobOperationRun, RunState, index_runs
 from erpsync.domain.plan import Flag, FlagKind, Plan
-from erpsync.domain.planner import Planner, index_runs
+from erpsync.domain.reconcile import Planner
 
 
 def resync_plan(
