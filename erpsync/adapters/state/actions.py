@@ -3,8 +3,9 @@
 Why this shape (docs/architecture.md, "Exactly once, across crashes"): an intent row is committed
 before the call, carrying the exact request body, so after a crash the action can be settled by
 *reading MM first* and re-sent only if MM does not have it, without re-reading the ERP.
-`next_attempt_at` doubles as a claim: whoever sets it into the future owns the action until then, so a crashed dispatcher's actions
-become due again by themselves and two dispatchers never send the same action at once.
+`next_attempt_at` doubles as a claim: whoever sets it into the future owns the action until then,
+so a crashed dispatcher's actions become due again by themselves and two dispatchers never send
+the same action at once.
 """
 
 from __future__ import annotations
