@@ -115,6 +115,8 @@ class SourceStats:
     skipped: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
     machines: set[str] = field(default_factory=set)
+    # set by a source that read something it cannot trust to stop runs (see RunSnapshot.suspect)
+    suspect: str | None = None
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1

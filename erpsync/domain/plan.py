@@ -85,6 +85,8 @@ class StopAction(_OnRun):
     reason: str
     idempotency_key: str
     generation: str = ""
+    # the ERP lost the run (rule 5) rather than ended it: a stop a suspect snapshot must not make
+    vanished: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -83,6 +83,7 @@ class _Stop:
     end_at: datetime
     reason: str
     erp_ended: bool
+    vanished: bool = False
 
 
 @dataclass(kw_only=True, eq=False)
@@ -99,6 +100,8 @@ class Planner:
     exclude: Callable[[JobOperationRun], bool] | None
     selected: Collection[str] | None = None
     generation: str = ""
+    # run keys whose ERP rows turned bad this read (quarantined): not vanished, bindings kept as is
+    held: Collection[str] = frozenset()
     mm_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -157,7 +160,7 @@ class Planner:
         desired = self.desired
         selected = self.selected
         for key, bound in self.bindings.items():
-            if key in desired or (selected is not None and key not in selected):
+            if key in desired or key in self.held or (selected is not None and key not in selected):
                 continue
             # a vanished binding is flagged once; it is stopped only if the policy is now "stop"
             if bound.status in LIVE_BINDING_STATUSES or (
@@ -306,6 +309,7 @@ class Planner:
                 f"{bound.job} op {bound.operation} {what}; stopping (sync.vanished_runs = stop)",
                 erp_ended=False,
             )
+            self.stops[bound.run_key].vanished = True
             return
         self.flags.append(vanished_flag(bound, kind, what))
 
@@ -457,6 +461,7 @@ class Planner:
                 in_setup=stop.bound.in_setup,
                 end_at=stop.end_at,
                 generation=self._generation(stop.bound),
+                vanished=stop.vanished,
             )
             for stop in self.stops.values()
         ]
@@ -481,10 +486,12 @@ def reconcile(
     now: datetime,
     rejected_machines: Collection[str] = (),
     exclude: Callable[[JobOperationRun], bool] | None = None,
+    held: Collection[str] = frozenset(),
 ) -> Plan:
     """Diff ``desired`` (ERP runs, active and recently ended; a run_key seen twice keeps the later
     run) against ``bindings`` (by run_key); ``rejected_machines``: MM machine ids MM refused;
-    ``exclude``: ERP runs that must not be in MM (e.g. excluded operations)."""
+    ``exclude``: ERP runs that must not be in MM (e.g. excluded operations); ``held``: run keys
+    whose rows turned bad this read (their bindings are kept as they are, never vanished)."""
     planner = Planner(
         desired=index_runs(desired),
         bindings=bindings,
@@ -494,5 +501,6 @@ def reconcile(
         now=now,
         rejected=rejected_machines,
         exclude=exclude,
+        held=frozenset(held),
     )
     return planner.plan(scan_vanished=snapshot_complete)

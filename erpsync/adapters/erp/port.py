@@ -19,6 +19,12 @@ class RunSnapshot(Protocol):
     complete: bool
     stats: SourceStats
 
+    @property
+    def suspect(self) -> str | None:
+        """Why this snapshot cannot be trusted to stop runs (a truncated last line, a header-only
+        export...), or None; known once it has been iterated (`SourceStats.suspect`). A suspect
+        snapshot stops nothing: the service flags it until a person or a good snapshot confirms."""
+
     def __iter__(self) -> Iterator[JobOperationRun | BadRecord]: ...
 
 

@@ -58,6 +58,10 @@ class StreamSnapshot:
         return count_items(self._producer(self.stats), self.stats, self._kind)
 
     @property
+    def suspect(self) -> str | None:
+        return self.stats.suspect
+
+    @property
     def iterated(self) -> bool:
         return self._iterated
 
