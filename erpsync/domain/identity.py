@@ -42,6 +42,23 @@ def mm_run_id_for(source: str, run_key: str) -> str:
     return f"{readable}~{digest}"
 
 
+def generation_run_id(source: str, anchor: str, number: int) -> str:
+    """The MM run id of generation ``number`` > 1 of an anchor ticket's run (domain/shop_floor.py).
+
+    ``<anchor's id>.g<n>`` when the anchor's id is plain and the result fits 64 characters
+    (``erp:LT7`` -> ``erp:LT7.g2``), else the hashed form of ``<anchor>#g<n>``. Either way a
+    pure function of its inputs, distinct from every other run's id: a plain run key never ends in
+    ``.g<n>`` after a ticket key (VISUAL ``LT<id>``, CSV ``<job>|<seq>``).
+    """
+    if number < 2:
+        raise ValueError(f"generation_run_id is for generations from 2 on, got {number}")
+    base = mm_run_id_for(source, anchor)
+    plain = f"{base}.g{number}"
+    if "~" not in base and len(plain) <= MM_RUN_ID_MAX:
+        return plain
+    return mm_run_id_for(source, f"{anchor}#g{number}")
+
+
 def idempotency_key(kind: str, mm_run_id: str, phase: str = "", *, generation: str = "") -> str:
     """The journal key of one action: ``<kind>:<mm_run_id>[:<phase>][@<generation>]``.
 

@@ -150,6 +150,7 @@ class BoundRun:
     erp_end_at: datetime | None = None
     job: str = ""
     operation: str = ""
+    mm_end_at: datetime | None = None  # when MM's run ended (a next generation starts after it)
     # The resync generation of the MM run this binding tracks ("" for the first one). Every later
     # key for it carries this, so after a resync re-started the run (with keys ``@<generation>``)
     # its next stop or switch gets a fresh key, not one the journal already holds.

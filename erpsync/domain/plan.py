@@ -26,6 +26,7 @@ class FlagKind(enum.StrEnum):
     REBIND = "rebind"
     ENDED_IN_MM = "ended_in_mm"
     MISSING_IN_MM = "missing_in_mm"
+    RETURNED = "returned"  # a run the ERP had lost is back: erpsync manages its MM run again
 
 
 class _RefName:

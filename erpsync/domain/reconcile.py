@@ -19,11 +19,11 @@ Rules (tests/unit/test_reconcile.py has one case per rule):
    stop at ``now``; policy ``"flag"``: a ``vanished`` flag asking the service to set the binding
    status to ``vanished`` (so it is flagged once). An operation that ``exclude`` now rejects is
    treated the same way (flag kind ``excluded``).
-6. One open run per MM machine: among the active ERP runs competing for a machine (new starts and
-   live bindings), the one that started latest wins (ties: the greater ``run_key``). Losers are
-   stopped (if bound) or not started, each with a ``superseded`` flag. When the winner is a new
-   start, every other run MM has open on that machine is stopped first, at the winner's start time
-   unless the ERP ended it.
+6. One open run per MM machine. Several open tickets on one machine are first placed by the
+   multi-ticket rule (domain/shop_floor.py: one run per operation, the latest clock-in shown, run
+   generations); what still competes (e.g. a resync's runs) is decided here: the latest start wins
+   (ties: the greater ``run_key``), losers are stopped or not started with a ``superseded`` flag.
+   A new start first stops every other run MM has open on its machine.
 7. Machines: ignored -> skipped and counted; blank, or an MM id in ``rejected_machines`` (MM refused
    it) -> quarantined with the fix in the reason. Only new starts are checked: a bound run already
    has its machine.
@@ -61,6 +61,7 @@ from erpsync.domain.lifecycle import (
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState, index_runs
 from erpsync.domain.plan import Flag, FlagKind, Plan, RunAction, StartAction, StopAction, cut_reason
+from erpsync.domain.shop_floor import anchor_of, shop_floor
 
 VanishedPolicy = Literal["stop", "flag"]
 
@@ -102,6 +103,8 @@ class Planner:
     generation: str = ""
     # run keys whose ERP rows turned bad this read (quarantined): not vanished, bindings kept as is
     held: Collection[str] = frozenset()
+    # why a run starts or stops, where the shop-floor rule knows better than the default wording
+    reasons: Mapping[str, str] = field(default_factory=dict)
     mm_ids: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -160,7 +163,11 @@ class Planner:
         desired = self.desired
         selected = self.selected
         for key, bound in self.bindings.items():
-            if key in desired or key in self.held or (selected is not None and key not in selected):
+            if (
+                key in desired
+                or anchor_of(key)[0] in self.held
+                or (selected is not None and key not in selected)
+            ):
                 continue
             # a vanished binding is flagged once; it is stopped only if the policy is now "stop"
             if bound.status in LIVE_BINDING_STATUSES or (
@@ -289,12 +296,10 @@ class Planner:
 
     def _stop_ended(self, run: JobOperationRun, bound: BoundRun) -> None:
         end = run.end_at if run.end_at is not None else self.now
-        self._stop(
-            bound,
-            end,
-            f"clocked out of {bound.job} op {bound.operation} in the ERP",
-            erp_ended=True,
+        reason = (
+            self.reasons.get(bound.run_key) or f"clocked out of {bound.job} op {bound.operation} in the ERP"
         )
+        self._stop(bound, end, reason, erp_ended=True)
 
     def _gone(self, bound: BoundRun, kind: FlagKind) -> None:
         """The ERP no longer wants this open run in MM (vanished, or its operation is excluded)."""
@@ -411,6 +416,8 @@ class Planner:
         phase = "setup" if in_setup else "production"
         mm_run_id = self._new_id(key)
         reason = f"clocked in on {op.job_name} op {op.operation_seq} ({phase})"
+        if key in self.reasons:
+            reason = f"{self.reasons[key]} ({phase})"
         if self.resync:
             reason = f"resync: MM has no run for {op.job_name} op {op.operation_seq}; starting ({phase})"
         self.stats.started += 1
@@ -489,18 +496,33 @@ def reconcile(
     held: Collection[str] = frozenset(),
 ) -> Plan:
     """Diff ``desired`` (ERP runs, active and recently ended; a run_key seen twice keeps the later
-    run) against ``bindings`` (by run_key); ``rejected_machines``: MM machine ids MM refused;
+    run), placed on machines by the multi-ticket rule (domain/shop_floor.py), against ``bindings``
+    (by run_key, with every generation of open tickets); ``rejected_machines``: MM ids MM refused;
     ``exclude``: ERP runs that must not be in MM (e.g. excluded operations); ``held``: run keys
     whose rows turned bad this read (their bindings are kept as they are, never vanished)."""
+    rejected = frozenset(rejected_machines)
+
+    def machine_of(run: JobOperationRun) -> str | None:
+        """Where the rule places a ticket; None leaves it to `Planner` (it skips or quarantines)."""
+        if exclude is not None and exclude(run):
+            return None
+        mm_machine = mapper.map(run.operation.machine) if run.operation.machine.strip() else None
+        return None if mm_machine is None or mm_machine in rejected else mm_machine
+
+    floor = shop_floor(index_runs(desired), bindings, source=source, machine_of=machine_of, now=now)
     planner = Planner(
-        desired=index_runs(desired),
+        desired=floor.runs,
         bindings=bindings,
         source=source,
         mapper=mapper,
         vanished_policy=vanished_policy,
         now=now,
-        rejected=rejected_machines,
+        rejected=rejected,
         exclude=exclude,
         held=frozenset(held),
+        mm_ids=floor.mm_ids,
+        reasons=floor.reasons,
     )
+    planner.flags.extend(floor.flags)
+    planner.stats.superseded += floor.superseded
     return planner.plan(scan_vanished=snapshot_complete)

@@ -24,6 +24,7 @@ from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState, index_runs
 from erpsync.domain.plan import Flag, FlagKind, Plan
 from erpsync.domain.reconcile import Planner
+from erpsync.domain.shop_floor import anchor_of
 
 
 def resync_plan(
@@ -54,7 +55,8 @@ def resync_plan(
 
     - ERP active, MM missing -> start again (also for stopped/failed/vanished bindings);
     - ERP active, MM open -> nothing, or the pending setup -> production switch;
-    - ERP active, MM ended -> ``ended_in_mm`` flag (restarting an ended MM run id is undefined);
+    - ERP active, MM ended -> ``ended_in_mm`` flag, recorded stopped: the next sync cycle starts
+      the run's next generation (domain/shop_floor.py; an ended MM run id cannot be reopened);
     - ERP ended, MM open -> stop at the ERP end time; ERP lost it, MM open -> stop at ``now``;
     - ERP ended or lost, MM missing/ended -> nothing;
     - a binding erpsync holds open whose run MM lacks and that is not started again (ended, lost,
@@ -63,7 +65,7 @@ def resync_plan(
     holds: runs outside the selection compete for machines and are stopped when a selected start
     wins theirs.
     """
-    index = index_runs(desired)
+    index, bindings = _latest_generations(index_runs(desired), bindings)
     effective: dict[str, BoundRun] = dict(bindings)
     mm_ids: dict[str, str] = {}
     flags: list[Flag] = []
@@ -126,7 +128,8 @@ def resync_plan(
                         FlagKind.ENDED_IN_MM,
                         bound,
                         f"MM ended run {mm_run_id} but the ERP still has {bound.job} op {bound.operation} "
-                        "open; not restarted (an ended MM run id cannot be reopened), check MM",
+                        "open; recorded as stopped, the next sync cycle starts a new MM run for it "
+                        "(an ended MM run id cannot be reopened)",
                         binding_status=BindingStatus.STOPPED,
                     )
                 )
@@ -170,3 +173,20 @@ def resync_plan(
     plan.stats.flagged = len(plan.flags)
     plan.stats.unknown = unknown
     return plan
+
+
+def _latest_generations(
+    index: dict[str, JobOperationRun], bindings: Mapping[str, BoundRun]
+) -> tuple[dict[str, JobOperationRun], dict[str, BoundRun]]:
+    """Only each ticket's latest run generation is resynced; its ticket is keyed by that binding
+    (earlier generations ended in MM when the next one started)."""
+    latest: dict[str, str] = {}
+    for key in bindings:
+        anchor, number = anchor_of(key)
+        if anchor not in latest or number > anchor_of(latest[anchor])[1]:
+            latest[anchor] = key
+    kept = {key: bindings[key] for key in latest.values()}
+    for anchor, key in latest.items():
+        if key != anchor and anchor in index:
+            index[key] = replace(index.pop(anchor), run_key=key)
+    return index, kept

@@ -94,6 +94,9 @@ class BindingRepository(Protocol):
 
     def by_keys(self, source: str, run_keys: Collection[str]) -> dict[str, BoundRun]: ...
 
+    def generations(self, source: str, anchors: Collection[str]) -> dict[str, BoundRun]:
+        """Every run generation of these anchor tickets (domain/shop_floor.py `generation_key`)."""
+
     def all_runs(self, source: str) -> dict[str, BoundRun]:
         """Every binding of `source` (resync: an explicit, whole-history request)."""
 

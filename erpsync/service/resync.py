@@ -18,6 +18,7 @@ from erpsync.domain.identity import generation_token, mm_run_id_for
 from erpsync.domain.lifecycle import BoundRun, MMRunState
 from erpsync.domain.model import BadRecord, JobOperationRun
 from erpsync.domain.resync import resync_plan
+from erpsync.domain.shop_floor import anchor_of
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
 from erpsync.service.sync import PlanResult, SyncService, SyncSummary, sort_rows
@@ -80,9 +81,9 @@ def run_resync(
     desired: dict[str, JobOperationRun] = {}
     bad: list[BadRecord] = []
     sort_rows(snapshot or (), desired, bad)
-    missing = [k for k, b in bindings.items() if k not in desired and selection.matches(None, b)]
+    missing = {anchor_of(k)[0] for k, b in bindings.items() if selection.matches(None, b)} - desired.keys()
     if missing:
-        sort_rows(service.source.lookup_runs(missing), desired, bad)
+        sort_rows(service.source.lookup_runs(sorted(missing)), desired, bad)
     selected = {
         key for key in set(desired) | set(bindings) if selection.matches(desired.get(key), bindings.get(key))
     }

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -36,9 +36,10 @@ from erpsync.domain.lifecycle import (
     JournaledAction,
     JournalStamp,
 )
-from erpsync.domain.model import BadRecord, JobOperationRun
+from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 from erpsync.domain.plan import Flag, Plan, RunAction
 from erpsync.domain.reconcile import reconcile
+from erpsync.domain.shop_floor import anchor_of
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN
@@ -169,16 +170,18 @@ class SyncService:
             bad: list[BadRecord] = []
             sort_rows(snapshot or (), desired, bad)
             bindings, rejected = state.result()
-        if desired:
-            bindings.update(self._finished_bindings(desired.keys() - bindings.keys()))
+        bindings.update(self._known_bindings(desired, bindings.keys()))
         if snapshot is None:
             return PlanResult(
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
             )
         runs_read = len(desired)
-        gone = [k for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES and k not in desired]
+        # bound runs the read did not return: their anchor tickets are looked up (shop_floor.py)
+        gone = {
+            anchor_of(k)[0] for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES
+        } - desired.keys()
         if gone:
-            sort_rows(self.source.lookup_runs(gone), desired, bad)
+            sort_rows(self.source.lookup_runs(sorted(gone)), desired, bad)
         plan = reconcile(desired.values(), bindings, **self._policy(now, snapshot.complete, rejected))
         result = PlanResult(
             plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=runs_read, bound_keys=frozenset(bindings)
@@ -191,12 +194,20 @@ class SyncService:
         with self.uow() as uow:
             return uow.bindings.open_runs(self.source.name), uow.machines.rejected()
 
-    def _finished_bindings(self, run_keys: Collection[str]) -> dict[str, BoundRun]:
-        """Bindings of runs in the snapshot that are not open: finished runs stay recognised."""
-        if not run_keys:
+    def _known_bindings(
+        self, desired: Mapping[str, JobOperationRun], loaded: Collection[str]
+    ) -> dict[str, BoundRun]:
+        """Bindings of the read's runs that are not open, so finished runs stay recognised, and
+        every run generation of open tickets without one (the next generation's number)."""
+        fresh = desired.keys() - loaded
+        if not fresh:
             return {}
+        reopened = [k for k in fresh if desired[k].state is not RunState.ENDED]
         with self.uow() as uow:
-            return uow.bindings.by_keys(self.source.name, run_keys)
+            found = uow.bindings.by_keys(self.source.name, fresh)
+            if reopened:
+                found.update(uow.bindings.generations(self.source.name, reopened))
+            return found
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {

@@ -99,12 +99,24 @@ def test_unchanged_runs_produce_nothing() -> None:
     assert p.stats.unchanged == 2
 
 
-@pytest.mark.parametrize("status", ["stopped", "failed", "vanished", "stopping"])
-def test_closed_or_terminal_binding_is_never_restarted(status: str) -> None:
+@pytest.mark.parametrize("status", ["failed", "vanished", "stopping"])
+def test_failed_vanished_or_stopping_binding_is_not_restarted(status: str) -> None:
     r = run("LT1", PRODUCTION)
     p = plan([r], bindings(bind(r, status)))
     assert p.actions == []
     assert p.stats.unchanged == 1
+
+
+def test_stopped_binding_of_an_open_ticket_starts_the_next_generation() -> None:
+    """A reopened ticket (or a run back after erpsync stopped it): a new MM run, never the old id."""
+    r = run("LT1", PRODUCTION, start=at(0))
+    stopped = replace(bind(r, "stopped"), mm_end_at=at(20))
+    p = plan([r], bindings(stopped))
+    (action,) = p.actions
+    assert isinstance(action, StartAction)
+    assert (action.run_key, action.mm_run_id) == ("LT1#g2", "erp:LT1.g2")
+    assert action.run is not None and action.run.start_at == at(20)  # after the first run ended
+    assert "generation 2" in action.reason
 
 
 def test_starting_binding_is_not_started_again() -> None:
@@ -303,10 +315,11 @@ def test_vanished_run_reported_ended_later_is_stopped_at_its_end() -> None:
     assert summary(plan([ended], bindings(bind(r, "vanished")))) == [("stop_run", "LT1", at(40).isoformat())]
 
 
-def test_vanished_run_reappearing_is_not_restarted() -> None:
+def test_vanished_run_reappearing_is_managed_again_without_a_restart() -> None:
     r = run("LT1", PRODUCTION)
     p = plan([r], bindings(bind(r, "vanished")))
-    assert p.actions == [] and p.flags == []
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [(FlagKind.RETURNED, "running")]
 
 
 # --- one run per machine ---------------------------------------------------------------------
@@ -317,7 +330,7 @@ def test_two_new_runs_on_one_machine_latest_wins() -> None:
     p = plan([late, early])
     assert summary(p) == [("start_run", "LT2", "production")]
     assert flags(p) == [(FlagKind.SUPERSEDED, "LT1")]
-    assert "not started" in p.flags[0].message
+    assert "likely forgotten clock-out" in p.flags[0].message
     assert p.stats.superseded == 1
 
 

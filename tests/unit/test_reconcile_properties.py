@@ -47,6 +47,7 @@ from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.plan import FlagKind, Plan, RunAction, StartAction, StopAction
 from erpsync.domain.reconcile import reconcile
 from erpsync.domain.resync import resync_plan
+from erpsync.domain.shop_floor import anchor_of
 from tests.unit.reconcile_helpers import SOURCE, T0, operation
 
 # "M1" and " m1" are one MM machine (trim-casefold), SAW is ignored, BAD is refused by MM, "" is
@@ -155,13 +156,18 @@ class ReconcileMachine(RuleBasedStateMachine):
 
     # --- sync ------------------------------------------------------------------------------------
 
+    def _generations(self, key: str) -> list[BoundRun]:
+        """Every binding of ticket ``key``'s runs (its own and later generations)."""
+        return [b for k, b in self.bindings.items() if anchor_of(k)[0] == key]
+
     def _desired(self, include_ended: bool) -> list[JobOperationRun]:
         out = []
         for key, r in self.erp.items():
             if key in self.hidden:
                 continue
-            bound = self.bindings.get(key)
-            looked_up = bound is not None and bound.status in (*LIVE_BINDING_STATUSES, BindingStatus.VANISHED)
+            looked_up = any(
+                b.status in (*LIVE_BINDING_STATUSES, BindingStatus.VANISHED) for b in self._generations(key)
+            )
             if r.state is not RunState.ENDED or include_ended or looked_up:
                 out.append(r)
         return out
@@ -192,17 +198,25 @@ class ReconcileMachine(RuleBasedStateMachine):
         self._check_ended_are_stopped(desired)
         self._check_nothing_dropped(desired, plan)
         if not failed and not self.lost_by_mm:
-            again = reconcile(
-                desired,
-                self.bindings,
-                source=SOURCE,
-                mapper=MAPPER,
-                snapshot_complete=complete,
-                vanished_policy="stop" if policy == "stop" else "flag",
-                now=now,
-                rejected_machines=REJECTED,
-            )
-            assert again.actions == [], [a.idempotency_key for a in again.actions]
+            # converged, or within one more cycle: a run this cycle stopped (superseded while its
+            # ticket moved machine) starts its next generation once the stop is settled
+            for round_ in range(2):
+                again = reconcile(
+                    desired,
+                    self.bindings,
+                    source=SOURCE,
+                    mapper=MAPPER,
+                    snapshot_complete=complete,
+                    vanished_policy="stop" if policy == "stop" else "flag",
+                    now=now,
+                    rejected_machines=REJECTED,
+                )
+                keys = [a.idempotency_key for a in again.actions]
+                if not keys:
+                    break
+                assert round_ == 0, keys
+                assert all(a.kind is ActionKind.START and "#g" in a.run_key for a in again.actions), keys
+                self._apply(again, fail_a_start=False)
 
     @rule(complete=st.booleans(), policy=st.sampled_from(["stop", "flag"]), include_ended=st.booleans())
     def quiet_cycle(self, complete: bool, policy: str, include_ended: bool) -> None:
@@ -289,7 +303,7 @@ class ReconcileMachine(RuleBasedStateMachine):
 
     def _start(self, action: StartAction, *, rebound: Collection[str]) -> None:
         assert action.run.state is not RunState.ENDED, "start planned for an ended run"
-        assert self.erp[action.run_key].state is not RunState.ENDED, "start for a run the ERP ended"
+        assert self.erp[anchor_of(action.run_key)[0]].state is not RunState.ENDED, "start of an ended run"
         phase = "setup" if action.in_setup else "production"
         existing = self.mm.get(action.mm_run_id)
         bound = self.bindings[action.run_key]  # as journaled: the intent is recorded first
@@ -350,8 +364,7 @@ class ReconcileMachine(RuleBasedStateMachine):
     def _check_ended_are_stopped(self, desired: list[JobOperationRun]) -> None:
         for r in desired:
             if r.state is RunState.ENDED:
-                bound = self.bindings.get(r.run_key)
-                if bound is not None:
+                for bound in self._generations(r.run_key):
                     got = self.mm.get(bound.mm_run_id)
                     assert got is None or not got.open, f"{r.run_key} ended in the ERP, open in MM"
 
@@ -361,8 +374,7 @@ class ReconcileMachine(RuleBasedStateMachine):
         for r in desired:
             if r.state is RunState.ENDED:
                 continue
-            bound = self.bindings.get(r.run_key)
-            if bound is not None:
+            if self._generations(r.run_key):
                 continue  # bound: bindings_match_mm says it is open, or closed on purpose
             ignored = MAPPER.map(r.machine) is None and r.machine.strip() != ""
             assert r.run_key in flagged or r.run_key in quarantined or ignored, f"{r.run_key} dropped"

@@ -11,13 +11,14 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.rows import BOUND_COLUMNS, bound_runs, chunks, flag_values, intent_binding_values
 from erpsync.adapters.state.tables import RunBinding, utcnow
 from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BoundRun, Intent
 from erpsync.domain.plan import Flag
+from erpsync.domain.shop_floor import GENERATION_MARK
 
 _TABLE = cast(Table, RunBinding.__table__)
 _c = _TABLE.c
@@ -63,6 +64,21 @@ class SqlBindings:
         found: dict[str, BoundRun] = {}
         for chunk in chunks(sorted(run_keys)):
             query = select(*_BOUND).where(RunBinding.source == source, RunBinding.run_key.in_(chunk))
+            found.update(bound_runs(self.session.execute(query)))
+        return found
+
+    def generations(self, source: str, anchors: Collection[str]) -> dict[str, BoundRun]:
+        """Every run generation of these anchor tickets: key ``<anchor>`` or ``<anchor>#g<n>``
+        (domain/shop_floor.py). Asked only for open tickets without a binding, so a few per cycle."""
+        found: dict[str, BoundRun] = {}
+        for chunk in chunks(sorted(anchors), 100):
+            query = select(*_BOUND).where(
+                RunBinding.source == source,
+                or_(
+                    RunBinding.run_key.in_(chunk),
+                    *(RunBinding.run_key.startswith(f"{a}{GENERATION_MARK}", autoescape=True) for a in chunk),
+                ),
+            )
             found.update(bound_runs(self.session.execute(query)))
         return found
 

@@ -40,6 +40,7 @@ from erpsync.domain.lifecycle import (
     Outcome,
 )
 from erpsync.domain.plan import Flag
+from erpsync.domain.shop_floor import anchor_of
 
 
 def _due(row: Row, now: datetime) -> bool:
@@ -135,6 +136,10 @@ class MemoryBindings:
 
     def open_runs(self, source: str) -> dict[str, BoundRun]:
         return self._runs(row for row in self._of(source) if row["status"] in RECONCILE_BINDING_STATUSES)
+
+    def generations(self, source: str, anchors: Collection[str]) -> dict[str, BoundRun]:
+        wanted = set(anchors)
+        return self._runs(row for row in self._of(source) if anchor_of(row["run_key"])[0] in wanted)
 
     def by_keys(self, source: str, run_keys: Collection[str]) -> dict[str, BoundRun]:
         wanted = set(run_keys)

@@ -179,6 +179,7 @@ BOUND_COLUMNS = (
     "erp_job",
     "erp_operation",
     "key_generation",
+    "mm_end_at",
 )
 
 
@@ -203,6 +204,7 @@ def bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
             job=job,
             operation=operation,
             generation=generation or "",
+            mm_end_at=mm_end_at,
         )
         for (
             run_key,
@@ -217,6 +219,7 @@ def bound_runs(result: Iterable[Any]) -> dict[str, BoundRun]:
             job,
             operation,
             generation,
+            mm_end_at,
         ) in result
     }
 
