@@ -95,6 +95,7 @@ class _Machine:
     open: list[JobOperationRun] = field(default_factory=list)
     ended: list[JobOperationRun] = field(default_factory=list)
     live: dict[OpId, tuple[BoundRun, JobOperationRun]] = field(default_factory=dict)  # run, anchor
+    run_ends: list[datetime] = field(default_factory=list)  # when erpsync's earlier runs there ended
 
 
 def shop_floor(
@@ -113,19 +114,8 @@ def shop_floor(
     placed: set[str] = set()  # ticket keys the rule decides (not passed through)
     generations: dict[str, list[BoundRun]] = {}
     for key in sorted(bindings):
-        bound = bindings[key]
-        anchor, _ = anchor_of(key)
-        generations.setdefault(anchor, []).append(bound)
-        ticket = tickets.get(anchor)
-        if bound.status not in MM_OPEN_BINDING_STATUSES or ticket is None or machine_of(ticket) is None:
-            continue
-        # the run stays on the machine it was started on (a machine edit is flagged by reconcile)
-        slot = machines.setdefault(bound.mm_machine_id, _Machine())
-        op = _op_id(ticket)
-        if op in slot.live:  # state from before this rule: two runs of one operation -> end one
-            _end(floor, bound, ticket, [], f"{_what(ticket)} is already shown by another run")
-            continue
-        slot.live[op] = (bound, ticket)
+        generations.setdefault(anchor_of(key)[0], []).append(bindings[key])
+        _place_binding(floor, machines, bindings[key], tickets, machine_of)
     sticky = {t.run_key: b.mm_machine_id for s in machines.values() for b, t in s.live.values()}
     for key, ticket in tickets.items():
         mm_machine = sticky.get(key) or machine_of(ticket)
@@ -146,6 +136,37 @@ def shop_floor(
     return floor
 
 
+def _place_binding(
+    floor: Floor,
+    machines: dict[str, _Machine],
+    bound: BoundRun,
+    tickets: Mapping[str, JobOperationRun],
+    machine_of: Callable[[JobOperationRun], str | None],
+) -> None:
+    """Put a run MM may have open on its machine (by its anchor ticket's operation); a finished
+    one only tells when the machine was freed."""
+    key = bound.run_key
+    anchor = anchor_of(key)[0]
+    ticket = tickets.get(anchor)
+    if bound.status not in MM_OPEN_BINDING_STATUSES:
+        end = bound.mm_end_at or bound.erp_end_at
+        if end is not None:
+            machines.setdefault(bound.mm_machine_id, _Machine()).run_ends.append(end)
+        return
+    if ticket is None:  # the ERP lost it: `Planner`'s vanished rule
+        return
+    if machine_of(ticket) is None:  # excluded or unmapped now: `Planner` decides, by binding key
+        floor.runs[key] = ticket if key == anchor else replace(ticket, run_key=key)
+        return
+    # the run stays on the machine it was started on (a machine edit is flagged by reconcile)
+    slot = machines.setdefault(bound.mm_machine_id, _Machine())
+    op = _op_id(ticket)
+    if op in slot.live:  # state from before this rule: two runs of one operation -> end one
+        _end(floor, bound, ticket, [], f"{_what(ticket)} is already shown by another run")
+        return
+    slot.live[op] = (bound, ticket)
+
+
 def _decide(
     floor: Floor,
     mm_machine: str,
@@ -156,16 +177,20 @@ def _decide(
     now: datetime,
 ) -> None:
     shown_op: OpId | None = None
+    switch_at: datetime | None = None  # when the shown operation took the machine
     if slot.open:
         shown = max(slot.open, key=lambda t: (_start(t), t.run_key))
         shown_op = _op_id(shown)
         group = sorted((t for t in slot.open if _op_id(t) == shown_op), key=lambda t: (_start(t), t.run_key))
         state = RunState.PRODUCTION if any(t.state is RunState.PRODUCTION for t in group) else RunState.SETUP
         live = slot.live.get(shown_op)
+        switch_at = shown.start_at
         if live is not None:
             _keep(floor, live[0], group, state)
         else:
-            _begin(floor, mm_machine, slot, group, state, generations, source=source, now=now)
+            # another operation's run is open there: it ends when this one starts
+            taken = shown.start_at if any(op != shown_op for op in slot.live) else None
+            switch_at = _begin(floor, slot, group, state, generations, taken, source=source, now=now)
         for ticket in slot.open:
             if _op_id(ticket) != shown_op:
                 floor.superseded += 1
@@ -174,9 +199,10 @@ def _decide(
         if op == shown_op:
             continue
         if any(_op_id(t) == op for t in slot.open):
-            _end(floor, bound, anchor, [shown], f"superseded by {_what(shown)}, clocked in later")
+            why = f"superseded by {_what(shown)}, clocked in later"
+            _end(floor, bound, anchor, [switch_at] if switch_at else [], why)
         else:
-            _end(floor, bound, anchor, [t for t in slot.ended if _op_id(t) == op], "")
+            _end(floor, bound, anchor, [t.end_at for t in slot.ended if _op_id(t) == op and t.end_at], "")
 
 
 def _keep(floor: Floor, bound: BoundRun, group: list[JobOperationRun], state: RunState) -> None:
@@ -198,16 +224,17 @@ def _keep(floor: Floor, bound: BoundRun, group: list[JobOperationRun], state: Ru
 
 def _begin(
     floor: Floor,
-    mm_machine: str,
     slot: _Machine,
     group: list[JobOperationRun],
     state: RunState,
     generations: Mapping[str, list[BoundRun]],
+    taken: datetime | None,
     *,
     source: str,
     now: datetime,
-) -> None:
-    """The shown operation has no run open: start one (generation 1, or the next one)."""
+) -> datetime | None:
+    """The shown operation has no run open: start one (generation 1, or the next one); returns
+    when it starts (None: MM's own now, or nothing started)."""
     anchor = group[0]
     past = generations.get(anchor.run_key, [])
     latest = max(past, key=lambda b: anchor_of(b.run_key)[1], default=None)
@@ -215,12 +242,12 @@ def _begin(
         # stopping: wait for MM's answer; failed: MM refused it, a person decides (resync);
         # live elsewhere (another machine or operation): reconcile flags and ends it first
         floor.runs[latest.run_key] = replace(anchor, run_key=latest.run_key, state=state)
-        return
+        return taken
     number = 1 if latest is None else anchor_of(latest.run_key)[1] + 1
     key = generation_key(anchor.run_key, number)
     first_in = min((t.start_at for t in group if t.start_at is not None), default=None)
-    freed = _freed_at(slot, past, first_in, now)
-    start = max(first_in, freed) if first_in is not None and freed is not None else first_in or freed
+    bounds = (first_in, _freed_at(slot, first_in, now), taken)
+    start = max((t for t in bounds if t is not None), default=None)
     floor.runs[key] = _as(anchor, key, state, start)
     if number > 1:
         floor.mm_ids[key] = generation_run_id(source, anchor.run_key, number)
@@ -229,6 +256,7 @@ def _begin(
         )
     elif len(group) > 1:
         floor.reasons[key] = f"clocked in on {_what(anchor)}: {len(group)} tickets open on it, one MM run"
+    return start
 
 
 def _as(ticket: JobOperationRun, key: str, state: RunState, start: datetime | None) -> JobOperationRun:
@@ -239,28 +267,18 @@ def _as(ticket: JobOperationRun, key: str, state: RunState, start: datetime | No
     return replace(ticket, run_key=key, state=state, start_at=start, end_at=None)
 
 
-def _freed_at(
-    slot: _Machine, past: Iterable[BoundRun], first_in: datetime | None, now: datetime
-) -> datetime | None:
-    """When the machine was last freed: the latest clock-out on it after ``first_in`` (and the end
-    of the anchor's earlier generations), so a new generation never overlaps an earlier MM run."""
-    ends = [t.end_at for t in slot.ended if t.end_at is not None]
-    ends += [e for e in (b.mm_end_at or b.erp_end_at for b in past) if e is not None]
+def _freed_at(slot: _Machine, first_in: datetime | None, now: datetime) -> datetime | None:
+    """When the machine was last freed: the latest clock-out on it after ``first_in``, or end of
+    an earlier MM run there (a reopened ticket's own), so a new run never overlaps an earlier one."""
+    ends = [t.end_at for t in slot.ended if t.end_at is not None] + slot.run_ends
     ends = [e for e in ends if e <= now and (first_in is None or e > first_in)]
     return max(ends, default=None)
 
 
-def _end(
-    floor: Floor,
-    bound: BoundRun,
-    ticket: JobOperationRun,
-    closed: list[JobOperationRun],
-    why: str,
-) -> None:
-    """A run whose operation is no longer shown: it ends at the last clock-out (or when the shown
-    ticket clocked in)."""
-    ends = [t.end_at if t.state is _ENDED else t.start_at for t in closed]
-    end = max((e for e in ends if e is not None), default=None)
+def _end(floor: Floor, bound: BoundRun, ticket: JobOperationRun, ends: list[datetime], why: str) -> None:
+    """A run whose operation is no longer shown: it ends at its last clock-out, or when the shown
+    operation took the machine (None: now)."""
+    end = max(ends, default=None)
     floor.runs[bound.run_key] = replace(ticket, run_key=bound.run_key, state=_ENDED, end_at=end)
     if why:
         floor.reasons[bound.run_key] = (
