@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from erpsync.config.section import Range, Seconds, Section
 
-from erpsync.config.section import PositiveSeconds, Section
+_ATTEMPTS = Range(1, 100, "attempts")
 
 
 class MachineSettings(Section):
@@ -23,14 +23,14 @@ class ImportSettings(Section):
     enabled: bool = False
     mode: Literal["build", "passthrough"] = "build"
     auto_archive: bool = False
-    interval_seconds: PositiveSeconds = 900
+    interval_seconds: Seconds = 900
 
 
 class SyncSettings(Section):
     """The reconcile-and-dispatch cycle."""
 
-    interval_seconds: PositiveSeconds = 30
+    interval_seconds: Seconds = 30
     vanished_runs: Literal["stop", "flag"] = "flag"
-    max_action_attempts: int = Field(default=8, ge=1)
-    in_doubt_after_seconds: PositiveSeconds = 30
+    max_action_attempts: Annotated[int, _ATTEMPTS.before, _ATTEMPTS.after] = 8
+    in_doubt_after_seconds: Seconds = 30
     imports: ImportSettings = ImportSettings()
