@@ -186,6 +186,7 @@ def test_an_oversized_row_is_quarantined_with_its_line(
         assert (Path(refused.file_name).name, refused.line_number) == ("ops.csv", 4)
         assert refused.record_key == run_id("2003", "10") and "2003/1" in refused.message
         assert utf8_size(refused.raw_payload) <= RAW_MAX_BYTES and "bytes]" in refused.raw_payload
+        assert "PayloadTooLarge" in refused.message or "larger than 32000 bytes" in refused.message
         audit = session.execute(select(AuditEntry.action, AuditEntry.outcome, AuditEntry.detail)).all()
         quarantined = [a for a in audit if a.outcome == "quarantined"]
         assert len(quarantined) == 2, audit
