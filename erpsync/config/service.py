@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from erpsync.config.section import Range, Seconds, Section
 
@@ -17,7 +17,8 @@ _GRACE = Range(0.1, 300, "seconds")
 class ServiceSettings(Section):
     """The long-running service: leader lease, health endpoint, retention."""
 
-    instance_name: str | None = None
+    # stored in the heartbeat and leader tables (255-character columns)
+    instance_name: str | None = Field(default=None, min_length=1, max_length=128)
     health_host: str = "127.0.0.1"
     health_port: Annotated[int, _PORT.before, _PORT.after] = 9108
     lease_ttl_seconds: Seconds = 15

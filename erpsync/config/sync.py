@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import field_validator
+
 from erpsync.config.section import Range, Seconds, Section
+from erpsync.domain.lifecycle import MM_MACHINE_MAX
 
 _ATTEMPTS = Range(1, 100, "attempts")
 
@@ -15,6 +18,18 @@ class MachineSettings(Section):
     normalize: Literal["exact", "trim", "trim-casefold"] = "trim"
     overrides: dict[str, str] = {}
     ignore: list[str] = []
+
+    @field_validator("overrides")
+    @classmethod
+    def _mm_ids_fit(cls, value: dict[str, str]) -> dict[str, str]:
+        # an MM machine id is stored whole with every run (a 255-character column) and sent
+        # again from there when a run switches to production
+        for erp_machine, mm_machine in value.items():
+            if not mm_machine.strip() or len(mm_machine) > MM_MACHINE_MAX:
+                raise ValueError(
+                    f"the MM machine id for {erp_machine[:80]!r} must be 1 to {MM_MACHINE_MAX} characters"
+                )
+        return value
 
 
 class ImportSettings(Section):

@@ -134,3 +134,18 @@ def test_serve_starts_with_the_largest_values_config_check_accepts(tmp_path: Pat
         finally:
             serve.kill()
     shop.dispose()
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        (f'[service]\ninstance_name = "{"i" * 129}"\n', "service.instance_name"),
+        (f'[machines.overrides]\nHAAS-1 = "{"m" * 256}"\n', "machines.overrides"),
+    ],
+)
+def test_config_check_refuses_names_too_long_for_state(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "erpsync.toml"
+    path.write_text(toml, encoding="utf-8")
+    proc = check(path)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {key}:"), proc.stderr
+    assert "Traceback" not in proc.stderr
