@@ -8,7 +8,7 @@ from pydantic import SecretStr, field_validator, model_validator
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from erpsync.config.section import PositiveSeconds, Section, read_secret_file
+from erpsync.config.section import Section, TimeoutSeconds, read_secret_file
 from erpsync.observability.scrub import scrub
 
 
@@ -18,7 +18,7 @@ class DatabaseSettings(Section):
     url: str = "sqlite:///erpsync.db"
     password: SecretStr | None = None
     password_file: Path | None = None
-    connect_timeout_seconds: PositiveSeconds = 10
+    connect_timeout_seconds: TimeoutSeconds = 10
 
     @field_validator("url")
     @classmethod

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 
-from erpsync.config.section import PositiveSeconds, Section, read_secret_file
+from erpsync.config.section import BackoffSeconds, Range, Seconds, Section, TimeoutSeconds, read_secret_file
+
+_ATTEMPTS = Range(1, 50, "attempts")
+_RATE = Range(0.01, 100_000, "calls per second")
+_CONCURRENCY = Range(1, 256, "concurrent calls")
+_FAILURES = Range(1, 1000, "failures")
 
 
 class MMPaths(Section):
@@ -30,16 +36,16 @@ class MMSettings(Section):
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
     paths: MMPaths = MMPaths()
-    connect_timeout_seconds: PositiveSeconds = 5
-    read_timeout_seconds: PositiveSeconds = 15
-    retry_deadline_seconds: PositiveSeconds = 60
-    max_attempts: int = Field(default=6, ge=1, le=50)
-    backoff_initial_seconds: PositiveSeconds = 0.5
-    backoff_max_seconds: PositiveSeconds = 30
-    rate_limit_per_second: PositiveSeconds = 50
-    max_concurrency: int = Field(default=16, ge=1, le=256)
-    breaker_failure_threshold: int = Field(default=5, ge=1)
-    breaker_reset_seconds: PositiveSeconds = 60
+    connect_timeout_seconds: TimeoutSeconds = 5
+    read_timeout_seconds: TimeoutSeconds = 15
+    retry_deadline_seconds: Seconds = 60
+    max_attempts: Annotated[int, _ATTEMPTS.before, _ATTEMPTS.after] = 6
+    backoff_initial_seconds: BackoffSeconds = 0.5
+    backoff_max_seconds: BackoffSeconds = 30
+    rate_limit_per_second: Annotated[float, _RATE.before, _RATE.after] = 50
+    max_concurrency: Annotated[int, _CONCURRENCY.before, _CONCURRENCY.after] = 16
+    breaker_failure_threshold: Annotated[int, _FAILURES.before, _FAILURES.after] = 5
+    breaker_reset_seconds: Seconds = 60
 
     @field_validator("base_url")
     @classmethod

@@ -2,12 +2,57 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+
+class Range:
+    """A number in [low, high], finite: `inf`, `nan`, `1e300` or a negative value is refused with
+    one message naming the range, so `config check` catches what `serve` would choke on later
+    (APScheduler, `threading.Event.wait` and `timedelta` overflow on huge values)."""
+
+    def __init__(self, low: float, high: float, unit: str) -> None:
+        self.low, self.high = low, high
+        self.expected = f"expected a finite number of {unit} from {low:g} to {high:g}"
+        self.before = BeforeValidator(self._finite)
+        self.after = AfterValidator(self._in_range)
+
+    def _finite(self, value: Any) -> Any:
+        # before parsing: `1e300` for a whole number would otherwise fail as "exceeded maximum size"
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except (ValueError, OverflowError):
+                return value  # not a number: pydantic says so, naming the type
+            if not math.isfinite(number) or not self.low <= number <= self.high:
+                raise ValueError(self.expected)
+        return value
+
+    def _in_range(self, value: Any) -> Any:
+        if not self.low <= value <= self.high:
+            raise ValueError(self.expected)
+        return value
+
+
+# The ranges of every duration (docs/configuration.md, "Ranges"):
+# - intervals, deadlines and ages (cycles, renewals, retries, job timeout): 0.1 s to 1 day
+# - network and database timeouts: 0.1 s to 10 minutes
+# - backoff between retries: 0.001 s to 1 hour
+_SECONDS = Range(0.1, 86_400, "seconds")
+_TIMEOUT = Range(0.1, 600, "seconds")
+_BACKOFF = Range(0.001, 3_600, "seconds")
+Seconds = Annotated[float, _SECONDS.before, _SECONDS.after]
+TimeoutSeconds = Annotated[float, _TIMEOUT.before, _TIMEOUT.after]
+BackoffSeconds = Annotated[float, _BACKOFF.before, _BACKOFF.after]
+PositiveSeconds = Seconds  # the name the sections used before ranges
+
+
+def bounded_int(low: int, high: int, unit: str) -> Range:
+    """The range of a whole-number setting (days, minutes, counts)."""
+    return Range(low, high, unit)
 
 
 class Section(BaseModel):

@@ -7,21 +7,31 @@ generic_source.py and csv_source.py; docs/sources.md walks through them.
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 from sqlalchemy.engine import make_url
 
 from erpsync.adapters.erp.readonly_sql import read_only_select_problem, without_trailing_semicolon
 from erpsync.config.database import DatabaseSettings
-from erpsync.config.section import Section
+from erpsync.config.section import Range, Section
 
 SourceKind = Literal["infor-visual", "generic-sql", "infor-visual-csv", "infor-ln-csv"]
 SQL_SOURCE_KINDS: frozenset[str] = frozenset({"infor-visual", "generic-sql"})
 CSV_SOURCE_KINDS: frozenset[str] = frozenset({"infor-visual-csv", "infor-ln-csv"})
 # What a status value means for the run (generic-sql `status_map`, CSV `status_map`).
+# ranges of the source's numbers (docs/configuration.md, "Ranges")
+_LOOKBACK = Range(1, 8_760, "hours")  # up to a year
+_FULL_READ = Range(0, 43_200, "minutes")  # up to 30 days
+_ID_MARGIN = Range(0, 1_000_000_000, "ids")
+_MARGIN = Range(0, 1_000_000_000, "ids or seconds")
+_SETTLE = Range(0, 3_600, "seconds")
+_BATCH = Range(100, 100_000, "rows")
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 StatusMeaning = Literal["not_started", "setup", "production", "ended", "skip"]
 
 
@@ -39,11 +49,11 @@ class VisualPresetSettings(Section):
     setup_ticket_types: list[str] = ["S"]
     run_ticket_types: list[str] = ["R"]
     site_id: str | None = None
-    closed_ticket_lookback_hours: int = Field(default=72, ge=1)
+    closed_ticket_lookback_hours: Annotated[int, _LOOKBACK.before, _LOOKBACK.after] = 72
     # Between full reads a cycle reads only new tickets (TRANSACTION_ID above a watermark, less this
     # margin: ids commit out of order) and re-reads the open / recently closed ones by id.
-    full_read_interval_minutes: int = Field(default=1440, ge=0)  # 0: every cycle is a full read
-    transaction_id_margin: int = Field(default=100, ge=0)
+    full_read_interval_minutes: Annotated[int, _FULL_READ.before, _FULL_READ.after] = 1440  # 0: always
+    transaction_id_margin: Annotated[int, _ID_MARGIN.before, _ID_MARGIN.after] = 100
     # Extra RUN_TYPE spellings of this site -> a canonical unit, e.g. {"PC/H" = "PCS/HR"}.
     run_type_aliases: dict[str, str] = {}
 
@@ -64,8 +74,8 @@ class GenericMappingSettings(Section):
     # between full reads a cycle reads only rows above the last value seen (less the margin: ids
     # for a number, seconds for a time) plus the runs still open, by key. None: every read is full.
     watermark: str | None = None
-    watermark_margin: float | None = Field(default=None, ge=0)  # None: 100 ids / 300 seconds
-    full_read_interval_minutes: int = Field(default=1440, ge=0)
+    watermark_margin: Annotated[float, _MARGIN.before, _MARGIN.after] | None = None  # 100 ids / 300 s
+    full_read_interval_minutes: Annotated[int, _FULL_READ.before, _FULL_READ.after] = 1440
 
     @model_validator(mode="after")
     def _table_or_query(self) -> GenericMappingSettings:
@@ -95,7 +105,7 @@ class CsvSettings(Section):
     # Status text (case-insensitive) -> meaning; extends/overrides the built-in words.
     status_map: dict[str, StatusMeaning] = {}
     # A file is read only once unchanged for this long (it may still be being written).
-    settle_seconds: float = Field(default=5, ge=0)
+    settle_seconds: Annotated[float, _SETTLE.before, _SETTLE.after] = 5
 
     @field_validator("delimiter")
     @classmethod
@@ -119,13 +129,24 @@ class SourceSettings(DatabaseSettings):
     """Where job operations come from."""
 
     url: str = "sqlite:///erp.db"
+    # the source's name is stored in 64-character state columns and starts every MM run id
     name: str = "erp"
     kind: SourceKind = "infor-visual"
     timezone: str = "UTC"
-    batch_size: int = Field(default=5000, ge=100, le=100_000)
+    batch_size: Annotated[int, _BATCH.before, _BATCH.after] = 5000
     visual: VisualPresetSettings = VisualPresetSettings()
     generic: GenericMappingSettings = GenericMappingSettings()
     csv: CsvSettings = CsvSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _fits_the_state_columns(cls, value: str) -> str:
+        if not _SOURCE_NAME.fullmatch(value):
+            raise ValueError(
+                "expected 1 to 64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit "
+                "(the name is stored in 64-character state columns and starts every MM run id)"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod

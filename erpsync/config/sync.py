@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import field_validator
 
-from erpsync.config.section import PositiveSeconds, Section
+from erpsync.config.section import Range, Seconds, Section
+from erpsync.domain.lifecycle import MM_MACHINE_MAX
+
+_ATTEMPTS = Range(1, 100, "attempts")
 
 
 class MachineSettings(Section):
@@ -16,6 +19,18 @@ class MachineSettings(Section):
     overrides: dict[str, str] = {}
     ignore: list[str] = []
 
+    @field_validator("overrides")
+    @classmethod
+    def _mm_ids_fit(cls, value: dict[str, str]) -> dict[str, str]:
+        # an MM machine id is stored whole with every run (a 255-character column) and sent
+        # again from there when a run switches to production
+        for erp_machine, mm_machine in value.items():
+            if not mm_machine.strip() or len(mm_machine) > MM_MACHINE_MAX:
+                raise ValueError(
+                    f"the MM machine id for {erp_machine[:80]!r} must be 1 to {MM_MACHINE_MAX} characters"
+                )
+        return value
+
 
 class ImportSettings(Section):
     """Job imports (the MM job CSV), uploaded only when their content changed."""
@@ -23,14 +38,14 @@ class ImportSettings(Section):
     enabled: bool = False
     mode: Literal["build", "passthrough"] = "build"
     auto_archive: bool = False
-    interval_seconds: PositiveSeconds = 900
+    interval_seconds: Seconds = 900
 
 
 class SyncSettings(Section):
     """The reconcile-and-dispatch cycle."""
 
-    interval_seconds: PositiveSeconds = 30
+    interval_seconds: Seconds = 30
     vanished_runs: Literal["stop", "flag"] = "flag"
-    max_action_attempts: int = Field(default=8, ge=1)
-    in_doubt_after_seconds: PositiveSeconds = 30
+    max_action_attempts: Annotated[int, _ATTEMPTS.before, _ATTEMPTS.after] = 8
+    in_doubt_after_seconds: Seconds = 30
     imports: ImportSettings = ImportSettings()

@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from erpsync.config.database import DatabaseSettings
-from erpsync.config.section import PositiveSeconds, Section
+from erpsync.config.section import Range, Seconds, Section
 from erpsync.domain.writeback_rules import SQL_SINK_BINDS, sql_bind_names, unknown_sql_binds
 
 SinkKind = Literal["staging", "visual-labor-ticket", "sql", "csv", "none"]
 # the staging table's name goes into DDL and SQL text, so only [schema.]table of plain identifiers
 _PLAIN_TABLE_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,127}\.)?[A-Za-z_][A-Za-z0-9_]{0,127}")
+_WINDOW = Range(0, 10_080, "minutes")  # up to a week
+_BATCH = Range(1, 2000, "rows")
 
 
 class WritebackSettings(Section):
     """Part counts from MM written into the ERP."""
 
     sink: SinkKind = "staging"
-    interval_seconds: PositiveSeconds = 60
-    settle_window_minutes: int = Field(default=30, ge=0)
+    interval_seconds: Seconds = 60
+    settle_window_minutes: Annotated[int, _WINDOW.before, _WINDOW.after] = 30
     allow_decrease: bool = False
     database: DatabaseSettings | None = None
     staging_table: str = "ERPSYNC_RUN_COUNTS"
     statement: str | None = None
     outbox_dir: Path | None = None
-    batch_size: int = Field(default=500, ge=1, le=2000)
+    batch_size: Annotated[int, _BATCH.before, _BATCH.after] = 500
 
     @field_validator("staging_table")
     @classmethod

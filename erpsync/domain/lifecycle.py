@@ -23,16 +23,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from erpsync.domain.columns import fit_id, fit_name
+
 if TYPE_CHECKING:  # plan.py builds on this module; only its types are named here
     from erpsync.domain.plan import Flag, RunAction
 
-# Column limits of the state tables (adapters/state/tables.py): a value is cut once, here.
+# Column limits of the state tables (adapters/state/tables.py); domain/columns.py fits values to them.
 SOURCE_MAX = 64
 RUN_KEY_MAX = 255
 MM_RUN_ID_MAX = 255
 JOB_MAX = 255
 OPERATION_MAX = 64
 MACHINE_MAX = 64
+MM_MACHINE_MAX = 255
 REASON_MAX = 255
 
 MMRunState = Literal["missing", "open", "ended"]
@@ -105,13 +108,26 @@ COUNTING_BINDING_STATUSES = frozenset({BindingStatus.RUNNING, BindingStatus.STOP
 ENDED_BINDING_STATUSES = frozenset({BindingStatus.STOPPED, BindingStatus.VANISHED})
 
 
-def _cut(value: str | None, limit: int) -> str:
-    return (value or "")[:limit]
+# how each RunRef field is fitted to its column: identities keep a hash suffix, names a marker
+_REF_FIELDS = (
+    ("source", SOURCE_MAX, fit_id),
+    ("run_key", RUN_KEY_MAX, fit_id),
+    ("mm_run_id", MM_RUN_ID_MAX, fit_id),
+    ("job", JOB_MAX, fit_name),
+    ("operation", OPERATION_MAX, fit_name),
+    ("machine", MACHINE_MAX, fit_id),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RunRef:
-    """One ERP run and the MM run erpsync made for it, cut to the state tables' column limits."""
+    """One ERP run and the MM run erpsync made for it, fitted to the state tables' columns.
+
+    Fitted once here (domain/columns.py): the run key and machine keep a stable hash suffix (two
+    long ones never collide), job and operation are cut with a marker. ``origin`` says where the
+    ERP row is (``file:line``, a ticket); it is not stored in a column, only carried in memory to
+    the quarantine entry of a run MM refuses.
+    """
 
     source: str
     run_key: str
@@ -119,19 +135,13 @@ class RunRef:
     job: str = ""
     operation: str = ""
     machine: str = ""
+    origin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        for name, limit in (
-            ("source", SOURCE_MAX),
-            ("run_key", RUN_KEY_MAX),
-            ("mm_run_id", MM_RUN_ID_MAX),
-            ("job", JOB_MAX),
-            ("operation", OPERATION_MAX),
-            ("machine", MACHINE_MAX),
-        ):
+        for name, limit, fit in _REF_FIELDS:
             value = getattr(self, name)
             if value is None or len(value) > limit:
-                object.__setattr__(self, name, _cut(value, limit))
+                object.__setattr__(self, name, fit(value or "", limit))
 
 
 @dataclass(frozen=True, slots=True)

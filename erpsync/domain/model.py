@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from erpsync.domain.columns import fit_id
+from erpsync.domain.lifecycle import RUN_KEY_MAX
+
 
 class RunState(enum.StrEnum):
     """Where a run is, as the ERP records it."""
@@ -58,6 +61,12 @@ class JobOperationRun:
     start_at: datetime | None = None
     end_at: datetime | None = None
     origin: str = ""
+
+    def __post_init__(self) -> None:
+        # The run key is an identity in the state database (a 255-character column): a longer one
+        # gets a stable hash suffix here, once, so bindings, the journal and MM run ids all agree.
+        if len(self.run_key) > RUN_KEY_MAX:
+            object.__setattr__(self, "run_key", fit_id(self.run_key, RUN_KEY_MAX))
 
     @property
     def machine(self) -> str:

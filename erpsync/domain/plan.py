@@ -7,7 +7,7 @@ applies the flags to bindings and the audit, and the dispatcher sends the action
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeAlias
 
@@ -72,6 +72,12 @@ class StartAction(_OnRun):
     reason: str
     idempotency_key: str
     generation: str = ""  # the generation in ``idempotency_key``; the binding stores it
+
+    def __post_init__(self) -> None:
+        # where the ERP row is rides on the ref, to the quarantine entry of a start MM refuses
+        origin = self.run.origin or self.run.operation.origin
+        if origin and not self.ref.origin:
+            object.__setattr__(self, "ref", replace(self.ref, origin=origin))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from erpsync.domain.columns import fit_id
 from erpsync.domain.lifecycle import (
     ActionStatus,
     AuditOutcome,
@@ -82,7 +83,11 @@ def test_machines_note_resolution_rejection_and_remap(state: Backend) -> None:
     with state() as uow:
         uow.machines.note({"M1": ("X1", 1), "M2": ("X2", 2), "M" * 70: (None, 1)}, T0)
         uow.machines.note({}, T0)
-    assert seen() == {"M1": ("X1", 1, T0, False), "M2": ("X2", 2, T0, False), "M" * 64: (None, 1, T0, False)}
+    assert seen() == {
+        "M1": ("X1", 1, T0, False),
+        "M2": ("X2", 2, T0, False),
+        fit_id("M" * 70, 64): (None, 1, T0, False),
+    }
     soon = T0 + timedelta(minutes=5)
     with state() as uow:
         uow.machines.note({"M1": ("X1", 1), "M2": ("X2", 3)}, soon)

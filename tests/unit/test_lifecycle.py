@@ -322,7 +322,11 @@ def test_run_ref_cuts_to_the_state_columns() -> None:
         OPERATION_MAX,
         MACHINE_MAX,
     ]
-    assert ref.run_key == "k" * RUN_KEY_MAX
+    # identities keep a stable hash suffix, display names a marker (domain/columns.py)
+    assert ref.run_key.startswith("k" * 200) and ref.run_key[-17] == "~"
+    assert ref.run_key == RunRef("s", "k" * 300, "r").run_key != RunRef("s", "k" * 301, "r").run_key
+    assert ref.machine[-17] == "~" and ref.job == "j" * (JOB_MAX - 1) + "…"
+    assert ref.operation == "o" * (OPERATION_MAX - 1) + "…"
 
 
 def test_run_ref_keeps_short_values_and_reads_none_as_empty() -> None:

@@ -16,6 +16,15 @@ from sqlalchemy.orm import Session
 
 from erpsync import __version__
 from erpsync.adapters.state.tables import AuditEntry
+from erpsync.domain.columns import (
+    MESSAGE_MAX_BYTES,
+    fit_bytes,
+    fit_id,
+    fit_name,
+    fit_optional_id,
+    fit_optional_name,
+)
+from erpsync.domain.lifecycle import JOB_MAX, MACHINE_MAX, MM_RUN_ID_MAX, OPERATION_MAX, SOURCE_MAX
 from erpsync.observability.actor import user_at_host
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.scrub import scrub
@@ -30,7 +39,7 @@ ACTOR = user_at_host()
 def _as_json(value: Mapping[str, Any] | None) -> str | None:
     if value is None:
         return None
-    return scrub(json.dumps(value, default=str, sort_keys=True))
+    return fit_bytes(scrub(json.dumps(value, default=str, sort_keys=True)))
 
 
 def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
@@ -38,7 +47,7 @@ def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any] | 
     if before is None or after is None:
         return None
     keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    return ",".join(keys)[:255] or None
+    return fit_name(",".join(keys), 255) or None
 
 
 def audit_values(
@@ -63,30 +72,31 @@ def audit_values(
     """The column values of one audit row (flows that write many rows insert them in one go)."""
     message = None
     if error is not None:
-        message = scrub(str(error))[:MAX_ERROR_CHARS]
+        message = fit_bytes(scrub(str(error))[:MAX_ERROR_CHARS], MESSAGE_MAX_BYTES)
         if error_class is None and isinstance(error, BaseException):
             error_class = type(error).__name__
+    # every value fitted to its column (domain/columns.py): one long ERP name never fails the cycle
     return dict(
-        correlation_id=current_correlation_id(),
-        triggered_by=trigger or current_trigger(),
-        actor=ACTOR,
+        correlation_id=fit_optional_id(current_correlation_id(), 64),
+        triggered_by=fit_optional_id(trigger or current_trigger(), 32),
+        actor=fit_name(ACTOR, 255),
         app_version=__version__,
         action_id=action_id,
         fencing_token=fencing_token,
-        source=source,
-        erp_job=erp_job,
-        erp_operation=erp_operation,
-        erp_machine=erp_machine,
-        mm_run_id=mm_run_id,
-        action=action,
-        outcome=outcome,
+        source=fit_optional_id(source, SOURCE_MAX),
+        erp_job=fit_optional_name(erp_job, JOB_MAX),
+        erp_operation=fit_optional_name(erp_operation, OPERATION_MAX),
+        erp_machine=fit_optional_id(erp_machine, MACHINE_MAX),
+        mm_run_id=fit_optional_id(mm_run_id, MM_RUN_ID_MAX),
+        action=fit_id(action, 32),
+        outcome=fit_id(outcome, 24),
         http_status=http_status,
-        error_class=error_class,
+        error_class=fit_optional_id(error_class, 64),
         error_message=message,
         before_json=_as_json(before),
         after_json=_as_json(after),
         changed_fields=changed_fields(before, after),
-        detail=scrub(detail) if detail else None,
+        detail=fit_bytes(scrub(detail)) if detail else None,
     )
 
 
@@ -109,12 +119,21 @@ def audit_record_values(entry: Any) -> dict[str, Any]:
     return audit_values(**{f.name: getattr(entry, f.name) for f in fields(entry)})
 
 
+def _stored_jobs(job: str) -> set[str]:
+    """The ``erp_job`` values an audit row of this job may hold: the job fitted to the column, and
+    for a job already cut to the column by the caller, the fitted form of the longer original."""
+    found = {fit_name(job, JOB_MAX)}
+    if len(job) == JOB_MAX:
+        found.add(fit_name(job + "~", JOB_MAX))
+    return found
+
+
 def flag_queries(
     flags: Collection[tuple[str, str, str]], chunk: int = 500
 ) -> Iterator[tuple[list[str], list[str], list[str]]]:
     """(actions, jobs, runs) to look earlier audit rows up by, per chunk of (kind, job, run) flags."""
     kinds = sorted({kind for kind, _, _ in flags})
-    wanted = sorted({(job, run) for _, job, run in flags})
+    wanted = sorted({(stored, run) for _, job, run in flags for stored in _stored_jobs(job)})
     for start in range(0, len(wanted), chunk):
         part = wanted[start : start + chunk]
         yield kinds, sorted({job for job, _ in part}), sorted({run for _, run in part})

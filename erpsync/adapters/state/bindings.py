@@ -14,7 +14,14 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from erpsync.adapters.state.rows import BOUND_COLUMNS, bound_runs, chunks, flag_values, intent_binding_values
+from erpsync.adapters.state.rows import (
+    BOUND_COLUMNS,
+    binding_row,
+    bound_runs,
+    chunks,
+    flag_values,
+    intent_binding_values,
+)
 from erpsync.adapters.state.tables import RunBinding, utcnow
 from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BoundRun, Intent
 from erpsync.domain.plan import Flag
@@ -122,7 +129,7 @@ class SqlBindings:
     # -- for the action journal (adapters/state/actions.py) ------------------------------------
     def insert(self, rows: Iterable[Mapping[str, Any]], now: datetime) -> None:
         """New bindings of journaled starts."""
-        new = [{**row, "created_at": now, "updated_at": now} for row in rows]
+        new = [{**binding_row(row), "created_at": now, "updated_at": now} for row in rows]
         for chunk in chunks(new):
             self.session.execute(insert(RunBinding), list(chunk))
 

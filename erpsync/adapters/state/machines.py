@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.rows import REJECT_REASON_MAX, chunks, machine_changes
 from erpsync.adapters.state.tables import MachineSeen
+from erpsync.domain.columns import fit_bytes, fit_id
+from erpsync.domain.lifecycle import MM_MACHINE_MAX
 from erpsync.observability.scrub import scrub
 
 _TABLE = cast(Table, MachineSeen.__table__)
@@ -64,8 +66,8 @@ class SqlMachines:
         """MM refused this machine id: remember it so runs on it are quarantined, not re-sent."""
         self.session.execute(
             update(MachineSeen)
-            .where(MachineSeen.mm_machine_id == mm_machine_id)
-            .values(rejected_at=now, reject_reason=scrub(reason)[:REJECT_REASON_MAX])
+            .where(MachineSeen.mm_machine_id == fit_id(mm_machine_id, MM_MACHINE_MAX))
+            .values(rejected_at=now, reject_reason=fit_bytes(scrub(reason), REJECT_REASON_MAX))
             .execution_options(synchronize_session=False)
         )
 

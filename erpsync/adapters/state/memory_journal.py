@@ -19,6 +19,7 @@ from erpsync.adapters.state.memory_tables import MemoryTables, Row, new_row
 from erpsync.adapters.state.rows import (
     BOUND_COLUMNS,
     action_values,
+    binding_row,
     binding_values,
     bound_runs,
     by_run_id,
@@ -26,8 +27,11 @@ from erpsync.adapters.state.rows import (
     intent_binding_values,
     intent_row,
     journaled_action,
+    oversized,
+    quarantine_audit,
     refused_record,
     settle_audit,
+    with_origins,
 )
 from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction, utcnow
 from erpsync.domain.lifecycle import (
@@ -60,6 +64,7 @@ class MemoryActions:
         return {row["idempotency_key"] for row in self.tables.actions.values()} & wanted
 
     def record(self, intents: Sequence[Intent], stamp: JournalStamp) -> list[JournaledAction]:
+        intents = self._refuse_oversized(intents)
         if not intents:
             return []
         now = utcnow()
@@ -76,7 +81,19 @@ class MemoryActions:
         bindings = MemoryBindings(self.tables)
         bindings.insert([i.new_binding for i in intents if i.new_binding], now)
         bindings.apply_intents(intents, now)
-        return [journaled_action(row) for row in rows]
+        return with_origins([journaled_action(row) for row in rows], intents)
+
+    def _refuse_oversized(self, intents: Sequence[Intent]) -> Sequence[Intent]:
+        kept: list[Intent] = []
+        quarantine = MemoryQuarantine(self.tables)
+        for intent in intents:
+            record = oversized(intent)
+            if record is None:
+                kept.append(intent)
+            elif quarantine.upsert(record, utcnow()):
+                audit = new_row(AuditEntry, {**quarantine_audit(record), "id": self.tables.next_id()})
+                self.tables.audit.append(audit)
+        return kept
 
     def due(self, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
         due = (row for _, row in sorted(self.tables.actions.items()) if _due(row, now))
@@ -165,7 +182,8 @@ class MemoryBindings:
         bound = {(b["source"], b["run_key"]) for b in self.tables.bindings.values()}
         for values in rows:
             row = new_row(
-                RunBinding, {**values, "id": self.tables.next_id(), "created_at": now, "updated_at": now}
+                RunBinding,
+                {**binding_row(values), "id": self.tables.next_id(), "created_at": now, "updated_at": now},
             )
             key = (row["source"], row["run_key"])
             if row["mm_run_id"] in self.tables.bindings or key in bound:  # SQL: the unique indexes

@@ -12,8 +12,15 @@ from typing import Any
 
 from erpsync.adapters.state.audit import audit_record_values, flag_queries
 from erpsync.adapters.state.memory_tables import MemoryTables, new_row
-from erpsync.adapters.state.rows import QUARANTINE_KEY_MAX, REJECT_REASON_MAX, machine_changes, quarantine_raw
+from erpsync.adapters.state.rows import (
+    REJECT_REASON_MAX,
+    machine_changes,
+    quarantine_key,
+    quarantine_values,
+)
 from erpsync.adapters.state.tables import AuditEntry, MachineSeen, QuarantineEntry
+from erpsync.domain.columns import fit_bytes, fit_id
+from erpsync.domain.lifecycle import MM_MACHINE_MAX
 from erpsync.domain.model import BadRecord
 from erpsync.observability.scrub import scrub
 
@@ -25,8 +32,8 @@ class MemoryQuarantine:
         self.tables = tables
 
     def upsert(self, record: BadRecord, now: datetime, action_id: int | None = None) -> bool:
-        record_key = record.record_key[:QUARANTINE_KEY_MAX]
-        key = (record.source, record_key, record.error_class)
+        values = quarantine_values(record)
+        key = (values["source"], values["record_key"], values["error_class"])
         existing = next(
             (
                 row
@@ -35,20 +42,12 @@ class MemoryQuarantine:
             ),
             None,
         )
-        raw = quarantine_raw(record)
         if existing is None:
             row = new_row(
                 QuarantineEntry,
                 {
                     "id": self.tables.next_id(),
-                    "source": record.source,
-                    "record_key": record_key,
-                    "file_name": record.file,
-                    "line_number": record.line,
-                    "field": record.field,
-                    "raw_payload": raw,
-                    "error_class": record.error_class,
-                    "message": scrub(record.reason),
+                    **values,
                     "action_id": action_id,
                     "first_seen_at": now,
                     "last_seen_at": now,
@@ -62,9 +61,9 @@ class MemoryQuarantine:
         existing.update(
             last_seen_at=now,
             attempts=existing["attempts"] + 1,
-            message=scrub(record.reason),
+            message=values["message"],
             line_number=record.line,
-            raw_payload=raw,
+            raw_payload=values["raw_payload"],
         )
         if existing["status"] != "discarded":
             existing["status"] = "open"
@@ -72,6 +71,7 @@ class MemoryQuarantine:
 
     def resolve_retried(self, source: str, still_bad: Collection[tuple[str, str]]) -> int:
         resolved = 0
+        still_bad = {(quarantine_key(source, key)[1], error_class) for key, error_class in still_bad}
         for row in self.tables.quarantine.values():
             if (
                 row["source"] == source
@@ -138,8 +138,8 @@ class MemoryMachines:
 
     def reject(self, mm_machine_id: str, reason: str, now: datetime) -> None:
         for row in self.tables.machines.values():
-            if row["mm_machine_id"] == mm_machine_id:
-                row.update(rejected_at=now, reject_reason=scrub(reason)[:REJECT_REASON_MAX])
+            if row["mm_machine_id"] == fit_id(mm_machine_id, MM_MACHINE_MAX):
+                row.update(rejected_at=now, reject_reason=fit_bytes(scrub(reason), REJECT_REASON_MAX))
 
     def rejected(self) -> set[str]:
         return {

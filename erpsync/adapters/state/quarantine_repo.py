@@ -12,10 +12,9 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from erpsync.adapters.state.rows import QUARANTINE_KEY_MAX, quarantine_raw
+from erpsync.adapters.state.rows import quarantine_key, quarantine_values
 from erpsync.adapters.state.tables import QuarantineEntry
 from erpsync.domain.model import BadRecord
-from erpsync.observability.scrub import scrub
 
 
 class SqlQuarantine:
@@ -26,26 +25,18 @@ class SqlQuarantine:
 
     def upsert(self, record: BadRecord, now: datetime, action_id: int | None = None) -> bool:
         """Quarantine a bad record; True when the entry is new (or re-opened)."""
-        record_key = record.record_key[:QUARANTINE_KEY_MAX]
+        values = quarantine_values(record)
         existing = self.session.scalars(
             select(QuarantineEntry).where(
-                QuarantineEntry.source == record.source,
-                QuarantineEntry.record_key == record_key,
-                QuarantineEntry.error_class == record.error_class,
+                QuarantineEntry.source == values["source"],
+                QuarantineEntry.record_key == values["record_key"],
+                QuarantineEntry.error_class == values["error_class"],
             )
         ).first()
-        raw = quarantine_raw(record)
         if existing is None:
             self.session.add(
                 QuarantineEntry(
-                    source=record.source,
-                    record_key=record_key,
-                    file_name=record.file,
-                    line_number=record.line,
-                    field=record.field,
-                    raw_payload=raw,
-                    error_class=record.error_class,
-                    message=scrub(record.reason),
+                    **values,
                     action_id=action_id,
                     first_seen_at=now,
                     last_seen_at=now,
@@ -57,9 +48,9 @@ class SqlQuarantine:
         reopened = existing.status != "open"
         existing.last_seen_at = now
         existing.attempts += 1
-        existing.message = scrub(record.reason)
+        existing.message = values["message"]
         existing.line_number = record.line
-        existing.raw_payload = raw
+        existing.raw_payload = values["raw_payload"]
         if existing.status != "discarded":
             existing.status = "open"
         return reopened and existing.status == "open"
@@ -71,6 +62,7 @@ class SqlQuarantine:
         conflicts are settled by their own flows.
         """
         resolved = 0
+        still_bad = {(quarantine_key(source, key)[1], error_class) for key, error_class in still_bad}
         for entry in self.session.scalars(
             select(QuarantineEntry).where(
                 QuarantineEntry.source == source,

@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from erpsync.adapters.state.audit import audit_values
+from erpsync.domain.columns import (
+    MESSAGE_MAX_BYTES,
+    RAW_MAX_BYTES,
+    TEXT_MAX_BYTES,
+    fit_bytes,
+    fit_id,
+    fit_name,
+    fit_optional_id,
+    utf8_size,
+)
 from erpsync.domain.lifecycle import (
     MACHINE_MAX,
+    MM_MACHINE_MAX,
     REASON_MAX,
+    SOURCE_MAX,
     ActionKind,
     BindingStatus,
     BoundRun,
@@ -35,7 +47,13 @@ CHUNK = 500
 # `erpsync machines` shows when a resource was last seen to this precision (see `machine_changes`)
 MACHINE_SEEN_RESOLUTION = timedelta(minutes=10)
 QUARANTINE_KEY_MAX = 255
+QUARANTINE_FILE_MAX = 1024
+QUARANTINE_FIELD_MAX = 128
+ERROR_CLASS_MAX = 64
 REJECT_REASON_MAX = 2000
+# the longest MM request body the journal keeps whole (`erpsync_action.payload`, a TEXT column:
+# 65,535 bytes on MariaDB); a longer one is quarantined before it is journaled or sent
+PAYLOAD_MAX_BYTES = TEXT_MAX_BYTES
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -62,7 +80,7 @@ def intent_row(
         "erp_job": ref.job if ref else None,
         "erp_operation": ref.operation if ref else None,
         "erp_machine": ref.machine if ref else None,
-        "reason": intent.reason[:REASON_MAX],
+        "reason": fit_name(intent.reason, REASON_MAX),
         "payload": json.dumps(intent.payload, sort_keys=True, default=str),
         "attempts": 1,
         "next_attempt_at": stamp.claim_until,
@@ -74,11 +92,81 @@ def intent_row(
     }
 
 
+def oversized(intent: Intent) -> BadRecord | None:
+    """The quarantine record of an intent whose MM request body is too large to journal, or None.
+
+    The journal keeps the exact body so a crash can be settled without the ERP; a body over
+    `PAYLOAD_MAX_BYTES` (a multi-megabyte description cell) cannot be kept, and MM would refuse
+    it anyway. Such a run is quarantined, named by its ERP row, and neither journaled nor sent.
+    A job import is exempt (its size grows with the shop; on MariaDB it needs a wider column).
+    """
+    if intent.kind is ActionKind.IMPORT:
+        return None  # the job file of a whole shop: large by nature, one action, never one row
+    size = utf8_size(json.dumps(intent.payload, sort_keys=True, default=str))
+    if size <= PAYLOAD_MAX_BYTES:
+        return None
+    ref = intent.ref
+    file, line = origin_location(ref.origin if ref else "")
+    what = f"{ref.job} op {ref.operation} on {ref.machine}" if ref else intent.idempotency_key
+    return BadRecord(
+        source=intent.source or "mm",
+        record_key=ref.run_key if ref else intent.idempotency_key,
+        reason=(
+            f"run {what}: its MachineMetrics request is {size:,} bytes, over the limit of "
+            f"{PAYLOAD_MAX_BYTES:,} bytes (a field such as the description is far too long); "
+            "shorten the field in the ERP"
+        ),
+        error_class="request_too_large",
+        file=file,
+        line=line,
+        raw=intent.payload,
+        job=ref.job if ref else None,
+        operation=ref.operation if ref else None,
+        machine=ref.machine if ref else None,
+        mm_run_id=ref.mm_run_id if ref else None,
+    )
+
+
+def quarantine_audit(record: BadRecord) -> dict[str, Any]:
+    """The audit row of a record quarantined by the state adapters themselves (`oversized`)."""
+    return audit_values(
+        action="quarantine",
+        outcome="quarantined",
+        source=record.source,
+        erp_job=record.job,
+        erp_operation=record.operation,
+        erp_machine=record.machine,
+        mm_run_id=record.mm_run_id,
+        error=record.reason,
+        error_class=record.error_class,
+        detail=f"{record.location}: {record.reason}",
+    )
+
+
+def with_origins(actions: Sequence[JournaledAction], intents: Sequence[Intent]) -> list[JournaledAction]:
+    """Journaled actions with their ERP row's origin (not a column: carried in memory this cycle)."""
+    origins = {i.idempotency_key: i.ref.origin for i in intents if i.ref is not None and i.ref.origin}
+    return [
+        replace(a, ref=replace(a.ref, origin=origins[a.idempotency_key]))
+        if a.ref is not None and a.idempotency_key in origins
+        else a
+        for a in actions
+    ]
+
+
+def binding_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A new binding's row with the MM machine id fitted to its column (ERP names are in its ref)."""
+    row = dict(values)
+    if row.get("mm_machine_id"):
+        row["mm_machine_id"] = fit_id(row["mm_machine_id"], MM_MACHINE_MAX)
+    return row
+
+
 def intent_binding_values(intent: Intent) -> dict[str, Any]:
     """What an intent changes on the existing binding of its run (empty: nothing)."""
     if intent.new_binding or not intent.mm_run_id:
         return {}
-    values: dict[str, Any] = dict(intent.binding_values or {})
+    values: dict[str, Any] = binding_row(intent.binding_values or {})
     if intent.binding_status:
         values["status"] = str(intent.binding_status)
     if intent.generation:
@@ -117,8 +205,10 @@ def action_values(outcome: Outcome, now: datetime) -> dict[str, Any]:
         "a_id": outcome.action.id,
         "a_status": outcome.status,
         "a_http_status": outcome.http_status,
-        "a_error_class": outcome.error_class,
-        "a_error_message": scrub(outcome.error_message) if outcome.error_message else None,
+        "a_error_class": fit_optional_id(outcome.error_class, ERROR_CLASS_MAX),
+        "a_error_message": fit_bytes(scrub(outcome.error_message), MESSAGE_MAX_BYTES)
+        if outcome.error_message
+        else None,
         "a_next_attempt_at": outcome.next_attempt_at,
         "a_settled_at": now if outcome.final else None,
     }
@@ -238,29 +328,72 @@ def flag_values(flag: Flag) -> dict[str, Any]:
 
 # -- quarantine -------------------------------------------------------------------------------
 def quarantine_raw(record: BadRecord) -> str | None:
-    """The stored raw payload: text as is, anything else as JSON, scrubbed of secrets."""
+    """The stored raw payload: text as is, anything else as JSON, scrubbed of secrets, and cut
+    to `RAW_MAX_BYTES` with a marker saying how much was cut (a 10 MB cell is not kept whole)."""
     raw = (
         record.raw
         if isinstance(record.raw, str) or record.raw is None
         else json.dumps(record.raw, default=str)
     )
-    return scrub(raw) if raw else raw
+    return fit_bytes(scrub(raw), RAW_MAX_BYTES) if raw else raw
+
+
+def quarantine_values(record: BadRecord) -> dict[str, Any]:
+    """The columns a quarantine entry takes from its record, each fitted to its column."""
+    return {
+        "source": fit_id(record.source, SOURCE_MAX),
+        "record_key": fit_id(record.record_key, QUARANTINE_KEY_MAX),
+        "file_name": fit_name(record.file, QUARANTINE_FILE_MAX) if record.file else record.file,
+        "line_number": record.line,
+        "field": fit_name(record.field, QUARANTINE_FIELD_MAX) if record.field else record.field,
+        "raw_payload": quarantine_raw(record),
+        "error_class": fit_id(record.error_class, ERROR_CLASS_MAX),
+        "message": fit_bytes(scrub(record.reason), MESSAGE_MAX_BYTES),
+    }
+
+
+def quarantine_key(source: str, record_key: str) -> tuple[str, str]:
+    """(source, record_key) as stored: what a lookup of a record compares with."""
+    return fit_id(source, SOURCE_MAX), fit_id(record_key, QUARANTINE_KEY_MAX)
+
+
+def origin_location(origin: str) -> tuple[str | None, int | None]:
+    """An ERP row's origin as (file, line): ``orders.csv:12`` -> ("orders.csv", 12); another
+    origin (a VISUAL operation, a table row) is kept whole as the file, without a line."""
+    if not origin:
+        return None, None
+    head, sep, tail = origin.rpartition(":")
+    if sep and head and tail.isdigit():
+        return head, int(tail)
+    return origin, None
 
 
 def refused_record(outcome: Outcome) -> BadRecord:
-    """The quarantine record of an action MM refused (or erpsync gave up on)."""
+    """The quarantine record of an action MM refused (or erpsync gave up on), named by its ERP row
+    (``file:line`` or ticket, when this cycle planned it) and its run."""
     entry = outcome.action
+    ref = entry.ref
+    file, line = origin_location(ref.origin if ref else "")
+    reason = outcome.error_message or "refused by MachineMetrics"
+    if ref is not None:
+        reason = f"run {ref.run_key} ({ref.job} op {ref.operation} on {ref.machine}): {reason}"
     return BadRecord(
         source=entry.source or "mm",
         record_key=entry.mm_run_id or entry.idempotency_key,
-        reason=outcome.error_message or "refused by MachineMetrics",
+        reason=reason,
         error_class=f"mm_{entry.kind}",
+        file=file,
+        line=line,
         raw=entry.payload,
+        job=ref.job if ref else None,
+        operation=ref.operation if ref else None,
+        machine=ref.machine if ref else None,
+        mm_run_id=entry.mm_run_id,
     )
 
 
 def reject_reason(outcome: Outcome) -> str:
-    return scrub(outcome.error_message or "refused by MM")[:REJECT_REASON_MAX]
+    return fit_bytes(scrub(outcome.error_message or "refused by MM"), REJECT_REASON_MAX)
 
 
 # -- machines ---------------------------------------------------------------------------------
@@ -285,7 +418,10 @@ def machine_changes(
     and run count did not change: at 100,000 machines, rewriting every row each cycle cost more
     than the rest of a no-change cycle's state work (bench/).
     """
-    wanted = {erp_machine[:MACHINE_MAX]: seen for erp_machine, seen in machines.items()}
+    wanted = {
+        fit_id(erp_machine, MACHINE_MAX): (fit_optional_id(mm, MM_MACHINE_MAX), runs)
+        for erp_machine, (mm, runs) in machines.items()
+    }
     stale = now - MACHINE_SEEN_RESOLUTION
     changes = MachineChanges([], [], [], [])
     for machine, (mm_machine_id, runs) in wanted.items():

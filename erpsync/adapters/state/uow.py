@@ -25,6 +25,8 @@ from erpsync.adapters.state.quarantine_admin import SqlQuarantineAdmin
 from erpsync.adapters.state.quarantine_repo import SqlQuarantine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import Cycle, SourceCheckpoint
+from erpsync.domain.columns import MESSAGE_MAX_BYTES, fit_bytes, fit_id, fit_optional_bytes
+from erpsync.domain.lifecycle import SOURCE_MAX
 
 
 class _Fence(Protocol):
@@ -47,7 +49,12 @@ class SqlCycles:
         self.session.execute(
             update(Cycle)
             .where(Cycle.id == cycle_id)
-            .values(finished_at=finished_at, outcome=outcome, summary=summary, error_message=error)
+            .values(
+                finished_at=finished_at,
+                outcome=outcome,
+                summary=fit_bytes(summary),
+                error_message=fit_optional_bytes(error, MESSAGE_MAX_BYTES),
+            )
         )
 
 
@@ -56,6 +63,7 @@ class SqlCheckpoints:
         self.session = session
 
     def _row(self, source: str, stream: str) -> SourceCheckpoint | None:
+        source, stream = fit_id(source, SOURCE_MAX), fit_id(stream, 255)
         query = select(SourceCheckpoint).where(
             SourceCheckpoint.source == source, SourceCheckpoint.stream == stream
         )
@@ -69,7 +77,12 @@ class SqlCheckpoints:
         row = self._row(source, stream)
         if row is None:
             self.session.add(
-                SourceCheckpoint(source=source, stream=stream, file_sha256=digest, rows_read=rows)
+                SourceCheckpoint(
+                    source=fit_id(source, SOURCE_MAX),
+                    stream=fit_id(stream, 255),
+                    file_sha256=digest,
+                    rows_read=rows,
+                )
             )
         else:
             row.file_sha256 = digest

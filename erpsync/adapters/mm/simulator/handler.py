@@ -210,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except _BodyError as exc:
             self.close_connection = True
-            self._send(Reply(exc.status, {"code": "BadRequest", "message": str(exc), "errors": []}))
+            code = "PayloadTooLarge" if exc.status == 413 else "BadRequest"
+            self._send(Reply(exc.status, {"code": code, "message": str(exc), "errors": []}))
             return
         if url.path == "/_sim" or url.path.startswith("/_sim/"):
             self._send(self._control(url.path, body))
