@@ -31,6 +31,8 @@ class SyncSettings(Section):
 
     interval_seconds: PositiveSeconds = 30
     vanished_runs: Literal["stop", "flag"] = "flag"
+    # a snapshot that would stop more than this share of the open runs at once stops none of them
+    max_vanished_share: float = Field(default=0.5, gt=0, le=1)
     max_action_attempts: int = Field(default=8, ge=1)
     in_doubt_after_seconds: PositiveSeconds = 30
     imports: ImportSettings = ImportSettings()
