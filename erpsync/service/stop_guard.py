@@ -65,13 +65,13 @@ def guard_plan(
     )
 
 
-def report(hold: StopHold | None, source: str) -> int:
-    """Log the hold (or its confirmation) and set the gauge; returns the stops held back."""
+def report(hold: StopHold | None, source: str) -> tuple[int, int]:
+    """Log the hold (or its confirmation) and set the gauge; returns (stops held, confirmed)."""
     held = hold.held if hold is not None else 0
     for kind in HOLD_KINDS:
         STOPS_HELD.labels(reason=kind).set(held if hold is not None and hold.kind == kind else 0)
     if hold is None:
-        return 0
+        return 0, 0
     run_ids = [s.mm_run_id for s in hold.stops][:20]
     if hold.confirmed:
         log.warning(
@@ -82,16 +82,16 @@ def report(hold: StopHold | None, source: str) -> int:
             stops=len(hold.stops),
             run_ids=run_ids,
         )
-    else:
-        log.warning(
-            "stops_held",
-            source=source,
-            hold=hold.kind,
-            reason=hold.reason,
-            stops=held,
-            flags=len(hold.flags),
-            open_runs=hold.open_runs,
-            run_ids=run_ids,
-            confirm="erpsync resync --confirm-stops",
-        )
-    return held
+        return 0, len(hold.stops)
+    log.warning(
+        "stops_held",
+        source=source,
+        hold=hold.kind,
+        reason=hold.reason,
+        stops=held,
+        flags=len(hold.flags),
+        open_runs=hold.open_runs,
+        run_ids=run_ids,
+        confirm="erpsync resync --confirm-stops",
+    )
+    return held, 0

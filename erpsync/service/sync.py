@@ -82,6 +82,7 @@ class SyncSummary:
     already_journaled: int = 0
     no_new_data: bool = False
     held_stops: int = 0  # stops of vanished runs the snapshot was not trusted to make
+    confirmed_stops: int = 0  # held stops a person let go (`erpsync resync --confirm-stops`)
 
     def line(self) -> str:
         head = "no new ERP data" if self.no_new_data else f"{self.runs_read} ERP runs read"
@@ -154,7 +155,7 @@ class SyncService:
                 result = dispatcher.run(groups)
                 summary.add_dispatch(result)
                 raise_for_result(result)
-                summary.held_stops = report(planned.hold, self.source.name)
+                summary.held_stops, summary.confirmed_stops = report(planned.hold, self.source.name)
                 held = planned.hold is not None and not planned.hold.confirmed  # read it again
                 if planned.snapshot is not None and not result.not_sent and not held:
                     self.source.acknowledge(planned.snapshot)
@@ -187,7 +188,8 @@ class SyncService:
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
             )
         runs_read = len(desired)
-        gone = [k for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES and k not in desired]
+        known = desired.keys() | held_keys(bad, bindings)  # a bad row is not looked up again
+        gone = [k for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES and k not in known]
         if gone:
             sort_rows(self.source.lookup_runs(gone), desired, bad)
         plan = reconcile(
