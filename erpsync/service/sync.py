@@ -7,7 +7,8 @@
 3. journal: in ONE unit of work, under the fence, journal every intent (domain/lifecycle.py
    `Intent`), create bindings, quarantine bad rows, audit flags;
 4. dispatch (service/dispatch.py), settling outcomes as they come;
-5. acknowledge the source snapshot (advance checkpoints, archive CSV files).
+5. acknowledge the source snapshot (advance checkpoints, archive CSV files), unless it held
+   stops back (service/stop_guard.py: it is read again until a good one or a person confirms).
 
 `plan` runs step 2 only, with no side effect anywhere. State is reached only through the
 `UnitOfWork` port and MM only through the `MachineMetrics` port (service/ports.py).
