@@ -16,6 +16,7 @@ from erpsync.adapters.state.memory_tables import MemoryTables
 from erpsync.domain.model import BadRecord, RunState
 from erpsync.service.policy import SyncPolicy
 from erpsync.service.ports import UnitOfWorkFactory
+from erpsync.service.resync import Selection, run_resync
 from erpsync.service.sync import SyncService
 from tests.service.conftest import SOURCE, ListSource, binding, erp_run, open_quarantine
 from tests.service.fakes import call_count, sent
@@ -177,3 +178,22 @@ def test_a_row_that_turned_bad_keeps_its_run(
     assert (summary.started, summary.stopped) == (0, 0)
     assert binding(uow_factory, "R2") == bound
     assert open_in_mm(mm) == ["erp:R1", "erp:R2", "erp:R3"]  # the same MM run, never restarted
+
+
+def test_a_resync_holds_the_stops_too_unless_confirmed(
+    stopper: SyncService, source: ListSource, mm: FakeMachineMetrics, tables: MemoryTables
+) -> None:
+    running(stopper, source)
+    source.runs.clear()
+    source.suspect = "orders.csv has a header and no rows"
+    before = call_count(mm)
+
+    held = run_resync(stopper, Selection(everything=True), dry_run=False)
+    assert held.planned.hold is not None and held.planned.hold.held == 3
+    assert held.summary is not None and (held.summary.stopped, held.summary.held_stops) == (0, 3)
+    assert sent(mm, "stop", after=before) == [] and len(open_in_mm(mm)) == 3
+
+    confirmed = run_resync(stopper, Selection(everything=True), dry_run=False, confirm_stops=True)
+    assert confirmed.summary is not None and confirmed.summary.confirmed_stops == 3
+    assert open_in_mm(mm) == []
+    assert len(audited(tables, "stops_confirmed")) == 1
