@@ -15,6 +15,7 @@ from erpsync.domain.lifecycle import ActionKind
 if TYPE_CHECKING:
     from erpsync.domain.model import BadRecord
     from erpsync.domain.plan import Plan
+    from erpsync.domain.snapshot_trust import StopHold
 
 # The service layer, SQLAlchemy and httpx are imported inside the commands (start-up time).
 
@@ -23,8 +24,11 @@ quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.
 PlanJsonOption = Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")]
 
 
-def plan_rows(plan: Plan, bad_rows: Sequence[BadRecord] = ()) -> list[dict[str, Any]]:
-    """The plan as a list of actions (the `--json` shape of plan and resync --dry-run)."""
+def plan_rows(
+    plan: Plan, bad_rows: Sequence[BadRecord] = (), hold: StopHold | None = None
+) -> list[dict[str, Any]]:
+    """The plan as a list of actions (the `--json` shape of plan and resync --dry-run); the stops
+    a hold keeps back (an untrusted snapshot, a mass vanish) are listed as `held:stop_run`."""
     rows: list[dict[str, Any]] = [
         {
             "kind": str(a.kind),
@@ -67,6 +71,21 @@ def plan_rows(plan: Plan, bad_rows: Sequence[BadRecord] = ()) -> list[dict[str, 
         }
         for r in [*bad_rows, *plan.quarantined]
     ]
+    if hold is not None and not hold.confirmed:
+        rows += [
+            {
+                "kind": f"held:{a.kind}",
+                "run_id": a.mm_run_id,
+                "machine": a.mm_machine_id,
+                "erp_machine": a.erp_machine,
+                "job": a.job,
+                "operation": a.operation,
+                "phase": "setup" if a.in_setup else "production",
+                "end_at": a.end_at.isoformat(),
+                "reason": f"not stopped: {hold.reason} ({a.reason})",
+            }
+            for a in hold.stops
+        ]
     return rows
 
 
@@ -114,7 +133,7 @@ def plan(ctx: typer.Context, as_json: PlanJsonOption = False) -> None:
     settings = state_of(ctx).settings()
     with correlation("cli"), bootstrap.sync_service(settings, acting=False) as service:
         planned = service.compute_plan()
-    rows = plan_rows(planned.plan, planned.bad_rows)
+    rows = plan_rows(planned.plan, planned.bad_rows, planned.hold)
     if as_json:
         print_json(rows)
     else:
@@ -131,6 +150,14 @@ def resync(
     everything: Annotated[bool, typer.Option("--all", help="Every run erpsync knows.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    confirm_stops: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-stops",
+            help="Stop the runs an untrusted or mass-vanish ERP snapshot held open (see `erpsync plan`); "
+            "alone it runs one sync cycle that makes them.",
+        ),
+    ] = False,
 ) -> None:
     """Re-establish MachineMetrics state for the selected runs (re-start lost runs, stop stale ones)."""
     from erpsync import bootstrap  # noqa: PLC0415
@@ -140,14 +167,20 @@ def resync(
 
     selection = Selection(job=job, operation=operation, machine=machine, run=run, everything=everything)
     if selection.is_empty():
-        raise fail("say what to resync: --job, --operation, --machine, --run or --all", EXIT_CONFIG)
+        if confirm_stops:
+            _confirm_stops(ctx, dry_run=dry_run, as_json=as_json)
+            return
+        what = "--job, --operation, --machine, --run or --all (or --confirm-stops)"
+        raise fail(f"say what to resync: {what}", EXIT_CONFIG)
     acting = bootstrap.sync_service(state_of(ctx).settings(), acting=True)
     with correlation("cli"), acting as service, _progress() as progress:
-        result = run_resync(service, selection, dry_run=dry_run, progress=progress)
+        result = run_resync(
+            service, selection, dry_run=dry_run, progress=progress, confirm_stops=confirm_stops
+        )
         reimported = None
         if everything and not dry_run and state_of(ctx).settings().sync.imports.enabled:
             reimported = run_imports(service, force=True)  # --all also re-sends the job list
-    rows = plan_rows(result.planned.plan)
+    rows = plan_rows(result.planned.plan, hold=result.planned.hold)
     if as_json:
         print_json(rows)
     else:
@@ -161,6 +194,39 @@ def resync(
             stdout.print(f"job list re-imported: {reimported.rows} rows ({reimported.import_type})")
         elif dry_run:
             stdout.print("dry run: nothing was sent", markup=False)
+
+
+def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
+    """`resync --confirm-stops` alone: one sync cycle whose held vanished-run stops go ahead.
+
+    The audit row (`stops_confirmed`) says who confirmed and when; `--dry-run` shows the plan.
+    """
+    from erpsync import bootstrap  # noqa: PLC0415
+    from erpsync.observability.correlation import correlation  # noqa: PLC0415
+
+    settings = state_of(ctx).settings()
+    if dry_run:
+        with correlation("cli"), bootstrap.sync_service(settings, acting=False) as service:
+            service.confirm_stops = True
+            planned = service.compute_plan()
+        rows = plan_rows(planned.plan, planned.bad_rows, planned.hold)
+        if as_json:
+            print_json(rows)
+        else:
+            _print_plan(rows)
+            stdout.print("dry run: nothing was sent", markup=False)
+        return
+    with correlation("cli"), bootstrap.sync_service(settings, acting=True) as service:
+        service.confirm_stops = True
+        summary = service.run_cycle()
+    if as_json:
+        print_json(summary.__dict__)
+        return
+    if summary.confirmed_stops:
+        stdout.print(f"confirmed {summary.confirmed_stops} held stops", markup=False)
+    else:
+        stdout.print("no stops were held: nothing to confirm", markup=False)
+    stdout.print(summary.line(), markup=False)
 
 
 @handle_errors

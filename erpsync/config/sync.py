@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from erpsync.config.section import Range, Seconds, Section
 from erpsync.domain.lifecycle import MM_MACHINE_MAX
@@ -46,6 +46,8 @@ class SyncSettings(Section):
 
     interval_seconds: Seconds = 30
     vanished_runs: Literal["stop", "flag"] = "flag"
+    # a snapshot that would stop more than this share of the open runs at once stops none of them
+    max_vanished_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
     max_action_attempts: Annotated[int, _ATTEMPTS.before, _ATTEMPTS.after] = 8
     in_doubt_after_seconds: Seconds = 30
     imports: ImportSettings = ImportSettings()

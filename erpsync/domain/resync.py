@@ -39,6 +39,7 @@ def resync_plan(
     selection: Callable[[str], bool] | None = None,
     rejected_machines: Collection[str] = (),
     exclude: Callable[[JobOperationRun], bool] | None = None,
+    held: Collection[str] = frozenset(),
 ) -> Plan:
     """``erpsync resync``: re-establish MM for the selected runs from what MM reports now.
 
@@ -49,6 +50,7 @@ def resync_plan(
     binding's ``mm_run_id`` or `mm_run_id_for` for unbound runs. A selected run absent from
     ``mm_state`` is left alone and counted ``unknown``. ``generation`` (see
     `identity.generation_token`) is appended to every key so the journal accepts repeats.
+    ``held``: run keys whose ERP rows turned bad (never read as lost, as in `reconcile`).
 
     What MM reports replaces the binding status for selected runs, then the `reconcile` rules apply
     with the vanished policy forced to ``"stop"`` (a resync is an explicit request):
@@ -155,6 +157,7 @@ def resync_plan(
         selected=selected,
         generation=generation,
         mm_ids=mm_ids,
+        held=frozenset(held),
     )
     plan = planner.plan(scan_vanished=True)
     restarted = {a.run_key for a in plan.actions if a.kind is ActionKind.START}

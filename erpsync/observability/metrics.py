@@ -26,6 +26,11 @@ LEADER = Gauge("erpsync_leader", "1 while this instance holds the leader lease."
 WRITEBACK_WRITES = Counter(
     "erpsync_writeback_writes_total", "Count write-backs, by sink and outcome.", ["sink", "outcome"]
 )
+STOPS_HELD = Gauge(
+    "erpsync_stops_held",
+    "Vanished-run stops the last sync cycle held back (untrusted_snapshot or mass_vanish), by reason.",
+    ["reason"],
+)
 SOURCE_ROWS = Counter("erpsync_source_rows_total", "ERP rows read, by source kind.", ["kind"])
 
 # --- the long-running service (runtime/service.py, runtime/scheduler.py, runtime/leader.py) ---

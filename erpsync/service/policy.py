@@ -23,6 +23,7 @@ class SyncPolicy:
 
     mapper: MachineMapper
     vanished_runs: Literal["stop", "flag"] = "flag"
+    max_vanished_share: float = 0.5  # more vanished stops at once are held (service/stop_guard.py)
     max_concurrency: int = 16
     max_action_attempts: int = 8
     in_doubt_after_seconds: float = 30
@@ -38,6 +39,7 @@ class SyncPolicy:
         return cls(
             mapper=MachineMapper.from_settings(settings.machines),
             vanished_runs=settings.sync.vanished_runs,
+            max_vanished_share=settings.sync.max_vanished_share,
             max_concurrency=settings.mm.max_concurrency,
             max_action_attempts=settings.sync.max_action_attempts,
             in_doubt_after_seconds=settings.sync.in_doubt_after_seconds,

@@ -21,6 +21,7 @@ from erpsync.domain.resync import resync_plan
 from erpsync.domain.shop_floor import anchor_of
 from erpsync.service.cycles import cycle
 from erpsync.service.dispatch import raise_for_result
+from erpsync.service.stop_guard import guard_plan, held_keys, report
 from erpsync.service.sync import PlanResult, SyncService, SyncSummary, sort_rows
 
 
@@ -69,8 +70,12 @@ def run_resync(
     *,
     dry_run: bool,
     progress: Callable[[int, int], None] | None = None,
+    confirm_stops: bool = False,
 ) -> ResyncResult:
-    """Plan (and unless `dry_run`, carry out) the resync of the selected runs."""
+    """Plan (and unless `dry_run`, carry out) the resync of the selected runs.
+
+    A resync stops runs the ERP lost only on a snapshot that may stop them (service/stop_guard.py),
+    unless `confirm_stops`: a person says the stops are right."""
     if service.mm is None:
         raise RuntimeError("resync needs MachineMetrics to read what MM has")
     now = utcnow()
@@ -102,6 +107,15 @@ def run_resync(
         now=now,
         selection=selected.__contains__,
         rejected_machines=rejected,
+        held=held_keys(bad, bindings),
+    )
+    plan, hold = guard_plan(
+        plan,
+        source=service.source.name,
+        suspect=snapshot.suspect if snapshot is not None else None,
+        bindings=bindings,
+        max_share=service.policy.max_vanished_share,
+        confirmed=confirm_stops,
     )
     result = ResyncResult(
         planned=PlanResult(
@@ -112,6 +126,7 @@ def run_resync(
         unreadable=unreadable,
     )
     result.planned.machines = service.machines_seen(desired.values())
+    result.planned.hold = hold
     if dry_run:
         return result
     summary = SyncSummary(runs_read=len(desired), flagged=len(plan.flags))
@@ -120,6 +135,7 @@ def run_resync(
         dispatched = service.dispatcher().run(groups)
         summary.add_dispatch(dispatched)
         raise_for_result(dispatched)
+        summary.held_stops, summary.confirmed_stops = report(hold, service.source.name)
         record.summary = {
             "selected": result.selected,
             "unreadable": len(result.unreadable),

@@ -7,7 +7,8 @@
 3. journal: in ONE unit of work, under the fence, journal every intent (domain/lifecycle.py
    `Intent`), create bindings, quarantine bad rows, audit flags;
 4. dispatch (service/dispatch.py), settling outcomes as they come;
-5. acknowledge the source snapshot (advance checkpoints, archive CSV files).
+5. acknowledge the source snapshot (advance checkpoints, archive CSV files), unless it held
+   stops back (service/stop_guard.py: it is read again until a good one or a person confirms).
 
 `plan` runs step 2 only, with no side effect anywhere. State is reached only through the
 `UnitOfWork` port and MM only through the `MachineMetrics` port (service/ports.py).
@@ -40,6 +41,7 @@ from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 from erpsync.domain.plan import Flag, Plan, RunAction
 from erpsync.domain.reconcile import reconcile
 from erpsync.domain.shop_floor import anchor_of
+from erpsync.domain.snapshot_trust import StopHold
 from erpsync.observability.collector import collector_paused
 from erpsync.observability.correlation import current_correlation_id, current_trigger
 from erpsync.observability.metrics import QUARANTINE_OPEN
@@ -49,6 +51,7 @@ from erpsync.service.dispatch import Dispatcher, DispatchResult, raise_for_resul
 from erpsync.service.policy import SyncPolicy
 from erpsync.service.ports import AuditRecord, Fence, MachineMetrics, UnitOfWork, UnitOfWorkFactory
 from erpsync.service.recovery import settle_in_doubt
+from erpsync.service.stop_guard import guard_plan, held_keys, report
 
 log = structlog.get_logger(__name__)
 
@@ -80,13 +83,18 @@ class SyncSummary:
     not_sent: int = 0
     already_journaled: int = 0
     no_new_data: bool = False
+    held_stops: int = 0  # stops of vanished runs the snapshot was not trusted to make
+    confirmed_stops: int = 0  # held stops a person let go (`erpsync resync --confirm-stops`)
 
     def line(self) -> str:
         head = "no new ERP data" if self.no_new_data else f"{self.runs_read} ERP runs read"
+        held = ""
+        if self.held_stops:
+            held = f"; {self.held_stops} stops held (see the audit; erpsync resync --confirm-stops)"
         return (
             f"{head}: started {self.started}, stopped {self.stopped}, imported {self.imported}, "
             f"quarantined {self.quarantined + self.bad_rows}, retried {self.retried}, "
-            f"recovered {self.recovered}, flagged {self.flagged}"
+            f"recovered {self.recovered}, flagged {self.flagged}{held}"
         )
 
     def add_dispatch(self, result: DispatchResult, *, recovery: bool = False) -> None:
@@ -112,6 +120,7 @@ class PlanResult:
     runs_read: int = 0
     machines: dict[str, tuple[str | None, int]] = field(default_factory=dict)
     bound_keys: frozenset[str] = frozenset()
+    hold: StopHold | None = None  # what this snapshot was not trusted to stop (service/stop_guard.py)
 
 
 @dataclass(eq=False)
@@ -127,6 +136,8 @@ class SyncService:
     fence: Fence | None
     policy: SyncPolicy
     stop_event: threading.Event = field(default_factory=threading.Event, kw_only=True)
+    # `erpsync resync --confirm-stops`: a person let this cycle make the stops a hold kept back
+    confirm_stops: bool = field(default=False, kw_only=True)
 
     # -- one full cycle ------------------------------------------------------------------------
     def run_cycle(self) -> SyncSummary:
@@ -146,7 +157,9 @@ class SyncService:
                 result = dispatcher.run(groups)
                 summary.add_dispatch(result)
                 raise_for_result(result)
-                if planned.snapshot is not None and not result.not_sent:
+                summary.held_stops, summary.confirmed_stops = report(planned.hold, self.source.name)
+                held = planned.hold is not None and not planned.hold.confirmed  # read it again
+                if planned.snapshot is not None and not result.not_sent and not held:
                     self.source.acknowledge(planned.snapshot)
             record.summary = asdict(summary)
             if summary.retried or summary.not_sent:
@@ -176,16 +189,28 @@ class SyncService:
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
             )
         runs_read = len(desired)
-        # bound runs the read did not return: their anchor tickets are looked up (shop_floor.py)
-        gone = {
-            anchor_of(k)[0] for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES
-        } - desired.keys()
+        held = held_keys(bad, bindings)
+        # bound runs the read did not return: their anchor tickets are looked up (shop_floor.py);
+        # a bad row's run is not looked up again
+        gone = {anchor_of(k)[0] for k, b in bindings.items() if b.status in OPEN_BINDING_STATUSES}
+        gone -= desired.keys() | held
         if gone:
             sort_rows(self.source.lookup_runs(sorted(gone)), desired, bad)
-        plan = reconcile(desired.values(), bindings, **self._policy(now, snapshot.complete, rejected))
+        plan = reconcile(
+            desired.values(), bindings, **self._policy(now, snapshot.complete, rejected), held=held
+        )
+        plan, hold = guard_plan(  # only a trusted snapshot stops runs that look vanished
+            plan,
+            source=self.source.name,
+            suspect=snapshot.suspect,
+            bindings=bindings,
+            max_share=self.policy.max_vanished_share,
+            confirmed=self.confirm_stops,
+        )
         result = PlanResult(
             plan=plan, snapshot=snapshot, bad_rows=bad, runs_read=runs_read, bound_keys=frozenset(bindings)
         )
+        result.hold = hold
         result.machines = self.machines_seen(desired.values())
         return result
 

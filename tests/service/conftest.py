@@ -39,6 +39,7 @@ class Snapshot:
     items: list[JobOperationRun | BadRecord]
     complete: bool = True
     stats: SourceStats = field(default_factory=SourceStats)
+    suspect: str | None = None
 
     def __iter__(self) -> Iterator[JobOperationRun | BadRecord]:
         return iter(self.items)
@@ -52,6 +53,7 @@ class ListSource:
     def __init__(self) -> None:
         self.runs: dict[str, JobOperationRun] = {}
         self.bad: list[BadRecord] = []
+        self.suspect: str | None = None  # what the next reads cannot be trusted for (RunSnapshot.suspect)
         self.acknowledged = 0
 
     def put(self, run: JobOperationRun) -> JobOperationRun:
@@ -59,7 +61,7 @@ class ListSource:
         return run
 
     def read_runs(self) -> Snapshot:
-        return Snapshot([*self.runs.values(), *self.bad])
+        return Snapshot([*self.runs.values(), *self.bad], suspect=self.suspect)
 
     def lookup_runs(self, run_keys: Collection[str]) -> Iterator[JobOperationRun | BadRecord]:
         return iter([self.runs[key] for key in run_keys if key in self.runs])

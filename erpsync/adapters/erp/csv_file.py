@@ -145,6 +145,39 @@ def iter_records(info: FileInfo) -> Iterator[tuple[int, list[str]]]:
                 yield start, row
 
 
+def cut_last_line(info: FileInfo, bad_line: int | None = None) -> str | None:
+    """Why the file looks caught mid-write, or None: its last line ends without a newline and has
+    fewer fields than the header, or could not be read (``bad_line``: the last bad row's line).
+    Such a file is read (its good rows count), but it is not trusted to stop runs
+    (`RunSnapshot.suspect`). Reads the file again only when the last byte is not a newline."""
+    try:
+        with info.path.open("rb") as fh:
+            fh.seek(max(0, info.size - 4))
+            tail = fh.read(4).rstrip(b"\x00")  # UTF-16: the newline's other byte
+    except OSError:
+        return None
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return None
+    width = 0
+    last: tuple[int, int] | None = None
+    try:
+        for line, cells in iter_records(info):
+            if not width:
+                width = len(cells)
+            else:
+                last = (line, len(cells))
+    except (UnreadableFileError, UnicodeDecodeError, OSError):
+        return None  # the row reader reports these itself
+    if last is None:
+        return None
+    where = f"{info.path.name}:{last[0]}: the last line ends without a newline"
+    if last[1] < width:
+        return f"{where} and has {last[1]} of {width} fields (an export caught mid-write?)"
+    if last[0] == bad_line:
+        return f"{where} and cannot be read (an export caught mid-write?)"
+    return None
+
+
 def normalise_header(text: str) -> str:
     """Header text as compared: no BOM/NUL, casefolded, spaces/underscores/dashes as one `_`."""
     cleaned = text.replace("\ufeff", "").replace("\x00", "").strip().strip('"').strip().casefold()

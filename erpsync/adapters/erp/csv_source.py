@@ -8,7 +8,9 @@
   read), and a file that cannot be read at all moves to `quarantine/` with a `<name>.reason.txt`.
   A file whose checksum was already processed (csv_checkpoints.py) is archived without being read.
 - A snapshot of a readable file is `complete=True` (the file is the full current set). A file that
-  cannot be read gives `complete=False` and one BadRecord; no runs.
+  cannot be read gives `complete=False` and one BadRecord; no runs. A header-only file, or one whose
+  last line is cut (no newline, fewer fields), is read but `suspect`: it stops no run that looks
+  vanished (service/stop_guard.py).
 Row rules (what is a run, what is skipped, duplicates) are in `csv_rows` and `csv_presets`; value
 rules in `values`/`csv_file`.
 """
@@ -24,7 +26,7 @@ from typing import Any
 import structlog
 
 from erpsync.adapters.erp.csv_checkpoints import FileCheckpoints
-from erpsync.adapters.erp.csv_file import FileInfo, UnreadableFileError, inspect_file
+from erpsync.adapters.erp.csv_file import FileInfo, UnreadableFileError, cut_last_line, inspect_file
 from erpsync.adapters.erp.csv_inbox import (
     ARCHIVE,
     QUARANTINE,
@@ -120,7 +122,10 @@ class CsvSource:
         assert info is not None
 
         def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
+            bad_line = None
             for item in runs_of(self.rows.rows(info, stats)):
+                if isinstance(item, BadRecord):
+                    bad_line = item.line
                 if isinstance(item, BadRecord) and item.error_class == UNREADABLE:
                     # Broke off mid-file (changed while read, malformed CSV): the runs read so
                     # far are not the full set, and the file goes to quarantine on acknowledge.
@@ -128,6 +133,8 @@ class CsvSource:
                     pending.unreadable = item.reason
                 yield item
             pending.rows_read = stats.rows_read
+            if snapshot.complete:
+                stats.suspect = _suspect(info, stats, bad_line)
 
         snapshot = StreamSnapshot(produce, complete=True, kind=self.kind, token=pending if token else None)
         return snapshot
@@ -240,3 +247,10 @@ class CsvSource:
             yield self.rows.file_bad(path, sha_or_name(path), str(exc))
             return
         yield from operations_of(self.rows.rows(info, stats))
+
+
+def _suspect(info: FileInfo, stats: SourceStats, bad_line: int | None) -> str | None:
+    """Why a fully read file cannot be trusted to stop runs (see `RunSnapshot.suspect`), or None."""
+    if stats.rows_read == 0:
+        return f"{info.path.name} has a header and no rows (a failed or unfinished export?)"
+    return cut_last_line(info, bad_line)
