@@ -23,7 +23,7 @@ from erpsync.domain.lifecycle import (
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState, index_runs
 from erpsync.domain.plan import Flag, FlagKind, Plan
-from erpsync.domain.reconcile import Planner
+from erpsync.domain.planner import Planner
 from erpsync.domain.shop_floor import anchor_of
 
 
