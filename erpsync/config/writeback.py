@@ -22,7 +22,10 @@ class WritebackSettings(Section):
 
     sink: SinkKind = "staging"
     interval_seconds: PositiveSeconds = 60
+    # a stopped run is read again this long after erpsync stopped it (or last saw its counts change)
     settle_window_minutes: int = Field(default=30, ge=0)
+    # a stopped run whose final read or write keeps failing is quarantined this long after it stopped
+    final_counts_max_hours: int = Field(default=72, ge=1, le=720)
     allow_decrease: bool = False
     database: DatabaseSettings | None = None
     staging_table: str = "ERPSYNC_RUN_COUNTS"
