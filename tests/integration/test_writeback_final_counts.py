@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging, staging_table
 from erpsync.adapters.mm.client import MMClient
@@ -278,3 +278,35 @@ def test_no_change_cycle_reads_only_open_and_due_runs(plant: Plant) -> None:
     assert plant.final_since(run_id) is None
     before = len(plant.sim.calls())
     assert plant.writeback().read == 0 and len(plant.sim.calls()) == before
+
+
+def test_migration_0006_keeps_recently_stopped_runs_due(database_url: str) -> None:
+    """An upgrade loses no final counts: runs stopped within the last day stay candidates."""
+    engine = create_db_engine(database_url)
+    try:
+        migrate.upgrade(engine, "0005")
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        rows = [
+            ("recent", "stopped", now - timedelta(minutes=5)),
+            ("old", "stopped", now - timedelta(days=3)),
+            ("open", "running", now - timedelta(minutes=5)),
+        ]
+        with engine.begin() as conn:
+            for run_id, status, updated in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO erpsync_run_binding (source, run_key, mm_run_id, erp_job, "
+                        "erp_operation, erp_machine, mm_machine_id, status, in_setup, key_generation, "
+                        "created_at, updated_at, version) VALUES ('erp', :id, :id, 'J', '10', 'M', 'M', "
+                        ":status, false, '', :at, :at, 1)"
+                    ),
+                    {"id": run_id, "status": status, "at": updated},
+                )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            marks = dict(
+                conn.execute(text("SELECT mm_run_id, final_counts_since FROM erpsync_run_binding")).all()
+            )
+        assert marks["recent"] is not None and marks["old"] is None and marks["open"] is None
+    finally:
+        engine.dispose()
