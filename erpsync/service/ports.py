@@ -179,7 +179,8 @@ class CountsRepository(Protocol):
         """The runs' writes in doubt are settled without a write: the ERP held the value."""
 
     def set_final_since(self, marks: Sequence[tuple[CountTarget, datetime | None]]) -> None:
-        """Each stopped run's final-counts marker (None: its final counts are in the ERP)."""
+        """Each stopped run's final-counts marker (None: its final counts are in the ERP), only
+        where it is still the `CountTarget.final_since` the cycle read."""
 
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
         """Conflicts a person sent back for retry, and final counts erpsync gave up on, that have

@@ -15,12 +15,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from erpsync.adapters.erp.sinks.staging import StagingSink, install_staging, staging_table
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state import migrate
+from erpsync.adapters.state.counts import SqlCounts
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import RunBinding
@@ -33,7 +34,7 @@ from erpsync.runtime.cli_lease import held_lease
 from erpsync.service.sync import SyncSummary
 from erpsync.service.writeback import WritebackPolicy, run_writeback
 from erpsync.service.writeback_report import WritebackSummary
-from tests.integration.writeback_support import TABLE, audits, quarantine
+from tests.integration.writeback_support import TABLE, audits, bind_run, quarantine
 from tests.sync_helpers import ERP_TZ, Shop, settings_for
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
@@ -310,3 +311,20 @@ def test_migration_0006_keeps_recently_stopped_runs_due(database_url: str) -> No
         assert marks["recent"] is not None and marks["old"] is None and marks["open"] is None
     finally:
         engine.dispose()
+
+
+def test_a_marker_moved_meanwhile_is_not_overwritten(state_store: StateStore) -> None:
+    """A stop settled while a cycle ran (re-started, stopped again) keeps its own final read."""
+    first, again = datetime(2026, 12, 7, 8, tzinfo=UTC), datetime(2026, 12, 7, 9, tzinfo=UTC)
+    bind_run(state_store, "r1", status="stopped", final_since=first)
+    with state_store.session() as session:
+        [target] = SqlCounts(session).targets("staging", run_id="r1")
+        session.execute(update(RunBinding).values(final_counts_since=again))  # the sync, meanwhile
+        SqlCounts(session).set_final_since([(target, None)])  # the cycle's view: done
+        session.commit()
+    with state_store.session() as session:
+        assert session.scalar(select(RunBinding.final_counts_since)) == again
+        [target] = SqlCounts(session).targets("staging", run_id=None)
+        SqlCounts(session).set_final_since([(target, None)])
+        session.commit()
+        assert session.scalar(select(RunBinding.final_counts_since)) is None

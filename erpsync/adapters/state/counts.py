@@ -133,14 +133,22 @@ class SqlCounts:
             self.session.execute(update(table).where(table.c.id.in_(chunk)).values(counts_in_doubt=None))
 
     def set_final_since(self, marks: Sequence[tuple[CountTarget, datetime | None]]) -> None:
-        """Each run's `final_counts_since` (None: its final counts are done); version left alone."""
+        """Each run's `final_counts_since` (None: its final counts are done); version left alone.
+
+        Only while the marker is still the one the cycle read: a stop settled meanwhile (a resync's
+        restart, stopped again) keeps its newer marker, so that stop's final read is not lost.
+        """
         table = cast(Table, RunBinding.__table__)
+        column = table.c.final_counts_since
         statement = (
             update(table)
-            .where(table.c.id == bindparam("f_id"))
-            .values(final_counts_since=bindparam("f_since", type_=table.c.final_counts_since.type))
+            .where(table.c.id == bindparam("f_id"), column == bindparam("f_was", type_=column.type))
+            .values(final_counts_since=bindparam("f_since", type_=column.type))
         )
-        params = [{"f_id": target.binding_id, "f_since": since} for target, since in marks]
+        params = [
+            {"f_id": target.binding_id, "f_was": target.final_since, "f_since": since}
+            for target, since in marks
+        ]
         if params:
             self.session.execute(statement, params)
 

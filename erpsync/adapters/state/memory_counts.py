@@ -61,7 +61,9 @@ class MemoryCounts:
 
     def set_final_since(self, marks: Sequence[tuple[CountTarget, datetime | None]]) -> None:
         for target, since in marks:
-            self.tables.bindings[target.mm_run_id]["final_counts_since"] = since
+            row = self.tables.bindings[target.mm_run_id]
+            if row.get("final_counts_since") == target.final_since:  # not re-stopped meanwhile
+                row["final_counts_since"] = since
 
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
         ids = set(mm_run_ids)
