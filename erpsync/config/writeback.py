@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from erpsync.config.database import DatabaseSettings
 from erpsync.config.section import Range, Seconds, Section
@@ -24,7 +24,10 @@ class WritebackSettings(Section):
 
     sink: SinkKind = "staging"
     interval_seconds: Seconds = 60
+    # a stopped run is read again this long after erpsync stopped it (or last saw its counts change)
     settle_window_minutes: Annotated[int, _WINDOW.before, _WINDOW.after] = 30
+    # a stopped run whose final read or write keeps failing is quarantined this long after it stopped
+    final_counts_max_hours: int = Field(default=72, ge=1, le=720)
     allow_decrease: bool = False
     database: DatabaseSettings | None = None
     staging_table: str = "ERPSYNC_RUN_COUNTS"

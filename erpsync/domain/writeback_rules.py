@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -39,11 +39,13 @@ WRITE_ACTION = "write_counts"  # the audit rows' action
 CONFLICT_CLASS = "writeback_conflict"  # the quarantine class of an ERP value a person changed
 # a person's open (or discarded) conflict entry keeps erpsync's hands off that run
 BLOCKING_QUARANTINE = ("open", "discarded")
-# which bindings a cycle reads: active ones, and ended ones within the settle window
+# which bindings a cycle reads: active ones, vanished ones MM may still run, and stopped ones whose
+# final counts are due (`final_counts_since` set: see `final_counts_step`)
 ACTIVE_STATUSES = ("running", "stopping")
-ENDED_STATUSES = ("stopped", "vanished")
-# margin for clocks: MM's end time of a run may be a little after erpsync's own clock
-ENDED_LOOKUP_SLACK = timedelta(days=1)
+# the binding status that opens a run's final-counts window when erpsync records it
+FINAL_COUNTS_STATUS = "stopped"
+# the quarantine class of a stopped run whose final counts could not be read or written in time
+FINAL_COUNTS_CLASS = "writeback_final_counts"
 
 # What makes a repeated outcome the same as last time: (outcome, error class, after)
 AuditKey = tuple[str, str | None, Any]
@@ -175,6 +177,52 @@ class CountTarget:
     erp_machine: str
     last: PartCounts | None
     in_doubt: tuple[PartCounts, ...] = ()
+    # since when the run's final counts are due (erpsync stopped it, or last saw its counts
+    # change since); None: not stopped, or its final counts are in the ERP
+    final_since: datetime | None = None
+
+
+def final_counts_mark(status: str | None, now: datetime) -> datetime | None:
+    """The `final_counts_since` a binding gets when erpsync records `status` (None: unchanged)."""
+    return now if status == FINAL_COUNTS_STATUS else None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalStep:
+    """A stopped run's final-counts marker after one cycle: `since` (None: done) and whether
+    erpsync gave up on it (quarantined: its reads or writes kept failing past the limit)."""
+
+    since: datetime | None
+    give_up: bool = False
+
+
+def final_counts_step(
+    since: datetime,
+    now: datetime,
+    *,
+    window: timedelta,
+    max_age: timedelta,
+    failed: bool,
+    changed: bool,
+    ended: bool,
+) -> FinalStep:
+    """Whether a stopped run's final counts are now in the ERP, from this cycle's outcome.
+
+    The settle window counts from `since` (when erpsync stopped the run, moved to `now` whenever
+    the counts changed), never from MM's end time: a clock-out entered hours late, or an outage
+    longer than the window, still gets the run read once more. The run is done when a read that
+    began at least `window` after `since` was processed and MM had `ended` the run (or confirmed it
+    has no data). `failed` (MM unreadable, ERP write failed) keeps it due; once past `max_age`
+    since `since` a failure gives up (the caller quarantines it). A cycle reads after `now`, so
+    `now >= since` means the read followed the stop.
+    """
+    if failed:
+        return FinalStep(None, give_up=True) if now >= since + max_age else FinalStep(since)
+    if changed:
+        since = max(since, now)
+    if ended and now >= since + window:
+        return FinalStep(None)
+    return FinalStep(since)
 
 
 def sink_view(

@@ -162,9 +162,9 @@ class CountsRepository(Protocol):
     updates leave the binding's version alone (the sync loop owns the other columns).
     """
 
-    def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
+    def targets(self, sink: str, *, run_id: str | None) -> list[CountTarget]:
         """The runs a cycle reads, in binding order, each with `sink`'s view (`sink_view`):
-        `run_id` alone, or the active runs and those ended after `ended_after`."""
+        `run_id` alone, or the active runs and the stopped ones whose final counts are due."""
 
     def blocking_conflicts(self) -> set[tuple[str, str]]:
         """(source, mm_run_id) of the write-back conflicts a person has not let go of."""
@@ -181,8 +181,13 @@ class CountsRepository(Protocol):
     def clear_doubt(self, sink: str, targets: Sequence[CountTarget]) -> None:
         """The runs' writes in doubt are settled without a write: the ERP held the value."""
 
+    def set_final_since(self, marks: Sequence[tuple[CountTarget, datetime | None]]) -> None:
+        """Each stopped run's final-counts marker (None: its final counts are in the ERP), only
+        where it is still the `CountTarget.final_since` the cycle read."""
+
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
-        """Conflicts a person sent back for retry that have now been written are resolved."""
+        """Conflicts a person sent back for retry, and final counts erpsync gave up on, that have
+        now been written are resolved."""
 
     def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
         """Each run's latest write-back audit row as (outcome, error class, after), by mm_run_id."""

@@ -2,8 +2,9 @@
 
 The flow, in the order a cycle runs it, and why it is crash-safe:
 
-1. MM read (service/writeback_reads.py) for every bound run that is active or ended within the
-   settle window, ``max_concurrency`` at a time. Nothing is written yet; a crash here loses nothing.
+1. MM read (service/writeback_reads.py) for every bound run that is active, or stopped with its
+   final counts still due, ``max_concurrency`` at a time. Nothing is written yet; a crash here
+   loses nothing.
 2. Decide per run (domain/writeback_rules.py): no data is skipped, never written as 0; unchanged
    counts are not written again; a decrease is refused unless the policy allows it.
 3. Intent (state transaction): the values about to be written join the run's writes in doubt
@@ -21,6 +22,14 @@ Last-written counts and writes in doubt are kept per sink: a sink is only ever c
 erpsync wrote (or set out to write) into *that* sink, so switching ``writeback.sink`` makes the new
 sink get the current counts, and writes in doubt for one sink never excuse a value in another.
 
+Final counts: a run erpsync stops stays a candidate (``final_counts_since``, set when the stop is
+settled) until a read at least ``settle_window_minutes`` after the stop, or after its counts last
+changed, has been processed with MM showing the run ended: the window never counts from MM's end
+time, so a clock-out entered hours late or an outage longer than the window still gets the final
+counts written. A run whose final read or write keeps failing is quarantined after
+``final_counts_max_hours`` (domain/writeback_rules.py `final_counts_step`). Sinks that carry an
+end time (staging ``MM_END_AT``) get the final read even when the counts did not change.
+
 Batches go to the ERP while the remaining reads are still in flight, so a cycle over thousands of
 runs takes about as long as its MM reads. Record-level problems never raise: they are audited and
 counted; only configuration problems (MM refuses the key, the staging table is missing) do.
@@ -36,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from erpsync.adapters.erp.sinks.base import CountSink, CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.base import CountSink, CountWrite, WriteResult, carries_end_at
 from erpsync.adapters.mm.errors import MMError
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, FencedError, RecordError, RetryableError
@@ -44,11 +53,14 @@ from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import (
     CONFLICT_CLASS,
     CountTarget,
+    FinalStep,
     NoDataReason,
     Verdict,
     counts_dict,
+    final_counts_step,
     plan_write,
     record_intent,
+    same_counts,
 )
 from erpsync.observability.correlation import correlation, current_correlation_id
 from erpsync.observability.crashpoints import crash_point
@@ -61,6 +73,9 @@ from erpsync.service.writeback_report import WritebackSummary, check_sink, maybe
 
 log = structlog.get_logger(__name__)
 
+# MM answered for sure that a run has no counts: its final read is done (nothing to write)
+_CONFIRMED_NO_DATA = frozenset({str(NoDataReason.NOT_FOUND), str(NoDataReason.NO_METRICS)})
+
 _NO_DATA_MESSAGES = {
     str(NoDataReason.NOT_FOUND): "MachineMetrics has no such job run (404): nothing written",
     str(NoDataReason.NO_METRICS): "MachineMetrics returned the job run without metrics: nothing written",
@@ -72,8 +87,9 @@ class WritebackPolicy:
     """The settings a cycle decides by (the rest of Settings is the adapters' business)."""
 
     allow_decrease: bool
-    settle_window_minutes: int  # ended runs are read again this long (MM may count on)
+    settle_window_minutes: int  # stopped runs are read again this long after the stop (MM may count on)
     max_concurrency: int  # MM reads at a time
+    final_counts_max_hours: int = 72  # a stopped run's failing final read is quarantined after this
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WritebackPolicy:
@@ -81,6 +97,7 @@ class WritebackPolicy:
             allow_decrease=settings.writeback.allow_decrease,
             settle_window_minutes=settings.writeback.settle_window_minutes,
             max_concurrency=settings.mm.max_concurrency,
+            final_counts_max_hours=settings.writeback.final_counts_max_hours,
         )
 
 
@@ -175,9 +192,8 @@ class _WritebackCycle:
     def _load(self, run_id: str | None) -> tuple[list[CountTarget], list[CountTarget]]:
         """The runs to read, each with what erpsync last wrote (and set out to write) to THIS sink,
         and the runs an open conflict keeps erpsync's hands off."""
-        ended_after = self.now - timedelta(minutes=self.policy.settle_window_minutes)
         with self.uow() as work:
-            targets = work.counts.targets(self.sink.name, run_id=run_id, ended_after=ended_after)
+            targets = work.counts.targets(self.sink.name, run_id=run_id)
             blocking = work.counts.blocking_conflicts()
         blocked = [t for t in targets if (t.source, t.mm_run_id) in blocking]
         return [t for t in targets if (t.source, t.mm_run_id) not in blocking], blocked
@@ -207,7 +223,9 @@ class _WritebackCycle:
             )
         assert read.counts is not None
         if plan.verdict is Verdict.UNCHANGED:
-            return Done(target, "unchanged", read.counts)
+            if self.dry_run or not self._end_due(target, read.counts):
+                return Done(target, "unchanged", read.counts)
+            return None  # the final read: the sink gets the run's end time (staging MM_END_AT)
         if plan.verdict is Verdict.DECREASE_REFUSED:
             return Done(
                 target,
@@ -224,6 +242,35 @@ class _WritebackCycle:
             )
         return None
 
+    def _end_due(self, target: CountTarget, counts: PartCounts) -> bool:
+        """This unchanged read finishes a stopped run whose sink carries an end time: send it there."""
+        if not carries_end_at(self.sink) or target.final_since is None or counts.end_at is None:
+            return False
+        return self._final(target, failed=False, changed=False, ended=True).since is None
+
+    def _final(self, target: CountTarget, *, failed: bool, changed: bool, ended: bool) -> FinalStep:
+        assert target.final_since is not None
+        return final_counts_step(
+            target.final_since,
+            self.now,
+            window=timedelta(minutes=self.policy.settle_window_minutes),
+            max_age=timedelta(hours=self.policy.final_counts_max_hours),
+            failed=failed,
+            changed=changed,
+            ended=ended,
+        )
+
+    def _final_step(self, d: Done) -> FinalStep | None:
+        """A stopped run's final-counts marker after this outcome (None: not a stopped run)."""
+        if d.target.final_since is None:
+            return None
+        confirmed_none = d.outcome == "no_data" and d.error_class in _CONFIRMED_NO_DATA
+        read = d.outcome in ("written", "already_written", "unchanged", "decrease_refused")
+        failed = d.outcome == "failed" or (d.outcome == "no_data" and not confirmed_none)
+        changed = d.outcome in ("written", "already_written") and not same_counts(d.counts, d.target.last)
+        ended = confirmed_none or (read and d.counts is not None and d.counts.end_at is not None)
+        return self._final(d.target, failed=failed, changed=changed, ended=ended)
+
     # ---- steps 3 to 5: intent, ERP transaction, state transaction ---------------------------------
 
     def _flush(self, batch: list[tuple[CountTarget, PartCounts]], settled: list[Done]) -> None:
@@ -234,6 +281,10 @@ class _WritebackCycle:
             self.summary.count(row_of(item.target, item.counts, item.outcome, item.message))
         if self.dry_run:
             return
+        for item in done:
+            item.final = self._final_step(item)
+            if item.final is not None and item.final.give_up:
+                self.summary.final_quarantined += 1
         for item in done:
             WRITEBACK_WRITES.labels(sink=self.sink.name, outcome=item.outcome).inc()
         token = self.fence.token if self.fence is not None else None
@@ -268,6 +319,8 @@ class _WritebackCycle:
         intents = [  # in mm_run_id order, the one lock order of every multi-row update
             (target, record_intent(target.in_doubt, counts))
             for target, counts in sorted(batch, key=lambda entry: entry[0].mm_run_id)
+            # an end time sent with the counts last written: the ERP holding those is no doubt
+            if target.in_doubt or not same_counts(counts, target.last)
         ]
         with self.uow(self.fence) as work:
             work.counts.record_intents(self.sink.name, intents)

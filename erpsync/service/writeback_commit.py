@@ -4,16 +4,25 @@ What was written becomes this sink's last-written counts (its writes in doubt cl
 mirrors the counts last written by any sink), every outcome gets its audit row, and a conflict
 (the ERP value is neither what erpsync last wrote nor one of its writes in doubt: a person changed
 it) is quarantined, which keeps erpsync's hands off that run until a person lets go of it.
+A stopped run's final-counts marker moves as the cycle decided (`Done.final`); a run erpsync gives
+up on (its final read or write kept failing) is quarantined with what to do, and audited.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from erpsync.domain.model import BadRecord, PartCounts
-from erpsync.domain.writeback_rules import CONFLICT_CLASS, WRITE_ACTION, AuditKey, CountTarget
+from erpsync.domain.writeback_rules import (
+    CONFLICT_CLASS,
+    FINAL_COUNTS_CLASS,
+    WRITE_ACTION,
+    AuditKey,
+    CountTarget,
+    FinalStep,
+)
 from erpsync.observability.metrics import QUARANTINE_OPEN
 from erpsync.service.ports import AuditRecord, UnitOfWork
 from erpsync.service.writeback_report import maybe_counts
@@ -34,6 +43,7 @@ class Done:
     message: str | None = None
     error_class: str | None = None
     http_status: int | None = None
+    final: FinalStep | None = None  # a stopped run's final-counts marker after this cycle
 
     def key(self) -> AuditKey:
         """What makes a repeated outcome the same as last time (then it is not audited again)."""
@@ -47,23 +57,40 @@ def commit_state(uow: UnitOfWork, sink: str, done: list[Done], now: datetime, to
     # the ERP already held these values, so none of the run's writes in doubt changed it: the
     # doubt is settled, and nothing is recorded as written (no audit row would back it)
     doubt_settled = [d.target for d in done if d.outcome == "unchanged" and d.target.in_doubt]
+    marks = [
+        (d.target, d.final.since)
+        for d in done
+        if d.final is not None and d.final.since != d.target.final_since
+    ]
     # several statements update bindings below: lock them all first, in one order
-    uow.bindings.lock([d.target.mm_run_id for d in written] + [t.mm_run_id for t in doubt_settled])
+    uow.bindings.lock(
+        [d.target.mm_run_id for d in written]
+        + [t.mm_run_id for t in doubt_settled]
+        + [t.mm_run_id for t, _ in marks]
+    )
     if written:
         uow.counts.save_written(sink, [(d.target, _counts(d)) for d in written], now)
         uow.counts.resolve_retried([d.target.mm_run_id for d in written])
     if doubt_settled:
         uow.counts.clear_doubt(sink, doubt_settled)
+    if marks:
+        uow.counts.set_final_since(marks)
     last = uow.counts.last_audited([d.target for d in done if d.outcome in REPEATING])
-    conflicts = 0
+    quarantined = 0
     for d in done:
         if d.outcome == "unchanged" or (d.outcome in REPEATING and last.get(d.target.mm_run_id) == d.key()):
             continue
         if d.outcome == "conflict":
-            conflicts += 1
+            quarantined += 1
             uow.quarantine.upsert(_conflict_record(d), now)
         uow.audit.record(_audit_record(d, sink, token))
-    if conflicts:
+    for d in done:
+        if d.final is not None and d.final.give_up:
+            quarantined += 1
+            record = _given_up_record(d, now)
+            uow.quarantine.upsert(record, now)
+            uow.audit.record(_given_up_audit(d, record.reason, sink, token))
+    if quarantined:
         QUARANTINE_OPEN.set(uow.quarantine.open_count())
 
 
@@ -89,6 +116,52 @@ def _audit_record(d: Done, sink: str, token: int | None) -> AuditRecord:
         before=d.before,
         after=d.after,
         detail=f"sink {sink}" + (f": {d.message}" if d.message else ""),
+    )
+
+
+def _given_up_record(done: Done, now: datetime) -> BadRecord:
+    """The quarantine entry of a stopped run whose final counts never reached the ERP."""
+    t = done.target
+    assert t.final_since is not None
+    hours = (now - t.final_since) // timedelta(hours=1)
+    why = done.message or done.error_class or done.outcome
+    reason = (
+        f"final part counts of MM run {t.mm_run_id} (ERP job {t.erp_job} op {t.erp_operation} on "
+        f"{t.erp_machine}) did not reach the ERP {hours} h after erpsync stopped the run: {why}. "
+        f"Once MM and the ERP answer, run `erpsync writeback --run {t.mm_run_id}`: it writes them "
+        "and resolves this entry"
+    )
+    return BadRecord(
+        source=t.source,
+        record_key=t.mm_run_id,
+        reason=reason,
+        error_class=FINAL_COUNTS_CLASS,
+        raw={
+            "run_key": t.run_key,
+            "stopped_or_changed_at": t.final_since.isoformat(),
+            "last_written": maybe_counts(t.last),
+            "mm_counts": maybe_counts(done.counts),
+        },
+    )
+
+
+def _given_up_audit(d: Done, reason: str, sink: str, token: int | None) -> AuditRecord:
+    t = d.target
+    return AuditRecord(
+        action=WRITE_ACTION,
+        outcome="quarantined",
+        source=t.source,
+        erp_job=t.erp_job,
+        erp_operation=t.erp_operation,
+        erp_machine=t.erp_machine,
+        mm_run_id=t.mm_run_id,
+        fencing_token=token,
+        http_status=d.http_status,
+        error=reason,
+        error_class=FINAL_COUNTS_CLASS,
+        before=maybe_counts(t.last),
+        after=None,
+        detail=f"sink {sink}: final counts given up",
     )
 
 

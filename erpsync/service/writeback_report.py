@@ -49,6 +49,7 @@ class WritebackSummary:
     failed: int = 0
     skipped: int = 0
     would_write: int = 0
+    final_quarantined: int = 0  # stopped runs whose final counts kept failing: quarantined
     # a dry run checks the sink without writing: whether it is ready, and what was found
     sink_ready: bool | None = None
     sink_check: str | None = None

@@ -269,7 +269,11 @@ def test_settle_window_single_run_dry_run_and_read_only(
         start_run(mm_client, run_id)
         mm_simulator.set_counts(run_id, total=3)
     bind_run(store, "active")
-    bind_run(store, "ended-recently", status="stopped", mm_end_at=now - timedelta(minutes=10))
+    # the window counts from when erpsync stopped the run, not from MM's end (a late clock-out)
+    stopped = now - timedelta(minutes=10)
+    late = now - timedelta(hours=3)
+    bind_run(store, "ended-recently", status="stopped", mm_end_at=late, final_since=stopped)
+    # stopped long ago, its final counts done: not read again
     bind_run(store, "ended-long-ago", status="stopped", mm_end_at=now - timedelta(hours=3))
     bind_run(store, "starting", status="starting")
     settings = settings_for(str(sqlite_erp.url), mm_settings, settle_window_minutes=30)

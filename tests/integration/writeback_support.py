@@ -38,10 +38,12 @@ def bind_run(
     last: PartCounts | None = None,
     run_key: str | None = None,
     in_doubt: Sequence[PartCounts] = (),
+    final_since: datetime | None = None,
 ) -> None:
     """A binding as the sync loop leaves it after starting the run in MM.
 
     `in_doubt`: writes whose ERP transaction erpsync never saw end (what a cut connection leaves).
+    `final_since`: when erpsync stopped the run, its final counts still due (None: done or not stopped).
     """
     with store.session() as session:
         session.add(
@@ -55,6 +57,7 @@ def bind_run(
                 mm_machine_id=f"M-{run_id}",
                 status=status,
                 mm_end_at=mm_end_at,
+                final_counts_since=final_since,
                 last_total_parts=last.total if last else None,
                 last_good_parts=last.good if last else None,
                 last_scrap_parts=last.scrap if last else None,

@@ -26,6 +26,7 @@ from erpsync.adapters.state.tables import RunBinding, utcnow
 from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BoundRun, Intent
 from erpsync.domain.plan import Flag
 from erpsync.domain.shop_floor import GENERATION_MARK
+from erpsync.domain.writeback_rules import final_counts_mark
 
 _TABLE = cast(Table, RunBinding.__table__)
 _c = _TABLE.c
@@ -41,6 +42,9 @@ _SETTLE_BINDING = (
         mm_start_at=func.coalesce(bindparam("b_mm_start_at", type_=_c.mm_start_at.type), _c.mm_start_at),
         mm_end_at=func.coalesce(bindparam("b_mm_end_at", type_=_c.mm_end_at.type), _c.mm_end_at),
         in_setup=func.coalesce(bindparam("b_in_setup", type_=_c.in_setup.type), _c.in_setup),
+        final_counts_since=func.coalesce(
+            bindparam("b_final_since", type_=_c.final_counts_since.type), _c.final_counts_since
+        ),
         updated_at=bindparam("b_now", type_=_c.updated_at.type),
         version=_c.version + 1,
     )
@@ -119,10 +123,13 @@ class SqlBindings:
         """Store what `flag` changes on its binding, so the same flag is not raised again."""
         values = flag_values(flag)
         if values:
+            now = utcnow()
+            if (since := final_counts_mark(values.get("status"), now)) is not None:
+                values["final_counts_since"] = since  # stopped: its final counts are due
             self.session.execute(
                 update(RunBinding)
                 .where(RunBinding.mm_run_id == flag.mm_run_id)
-                .values(**values, updated_at=utcnow())
+                .values(**values, updated_at=now)
                 .execution_options(**_NO_SYNC)
             )
 
@@ -148,4 +155,11 @@ class SqlBindings:
     def settle(self, changes: list[dict[str, Any]], now: datetime) -> None:
         """Settled outcomes' binding changes (`rows.binding_values`), sorted by mm_run_id: one executemany."""
         if changes:
-            self.session.execute(_SETTLE_BINDING, [{**values, "b_now": now} for values in changes])
+            self.session.execute(
+                _SETTLE_BINDING,
+                [
+                    # a stop settled: the run's final counts are due (write-back reads it again)
+                    {**values, "b_now": now, "b_final_since": final_counts_mark(values["b_status"], now)}
+                    for values in changes
+                ],
+            )

@@ -9,6 +9,7 @@ and must not see its own optimistic lock fail because counts were written.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -22,8 +23,7 @@ from erpsync.domain.writeback_rules import (
     ACTIVE_STATUSES,
     BLOCKING_QUARANTINE,
     CONFLICT_CLASS,
-    ENDED_LOOKUP_SLACK,
-    ENDED_STATUSES,
+    FINAL_COUNTS_CLASS,
     WRITE_ACTION,
     AuditKey,
     CountTarget,
@@ -36,7 +36,7 @@ class SqlCounts:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
+    def targets(self, sink: str, *, run_id: str | None) -> list[CountTarget]:
         b = RunBinding
         mine = aliased(SinkCounts)
         query = (
@@ -53,6 +53,7 @@ class SqlCounts:
                 b.last_scrap_parts,
                 b.last_nonconform_parts,
                 b.counts_in_doubt,
+                b.final_counts_since,
                 mine.binding_id.label("sink_row"),
                 mine.last_total_parts.label("sink_last_total_parts"),
                 mine.last_good_parts.label("sink_last_good_parts"),
@@ -67,18 +68,12 @@ class SqlCounts:
         if run_id is not None:
             query = query.where(b.mm_run_id == run_id)
         else:
-            ended_at = func.coalesce(b.mm_end_at, b.erp_end_at, b.updated_at)
+            # each branch has its index (status; final_counts_since): the history is never read
             query = query.where(
                 or_(
                     b.status.in_(ACTIVE_STATUSES),
                     and_(b.status == "vanished", b.mm_end_at.is_(None)),  # MM may still be running it
-                    # an ended run's binding was updated when it ended (updated_at >= its end),
-                    # so (status, updated_at) finds the recent ones without reading the history
-                    and_(
-                        b.status.in_(ENDED_STATUSES),
-                        b.updated_at >= ended_after - ENDED_LOOKUP_SLACK,
-                        ended_at >= ended_after,
-                    ),
+                    b.final_counts_since.is_not(None),  # stopped, final counts not yet in the ERP
                 )
             )
         return [_target(row._mapping) for row in self.session.execute(query)]
@@ -137,13 +132,41 @@ class SqlCounts:
         for chunk in chunks(binding_ids):
             self.session.execute(update(table).where(table.c.id.in_(chunk)).values(counts_in_doubt=None))
 
+    def set_final_since(self, marks: Sequence[tuple[CountTarget, datetime | None]]) -> None:
+        """Each run's `final_counts_since` (None: its final counts are done); version left alone.
+
+        Only while the marker is still the one the cycle read: a stop settled meanwhile (a resync's
+        restart, stopped again) keeps its newer marker, so that stop's final read is not lost.
+        """
+        table = cast(Table, RunBinding.__table__)
+        column = table.c.final_counts_since
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("f_id"), column == bindparam("f_was", type_=column.type))
+            .values(final_counts_since=bindparam("f_since", type_=column.type))
+        )
+        params = [
+            {"f_id": target.binding_id, "f_was": target.final_since, "f_since": since}
+            for target, since in marks
+        ]
+        if params:
+            self.session.execute(statement, params)
+
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
         for chunk in chunks(list(mm_run_ids)):
             self.session.execute(
                 update(QuarantineEntry)
                 .where(
-                    QuarantineEntry.error_class == CONFLICT_CLASS,
-                    QuarantineEntry.status == "retry",
+                    or_(
+                        and_(
+                            QuarantineEntry.error_class == CONFLICT_CLASS, QuarantineEntry.status == "retry"
+                        ),
+                        # a run given up on whose counts a person got written (`writeback --run`)
+                        and_(
+                            QuarantineEntry.error_class == FINAL_COUNTS_CLASS,
+                            QuarantineEntry.status.in_(("open", "retry")),
+                        ),
+                    ),
                     QuarantineEntry.record_key.in_(chunk),
                 )
                 .values(status="resolved", last_seen_at=utcnow())
@@ -216,4 +239,5 @@ def _target(row: Any) -> CountTarget:
     sink_row = None
     if row["sink_row"] is not None:
         sink_row = {c: row[f"sink_{c}"] for c in SINK_COUNT_COLUMNS}
-    return count_target(row, sink_row, bool(row["any_sink"]))
+    target = count_target(row, sink_row, bool(row["any_sink"]))
+    return replace(target, final_since=row["final_counts_since"])

@@ -9,6 +9,7 @@ see what the SQL tables would hold.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from erpsync.adapters.state.memory_tables import MemoryTables, Row
@@ -22,12 +23,15 @@ class MemoryCounts:
     def __init__(self, tables: MemoryTables) -> None:
         self.tables = tables
 
-    def targets(self, sink: str, *, run_id: str | None, ended_after: datetime) -> list[CountTarget]:
+    def targets(self, sink: str, *, run_id: str | None) -> list[CountTarget]:
         with_rows = {binding_id for binding_id, _ in self.tables.sink_counts}
         found = [
-            count_target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows)
+            replace(
+                count_target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows),
+                final_since=b.get("final_counts_since"),
+            )
             for b in self.tables.bindings.values()
-            if (b["mm_run_id"] == run_id if run_id is not None else _due(b, ended_after))
+            if (b["mm_run_id"] == run_id if run_id is not None else _due(b))
         ]
         return sorted(found, key=lambda target: target.binding_id)
 
@@ -55,10 +59,18 @@ class MemoryCounts:
             self._row(sink, target)["counts_in_doubt"] = None
             self.tables.bindings[target.mm_run_id]["counts_in_doubt"] = None
 
+    def set_final_since(self, marks: Sequence[tuple[CountTarget, datetime | None]]) -> None:
+        for target, since in marks:
+            row = self.tables.bindings[target.mm_run_id]
+            if row.get("final_counts_since") == target.final_since:  # not re-stopped meanwhile
+                row["final_counts_since"] = since
+
     def resolve_retried(self, mm_run_ids: Sequence[str]) -> None:
         ids = set(mm_run_ids)
         for q in self.tables.quarantine.values():
-            if q["error_class"] == rules.CONFLICT_CLASS and q["status"] == "retry" and q["record_key"] in ids:
+            conflict = q["error_class"] == rules.CONFLICT_CLASS and q["status"] == "retry"
+            final = q["error_class"] == rules.FINAL_COUNTS_CLASS and q["status"] in ("open", "retry")
+            if (conflict or final) and q["record_key"] in ids:
                 q["status"] = "resolved"
 
     def last_audited(self, targets: Sequence[CountTarget]) -> dict[str, AuditKey]:
@@ -83,14 +95,9 @@ class MemoryCounts:
         return self.tables.sink_counts[key]
 
 
-def _due(binding: Row, ended_after: datetime) -> bool:
+def _due(binding: Row) -> bool:
     """adapters/state/counts.py's selection of the runs a cycle reads."""
     status = binding["status"]
     if status in rules.ACTIVE_STATUSES or (status == "vanished" and binding.get("mm_end_at") is None):
         return True
-    ended_at = binding.get("mm_end_at") or binding.get("erp_end_at") or binding["updated_at"]
-    return bool(
-        status in rules.ENDED_STATUSES
-        and binding["updated_at"] >= ended_after - rules.ENDED_LOOKUP_SLACK
-        and ended_at >= ended_after
-    )
+    return binding.get("final_counts_since") is not None

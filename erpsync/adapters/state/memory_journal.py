@@ -45,6 +45,7 @@ from erpsync.domain.lifecycle import (
 )
 from erpsync.domain.plan import Flag
 from erpsync.domain.shop_floor import anchor_of
+from erpsync.domain.writeback_rules import final_counts_mark
 
 
 def _due(row: Row, now: datetime) -> bool:
@@ -175,7 +176,10 @@ class MemoryBindings:
         values = flag_values(flag)
         row = self.tables.bindings.get(flag.mm_run_id)
         if values and row is not None:
-            row.update(values, updated_at=utcnow())
+            now = utcnow()
+            if (since := final_counts_mark(values.get("status"), now)) is not None:
+                values["final_counts_since"] = since
+            row.update(values, updated_at=now)
 
     # -- for the action journal ------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]], now: datetime) -> None:
@@ -207,4 +211,6 @@ class MemoryBindings:
                 if values[f"b_{column}"] is not None:
                     row[column] = values[f"b_{column}"]
             row["status"] = str(row["status"])
+            if (since := final_counts_mark(values["b_status"], now)) is not None:
+                row["final_counts_since"] = since
             row.update(updated_at=now, version=row["version"] + 1)

@@ -66,6 +66,8 @@ class RunBinding(WrittenCounts, Base):
         Index("ix_erpsync_run_binding_source_status", "source", "status"),
         # write-back candidates (recently ended) and retention (long ended), by status and age
         Index("ix_erpsync_run_binding_status_updated_at", "status", "updated_at"),
+        # write-back's stopped runs whose final counts are still due (migration 0006)
+        Index("ix_erpsync_run_binding_final_counts_since", "final_counts_since"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -87,6 +89,9 @@ class RunBinding(WrittenCounts, Base):
     erp_end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mm_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     mm_end_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # set when erpsync stops the run (or last saw its counts change after that); NULL once its
+    # final counts reached the ERP (domain/writeback_rules.py `final_counts_step`)
+    final_counts_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -80,6 +80,12 @@ def unread_result(w: CountWrite, outcome: Outcome, message: str) -> WriteResult:
     return WriteResult(w.mm_run_id, outcome, before, counts_dict(w.counts), message)
 
 
+def carries_end_at(sink: object) -> bool:
+    """Whether `sink` stores the run's MM end time (staging ``MM_END_AT``): such a sink gets a
+    stopped run's final read even when its counts did not change, so the end time arrives."""
+    return bool(getattr(sink, "carries_end_at", False))
+
+
 class CountSink(Protocol):
     """Writes absolute per-run counts into the ERP, one transaction (or file) per `write` call."""
 

@@ -3,8 +3,11 @@
 The table lives in the ERP database but belongs to erpsync; the ERP's own import reads it. One row
 per MM job run (RUN_ID = the MM run id), holding the run's latest absolute totals, so reading it
 twice or a replayed write changes nothing. The import may delete rows it has consumed: erpsync
-then inserts the run's current totals again. If a person edits the counts in a row, erpsync sees
-a value it did not write and leaves the row alone (a conflict, quarantined).
+then inserts the run's current totals again when they change. `MM_END_AT` is filled when the run
+ends even if its counts did not change (the service sends a stopped run's final read here: this
+sink `carries_end_at`); such an end-time-only write never brings a consumed row back. If a person
+edits the counts in a row, erpsync sees a value it did not write and leaves the row alone (a
+conflict, quarantined).
 
 The table is created by `erpsync erp install-staging` (or by a DBA from `--print-sql`), never by
 erpsync's own migrations: the ERP database is not erpsync's to migrate. Times are naive UTC.
@@ -47,7 +50,7 @@ from erpsync.adapters.erp.sinks.base import COUNT_COLUMNS, RUN_COUNT_COLUMNS, Co
 from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountValues, describe_values, erp_verdict
+from erpsync.domain.writeback_rules import CountValues, describe_values, erp_verdict, same_counts
 
 _SET_COLUMNS = (*COUNT_COLUMNS, "MM_START_AT", "MM_END_AT", "UPDATED_AT")
 
@@ -127,7 +130,7 @@ def _values(counts: PartCounts) -> dict[str, int]:
 
 
 def _lock_statement(t: Table, run_ids: list[str]) -> Select[Any]:
-    return locked_rows(t.c.RUN_ID, (t.c[c] for c in COUNT_COLUMNS), run_ids)
+    return locked_rows(t.c.RUN_ID, (*(t.c[c] for c in COUNT_COLUMNS), t.c.MM_END_AT), run_ids)
 
 
 def _update_statement(t: Table) -> Update:
@@ -155,10 +158,25 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+def _end_result(
+    w: CountWrite, before: CountValues, new: CountValues, old_end: datetime | None, new_end: datetime
+) -> WriteResult:
+    """An end-time write: the counts stay, MM_END_AT is set (audited as before -> after)."""
+    was = old_end.isoformat() if old_end is not None else None
+    return WriteResult(
+        w.mm_run_id,
+        "written",
+        {**before, "MM_END_AT": was},
+        {**new, "MM_END_AT": new_end.isoformat()},
+        f"MM_END_AT set to {new_end.isoformat()} (run ended; counts unchanged)",
+    )
+
+
 class StagingSink(CheckedTarget):
     """Upserts absolute totals into the staging table, one ERP transaction per batch."""
 
     name = "staging"
+    carries_end_at = True  # MM_END_AT: a stopped run's final read comes here even if unchanged
 
     def __init__(self, engine: Engine, table_name: str, *, batch_size: int = 500) -> None:
         self.engine = engine
@@ -197,6 +215,7 @@ class StagingSink(CheckedTarget):
             current: dict[str, CountValues] = {
                 row.RUN_ID: {c: int(row._mapping[c]) for c in COUNT_COLUMNS} for row in locked
             }
+            ends: dict[str, datetime | None] = {row.RUN_ID: _naive_utc(row.MM_END_AT) for row in locked}
             for w in batch:
                 new = _values(w.counts)
                 row = {
@@ -207,6 +226,11 @@ class StagingSink(CheckedTarget):
                     "UPDATED_AT": now,
                 }
                 before = current.get(w.mm_run_id)
+                end_only = w.previous is not None and same_counts(w.counts, w.previous)
+                if before is None and end_only:
+                    message = "no staging row (consumed by the ERP import): an end time alone adds none"
+                    results.append(WriteResult(w.mm_run_id, "unchanged", None, new, message))
+                    continue
                 if before is None:
                     # no row: never written, or consumed (deleted) by the ERP import: totals again
                     inserts.append(row)
@@ -215,7 +239,12 @@ class StagingSink(CheckedTarget):
                 expected = _values(w.previous) if w.previous is not None else None
                 in_doubt = [_values(c) for c in w.in_doubt]
                 verdict = erp_verdict(current=before, expected=expected, new=new, in_doubt=in_doubt)
-                results.append(self._result(w, verdict, before, new, expected))
+                old_end, new_end = ends.get(w.mm_run_id), _naive_utc(w.counts.end_at)
+                if verdict in ("unchanged", "already_written") and new_end is not None and old_end != new_end:
+                    verdict = "write"  # the counts are there; the run's end time is not yet
+                    results.append(_end_result(w, before, new, old_end, new_end))
+                else:
+                    results.append(self._result(w, verdict, before, new, expected))
                 if verdict == "write":
                     updates.append(
                         {c: row[c] for c in _SET_COLUMNS}
