@@ -185,11 +185,19 @@ def _decide(
         state = RunState.PRODUCTION if any(t.state is RunState.PRODUCTION for t in group) else RunState.SETUP
         live = slot.live.get(shown_op)
         switch_at = shown.start_at
+        ended_at = None if live is None else _run_ends_at(live[1], slot, shown_op)
+        if live is not None and ended_at is not None:
+            # every ticket of its run closed before these clocked in: it ends, a new run begins
+            _end(floor, live[0], live[1], [ended_at], "")
+            live = None
         if live is not None:
             _keep(floor, live[0], group, state)
         else:
             # another operation's run is open there: it ends when this one starts
-            taken = shown.start_at if any(op != shown_op for op in slot.live) else None
+            others = [b.erp_start_at or shown.start_at for op, (b, _) in slot.live.items() if op != shown_op]
+            taken = (
+                max((t for t in (shown.start_at, *others) if t is not None), default=None) if others else None
+            )
             switch_at = _begin(floor, slot, group, state, generations, taken, source=source, now=now)
         for ticket in slot.open:
             if _op_id(ticket) != shown_op:
@@ -198,11 +206,27 @@ def _decide(
     for op, (bound, anchor) in slot.live.items():
         if op == shown_op:
             continue
-        if any(_op_id(t) == op for t in slot.open):
+        ended_at = _run_ends_at(anchor, slot, op)  # its own tickets' last clock-out, if all closed
+        if ended_at is None and any(_op_id(t) == op for t in slot.open):
             why = f"superseded by {_what(shown)}, clocked in later"
             _end(floor, bound, anchor, [switch_at] if switch_at else [], why)
         else:
-            _end(floor, bound, anchor, [t.end_at for t in slot.ended if _op_id(t) == op and t.end_at], "")
+            _end(floor, bound, anchor, [ended_at] if ended_at else [], "")
+
+
+def _run_ends_at(anchor: JobOperationRun, slot: _Machine, op: OpId) -> datetime | None:
+    """When the run anchored on ``anchor`` ended: its tickets are the operation's tickets that
+    overlap it, one after another; None while one of them is open (or its clock-out is unknown)."""
+    if anchor.state is not _ENDED or anchor.end_at is None:
+        return None
+    until = anchor.end_at
+    for ticket in sorted((t for t in (*slot.open, *slot.ended) if _op_id(t) == op), key=_start):
+        if ticket is anchor or _start(ticket) > until:
+            continue
+        if ticket.state is not _ENDED or ticket.end_at is None:
+            return None
+        until = max(until, ticket.end_at)
+    return until
 
 
 def _keep(floor: Floor, bound: BoundRun, group: list[JobOperationRun], state: RunState) -> None:

@@ -55,6 +55,8 @@ events = st.lists(
     min_size=1,
     max_size=30,
 )
+# after which events a sync cycle runs (several ERP changes may fall between two cycles)
+cycles = st.lists(st.booleans(), min_size=30, max_size=30)
 
 
 @dataclass
@@ -212,20 +214,59 @@ SHOWN_AGAIN += [("out", 2, 0, False)]
 @example(SHOWN_AGAIN)
 @given(events)
 def test_every_open_ticket_minute_is_shown_by_exactly_one_run(history: list[Event]) -> None:
+    """A cycle after every ERP change: MM's history matches the ERP's minute by minute."""
     floor = Floor()
     for event in history:
         floor.apply_event(event)
-        floor.cycle()
-        assert floor.cycle().actions == [], "a second cycle on the same ERP state acts again"
-        for machine in MACHINES:
-            open_runs = [r for r in floor.mm.values() if r.machine == MAPPER.map(machine) and r.end is None]
-            assert len(open_runs) <= 1, f"two MM runs open on {machine}"
+        _cycle_and_check(floor)
+    _check_history(floor)
+
+
+@settings(max_examples=300, deadline=None)
+@example([("in", 0, 0, False), ("out", 0, 0, False), ("in", 0, 0, False)], [True, False, True])
+@given(events, cycles)
+def test_changes_between_cycles_still_converge_to_the_rule(history: list[Event], synced: list[bool]) -> None:
+    """Several ERP changes between two cycles (a clock-out and the next clock-in, a crew change):
+    after each cycle MM shows each machine's latest clock-in, its runs never overlap, and no MM
+    run covers a minute the machine had no ticket open (a crew run ends when its last ticket did)."""
+    floor = Floor()
+    for step, event in enumerate(history):
+        floor.apply_event(event)
+        if synced[step] or step == len(history) - 1:
+            _cycle_and_check(floor)
     for machine in MACHINES:
-        runs = sorted(
-            (r for r in floor.mm.values() if r.machine == MAPPER.map(machine)), key=lambda r: r.start
-        )
-        for before, after in itertools.pairwise(runs):
-            assert before.end is not None and before.end <= after.start, f"MM runs overlap on {machine}"
+        _check_no_overlap(floor, machine)
+        minute = T0
+        while minute + timedelta(seconds=30) <= floor.clock:
+            instant = minute + timedelta(seconds=30)
+            rewritten = any(a <= instant < b for a, b in floor.gaps.get(machine, ()))
+            if floor.shown_at(machine, instant) and not rewritten:
+                assert floor.open_at(machine, instant), f"an MM run on idle {machine} at {instant}"
+            minute += timedelta(minutes=1)
+
+
+def _cycle_and_check(floor: Floor) -> None:
+    floor.cycle()
+    assert floor.cycle().actions == [], "a second cycle on the same ERP state acts again"
+    for machine in MACHINES:
+        open_runs = [r for r in floor.mm.values() if r.machine == MAPPER.map(machine) and r.end is None]
+        assert len(open_runs) <= 1, f"two MM runs open on {machine}"
+        tickets = [
+            t for t in floor.tickets.values() if t.machine == machine and t.state is not RunState.ENDED
+        ]
+        if tickets:
+            assert [r.op for r in open_runs] == [_latest_in(tickets)], f"{machine} at {floor.clock}"
+
+
+def _check_no_overlap(floor: Floor, machine: str) -> None:
+    mine = [r for r in floor.mm.values() if r.machine == MAPPER.map(machine)]
+    for before, after in itertools.pairwise(sorted(mine, key=lambda r: r.start)):
+        assert before.end is not None and before.end <= after.start, f"MM runs overlap on {machine}"
+
+
+def _check_history(floor: Floor) -> None:
+    for machine in MACHINES:
+        _check_no_overlap(floor, machine)
         minute = T0
         while minute <= floor.clock:
             instant = minute + timedelta(seconds=30)  # inside the minute: events happen on it
@@ -233,8 +274,6 @@ def test_every_open_ticket_minute_is_shown_by_exactly_one_run(history: list[Even
             rewritten = any(a <= instant < b for a, b in floor.gaps.get(machine, ()))
             if tickets and not rewritten:
                 shown = floor.shown_at(machine, instant)
-                assert len(shown) == 1, (
-                    f"{machine} at {instant}: {len(shown)} MM runs for {len(tickets)} tickets"
-                )
+                assert len(shown) == 1, f"{machine} at {instant}: {len(shown)} runs, {len(tickets)} tickets"
                 assert shown[0].op == _latest_in(tickets), f"{machine} at {instant}"
             minute += timedelta(minutes=1)
