@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from erpsync.adapters.erp.field_error import FieldError
+from erpsync.adapters.erp.field_error import FieldError, cell
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import DateOrder, parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import (
@@ -41,7 +41,6 @@ from erpsync.domain.timezones import to_utc
 from erpsync.domain.units import (
     RunUnit,
     TimeUnit,
-    UnitError,
     duration_seconds,
     parse_run_unit,
     part_time_ms,
@@ -117,38 +116,37 @@ def meaning_of(raw: str, statuses: Mapping[str, Meaning], field: str) -> Meaning
 
 
 def _decimal(get: Getter, field: str, ctx: RowContext) -> Decimal | None:
-    try:
-        return parse_decimal(get(field), ctx.decimal_separator)
-    except ValueError as exc:
-        raise FieldError(field, str(exc)) from None
+    raw = get(field)
+    return cell(field, raw, parse_decimal, raw, ctx.decimal_separator)
 
 
-def _date(get: Getter, field: str, ctx: RowContext) -> datetime | None:
-    try:
-        value = parse_datetime(get(field), ctx.date_order)
-    except ValueError as exc:
-        raise FieldError(field, str(exc)) from None
+def _to_utc(raw: str, ctx: RowContext) -> datetime | None:
+    value = parse_datetime(raw, ctx.date_order)
     return None if value is None else to_utc(value, ctx.zone)
 
 
+def _date(get: Getter, field: str, ctx: RowContext) -> datetime | None:
+    raw = get(field)
+    return cell(field, raw, _to_utc, raw, ctx)
+
+
 def _flag(get: Getter, field: str) -> bool:
-    try:
-        return bool(parse_bool(get(field)))
-    except ValueError as exc:
-        raise FieldError(field, str(exc)) from None
+    raw = get(field)
+    return bool(cell(field, raw, parse_bool, raw))
 
 
-def _convert(field: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except UnitError as exc:
-        raise FieldError(field, str(exc)) from None
+def _convert(field: str, get: Getter, fn: Callable[[], T]) -> T:
+    return cell(field, get(field), fn)
+
+
+def _quantity(get: Getter, field: str, ctx: RowContext) -> int | None:
+    return _convert(field, get, lambda: quantity_required(_decimal(get, field, ctx)))
 
 
 def _run_unit(get: Getter, ctx: RowContext, value: Decimal | None, run_field: str) -> RunUnit | None:
     text = get("run_type")
     if text:
-        return _convert("run_type", lambda: parse_run_unit(text, ctx.run_unit_aliases))
+        return cell("run_type", text, parse_run_unit, text, ctx.run_unit_aliases)
     if ctx.run_unit is None and value:
         raise FieldError(
             run_field,
@@ -207,6 +205,12 @@ class VisualCsvPreset:
     }
     required: tuple[tuple[str, ...], ...] = (("base",), ("lot",), ("seq",), ("resource",))
 
+    def run_key(self, get: Getter) -> str | None:
+        """`W/BASE/LOT/SPLIT/SUB|SEQ` when the row's key cells can be read, else None."""
+        key = visual_job_key(clean(get("wo_type")) or "W", get("base"), get("lot"), get("split"), get("sub"))
+        seq = seq_text(get("seq"))
+        return f"{'/'.join(key)}|{seq}" if key[1] and seq is not None else None
+
     def parse(self, get: Getter, ctx: RowContext, origin: str) -> ParsedRow:
         """Map one row (see module rules); raises FieldError or RowSkipped."""
         wo_type = clean(get("wo_type")).upper() or "W"
@@ -223,14 +227,14 @@ class VisualCsvPreset:
         machine = clean(get("resource"))
         if not machine:
             raise FieldError("resource", "RESOURCE_ID (machine) is empty")
-        quantity = _convert("calc_end_qty", lambda: quantity_required(_decimal(get, "calc_end_qty", ctx)))
+        quantity = _quantity(get, "calc_end_qty", ctx)
         if quantity is None:
-            quantity = _convert("desired_qty", lambda: quantity_required(_decimal(get, "desired_qty", ctx)))
+            quantity = _quantity(get, "desired_qty", ctx)
         run = _decimal(get, "run", ctx)
         unit = _run_unit(get, ctx, run, "run")
-        part_ms = None if unit is None else _convert("run", lambda: part_time_ms(run, unit, quantity))
+        part_ms = None if unit is None else cell("run", get("run"), part_time_ms, run, unit, quantity)
         setup = _convert(
-            "setup_hrs", lambda: duration_seconds(_decimal(get, "setup_hrs", ctx), TimeUnit.HOURS)
+            "setup_hrs", get, lambda: duration_seconds(_decimal(get, "setup_hrs", ctx), TimeUnit.HOURS)
         )
 
         meaning = meaning_of(get("status"), ctx.statuses, "status")
@@ -264,7 +268,7 @@ class VisualCsvPreset:
         return ParsedRow(
             operation=operation,
             state=_state(meaning, active=active, setting_up=setting_up),
-            run_key=f"{'/'.join(key)}|{seq}",
+            run_key=f"{'/'.join(key)}|{seq}",  # = run_key(get)
             start_at=started_at,
             end_at=closed_at,
         )
@@ -328,6 +332,11 @@ class LnCsvPreset:
     }  # fmt: skip
     required: tuple[tuple[str, ...], ...] = (("order",), ("operation",), ("machine", "work_center"))
 
+    def run_key(self, get: Getter) -> str | None:
+        """`ORDER|OPNO` when the row's key cells can be read, else None."""
+        order, seq = clean(get("order")), seq_text(get("operation"))
+        return f"{order}|{seq}" if order and seq is not None else None
+
     def parse(self, get: Getter, ctx: RowContext, origin: str) -> ParsedRow:
         """Map one row (see module rules); raises FieldError or RowSkipped."""
         order = clean(get("order"))
@@ -344,10 +353,11 @@ class LnCsvPreset:
             raise RowSkipped("outside_service")
         if not machine:
             raise FieldError("machine", "neither machine (mcno) nor work center (cwoc) is set")
-        quantity = _convert("planned_qty", lambda: quantity_required(_decimal(get, "planned_qty", ctx)))
+        quantity = _quantity(get, "planned_qty", ctx)
         run = _decimal(get, "run_time", ctx)
         unit = _run_unit(get, ctx, run, "run_time")
-        part_ms = None if unit is None else _convert("run_time", lambda: part_time_ms(run, unit, quantity))
+        raw_run = get("run_time")
+        part_ms = None if unit is None else cell("run_time", raw_run, part_time_ms, run, unit, quantity)
         setup_value = _decimal(get, "setup_time", ctx)
         if setup_value and ctx.setup_unit is None:
             raise FieldError(
@@ -356,7 +366,7 @@ class LnCsvPreset:
                 "(hours, minutes or seconds)",
             )
         setup = _convert(
-            "setup_time", lambda: duration_seconds(setup_value, ctx.setup_unit or TimeUnit.HOURS)
+            "setup_time", get, lambda: duration_seconds(setup_value, ctx.setup_unit or TimeUnit.HOURS)
         )
 
         order_meaning = meaning_of(get("order_status"), ctx.statuses, "order_status")
@@ -382,7 +392,7 @@ class LnCsvPreset:
         return ParsedRow(
             operation=operation,
             state=_state(meaning, active=active, setting_up=started_at is not None),
-            run_key=f"{order}|{seq}",
+            run_key=f"{order}|{seq}",  # = run_key(get)
             start_at=started_at,
             end_at=closed_at,
         )

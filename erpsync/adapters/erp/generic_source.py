@@ -17,6 +17,11 @@ plus the runs still open at the last read, re-read by key. Ended runs that did n
 absent from the snapshot: erpsync already ended them (the service looks up any run MM still has
 open that a read did not return). Rows with no watermark value, and a change that did not move it,
 are seen at the next full read.
+
+Duplicate run keys: within one statement's rows, the first row of a run key is the run; a later
+row with the same key and the same values is skipped (`duplicate`, a join fan-out), a later row
+that differs (another machine, another state...) is quarantined (`duplicate_run_key`, naming the
+machine of the row kept): never resolved silently.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Select
 
+from erpsync.adapters.erp.field_error import FieldError, convert_row
 from erpsync.adapters.erp.generic_mapping import WATERMARK, GenericStatements, check_mapping, query_rows
 from erpsync.adapters.erp.generic_rows import GenericRowDecoder
 from erpsync.adapters.erp.read_window import ReadWindow, WindowedSqlSource
@@ -184,20 +190,38 @@ class GenericSqlSource(WindowedSqlSource):
         rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
         if self.generic.query:
             rows = query_rows(rows)
+        kept: dict[str, tuple[str, int]] = {}  # run key -> (machine, fingerprint) of the row kept
         for row in rows:
             stats.rows_read += 1
             values = row._mapping
             if mark is not None:
                 mark.see(values[WATERMARK])
-            try:
-                parsed = self.decoder.decode(values)
-            except RecordError as exc:
-                yield self.decoder.bad_record(values, exc)
+            parsed = convert_row(self.decoder.decode, values)
+            if isinstance(parsed, RecordError):
+                yield self.decoder.bad_record(values, parsed)
                 continue
             if parsed is None:
                 stats.skip("status")
                 continue
-            yield parsed
+            fingerprint = hash(tuple(str(v) for k, v in values.items() if k != WATERMARK))
+            first = kept.get(parsed.run_key)
+            if first is None:
+                kept[parsed.run_key] = (parsed.operation.machine, fingerprint)
+                yield parsed
+            elif first[1] == fingerprint:
+                stats.skip("duplicate")
+            else:
+                yield self.decoder.bad_record(values, _duplicate(parsed, first[0]), "duplicate_run_key")
+
+
+def _duplicate(parsed: ParsedRow, kept_machine: str) -> FieldError:
+    other = "" if kept_machine == parsed.operation.machine else f" on machine {kept_machine!r}"
+    return FieldError(
+        "run_key",
+        f"run key {parsed.run_key!r} is on another row already{other} (this row: machine "
+        f"{parsed.operation.machine!r}); the first row is the run, this one is ignored until the "
+        "mapping gives every row its own run key",
+    )
 
 
 def _key_of(item: ParsedRow | BadRecord) -> str:
