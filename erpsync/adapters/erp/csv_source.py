@@ -6,9 +6,14 @@
   ready file is the current snapshot (size and mtime are checked again after hashing); on
   `acknowledge` it moves to `archive/`, older pending files move there too (superseded, never
   read), and a file that cannot be read at all moves to `quarantine/` with a `<name>.reason.txt`.
-  A file whose checksum was already processed (csv_checkpoints.py) is archived without being read.
+  A file whose bytes equal the LAST file processed (csv_checkpoints.py) is archived without being
+  read; one equal to an older file is read (state A, then B, then A again is a change back to A).
+- `csv.path`: likewise the file is read when its content differs from the last one processed.
 - A snapshot of a readable file is `complete=True` (the file is the full current set). A file that
   cannot be read gives `complete=False` and one BadRecord; no runs.
+- Suspect (`RunSnapshot.suspect`, the export looks cut or failed, so it must not stop runs): an
+  empty or unreadable file, a header-only file, a cut-off last line, a file that changed or broke
+  off while read (csv_rows.py).
 Row rules (what is a run, what is skipped, duplicates) are in `csv_rows` and `csv_presets`; value
 rules in `values`/`csv_file`.
 """
@@ -110,8 +115,13 @@ class CsvSource:
     def _snapshot(self, pending: _Pending, *, token: bool = True) -> StreamSnapshot:
         if pending.unreadable is not None:
             reason = pending.unreadable
+
+            def unreadable(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
+                stats.suspect = f"the export cannot be read: {reason}"
+                yield self.rows.file_bad(pending.path, pending.sha256, reason)
+
             return StreamSnapshot(
-                lambda _stats: iter([self.rows.file_bad(pending.path, pending.sha256, reason)]),
+                unreadable,
                 complete=False,
                 kind=self.kind,
                 token=pending if token else None,
@@ -203,8 +213,8 @@ class CsvSource:
                 info, sha, problem = None, sha_or_name(path), str(exc)
             if not still_same(path, info):
                 continue
-            if self.checkpoints.seen(sha):
-                log.info("csv_file_already_processed", file=path.name, sha256=sha)
+            if self.checkpoints.is_last(sha):
+                log.info("csv_file_same_as_last_processed", file=path.name, sha256=sha)
                 self.files.move(path, ARCHIVE, sha)
                 continue
             fresh.append((path, info, sha, problem))
@@ -225,8 +235,8 @@ class CsvSource:
             info = self._inspect(path)
         except UnreadableFileError as exc:
             sha = sha_or_name(path)
-            return None if self.checkpoints.seen(sha) else _Pending(None, path, sha, str(exc))
-        if not still_same(path, info) or self.checkpoints.seen(info.sha256):
+            return None if self.checkpoints.is_last(sha) else _Pending(None, path, sha, str(exc))
+        if not still_same(path, info) or self.checkpoints.is_last(info.sha256):
             return None
         return _Pending(info, path, info.sha256, self.rows.header_problem(info))
 
