@@ -18,10 +18,11 @@ absent from the snapshot: erpsync already ended them (the service looks up any r
 open that a read did not return). Rows with no watermark value, and a change that did not move it,
 are seen at the next full read.
 
-Duplicate run keys: within one statement's rows, the first row of a run key is the run; a later
-row with the same key and the same values is skipped (`duplicate`, a join fan-out), a later row
-that differs (another machine, another state...) is quarantined (`duplicate_run_key`, naming the
-machine of the row kept): never resolved silently.
+Duplicate run keys (rows come ordered by run key, so they are adjacent): a repeat of the same
+row is skipped (`duplicate`, a join fan-out); rows of one run key that differ (another machine,
+another state...) are ALL quarantined (`duplicate_run_key`, naming their machines), so no row is
+picked by chance of order and a run MM has keeps its binding (the key is held, not vanished).
+A key that turns up again after other keys (trimmed ids sort apart) is quarantined there.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from functools import cached_property
 from typing import Any
 
 import structlog
-from sqlalchemy import Select
+from sqlalchemy import RowMapping, Select
 
 from erpsync.adapters.erp.field_error import FieldError, convert_row
 from erpsync.adapters.erp.generic_mapping import WATERMARK, GenericStatements, check_mapping, query_rows
@@ -190,7 +191,8 @@ class GenericSqlSource(WindowedSqlSource):
         rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
         if self.generic.query:
             rows = query_rows(rows)
-        kept: dict[str, tuple[str, int]] = {}  # run key -> (machine, fingerprint) of the row kept
+        group: list[tuple[ParsedRow, RowMapping]] = []  # rows of one run key (ordered by it)
+        settled: set[str] = set()
         for row in rows:
             stats.rows_read += 1
             values = row._mapping
@@ -203,25 +205,40 @@ class GenericSqlSource(WindowedSqlSource):
             if parsed is None:
                 stats.skip("status")
                 continue
-            fingerprint = hash(tuple(str(v) for k, v in values.items() if k != WATERMARK))
-            first = kept.get(parsed.run_key)
-            if first is None:
-                kept[parsed.run_key] = (parsed.operation.machine, fingerprint)
-                yield parsed
-            elif first[1] == fingerprint:
-                stats.skip("duplicate")
-            else:
-                yield self.decoder.bad_record(values, _duplicate(parsed, first[0]), "duplicate_run_key")
+            if group and group[0][0].run_key != parsed.run_key:
+                yield from self._settle(group, settled, stats)
+                group = []
+            group.append((parsed, values))
+        if group:
+            yield from self._settle(group, settled, stats)
+
+    def _settle(
+        self, group: list[tuple[ParsedRow, RowMapping]], settled: set[str], stats: SourceStats
+    ) -> Iterator[ParsedRow | BadRecord]:
+        """The rows of one run key: one run, or every differing row quarantined (never a pick)."""
+        distinct: dict[tuple[str, ...], tuple[ParsedRow, RowMapping]] = {}
+        for item in group:
+            if distinct.setdefault(_fingerprint(item[1]), item) is not item:
+                stats.skip("duplicate")  # the same row again (a join fan-out)
+        run_key = group[0][0].run_key
+        rows = list(distinct.values())
+        if len(rows) == 1 and run_key not in settled:
+            settled.add(run_key)
+            yield rows[0][0]
+            return
+        machines = ", ".join(repr(parsed.operation.machine) for parsed, _ in rows)
+        more = "" if len(rows) > 1 else " (a row further up already had it)"
+        problem = FieldError(
+            "run_key",
+            f"run key {run_key!r} is on {len(rows)} differing rows{more} (machines {machines}); "
+            "none is taken as the run until the mapping gives every row its own run key",
+        )
+        for _, values in rows:
+            yield self.decoder.bad_record(values, problem, "duplicate_run_key")
 
 
-def _duplicate(parsed: ParsedRow, kept_machine: str) -> FieldError:
-    other = "" if kept_machine == parsed.operation.machine else f" on machine {kept_machine!r}"
-    return FieldError(
-        "run_key",
-        f"run key {parsed.run_key!r} is on another row already{other} (this row: machine "
-        f"{parsed.operation.machine!r}); the first row is the run, this one is ignored until the "
-        "mapping gives every row its own run key",
-    )
+def _fingerprint(values: RowMapping) -> tuple[str, ...]:
+    return tuple(str(v) for k, v in values.items() if k != WATERMARK)
 
 
 def _key_of(item: ParsedRow | BadRecord) -> str:
