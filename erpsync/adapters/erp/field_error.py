@@ -68,6 +68,6 @@ def convert_row(decode: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T 
 
 def _reason(exc: BaseException) -> str:
     text = scrub(str(exc)) or type(exc).__name__
-    if isinstance(exc, RecordError):
+    if isinstance(exc, RecordError) or type(exc) is ValueError:  # messages written for people
         return text
     return f"{type(exc).__name__}: {text}"
