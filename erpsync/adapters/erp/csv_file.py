@@ -84,7 +84,7 @@ def decode_line(raw: bytes, encoding: str) -> str:
 
 def _line_by_line(encoding: str) -> bool:
     """True for encodings whose lines can be split on bytes (ASCII-compatible), not UTF-16/32."""
-    if encoding == AUTO_ENCODING:
+    if encoding in (AUTO_ENCODING, "utf-8-sig"):
         return True
     try:
         return '\n,;"|\t'.encode(encoding) == b'\n,;"|\t'
@@ -204,14 +204,16 @@ class _Lines:
 
     def text_lines(self, fh: BinaryIO) -> Iterator[str]:
         encoding, size, consumed = self.info.encoding, self.info.size, 0
+        auto = encoding == AUTO_ENCODING
         for chunk in fh:
             consumed += len(chunk)
             if consumed > size:
                 raise UnreadableFileError(f"{self.info.path.name} changed while read (it grew)")
-            for raw in chunk.splitlines(keepends=True) if b"\r" in chunk[:-2] else (chunk,):
+            lone_cr = b"\r" in chunk and chunk.index(b"\r") < len(chunk) - 2
+            for raw in chunk.splitlines(keepends=True) if lone_cr else (chunk,):
                 self.number += 1
                 try:
-                    text = decode_line(raw, encoding)
+                    text = raw.decode("utf-8", "erpsync-cp1252") if auto else raw.decode(encoding)
                 except UnicodeDecodeError as exc:
                     what = "UTF-8 nor Windows-1252" if encoding == AUTO_ENCODING else encoding
                     self.undecodable[self.number] = (
@@ -240,7 +242,8 @@ def iter_records(info: FileInfo) -> Iterator[Record]:
         previous_end = 0
         width: int | None = None
         pending: Record | None = None
-        text, terminated, header_line = "", True, 0
+        parts: list[str] = []
+        terminated, header_line = True, 0
         while True:
             lines.record_text = []
             try:
@@ -254,16 +257,19 @@ def iter_records(info: FileInfo) -> Iterator[Record]:
                 continue
             if pending is not None:
                 yield pending
-            problem = next(
-                (lines.undecodable[n] for n in range(start, previous_end + 1) if n in lines.undecodable), None
-            )
+            problem = None
+            if lines.undecodable:
+                undecodable = lines.undecodable
+                problem = next(
+                    (undecodable[n] for n in range(start, previous_end + 1) if n in undecodable), None
+                )
             pending = Record(start, row, problem)
             if width is None:
                 width, header_line = len(row), start
-            text, terminated = "".join(lines.record_text), lines.last_terminated
+            parts, terminated = lines.record_text, lines.last_terminated
         if pending is not None:
             if width is not None and not terminated and pending.line != header_line:
-                cut = _cut_off(pending, width, text)
+                cut = _cut_off(pending, width, "".join(parts))
                 if cut:
                     pending = Record(pending.line, pending.cells, pending.undecodable, cut)
             yield pending

@@ -117,6 +117,8 @@ def meaning_of(raw: str, statuses: Mapping[str, Meaning], field: str) -> Meaning
 
 def _decimal(get: Getter, field: str, ctx: RowContext) -> Decimal | None:
     raw = get(field)
+    if not raw:
+        return None  # most optional cells are empty: no guard needed to read nothing
     return cell(field, raw, parse_decimal, raw, ctx.decimal_separator)
 
 
@@ -127,20 +129,25 @@ def _to_utc(raw: str, ctx: RowContext) -> datetime | None:
 
 def _date(get: Getter, field: str, ctx: RowContext) -> datetime | None:
     raw = get(field)
+    if not raw:
+        return None
     return cell(field, raw, _to_utc, raw, ctx)
 
 
 def _flag(get: Getter, field: str) -> bool:
     raw = get(field)
+    if not raw:
+        return False
     return bool(cell(field, raw, parse_bool, raw))
 
 
-def _convert(field: str, get: Getter, fn: Callable[[], T]) -> T:
-    return cell(field, get(field), fn)
+def _duration(field: str, value: Decimal | None, unit: TimeUnit) -> int | None:
+    return None if value is None else cell(field, value, duration_seconds, value, unit)
 
 
 def _quantity(get: Getter, field: str, ctx: RowContext) -> int | None:
-    return _convert(field, get, lambda: quantity_required(_decimal(get, field, ctx)))
+    value = _decimal(get, field, ctx)
+    return None if value is None else cell(field, value, quantity_required, value)
 
 
 def _run_unit(get: Getter, ctx: RowContext, value: Decimal | None, run_field: str) -> RunUnit | None:
@@ -233,9 +240,7 @@ class VisualCsvPreset:
         run = _decimal(get, "run", ctx)
         unit = _run_unit(get, ctx, run, "run")
         part_ms = None if unit is None else cell("run", get("run"), part_time_ms, run, unit, quantity)
-        setup = _convert(
-            "setup_hrs", get, lambda: duration_seconds(_decimal(get, "setup_hrs", ctx), TimeUnit.HOURS)
-        )
+        setup = _duration("setup_hrs", _decimal(get, "setup_hrs", ctx), TimeUnit.HOURS)
 
         meaning = meaning_of(get("status"), ctx.statuses, "status")
         if meaning == "skip":
@@ -365,9 +370,7 @@ class LnCsvPreset:
                 f"setup time {get('setup_time')!r} has no unit; set source.csv.setup_time_unit "
                 "(hours, minutes or seconds)",
             )
-        setup = _convert(
-            "setup_time", get, lambda: duration_seconds(setup_value, ctx.setup_unit or TimeUnit.HOURS)
-        )
+        setup = _duration("setup_time", setup_value, ctx.setup_unit or TimeUnit.HOURS)
 
         order_meaning = meaning_of(get("order_status"), ctx.statuses, "order_status")
         meaning = meaning_of(get("op_status"), ctx.statuses, "op_status")
