@@ -62,8 +62,12 @@ class _HighMark:
         self.value = value
 
     def see(self, value: Any) -> None:
-        if value is not None and (self.value is None or value > self.value):
-            self.value = value
+        """A value that cannot be ordered (a NaN in a numeric column) is not a watermark: ignored."""
+        try:
+            if value is not None and value == value and (self.value is None or value > self.value):  # noqa: PLR0124 (NaN)
+                self.value = value
+        except ArithmeticError:  # Decimal('NaN') refuses comparisons
+            return
 
 
 class GenericSqlSource(WindowedSqlSource):
