@@ -63,12 +63,12 @@ class _HighMark:
 
     def see(self, value: Any) -> None:
         """A value that cannot be ordered (a NaN in a numeric column) is not a watermark: ignored."""
-        if value is None or value != value:  # noqa: PLR0124 - only NaN differs from itself
-            return
         try:
+            if value is None or value != value:  # noqa: PLR0124 - only NaN differs from itself
+                return
             if self.value is None or value > self.value:
                 self.value = value
-        except ArithmeticError:  # Decimal('sNaN') refuses even that
+        except ArithmeticError:  # Decimal('sNaN') refuses any comparison
             return
 
 
