@@ -10,6 +10,11 @@ The DST rule (PEP 495 `fold=0` semantics, made explicit):
   with the offset in force before the jump. 02:30 on 2024-03-10 in America/Chicago is 08:30 UTC,
   which is 03:30 CDT.
 A timestamp that already carries an offset is converted as is.
+
+Range: an ERP timestamp must lie between 1900-01-01 00:00 and 2199-12-31 23:59:59 as wall time in
+its zone (`EARLIEST`, `LATEST`); outside that (`9999-12-31` placeholders, `0001-01-01` defaults,
+which would overflow or mean nothing once converted) `to_utc` raises `TimestampRangeError`, a
+`RecordError`: the row is quarantined, the rest of the snapshot goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from erpsync.domain.errors import RecordError
+
 Zone = ZoneInfo | str
+EARLIEST = datetime(1900, 1, 1)
+LATEST = datetime(2200, 1, 1)  # exclusive
 _UTC_KEYS = frozenset(("UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Zulu", "Zulu", "Etc/GMT", "GMT"))
 
 
@@ -49,8 +58,19 @@ def is_ambiguous(local: datetime, zone: Zone) -> bool:
     return first != second
 
 
+class TimestampRangeError(RecordError):
+    """An ERP timestamp outside 1900..2199 (wall time in its zone): a bad value, not a date."""
+
+
 def to_utc(value: datetime, zone: Zone) -> datetime:
     """The UTC instant of an ERP timestamp (naive = local wall time in `zone`)."""
+    wall = value.replace(tzinfo=None)
+    if not EARLIEST <= wall < LATEST:
+        where = value.tzinfo or zone_of(zone).key
+        raise TimestampRangeError(
+            f"{wall.isoformat(sep=' ')} ({where}) is outside the bound 1900-01-01..2199-12-31 "
+            "for ERP timestamps"
+        )
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     tz = zone_of(zone)

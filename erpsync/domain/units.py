@@ -13,6 +13,10 @@ Rules:
   per-part time (`None`), not an error.
 - A zero or missing run value means "no standard" (`None`); a negative one is an error.
 - Results are rounded half-up to whole milliseconds / seconds.
+- Bounds (an ERP typo such as `1E30` must cost one row, not the snapshot): a quantity is at most
+  `MAX_QUANTITY` (10^9 pieces), a setup time at most `MAX_SETUP_SECONDS` and a part time at most
+  `MAX_PART_MS` (both 10 years). A value beyond its bound raises `UnitError` naming the bound; the
+  check happens before any rounding, so no Decimal overflow can escape.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from erpsync.domain.errors import RecordError
 
 Number = Decimal | int | float | str
+
+MAX_QUANTITY = 10**9
+TEN_YEARS_SECONDS = 10 * 365 * 24 * 3600
+MAX_SETUP_SECONDS = TEN_YEARS_SECONDS
+MAX_PART_MS = TEN_YEARS_SECONDS * 1000
+_BOUND_QUANTITY = "10^9 pieces"
+_BOUND_TIME = "10 years"
 
 
 class UnitError(RecordError):
@@ -131,6 +142,15 @@ def _round(value: Decimal) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def _bounded_ms(ms: Decimal, value: Decimal, unit: RunUnit) -> int:
+    if ms > MAX_PART_MS:
+        raise UnitError(
+            f"run standard {value} {unit.label} is {ms:.3E} ms per part, "
+            f"above the bound of {_BOUND_TIME} ({MAX_PART_MS} ms) per part"
+        )
+    return _round(ms)
+
+
 def part_time_ms(run: Number | None, unit: RunUnit | str, quantity: Number | None = None) -> int | None:
     """Milliseconds per part for run standard `run` in `unit`; None when there is no standard."""
     resolved = unit if isinstance(unit, RunUnit) else parse_run_unit(unit)
@@ -139,14 +159,28 @@ def part_time_ms(run: Number | None, unit: RunUnit | str, quantity: Number | Non
         return None
     if value < 0:
         raise UnitError(f"run standard {value} {resolved.label} is negative")
+    scale = Decimal(resolved.seconds * 1000)
     if resolved.basis is RunBasis.TIME_PER_PIECE:
-        return _round(value * resolved.seconds * 1000)
+        _check_at_most(value, MAX_PART_MS / scale, f"run standard {value} {resolved.label}", _BOUND_TIME)
+        return _bounded_ms(value * scale, value, resolved)
     if resolved.basis is RunBasis.PIECES_PER_TIME:
-        return _round(Decimal(resolved.seconds * 1000) / value)
+        if value < scale / MAX_PART_MS:
+            raise UnitError(
+                f"run standard {value} {resolved.label} means more than {_BOUND_TIME} per part "
+                f"(the bound is {MAX_PART_MS} ms per part)"
+            )
+        return _bounded_ms(scale / value, value, resolved)
     qty = to_decimal(quantity, "quantity")
     if qty is None or qty <= 0:
         return None
-    return _round(value * resolved.seconds * 1000 / qty)
+    _check_at_most(value, MAX_PART_MS / scale, f"run standard {value} {resolved.label}", _BOUND_TIME)
+    return _bounded_ms(value * scale / qty, value, resolved)
+
+
+def _check_at_most(value: Decimal, limit: Decimal | int, what: str, bound: str) -> None:
+    """Refuse a value above its bound before any arithmetic that could overflow on it."""
+    if value > limit:
+        raise UnitError(f"{what} is above the bound of {bound}")
 
 
 def duration_seconds(value: Number | None, unit: TimeUnit = TimeUnit.HOURS) -> int | None:
@@ -156,6 +190,9 @@ def duration_seconds(value: Number | None, unit: TimeUnit = TimeUnit.HOURS) -> i
         return None
     if amount < 0:
         raise UnitError(f"duration {amount} is negative")
+    _check_at_most(
+        amount, Decimal(MAX_SETUP_SECONDS) / unit.value, f"duration {amount} {unit.name.lower()}", _BOUND_TIME
+    )
     return _round(amount * unit.value)
 
 
@@ -179,4 +216,5 @@ def quantity_required(value: Number | None) -> int | None:
         return None
     if qty < 0:
         raise UnitError(f"quantity {qty} is negative")
+    _check_at_most(qty, MAX_QUANTITY, f"quantity {qty}", _BOUND_QUANTITY)
     return int(qty.quantize(Decimal(1), rounding=ROUND_CEILING))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import shutil
 from datetime import datetime
@@ -104,8 +105,8 @@ run_type_aliases = {{ "PC/H" = "PCS/HR" }}
 
 
 def test_unreadable_csv_exits_1(tmp_path: Path) -> None:
-    csv = tmp_path / "broken.csv"
-    shutil.copy(CORPUS / "case08_undecodable.csv", csv)
+    csv = tmp_path / "broken.csv"  # UTF-16 (BOM) with a lone surrogate: cannot be decoded at all
+    csv.write_bytes(codecs.BOM_UTF16_LE + "A,B\n".encode("utf-16-le") + b"\x00\xd8A\x00")
     code, out = check(tmp_path, f'[source]\nkind = "infor-visual-csv"\n[source.csv]\npath = "{csv}"\n')
     assert code == 1
     assert "error: cannot read broken.csv" in out

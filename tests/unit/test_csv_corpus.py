@@ -92,6 +92,7 @@ def test_corpus_file(expected_file: Path) -> None:
     assert [(b.line, b.field) for b in bad_rows] == [(w["line"], w["field"]) for w in expected["bad"]]
     for got_bad, want in zip(bad_rows, expected["bad"], strict=True):
         assert want["reason"] in got_bad.reason
+        assert got_bad.record_key == want.get("record_key", got_bad.record_key)
         assert got_bad.file == csv_file.name
         assert got_bad.raw and isinstance(got_bad.raw, dict)
     assert snapshot.stats.skipped == expected["skipped"]

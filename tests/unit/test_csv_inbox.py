@@ -187,10 +187,10 @@ def test_file_changed_while_read_is_not_a_complete_snapshot(tmp_path: Path) -> N
     source = inbox_source(tmp_path)
     snapshot = source.read_runs()  # hashed and checked as UTF-8 here ...
     assert snapshot is not None
-    with path.open("ab") as fh:  # ... then the exporter appends bytes that are not UTF-8
+    with path.open("ab") as fh:  # ... then the exporter appends more rows
         fh.write(b"W,9999,1,10,M\xff\xfe,1,No\n" * 10)
     items = list(snapshot)
-    assert 0 < len(run_keys(items)) <= 2000  # rows decoded before the break were read ...
+    assert 0 < len(run_keys(items)) <= 2000  # rows of the hashed size were read ...
     assert snapshot.complete is False  # ... but they are not the full set any more
     assert isinstance(items[-1], BadRecord)
     assert items[-1].error_class == "unreadable_file"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from erpsync.adapters.erp.csv_file import (
+    AUTO_ENCODING,
     HeaderMap,
     UnreadableFileError,
     column_index,
@@ -166,25 +167,31 @@ def test_delimiter_and_decimal_are_sniffed(
     path = tmp_path / "f.csv"
     path.write_text(content, encoding="utf-8")
     info = inspect_file(path)
-    assert (info.delimiter, info.decimal_separator, info.encoding) == (delimiter, decimal, "utf-8-sig")
+    assert (info.delimiter, info.decimal_separator, info.encoding) == (delimiter, decimal, AUTO_ENCODING)
 
 
 def test_records_carry_their_first_physical_line(tmp_path: Path) -> None:
     path = tmp_path / "f.csv"
     path.write_bytes(b'H1,H2\r\n"a\r\nb",1\r\n\r\n,\r\nc,2\r\n')
-    assert list(iter_records(inspect_file(path))) == [
+    assert [(r.line, r.cells) for r in iter_records(inspect_file(path))] == [
         (1, ["H1", "H2"]),
         (2, ["a\r\nb", "1"]),
         (6, ["c", "2"]),
     ]
 
 
-def test_configured_encoding_must_fit(tmp_path: Path) -> None:
+def test_configured_encoding_is_pinned_and_a_line_that_does_not_fit_is_that_rows_problem(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "f.csv"
-    path.write_bytes("A,B\nØ,1\n".encode("cp1252"))
-    with pytest.raises(UnreadableFileError, match=r"source\.csv\.encoding"):
-        inspect_file(path, encoding="utf-8")
+    path.write_bytes("A,B\nØ,1\nok,2\n".encode("cp1252"))
+    records = list(iter_records(inspect_file(path, encoding="utf-8")))
+    assert [r.undecodable is not None for r in records] == [False, True, False]
+    assert records[1].undecodable and "source.csv.encoding" in records[1].undecodable
     assert inspect_file(path, encoding="cp1252").encoding == "cp1252"
+    assert [r.cells for r in iter_records(inspect_file(path, encoding="cp1252"))][1] == ["Ø", "1"]
+    with pytest.raises(UnreadableFileError, match="not a known encoding"):
+        inspect_file(path, encoding="klingon")
 
 
 def test_visual_names_and_sequences() -> None:

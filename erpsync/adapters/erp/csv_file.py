@@ -1,7 +1,13 @@
 """Reading one CSV export robustly: checksum, encoding, delimiter, header mapping, line numbers.
 
-- Encoding (case 8): a UTF-16 BOM means UTF-16; else UTF-8 (BOM stripped) if every byte decodes,
-  else Windows-1252. A file that is neither cannot be read and is quarantined whole.
+- Encoding (case 8), decided LINE BY LINE so the same ERP row reads the same whatever else the file
+  holds (one Windows-1252 byte elsewhere must not change how a UTF-8 job id decodes, or its run key):
+  each physical line is UTF-8 (a leading BOM dropped), and only the bytes of it that are not valid
+  UTF-8 are read as Windows-1252 (its five unassigned bytes as the C1 controls, as Windows does),
+  so every line decodes. `csv.encoding` pins one encoding instead: each line is decoded strictly
+  with it, and a line that is not valid in it is that row's bad value (quarantined), not the file's.
+  A UTF-16/32 file (BOM, or pinned) is decoded as a whole; a byte that does not decode there makes
+  the file unreadable (quarantined whole).
 - NUL bytes are removed before parsing; quoted fields may hold delimiters, quotes and newlines.
 - Delimiter: `,` `;` tab or `|`, whichever splits the header into the most columns (`csv.delimiter`
   overrides). The decimal separator follows it: `,` for `;`/tab files, else `.` (`csv.decimal_separator`
@@ -10,7 +16,8 @@
   `csv.header_overrides` maps a field to a header text, or to a position as `column:AP` (spreadsheet
   letters) or `column:3` (1-based).
 Line numbers are physical lines where a record starts (a quoted newline spans lines), so
-`file.csv:17` points a person at the right place.
+`file.csv:17` points a person at the right place. A last record cut off (no final newline and
+fewer cells than the header, or an open quote) is flagged `truncated` (the export broke off).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from erpsync.domain.errors import ErpsyncError
 
@@ -48,6 +56,42 @@ class FileInfo:
     decimal_separator: str
 
 
+AUTO_ENCODING = "utf-8/cp1252"  # per line: UTF-8, bytes that are not UTF-8 as Windows-1252
+
+
+def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: the bytes UTF-8 refused, read as Windows-1252; a byte Windows-1252
+    does not assign either (0x81, 0x8D, 0x8F, 0x90, 0x9D) makes the line undecodable."""
+    assert isinstance(exc, UnicodeDecodeError)
+    chunk = exc.object[exc.start : exc.end]
+    try:
+        return chunk.decode("cp1252"), exc.end
+    except UnicodeDecodeError as inner:
+        at = exc.start + inner.start
+        reason = "neither UTF-8 nor Windows-1252"
+        raise UnicodeDecodeError(AUTO_ENCODING, exc.object, at, at + 1, reason) from None
+
+
+codecs.register_error("erpsync-cp1252", _cp1252_fallback)
+
+
+def decode_line(raw: bytes, encoding: str) -> str:
+    """One physical line as text (module rules); UnicodeDecodeError only for a pinned encoding."""
+    if encoding == AUTO_ENCODING:
+        return raw.decode("utf-8", errors="erpsync-cp1252")
+    return raw.decode(encoding)
+
+
+def _line_by_line(encoding: str) -> bool:
+    """True for encodings whose lines can be split on bytes (ASCII-compatible), not UTF-16/32."""
+    if encoding in (AUTO_ENCODING, "utf-8-sig"):
+        return True
+    try:
+        return '\n,;"|\t'.encode(encoding) == b'\n,;"|\t'
+    except (LookupError, UnicodeError):
+        return False
+
+
 def inspect_file(
     path: Path,
     *,
@@ -56,58 +100,62 @@ def inspect_file(
     decimal_separator: str | None = None,
 ) -> FileInfo:
     """Hash the file and settle its encoding, delimiter and decimal separator in one pass."""
+    if encoding:
+        try:
+            encoding = codecs.lookup(encoding).name
+        except LookupError:
+            raise UnreadableFileError(f"source.csv.encoding = {encoding!r} is not a known encoding") from None
+    chosen = encoding or AUTO_ENCODING
     try:
         stat = path.stat()
-        digest = hashlib.sha256()
-        head = b""
-        decoders: dict[str, codecs.IncrementalDecoder | None] = {}
-        last_error: UnicodeDecodeError | None = None
-        with path.open("rb") as fh:
-            while chunk := fh.read(CHUNK):
-                if not head:
-                    head = chunk[:SAMPLE_BYTES]
-                    decoders = _decoders(head, encoding)
-                digest.update(chunk)
-                for name, decoder in decoders.items():
-                    if decoder is not None:
-                        try:
-                            decoder.decode(chunk)
-                        except UnicodeDecodeError as exc:
-                            decoders[name] = None
-                            last_error = exc
-        for name, decoder in decoders.items():
-            if decoder is not None:
-                try:
-                    decoder.decode(b"", final=True)
-                except UnicodeDecodeError as exc:
-                    decoders[name] = None
-                    last_error = exc
+        digest, head, chosen = _hash(path, encoding)
     except OSError as exc:
         raise UnreadableFileError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableFileError(
+            f"{path.name} is not {chosen} text ({exc.reason} at byte {exc.start}); "
+            "re-export it as UTF-8 or set source.csv.encoding"
+        ) from None
     if stat.st_size == 0 or not head.strip(b"\x00\r\n\t ,;"):
         raise UnreadableFileError(f"{path.name} is empty")
-    chosen = next((name for name, decoder in decoders.items() if decoder is not None), None)
-    if chosen is None:
-        names = " nor ".join(decoders)
-        where = f" ({last_error.reason} at byte {last_error.start})" if last_error else ""
-        raise UnreadableFileError(
-            f"{path.name} is not {names} text{where}; re-export it as UTF-8 or set source.csv.encoding"
-        )
-    sample = head.decode(chosen, errors="ignore").replace("\x00", "")
+    if _line_by_line(chosen):
+        sample = "".join(_safe_decode(line, chosen) for line in head.splitlines(keepends=True))
+    else:
+        sample = head.decode(chosen, errors="ignore")
+    sample = sample.replace("\x00", "")
     sep = delimiter or _sniff_delimiter(sample)
     decimal = decimal_separator or ("," if sep in (";", "\t") else ".")
     return FileInfo(path, digest.hexdigest(), stat.st_size, stat.st_mtime_ns, chosen, sep, decimal)
 
 
-def _decoders(head: bytes, configured: str | None) -> dict[str, codecs.IncrementalDecoder | None]:
-    if configured:
-        return {configured: codecs.getincrementaldecoder(configured)()}
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return {"utf-16": codecs.getincrementaldecoder("utf-16")()}
-    return {
-        "utf-8-sig": codecs.getincrementaldecoder("utf-8-sig")(),
-        "cp1252": codecs.getincrementaldecoder("cp1252")(),
-    }
+def _hash(path: Path, encoding: str | None) -> tuple[hashlib._Hash, bytes, str]:
+    """SHA-256, first bytes and encoding of a file; a UTF-16/32 file is decoded whole to check it."""
+    digest = hashlib.sha256()
+    head = b""
+    whole: codecs.IncrementalDecoder | None = None
+    chosen = encoding or AUTO_ENCODING
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            if not head:
+                head = chunk[:SAMPLE_BYTES]
+                if encoding is None and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    chosen = "utf-16"
+                if not _line_by_line(chosen):
+                    whole = codecs.getincrementaldecoder(chosen)()
+            digest.update(chunk)
+            if whole is not None:
+                whole.decode(chunk)
+        if whole is not None:
+            whole.decode(b"", final=True)
+    return digest, head, chosen
+
+
+def _safe_decode(raw: bytes, encoding: str) -> str:
+    """A line as text whatever it holds: bytes that do not decode become U+FFFD."""
+    try:
+        return decode_line(raw, encoding)
+    except UnicodeDecodeError:
+        return raw.decode("utf-8" if encoding == AUTO_ENCODING else encoding, errors="replace")
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -128,8 +176,119 @@ def _sniff_delimiter(sample: str) -> str:
     return best
 
 
-def iter_records(info: FileInfo) -> Iterator[tuple[int, list[str]]]:
-    """(first physical line, cells) of every non-blank record, header included."""
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One CSV record: where it starts, its cells, and what is wrong with its bytes if anything.
+
+    `undecodable`: a line of it is not valid in the pinned encoding (cells hold U+FFFD there).
+    `truncated`: it is the last record and was cut off (see module docstring).
+    """
+
+    line: int
+    cells: list[str]
+    undecodable: str | None = None
+    truncated: str | None = None
+
+
+class _Lines:
+    """Physical lines of a file as text, decoded one by one, remembering what the csv reader needs
+    to judge a record: lines that did not decode, the text of the record being read, the last
+    line's terminator."""
+
+    def __init__(self, info: FileInfo) -> None:
+        self.info = info
+        self.undecodable: dict[int, str] = {}
+        self.record_text: list[str] = []
+        self.number = 0
+        self.last_terminated = True
+
+    def text_lines(self, fh: BinaryIO) -> Iterator[str]:
+        encoding, size, consumed = self.info.encoding, self.info.size, 0
+        auto = encoding == AUTO_ENCODING
+        for chunk in fh:
+            consumed += len(chunk)
+            if consumed > size:
+                raise UnreadableFileError(f"{self.info.path.name} changed while read (it grew)")
+            lone_cr = b"\r" in chunk and chunk.index(b"\r") < len(chunk) - 2
+            for raw in chunk.splitlines(keepends=True) if lone_cr else (chunk,):
+                self.number += 1
+                try:
+                    text = raw.decode("utf-8", "erpsync-cp1252") if auto else raw.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    what = "UTF-8 nor Windows-1252" if encoding == AUTO_ENCODING else encoding
+                    self.undecodable[self.number] = (
+                        f"line {self.number} is not {what} text (byte {raw[exc.start : exc.start + 1]!r} "
+                        f"at column {exc.start + 1}); re-export the row or set source.csv.encoding"
+                    )
+                    text = _safe_decode(raw, encoding)
+                if self.number == 1 and text.startswith("\ufeff"):
+                    text = text[1:]
+                self.last_terminated = text.endswith(("\n", "\r"))
+                self.record_text.append(text)
+                yield text.replace("\x00", "") if "\x00" in text else text
+        if consumed < size:
+            raise UnreadableFileError(f"{self.info.path.name} changed while read (it shrank)")
+
+
+def iter_records(info: FileInfo) -> Iterator[Record]:
+    """Every non-blank record (the header first) with its first physical line number."""
+    if not _line_by_line(info.encoding):
+        for line, cells in _whole_file_records(info):
+            yield Record(line, cells)
+        return
+    lines = _Lines(info)
+    with info.path.open("rb") as fh:
+        reader = csv.reader(lines.text_lines(fh), delimiter=info.delimiter)
+        previous_end = 0
+        width: int | None = None
+        pending: Record | None = None
+        parts: list[str] = []
+        terminated, header_line = True, 0
+        while True:
+            lines.record_text = []
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise UnreadableFileError(f"{info.path.name}:{previous_end + 1}: {exc}") from None
+            start, previous_end = previous_end + 1, reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if pending is not None:
+                yield pending
+            problem = None
+            if lines.undecodable:
+                undecodable = lines.undecodable
+                problem = next(
+                    (undecodable[n] for n in range(start, previous_end + 1) if n in undecodable), None
+                )
+            pending = Record(start, row, problem)
+            if width is None:
+                width, header_line = len(row), start
+            parts, terminated = lines.record_text, lines.last_terminated
+        if pending is not None:
+            if width is not None and not terminated and pending.line != header_line:
+                cut = _cut_off(pending, width, "".join(parts))
+                if cut:
+                    pending = Record(pending.line, pending.cells, pending.undecodable, cut)
+            yield pending
+
+
+def _cut_off(record: Record, width: int, text: str) -> str | None:
+    """Why a last record without a final newline looks cut off, or None."""
+    if text.count('"') % 2:
+        return f"the last line ({record.line}) ends inside a quoted field and without a newline"
+    if len(record.cells) < width:
+        return (
+            f"the last line ({record.line}) has {len(record.cells)} of the header's {width} fields "
+            "and no final newline"
+        )
+    return None
+
+
+def _whole_file_records(info: FileInfo) -> Iterator[tuple[int, list[str]]]:
+    """(first physical line, cells) of a UTF-16/32 file, decoded as one stream."""
     with info.path.open("r", encoding=info.encoding, errors="strict", newline="") as fh:
         reader = csv.reader((line.replace("\x00", "") for line in fh), delimiter=info.delimiter)
         previous_end = 0
@@ -143,39 +302,6 @@ def iter_records(info: FileInfo) -> Iterator[tuple[int, list[str]]]:
             start, previous_end = previous_end + 1, reader.line_num
             if any(cell.strip() for cell in row):
                 yield start, row
-
-
-def cut_last_line(info: FileInfo, bad_line: int | None = None) -> str | None:
-    """Why the file looks caught mid-write, or None: its last line ends without a newline and has
-    fewer fields than the header, or could not be read (``bad_line``: the last bad row's line).
-    Such a file is read (its good rows count), but it is not trusted to stop runs
-    (`RunSnapshot.suspect`). Reads the file again only when the last byte is not a newline."""
-    try:
-        with info.path.open("rb") as fh:
-            fh.seek(max(0, info.size - 4))
-            tail = fh.read(4).rstrip(b"\x00")  # UTF-16: the newline's other byte
-    except OSError:
-        return None
-    if not tail or tail.endswith((b"\n", b"\r")):
-        return None
-    width = 0
-    last: tuple[int, int] | None = None
-    try:
-        for line, cells in iter_records(info):
-            if not width:
-                width = len(cells)
-            else:
-                last = (line, len(cells))
-    except (UnreadableFileError, UnicodeDecodeError, OSError):
-        return None  # the row reader reports these itself
-    if last is None:
-        return None
-    where = f"{info.path.name}:{last[0]}: the last line ends without a newline"
-    if last[1] < width:
-        return f"{where} and has {last[1]} of {width} fields (an export caught mid-write?)"
-    if last[0] == bad_line:
-        return f"{where} and cannot be read (an export caught mid-write?)"
-    return None
 
 
 def normalise_header(text: str) -> str:

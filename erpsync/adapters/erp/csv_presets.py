@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from erpsync.adapters.erp.field_error import FieldError
+from erpsync.adapters.erp.field_error import FieldError, cell
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import DateOrder, parse_bool, parse_datetime, parse_decimal
 from erpsync.adapters.erp.visual_names import (
@@ -41,7 +41,6 @@ from erpsync.domain.timezones import to_utc
 from erpsync.domain.units import (
     RunUnit,
     TimeUnit,
-    UnitError,
     duration_seconds,
     parse_run_unit,
     part_time_ms,
@@ -117,38 +116,44 @@ def meaning_of(raw: str, statuses: Mapping[str, Meaning], field: str) -> Meaning
 
 
 def _decimal(get: Getter, field: str, ctx: RowContext) -> Decimal | None:
-    try:
-        return parse_decimal(get(field), ctx.decimal_separator)
-    except ValueError as exc:
-        raise FieldError(field, str(exc)) from None
+    raw = get(field)
+    if not raw:
+        return None  # most optional cells are empty: no guard needed to read nothing
+    return cell(field, raw, parse_decimal, raw, ctx.decimal_separator)
 
 
-def _date(get: Getter, field: str, ctx: RowContext) -> datetime | None:
-    try:
-        value = parse_datetime(get(field), ctx.date_order)
-    except ValueError as exc:
-        raise FieldError(field, str(exc)) from None
+def _to_utc(raw: str, ctx: RowContext) -> datetime | None:
+    value = parse_datetime(raw, ctx.date_order)
     return None if value is None else to_utc(value, ctx.zone)
 
 
+def _date(get: Getter, field: str, ctx: RowContext) -> datetime | None:
+    raw = get(field)
+    if not raw:
+        return None
+    return cell(field, raw, _to_utc, raw, ctx)
+
+
 def _flag(get: Getter, field: str) -> bool:
-    try:
-        return bool(parse_bool(get(field)))
-    except ValueError as exc:
-        raise FieldError(field, str(exc)) from None
+    raw = get(field)
+    if not raw:
+        return False
+    return bool(cell(field, raw, parse_bool, raw))
 
 
-def _convert(field: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except UnitError as exc:
-        raise FieldError(field, str(exc)) from None
+def _duration(field: str, value: Decimal | None, unit: TimeUnit) -> int | None:
+    return None if value is None else cell(field, value, duration_seconds, value, unit)
+
+
+def _quantity(get: Getter, field: str, ctx: RowContext) -> int | None:
+    value = _decimal(get, field, ctx)
+    return None if value is None else cell(field, value, quantity_required, value)
 
 
 def _run_unit(get: Getter, ctx: RowContext, value: Decimal | None, run_field: str) -> RunUnit | None:
     text = get("run_type")
     if text:
-        return _convert("run_type", lambda: parse_run_unit(text, ctx.run_unit_aliases))
+        return cell("run_type", text, parse_run_unit, text, ctx.run_unit_aliases)
     if ctx.run_unit is None and value:
         raise FieldError(
             run_field,
@@ -207,6 +212,12 @@ class VisualCsvPreset:
     }
     required: tuple[tuple[str, ...], ...] = (("base",), ("lot",), ("seq",), ("resource",))
 
+    def run_key(self, get: Getter) -> str | None:
+        """`W/BASE/LOT/SPLIT/SUB|SEQ` when the row's key cells can be read, else None."""
+        key = visual_job_key(clean(get("wo_type")) or "W", get("base"), get("lot"), get("split"), get("sub"))
+        seq = seq_text(get("seq"))
+        return f"{'/'.join(key)}|{seq}" if key[1] and seq is not None else None
+
     def parse(self, get: Getter, ctx: RowContext, origin: str) -> ParsedRow:
         """Map one row (see module rules); raises FieldError or RowSkipped."""
         wo_type = clean(get("wo_type")).upper() or "W"
@@ -223,15 +234,13 @@ class VisualCsvPreset:
         machine = clean(get("resource"))
         if not machine:
             raise FieldError("resource", "RESOURCE_ID (machine) is empty")
-        quantity = _convert("calc_end_qty", lambda: quantity_required(_decimal(get, "calc_end_qty", ctx)))
+        quantity = _quantity(get, "calc_end_qty", ctx)
         if quantity is None:
-            quantity = _convert("desired_qty", lambda: quantity_required(_decimal(get, "desired_qty", ctx)))
+            quantity = _quantity(get, "desired_qty", ctx)
         run = _decimal(get, "run", ctx)
         unit = _run_unit(get, ctx, run, "run")
-        part_ms = None if unit is None else _convert("run", lambda: part_time_ms(run, unit, quantity))
-        setup = _convert(
-            "setup_hrs", lambda: duration_seconds(_decimal(get, "setup_hrs", ctx), TimeUnit.HOURS)
-        )
+        part_ms = None if unit is None else cell("run", get("run"), part_time_ms, run, unit, quantity)
+        setup = _duration("setup_hrs", _decimal(get, "setup_hrs", ctx), TimeUnit.HOURS)
 
         meaning = meaning_of(get("status"), ctx.statuses, "status")
         if meaning == "skip":
@@ -264,7 +273,7 @@ class VisualCsvPreset:
         return ParsedRow(
             operation=operation,
             state=_state(meaning, active=active, setting_up=setting_up),
-            run_key=f"{'/'.join(key)}|{seq}",
+            run_key=f"{'/'.join(key)}|{seq}",  # = run_key(get)
             start_at=started_at,
             end_at=closed_at,
         )
@@ -328,6 +337,11 @@ class LnCsvPreset:
     }  # fmt: skip
     required: tuple[tuple[str, ...], ...] = (("order",), ("operation",), ("machine", "work_center"))
 
+    def run_key(self, get: Getter) -> str | None:
+        """`ORDER|OPNO` when the row's key cells can be read, else None."""
+        order, seq = clean(get("order")), seq_text(get("operation"))
+        return f"{order}|{seq}" if order and seq is not None else None
+
     def parse(self, get: Getter, ctx: RowContext, origin: str) -> ParsedRow:
         """Map one row (see module rules); raises FieldError or RowSkipped."""
         order = clean(get("order"))
@@ -344,10 +358,11 @@ class LnCsvPreset:
             raise RowSkipped("outside_service")
         if not machine:
             raise FieldError("machine", "neither machine (mcno) nor work center (cwoc) is set")
-        quantity = _convert("planned_qty", lambda: quantity_required(_decimal(get, "planned_qty", ctx)))
+        quantity = _quantity(get, "planned_qty", ctx)
         run = _decimal(get, "run_time", ctx)
         unit = _run_unit(get, ctx, run, "run_time")
-        part_ms = None if unit is None else _convert("run_time", lambda: part_time_ms(run, unit, quantity))
+        raw_run = get("run_time")
+        part_ms = None if unit is None else cell("run_time", raw_run, part_time_ms, run, unit, quantity)
         setup_value = _decimal(get, "setup_time", ctx)
         if setup_value and ctx.setup_unit is None:
             raise FieldError(
@@ -355,9 +370,7 @@ class LnCsvPreset:
                 f"setup time {get('setup_time')!r} has no unit; set source.csv.setup_time_unit "
                 "(hours, minutes or seconds)",
             )
-        setup = _convert(
-            "setup_time", lambda: duration_seconds(setup_value, ctx.setup_unit or TimeUnit.HOURS)
-        )
+        setup = _duration("setup_time", setup_value, ctx.setup_unit or TimeUnit.HOURS)
 
         order_meaning = meaning_of(get("order_status"), ctx.statuses, "order_status")
         meaning = meaning_of(get("op_status"), ctx.statuses, "op_status")
@@ -382,7 +395,7 @@ class LnCsvPreset:
         return ParsedRow(
             operation=operation,
             state=_state(meaning, active=active, setting_up=started_at is not None),
-            run_key=f"{order}|{seq}",
+            run_key=f"{order}|{seq}",  # = run_key(get)
             start_at=started_at,
             end_at=closed_at,
         )

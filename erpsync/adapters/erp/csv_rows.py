@@ -2,8 +2,12 @@
 
 Duplicate rows (same run key) are collapsed: the FIRST row wins; a later identical row is counted as
 `duplicate`, a later different one as `duplicate_conflict` and logged with both line numbers. A row
-the preset cannot decode is a BadRecord naming the file, line and header; a file that breaks off
-while read ends the stream with one BadRecord of class `unreadable_file`.
+the preset cannot decode (any bad value: field_error.py) is a BadRecord naming the file, line and
+header; its record_key is the row's run key when its key cells can be read (so the reconciler holds
+that run rather than seeing it vanish), else `file.csv:17`. A file that breaks off while read ends
+the stream with one BadRecord of class `unreadable_file`.
+Suspect (`stats.suspect`, the export looks cut or failed): a header-only file, a cut-off last line
+(the row is quarantined too), a file that cannot be read or breaks off.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from erpsync.adapters.erp.csv_file import FileInfo, HeaderMap, UnreadableFileError, iter_records
+from erpsync.adapters.erp.csv_file import FileInfo, HeaderMap, Record, UnreadableFileError, iter_records
 from erpsync.adapters.erp.csv_presets import (
     BUILTIN_STATUSES,
     CsvPreset,
@@ -23,7 +27,7 @@ from erpsync.adapters.erp.csv_presets import (
     RowSkipped,
     status_key,
 )
-from erpsync.adapters.erp.field_error import FieldError
+from erpsync.adapters.erp.field_error import FieldError, convert_row
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.config import SourceSettings
 from erpsync.domain.errors import ConfigError
@@ -83,9 +87,11 @@ class CsvRowReader:
         try:
             yield from self._parsed_rows(info, stats)
         except UnreadableFileError as exc:
+            stats.suspect = str(exc)
             yield self.file_bad(info.path, info.sha256, str(exc))
         except (UnicodeDecodeError, OSError) as exc:
-            yield self.file_bad(info.path, info.sha256, _vanished(info, exc))
+            stats.suspect = _vanished(info, exc)
+            yield self.file_bad(info.path, info.sha256, stats.suspect)
 
     def file_bad(self, path: Path, sha: str, reason: str) -> BadRecord:
         """The one BadRecord of a file that cannot be read (whole or to its end)."""
@@ -98,13 +104,13 @@ class CsvRowReader:
             file=path.name,
         )
 
-    def _header(self, info: FileInfo) -> tuple[HeaderMap, Iterator[tuple[int, list[str]]]]:
+    def _header(self, info: FileInfo) -> tuple[HeaderMap, Iterator[Record]]:
         records = iter_records(info)
         first = next(records, None)
         if first is None:
             raise UnreadableFileError(f"{info.path.name} has no header row")
         mapping = HeaderMap.build(
-            first[1], self.preset.aliases, self.csv.header_overrides, self.preset.required, info.path.name
+            first.cells, self.preset.aliases, self.csv.header_overrides, self.preset.required, info.path.name
         )
         return mapping, records
 
@@ -121,9 +127,12 @@ class CsvRowReader:
             run_unit_aliases=self.settings.visual.run_type_aliases,
         )
         seen: dict[str, tuple[int, int]] = {}
-        for line, cells in records:
+        for record in records:
+            line, cells = record.line, record.cells
             stats.rows_read += 1
-            item = self._row(mapping, cells, line, ctx, stats)
+            if record.truncated:
+                stats.suspect = f"{info.path.name}: export looks cut off: {record.truncated}"
+            item = self._row(mapping, record, ctx, stats)
             if not isinstance(item, ParsedRow):
                 if item is not None:
                     yield item
@@ -145,31 +154,42 @@ class CsvRowReader:
                     ignored_line=line,
                     rule="first row wins",
                 )
+        if stats.rows_read == 0:
+            stats.suspect = f"{info.path.name} has a header but no rows: the export looks failed or empty"
 
     def _row(
-        self, mapping: HeaderMap, cells: list[str], line: int, ctx: RowContext, stats: SourceStats
+        self, mapping: HeaderMap, record: Record, ctx: RowContext, stats: SourceStats
     ) -> ParsedRow | BadRecord | None:
+        line, cells = record.line, record.cells
         origin = f"{ctx.file_name}:{line}"
-        try:
-            fields = mapping.fields(cells)
-            return self.preset.parse(lambda name: fields.get(name, ""), ctx, origin)
-        except RowSkipped as skipped:
-            stats.skip(skipped.reason)
-            return None
-        except FieldError as problem:
-            header = mapping.header(problem.field)
-            log.warning(
-                "csv_row_quarantined", file=ctx.file_name, line=line, field=header, reason=str(problem)
-            )
-            return BadRecord(
-                source=self.name,
-                record_key=origin,
-                reason=str(problem),
-                file=ctx.file_name,
-                line=line,
-                field=header,
-                raw=mapping.raw(cells),
-            )
+        fields = mapping.fields(cells)
+
+        def get(name: str) -> str:
+            return fields.get(name, "")
+
+        if record.truncated or record.undecodable:
+            problem = FieldError("row", record.undecodable or f"row cut off: {record.truncated}")
+        else:
+            try:
+                parsed = convert_row(lambda: self.preset.parse(get, ctx, origin))
+            except RowSkipped as skipped:
+                stats.skip(skipped.reason)
+                return None
+            if not isinstance(parsed, FieldError):
+                return parsed
+            problem = parsed
+        header = mapping.header(problem.field)
+        run_key = convert_row(lambda: self.preset.run_key(get))
+        log.warning("csv_row_quarantined", file=ctx.file_name, line=line, field=header, reason=str(problem))
+        return BadRecord(
+            source=self.name,
+            record_key=run_key if isinstance(run_key, str) else origin,
+            reason=str(problem),
+            file=ctx.file_name,
+            line=line,
+            field=header,
+            raw=mapping.raw(cells),
+        )
 
 
 def _vanished(info: FileInfo, exc: UnicodeDecodeError | OSError) -> str:

@@ -6,11 +6,15 @@
   ready file is the current snapshot (size and mtime are checked again after hashing); on
   `acknowledge` it moves to `archive/`, older pending files move there too (superseded, never
   read), and a file that cannot be read at all moves to `quarantine/` with a `<name>.reason.txt`.
-  A file whose checksum was already processed (csv_checkpoints.py) is archived without being read.
+  A file whose bytes equal the LAST file processed (csv_checkpoints.py) is archived without being
+  read; one equal to an older file is read (state A, then B, then A again is a change back to A).
+- `csv.path`: likewise the file is read when its content differs from the last one processed.
 - A snapshot of a readable file is `complete=True` (the file is the full current set). A file that
-  cannot be read gives `complete=False` and one BadRecord; no runs. A header-only file, or one whose
-  last line is cut (no newline, fewer fields), is read but `suspect`: it stops no run that looks
-  vanished (service/stop_guard.py).
+  cannot be read gives `complete=False` and one BadRecord; no runs.
+- Suspect (`RunSnapshot.suspect`, the export looks cut or failed, so it must not stop runs): an
+  empty or unreadable file, a header-only file, a cut-off last line, a file that changed or broke
+  off while read (csv_rows.py). A suspect snapshot stops no run that looks vanished
+  (service/stop_guard.py).
 Row rules (what is a run, what is skipped, duplicates) are in `csv_rows` and `csv_presets`; value
 rules in `values`/`csv_file`.
 """
@@ -26,7 +30,7 @@ from typing import Any
 import structlog
 
 from erpsync.adapters.erp.csv_checkpoints import FileCheckpoints
-from erpsync.adapters.erp.csv_file import FileInfo, UnreadableFileError, cut_last_line, inspect_file
+from erpsync.adapters.erp.csv_file import FileInfo, UnreadableFileError, inspect_file
 from erpsync.adapters.erp.csv_inbox import (
     ARCHIVE,
     QUARANTINE,
@@ -112,8 +116,13 @@ class CsvSource:
     def _snapshot(self, pending: _Pending, *, token: bool = True) -> StreamSnapshot:
         if pending.unreadable is not None:
             reason = pending.unreadable
+
+            def unreadable(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
+                stats.suspect = f"the export cannot be read: {reason}"
+                yield self.rows.file_bad(pending.path, pending.sha256, reason)
+
             return StreamSnapshot(
-                lambda _stats: iter([self.rows.file_bad(pending.path, pending.sha256, reason)]),
+                unreadable,
                 complete=False,
                 kind=self.kind,
                 token=pending if token else None,
@@ -122,10 +131,7 @@ class CsvSource:
         assert info is not None
 
         def produce(stats: SourceStats) -> Iterator[JobOperationRun | BadRecord]:
-            bad_line = None
-            for item in runs_of(self.rows.rows(info, stats)):
-                if isinstance(item, BadRecord):
-                    bad_line = item.line
+            for item in runs_of(self.rows.rows(info, stats)):  # the rows say when it is suspect
                 if isinstance(item, BadRecord) and item.error_class == UNREADABLE:
                     # Broke off mid-file (changed while read, malformed CSV): the runs read so
                     # far are not the full set, and the file goes to quarantine on acknowledge.
@@ -133,8 +139,6 @@ class CsvSource:
                     pending.unreadable = item.reason
                 yield item
             pending.rows_read = stats.rows_read
-            if snapshot.complete:
-                stats.suspect = _suspect(info, stats, bad_line)
 
         snapshot = StreamSnapshot(produce, complete=True, kind=self.kind, token=pending if token else None)
         return snapshot
@@ -210,8 +214,8 @@ class CsvSource:
                 info, sha, problem = None, sha_or_name(path), str(exc)
             if not still_same(path, info):
                 continue
-            if self.checkpoints.seen(sha):
-                log.info("csv_file_already_processed", file=path.name, sha256=sha)
+            if self.checkpoints.is_last(sha):
+                log.info("csv_file_same_as_last_processed", file=path.name, sha256=sha)
                 self.files.move(path, ARCHIVE, sha)
                 continue
             fresh.append((path, info, sha, problem))
@@ -232,8 +236,8 @@ class CsvSource:
             info = self._inspect(path)
         except UnreadableFileError as exc:
             sha = sha_or_name(path)
-            return None if self.checkpoints.seen(sha) else _Pending(None, path, sha, str(exc))
-        if not still_same(path, info) or self.checkpoints.seen(info.sha256):
+            return None if self.checkpoints.is_last(sha) else _Pending(None, path, sha, str(exc))
+        if not still_same(path, info) or self.checkpoints.is_last(info.sha256):
             return None
         return _Pending(info, path, info.sha256, self.rows.header_problem(info))
 
@@ -247,10 +251,3 @@ class CsvSource:
             yield self.rows.file_bad(path, sha_or_name(path), str(exc))
             return
         yield from operations_of(self.rows.rows(info, stats))
-
-
-def _suspect(info: FileInfo, stats: SourceStats, bad_line: int | None) -> str | None:
-    """Why a fully read file cannot be trusted to stop runs (see `RunSnapshot.suspect`), or None."""
-    if stats.rows_read == 0:
-        return f"{info.path.name} has a header and no rows (a failed or unfinished export?)"
-    return cut_last_line(info, bad_line)

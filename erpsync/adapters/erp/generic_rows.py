@@ -4,7 +4,8 @@ Run rule per row: with a `status` column, `status_map` decides (not_started / se
 ended / skip; an unmapped value is a bad row). Without one: `end_at` set -> ENDED, else `start_at`
 set -> SETUP when `in_setup` is true, else PRODUCTION; neither -> not started (operation only).
 Run key: the `run_key` column, else `<job>|<operation>`. Job key: (`job`,). Timestamps without a
-zone are local to `source.timezone`. A row that breaks a rule is a BadRecord naming the column.
+zone are local to `source.timezone`. A row that breaks a rule, or holds any bad value (NaN, 1e300,
+a date outside 1900..2199: field_error.py), is a BadRecord naming the column, keyed by its run key.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 from sqlalchemy import RowMapping
 
-from erpsync.adapters.erp.field_error import FieldError
+from erpsync.adapters.erp.field_error import FieldError, cell
 from erpsync.adapters.erp.generic_mapping import WATERMARK
 from erpsync.adapters.erp.snapshot import ParsedRow
 from erpsync.adapters.erp.values import parse_bool, parse_datetime, parse_decimal
@@ -72,17 +73,26 @@ class GenericRowDecoder:
             if not value:
                 raise FieldError(key, f"{key} is empty")
         run_key = clean(values.get("run_key")) or f"{job}|{seq}"
-        quantity = _guard("quantity", lambda: quantity_required(self._number(values, "quantity")))
+        quantity = _guard(
+            "quantity", lambda: quantity_required(self._number(values, "quantity")), values.get("quantity")
+        )
         setup = _guard(
-            "setup_time", lambda: duration_seconds(self._number(values, "setup_time"), self._setup_unit)
+            "setup_time",
+            lambda: duration_seconds(self._number(values, "setup_time"), self._setup_unit),
+            values.get("setup_time"),
         )
         run = self._number(values, "run_time")
         unit = self._run_unit
         if clean(values.get("run_unit")):
-            unit = _guard("run_unit", lambda: parse_run_unit(clean(values.get("run_unit"))))
+            unit = _guard(
+                "run_unit", lambda: parse_run_unit(clean(values.get("run_unit"))), values.get("run_unit")
+            )
         if unit is None and run:
             raise FieldError("run_unit", "run time has no unit; the run_unit column is empty")
-        part_ms = None if unit is None else _guard("run_time", lambda: part_time_ms(run, unit, quantity))
+        raw_run = values.get("run_time")
+        part_ms = (
+            None if unit is None else _guard("run_time", lambda: part_time_ms(run, unit, quantity), raw_run)
+        )
         start_at, end_at = self._time(values, "start_at"), self._time(values, "end_at")
         state = self._state(values, start_at, end_at)
         if state == "skip":
@@ -101,15 +111,22 @@ class GenericRowDecoder:
         )
         return ParsedRow(operation, state, run_key, start_at, end_at)
 
-    def bad_record(self, values: RowMapping, exc: RecordError) -> BadRecord:
+    def run_key(self, values: RowMapping) -> str:
+        """The row's run key as `decode` makes it (the `run_key` column, else `<job>|<operation>`)."""
+        return clean(values.get("run_key")) or f"{clean(values['job'])}|{clean(values['operation'])}"
+
+    def bad_record(
+        self, values: RowMapping, exc: RecordError, error_class: str = "invalid_record"
+    ) -> BadRecord:
         """The quarantine record of a row `decode` refused: its key, the column at fault, its values."""
         field = exc.field if isinstance(exc, FieldError) else None
-        key = clean(values.get("run_key")) or f"{clean(values['job'])}|{clean(values['operation'])}"
+        key = self.run_key(values)
         log.warning("generic_row_quarantined", record_key=key, field=field, reason=str(exc))
         return BadRecord(
             source=self.name,
             record_key=key,
             reason=str(exc),
+            error_class=error_class,
             field=self.generic.columns.get(field or "", field),
             raw={k: None if v is None else str(v) for k, v in values.items() if k != WATERMARK},
         )
@@ -126,28 +143,23 @@ class GenericRowDecoder:
         if end_at is not None:
             return RunState.ENDED
         if start_at is not None:
-            in_setup = _guard("in_setup", lambda: _flag(values.get("in_setup")))
+            in_setup = _guard("in_setup", lambda: _flag(values.get("in_setup")), values.get("in_setup"))
             return RunState.SETUP if in_setup else RunState.PRODUCTION
         return None
 
     def _number(self, values: RowMapping, key: str) -> Decimal | None:
         value = values.get(key)
         if value is None or isinstance(value, Decimal | int | float):
-            return _guard(key, lambda: to_decimal(value, key))
-        try:
-            return parse_decimal(str(value))
-        except ValueError as exc:
-            raise FieldError(key, str(exc)) from None
+            return cell(key, value, to_decimal, value, key)
+        return cell(key, value, parse_decimal, str(value))
 
     def _time(self, values: RowMapping, key: str) -> datetime | None:
         value = values.get(key)
-        if value is None:
-            return None
+        return None if value is None else cell(key, value, self._utc, value)
+
+    def _utc(self, value: Any) -> datetime | None:
         if not isinstance(value, datetime):
-            try:
-                value = parse_datetime(str(value))
-            except ValueError as exc:
-                raise FieldError(key, str(exc)) from None
+            value = parse_datetime(str(value))
             if value is None:
                 return None
         return to_utc(value, self._zone)
@@ -162,8 +174,5 @@ def _flag(value: Any) -> bool:
         raise UnitError(str(exc)) from None
 
 
-def _guard(field: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except UnitError as exc:
-        raise FieldError(field, f"{field}: {exc}") from None
+def _guard(field: str, fn: Callable[[], T], raw: Any = None) -> T:
+    return cell(field, raw, fn)

@@ -17,6 +17,12 @@ plus the runs still open at the last read, re-read by key. Ended runs that did n
 absent from the snapshot: erpsync already ended them (the service looks up any run MM still has
 open that a read did not return). Rows with no watermark value, and a change that did not move it,
 are seen at the next full read.
+
+Duplicate run keys (rows come ordered by run key, so they are adjacent): a repeat of the same
+row is skipped (`duplicate`, a join fan-out); rows of one run key that differ (another machine,
+another state...) are ALL quarantined (`duplicate_run_key`, naming their machines), so no row is
+picked by chance of order and a run MM has keeps its binding (the key is held, not vanished).
+A key that turns up again after other keys (trimmed ids sort apart) is quarantined there.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from functools import cached_property
 from typing import Any
 
 import structlog
-from sqlalchemy import Select
+from sqlalchemy import RowMapping, Select
 
+from erpsync.adapters.erp.field_error import FieldError, convert_row
 from erpsync.adapters.erp.generic_mapping import WATERMARK, GenericStatements, check_mapping, query_rows
 from erpsync.adapters.erp.generic_rows import GenericRowDecoder
 from erpsync.adapters.erp.read_window import ReadWindow, WindowedSqlSource
@@ -55,8 +62,14 @@ class _HighMark:
         self.value = value
 
     def see(self, value: Any) -> None:
-        if value is not None and (self.value is None or value > self.value):
-            self.value = value
+        """A value that cannot be ordered (a NaN in a numeric column) is not a watermark: ignored."""
+        try:
+            if value is None or value != value:  # noqa: PLR0124 - only NaN differs from itself
+                return
+            if self.value is None or value > self.value:
+                self.value = value
+        except ArithmeticError:  # Decimal('sNaN') refuses any comparison
+            return
 
 
 class GenericSqlSource(WindowedSqlSource):
@@ -184,20 +197,54 @@ class GenericSqlSource(WindowedSqlSource):
         rows = stream_rows(self.engine, statement, params, batch_size=self.settings.batch_size)
         if self.generic.query:
             rows = query_rows(rows)
+        group: list[tuple[ParsedRow, RowMapping]] = []  # rows of one run key (ordered by it)
+        settled: set[str] = set()
         for row in rows:
             stats.rows_read += 1
             values = row._mapping
             if mark is not None:
                 mark.see(values[WATERMARK])
-            try:
-                parsed = self.decoder.decode(values)
-            except RecordError as exc:
-                yield self.decoder.bad_record(values, exc)
+            parsed = convert_row(self.decoder.decode, values)
+            if isinstance(parsed, RecordError):
+                yield self.decoder.bad_record(values, parsed)
                 continue
             if parsed is None:
                 stats.skip("status")
                 continue
-            yield parsed
+            if group and group[0][0].run_key != parsed.run_key:
+                yield from self._settle(group, settled, stats)
+                group = []
+            group.append((parsed, values))
+        if group:
+            yield from self._settle(group, settled, stats)
+
+    def _settle(
+        self, group: list[tuple[ParsedRow, RowMapping]], settled: set[str], stats: SourceStats
+    ) -> Iterator[ParsedRow | BadRecord]:
+        """The rows of one run key: one run, or every differing row quarantined (never a pick)."""
+        distinct: dict[tuple[str, ...], tuple[ParsedRow, RowMapping]] = {}
+        for item in group:
+            if distinct.setdefault(_fingerprint(item[1]), item) is not item:
+                stats.skip("duplicate")  # the same row again (a join fan-out)
+        run_key = group[0][0].run_key
+        rows = list(distinct.values())
+        if len(rows) == 1 and run_key not in settled:
+            settled.add(run_key)
+            yield rows[0][0]
+            return
+        machines = ", ".join(repr(parsed.operation.machine) for parsed, _ in rows)
+        more = "" if len(rows) > 1 else " (a row further up already had it)"
+        problem = FieldError(
+            "run_key",
+            f"run key {run_key!r} is on {len(rows)} differing rows{more} (machines {machines}); "
+            "none is taken as the run until the mapping gives every row its own run key",
+        )
+        for _, values in rows:
+            yield self.decoder.bad_record(values, problem, "duplicate_run_key")
+
+
+def _fingerprint(values: RowMapping) -> tuple[str, ...]:
+    return tuple(str(v) for k, v in values.items() if k != WATERMARK)
 
 
 def _key_of(item: ParsedRow | BadRecord) -> str:

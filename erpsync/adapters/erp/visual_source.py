@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
+from collections.abc import Collection, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -53,7 +53,7 @@ import structlog
 from sqlalchemy import Row, RowMapping, Select
 from sqlalchemy.exc import DBAPIError
 
-from erpsync.adapters.erp.field_error import FieldError
+from erpsync.adapters.erp.field_error import FieldError, cell, convert_row
 from erpsync.adapters.erp.read_window import ReadWindow, WindowedSqlSource
 from erpsync.adapters.erp.snapshot import StreamSnapshot, count_items
 from erpsync.adapters.erp.sql_engine import stream_rows
@@ -276,7 +276,8 @@ class VisualSource(WindowedSqlSource):
         """One ticket as a run, a bad record, or the reason it is skipped.
 
         Columns are unpacked by position (`_ticket_select` order): a no-change cycle maps every
-        open ticket, and unpacking is ~6x cheaper than 24 look-ups by name.
+        open ticket, and unpacking is ~6x cheaper than 24 look-ups by name. Any bad value of the
+        ticket (field_error.py) is a BadRecord keyed `LT<TRANSACTION_ID>`.
         """
         (
             transaction_id,
@@ -293,38 +294,54 @@ class VisualSource(WindowedSqlSource):
             op_sequence_no,
         ) = row[:TICKET_COLUMNS]
         tid = int(transaction_id)
-        run_key = ticket_run_key(tid)
         if not clean(wo_base) or operation_seq_no is None:
             return "indirect_ticket"
         key = visual_job_key(wo_type, wo_base, wo_lot, wo_split, wo_sub)
         if key[0] != "W":
             return "not_work_order"
         standards = row[TICKET_COLUMNS:]
-        try:
-            if op_sequence_no is None:
-                raise FieldError(
-                    "OPERATION_SEQ_NO",
-                    f"ticket points to operation {visual_job_name(key)}|{operation_seq_no}, "
-                    "which does not exist in OPERATION",
-                )
-            if is_outside_service(standards):
-                return "outside_service"
-            state = self._state(ticket_type, clock_out)
-            machine = clean(ticket_resource) or clean(standards[OP_RESOURCE])
-            operation = self._operation(
-                key, op_sequence_no, standards, machine, f"LABOR_TICKET.TRANSACTION_ID={tid}"
+        if op_sequence_no is not None and is_outside_service(standards):
+            return "outside_service"
+        ticket = (ticket_type, ticket_resource, operation_seq_no, op_sequence_no)
+        run = convert_row(self._run, key, tid, ticket, (clock_in, clock_out), standards)
+        if isinstance(run, FieldError):
+            return self._bad(ticket_run_key(tid), row._mapping, run)
+        return run
+
+    def _run(
+        self,
+        key: tuple[str, str, str, str, str],
+        tid: int,
+        ticket: tuple[Any, Any, Any, Any],
+        times: tuple[Any, Any],
+        standards: Sequence[Any],
+    ) -> JobOperationRun:
+        """The run of a work-order ticket; raises FieldError (or any value error) when it is bad."""
+        ticket_type, ticket_resource, operation_seq_no, op_sequence_no = ticket
+        clock_in, clock_out = times
+        if op_sequence_no is None:
+            raise FieldError(
+                "OPERATION_SEQ_NO",
+                f"ticket points to operation {visual_job_name(key)}|{operation_seq_no}, "
+                "which does not exist in OPERATION",
             )
-        except RecordError as exc:
-            return self._bad(run_key, row._mapping, exc)
-        zone = self._zone
+        state = self._state(ticket_type, clock_out)
+        machine = clean(ticket_resource) or clean(standards[OP_RESOURCE])
+        operation = self._operation(
+            key, op_sequence_no, standards, machine, f"LABOR_TICKET.TRANSACTION_ID={tid}"
+        )
         return JobOperationRun(
-            run_key=run_key,
+            run_key=ticket_run_key(tid),
             operation=operation,
             state=state,
-            start_at=None if clock_in is None else to_utc(clock_in, zone),
-            end_at=None if clock_out is None else to_utc(clock_out, zone),
+            start_at=self._time("CLOCK_IN", clock_in),
+            end_at=self._time("CLOCK_OUT", clock_out),
             origin=operation.origin,
         )
+
+    def _time(self, column: str, value: Any) -> datetime | None:
+        """A VISUAL datetime column (naive local) as UTC; out of range -> FieldError naming it."""
+        return None if value is None else cell(column, value, to_utc, value, self._zone)
 
     def _state(self, ticket_type: Any, clock_out: Any) -> RunState:
         text = clean(ticket_type).upper()
@@ -351,10 +368,13 @@ class VisualSource(WindowedSqlSource):
                 stats.skip("outside_service")
                 continue
             origin = f"OPERATION {visual_job_name(key)}|{op_sequence_no}"
-            try:
-                yield self._operation(key, op_sequence_no, standards, clean(standards[OP_RESOURCE]), origin)
-            except RecordError as exc:
-                yield self._bad(f"{'/'.join(key)}|{op_sequence_no}", row._mapping, exc)
+            operation = convert_row(
+                self._operation, key, op_sequence_no, standards, clean(standards[OP_RESOURCE]), origin
+            )
+            if isinstance(operation, FieldError):
+                yield self._bad(f"{'/'.join(key)}|{op_sequence_no}", row._mapping, operation)
+            else:
+                yield operation
 
     def _operation(
         self,
@@ -392,7 +412,7 @@ class VisualSource(WindowedSqlSource):
             part_name=clean(part_id),
             lot_name=key[2],
             description=clean(part_description) or clean(operation_type),
-            due_at=None if want_date is None else to_utc(want_date, self._zone),
+            due_at=self._time("DESIRED_WANT_DATE", want_date),
             origin=origin,
         )
 
@@ -404,11 +424,11 @@ class VisualSource(WindowedSqlSource):
         cached = self._standards_cache.get(inputs)
         if cached is None:
             try:
-                quantity = _field("CALC_END_QTY", quantity_required, calc_end_qty)
+                quantity = cell("CALC_END_QTY", calc_end_qty, quantity_required, calc_end_qty)
                 if quantity is None:
-                    quantity = _field("DESIRED_QTY", quantity_required, desired_qty)
-                part_ms = _field("RUN", part_time_ms, run, self._unit(run_type), quantity)
-                cached = (quantity, _field("SETUP_HRS", setup_hours_to_seconds, setup_hrs), part_ms)
+                    quantity = cell("DESIRED_QTY", desired_qty, quantity_required, desired_qty)
+                part_ms = cell("RUN", run, part_time_ms, run, self._unit(run_type), quantity)
+                cached = (quantity, cell("SETUP_HRS", setup_hrs, setup_hours_to_seconds, setup_hrs), part_ms)
             except FieldError as exc:
                 cached = exc
             if len(self._standards_cache) >= STANDARDS_CACHE_SIZE:
@@ -442,10 +462,3 @@ class VisualSource(WindowedSqlSource):
             field=field,
             raw={k: None if v is None else str(v) for k, v in row.items()},
         )
-
-
-def _field(field: str, convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    try:
-        return convert(*args, **kwargs)
-    except UnitError as exc:
-        raise FieldError(field, f"{field}: {exc}") from None
