@@ -35,14 +35,18 @@ def read(tmp_path: Path, content: bytes) -> tuple[list[str], int, str | None]:
         (HEADER + ROWS, ["PO1|10", "PO2|10"], None),
         ((HEADER + ROWS).rstrip("\n"), ["PO1|10", "PO2|10"], None),  # no final newline, last row whole
         ((HEADER + ROWS).replace("\n", "\r\n"), ["PO1|10", "PO2|10"], None),
-        (HEADER, [], "export.csv has a header and no rows"),
-        (HEADER + "\n\n", [], "export.csv has a header and no rows"),
+        (HEADER, [], "export.csv has a header but no rows"),
+        (HEADER + "\n\n", [], "export.csv has a header but no rows"),
         (
             HEADER + ROWS + "PO3;10",
             ["PO1|10", "PO2|10"],
-            "export.csv:4: the last line ends without a newline",
+            "export.csv: export looks cut off: the last line (4) has 2",
         ),
-        (HEADER + ROWS + "PO3;10;M3;1;Act", ["PO1|10", "PO2|10"], "export.csv:4: the last line ends"),
+        (
+            HEADER + ROWS + "PO3;10;M3;1;Act",
+            ["PO1|10", "PO2|10"],
+            "export.csv: export looks cut off: the last line (4) ends without a newline and cannot",
+        ),
     ],
 )
 def test_suspect_snapshots(tmp_path: Path, content: str, runs: list[str], suspect: str | None) -> None:
@@ -56,7 +60,7 @@ def test_suspect_snapshots(tmp_path: Path, content: str, runs: list[str], suspec
 
 def test_a_cut_line_says_how_many_fields_it_has(tmp_path: Path) -> None:
     _, bad, suspect = read(tmp_path, (HEADER + ROWS + "PO3;10").encode("utf-8"))
-    assert suspect is not None and "has 2 of 5 fields" in suspect
+    assert suspect is not None and "has 2 of the header's 5 fields" in suspect
     assert bad == 1  # the cut row is still a bad row of its own (quarantined)
 
 

@@ -182,12 +182,15 @@ class Record:
 
     `undecodable`: a line of it is not valid in the pinned encoding (cells hold U+FFFD there).
     `truncated`: it is the last record and was cut off (see module docstring).
+    `unterminated`: it is the last record and ends without a newline (whole or not: a row that
+    then cannot be read was most likely cut inside a value).
     """
 
     line: int
     cells: list[str]
     undecodable: str | None = None
     truncated: str | None = None
+    unterminated: bool = False
 
 
 class _Lines:
@@ -270,8 +273,7 @@ def iter_records(info: FileInfo) -> Iterator[Record]:
         if pending is not None:
             if width is not None and not terminated and pending.line != header_line:
                 cut = _cut_off(pending, width, "".join(parts))
-                if cut:
-                    pending = Record(pending.line, pending.cells, pending.undecodable, cut)
+                pending = Record(pending.line, pending.cells, pending.undecodable, cut, unterminated=True)
             yield pending
 
 

@@ -133,6 +133,11 @@ class CsvRowReader:
             if record.truncated:
                 stats.suspect = f"{info.path.name}: export looks cut off: {record.truncated}"
             item = self._row(mapping, record, ctx, stats)
+            if record.unterminated and isinstance(item, BadRecord) and not stats.suspect:
+                stats.suspect = (
+                    f"{info.path.name}: export looks cut off: the last line ({line}) ends without a "
+                    f"newline and cannot be read ({item.reason})"
+                )
             if not isinstance(item, ParsedRow):
                 if item is not None:
                     yield item
