@@ -183,9 +183,12 @@ class Planner:
         cache[erp_machine] = mm
         return mm
 
+    def excluded(self, run: JobOperationRun) -> bool:
+        return self.exclude is not None and self.exclude(run)
+
     def placed_on(self, run: JobOperationRun) -> str | None:
         """The MM machine the multi-ticket rule places a ticket on; None leaves it to these rules."""
-        if (self.exclude is not None and self.exclude(run)) or not run.operation.machine.strip():
+        if self.excluded(run) or not run.operation.machine.strip():
             return None
         mm_machine = self._machine(run.operation.machine)
         return None if mm_machine is None or mm_machine in self.rejected else mm_machine

@@ -78,7 +78,14 @@ def reconcile(
         exclude=exclude,
         held=frozenset(held),
     )
-    floor = shop_floor(index_runs(desired), bindings, source=source, machine_of=planner.placed_on, now=now)
+    floor = shop_floor(
+        index_runs(desired),
+        bindings,
+        source=source,
+        machine_of=planner.placed_on,
+        excluded=planner.excluded,
+        now=now,
+    )
     planner.desired, planner.mm_ids, planner.reasons = floor.runs, floor.mm_ids, floor.reasons
     planner.flags.extend(floor.flags)
     planner.stats.superseded += floor.superseded

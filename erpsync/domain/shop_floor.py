@@ -54,6 +54,8 @@ def generation_key(anchor: str, number: int) -> str:
 
 def anchor_of(key: str) -> tuple[str, int]:
     """(anchor ticket key, generation number) of a binding key; ``LT7#g3`` -> (``LT7``, 3)."""
+    if GENERATION_MARK not in key:  # nearly every key: the no-change cycle asks for each binding
+        return key, 1
     anchor, mark, number = key.rpartition(GENERATION_MARK)
     if mark and anchor and number.isdigit() and int(number) > 1 and not number.startswith("0"):
         return anchor, int(number)
@@ -88,14 +90,69 @@ def _what(run: JobOperationRun) -> str:
     return f"{run.operation.job_name} op {run.operation.operation_seq}"
 
 
-@dataclass(eq=False)
-class _Machine:
-    """One MM machine's open tickets and the runs erpsync has open on it."""
+class _History:
+    """Ended tickets and finished runs by MM machine, indexed on first use: only a machine with
+    something to decide (a start, a crew member leaving, a takeover) needs them, and the no-change
+    cycle has none."""
 
-    open: list[JobOperationRun] = field(default_factory=list)
-    ended: list[JobOperationRun] = field(default_factory=list)
-    live: dict[OpId, tuple[BoundRun, JobOperationRun]] = field(default_factory=dict)  # run, anchor
-    run_ends: list[datetime] = field(default_factory=list)  # when erpsync's earlier runs there ended
+    def __init__(
+        self,
+        tickets: Mapping[str, JobOperationRun],
+        bindings: Mapping[str, BoundRun],
+        machine_of: Callable[[JobOperationRun], str | None],
+        excluded: Callable[[JobOperationRun], bool],
+    ) -> None:
+        self.tickets, self.bindings = tickets, bindings
+        self.machine_of, self.excluded = machine_of, excluded
+        self.sticky: dict[str, str] = {}  # anchor tickets of open runs stay on the run's machine
+        self._ended: dict[str, list[JobOperationRun]] | None = None
+        self._run_ends: dict[str, list[datetime]] | None = None
+        self._generations: dict[str, list[BoundRun]] | None = None
+
+    def ended(self, mm_machine: str) -> list[JobOperationRun]:
+        if self._ended is None:
+            self._ended = {}
+            for key, ticket in self.tickets.items():
+                if ticket.state is _ENDED:
+                    machine = self.sticky.get(key) or self.machine_of(ticket)
+                    if machine is not None:
+                        self._ended.setdefault(machine, []).append(ticket)
+        return self._ended.get(mm_machine, [])
+
+    def run_ends(self, mm_machine: str) -> list[datetime]:
+        if self._run_ends is None:
+            self._run_ends = {}
+            for bound in self.bindings.values():
+                end = bound.mm_end_at or bound.erp_end_at
+                if bound.status not in MM_OPEN_BINDING_STATUSES and end is not None:
+                    self._run_ends.setdefault(bound.mm_machine_id, []).append(end)
+        return self._run_ends.get(mm_machine, [])
+
+    def generations(self, anchor: str) -> list[BoundRun]:
+        """Every run erpsync recorded for this anchor ticket (its own key and ``#g<n>`` ones)."""
+        if self._generations is None:
+            self._generations = {}
+            for key, bound in self.bindings.items():
+                if GENERATION_MARK in key:
+                    self._generations.setdefault(anchor_of(key)[0], []).append(bound)
+        first = self.bindings.get(anchor)
+        return ([first] if first is not None else []) + self._generations.get(anchor, [])
+
+
+class _Machine:
+    """One MM machine's open tickets and the runs erpsync has open on it (a plain class: one per
+    machine is made every cycle)."""
+
+    __slots__ = ("history", "live", "name", "open")
+
+    def __init__(self, name: str, history: _History) -> None:
+        self.name, self.history = name, history
+        self.open: list[JobOperationRun] = []
+        self.live: dict[OpId, tuple[BoundRun, JobOperationRun]] = {}  # op -> (its run, anchor ticket)
+
+    @property
+    def ended(self) -> list[JobOperationRun]:
+        return self.history.ended(self.name)
 
 
 def shop_floor(
@@ -104,78 +161,83 @@ def shop_floor(
     *,
     source: str,
     machine_of: Callable[[JobOperationRun], str | None],
+    excluded: Callable[[JobOperationRun], bool],
     now: datetime,
 ) -> Floor:
     """Apply the multi-ticket rule. ``tickets``: the ERP's runs by run key (open and recently
     ended, plus lookups of bound anchors); ``bindings`` by key, with every generation of the
-    anchors of open tickets; ``machine_of``: a ticket's MM machine, or None to pass it through."""
+    anchors of open tickets; ``machine_of``: a ticket's MM machine, or None to pass it through;
+    ``excluded``: a ticket whose operation must not be in MM (its run is passed through too)."""
     floor = Floor()
+    history = _History(tickets, bindings, machine_of, excluded)
     machines: dict[str, _Machine] = {}
-    placed: set[str] = set()  # ticket keys the rule decides (not passed through)
-    generations: dict[str, list[BoundRun]] = {}
-    for key in sorted(bindings):
-        generations.setdefault(anchor_of(key)[0], []).append(bindings[key])
-        _place_binding(floor, machines, bindings[key], tickets, machine_of)
-    sticky = {t.run_key: b.mm_machine_id for s in machines.values() for b, t in s.live.values()}
+    for bound in bindings.values():
+        if bound.status in MM_OPEN_BINDING_STATUSES:
+            _place_binding(floor, machines, history, bound)
+    sticky = history.sticky
+    placed: set[str] = set()  # open tickets the rule decides (not passed through)
     for key, ticket in tickets.items():
-        mm_machine = sticky.get(key) or machine_of(ticket)
-        if mm_machine is None:
+        if ticket.state is _ENDED:
             continue
-        slot = machines.setdefault(mm_machine, _Machine())
-        (slot.ended if ticket.state is _ENDED else slot.open).append(ticket)
-        placed.add(key)
-    for mm_machine in sorted(machines):
-        _decide(floor, mm_machine, machines[mm_machine], generations, source=source, now=now)
+        mm_machine = sticky.get(key) or machine_of(ticket)
+        if mm_machine is not None:
+            _slot(machines, history, mm_machine).open.append(ticket)
+            placed.add(key)
+    for slot in machines.values():
+        _decide(floor, slot, source=source, now=now)
+    # tickets the rule does not place, and ended ones it did not need: `Planner` decides or
+    # counts them (history is never started)
     for key, ticket in tickets.items():
         if key not in placed and key not in floor.runs:
             floor.runs[key] = ticket
-    # ended tickets the rule did not need: `Planner` counts them (history is never started)
-    for key in placed:
-        if key not in floor.runs and tickets[key].state is _ENDED:
-            floor.runs[key] = tickets[key]
     return floor
 
 
-def _place_binding(
-    floor: Floor,
-    machines: dict[str, _Machine],
-    bound: BoundRun,
-    tickets: Mapping[str, JobOperationRun],
-    machine_of: Callable[[JobOperationRun], str | None],
-) -> None:
-    """Put a run MM may have open on its machine (by its anchor ticket's operation); a finished
-    one only tells when the machine was freed."""
+def _slot(machines: dict[str, _Machine], history: _History, mm_machine: str) -> _Machine:
+    slot = machines.get(mm_machine)
+    if slot is None:
+        slot = machines[mm_machine] = _Machine(mm_machine, history)
+    return slot
+
+
+def _place_binding(floor: Floor, machines: dict[str, _Machine], history: _History, bound: BoundRun) -> None:
+    """Put a run MM may have open on its machine, by its anchor ticket's operation."""
     key = bound.run_key
     anchor = anchor_of(key)[0]
-    ticket = tickets.get(anchor)
-    if bound.status not in MM_OPEN_BINDING_STATUSES:
-        end = bound.mm_end_at or bound.erp_end_at
-        if end is not None:
-            machines.setdefault(bound.mm_machine_id, _Machine()).run_ends.append(end)
-        return
+    ticket = history.tickets.get(anchor)
     if ticket is None:  # the ERP lost it: `Planner`'s vanished rule
         return
-    if machine_of(ticket) is None:  # excluded or unmapped now: `Planner` decides, by binding key
+    # excluded, or moved to a machine that is not placed now: `Planner` decides, by binding key
+    moved = ticket.operation.machine != bound.erp_machine
+    if history.excluded(ticket) or (moved and history.machine_of(ticket) is None):
         floor.runs[key] = ticket if key == anchor else replace(ticket, run_key=key)
         return
     # the run stays on the machine it was started on (a machine edit is flagged by reconcile)
-    slot = machines.setdefault(bound.mm_machine_id, _Machine())
+    slot = _slot(machines, history, bound.mm_machine_id)
     op = _op_id(ticket)
-    if op in slot.live:  # state from before this rule: two runs of one operation -> end one
-        _end(floor, bound, ticket, [], f"{_what(ticket)} is already shown by another run")
+    other = slot.live.get(op)
+    if other is not None:  # state from before this rule: two runs of one operation -> end one
+        kept, dropped = (other[0], bound) if other[0].run_key < key else (bound, other[0])
+        slot.live[op] = (kept, ticket)
+        history.sticky[anchor] = slot.name
+        _end(floor, dropped, ticket, [], f"{_what(ticket)} is already shown by another run")
         return
     slot.live[op] = (bound, ticket)
+    history.sticky[anchor] = slot.name
 
 
 def _decide(
     floor: Floor,
-    mm_machine: str,
     slot: _Machine,
-    generations: Mapping[str, list[BoundRun]],
     *,
     source: str,
     now: datetime,
 ) -> None:
+    if len(slot.open) == 1 and len(slot.live) == 1:
+        ((bound, anchor),) = slot.live.values()
+        if anchor is slot.open[0]:  # one ticket, its run open: the no-change cycle's usual machine
+            _keep(floor, bound, slot.open, anchor.state)
+            return
     shown_op: OpId | None = None
     switch_at: datetime | None = None  # when the shown operation took the machine
     if slot.open:
@@ -198,7 +260,7 @@ def _decide(
             taken = (
                 max((t for t in (shown.start_at, *others) if t is not None), default=None) if others else None
             )
-            switch_at = _begin(floor, slot, group, state, generations, taken, source=source, now=now)
+            switch_at = _begin(floor, slot, group, state, taken, source=source, now=now)
         for ticket in slot.open:
             if _op_id(ticket) != shown_op:
                 floor.superseded += 1
@@ -251,7 +313,6 @@ def _begin(
     slot: _Machine,
     group: list[JobOperationRun],
     state: RunState,
-    generations: Mapping[str, list[BoundRun]],
     taken: datetime | None,
     *,
     source: str,
@@ -260,7 +321,7 @@ def _begin(
     """The shown operation has no run open: start one (generation 1, or the next one); returns
     when it starts (None: MM's own now, or nothing started)."""
     anchor = group[0]
-    past = generations.get(anchor.run_key, [])
+    past = slot.history.generations(anchor.run_key)
     latest = max(past, key=lambda b: anchor_of(b.run_key)[1], default=None)
     if latest is not None and latest.status is not BindingStatus.STOPPED:
         # stopping: wait for MM's answer; failed: MM refused it, a person decides (resync);
@@ -294,7 +355,7 @@ def _as(ticket: JobOperationRun, key: str, state: RunState, start: datetime | No
 def _freed_at(slot: _Machine, first_in: datetime | None, now: datetime) -> datetime | None:
     """When the machine was last freed: the latest clock-out on it after ``first_in``, or end of
     an earlier MM run there (a reopened ticket's own), so a new run never overlaps an earlier one."""
-    ends = [t.end_at for t in slot.ended if t.end_at is not None] + slot.run_ends
+    ends = [t.end_at for t in slot.ended if t.end_at is not None] + slot.history.run_ends(slot.name)
     ends = [e for e in ends if e <= now and (first_in is None or e > first_in)]
     return max(ends, default=None)
 

@@ -231,9 +231,10 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.generation += 1
         desired = [r for k, r in self.erp.items() if k not in self.hidden]
         mm_state: dict[str, MMRunState] = {}
-        for run_key in self.erp:
-            bound = self.bindings.get(run_key)
-            mm_id = bound.mm_run_id if bound is not None else mm_run_id_for(SOURCE, run_key)
+        # what the service reads: every binding's MM run (each generation) and unbound runs' ids
+        mm_ids = {b.mm_run_id for b in self.bindings.values()}
+        mm_ids |= {mm_run_id_for(SOURCE, k) for k in self.erp if k not in self.bindings}
+        for mm_id in mm_ids:
             got = self.mm.get(mm_id)
             mm_state[mm_id] = "missing" if got is None else ("open" if got.open else "ended")
         plan = resync_plan(
