@@ -14,13 +14,18 @@ from typing import Any
 from sqlalchemy import func, select
 
 from erpsync.adapters.erp.visual_schema import create_visual_schema
+from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, SyncAction
+from erpsync.bootstrap import open_sync
 from erpsync.config import ServiceSettings, Settings, SourceSettings, StateSettings
 from erpsync.demo.visual_fixture import OperationKey, VisualFixture
+from erpsync.observability.correlation import correlation
 from erpsync.observability.crashpoints import CRASH_ENV_VAR
+from erpsync.runtime.cli_lease import held_lease
+from erpsync.service.sync import SyncSummary
 from tests.fixtures_mm import FAST_RETRIES, fast_mm_settings
 
 ERP_TZ = "America/Chicago"
@@ -180,3 +185,13 @@ def converge(config: Path, deadline_seconds: float = 30) -> None:
             assert "another erpsync instance leads" in result.stderr, result.stderr
         time.sleep(0.3)
     raise AssertionError(f"did not converge: last output {result!r}")
+
+
+def sync_cycle(settings: Settings, store: StateStore) -> SyncSummary:
+    """One `erpsync sync` cycle in process, built the way the CLI builds it (client, lease, service)."""
+    with MMClient(settings.mm) as client, correlation("cli"), held_lease(settings, store) as fence:
+        service = open_sync(settings, store, fence, client)
+        try:
+            return service.run_cycle()
+        finally:
+            service.source.close()

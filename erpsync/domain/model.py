@@ -91,6 +91,21 @@ class BadRecord:
     machine: str | None = None
     mm_run_id: str | None = None
 
+    def audit_fields(self) -> dict[str, Any]:
+        """The audit row that records this row's quarantine (one shape, whoever quarantines it)."""
+        return {
+            "action": "quarantine",
+            "outcome": "quarantined",
+            "source": self.source,
+            "erp_job": self.job,
+            "erp_operation": self.operation,
+            "erp_machine": self.machine,
+            "mm_run_id": self.mm_run_id,
+            "error": self.reason,
+            "error_class": self.error_class,
+            "detail": f"{self.location}: {self.reason}",
+        }
+
     @property
     def location(self) -> str:
         """`file:line (field)` or the record key: what a person needs to find the row."""

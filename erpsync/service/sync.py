@@ -343,20 +343,7 @@ class SyncService:
         """Quarantine bad rows; each is audited when it is new or re-opened, not every cycle."""
         for record in records:
             if uow.quarantine.upsert(record, now):
-                uow.audit.record(
-                    AuditRecord(
-                        action="quarantine",
-                        outcome="quarantined",
-                        source=record.source,
-                        erp_job=record.job,
-                        erp_operation=record.operation,
-                        erp_machine=record.machine,
-                        mm_run_id=record.mm_run_id,
-                        error=record.reason,
-                        error_class=record.error_class,
-                        detail=f"{record.location}: {record.reason}",
-                    )
-                )
+                uow.audit.record(AuditRecord(**record.audit_fields()))
 
     def _flags(self, uow: UnitOfWork, flags: Sequence[Flag]) -> int:
         """Audit each flag once (one that changes no binding is skipped when already audited).

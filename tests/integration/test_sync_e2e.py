@@ -26,7 +26,7 @@ from erpsync.runtime.cli_lease import held_lease
 from erpsync.service import quarantine as quarantine_service
 from erpsync.service.resync import Selection, run_resync
 from erpsync.service.sync import SyncService, SyncSummary
-from tests.sync_helpers import Shop, assert_converged, local, settings_for
+from tests.sync_helpers import Shop, assert_converged, local, settings_for, sync_cycle
 
 
 @pytest.fixture
@@ -45,16 +45,7 @@ class Harness:
         self.store = store
 
     def sync(self) -> SyncSummary:
-        with (
-            MMClient(self.settings.mm) as client,
-            correlation("cli"),
-            held_lease(self.settings, self.store) as fence,
-        ):
-            service = open_sync(self.settings, self.store, fence, client)
-            try:
-                return service.run_cycle()
-            finally:
-                service.source.close()
+        return sync_cycle(self.settings, self.store)
 
     def plan(self) -> list[tuple[str, str]]:
         service = open_sync(self.settings, self.store, None, None)

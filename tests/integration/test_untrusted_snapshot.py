@@ -28,20 +28,16 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from erpsync.adapters.erp.visual_schema import OPERATION
-from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SourceCheckpoint
-from erpsync.bootstrap import open_sync
 from erpsync.config import Settings, load_settings
 from erpsync.domain.identity import mm_run_id_for
-from erpsync.observability.correlation import correlation
-from erpsync.runtime.cli_lease import held_lease
 from erpsync.service.sync import SyncSummary
 from tests.fixtures_mm import FAST_RETRIES
-from tests.sync_helpers import ERP_TZ, Shop, local
+from tests.sync_helpers import ERP_TZ, Shop, local, sync_cycle
 
 LN_HEADER = "tisfc010.pdno;tisfc010.opno;tisfc010.mcno;tisfc010.qcmp;tisfc010.opst\n"
 
@@ -92,16 +88,7 @@ class World:
         migrate.upgrade(self.store.engine)
 
     def sync(self) -> SyncSummary:
-        with (
-            MMClient(self.settings.mm) as client,
-            correlation("cli"),
-            held_lease(self.settings, self.store) as fence,
-        ):
-            service = open_sync(self.settings, self.store, fence, client)
-            try:
-                return service.run_cycle()
-            finally:
-                service.source.close()
+        return sync_cycle(self.settings, self.store)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(

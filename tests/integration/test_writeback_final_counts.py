@@ -26,16 +26,13 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import RunBinding
 from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
-from erpsync.bootstrap import open_sync
 from erpsync.config import DatabaseSettings, Settings, WritebackSettings
 from erpsync.domain.writeback_rules import FINAL_COUNTS_CLASS
-from erpsync.observability.correlation import correlation
-from erpsync.runtime.cli_lease import held_lease
 from erpsync.service.sync import SyncSummary
 from erpsync.service.writeback import WritebackPolicy, run_writeback
 from erpsync.service.writeback_report import WritebackSummary
 from tests.integration.writeback_support import TABLE, audits, bind_run, quarantine
-from tests.sync_helpers import ERP_TZ, Shop, settings_for
+from tests.sync_helpers import ERP_TZ, Shop, settings_for, sync_cycle
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
@@ -75,16 +72,7 @@ class Plant:
 
     def sync(self) -> SyncSummary:
         """One `erpsync sync` cycle: clock-ins start MM runs, clock-outs stop them."""
-        with (
-            MMClient(self.settings.mm) as client,
-            correlation("cli"),
-            held_lease(self.settings, self.store) as fence,
-        ):
-            service = open_sync(self.settings, self.store, fence, client)
-            try:
-                return service.run_cycle()
-            finally:
-                service.source.close()
+        return sync_cycle(self.settings, self.store)
 
     def writeback(self, at: datetime | None = None, **kw: Any) -> WritebackSummary:
         """One write-back cycle, as if run at `at` (default: now)."""

@@ -184,7 +184,27 @@ class ReconcileMachine(RuleBasedStateMachine):
     ) -> None:
         now = self._tick(minutes)
         desired = self._desired(include_ended)
-        plan = reconcile(
+        plan = self._reconcile(desired, complete=complete, policy=policy, now=now)
+        failed = self._apply(plan, fail_a_start=fail_a_start)
+        self._check_ended_are_stopped(desired)
+        self._check_nothing_dropped(desired, plan)
+        if not failed and not self.lost_by_mm:
+            # converged, or within one more cycle: a run this cycle stopped (superseded while its
+            # ticket moved machine) starts its next generation once the stop is settled ...
+            for round_ in range(2):
+                again = self._reconcile(desired, complete=complete, policy=policy, now=now)
+                keys = [a.idempotency_key for a in again.actions]
+                if not keys:
+                    break
+                assert round_ == 0, keys
+                # ... which may take the machine the moved ticket now names
+                assert any(a.kind is ActionKind.START and "#g" in a.run_key for a in again.actions), keys
+                self._apply(again, fail_a_start=False)
+
+    def _reconcile(
+        self, desired: list[JobOperationRun], *, complete: bool, policy: str, now: datetime
+    ) -> Plan:
+        return reconcile(
             desired,
             self.bindings,
             source=SOURCE,
@@ -194,30 +214,6 @@ class ReconcileMachine(RuleBasedStateMachine):
             now=now,
             rejected_machines=REJECTED,
         )
-        failed = self._apply(plan, fail_a_start=fail_a_start)
-        self._check_ended_are_stopped(desired)
-        self._check_nothing_dropped(desired, plan)
-        if not failed and not self.lost_by_mm:
-            # converged, or within one more cycle: a run this cycle stopped (superseded while its
-            # ticket moved machine) starts its next generation once the stop is settled ...
-            for round_ in range(2):
-                again = reconcile(
-                    desired,
-                    self.bindings,
-                    source=SOURCE,
-                    mapper=MAPPER,
-                    snapshot_complete=complete,
-                    vanished_policy="stop" if policy == "stop" else "flag",
-                    now=now,
-                    rejected_machines=REJECTED,
-                )
-                keys = [a.idempotency_key for a in again.actions]
-                if not keys:
-                    break
-                assert round_ == 0, keys
-                # ... which may take the machine the moved ticket now names
-                assert any(a.kind is ActionKind.START and "#g" in a.run_key for a in again.actions), keys
-                self._apply(again, fail_a_start=False)
 
     @rule(complete=st.booleans(), policy=st.sampled_from(["stop", "flag"]), include_ended=st.booleans())
     def quiet_cycle(self, complete: bool, policy: str, include_ended: bool) -> None:

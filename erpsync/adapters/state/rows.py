@@ -129,18 +129,7 @@ def oversized(intent: Intent) -> BadRecord | None:
 
 def quarantine_audit(record: BadRecord) -> dict[str, Any]:
     """The audit row of a record quarantined by the state adapters themselves (`oversized`)."""
-    return audit_values(
-        action="quarantine",
-        outcome="quarantined",
-        source=record.source,
-        erp_job=record.job,
-        erp_operation=record.operation,
-        erp_machine=record.machine,
-        mm_run_id=record.mm_run_id,
-        error=record.reason,
-        error_class=record.error_class,
-        detail=f"{record.location}: {record.reason}",
-    )
+    return audit_values(**record.audit_fields())
 
 
 def with_origins(actions: Sequence[JournaledAction], intents: Sequence[Intent]) -> list[JournaledAction]:
