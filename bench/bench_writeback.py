@@ -48,18 +48,18 @@ class Sim:
     would share the GIL with erpsync and inflate the wall time, so by default it gets a process.
     """
 
-    def __init__(self, in_process: bool) -> None:
+    def __init__(self, in_process: bool, call_log_limit: int = 100_000) -> None:
         self._stop: Any = None
         self._process: Any = None
         self._local: MMSimulator | None = None
         if in_process:
-            self._local = MMSimulator(seed=7).start()
+            self._local = MMSimulator(seed=7, call_log_limit=call_log_limit).start()
             self.base_url, self.api_key = self._local.base_url, self._local.api_key
         else:
             ctx = multiprocessing.get_context("spawn")
             queue: Any = ctx.Queue()
             self._stop = ctx.Event()
-            self._process = ctx.Process(target=_serve, args=(queue, self._stop), daemon=True)
+            self._process = ctx.Process(target=_serve, args=(queue, self._stop, call_log_limit), daemon=True)
             self._process.start()
             self.base_url, self.api_key = queue.get(timeout=60)
         self._http = httpx.Client(base_url=self.base_url, timeout=30)
@@ -79,6 +79,24 @@ class Sim:
         else:
             self._http.post("/_sim/faults", json={"faults": [f.to_dict() for f in faults]}).raise_for_status()
 
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Every run MM has (open and ended), by run id: the simulator's `runs()`."""
+        if self._local is not None:
+            return self._local.runs()
+        reply = self._http.get("/_sim/runs")
+        reply.raise_for_status()
+        runs: dict[str, dict[str, Any]] = reply.json()
+        return runs
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The simulator's call log (the last `call_log_limit` API calls), oldest first."""
+        if self._local is not None:
+            return self._local.calls()
+        reply = self._http.get("/_sim/calls", timeout=120)
+        reply.raise_for_status()
+        calls: list[dict[str, Any]] = reply.json()
+        return calls
+
     def close(self) -> None:
         self._http.close()
         if self._local is not None:
@@ -88,8 +106,8 @@ class Sim:
             self._process.join(timeout=10)
 
 
-def _serve(queue: Any, stop: Any) -> None:
-    with MMSimulator(seed=7) as sim:
+def _serve(queue: Any, stop: Any, call_log_limit: int = 100_000) -> None:
+    with MMSimulator(seed=7, call_log_limit=call_log_limit) as sim:
         queue.put((sim.base_url, sim.api_key))
         stop.wait()
 

@@ -15,6 +15,11 @@ window, which one transient peak does not move), lease losses and error lines in
 each),
 ticket changes made and what erpsync's state holds at the end.
 
+End check (issue #19, `bench/soak_agreement.py`): once the churn stops, `serve` runs two more sync
+cycles, then every machine's most recent open clock-in is compared with the runs MM has open
+there (targets: every machine agrees; no machine without a run, with another operation's run,
+with several runs, or idle with a run open; no MM run id started twice).
+
 Steady state: the `infor-visual` preset reads every ticket closed within
 `source.visual.closed_ticket_lookback_hours` each cycle. The soak sets that lookback to
 `--lookback-hours` (1, the minimum) and, before `serve` starts, inserts as many closed tickets as
@@ -46,6 +51,7 @@ import httpx
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import make_url
 
+from bench import soak_agreement
 from bench.bench_writeback import Sim
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET, create_visual_schema
 from erpsync.adapters.state import migrate
@@ -304,7 +310,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     erp_url, erp_name = create_database(args.pg_url, "erpsync_soak_erp")
     state_url, state_name = create_database(args.pg_url, "erpsync_soak_state")
-    sim = Sim(in_process=False)
+    sim = Sim(in_process=False, call_log_limit=2_000_000)  # every start of the soak is kept
     proc: subprocess.Popen[bytes] | None = None
     folder = Path(tempfile.mkdtemp(prefix="erpsync-soak-"))
     log = folder / "serve.log"
@@ -352,6 +358,16 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 next_parts += 10
             floor.churn(args.changes_per_second)
             time.sleep(max(0.0, 1 - (time.monotonic() - now)))
+        # the churn has stopped: two more sync cycles, then MM must show every latest clock-in
+        settled = soak_agreement.settle(
+            proc,
+            lambda: len(runs_read_per_cycle(log)),
+            2,
+            max(3 * args.sync_seconds, args.settle_max_seconds),
+        )
+        machines = [f"M-{m:03d}" for m in range(1, args.machines + 1)]
+        agreed = soak_agreement.end_check(floor.engine, state_url, sim.runs(), sim.calls(), machines)
+        print(f"soak: {soak_agreement.summary_line(agreed)}", flush=True)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
         findings = log_findings(log)
@@ -375,6 +391,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             "closed_history_seeded": seeded,
             **runs_read,
             **findings,
+            **settled,
+            **agreed,
             "state": state_figures(state_url),
             "samples": [(round(t), round(mb, 1)) for t, mb in samples],
             "log": str(log),
@@ -433,6 +451,12 @@ def main() -> None:
         "window is at its steady-state size from the start",
     )
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument(
+        "--settle-max-seconds",
+        type=float,
+        default=60,
+        help="after the churn, wait at most this long (or 3 x --sync-seconds) for two sync cycles",
+    )
     parser.add_argument("--pg-url", default=DEFAULT_PG)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -445,12 +469,14 @@ def main() -> None:
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2, default=str))
     ok = result["window_growth_mb"] <= 5 and not result["lease_losses"] and not result["error_lines"]
+    ok = ok and soak_agreement.agrees(result)
     print(
         f"soak {'PASS' if ok else 'FAIL'}: RSS growth over the last {args.window:g} min "
         f"{result['window_growth_mb']} MB, last minus first sample (target <= 5; least-squares trend "
         f"{result['window_trend_mb']} MB), lease losses {result['lease_losses']}, "
         f"error lines {result['error_lines']}; runs read per cycle at the start / end of the window "
-        f"{result['window_runs_read_first']} / {result['window_runs_read_last']}"
+        f"{result['window_runs_read_first']} / {result['window_runs_read_last']}; "
+        f"{soak_agreement.summary_line(result)}"
     )
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
