@@ -25,12 +25,13 @@ import enum
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from erpsync.domain.model import PartCounts
+from erpsync.domain.shop_floor import anchor_of
 
 COUNT_FIELDS = ("total", "good", "scrap", "nonconform")
 LAST_COLUMNS = ("last_total_parts", "last_good_parts", "last_scrap_parts", "last_nonconform_parts")
@@ -88,6 +89,34 @@ def counts_dict(counts: PartCounts) -> dict[str, int]:
 def describe_values(values: Mapping[str, Any]) -> str:
     """ERP column values as a person reads them in a message: `GOOD_QTY=25, BAD_QTY=1`."""
     return ", ".join(f"{column}={value}" for column, value in values.items()) or "nothing"
+
+
+def add_counts(a: PartCounts | None, b: PartCounts | None) -> PartCounts | None:
+    """Two runs' counts together (one ticket's generations); None counts as nothing."""
+    if a is None or b is None:
+        return a or b
+    return PartCounts(a.total + b.total, a.good + b.good, a.scrap + b.scrap, a.nonconform + b.nonconform)
+
+
+def with_sibling_counts(
+    targets: Sequence[CountTarget], siblings: Mapping[int, tuple[str, str, PartCounts | None]]
+) -> list[CountTarget]:
+    """Give each target what erpsync last wrote for the other runs of its ticket (`others`).
+
+    ``siblings``: binding id -> (source, anchor ticket key, last written) for every run generation
+    of the targets' tickets. A ticket with one run gets None (nothing to add)."""
+    by_ticket: dict[tuple[str, str], list[tuple[int, PartCounts | None]]] = {}
+    for binding_id, (source, anchor, last) in siblings.items():
+        by_ticket.setdefault((source, anchor), []).append((binding_id, last))
+    shared = []
+    for target in targets:
+        runs = by_ticket.get((target.source, anchor_of(target.run_key)[0]), [])
+        others: PartCounts | None = None
+        for binding_id, last in runs:
+            if binding_id != target.binding_id:
+                others = add_counts(others, last)
+        shared.append(replace(target, others=others) if others is not None else target)
+    return shared
 
 
 def same_counts(a: PartCounts | None, b: PartCounts | None) -> bool:
@@ -180,6 +209,9 @@ class CountTarget:
     # since when the run's final counts are due (erpsync stopped it, or last saw its counts
     # change since); None: not stopped, or its final counts are in the ERP
     final_since: datetime | None = None
+    # what erpsync last wrote here for the ticket's OTHER runs (its earlier or later run
+    # generations, domain/shop_floor.py): a sink that keeps one value per ticket writes the sum
+    others: PartCounts | None = None
 
 
 def final_counts_mark(status: str | None, now: datetime) -> datetime | None:

@@ -15,14 +15,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
+from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
+from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state import migrate
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, RunBinding
+from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
 from erpsync.demo.visual_fixture import OperationKey
 from erpsync.domain.identity import generation_run_id
+from erpsync.service.writeback import WritebackPolicy, run_writeback
 from tests.integration.test_sync_e2e import Harness
 from tests.integration.test_untrusted_snapshot import LN_HEADER, World, run_id, write
 from tests.sync_helpers import ERP_TZ, Shop, settings_for
@@ -215,3 +219,38 @@ def test_a_csv_operation_that_goes_back_to_open_is_shown_again(
         assert runs[run_id(1)]["end_at"] is not None and runs[again]["start_at"] >= runs[run_id(1)]["end_at"]
     finally:
         world.dispose()
+
+
+def test_a_reopened_tickets_runs_write_their_sum_into_labor_ticket(floor: Floor, tmp_path: Path) -> None:
+    """`writeback.sink = "visual-labor-ticket"`: a ticket's two runs (before and after it was
+    reopened) are one LABOR_TICKET row, which ends up holding both runs' parts."""
+    fx, sim = floor.shop.fx, floor.sim
+    sink = VisualLaborTicketSink(floor.shop.engine)
+    policy = WritebackPolicy.from_settings(floor.harness.settings)
+
+    def writeback() -> None:
+        with MMClient(floor.harness.settings.mm) as client:
+            summary = run_writeback(SqlUnitOfWorkFactory(floor.store), client, sink, policy)
+        assert summary.failed == 0 and summary.conflicts == 0, summary
+
+    def ticket_counts() -> tuple[int, int]:
+        (row,) = fx.tickets([ticket])
+        return int(row["GOOD_QTY"]), int(row["BAD_QTY"])
+
+    ticket = fx.clock_in(floor.op_a, local(8, 0))
+    floor.sync()
+    sim.set_counts("erp:LT1", total=40, scrap=2)
+    writeback()
+    assert ticket_counts() == (38, 2)
+    sim.set_counts("erp:LT1", total=45, scrap=2)  # counted before the clock-out, not read yet
+    fx.clock_out(ticket, local(9, 0), good_qty=38, bad_qty=2)
+    floor.sync()
+    floor.reopen(ticket)
+    floor.sync()
+    assert floor.open_on() == ["erp:LT1.g2"]
+    sim.set_counts("erp:LT1.g2", total=15, scrap=1)
+    writeback()  # the first run's final counts and the second run's, in one batch
+    assert ticket_counts() == (43 + 14, 2 + 1)  # both runs' parts, not the second run's alone
+    sim.set_counts("erp:LT1.g2", total=20, scrap=1)
+    writeback()
+    assert ticket_counts() == (43 + 19, 2 + 1)

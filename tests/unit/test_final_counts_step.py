@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from erpsync.domain.writeback_rules import FinalStep, final_counts_mark, final_counts_step
+from erpsync.domain.model import PartCounts
+from erpsync.domain.writeback_rules import (
+    CountTarget,
+    FinalStep,
+    final_counts_mark,
+    final_counts_step,
+    with_sibling_counts,
+)
 
 STOPPED = datetime(2026, 12, 7, 12, tzinfo=UTC)
 WINDOW, MAX_AGE = timedelta(minutes=10), timedelta(hours=72)
@@ -46,3 +53,20 @@ def test_a_zero_window_finishes_with_the_first_read_after_the_stop() -> None:
 def test_only_a_stop_opens_the_window() -> None:
     assert final_counts_mark("stopped", STOPPED) == STOPPED
     assert final_counts_mark("vanished", STOPPED) is None and final_counts_mark(None, STOPPED) is None
+
+
+def test_a_tickets_runs_share_what_erpsync_wrote_for_the_others() -> None:
+    """A reopened ticket's runs (LT7, LT7#g2) each carry the other's last-written counts, so a sink
+    that keeps one value per ticket writes their sum; a ticket with one run carries nothing."""
+
+    def target(binding_id: int, run_key: str) -> CountTarget:
+        return CountTarget(binding_id, f"erp:{run_key}", run_key, "erp", "J", "10", "M1", None)
+
+    first, second, alone = target(1, "LT7"), target(2, "LT7#g2"), target(3, "LT8")
+    siblings = {
+        1: ("erp", "LT7", PartCounts(40, 38, 2, 0)),
+        2: ("erp", "LT7", PartCounts(15, 14, 1, 0)),
+        9: ("other", "LT7", PartCounts(99, 99, 0, 0)),  # another source's LT7: not this ticket
+    }
+    shared = with_sibling_counts([first, second, alone], siblings)
+    assert [t.others for t in shared] == [PartCounts(15, 14, 1, 0), PartCounts(40, 38, 2, 0), None]

@@ -13,12 +13,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from erpsync.adapters.state.rows import SINK_COUNT_COLUMNS, audit_key, chunks, count_target
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SinkCounts, utcnow
 from erpsync.domain.model import PartCounts
+from erpsync.domain.shop_floor import GENERATION_MARK, anchor_of
 from erpsync.domain.writeback_rules import (
     ACTIVE_STATUSES,
     BLOCKING_QUARANTINE,
@@ -29,6 +30,7 @@ from erpsync.domain.writeback_rules import (
     CountTarget,
     encode_in_doubt,
     last_columns,
+    with_sibling_counts,
 )
 
 
@@ -38,33 +40,7 @@ class SqlCounts:
 
     def targets(self, sink: str, *, run_id: str | None) -> list[CountTarget]:
         b = RunBinding
-        mine = aliased(SinkCounts)
-        query = (
-            select(
-                b.id,
-                b.mm_run_id,
-                b.run_key,
-                b.source,
-                b.erp_job,
-                b.erp_operation,
-                b.erp_machine,
-                b.last_total_parts,
-                b.last_good_parts,
-                b.last_scrap_parts,
-                b.last_nonconform_parts,
-                b.counts_in_doubt,
-                b.final_counts_since,
-                mine.binding_id.label("sink_row"),
-                mine.last_total_parts.label("sink_last_total_parts"),
-                mine.last_good_parts.label("sink_last_good_parts"),
-                mine.last_scrap_parts.label("sink_last_scrap_parts"),
-                mine.last_nonconform_parts.label("sink_last_nonconform_parts"),
-                mine.counts_in_doubt.label("sink_counts_in_doubt"),
-                exists().where(SinkCounts.binding_id == b.id).label("any_sink"),
-            )
-            .outerjoin(mine, and_(mine.binding_id == b.id, mine.sink == sink))
-            .order_by(b.id)
-        )
+        query = _target_query(sink)
         if run_id is not None:
             query = query.where(b.mm_run_id == run_id)
         else:
@@ -76,7 +52,35 @@ class SqlCounts:
                     b.final_counts_since.is_not(None),  # stopped, final counts not yet in the ERP
                 )
             )
-        return [_target(row._mapping) for row in self.session.execute(query)]
+        targets = [_target(row._mapping) for row in self.session.execute(query)]
+        return with_sibling_counts(targets, self._siblings(sink, targets))
+
+    def _siblings(
+        self, sink: str, targets: Sequence[CountTarget]
+    ) -> dict[int, tuple[str, str, PartCounts | None]]:
+        """Every run generation of the tickets that have several (keys ``<ticket>#g<n>``), with
+        what erpsync last wrote for each into this sink: by the unique (source, run_key) index."""
+        tickets = sorted(
+            {(t.source, anchor_of(t.run_key)[0]) for t in targets if GENERATION_MARK in t.run_key}
+        )
+        found: dict[int, tuple[str, str, PartCounts | None]] = {}
+        for chunk in chunks(tickets, 100):
+            keys = or_(
+                *(
+                    and_(
+                        RunBinding.source == source,
+                        or_(
+                            RunBinding.run_key == anchor,
+                            RunBinding.run_key.startswith(f"{anchor}{GENERATION_MARK}", autoescape=True),
+                        ),
+                    )
+                    for source, anchor in chunk
+                )
+            )
+            for row in self.session.execute(_target_query(sink).where(keys)):
+                target = _target(row._mapping)
+                found[target.binding_id] = (target.source, anchor_of(target.run_key)[0], target.last)
+        return found
 
     def blocking_conflicts(self) -> set[tuple[str, str]]:
         query = select(QuarantineEntry.source, QuarantineEntry.record_key).where(
@@ -233,6 +237,43 @@ class SqlCounts:
             )
         if inserts:
             self.session.execute(insert(table), inserts)
+
+
+Sibling = tuple[str, str, PartCounts | None]  # (source, anchor ticket key, last written)
+
+
+def _target_query(sink: str) -> Select[Any]:
+    """Bindings with what erpsync last wrote for them: into `sink`, else (before counts were kept
+    per sink) on the binding."""
+    b = RunBinding
+    mine = aliased(SinkCounts)
+    query = (
+        select(
+            b.id,
+            b.mm_run_id,
+            b.run_key,
+            b.source,
+            b.erp_job,
+            b.erp_operation,
+            b.erp_machine,
+            b.last_total_parts,
+            b.last_good_parts,
+            b.last_scrap_parts,
+            b.last_nonconform_parts,
+            b.counts_in_doubt,
+            b.final_counts_since,
+            mine.binding_id.label("sink_row"),
+            mine.last_total_parts.label("sink_last_total_parts"),
+            mine.last_good_parts.label("sink_last_good_parts"),
+            mine.last_scrap_parts.label("sink_last_scrap_parts"),
+            mine.last_nonconform_parts.label("sink_last_nonconform_parts"),
+            mine.counts_in_doubt.label("sink_counts_in_doubt"),
+            exists().where(SinkCounts.binding_id == b.id).label("any_sink"),
+        )
+        .outerjoin(mine, and_(mine.binding_id == b.id, mine.sink == sink))
+        .order_by(b.id)
+    )
+    return cast(Select[Any], query)
 
 
 def _target(row: Any) -> CountTarget:

@@ -16,6 +16,7 @@ from erpsync.adapters.state.memory_tables import MemoryTables, Row
 from erpsync.adapters.state.rows import audit_key, count_target
 from erpsync.domain import writeback_rules as rules
 from erpsync.domain.model import PartCounts
+from erpsync.domain.shop_floor import GENERATION_MARK, anchor_of
 from erpsync.domain.writeback_rules import AuditKey, CountTarget
 
 
@@ -25,15 +26,23 @@ class MemoryCounts:
 
     def targets(self, sink: str, *, run_id: str | None) -> list[CountTarget]:
         with_rows = {binding_id for binding_id, _ in self.tables.sink_counts}
-        found = [
-            replace(
-                count_target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows),
-                final_since=b.get("final_counts_since"),
-            )
+
+        def target(b: Row) -> CountTarget:
+            found = count_target(b, self.tables.sink_counts.get((b["id"], sink)), b["id"] in with_rows)
+            return replace(found, final_since=b.get("final_counts_since"))
+
+        due = [
+            target(b)
             for b in self.tables.bindings.values()
             if (b["mm_run_id"] == run_id if run_id is not None else _due(b))
         ]
-        return sorted(found, key=lambda target: target.binding_id)
+        tickets = {(t.source, anchor_of(t.run_key)[0]) for t in due if GENERATION_MARK in t.run_key}
+        siblings = {
+            t.binding_id: (t.source, anchor_of(t.run_key)[0], t.last)
+            for t in map(target, self.tables.bindings.values())
+            if (t.source, anchor_of(t.run_key)[0]) in tickets
+        }
+        return sorted(rules.with_sibling_counts(due, siblings), key=lambda t: t.binding_id)
 
     def blocking_conflicts(self) -> set[tuple[str, str]]:
         return {

@@ -35,9 +35,10 @@ from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountValues, describe_values, erp_verdict
+from erpsync.domain.writeback_rules import CountValues, add_counts, describe_values, erp_verdict
 
-RUN_KEY_RE = re.compile(r"LT(\d{1,10})")
+# a ticket's run, or a later generation of it (domain/shop_floor.py): both write to the ticket
+RUN_KEY_RE = re.compile(r"LT(\d{1,10})(?:#g\d{1,6})?")
 BLANK: CountValues = {"GOOD_QTY": 0, "BAD_QTY": 0}
 
 
@@ -60,6 +61,17 @@ def ticket_update_statement(table: Table) -> Update:
 def ticket_values(counts: PartCounts) -> dict[str, int]:
     """What a ticket holds for these counts: BAD_QTY = scrap + nonconform."""
     return {"GOOD_QTY": counts.good, "BAD_QTY": counts.scrap + counts.nonconform}
+
+
+def _ticket_sum(counts: PartCounts | None, others: PartCounts | None) -> CountValues:
+    """What the ticket holds for one of its runs' counts: the sum over all of its runs (a reopened
+    ticket's generations), blank when there is nothing yet."""
+    total = add_counts(counts, others)
+    return ticket_values(total) if total is not None else BLANK
+
+
+def _plus(values: CountValues, shift: CountValues) -> CountValues:
+    return {key: values[key] + shift[key] for key in BLANK} if any(shift.values()) else values
 
 
 def _number(value: Any) -> int | Decimal:
@@ -99,7 +111,7 @@ class VisualLaborTicketSink(CheckedTarget):
                 results[w.mm_run_id] = WriteResult(
                     w.mm_run_id,
                     "failed",
-                    message=f"run key {w.target.run_key!r} is not a VISUAL labor ticket (LT<id>)",
+                    message=f"run key {w.target.run_key!r} is not a VISUAL labor ticket (LT<id>[#g<n>])",
                 )
             else:
                 tickets[w.mm_run_id] = int(match.group(1))
@@ -118,23 +130,28 @@ class VisualLaborTicketSink(CheckedTarget):
                 int(r.TRANSACTION_ID): {"GOOD_QTY": _number(r.GOOD_QTY), "BAD_QTY": _number(r.BAD_QTY)}
                 for r in rows
             }
+            # what this batch already wrote into a ticket, added to the next run of the same ticket
+            moved: dict[int, CountValues] = {}
             for w in batch:
                 ticket = tickets[w.mm_run_id]
-                new = ticket_values(w.counts)
+                shift = moved.get(ticket, BLANK)
+                new = _plus(_ticket_sum(w.counts, w.target.others), shift)
                 before = current.get(ticket)
                 if before is None:
                     results[w.mm_run_id] = WriteResult(
                         w.mm_run_id, "failed", after=new, message=f"LABOR_TICKET {ticket} not found"
                     )
                     continue
-                expected = ticket_values(w.previous) if w.previous is not None else BLANK
-                in_doubt = [ticket_values(c) for c in w.in_doubt]
+                expected = _plus(_ticket_sum(w.previous, w.target.others), shift)
+                in_doubt = [_plus(_ticket_sum(c, w.target.others), shift) for c in w.in_doubt]
                 verdict = erp_verdict(current=before, expected=expected, new=new, in_doubt=in_doubt)
                 if verdict == "write":
                     results[w.mm_run_id] = WriteResult(w.mm_run_id, "written", before, new)
                     updates.append(
-                        {"t_id": ticket, "x_good": before["GOOD_QTY"], "x_bad": before["BAD_QTY"]} | new
+                        {"t_id": ticket, "x_good": before["GOOD_QTY"], "x_bad": before["BAD_QTY"], **new}
                     )
+                    current[ticket] = new
+                    moved[ticket] = {k: shift[k] + new[k] - before[k] for k in BLANK}
                 elif verdict == "conflict":
                     message = (
                         f"LABOR_TICKET {ticket} holds {describe_values(before)}; erpsync last wrote "
