@@ -7,9 +7,10 @@ told. The rule (docs/architecture.md, "Several tickets on one machine"):
 1. **One operation, several people** (crew, helper, setup tech then operator): overlapping open
    tickets on the same operation and machine are ONE MM run, from the first clock-in to the last
    clock-out. It is in production as soon as any of them is a run ticket.
-2. **Different operations**: the operation of the most recent clock-in (ties: the greater ticket
-   key) is shown. The run of any other operation open on the machine is stopped at that clock-in,
-   and every other ticket still open there is flagged once as a likely forgotten clock-out.
+2. **Different operations**: the operation of the most recent clock-in (ties: the ticket key in
+   natural order, LT100000 after LT99999) is shown. The run of any other operation open on the
+   machine is stopped at that clock-in, and every other ticket still open there is flagged once as
+   a likely forgotten clock-out.
 3. **Shown again**: when the shown operation's last ticket closes while another operation's ticket
    is still open, that operation is shown again as a **new run generation**: a new deterministic
    MM run id (`generation_key`), started when the machine was freed (the latest clock-out on the
@@ -28,6 +29,7 @@ unchanged, so `reconcile` quarantines or skips them with its own reasons.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ GENERATION_MARK = "#g"
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _ENDED = RunState.ENDED
 
+_DIGITS = re.compile(r"(\d+)")
 OpId = tuple[tuple[str, ...], str]  # (job key, operation sequence): one routing step
 
 
@@ -84,6 +87,13 @@ def _op_id(run: JobOperationRun) -> OpId:
 
 def _start(run: JobOperationRun) -> datetime:
     return run.start_at or _EARLIEST
+
+
+def _clock_in_order(run: JobOperationRun) -> tuple[datetime, tuple[tuple[int, int | str], ...]]:
+    """Clock-in time, then the ticket key in natural order (``LT100000`` after ``LT99999``): the
+    later of two tickets clocked in at the same moment is the one the ERP numbered later."""
+    parts = _DIGITS.split(run.run_key)
+    return _start(run), tuple((1, int(p)) if p.isdigit() else (0, p) for p in parts if p)
 
 
 def _what(run: JobOperationRun) -> str:
@@ -241,9 +251,9 @@ def _decide(
     shown_op: OpId | None = None
     switch_at: datetime | None = None  # when the shown operation took the machine
     if slot.open:
-        shown = max(slot.open, key=lambda t: (_start(t), t.run_key))
+        shown = max(slot.open, key=_clock_in_order)
         shown_op = _op_id(shown)
-        group = sorted((t for t in slot.open if _op_id(t) == shown_op), key=lambda t: (_start(t), t.run_key))
+        group = sorted((t for t in slot.open if _op_id(t) == shown_op), key=_clock_in_order)
         state = RunState.PRODUCTION if any(t.state is RunState.PRODUCTION for t in group) else RunState.SETUP
         live = slot.live.get(shown_op)
         switch_at = shown.start_at

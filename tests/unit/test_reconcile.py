@@ -757,3 +757,10 @@ def test_resync_rebind_with_a_stop_leaves_the_status_to_the_stop() -> None:
 def test_resync_quarantines_a_rejected_machine() -> None:
     p = resync([run("LT1", PRODUCTION)], {}, {"LT1": "missing"}, rejected={"M1"})
     assert p.actions == [] and [b.record_key for b in p.quarantined] == ["LT1"]
+
+
+def test_two_clock_ins_at_the_same_moment_show_the_ticket_the_erp_numbered_later() -> None:
+    """Natural order of ticket keys: LT100000 is later than LT99999 (a plain string says otherwise)."""
+    older = run("LT99999", PRODUCTION, start=at(0), job="A")
+    newer = run("LT100000", PRODUCTION, start=at(0), job="B")
+    assert summary(plan([older, newer])) == [("start_run", "LT100000", "production")]

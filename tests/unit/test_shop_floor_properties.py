@@ -193,7 +193,7 @@ class Floor:
 def _latest_in(tickets: list[JobOperationRun]) -> tuple[str, str]:
     """The operation of the most recent clock-in among ``tickets`` (a reopened ticket keeps its
     CLOCK_IN: the ERP does not record when it was reopened)."""
-    latest = max(tickets, key=lambda t: (t.start_at, t.run_key))
+    latest = max(tickets, key=lambda t: (t.start_at, int(t.run_key[2:])))
     return (latest.operation.job_key[1], latest.operation.operation_seq)
 
 
