@@ -14,7 +14,7 @@ from erpsync.domain.lifecycle import ActionKind
 
 if TYPE_CHECKING:
     from erpsync.domain.model import BadRecord
-    from erpsync.domain.plan import Plan
+    from erpsync.domain.plan import Plan, RunAction
     from erpsync.domain.snapshot_trust import StopHold
 
 # The service layer, SQLAlchemy and httpx are imported inside the commands (start-up time).
@@ -29,20 +29,7 @@ def plan_rows(
 ) -> list[dict[str, Any]]:
     """The plan as a list of actions (the `--json` shape of plan and resync --dry-run); the stops
     a hold keeps back (an untrusted snapshot, a mass vanish) are listed as `held:stop_run`."""
-    rows: list[dict[str, Any]] = [
-        {
-            "kind": str(a.kind),
-            "run_id": a.mm_run_id,
-            "machine": a.mm_machine_id,
-            "erp_machine": a.erp_machine,
-            "job": a.job,
-            "operation": a.operation,
-            "phase": "setup" if a.in_setup else "production",
-            "end_at": a.end_at.isoformat() if a.kind is ActionKind.STOP else None,
-            "reason": a.reason,
-        }
-        for a in plan.actions
-    ]
+    rows: list[dict[str, Any]] = [_action_row(a, str(a.kind), a.reason) for a in plan.actions]
     rows += [
         {
             "kind": f"flag:{f.kind}",
@@ -73,20 +60,23 @@ def plan_rows(
     ]
     if hold is not None and not hold.confirmed:
         rows += [
-            {
-                "kind": f"held:{a.kind}",
-                "run_id": a.mm_run_id,
-                "machine": a.mm_machine_id,
-                "erp_machine": a.erp_machine,
-                "job": a.job,
-                "operation": a.operation,
-                "phase": "setup" if a.in_setup else "production",
-                "end_at": a.end_at.isoformat(),
-                "reason": f"not stopped: {hold.reason} ({a.reason})",
-            }
-            for a in hold.stops
+            _action_row(a, f"held:{a.kind}", f"not stopped: {hold.reason} ({a.reason})") for a in hold.stops
         ]
     return rows
+
+
+def _action_row(a: RunAction, kind: str, reason: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "run_id": a.mm_run_id,
+        "machine": a.mm_machine_id,
+        "erp_machine": a.erp_machine,
+        "job": a.job,
+        "operation": a.operation,
+        "phase": "setup" if a.in_setup else "production",
+        "end_at": a.end_at.isoformat() if a.kind is ActionKind.STOP else None,
+        "reason": reason,
+    }
 
 
 def _print_plan(rows: list[dict[str, Any]]) -> None:

@@ -100,10 +100,23 @@ def _counts(done: Done) -> PartCounts:
 
 
 def _audit_record(d: Done, sink: str, token: int | None) -> AuditRecord:
+    return _write_audit(
+        d,
+        token,
+        outcome=d.outcome,
+        error=d.message if d.outcome not in ("written", "already_written") else None,
+        error_class=d.error_class,
+        before=d.before,
+        after=d.after,
+        detail=f"sink {sink}" + (f": {d.message}" if d.message else ""),
+    )
+
+
+def _write_audit(d: Done, token: int | None, **what: Any) -> AuditRecord:
+    """A write-back audit row about `d`'s run; `what` says what happened to it."""
     t = d.target
     return AuditRecord(
         action=WRITE_ACTION,
-        outcome=d.outcome,
         source=t.source,
         erp_job=t.erp_job,
         erp_operation=t.erp_operation,
@@ -111,11 +124,7 @@ def _audit_record(d: Done, sink: str, token: int | None) -> AuditRecord:
         mm_run_id=t.mm_run_id,
         fencing_token=token,
         http_status=d.http_status,
-        error=d.message if d.outcome not in ("written", "already_written") else None,
-        error_class=d.error_class,
-        before=d.before,
-        after=d.after,
-        detail=f"sink {sink}" + (f": {d.message}" if d.message else ""),
+        **what,
     )
 
 
@@ -146,20 +155,13 @@ def _given_up_record(done: Done, now: datetime) -> BadRecord:
 
 
 def _given_up_audit(d: Done, reason: str, sink: str, token: int | None) -> AuditRecord:
-    t = d.target
-    return AuditRecord(
-        action=WRITE_ACTION,
+    return _write_audit(
+        d,
+        token,
         outcome="quarantined",
-        source=t.source,
-        erp_job=t.erp_job,
-        erp_operation=t.erp_operation,
-        erp_machine=t.erp_machine,
-        mm_run_id=t.mm_run_id,
-        fencing_token=token,
-        http_status=d.http_status,
         error=reason,
         error_class=FINAL_COUNTS_CLASS,
-        before=maybe_counts(t.last),
+        before=maybe_counts(d.target.last),
         after=None,
         detail=f"sink {sink}: final counts given up",
     )

@@ -19,8 +19,6 @@ from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.adapters.mm.client import MMClient
 from erpsync.adapters.mm.simulator import MMSimulator
-from erpsync.adapters.state import migrate
-from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, RunBinding
 from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
@@ -44,14 +42,6 @@ def utc(hour: int, minute: int = 0) -> str:
     """That time as the simulator shows it."""
     at = local(hour, minute).replace(tzinfo=ZoneInfo(ERP_TZ)).astimezone(UTC)
     return at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-@pytest.fixture
-def state(sqlite_url: str) -> Iterator[StateStore]:
-    store = StateStore(create_db_engine(sqlite_url))
-    migrate.upgrade(store.engine)
-    yield store
-    store.dispose()
 
 
 class Floor:
@@ -98,14 +88,14 @@ def floor(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     sqlite_url: str,
-    state: StateStore,
+    sqlite_state_store: StateStore,
     mm_simulator: MMSimulator,
 ) -> Iterator[Floor]:
     if request.param == "postgresql":
         erp_url = request.getfixturevalue("pg_url")
     else:
         erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
-    world = Floor(erp_url, sqlite_url, mm_simulator, state)
+    world = Floor(erp_url, sqlite_url, mm_simulator, sqlite_state_store)
     yield world
     world.shop.dispose()
 
