@@ -226,12 +226,12 @@ def _place_binding(floor: Floor, machines: dict[str, _Machine], history: _Histor
     slot = _slot(machines, history, bound.mm_machine_id)
     op = _op_id(ticket)
     other = slot.live.get(op)
-    if other is not None:  # state from before this rule: two runs of one operation -> end one
-        kept, dropped = (other[0], bound) if other[0].run_key < key else (bound, other[0])
-        slot.live[op] = (kept, ticket)
-        history.sticky[anchor] = slot.name
-        _end(floor, dropped, ticket, [], f"{_what(ticket)} is already shown by another run")
+    why = f"{_what(ticket)} is already shown by another run"
+    if other is not None and other[0].run_key < key:  # from before this rule: one run per operation
+        _end(floor, bound, ticket, [], why)
         return
+    if other is not None:
+        _end(floor, other[0], other[1], [], why)
     slot.live[op] = (bound, ticket)
     history.sticky[anchor] = slot.name
 

@@ -764,3 +764,12 @@ def test_two_clock_ins_at_the_same_moment_show_the_ticket_the_erp_numbered_later
     older = run("LT99999", PRODUCTION, start=at(0), job="A")
     newer = run("LT100000", PRODUCTION, start=at(0), job="B")
     assert summary(plan([older, newer])) == [("start_run", "LT100000", "production")]
+
+
+def test_two_open_runs_of_one_operation_from_before_the_crew_rule_become_one() -> None:
+    """State written before the multi-ticket rule: a crew's two tickets each had an MM run open.
+    The run of the earlier binding key goes on; the other is stopped, not restarted."""
+    a = run("LT1", PRODUCTION, start=at(0), job="A")
+    b = run("LT2", PRODUCTION, start=at(10), job="A")
+    p = plan([a, b], bindings(bind(a), bind(b)))
+    assert [(x.kind, x.run_key) for x in p.actions] == [(ActionKind.STOP, "LT2")]
