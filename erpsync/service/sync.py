@@ -38,6 +38,7 @@ from erpsync.domain.lifecycle import (
     JournalStamp,
 )
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
+from erpsync.domain.oversized import oversized
 from erpsync.domain.plan import Flag, Plan, RunAction
 from erpsync.domain.reconcile import reconcile
 from erpsync.domain.shop_floor import anchor_of
@@ -266,8 +267,11 @@ class SyncService:
             known = uow.actions.existing_keys([i.idempotency_key for i in intents])
             fresh = [i for i in intents if i.idempotency_key not in known]
             summary.already_journaled = len(intents) - len(fresh)
-            entries = uow.actions.record(fresh, self.journal_stamp(now))
-            bad = [*planned.bad_rows, *plan.quarantined]
+            too_large = {i.idempotency_key: r for i in fresh if (r := oversized(i)) is not None}
+            entries = uow.actions.record(
+                [i for i in fresh if i.idempotency_key not in too_large], self.journal_stamp(now)
+            )
+            bad = [*planned.bad_rows, *plan.quarantined, *too_large.values()]
             self.quarantine_records(uow, bad, now)
             if planned.snapshot is not None:  # a full read: retried rows not seen bad are resolved
                 uow.quarantine.resolve_retried(

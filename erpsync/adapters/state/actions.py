@@ -28,8 +28,6 @@ from erpsync.adapters.state.rows import (
     chunks,
     intent_row,
     journaled_action,
-    oversized,
-    quarantine_audit,
     refused_record,
     settle_audit,
     with_origins,
@@ -78,12 +76,7 @@ class SqlActions:
         return found
 
     def record(self, intents: Sequence[Intent], stamp: JournalStamp) -> list[JournaledAction]:
-        """Journal the intents (claimed until `claim_until`) and the binding rows they imply.
-
-        An intent whose request body is too large to journal (`rows.oversized`) is quarantined
-        and audited instead, and left out of the result, so it is never sent.
-        """
-        intents = self._refuse_oversized(intents)
+        """Journal the intents (claimed until `claim_until`) and the binding rows they imply."""
         if not intents:
             return []
         now = utcnow()
@@ -100,17 +93,6 @@ class SqlActions:
             for row in self.session.execute(query).mappings():
                 by_key[row["idempotency_key"]] = journaled_action(row)
         return with_origins([by_key[k] for k in keys], intents)
-
-    def _refuse_oversized(self, intents: Sequence[Intent]) -> Sequence[Intent]:
-        kept: list[Intent] = []
-        quarantine = SqlQuarantine(self.session)
-        for intent in intents:
-            record = oversized(intent)
-            if record is None:
-                kept.append(intent)
-            elif quarantine.upsert(record, utcnow()):
-                self.session.execute(insert(AuditEntry), [quarantine_audit(record)])
-        return kept
 
     def due(self, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
         """Pending or retryable actions whose claim/backoff has run out: in doubt or due for retry."""

@@ -27,8 +27,6 @@ from erpsync.adapters.state.rows import (
     intent_binding_values,
     intent_row,
     journaled_action,
-    oversized,
-    quarantine_audit,
     refused_record,
     settle_audit,
     with_origins,
@@ -65,7 +63,6 @@ class MemoryActions:
         return {row["idempotency_key"] for row in self.tables.actions.values()} & wanted
 
     def record(self, intents: Sequence[Intent], stamp: JournalStamp) -> list[JournaledAction]:
-        intents = self._refuse_oversized(intents)
         if not intents:
             return []
         now = utcnow()
@@ -83,18 +80,6 @@ class MemoryActions:
         bindings.insert([i.new_binding for i in intents if i.new_binding], now)
         bindings.apply_intents(intents, now)
         return with_origins([journaled_action(row) for row in rows], intents)
-
-    def _refuse_oversized(self, intents: Sequence[Intent]) -> Sequence[Intent]:
-        kept: list[Intent] = []
-        quarantine = MemoryQuarantine(self.tables)
-        for intent in intents:
-            record = oversized(intent)
-            if record is None:
-                kept.append(intent)
-            elif quarantine.upsert(record, utcnow()):
-                audit = new_row(AuditEntry, {**quarantine_audit(record), "id": self.tables.next_id()})
-                self.tables.audit.append(audit)
-        return kept
 
     def due(self, now: datetime, limit: int = 10_000) -> list[JournaledAction]:
         due = (row for _, row in sorted(self.tables.actions.items()) if _due(row, now))

@@ -17,12 +17,10 @@ from erpsync.adapters.state.audit import audit_values
 from erpsync.domain.columns import (
     MESSAGE_MAX_BYTES,
     RAW_MAX_BYTES,
-    TEXT_MAX_BYTES,
     fit_bytes,
     fit_id,
     fit_name,
     fit_optional_id,
-    utf8_size,
 )
 from erpsync.domain.lifecycle import (
     MACHINE_MAX,
@@ -39,6 +37,7 @@ from erpsync.domain.lifecycle import (
     RunRef,
 )
 from erpsync.domain.model import BadRecord
+from erpsync.domain.oversized import origin_location
 from erpsync.domain.plan import Flag
 from erpsync.domain.writeback_rules import LAST_COLUMNS, AuditKey, CountTarget, sink_view
 from erpsync.observability.scrub import scrub
@@ -53,7 +52,6 @@ ERROR_CLASS_MAX = 64
 REJECT_REASON_MAX = 2000
 # the longest MM request body the journal keeps whole (`erpsync_action.payload`, a TEXT column:
 # 65,535 bytes on MariaDB); a longer one is quarantined before it is journaled or sent
-PAYLOAD_MAX_BYTES = TEXT_MAX_BYTES
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -90,46 +88,6 @@ def intent_row(
         "triggered_by": stamp.trigger,
         "created_at": now,
     }
-
-
-def oversized(intent: Intent) -> BadRecord | None:
-    """The quarantine record of an intent whose MM request body is too large to journal, or None.
-
-    The journal keeps the exact body so a crash can be settled without the ERP; a body over
-    `PAYLOAD_MAX_BYTES` (a multi-megabyte description cell) cannot be kept, and MM would refuse
-    it anyway. Such a run is quarantined, named by its ERP row, and neither journaled nor sent.
-    A job import is exempt (its size grows with the shop; on MariaDB it needs a wider column).
-    """
-    if intent.kind is ActionKind.IMPORT:
-        return None  # the job file of a whole shop: large by nature, one action, never one row
-    size = utf8_size(json.dumps(intent.payload, sort_keys=True, default=str))
-    if size <= PAYLOAD_MAX_BYTES:
-        return None
-    ref = intent.ref
-    file, line = origin_location(ref.origin if ref else "")
-    what = f"{ref.job} op {ref.operation} on {ref.machine}" if ref else intent.idempotency_key
-    return BadRecord(
-        source=intent.source or "mm",
-        record_key=ref.run_key if ref else intent.idempotency_key,
-        reason=(
-            f"run {what}: its MachineMetrics request is {size:,} bytes, over the limit of "
-            f"{PAYLOAD_MAX_BYTES:,} bytes (a field such as the description is far too long); "
-            "shorten the field in the ERP"
-        ),
-        error_class="request_too_large",
-        file=file,
-        line=line,
-        raw=intent.payload,
-        job=ref.job if ref else None,
-        operation=ref.operation if ref else None,
-        machine=ref.machine if ref else None,
-        mm_run_id=ref.mm_run_id if ref else None,
-    )
-
-
-def quarantine_audit(record: BadRecord) -> dict[str, Any]:
-    """The audit row of a record quarantined by the state adapters themselves (`oversized`)."""
-    return audit_values(**record.audit_fields())
 
 
 def with_origins(actions: Sequence[JournaledAction], intents: Sequence[Intent]) -> list[JournaledAction]:
@@ -344,17 +302,6 @@ def quarantine_values(record: BadRecord) -> dict[str, Any]:
 def quarantine_key(source: str, record_key: str) -> tuple[str, str]:
     """(source, record_key) as stored: what a lookup of a record compares with."""
     return fit_id(source, SOURCE_MAX), fit_id(record_key, QUARANTINE_KEY_MAX)
-
-
-def origin_location(origin: str) -> tuple[str | None, int | None]:
-    """An ERP row's origin as (file, line): ``orders.csv:12`` -> ("orders.csv", 12); another
-    origin (a VISUAL operation, a table row) is kept whole as the file, without a line."""
-    if not origin:
-        return None, None
-    head, sep, tail = origin.rpartition(":")
-    if sep and head and tail.isdigit():
-        return head, int(tail)
-    return origin, None
 
 
 def refused_record(outcome: Outcome) -> BadRecord:
