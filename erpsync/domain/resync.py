@@ -76,7 +76,8 @@ def resync_plan(
     selected: set[str] = set()
     candidates = set(index).union(bindings)
     for key in sorted(candidates):
-        if selection is not None and not selection(key):
+        # a ticket's later run generation is picked with its ticket (``--run LT7`` -> ``LT7#g2``)
+        if selection is not None and not (selection(key) or selection(anchor_of(key)[0])):
             continue
         bound = bindings.get(key)
         run = index.get(key)

@@ -44,7 +44,13 @@ class Selection:
         job = binding.job if binding else run.operation.job_name if run else ""
         operation = binding.operation if binding else run.operation.operation_name if run else ""
         machine = binding.erp_machine if binding else run.machine if run else ""
-        keys = {binding.mm_run_id, binding.run_key} if binding else {run.run_key} if run else set()
+        keys = (
+            {binding.mm_run_id, binding.run_key, anchor_of(binding.run_key)[0]}
+            if binding
+            else {run.run_key}
+            if run
+            else set()
+        )
         checks = [
             self.job is None or self.job in (job, run.operation.job_name if run else None),
             self.operation is None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from erpsync.domain.identity import mm_run_id_for, payload_fingerprint
-from erpsync.domain.lifecycle import ActionKind, BoundRun, MMRunState
+from erpsync.domain.lifecycle import ActionKind, BindingStatus, BoundRun, MMRunState
 from erpsync.domain.machines import MachineMapper
 from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.plan import FlagKind, Plan, StartAction, StopAction, import_action
@@ -773,3 +773,22 @@ def test_two_open_runs_of_one_operation_from_before_the_crew_rule_become_one() -
     b = run("LT2", PRODUCTION, start=at(10), job="A")
     p = plan([a, b], bindings(bind(a), bind(b)))
     assert [(x.kind, x.run_key) for x in p.actions] == [(ActionKind.STOP, "LT2")]
+
+
+def test_resync_of_a_ticket_picks_its_current_run_generation() -> None:
+    """`erpsync resync --run LT1` after LT1 was reopened: its open MM run is LT1#g2 (erp:LT1.g2),
+    and the ticket's clock-out stops that run."""
+    ticket = run("LT1", ENDED, start=at(0), end=at(90))
+    first = bind(run("LT1", start=at(0)), "stopped")
+    second = replace(first, run_key="LT1#g2", mm_run_id="erp:LT1.g2", status=BindingStatus.RUNNING)
+    p = resync_plan(
+        [ticket],
+        bindings(first, second),
+        source=SOURCE,
+        mapper=MAPPER,
+        mm_state={"erp:LT1": "ended", "erp:LT1.g2": "open"},
+        generation=GEN,
+        now=NOW,
+        selection={"LT1"}.__contains__,
+    )
+    assert [(a.kind, a.mm_run_id) for a in p.actions] == [(ActionKind.STOP, "erp:LT1.g2")]
