@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from erpsync.config.database import DatabaseSettings
 from erpsync.config.section import Range, Seconds, Section
+from erpsync.domain.plausible_counts import DEFAULT_MAX_PART_COUNT, MAX_PART_COUNT_LIMIT
 from erpsync.domain.writeback_rules import SQL_SINK_BINDS, sql_bind_names, unknown_sql_binds
 
 SinkKind = Literal["staging", "visual-labor-ticket", "sql", "csv", "none"]
@@ -17,6 +18,8 @@ SinkKind = Literal["staging", "visual-labor-ticket", "sql", "csv", "none"]
 _PLAIN_TABLE_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,127}\.)?[A-Za-z_][A-Za-z0-9_]{0,127}")
 _WINDOW = Range(0, 10_080, "minutes")  # up to a week
 _BATCH = Range(1, 2000, "rows")
+# at most 10^10: every count and the sums the sinks write stay below the ERP's and state's columns
+_PARTS = Range(1, MAX_PART_COUNT_LIMIT, "parts")
 
 
 class WritebackSettings(Section):
@@ -29,6 +32,8 @@ class WritebackSettings(Section):
     # a stopped run whose final read or write keeps failing is quarantined this long after it stopped
     final_counts_max_hours: int = Field(default=72, ge=1, le=720)
     allow_decrease: bool = False
+    # the most parts one MM run can plausibly count: a higher count is quarantined, never written
+    max_part_count: Annotated[int, _PARTS.before, _PARTS.after] = DEFAULT_MAX_PART_COUNT
     database: DatabaseSettings | None = None
     staging_table: str = "ERPSYNC_RUN_COUNTS"
     statement: str | None = None

@@ -169,6 +169,12 @@ class CountsRepository(Protocol):
     def blocking_conflicts(self) -> set[tuple[str, str]]:
         """(source, mm_run_id) of the write-back conflicts a person has not let go of."""
 
+    def quarantined_runs(self, error_class: str) -> set[str]:
+        """mm_run_ids with an open (or sent back for retry) quarantine entry of `error_class`."""
+
+    def resolve_quarantined(self, error_class: str, mm_run_ids: Sequence[str]) -> None:
+        """Those runs' open (or retry) entries of `error_class` are resolved: the cause is gone."""
+
     def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
         """Each run's writes in doubt for `sink`, before the ERP transaction (given in mm_run_id
         order, the one lock order of every multi-row update)."""

@@ -5,8 +5,9 @@ The flow, in the order a cycle runs it, and why it is crash-safe:
 1. MM read (service/writeback_reads.py) for every bound run that is active, or stopped with its
    final counts still due, ``max_concurrency`` at a time. Nothing is written yet; a crash here
    loses nothing.
-2. Decide per run (domain/writeback_rules.py): no data is skipped, never written as 0; unchanged
-   counts are not written again; a decrease is refused unless the policy allows it.
+2. Decide per run (domain/writeback_rules.py): implausible counts (domain/plausible_counts.py,
+   checked as they are read) are quarantined, never written; no data is skipped, never written as
+   0; unchanged counts are not written again; a decrease is refused unless the policy allows it.
 3. Intent (state transaction): the values about to be written join the run's writes in doubt
    for this sink. A crash here has written nothing to the ERP.
 4. ERP transaction (the sink, adapters/erp/sinks/): rows locked, the ERP value compared with what
@@ -50,6 +51,12 @@ from erpsync.adapters.mm.errors import MMError
 from erpsync.config import Settings
 from erpsync.domain.errors import ConfigError, FencedError, RecordError, RetryableError
 from erpsync.domain.model import PartCounts
+from erpsync.domain.plausible_counts import (
+    DEFAULT_MAX_PART_COUNT,
+    IMPLAUSIBLE_CLASS,
+    IMPLAUSIBLE_OUTCOME,
+    implausible_reason,
+)
 from erpsync.domain.writeback_rules import (
     CONFLICT_CLASS,
     CountTarget,
@@ -90,6 +97,7 @@ class WritebackPolicy:
     settle_window_minutes: int  # stopped runs are read again this long after the stop (MM may count on)
     max_concurrency: int  # MM reads at a time
     final_counts_max_hours: int = 72  # a stopped run's failing final read is quarantined after this
+    max_part_count: int = DEFAULT_MAX_PART_COUNT  # a higher MM count is implausible: quarantined
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WritebackPolicy:
@@ -98,6 +106,7 @@ class WritebackPolicy:
             settle_window_minutes=settings.writeback.settle_window_minutes,
             max_concurrency=settings.mm.max_concurrency,
             final_counts_max_hours=settings.writeback.final_counts_max_hours,
+            max_part_count=settings.writeback.max_part_count,
         )
 
 
@@ -150,6 +159,7 @@ class _WritebackCycle:
     stop: threading.Event | None = None
     summary: WritebackSummary = field(init=False)
     erp_unavailable: str | None = field(default=None, init=False)
+    implausible_open: set[str] = field(default_factory=set, init=False)  # runs quarantined for it
 
     def __post_init__(self) -> None:
         self.summary = WritebackSummary(
@@ -169,7 +179,9 @@ class _WritebackCycle:
         limit = self.sink.batch_size or max(1, len(targets))
         batch: list[tuple[CountTarget, PartCounts]] = []
         settled: list[Done] = []
-        with closing(read_counts(self.mm, targets, self.policy.max_concurrency)) as reads:
+        with closing(
+            read_counts(self.mm, targets, self.policy.max_concurrency, self.policy.max_part_count)
+        ) as reads:
             for read in reads:
                 if self.stop is not None and self.stop.is_set():
                     break  # stopping: the reads not yet done wait for the next leader's cycle
@@ -195,6 +207,7 @@ class _WritebackCycle:
         with self.uow() as work:
             targets = work.counts.targets(self.sink.name, run_id=run_id)
             blocking = work.counts.blocking_conflicts()
+            self.implausible_open = work.counts.quarantined_runs(IMPLAUSIBLE_CLASS)
         blocked = [t for t in targets if (t.source, t.mm_run_id) in blocking]
         return [t for t in targets if (t.source, t.mm_run_id) not in blocking], blocked
 
@@ -206,6 +219,12 @@ class _WritebackCycle:
         if read.error is not None and read.reason is None:
             failure = f"MM read failed: {read.error}"
             return Done(target, "failed", None, message=failure, error_class="read_failed")
+        if read.implausible is not None:  # never written, not even to erpsync's own columns
+            reason = implausible_reason(target, read.implausible)
+            last = maybe_counts(target.last)
+            return Done(
+                target, IMPLAUSIBLE_OUTCOME, None, last, read.implausible.values, reason, IMPLAUSIBLE_CLASS
+            )
         plan = plan_write(
             read.counts,
             target.last,
@@ -266,7 +285,10 @@ class _WritebackCycle:
             return None
         confirmed_none = d.outcome == "no_data" and d.error_class in _CONFIRMED_NO_DATA
         read = d.outcome in ("written", "already_written", "unchanged", "decrease_refused")
-        failed = d.outcome == "failed" or (d.outcome == "no_data" and not confirmed_none)
+        # implausible counts keep a stopped run due, as a failed read does (docs/machinemetrics.md)
+        failed = d.outcome in ("failed", IMPLAUSIBLE_OUTCOME) or (
+            d.outcome == "no_data" and not confirmed_none
+        )
         changed = d.outcome in ("written", "already_written") and not same_counts(d.counts, d.target.last)
         ended = confirmed_none or (read and d.counts is not None and d.counts.end_at is not None)
         return self._final(d.target, failed=failed, changed=changed, ended=ended)
@@ -288,8 +310,13 @@ class _WritebackCycle:
         for item in done:
             WRITEBACK_WRITES.labels(sink=self.sink.name, outcome=item.outcome).inc()
         token = self.fence.token if self.fence is not None else None
+        # MM answered plausible counts for a run quarantined for implausible ones: that entry resolves
+        plausible = [d.target.mm_run_id for d in done if d.counts is not None]
+        healed = [run for run in plausible if run in self.implausible_open]
         with self.uow(self.fence) as work:
             commit_state(work, self.sink.name, done, self.now, token)
+            if healed:
+                work.counts.resolve_quarantined(IMPLAUSIBLE_CLASS, healed)
         crash_point("writeback.after_state_commit")
 
     def _write(self, batch: list[tuple[CountTarget, PartCounts]]) -> list[Done]:

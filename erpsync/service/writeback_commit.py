@@ -4,6 +4,8 @@ What was written becomes this sink's last-written counts (its writes in doubt cl
 mirrors the counts last written by any sink), every outcome gets its audit row, and a conflict
 (the ERP value is neither what erpsync last wrote nor one of its writes in doubt: a person changed
 it) is quarantined, which keeps erpsync's hands off that run until a person lets go of it.
+Implausible counts MM sent for a run are quarantined (the entry updated each cycle, so a person's
+retry re-opens it while MM still sends them) and audited once per distinct answer.
 A stopped run's final-counts marker moves as the cycle decided (`Done.final`); a run erpsync gives
 up on (its final read or write kept failing) is quarantined with what to do, and audited.
 """
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from erpsync.domain.model import BadRecord, PartCounts
+from erpsync.domain.plausible_counts import IMPLAUSIBLE_OUTCOME, implausible_record
 from erpsync.domain.writeback_rules import (
     CONFLICT_CLASS,
     FINAL_COUNTS_CLASS,
@@ -28,7 +31,7 @@ from erpsync.service.ports import AuditRecord, UnitOfWork
 from erpsync.service.writeback_report import maybe_counts
 
 # outcomes that can repeat every cycle: audited when they first happen (or change), not each time
-REPEATING = frozenset({"no_data", "decrease_refused", "failed"})
+REPEATING = frozenset({"no_data", "decrease_refused", "failed", IMPLAUSIBLE_OUTCOME})
 
 
 @dataclass(slots=True)
@@ -78,7 +81,13 @@ def commit_state(uow: UnitOfWork, sink: str, done: list[Done], now: datetime, to
     last = uow.counts.last_audited([d.target for d in done if d.outcome in REPEATING])
     quarantined = 0
     for d in done:
-        if d.outcome == "unchanged" or (d.outcome in REPEATING and last.get(d.target.mm_run_id) == d.key()):
+        reopened = False
+        if d.outcome == IMPLAUSIBLE_OUTCOME:
+            quarantined += 1
+            record = implausible_record(d.target, d.after or {}, d.message or "")
+            reopened = uow.quarantine.upsert(record, now)
+        repeated = d.outcome in REPEATING and last.get(d.target.mm_run_id) == d.key() and not reopened
+        if d.outcome == "unchanged" or repeated:
             continue
         if d.outcome == "conflict":
             quarantined += 1

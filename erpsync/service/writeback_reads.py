@@ -1,21 +1,25 @@
 """Write-back step 1: each run's part counts read from MachineMetrics, many reads at a time.
 
 Nothing is written yet, so a crash here loses nothing. A read that gives no counts says why
-(`NoDataReason`): such a run is skipped and audited, never written as 0. Only a configuration
-problem (MM refuses the key, a bad base URL) raises and ends the cycle.
+(`NoDataReason`): such a run is skipped and audited, never written as 0. Counts MM did send are
+checked here (domain/plausible_counts.py): an implausible answer (10^30 parts, -5, 12.5, more good
+parts than parts) carries what MM sent and the rule broken instead of counts, so it can never reach
+the ERP or erpsync's columns. Only a configuration problem (MM refuses the key, a bad base URL)
+raises and ends the cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from erpsync.adapters.mm.errors import MMRecordError, MMRetryableError
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
+from erpsync.domain.plausible_counts import DEFAULT_MAX_PART_COUNT, Implausible, check_counts
 from erpsync.domain.writeback_rules import CountTarget, NoDataReason
 from erpsync.service.ports import MachineMetrics
 
@@ -24,18 +28,24 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class CountRead:
-    """One run's MM counts, or why there are none (`error` alone: the read itself failed)."""
+    """One run's MM counts, or why there are none (`error` alone: the read itself failed;
+    `implausible`: MM answered counts that must not be written)."""
 
     target: CountTarget
     counts: PartCounts | None
     reason: NoDataReason | None = None
     error: BaseException | None = None
+    implausible: Implausible | None = None
 
 
 def read_counts(
-    mm: MachineMetrics, targets: Sequence[CountTarget], concurrency: int
+    mm: MachineMetrics,
+    targets: Sequence[CountTarget],
+    concurrency: int,
+    max_part_count: int = DEFAULT_MAX_PART_COUNT,
 ) -> Generator[CountRead, None, None]:
-    """MM reads, `concurrency` at a time, yielded as they complete.
+    """MM reads, `concurrency` at a time, yielded as they complete; counts above `max_part_count`
+    (``writeback.max_part_count``) or otherwise implausible come back as `CountRead.implausible`.
 
     Closing the generator early (the service is stopping) cancels the reads not yet started.
     """
@@ -43,14 +53,16 @@ def read_counts(
         return
     pool = ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="writeback-read")
     try:
-        futures: list[Future[CountRead]] = [pool.submit(_read, mm, target) for target in targets]
+        futures: list[Future[CountRead]] = [
+            pool.submit(_read, mm, target, max_part_count) for target in targets
+        ]
         for future in as_completed(futures):
             yield future.result()  # a ConfigError (401/403, bad base URL) ends the cycle
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read(mm: MachineMetrics, target: CountTarget) -> CountRead:
+def _read(mm: MachineMetrics, target: CountTarget, max_part_count: int) -> CountRead:
     try:
         job_run = mm.get_job_run(target.mm_run_id)
     except ConfigError:
@@ -67,12 +79,13 @@ def _read(mm: MachineMetrics, target: CountTarget) -> CountRead:
     if job_run.metrics is None:
         return CountRead(target, None, NoDataReason.NO_METRICS)
     m = job_run.metrics
-    counts = PartCounts(
-        total=m.total_parts,
-        good=m.good_parts,
-        scrap=m.scrap_parts,
-        nonconform=m.nonconform_parts,
-        start_at=job_run.start_at,
-        end_at=job_run.end_at,
-    )
-    return CountRead(target, counts)
+    raw = {
+        "total": m.total_parts,
+        "good": m.good_parts,
+        "scrap": m.scrap_parts,
+        "nonconform": m.nonconform_parts,
+    }
+    checked = check_counts(raw, bound=max_part_count)
+    if isinstance(checked, Implausible):
+        return CountRead(target, None, implausible=checked)
+    return CountRead(target, replace(checked, start_at=job_run.start_at, end_at=job_run.end_at))

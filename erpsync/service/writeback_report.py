@@ -12,6 +12,7 @@ from typing import Any
 from erpsync.adapters.erp.sinks.base import CountSink
 from erpsync.domain.errors import ConfigError, RetryableError
 from erpsync.domain.model import PartCounts
+from erpsync.domain.plausible_counts import IMPLAUSIBLE_OUTCOME
 from erpsync.domain.writeback_rules import CountTarget, counts_dict
 
 
@@ -50,6 +51,9 @@ class WritebackSummary:
     skipped: int = 0
     would_write: int = 0
     final_quarantined: int = 0  # stopped runs whose final counts kept failing: quarantined
+    # runs whose MM counts failed the plausibility check: quarantined, nothing written for them
+    # (`implausible_runs()` names them; a CLI counts them as not done)
+    implausible: int = 0
     # a dry run checks the sink without writing: whether it is ready, and what was found
     sink_ready: bool | None = None
     sink_check: str | None = None
@@ -74,9 +78,15 @@ class WritebackSummary:
             "failed": "failed",
             "quarantined": "skipped",
             "would_write": "would_write",
+            IMPLAUSIBLE_OUTCOME: "implausible",
         }[row.outcome]
         setattr(self, attribute, getattr(self, attribute) + 1)
         self.rows.append(row)
+
+    def implausible_runs(self) -> list[WritebackRow]:
+        """The runs this cycle quarantined for implausible counts (each row's message names the
+        values MM sent and the rule they broke)."""
+        return [row for row in self.rows if row.outcome == IMPLAUSIBLE_OUTCOME]
 
     def final_outcome(self) -> str:
         """failed when every read run failed or was unreachable, partial when some were."""

@@ -156,9 +156,27 @@ def test_job_run_reads_a_zoneless_timestamp_as_utc_and_tolerates_missing_parts()
     assert run.metrics is None
 
 
-def test_job_run_refuses_negative_counts() -> None:
+@pytest.mark.parametrize(
+    ("wire", "parsed"),
+    [("12", 12), ("12.0", 12.0), ("1e30", 1e30), ("1" + "0" * 30, 10**30), ("-5", -5), ("12.5", 12.5)],
+)
+def test_job_run_metrics_take_any_json_number_for_the_domain_to_judge(wire: str, parsed: float) -> None:
+    """A count MM sends as a number is parsed as sent (domain/plausible_counts.py judges it), so an
+    implausible count is quarantined with its value rather than failing the answer's shape."""
+    body = f'{{"metrics": {{"totalParts": {wire}, "goodParts": 0, "scrapParts": 0, "nonconformParts": 0}}}}'
+    metrics = JobRun.model_validate_json(body).metrics
+    assert metrics is not None and metrics.total_parts == parsed
+    assert type(metrics.total_parts) is type(parsed)
+
+
+@pytest.mark.parametrize("wire", ['"12"', "true", "null", "[]"])
+def test_job_run_metrics_refuse_a_count_that_is_not_a_number(wire: str) -> None:
+    """A string, boolean or null count is not MM's answer shape: a schema error, as is a missing one."""
+    body = f'{{"metrics": {{"totalParts": {wire}, "goodParts": 0, "scrapParts": 0, "nonconformParts": 0}}}}'
     with pytest.raises(ValidationError):
-        JobRunMetrics(total_parts=-1, good_parts=0, scrap_parts=0, nonconform_parts=0)
+        JobRun.model_validate_json(body)
+    with pytest.raises(ValidationError):
+        JobRun.model_validate_json('{"metrics": {"totalParts": 1, "goodParts": 1, "scrapParts": 0}}')
 
 
 @given(st.datetimes(timezones=st.timezones(), min_value=datetime(1971, 1, 2), max_value=datetime(9998, 1, 1)))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, Strict
 from pydantic.alias_generators import to_camel
 
 ImportType = Literal["mm", "inforVisual", "inforLN"]
@@ -81,6 +81,10 @@ Identifier = Annotated[str, AfterValidator(_not_blank)]
 Count = Annotated[int, Field(strict=True, ge=0)]
 Seconds = Annotated[int, Field(strict=True, ge=0)]
 Milliseconds = Annotated[int, Field(strict=True, ge=0)]
+# A count as MM reports it: any JSON number (12, 12.0, 1e30, -5, 12.5), never a string, a boolean
+# or null. Whether it can be written is the domain's judgement (domain/plausible_counts.py), so an
+# implausible count is quarantined with its value instead of failing the whole answer's shape.
+ReportedCount = Annotated[int, Strict()] | Annotated[float, Strict()]
 
 
 class _Request(BaseModel):
@@ -133,12 +137,13 @@ class _Response(BaseModel):
 
 
 class JobRunMetrics(_Response):
-    """Part counts of a job run (production only; parts made in setup are not in them)."""
+    """Part counts of a job run (production only; parts made in setup are not in them), as MM
+    sent them: numbers, not yet judged (`ReportedCount`)."""
 
-    total_parts: Count
-    good_parts: Count
-    scrap_parts: Count
-    nonconform_parts: Count
+    total_parts: ReportedCount
+    good_parts: ReportedCount
+    scrap_parts: ReportedCount
+    nonconform_parts: ReportedCount
 
 
 class JobRun(_Response):

@@ -89,6 +89,25 @@ class SqlCounts:
         )
         return {(source, record_key) for source, record_key in self.session.execute(query)}
 
+    def quarantined_runs(self, error_class: str) -> set[str]:
+        query = select(QuarantineEntry.record_key).where(
+            QuarantineEntry.error_class == error_class, QuarantineEntry.status.in_(("open", "retry"))
+        )
+        return set(self.session.scalars(query))
+
+    def resolve_quarantined(self, error_class: str, mm_run_ids: Sequence[str]) -> None:
+        for chunk in chunks(sorted(mm_run_ids)):
+            self.session.execute(
+                update(QuarantineEntry)
+                .where(
+                    QuarantineEntry.error_class == error_class,
+                    QuarantineEntry.status.in_(("open", "retry")),
+                    QuarantineEntry.record_key.in_(chunk),
+                )
+                .values(status="resolved", last_seen_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
     def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
         self._set(sink, [(target, {"counts_in_doubt": encode_in_doubt(doubt)}) for target, doubt in intents])
 

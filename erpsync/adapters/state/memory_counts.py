@@ -51,6 +51,23 @@ class MemoryCounts:
             if q["error_class"] == rules.CONFLICT_CLASS and q["status"] in rules.BLOCKING_QUARANTINE
         }
 
+    def quarantined_runs(self, error_class: str) -> set[str]:
+        return {
+            q["record_key"]
+            for q in self.tables.quarantine.values()
+            if q["error_class"] == error_class and q["status"] in ("open", "retry")
+        }
+
+    def resolve_quarantined(self, error_class: str, mm_run_ids: Sequence[str]) -> None:
+        ids = set(mm_run_ids)
+        for q in self.tables.quarantine.values():
+            if (
+                q["error_class"] == error_class
+                and q["status"] in ("open", "retry")
+                and q["record_key"] in ids
+            ):
+                q["status"] = "resolved"
+
     def record_intents(self, sink: str, intents: Sequence[tuple[CountTarget, Sequence[PartCounts]]]) -> None:
         for target, doubt in intents:
             self._row(sink, target)["counts_in_doubt"] = rules.encode_in_doubt(doubt)
