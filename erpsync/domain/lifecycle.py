@@ -105,9 +105,7 @@ MM_OPEN_BINDING_STATUSES = frozenset(
 )
 # erpsync has a start or stop in flight or done that is not final: MM may change under it (its
 # ERP run is looked up when a read no longer returns it, so it is stopped at the ERP's end)
-OPEN_BINDING_STATUSES = frozenset(
-    {*LIVE_BINDING_STATUSES, BindingStatus.STOPPING, BindingStatus.UNCONFIRMED}
-)
+OPEN_BINDING_STATUSES = frozenset({*LIVE_BINDING_STATUSES, BindingStatus.STOPPING, BindingStatus.UNCONFIRMED})
 # what a sync cycle always loads: everything MM may still have open
 RECONCILE_BINDING_STATUSES = frozenset({*OPEN_BINDING_STATUSES, BindingStatus.VANISHED})
 # never started again by a sync (`erpsync resync` does that)

@@ -42,6 +42,7 @@ from erpsync.service.ports import Fence, MachineMetrics, UnitOfWorkFactory
 log = structlog.get_logger(__name__)
 
 SETTLE_BATCH = 100
+SETTLE_EVERY_SECONDS = 0.25
 
 
 class _Unread(enum.Enum):
@@ -60,7 +61,6 @@ def mm_read(run: JobRun | MMAnswer | None) -> MMRead:
     if run is None:
         return MMRead("missing")
     return MMRead("ended" if run.end_at is not None else "open", end_at=run.end_at)
-SETTLE_EVERY_SECONDS = 0.25
 
 
 @dataclass(slots=True)
