@@ -142,9 +142,12 @@ def _given_up(
     if switch and read.state == "open":
         return refused_switch(action, answer, read)
     if read.state == "missing" and not start:
-        return outcome_of(
+        outcome = outcome_of(
             action, replace(answer, kind=Answer.NOT_FOUND), facts, max_attempts=max_attempts, now=now
         )
+        outcome.detail = f"settled by a read {tried}: MM has no such run, so there is nothing to stop"
+        outcome.after = {"settled_by": "read"}
+        return outcome
     outcome = outcome_of(action, answer, facts, max_attempts=max_attempts, now=now)
     outcome.error_message = f"gave up after {action.attempts} attempts: {answer.message}; {read.says()}"
     if start:

@@ -333,3 +333,26 @@ def test_a_switch_given_up_with_the_run_open_is_quarantined_and_stays_in_setup(
 def retry_now(tables: MemoryTables, action: JournaledAction) -> None:
     """Its backoff ran out: due now."""
     tables.actions[action.id]["next_attempt_at"] = None
+
+
+@pytest.mark.parametrize(("vanished_runs", "after"), [("stop", "stopped"), ("flag", "vanished")])
+def test_an_unconfirmed_run_the_erp_loses_is_vanished_like_a_live_one(
+    service: SyncService,
+    source: ListSource,
+    mm: FakeMachineMetrics,
+    uow_factory: UnitOfWorkFactory,
+    vanished_runs: str,
+    after: str,
+) -> None:
+    source.put(erp_run("R1"))
+    mm.set_faults(fault("apply_then_fail", "start"), fault("error", "get"))
+    dispatch(service)
+    assert binding(uow_factory, "R1").status == "unconfirmed"
+    mm.set_faults()
+    service = replace(service, policy=replace(service.policy, vanished_runs=vanished_runs))
+    del source.runs["R1"]
+
+    dispatch(service)
+
+    assert binding(uow_factory, "R1").status == after
+    assert (mm.runs()["erp:R1"]["end_at"] is None) is (vanished_runs == "flag")
