@@ -64,8 +64,9 @@ class BindingStatus(enum.StrEnum):
 
     To the reconcile rules (domain/reconcile.py): starting/running are live (managed); stopping
     needs nothing more; stopped and failed are terminal (only `erpsync resync` starts them again);
-    vanished is terminal for starts, but still stopped when the ERP reports the run ended, a new
-    run takes its machine, or the policy becomes "stop".
+    vanished and unconfirmed are terminal for starts, but still stopped when the ERP reports the
+    run ended, a new run takes its machine, or (vanished) the policy becomes "stop" / (unconfirmed)
+    the ERP loses the run.
     """
 
     STARTING = "starting"  # the start is journaled
@@ -73,7 +74,9 @@ class BindingStatus(enum.StrEnum):
     STOPPING = "stopping"  # the stop is journaled
     STOPPED = "stopped"
     VANISHED = "vanished"  # the ERP lost the run; left open in MM by policy "flag"
-    FAILED = "failed"  # MM refused the start, or erpsync gave up on it
+    FAILED = "failed"  # MM refused the start, or erpsync gave up on it and a read found no run
+    # erpsync gave up on the start and could not read MM either: MM may have the run open
+    UNCONFIRMED = "unconfirmed"
 
 
 class AuditOutcome(enum.StrEnum):
@@ -95,15 +98,22 @@ FINAL_ACTION_STATUSES = frozenset(
 )
 # the run is open in MM, or its start is journaled: the reconciler manages it
 LIVE_BINDING_STATUSES = frozenset({BindingStatus.STARTING, BindingStatus.RUNNING})
-# MM may have the run open (a vanished run is left open by policy)
-MM_OPEN_BINDING_STATUSES = frozenset({*LIVE_BINDING_STATUSES, BindingStatus.VANISHED})
-# erpsync has a start or stop in flight or done that is not final: MM may change under it
-OPEN_BINDING_STATUSES = frozenset({*LIVE_BINDING_STATUSES, BindingStatus.STOPPING})
+# MM may have the run open (a vanished run is left open by policy; an unconfirmed start may have
+# reached MM): a new run on its machine stops it first
+MM_OPEN_BINDING_STATUSES = frozenset(
+    {*LIVE_BINDING_STATUSES, BindingStatus.VANISHED, BindingStatus.UNCONFIRMED}
+)
+# erpsync has a start or stop in flight or done that is not final: MM may change under it (its
+# ERP run is looked up when a read no longer returns it, so it is stopped at the ERP's end)
+OPEN_BINDING_STATUSES = frozenset({*LIVE_BINDING_STATUSES, BindingStatus.STOPPING, BindingStatus.UNCONFIRMED})
 # what a sync cycle always loads: everything MM may still have open
 RECONCILE_BINDING_STATUSES = frozenset({*OPEN_BINDING_STATUSES, BindingStatus.VANISHED})
 # never started again by a sync (`erpsync resync` does that)
-TERMINAL_BINDING_STATUSES = frozenset({BindingStatus.STOPPED, BindingStatus.VANISHED, BindingStatus.FAILED})
+TERMINAL_BINDING_STATUSES = frozenset(
+    {BindingStatus.STOPPED, BindingStatus.VANISHED, BindingStatus.FAILED, BindingStatus.UNCONFIRMED}
+)
 # write-back reads counts of these runs every cycle, and of ended ones within the settle window
+# (an unconfirmed run is counted once it is stopped: MM may not have it, a read would find nothing)
 COUNTING_BINDING_STATUSES = frozenset({BindingStatus.RUNNING, BindingStatus.STOPPING})
 ENDED_BINDING_STATUSES = frozenset({BindingStatus.STOPPED, BindingStatus.VANISHED})
 

@@ -32,6 +32,9 @@ _ENDED = RunState.ENDED
 _SETUP = RunState.SETUP
 _PRODUCTION = RunState.PRODUCTION
 _VANISHED = BindingStatus.VANISHED
+_UNCONFIRMED = BindingStatus.UNCONFIRMED
+# not managed any more, but MM may have the run open: stopped when the ERP run ends
+_STOPPED_WHEN_ENDED = frozenset({_VANISHED, _UNCONFIRMED})
 
 
 # An active ERP run that wants its machine: (start time or _EARLIEST, run_key, run, binding or
@@ -116,9 +119,9 @@ class Planner:
             status = bound.status
             if status in LIVE_BINDING_STATUSES:
                 self._live(key, run, bound)
-            elif status is _VANISHED and run.state is _ENDED:
+            elif status in _STOPPED_WHEN_ENDED and run.state is _ENDED:
                 self._stop_ended(run, bound)
-            else:  # stopping (stop in flight), stopped/failed/vanished (terminal)
+            else:  # stopping (stop in flight), stopped/failed/vanished/unconfirmed (terminal)
                 stats.unchanged += 1
 
     def _pass_vanished(self) -> None:
@@ -131,9 +134,12 @@ class Planner:
                 or (selected is not None and key not in selected)
             ):
                 continue
-            # a vanished binding is flagged once; it is stopped only if the policy is now "stop"
-            if bound.status in LIVE_BINDING_STATUSES or (
-                bound.status is _VANISHED and self.vanished_policy == "stop"
+            # a vanished binding is flagged once; it is stopped only if the policy is now "stop";
+            # an unconfirmed one (MM may have it) is vanished like a live one
+            if (
+                bound.status in LIVE_BINDING_STATUSES
+                or bound.status is _UNCONFIRMED
+                or (bound.status is _VANISHED and self.vanished_policy == "stop")
             ):
                 self._gone(bound, FlagKind.VANISHED)
 

@@ -17,6 +17,9 @@ Rules (tests/unit/test_reconcile.py has one case per rule):
 5. Vanished (``snapshot_complete``, a live binding absent from ``desired``, its row not ``held``
    as bad) -> policy ``"stop"``: stop at ``now``; ``"flag"``: flagged once, binding ``vanished``.
    An operation ``exclude`` now rejects is treated the same way (flag kind ``excluded``).
+   A vanished or ``unconfirmed`` binding (erpsync gave up on its start and could not read MM:
+   domain/give_up.py) is never started again, but it is stopped when its ERP run ends, when a new
+   run takes its machine, and (unconfirmed) when the ERP loses the run, as a live one is.
 6. One open run per MM machine. Tickets are first placed by the multi-ticket rule
    (domain/shop_floor.py); what still competes is decided here: the latest start wins (ties: the
    greater ``run_key``), losers are stopped or not started, flagged ``superseded``. A new start

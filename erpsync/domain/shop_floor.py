@@ -335,6 +335,7 @@ def _begin(
     latest = max(past, key=lambda b: anchor_of(b.run_key)[1], default=None)
     if latest is not None and latest.status is not BindingStatus.STOPPED:
         # stopping: wait for MM's answer; failed: MM refused it, a person decides (resync);
+        # unconfirmed: MM may have it open, never started again (stopped when its tickets close);
         # live elsewhere (another machine or operation): reconcile flags and ends it first
         floor.runs[latest.run_key] = replace(anchor, run_key=latest.run_key, state=state)
         return taken

@@ -9,10 +9,12 @@ cycle settles them by reading MM first (service/recovery.py). Nothing is ever se
 from __future__ import annotations
 
 import base64
+import enum
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
+from typing import Literal
 
 import structlog
 
@@ -22,6 +24,7 @@ from erpsync.adapters.mm.mapper import request_facts, start_from_payload, stop_f
 from erpsync.adapters.mm.schemas import JobFile, JobRun
 from erpsync.domain.clock import utcnow
 from erpsync.domain.errors import ConfigError
+from erpsync.domain.give_up import MMRead, is_switch, needs_read, outcome_after_read, refused_switch
 from erpsync.domain.lifecycle import (
     ActionKind,
     ActionStatus,
@@ -29,6 +32,7 @@ from erpsync.domain.lifecycle import (
     JournaledAction,
     MMAnswer,
     Outcome,
+    RequestFacts,
     outcome_of,
 )
 from erpsync.observability import crashpoints
@@ -39,6 +43,24 @@ log = structlog.get_logger(__name__)
 
 SETTLE_BATCH = 100
 SETTLE_EVERY_SECONDS = 0.25
+
+
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+UNREAD = _Unread.UNREAD  # `Dispatcher.answered`: MM was not read for this answer yet
+# a read of an action's run: MM's run, None (MM has no such run), the answer of a failed read, or UNREAD
+RunRead = JobRun | MMAnswer | None | Literal[_Unread.UNREAD]
+
+
+def mm_read(run: JobRun | MMAnswer | None) -> MMRead:
+    """A get job run's result as the domain reads it (domain/give_up.py)."""
+    if isinstance(run, MMAnswer):
+        return MMRead(None, failure=run.message)
+    if run is None:
+        return MMRead("missing")
+    return MMRead("ended" if run.end_at is not None else "open", end_at=run.end_at)
 
 
 @dataclass(slots=True)
@@ -92,28 +114,52 @@ class Dispatcher:
     _config_error: str | None = field(default=None, init=False)
 
     # -- one action ---------------------------------------------------------------------------
-    def send(self, action: JournaledAction) -> Outcome:
-        """Call MM for one action and read its answer (never raises for MM errors)."""
+    def send(self, action: JournaledAction, *, missing: bool = False) -> Outcome:
+        """Call MM for one action and read its answer (never raises for MM errors).
+
+        ``missing``: a read just before this call found no such run (recovery), so a stop's 404 is
+        settled on that read, without a second one (a stop cannot make a run; a start can, so its
+        failure is read again).
+        """
         crashpoints.crash_point("dispatch.before_call")
         try:
             self._call(action)
         except MMConflictError as exc:
             return self._recognise_conflict(action, exc)
         except MMError as exc:
-            return self.answered(action, answer_of(exc))
+            known = missing and action.kind is ActionKind.STOP
+            return self.answered(action, answer_of(exc), read=None if known else UNREAD)
         except Exception as exc:
             log.exception("mm call failed unexpectedly", action_id=action.id, kind=action.kind)
             return self.answered(action, unexpected(exc))
         crashpoints.crash_point("dispatch.after_call")
         return self.answered(action, MMAnswer(Answer.APPLIED))
 
-    def answered(self, action: JournaledAction, answer: MMAnswer) -> Outcome:
-        """The action's outcome for MM's answer (domain/lifecycle.py); a refusal stops the round."""
+    def answered(self, action: JournaledAction, answer: MMAnswer, *, read: RunRead = UNREAD) -> Outcome:
+        """The action's outcome for MM's answer (domain/lifecycle.py); a refusal stops the round.
+
+        An answer that cannot be settled on its face (a 404 to a stop, the last attempt's failure:
+        domain/give_up.py) is settled only after reading MM: ``read`` is a read already made (a
+        failed one, or "missing"), else MM is read now.
+        """
         if answer.kind is Answer.REFUSED:
             self._config_error = answer.message
             self._abort.set()
-        return outcome_of(
-            action, answer, request_facts(action.payload), max_attempts=self.max_attempts, now=utcnow()
+        facts = request_facts(action.payload)
+        if not needs_read(action, answer, max_attempts=self.max_attempts):
+            return outcome_of(action, answer, facts, max_attempts=self.max_attempts, now=utcnow())
+        if read is UNREAD:
+            read = self.read_run(action)
+        if isinstance(read, MMAnswer) and read.kind is Answer.REFUSED:
+            return self.answered(action, read)  # credentials refused: the round stops, still due
+        return outcome_after_read(
+            action,
+            answer,
+            facts,
+            mm_read(read),
+            switch=self._is_switch(action, facts),
+            max_attempts=self.max_attempts,
+            now=utcnow(),
         )
 
     def read_run(self, action: JournaledAction) -> JobRun | MMAnswer | None:
@@ -123,6 +169,15 @@ class Dispatcher:
         except MMError as exc:
             answer = answer_of(exc)
             return answer if answer.kind is Answer.REFUSED else replace(answer, kind=Answer.TRANSIENT)
+
+    def _is_switch(self, action: JournaledAction, facts: RequestFacts) -> bool:
+        """Whether a production start is the switch of a run erpsync started in setup: its binding
+        says so (read only for the rare answers that need it: a 409, a give-up)."""
+        if action.kind is not ActionKind.START or facts.in_setup or action.ref is None:
+            return False
+        with self.uow() as uow:
+            bound = uow.bindings.by_keys(action.ref.source, [action.ref.run_key]).get(action.ref.run_key)
+        return is_switch(action, facts, bound)
 
     def _call(self, action: JournaledAction) -> None:
         payload = action.payload
@@ -141,10 +196,34 @@ class Dispatcher:
             )
 
     def _recognise_conflict(self, action: JournaledAction, exc: MMConflictError) -> Outcome:
-        """409 on a start: MM holds our (deterministic) run id already. Read it, don't retry blindly."""
+        """409 on a start: MM holds our (deterministic) run id already. Read it, don't retry blindly.
+
+        A first start MM holds is settled as held. A 409 to the setup -> production switch is never
+        a success: MM's run does not show its phase, so an open run is quarantined for a person,
+        an ended one settled as ended, a missing one retried.
+        """
         run = self.read_run(action)
         if isinstance(run, MMAnswer):
-            return self.answered(action, run)
+            return self.answered(action, run, read=run)
+        facts = request_facts(action.payload)
+        if self._is_switch(action, facts):
+            refused = answer_of(exc)
+            if run is None:
+                lost = replace(
+                    refused,
+                    kind=Answer.TRANSIENT,
+                    message=f"MM refused the switch to production (409) but has no such run; retried: {exc}",
+                )
+                return self.answered(action, lost, read=None)
+            if run.end_at is None:
+                return refused_switch(action, refused, mm_read(run))
+            ended = MMAnswer(
+                Answer.HELD,
+                http_status=409,
+                run_end_at=run.end_at,
+                detail="MM refused the switch to production (409): the run had ended; settled as ended",
+            )
+            return self.answered(action, ended)
         if run is None:
             return self.answered(action, answer_of(exc))
         held = MMAnswer(

@@ -4,10 +4,11 @@ An action is in doubt when its intent is journaled but no outcome is: the call m
 have reached MM. Re-sending blindly could duplicate a run, so we ask MM (get job run) what it has:
 - a start MM already has is settled as applied; a start MM lacks is sent again;
 - a stop whose run MM shows ended is settled; one still open is sent again; an unknown run has
-  nothing to stop;
+  nothing to stop (MM's 404 to the stop is settled on this read);
 - a production switch (start with startInSetup=false on a run MM has) cannot be told apart by a
   read, so it is re-sent: MM treats an identical start as a no-op (idempotent by run id).
-Retryable failures whose backoff has run out take the same path.
+Retryable failures whose backoff has run out take the same path. An action on its last attempt
+gives up only after a read (domain/give_up.py): a failed read here is that read.
 """
 
 from __future__ import annotations
@@ -63,11 +64,13 @@ def _settle_one(dispatcher: Dispatcher, action: JournaledAction) -> Outcome:
     if action.kind not in (ActionKind.START, ActionKind.STOP) or not action.mm_run_id:
         return dispatcher.send(action)
     run = dispatcher.read_run(action)
-    if isinstance(run, MMAnswer):
-        return dispatcher.answered(action, run)
+    if isinstance(run, MMAnswer):  # retried later; on the last attempt it gives up on this read
+        return dispatcher.answered(action, run, read=run)
     state: MMRunState = "missing" if run is None else "ended" if run.end_at is not None else "open"
     if run is None or recovery_step(action, state, request_facts(action.payload)) is Recovery.SEND:
-        return dispatcher.send(action)  # a stop of a run MM lacks: its 404 is recorded as nothing to stop
+        # a stop of a run this read found missing: its 404 is recorded as nothing to stop on this
+        # read (no second one); a start's failure is read again after the call (MM may take it)
+        return dispatcher.send(action, missing=run is None)
     if action.kind is ActionKind.START:
         held = MMAnswer(Answer.HELD, detail="settled after a crash: MM already had this run")
     else:

@@ -42,7 +42,7 @@ def test_an_applied_start_binds_the_run_running(
     assert in_doubt(uow_factory) == []
 
 
-def test_a_stop_mm_answers_404_is_settled_as_nothing_to_stop(
+def test_a_stop_mm_answers_404_is_settled_as_nothing_to_stop_once_a_read_confirms_it(
     service: SyncService, source: ListSource, mm: FakeMachineMetrics, uow_factory: UnitOfWorkFactory
 ) -> None:
     source.put(erp_run("R1"))
@@ -53,7 +53,7 @@ def test_a_stop_mm_answers_404_is_settled_as_nothing_to_stop(
     result = dispatch(service)
 
     assert (result.succeeded, result.by_kind, result.quarantined) == (1, {"stop_run": 1}, 0)
-    assert [(c["operation"], c["status"]) for c in mm.calls()] == [("stop", 404)]
+    assert [(c["operation"], c["status"]) for c in mm.calls()] == [("stop", 404), ("get", 404)]
     assert mm.runs() == {}
     assert binding(uow_factory, "R1").status == "stopped"
     assert in_doubt(uow_factory) == [] and open_quarantine(uow_factory) == 0
@@ -140,7 +140,7 @@ def test_401_refused_stops_the_round_and_leaves_every_action_due(
     assert {binding(uow_factory, k).status for k in ("R1", "R2", "R3")} == {"starting"}
 
 
-def test_a_transient_failure_is_retried_then_given_up_at_max_attempts(
+def test_a_transient_failure_is_retried_then_given_up_at_max_attempts_after_a_read(
     service: SyncService, source: ListSource, mm: FakeMachineMetrics, uow_factory: UnitOfWorkFactory
 ) -> None:
     source.put(erp_run("R1"))
@@ -159,8 +159,8 @@ def test_a_transient_failure_is_retried_then_given_up_at_max_attempts(
     second = service.dispatcher().run([[claimed]])  # max_action_attempts = 2
 
     assert (second.retrying, second.failed) == (0, 1)
-    assert calls(mm) == [("start", "erp:R1"), ("start", "erp:R1")]
-    assert [c["status"] for c in mm.calls()] == [503, 503] and mm.runs() == {}
+    assert calls(mm) == [("start", "erp:R1"), ("start", "erp:R1"), ("get", "erp:R1")]
+    assert [c["status"] for c in mm.calls()] == [503, 503, 404] and mm.runs() == {}
     assert in_doubt(uow_factory) == []
-    assert binding(uow_factory, "R1").status == "failed"
+    assert binding(uow_factory, "R1").status == "failed"  # the read confirms MM has no such run
     assert open_quarantine(uow_factory) == 1
