@@ -14,6 +14,7 @@ from erpsync.domain.flags import binding_flag, settle_flags
 from erpsync.domain.identity import mm_run_id_for
 from erpsync.domain.lifecycle import (
     LIVE_BINDING_STATUSES,
+    MM_OPEN_BINDING_STATUSES,
     RECONCILE_BINDING_STATUSES,
     ActionKind,
     BindingStatus,
@@ -136,7 +137,8 @@ def resync_plan(
                         binding_status=BindingStatus.STOPPED,
                     )
                 )
-            elif bound.status in LIVE_BINDING_STATUSES and key in bindings:
+            elif bound.status in MM_OPEN_BINDING_STATUSES and key in bindings:
+                # also a vanished or unconfirmed run: MM's read settles what erpsync could not
                 flags.append(
                     binding_flag(
                         FlagKind.ENDED_IN_MM,

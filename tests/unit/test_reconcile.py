@@ -648,6 +648,17 @@ def test_resync_does_not_reopen_a_run_mm_ended() -> None:
     assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
 
 
+@pytest.mark.parametrize("status", ["running", "vanished", "unconfirmed"])
+def test_resync_records_a_run_mm_ended_as_stopped_when_erpsync_thought_it_open(status: str) -> None:
+    # the ERP ended the run too: nothing to send, but the binding stops looking open (an
+    # unconfirmed start given up unread, or a vanished run, is settled by the read)
+    r = run("LT1", PRODUCTION, start=at(0))
+    ended = replace(r, state=ENDED, end_at=at(30))
+    p = resync([ended], bindings(bind(r, status)), {"LT1": "ended"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
+
+
 def test_resync_stops_a_run_the_erp_ended_that_mm_has_open() -> None:
     r = run("LT1", PRODUCTION, start=at(0))
     ended = replace(r, state=ENDED, end_at=at(30))
