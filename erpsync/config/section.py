@@ -9,6 +9,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, SecretStr
 
 
+def _plain(number: float) -> str:
+    """A bound as a person types it: 10000000000, not 1e+10; 0.1 stays 0.1."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 class Range:
     """A number in [low, high], finite: `inf`, `nan`, `1e300` or a negative value is refused with
     one message naming the range, so `config check` catches what `serve` would choke on later
@@ -16,7 +21,7 @@ class Range:
 
     def __init__(self, low: float, high: float, unit: str) -> None:
         self.low, self.high = low, high
-        self.expected = f"expected a finite number of {unit} from {low:g} to {high:g}"
+        self.expected = f"expected a finite number of {unit} from {_plain(low)} to {_plain(high)}"
         self.before = BeforeValidator(self._finite)
         self.after = AfterValidator(self._in_range)
 

@@ -33,6 +33,7 @@ KEYS = [
     ("service", "audit_retention_days", "from 1 to 36500"),
     ("writeback", "interval_seconds", "from 0.1 to 86400"),
     ("writeback", "settle_window_minutes", "from 0 to 10080"),
+    ("writeback", "max_part_count", "from 1 to 10000000000"),
     ("state", "connect_timeout_seconds", "from 0.1 to 600"),
 ]
 VALUES = ["inf", "-inf", "nan", "1e12", "1e300", "-1"]

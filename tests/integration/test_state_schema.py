@@ -16,7 +16,7 @@ from erpsync.adapters.state.db import create_db_engine
 from erpsync.adapters.state.machines import SqlMachines
 from erpsync.adapters.state.rows import MACHINE_SEEN_RESOLUTION
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import AuditEntry, Base, MachineSeen
+from erpsync.adapters.state.tables import AuditEntry, Base, MachineSeen, RunBinding
 from erpsync.observability.correlation import correlation
 
 TABLES = {
@@ -97,6 +97,33 @@ def test_timestamps_come_back_as_aware_utc(state_store: StateStore) -> None:
 def _insert_audit(store: StateStore) -> None:
     with store.session() as session:
         record_audit(session, action="start_run", outcome="succeeded", mm_run_id="r1")
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb", "sqlite"], indirect=True)
+def test_views_show_every_run_mm_may_have_open_and_counts_never_written(state_store: StateStore) -> None:
+    # migration 0007: vanished and unconfirmed runs may be open in MM; implausible counts are failures
+    statuses = ["starting", "running", "stopping", "stopped", "failed", "vanished", "unconfirmed"]
+    with state_store.session() as session:
+        for n, status in enumerate(statuses):
+            session.add(
+                RunBinding(
+                    source="visual",
+                    run_key=f"LT{n}",
+                    mm_run_id=f"erp:LT{n}",
+                    erp_job="1808412/1",
+                    erp_operation="10",
+                    erp_machine="HAAS-1",
+                    mm_machine_id="haas-1",
+                    status=status,
+                )
+            )
+        record_audit(session, action="write_counts", outcome="implausible", mm_run_id="erp:LT1")
+        record_audit(session, action="write_counts", outcome="succeeded", mm_run_id="erp:LT2")
+    with state_store.engine.connect() as conn:
+        open_runs = conn.execute(text("SELECT status FROM v_erpsync_open_runs")).scalars().all()
+        failures = conn.execute(text("SELECT outcome FROM v_erpsync_failures")).scalars().all()
+    assert sorted(open_runs) == ["running", "starting", "stopping", "unconfirmed", "vanished"]
+    assert failures == ["implausible"]
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb", "sqlite"], indirect=True)
