@@ -85,6 +85,9 @@ class ActionRepository(Protocol):
     def release(self, action_ids: Collection[int]) -> None:
         """Hand back claims on actions that were not sent, so the next cycle sends them."""
 
+    def started_bodies(self, mm_run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The body of the latest start MM took (succeeded) for each run id that has one."""
+
 
 class BindingRepository(Protocol):
     """Run bindings (``erpsync_run_binding``): which MM run erpsync made for which ERP run."""

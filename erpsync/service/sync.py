@@ -19,14 +19,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from erpsync.adapters.erp.port import JobSource, RunSnapshot
-from erpsync.adapters.mm.mapper import payload_of, start_request, stop_request
+from erpsync.adapters.mm.mapper import payload_of, start_request, stop_request, switch_request
 from erpsync.domain.clock import utcnow
 from erpsync.domain.lifecycle import (
     OPEN_BINDING_STATUSES,
@@ -39,7 +39,7 @@ from erpsync.domain.lifecycle import (
 )
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 from erpsync.domain.oversized import oversized
-from erpsync.domain.plan import Flag, Plan, RunAction
+from erpsync.domain.plan import Flag, Plan, RunAction, StartAction
 from erpsync.domain.reconcile import reconcile
 from erpsync.domain.shop_floor import anchor_of
 from erpsync.domain.snapshot_trust import StopHold
@@ -265,7 +265,7 @@ class SyncService:
                 + [f.mm_run_id for f in plan.flags if _changes_binding(f)]
             )
             known = uow.actions.existing_keys([i.idempotency_key for i in intents])
-            fresh = [i for i in intents if i.idempotency_key not in known]
+            fresh = self._repeat_started(uow, [i for i in intents if i.idempotency_key not in known], plan)
             summary.already_journaled = len(intents) - len(fresh)
             too_large = {i.idempotency_key: r for i in fresh if (r := oversized(i)) is not None}
             entries = uow.actions.record(
@@ -293,6 +293,28 @@ class SyncService:
         assert self.fence is not None  # a read-only service journals nothing
         claim_until = now + timedelta(seconds=self.policy.in_doubt_after_seconds)
         return JournalStamp(self.fence.token, current_correlation_id(), current_trigger(), claim_until)
+
+    def _repeat_started(self, uow: UnitOfWork, intents: list[Intent], plan: Plan) -> list[Intent]:
+        """Switches send the body MM took for the run's start, with only ``startInSetup`` changed.
+
+        A switch built from the ERP's row as it is now would carry any edit made since the start
+        (another job or operation, a moved clock-in) and MM answers such a start with 409. Without
+        the journaled start (purged by retention), the switch is sent as planned.
+        """
+        switches = {a.idempotency_key: a for a in plan.actions if isinstance(a, StartAction) and a.switch}
+        wanted = [i for i in intents if i.idempotency_key in switches]
+        if not wanted:
+            return intents
+        started = uow.actions.started_bodies({switches[i.idempotency_key].mm_run_id for i in wanted})
+        repeated: list[Intent] = []
+        for intent in intents:
+            action = switches.get(intent.idempotency_key)
+            body = started.get(action.mm_run_id) if action is not None else None
+            if action is None or body is None:
+                repeated.append(intent)
+            else:
+                repeated.append(replace(intent, payload=payload_of(switch_request(body, action))))
+        return repeated
 
     def _intent(self, action: RunAction, new_run: bool) -> Intent:
         new_binding = None

@@ -252,6 +252,27 @@ def test_release_hands_back_pending_claims_only(state: Backend) -> None:
         assert [a.id for a in uow.actions.due(T0)] == [first.id]
 
 
+def test_started_bodies_are_the_latest_start_mm_took_per_run(state: Backend) -> None:
+    first, other, refused = record(state, start(1), start(2), start(3))
+    settle(state, applied(first, in_setup=True, start_at=T0), applied(other, in_setup=True, start_at=T0))
+    settle(state, Outcome(refused, ActionStatus.FAILED_PERMANENT, AuditOutcome.FAILED))
+    (again,) = record(
+        state,
+        replace(
+            start(1, new=False, generation="@g"),
+            payload={"erpJobOperationRunId": "erp:R1", "erpMachineId": "X9"},
+        ),
+    )
+    with state() as uow:  # the second start of R1 is only journaled: MM has not taken it
+        assert uow.actions.started_bodies(["erp:R1", "erp:R3", "erp:R4"]) == {
+            "erp:R1": {"erpJobOperationRunId": "erp:R1", "erpMachineId": "X1", "startAt": str(T0)}
+        }
+    settle(state, applied(again))
+    with state() as uow:
+        bodies = uow.actions.started_bodies(["erp:R1", "erp:R2"])
+    assert bodies["erp:R1"]["erpMachineId"] == "X9" and bodies["erp:R2"]["erpMachineId"] == "X2"
+
+
 # -- bindings ---------------------------------------------------------------------------------
 def test_open_runs_by_keys_and_all_runs(state: Backend) -> None:
     intents = [start(n) for n in range(1, 6)]

@@ -244,3 +244,36 @@ def test_a_reopened_tickets_runs_write_their_sum_into_labor_ticket(floor: Floor,
     sim.set_counts("erp:LT1.g2", total=20, scrap=1)
     writeback()
     assert ticket_counts() == (43 + 19, 2 + 1)
+
+
+def test_a_setup_ticket_moved_to_another_operation_still_switches_to_production(floor: Floor) -> None:
+    """Campaign finding F1: the switch repeats what MM was started with, not the edited ticket.
+
+    A setup ticket is moved (edited while open) to another operation of the same machine; a run
+    ticket then clocks in on that operation. MM answers a start of a known run id with other job
+    fields with 409, so a switch built from the edited row was refused and the run stayed in setup.
+    """
+    fx = floor.shop.fx
+    setup = fx.clock_in(floor.op_a, local(8, 0), employee_id="SETUP", ticket_type="S")
+    floor.sync()
+    assert floor.sim.runs()["erp:LT1"]["phase"] == "setup"
+    with floor.shop.engine.begin() as conn:  # the ticket is corrected to op B while still open
+        conn.execute(
+            update(LABOR_TICKET)
+            .where(setup == LABOR_TICKET.c.TRANSACTION_ID)
+            .values(**floor.op_b.work_order.as_child_columns(), OPERATION_SEQ_NO=floor.op_b.sequence_no)
+        )
+    floor.sync()
+    assert [a.detail for a in floor.audit("job_fields_changed")] != []  # flagged, MM untouched
+    fx.clock_in(floor.op_b, local(8, 40), employee_id="OPERATOR")
+    floor.sync()
+    run = floor.sim.runs()["erp:LT1"]
+    assert (run["phase"], run["job_name"], run["end_at"]) == ("production", "1808401/1", None)
+    assert floor.open_on() == ["erp:LT1"]
+    with floor.store.session() as session:
+        outcomes = session.execute(
+            select(AuditEntry.action, AuditEntry.outcome).where(AuditEntry.mm_run_id == "erp:LT1")
+        ).all()
+    assert ("start_run", "quarantined") not in outcomes and outcomes.count(("start_run", "succeeded")) == 2
+    conflicts = [c for c in floor.sim.calls() if c["operation"] == "start" and c["status"] == 409]
+    assert conflicts == []

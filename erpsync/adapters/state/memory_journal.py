@@ -27,6 +27,7 @@ from erpsync.adapters.state.rows import (
     intent_binding_values,
     intent_row,
     journaled_action,
+    latest_bodies,
     refused_record,
     settle_audit,
     with_origins,
@@ -35,6 +36,7 @@ from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction, ut
 from erpsync.domain.lifecycle import (
     DUE_ACTION_STATUSES,
     RECONCILE_BINDING_STATUSES,
+    ActionKind,
     BoundRun,
     Intent,
     JournaledAction,
@@ -123,6 +125,17 @@ class MemoryActions:
             row = self.tables.actions.get(action_id)
             if row is not None and row["status"] == "pending":
                 row["next_attempt_at"] = None
+
+    def started_bodies(self, mm_run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        wanted = set(mm_run_ids)
+        rows = (
+            (row["mm_run_id"], row["payload"])
+            for _, row in sorted(self.tables.actions.items())
+            if row["mm_run_id"] in wanted
+            and row["kind"] == str(ActionKind.START)
+            and row["status"] == "succeeded"
+        )
+        return latest_bodies(rows)
 
 
 class MemoryBindings:

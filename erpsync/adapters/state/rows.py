@@ -101,6 +101,15 @@ def with_origins(actions: Sequence[JournaledAction], intents: Sequence[Intent]) 
     ]
 
 
+def latest_bodies(rows: Iterable[tuple[str | None, str | None]]) -> dict[str, dict[str, Any]]:
+    """Run id -> request body from (mm_run_id, payload) rows in journal order: the last one wins."""
+    bodies: dict[str, dict[str, Any]] = {}
+    for mm_run_id, payload in rows:
+        if mm_run_id and payload:
+            bodies[mm_run_id] = json.loads(payload)
+    return bodies
+
+
 def binding_row(values: Mapping[str, Any]) -> dict[str, Any]:
     """A new binding's row with the MM machine id fitted to its column (ERP names are in its ref)."""
     row = dict(values)
