@@ -19,9 +19,10 @@ from erpsync.cli.common import (
     stdout,
 )
 from erpsync.cli.exit_codes import ExitCode
-from erpsync.domain.lifecycle import ActionKind
+from erpsync.domain.lifecycle import ActionKind, ActionStatus
 
 if TYPE_CHECKING:
+    from erpsync.config import Settings
     from erpsync.domain.model import BadRecord
     from erpsync.domain.plan import Plan, RunAction
     from erpsync.domain.snapshot_trust import StopHold
@@ -131,28 +132,47 @@ def sync(ctx: typer.Context) -> None:
     if imported is not None:
         summary.imported += int(imported.uploaded)
     stdout.print(summary.line(), markup=False)
-    not_done = not_done_lines(summary)
+    upload = imported.not_done if imported is not None else 0
+    not_done = not_done_lines(summary, unsettled(settings) - upload)
     if imported is not None and imported.not_done:
         not_done.append(f"the job list upload was not done: {imported.last_error or 'not sent'}")
     exit_if_not_done(not_done)
 
 
-def not_done_lines(summary: SyncSummary | None) -> list[str]:
+def unsettled(settings: Settings) -> int:
+    """Actions the journal holds unsettled once a command is done: in doubt, not sent, or waiting
+    for their next attempt (a later cycle sends them). Not all done, whichever cycle left them."""
+    from erpsync import bootstrap  # noqa: PLC0415
+
+    with bootstrap.state_reader(settings) as reader:
+        counts = reader.action_counts()
+    return counts.get(ActionStatus.PENDING, 0) + counts.get(ActionStatus.FAILED_RETRYABLE, 0)
+
+
+def not_done_lines(summary: SyncSummary | None, unsettled: int) -> list[str]:
     """What a cycle could not do, for stderr (empty: everything was done): how many actions, why
-    by count, and the last error, which names MM's URL when MM could not be reached."""
-    if summary is None or not summary.not_done():
-        return []
-    why = [
-        f"{n} {what}"
-        for n, what in (
-            (summary.retried, "left retrying (the next cycle sends them again)"),
-            (summary.not_sent, "not sent"),
-            (summary.given_up, "given up (see `erpsync quarantine list`)"),
+    by count, and the last error, which names MM's URL when MM could not be reached; then the
+    journal's other unsettled actions (`unsettled` counts them all)."""
+    lines = []
+    if summary is not None and summary.not_done():
+        why = [
+            f"{n} {what}"
+            for n, what in (
+                (summary.retried, "left retrying (a later cycle sends them again)"),
+                (summary.not_sent, "not sent"),
+                (summary.given_up, "given up (see `erpsync quarantine list`)"),
+            )
+            if n
+        ]
+        line = f"{_count(summary.not_done(), 'action')} not done: {', '.join(why)}"
+        lines.append(f"{line}; last error: {summary.last_error}" if summary.last_error else line)
+    earlier = unsettled - (summary.retried + summary.not_sent if summary is not None else 0)
+    if earlier > 0:
+        lines.append(
+            f"{_count(earlier, 'more action')} unsettled in the journal: in doubt, or waiting for "
+            "the next attempt after a failure (see `erpsync status`, `erpsync audit`)"
         )
-        if n
-    ]
-    line = f"{_count(summary.not_done(), 'action')} not done: {', '.join(why)}"
-    return [f"{line}; last error: {summary.last_error}" if summary.last_error else line]
+    return lines
 
 
 def _count(n: int, noun: str) -> str:
@@ -227,7 +247,10 @@ def resync(
             stdout.print(f"job list re-imported: {reimported.rows} rows ({reimported.import_type})")
         elif dry_run:
             stdout.print("dry run: nothing was sent", markup=False)
-    not_done = _unread_lines(result) + not_done_lines(result.summary)
+    upload = reimported.not_done if reimported is not None else 0
+    not_done = _unread_lines(result)
+    if not dry_run:
+        not_done += not_done_lines(result.summary, unsettled(state_of(ctx).settings()) - upload)
     if reimported is not None and reimported.not_done:
         not_done.append(f"the job list upload was not done: {reimported.last_error or 'not sent'}")
     exit_if_not_done(not_done)
@@ -280,7 +303,7 @@ def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
         else:
             stdout.print("no stops were held: nothing to confirm", markup=False)
         stdout.print(summary.line(), markup=False)
-    exit_if_not_done(not_done_lines(summary))
+    exit_if_not_done(not_done_lines(summary, unsettled(settings)))
 
 
 @handle_errors
