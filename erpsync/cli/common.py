@@ -167,6 +167,11 @@ def _tsv_cell(value: str) -> str:
     return " ".join(value.replace("\t", " ").splitlines())
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 run`, `2 runs`: a count as people read it."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def plain(value: Any) -> str:
     """A mapping of counts as people read it (`running 3, stopped 1`), not a Python repr."""
     if isinstance(value, dict):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from erpsync.cli.common import (
+    counted,
     exit_if_not_done,
     fail,
     handle_errors,
@@ -164,19 +165,15 @@ def not_done_lines(summary: SyncSummary | None, unsettled: int) -> list[str]:
             )
             if n
         ]
-        line = f"{_count(summary.not_done(), 'action')} not done: {', '.join(why)}"
+        line = f"{counted(summary.not_done(), 'action')} not done: {', '.join(why)}"
         lines.append(f"{line}; last error: {summary.last_error}" if summary.last_error else line)
     earlier = unsettled - (summary.retried + summary.not_sent if summary is not None else 0)
     if earlier > 0:
         lines.append(
-            f"{_count(earlier, 'more action')} unsettled in the journal: in doubt, or waiting for "
+            f"{counted(earlier, 'more action')} unsettled in the journal: in doubt, or waiting for "
             "the next attempt after a failure (see `erpsync status`, `erpsync audit`)"
         )
     return lines
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 @handle_errors
@@ -268,7 +265,9 @@ def _unread_lines(result: ResyncResult) -> list[str]:
     if not result.unreadable:
         return []
     shown = ", ".join(result.unreadable[:5]) + (", ..." if len(result.unreadable) > 5 else "")
-    line = f"could not read {_count(len(result.unreadable), 'run')} from MachineMetrics, left alone ({shown})"
+    line = (
+        f"could not read {counted(len(result.unreadable), 'run')} from MachineMetrics, left alone ({shown})"
+    )
     return [f"{line}; last error: {result.read_error}" if result.read_error else line]
 
 

@@ -13,6 +13,7 @@ import typer
 from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.cli.common import (
     JsonOption,
+    counted,
     exit_if_not_done,
     handle_errors,
     print_json,
@@ -55,7 +56,7 @@ def writeback(
     """Run one write-back cycle: MM part counts of bound runs into the ERP.
 
     Exit 1 when a run could not be read from MM, its counts were quarantined as implausible, or a
-    write failed (a dry run: would fail); 2 when the sink's configuration is wrong."""
+    write failed (a dry run: would fail); 2 when the configuration or the credentials are wrong."""
     from erpsync import bootstrap  # noqa: PLC0415 - start-up time
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
 
@@ -81,26 +82,22 @@ def not_done_lines(summary: WritebackSummary) -> list[str]:
         no_data = [row.message for row in s.rows if row.outcome == "no_data"]
         last = no_data[-1] if len(no_data) == s.unreachable else None
         why = f"last error: {last}" if last else "the note of each run says why"
-        lines.append(f"could not read {_count(s.unreachable)} from MachineMetrics; {why}")
+        lines.append(f"could not read {counted(s.unreachable, 'run')} from MachineMetrics; {why}")
     if s.implausible:
         runs = ", ".join(row.mm_run_id for row in s.implausible_runs())
         lines.append(
-            f"{_count(s.implausible)} answered implausible part counts, quarantined and not written: "
+            f"{counted(s.implausible, 'run')} answered implausible part counts, quarantined and not written: "
             f"{runs} (see `erpsync quarantine list`)"
         )
     if s.failed:
-        lines.append(f"{_count(s.failed)} failed; the note of each run says why")
+        lines.append(f"{counted(s.failed, 'run')} failed; the note of each run says why")
     if s.final_quarantined:
         lines.append(
-            f"final counts of {_count(s.final_quarantined)} given up (see `erpsync quarantine list`)"
+            f"final counts of {counted(s.final_quarantined, 'run')} given up (see `erpsync quarantine list`)"
         )
     if s.outcome == "failed" and not lines:
         lines.append("the write-back cycle failed")
     return lines
-
-
-def _count(n: int) -> str:
-    return "1 run" if n == 1 else f"{n} runs"
 
 
 def _counts(counts: dict[str, int] | None) -> str:
