@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from erpsync.adapters.mm.errors import MMError
 from erpsync.domain.clock import utcnow
+from erpsync.domain.errors import ConfigError
 from erpsync.domain.identity import generation_token, mm_run_id_for
 from erpsync.domain.lifecycle import BoundRun, MMRunState
 from erpsync.domain.model import BadRecord, JobOperationRun
@@ -66,7 +67,8 @@ class ResyncResult:
     planned: PlanResult
     selected: int = 0
     mm_state: dict[str, MMRunState] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # MM run ids MM could not be read for
+    read_error: str | None = None  # the last of those reads' errors (it names MM's URL)
     summary: SyncSummary | None = None
 
 
@@ -102,7 +104,7 @@ def run_resync(
         key: bindings[key].mm_run_id if key in bindings else mm_run_id_for(service.source.name, key)
         for key in selected
     }
-    mm_state, unreadable = _read_mm(service, sorted(run_ids.values()), progress)
+    mm_state, unreadable, read_error = _read_mm(service, sorted(run_ids.values()), progress)
     plan = resync_plan(
         desired.values(),
         bindings,
@@ -130,6 +132,7 @@ def run_resync(
         selected=len(selected),
         mm_state=mm_state,
         unreadable=unreadable,
+        read_error=read_error,
     )
     result.planned.machines = service.machines_seen(desired.values())
     result.planned.hold = hold
@@ -155,28 +158,33 @@ def run_resync(
 
 def _read_mm(
     service: SyncService, run_ids: list[str], progress: Callable[[int, int], None] | None
-) -> tuple[dict[str, MMRunState], list[str]]:
-    """get-job-run for every selected run, concurrently; runs MM could not answer are left alone."""
+) -> tuple[dict[str, MMRunState], list[str], str | None]:
+    """get-job-run for every selected run, concurrently; runs MM could not answer are left alone
+    (returned with the last error). A refused key (MMConfigError) ends the resync: no read can pass."""
     mm = service.mm
     assert mm is not None
     states: dict[str, MMRunState] = {}
     unreadable: list[str] = []
+    last_error: str | None = None
 
-    def read(run_id: str) -> tuple[str, MMRunState | None]:
+    def read(run_id: str) -> tuple[str, MMRunState | MMError]:
         try:
             run = mm.get_job_run(run_id)
-        except MMError:
-            return run_id, None
+        except ConfigError:
+            raise
+        except MMError as exc:
+            return run_id, exc
         if run is None:
             return run_id, "missing"
         return run_id, "ended" if run.end_at is not None else "open"
 
     with ThreadPoolExecutor(max_workers=service.policy.max_concurrency) as pool:
         for done, (run_id, state) in enumerate(pool.map(read, run_ids), start=1):
-            if state is None:
+            if isinstance(state, MMError):
                 unreadable.append(run_id)
+                last_error = str(state)
             else:
                 states[run_id] = state
             if progress:
                 progress(done, len(run_ids))
-    return states, unreadable
+    return states, unreadable, last_error

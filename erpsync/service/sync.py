@@ -86,6 +86,12 @@ class SyncSummary:
     no_new_data: bool = False
     held_stops: int = 0  # stops of vanished runs the snapshot was not trusted to make
     confirmed_stops: int = 0  # held stops a person let go (`erpsync resync --confirm-stops`)
+    given_up: int = 0  # actions that reached sync.max_action_attempts (counted in quarantined too)
+    last_error: str | None = None  # of the last action left retrying, unsent or given up
+
+    def not_done(self) -> int:
+        """Actions this cycle could not complete: left retrying (in doubt), not sent, or given up."""
+        return self.retried + self.not_sent + self.given_up
 
     def line(self) -> str:
         head = "no new ERP data" if self.no_new_data else f"{self.runs_read} ERP runs read"
@@ -107,8 +113,10 @@ class SyncSummary:
             self.stopped += result.by_kind.get("stop_run", 0)
             self.imported += result.by_kind.get("import_jobs", 0)
         self.quarantined += result.quarantined + result.failed
+        self.given_up += result.failed
         self.retried += result.retrying
         self.not_sent += result.not_sent
+        self.last_error = result.last_error or self.last_error
 
 
 @dataclass
