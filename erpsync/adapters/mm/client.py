@@ -59,9 +59,10 @@ from urllib.request import getproxies
 import httpx
 import stamina
 import structlog
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from erpsync import __version__
+from erpsync.adapters.mm.answer_shape import ack_problem, error_problem, read_job_run
 from erpsync.adapters.mm.errors import (
     MMCircuitOpenError,
     MMConfigError,
@@ -71,6 +72,7 @@ from erpsync.adapters.mm.errors import (
     Resolution,
     error_from_response,
     resolve,
+    unexpected_answer,
 )
 from erpsync.adapters.mm.outgoing import check_import, check_run_id, request_body
 from erpsync.adapters.mm.resilience import BreakerState, CircuitBreaker, CircuitOpen, RateLimiter
@@ -223,21 +225,11 @@ class MMClient:
         else:
             url, params = self._url(template), {"erpRunId": run_id}
         try:
-            response = self._call("get", "GET", url, run_id=run_id, params=params)
+            run = self._call("get", "GET", url, run_id=run_id, params=params)
         except MMNotFoundError:
             return None
-        try:
-            return JobRun.model_validate_json(response.content)
-        except ValidationError as exc:  # invalid JSON is a ValidationError too, of type json_invalid
-            not_json = any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
-            reason = "not JSON" if not_json else f"{exc.error_count()} schema errors"
-            raise MMConfigError(
-                f"MachineMetrics get for run {run_id!r} answered HTTP {response.status_code} with a body "
-                f"that is not a job run ({reason}); check mm.base_url and mm.paths.get",
-                operation="get",
-                http_status=response.status_code,
-                run_id=run_id,
-            ) from None
+        assert run is not None  # a 2xx to get is a job run, or MMUnexpectedAnswerError
+        return run
 
     def import_jobs(self, job_file: JobFile) -> None:
         """Upload a job file (multipart ``csvFile``); ``auto_archive`` archives jobs not in it."""
@@ -298,7 +290,8 @@ class MMClient:
         *,
         run_id: str | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> JobRun | None:
+        """The call, retried as the module docstring says: MM's job run for a get, else None."""
         deadline = time.monotonic() + self._settings.retry_deadline_seconds
         call = _Call(operation, method, url, deadline, run_id, kwargs)
         retries = 0
@@ -327,7 +320,7 @@ class MMClient:
                 return self._attempt(call)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    def _attempt(self, call: _Call) -> httpx.Response:
+    def _attempt(self, call: _Call) -> JobRun | None:
         operation, run_id = call.operation, call.run_id
         remaining = call.deadline - time.monotonic()
         if not self._slots.acquire(timeout=max(0.0, remaining)):
@@ -350,7 +343,7 @@ class MMClient:
             response = self._send(call)
         finally:
             self._slots.release()
-        return self._settle(operation, response, run_id)
+        return self._settle(call, response)
 
     def _send(self, call: _Call) -> httpx.Response:
         operation, run_id = call.operation, call.run_id
@@ -409,13 +402,41 @@ class MMClient:
             response.close()
         return response
 
-    def _settle(self, operation: Operation, response: httpx.Response, run_id: str | None) -> httpx.Response:
-        status = response.status_code
+    def _settle(self, call: _Call, response: httpx.Response) -> JobRun | None:
+        """MM's answer, judged (answer_shape.py) before its status is read: what is not MM's own
+        answer is `MMUnexpectedAnswerError`, never a success, a "not found" or a conflict."""
+        operation, run_id, status = call.operation, call.run_id, response.status_code
+        content_type = response.headers.get("content-type", "")
         if 200 <= status < 300:
-            self._breaker.record_success()
-            if _stdlib_log.isEnabledFor(logging.DEBUG):  # once per call: skip even the binding
-                log.debug("mm.ok", operation=operation, run_id=run_id, status=status)
-            return response
+            run: JobRun | str | None = None
+            if operation == "get":
+                run = read_job_run(content_type, response.content)
+                why = run if isinstance(run, str) else None
+            else:
+                why = ack_problem(content_type, response.content)
+            if why is None:
+                self._breaker.record_success()
+                if _stdlib_log.isEnabledFor(logging.DEBUG):  # once per call: skip even the binding
+                    log.debug("mm.ok", operation=operation, run_id=run_id, status=status)
+                return run if isinstance(run, JobRun) else None
+        else:
+            why = error_problem(status, content_type, response.content)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if why is not None:
+            self._breaker.record_failure()
+            error: MMError = unexpected_answer(
+                operation=operation,
+                status=status,
+                content_type=content_type,
+                body=response.content,
+                url=str(call.url.copy_with(query=None)),
+                why=why,
+                run_id=run_id,
+                location=response.headers.get("location") if 300 <= status < 400 else None,
+                retry_after=retry_after,
+            )
+            log.warning("mm.unexpected_answer", operation=operation, status=status, error=str(error))
+            raise error
         resolution = resolve(status)
         if resolution is not Resolution.RETRY:
             self._breaker.record_success()  # MM is up and answering; the record or the setup is wrong
@@ -423,13 +444,13 @@ class MMClient:
             self._breaker.record_neutral()
         else:
             self._breaker.record_failure()
-        error: MMError = error_from_response(
+        error = error_from_response(
             operation=operation,
             status=status,
             body=response.content,
-            content_type=response.headers.get("content-type", ""),
+            content_type=content_type,
             run_id=run_id,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after,
         )
         if resolution is Resolution.CONFIG:
             log.error("mm.config_error", operation=operation, status=status, error=str(error))

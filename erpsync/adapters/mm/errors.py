@@ -7,8 +7,13 @@ Every failed MM call ends as exactly one of these, each also an erpsync error ca
   tell a human; retrying cannot help.
 - ``MMRecordError`` (a ``RecordError``), with ``MMNotFoundError`` and ``MMConflictError``: MM refused
   this one record. Quarantine it and carry on with the rest.
-- ``MMRetryableError`` (a ``RetryableError``), with ``MMCircuitOpenError``: a passing fault that the
-  client already retried until its attempts or deadline ran out. Try again in a later cycle.
+- ``MMRetryableError`` (a ``RetryableError``), with ``MMCircuitOpenError`` and
+  ``MMUnexpectedAnswerError``: a passing fault that the client already retried until its attempts
+  or deadline ran out. Try again in a later cycle.
+
+An answer that is not MachineMetrics' own (HTML, a wrong content type, a redirect: see
+answer_shape.py) is ``MMUnexpectedAnswerError`` whatever its status: never a success, a "not
+found", a conflict or a refused record, since MM never said so.
 
 Messages are written for the person who must act and never contain the API key: every text taken
 from a response passes through the logging scrubber first.
@@ -21,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from erpsync.adapters.mm.answer_shape import snippet
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.observability.scrub import scrub
 
@@ -128,6 +134,10 @@ class MMCircuitOpenError(MMRetryableError):
     """Calls are paused after repeated failures; ``retry_after`` says when a probe is allowed."""
 
 
+class MMUnexpectedAnswerError(MMRetryableError):
+    """An answer that is not MachineMetrics' (answer_shape.py): retried, never settled on its face."""
+
+
 ERROR_CLASS: dict[Resolution, type[MMError]] = {
     Resolution.CONFIG: MMConfigError,
     Resolution.RECORD: MMRecordError,
@@ -199,5 +209,37 @@ def error_from_response(
         code=code,
         run_id=run_id,
         field_errors=field_errors,
+        retry_after=retry_after,
+    )
+
+
+def unexpected_answer(
+    *,
+    operation: str,
+    status: int,
+    content_type: str,
+    body: bytes,
+    url: str,
+    why: str,
+    run_id: str | None,
+    location: str | None = None,
+    retry_after: float | None = None,
+) -> MMUnexpectedAnswerError:
+    """The error for an answer that is not MM's: what came back, from where, and the likely cause."""
+    subject = f" for run {run_id!r}" if run_id else ""
+    typed = content_type.strip()[:60] or "no Content-Type"
+    sent = f"redirected to {location}" if location else snippet(body)
+    cause = (
+        "a proxy or gateway in front of MachineMetrics, or mm.base_url / mm.paths"
+        if status >= 500
+        else "mm.base_url or mm.paths (or a proxy in front of MachineMetrics)"
+    )
+    return MMUnexpectedAnswerError(
+        f"MachineMetrics {operation}{subject}: unexpected answer from {url}: HTTP {status}, {typed}, {sent}: "
+        f"{why}. Not MachineMetrics' own answer; likely cause: {cause}; retried later",
+        operation=operation,
+        http_status=status,
+        code="UnexpectedAnswer",
+        run_id=run_id,
         retry_after=retry_after,
     )
