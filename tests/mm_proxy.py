@@ -51,6 +51,7 @@ class Rule:
     content_type: str | None = HTML
     times: int | None = None
     trickle_seconds: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()  # more headers, e.g. a redirect's Location
     fired: int = field(default=0, compare=False)
 
     def matches(self, operation: Operation) -> bool:
@@ -172,6 +173,7 @@ class MisbehavingProxy:
         if rule is not None:
             status, answer = rule.status, rule.body
             headers = [("Content-Type", rule.content_type)] if rule.content_type else []
+            headers += list(rule.headers)
         with self._lock:
             self.calls.append(ProxyCall(operation, request.path, forwarded, status, rule))
         self._answer(request, status, headers, answer, rule.trickle_seconds if rule else 0.0)
