@@ -63,6 +63,7 @@ from pydantic import SecretStr
 
 from erpsync import __version__
 from erpsync.adapters.mm.answer_shape import ack_problem, error_problem, read_job_run
+from erpsync.adapters.mm.deadline import DeadlinePassed, bound, set_attempt_deadline
 from erpsync.adapters.mm.errors import (
     MMCircuitOpenError,
     MMConfigError,
@@ -164,6 +165,8 @@ class MMClient:
         )
         if transport is None and not any(getproxies().get(s) for s in ("http", "https", "all")):
             transport = httpx.HTTPTransport(limits=limits)  # what httpx.Client would build itself
+        # every attempt: connect + send + the whole answer within this (and the call's deadline)
+        self._attempt_limit = settings.connect_timeout_seconds + settings.read_timeout_seconds
         # None: the environment names a proxy; httpx.Client applies it (given a transport, it would
         # not) and every request goes through the client
         self._transport = transport
@@ -176,6 +179,8 @@ class MMClient:
             follow_redirects=False,
             transport=transport,
         )
+        for used in (transport, self._http._transport, *self._http._mounts.values()):
+            bound(used)  # the wall-clock limit under every pool, the environment's proxies' too
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._limiter = RateLimiter(settings.rate_limit_per_second)
         self._breaker = CircuitBreaker(
@@ -359,27 +364,46 @@ class MMClient:
                 retry_after=exc.retry_in,
             ) from None
         started = time.perf_counter()
+        now = time.monotonic()
+        limit = max(MIN_ATTEMPT_TIMEOUT, min(call.deadline - now, self._attempt_limit))
         try:
-            timeout = self._timeout(call.deadline - time.monotonic())
-            response = self._exchange(call.method, call.url, timeout, call.kwargs)
+            set_attempt_deadline(now + limit)
+            response = self._exchange(call.method, call.url, self._timeout(limit), call.kwargs)
         except httpx.RequestError as exc:
             MM_REQUEST_SECONDS.labels(operation, "network").observe(time.perf_counter() - started)
             self._breaker.record_failure()
-            kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "network error"
-            raise MMRetryableError(
-                f"MachineMetrics {operation}: {kind} ({type(exc).__name__}: {exc or 'no detail'}) "
-                f"talking to {self._settings.base_url}",
-                operation=operation,
-                code="Timeout" if isinstance(exc, httpx.TimeoutException) else "Network",
-                run_id=run_id,
-            ) from exc
+            raise self._network_error(call, exc, limit) from exc
         except BaseException:
             self._breaker.record_neutral()
             raise
+        finally:
+            set_attempt_deadline(None)
         MM_REQUEST_SECONDS.labels(operation, _status_class(response.status_code)).observe(
             time.perf_counter() - started
         )
         return response
+
+    def _network_error(self, call: _Call, exc: httpx.RequestError, limit: float) -> MMRetryableError:
+        """No answer: refused, reset, a timeout, or the attempt's wall-clock limit passed."""
+        s = self._settings
+        if isinstance(exc.__cause__, DeadlinePassed):
+            return MMRetryableError(
+                f"MachineMetrics {call.operation}: no complete answer within {max(0.0, limit):.1f}s, the "
+                f"attempt's wall-clock limit ({exc}; mm.connect_timeout_seconds + mm.read_timeout_seconds, "
+                f"at most what is left of mm.retry_deadline_seconds = {s.retry_deadline_seconds:g}s) "
+                f"talking to {s.base_url}",
+                operation=call.operation,
+                code="Deadline",
+                run_id=call.run_id,
+            )
+        timed_out = isinstance(exc, httpx.TimeoutException)
+        return MMRetryableError(
+            f"MachineMetrics {call.operation}: {'timed out' if timed_out else 'network error'} "
+            f"({type(exc).__name__}: {exc or 'no detail'}) talking to {s.base_url}",
+            operation=call.operation,
+            code="Timeout" if timed_out else "Network",
+            run_id=call.run_id,
+        )
 
     def _exchange(
         self, method: str, url: httpx.URL, timeout: httpx.Timeout, kwargs: dict[str, Any]
