@@ -356,8 +356,9 @@ class MMClient:
             self._breaker.before_call()
         except CircuitOpen as exc:
             raise MMCircuitOpenError(
-                f"MachineMetrics {operation}: {exc}; calls resume with a probe after "
-                f"mm.breaker_reset_seconds",
+                f"MachineMetrics {operation}: calls paused for another {exc.retry_in:.1f}s after "
+                f"{exc.failures} consecutive failures (a probe is let through after "
+                f"mm.breaker_reset_seconds); last: {exc.last or 'not recorded'}",
                 operation=operation,
                 code="CircuitOpen",
                 run_id=run_id,
@@ -371,8 +372,9 @@ class MMClient:
             response = self._exchange(call.method, call.url, self._timeout(limit), call.kwargs)
         except httpx.RequestError as exc:
             MM_REQUEST_SECONDS.labels(operation, "network").observe(time.perf_counter() - started)
-            self._breaker.record_failure()
-            raise self._network_error(call, exc, limit) from exc
+            error = self._network_error(call, exc, limit)
+            self._breaker.record_failure(error.cause)
+            raise error from exc
         except BaseException:
             self._breaker.record_neutral()
             raise
@@ -387,22 +389,25 @@ class MMClient:
         """No answer: refused, reset, a timeout, or the attempt's wall-clock limit passed."""
         s = self._settings
         if isinstance(exc.__cause__, DeadlinePassed):
-            return MMRetryableError(
-                f"MachineMetrics {call.operation}: no complete answer within {max(0.0, limit):.1f}s, the "
-                f"attempt's wall-clock limit ({exc}; mm.connect_timeout_seconds + mm.read_timeout_seconds, "
-                f"at most what is left of mm.retry_deadline_seconds = {s.retry_deadline_seconds:g}s) "
-                f"talking to {s.base_url}",
-                operation=call.operation,
-                code="Deadline",
-                run_id=call.run_id,
+            code, cause = (
+                "Deadline",
+                (
+                    f"no complete answer within {limit:.1f}s, the attempt's wall-clock limit ({exc}; "
+                    "mm.connect_timeout_seconds + mm.read_timeout_seconds, at most what is left of "
+                    f"mm.retry_deadline_seconds = {s.retry_deadline_seconds:g}s) talking to {s.base_url}"
+                ),
             )
-        timed_out = isinstance(exc, httpx.TimeoutException)
+        else:
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            code = "Timeout" if timed_out else "Network"
+            kind = "timed out" if timed_out else "network error"
+            cause = f"{kind} ({type(exc).__name__}: {exc or 'no detail'}) talking to {s.base_url}"
         return MMRetryableError(
-            f"MachineMetrics {call.operation}: {'timed out' if timed_out else 'network error'} "
-            f"({type(exc).__name__}: {exc or 'no detail'}) talking to {s.base_url}",
+            f"MachineMetrics {call.operation}: {cause}",
             operation=call.operation,
-            code="Timeout" if timed_out else "Network",
+            code=code,
             run_id=call.run_id,
+            cause=cause,
         )
 
     def _exchange(
@@ -447,7 +452,6 @@ class MMClient:
             why = error_problem(status, content_type, response.content)
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         if why is not None:
-            self._breaker.record_failure()
             error: MMError = unexpected_answer(
                 operation=operation,
                 status=status,
@@ -459,15 +463,9 @@ class MMClient:
                 location=response.headers.get("location") if 300 <= status < 400 else None,
                 retry_after=retry_after,
             )
+            self._breaker.record_failure(error.cause)
             log.warning("mm.unexpected_answer", operation=operation, status=status, error=str(error))
             raise error
-        resolution = resolve(status)
-        if resolution is not Resolution.RETRY:
-            self._breaker.record_success()  # MM is up and answering; the record or the setup is wrong
-        elif status == 429:
-            self._breaker.record_neutral()
-        else:
-            self._breaker.record_failure()
         error = error_from_response(
             operation=operation,
             status=status,
@@ -476,6 +474,14 @@ class MMClient:
             run_id=run_id,
             retry_after=retry_after,
         )
+        resolution = resolve(status)
+        if resolution is not Resolution.RETRY:
+            self._breaker.record_success()  # MM is up and answering; the record or the setup is wrong
+        elif status == 429:
+            self._breaker.record_neutral()
+        else:
+            code = f" {error.code}" if error.code else ""
+            self._breaker.record_failure(f"HTTP {status}{code} from {call.url.copy_with(query=None)}")
         if resolution is Resolution.CONFIG:
             log.error("mm.config_error", operation=operation, status=status, error=str(error))
         raise error

@@ -81,7 +81,8 @@ class MMError(Exception):
     ``http_status`` is None when no response arrived (network fault, client-side validation,
     open circuit); ``code`` is MM's error code (``ValidationError``, ``Conflict``, ``invalid_token``)
     or erpsync's own (``ClientValidation``, ``Network``, ``CircuitOpen``); ``field_errors`` are MM's
-    per-field ``errors[]`` items; ``retry_after`` is the server's (or breaker's) wait in seconds.
+    per-field ``errors[]`` items; ``retry_after`` is the server's (or breaker's) wait in seconds;
+    ``cause`` is the failure without its subject, as the circuit breaker's message repeats it.
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class MMError(Exception):
         run_id: str | None = None,
         field_errors: Sequence[Mapping[str, Any]] = (),
         retry_after: float | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(scrub(message))
+        self.cause = scrub(cause) if cause is not None else None
         self.operation = operation
         self.http_status = http_status
         self.code = code
@@ -229,14 +232,15 @@ def unexpected_answer(
     subject = f" for run {run_id!r}" if run_id else ""
     typed = content_type.strip()[:60] or "no Content-Type"
     sent = f"redirected to {location}" if location else snippet(body)
-    cause = (
+    likely = (
         "a proxy or gateway in front of MachineMetrics, or mm.base_url / mm.paths"
         if status >= 500
         else "mm.base_url or mm.paths (or a proxy in front of MachineMetrics)"
     )
     return MMUnexpectedAnswerError(
         f"MachineMetrics {operation}{subject}: unexpected answer from {url}: HTTP {status}, {typed}, {sent}: "
-        f"{why}. Not MachineMetrics' own answer; likely cause: {cause}; retried later",
+        f"{why}. Not MachineMetrics' own answer; likely cause: {likely}; retried later",
+        cause=f"unexpected answer (HTTP {status}, {typed}: {why}) from {url}",
         operation=operation,
         http_status=status,
         code="UnexpectedAnswer",
