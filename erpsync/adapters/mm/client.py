@@ -3,24 +3,33 @@
 One call = validate the request, then up to ``max_attempts`` attempts within
 ``retry_deadline_seconds``. Each attempt takes a concurrency slot (``max_concurrency``) and a
 rate-limit slot (``rate_limit_per_second``), passes the circuit breaker, and sends with connect and
-read timeouts (never longer than what is left of the deadline). The response status is classified by
-the one table in `errors.STATUS_RESOLUTION`:
+read timeouts per socket operation and a wall-clock limit for the whole attempt
+(``connect_timeout_seconds + read_timeout_seconds``, never longer than what is left of the
+deadline): deadline.py bounds connecting, sending, the status line, the headers and every byte of
+the body, so an answer trickled a byte at a time cannot hold a call (code ``Deadline``).
 
-- 2xx: done (start/stop/import bodies are ignored: MM documents ``null``);
-- config (401/403...): `MMConfigError` at once, never retried;
+The answer is judged before its status is read (answer_shape.py): only MM's own answer counts.
+A response that is not MM's (HTML, a wrong content type, a body that is not JSON, a redirect, a
+2xx get that is not a job run) is `MMUnexpectedAnswerError`, retryable, whatever its status: never
+a success, a "not found" or a conflict. MM's own answers are classified by the one table in
+`errors.STATUS_RESOLUTION`:
+
+- 2xx: done (start/stop/import answer ``null``, an empty body or any JSON; a get, the job run);
+- config (401/403/405 with MM's JSON error): `MMConfigError` at once, never retried;
 - record (400/404/409/422...): `MMRecordError` / `MMNotFoundError` / `MMConflictError` at once;
-- retry (408/429/5xx, connect/read errors, timeouts, dropped connections): wait and try again:
-  ``Retry-After`` when MM sends one, else exponential backoff with equal jitter
-  (``backoff_initial_seconds`` doubling up to ``backoff_max_seconds``, each wait between half and
-  all of that). A wait that would pass the deadline is not taken: the call ends with
-  `MMRetryableError` at once, ``retry_after`` set, and a later cycle tries again.
+- retry (408/429/5xx, connect/read errors, timeouts, the deadline, dropped connections, unexpected
+  answers): wait and try again: ``Retry-After`` when the server sends one, else exponential
+  backoff with equal jitter (``backoff_initial_seconds`` doubling up to ``backoff_max_seconds``,
+  each wait between half and all of that). A wait that would pass the deadline is not taken: the
+  call ends with `MMRetryableError` at once, ``retry_after`` set, and a later cycle tries again.
 
 Retrying a start or stop is safe because MM treats a repeated start (same id, same values) and a
 repeated stop as no-ops; so an attempt that was applied but whose answer was lost ("apply then
 fail") converges on a retry instead of duplicating the run.
 
-The breaker counts consecutive failed attempts (5xx/408/network; 429 is neutral, any other answer
-means MM is up and resets it); once open, calls fail fast with `MMCircuitOpenError` until
+The breaker counts consecutive failed attempts (5xx/408/network/deadline/unexpected answers; 429
+is neutral, any other answer of MM's means MM is up and resets it); once open, calls fail fast with
+`MMCircuitOpenError`, whose message keeps the last failure and where it happened, until
 ``breaker_reset_seconds`` passed, then one probe decides.
 
 The loop is stamina's (``stamina.retry_context``) with the wait chosen by our hook, so
@@ -36,7 +45,9 @@ microsecond a call spends on the CPU holds the GIL the other senders wait for (b
 new-runs). So the fixed URLs are merged with ``base_url`` once, bodies are serialised to JSON bytes
 by pydantic in one pass, and requests go straight to the httpx transport (the connection pool):
 ``httpx.Client.send``'s cookie jar, auth and redirect machinery cost about a quarter of a call's
-CPU and MM needs none of it (bearer auth, no cookies, redirects refused). When the environment
+CPU and MM needs none of it (bearer auth, no cookies, redirects refused). Judging an answer
+costs a media-type match and, for ``null``, nothing more; the deadline one clock read per
+socket operation. When the environment
 names a proxy (``HTTP(S)_PROXY``, ``ALL_PROXY``), every request goes through ``httpx.Client``
 instead, which routes it as httpx always does.
 """
