@@ -25,8 +25,9 @@ from erpsync.adapters.mm.errors import (
     MMUnexpectedAnswerError,
 )
 from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
-from erpsync.adapters.mm.simulator import MMSimulator
+from erpsync.adapters.mm.simulator import Fault, MMSimulator
 from erpsync.adapters.state.store import StateStore
+from erpsync.config import MMPaths
 from tests.fixtures_mm import fast_mm_settings
 from tests.integration.test_mm_give_up import RUN, World, local, utc
 from tests.mm_proxy import HTML, HTML_PAGE, JSON, MisbehavingProxy, Operation, Rule
@@ -173,6 +174,72 @@ def test_unexpected_answers_count_as_breaker_failures(
         with pytest.raises(MMRetryableError, match="calls paused"):
             call(client, "get")
     assert len(proxy.calls) == 2  # the paused get never left the client
+
+
+def test_every_answer_the_simulator_gives_is_read_as_mm_s_own() -> None:
+    """The simulator answers as MM does (JSON, errors with a code), so none of its answers, success
+    or refusal, is taken for something else's: the shape rules reject only what MM never sends."""
+    with MMSimulator(machines={"M1"}, extra_keys={"reports-only": {"reporting"}}, seed=7) as sim:
+        settings = fast_mm_settings(sim.base_url, sim.api_key, max_attempts=1)
+        outcomes: dict[str, object] = {}
+
+        def outcome(name: str, action: Any) -> None:
+            try:
+                action()
+                outcomes[name] = "ok"
+            except MMError as exc:
+                outcomes[name] = type(exc).__name__
+
+        def start(client: MMClient, run_id: str = ID, machine: str = "M1", job: str = "W1") -> None:
+            client.start_job_run(
+                StartJobRun(erp_job_operation_run_id=run_id, erp_machine_id=machine, job_name=job)
+            )
+
+        with MMClient(settings) as client:
+            outcome("start 200 null", lambda: start(client))
+            outcome("start again 200 null", lambda: start(client))
+            outcome("start 409 conflict", lambda: start(client, job="W2"))
+            outcome("start 400 unknown machine", lambda: start(client, "erp:A2", machine="M9"))
+            outcome("get 200 job run", lambda: client.get_job_run(ID))
+            outcome("get 404", lambda: client.get_job_run("erp:none"))
+            outcome("stop 200 null", lambda: client.stop_job_run(StopJobRun(erp_job_operation_run_id=ID)))
+            outcome("stop 404", lambda: client.stop_job_run(StopJobRun(erp_job_operation_run_id="erp:none")))
+            outcome("import 200 null", lambda: client.import_jobs(JobFile(b"name\nW1\n")))
+            sim.set_faults(Fault("rate_limit", times=1, retry_after=0), Fault("error", status=503, times=1))
+            outcome("429", lambda: client.get_job_run(ID))
+            outcome("503", lambda: client.get_job_run(ID))
+        with MMClient(fast_mm_settings(sim.base_url, "wrong-key", max_attempts=1)) as wrong:
+            outcome("401", lambda: wrong.get_job_run(ID))
+        with MMClient(fast_mm_settings(sim.base_url, "reports-only", max_attempts=1)) as reports:
+            outcome("403", lambda: reports.get_job_run(ID))
+        nowhere = MMPaths(start="/erp/nowhere", get="/erp/elsewhere/{erpJobOperationRunId}/x")
+        with MMClient(fast_mm_settings(sim.base_url, sim.api_key, max_attempts=1, paths=nowhere)) as lost:
+            outcome("unknown path 404", lambda: start(lost))
+            outcome("get unknown path 404", lambda: lost.get_job_run(ID))
+        stop_as_get = MMPaths(start="/erp/jobdispatch/{erpJobOperationRunId}")
+        with MMClient(
+            fast_mm_settings(sim.base_url, sim.api_key, max_attempts=1, paths=stop_as_get)
+        ) as wrong_way:
+            outcome("405", lambda: start(wrong_way))
+
+    assert outcomes == {
+        "start 200 null": "ok",
+        "start again 200 null": "ok",
+        "start 409 conflict": "MMConflictError",
+        "start 400 unknown machine": "MMRecordError",
+        "get 200 job run": "ok",
+        "get 404": "ok",
+        "stop 200 null": "ok",
+        "stop 404": "MMNotFoundError",
+        "import 200 null": "ok",
+        "429": "MMRetryableError",
+        "503": "MMRetryableError",
+        "401": "MMConfigError",
+        "403": "MMConfigError",
+        "unknown path 404": "MMNotFoundError",
+        "get unknown path 404": "ok",  # MM's JSON 404: no such run
+        "405": "MMConfigError",
+    }
 
 
 # -- real sync cycles on every state backend --------------------------------------------------------
