@@ -45,11 +45,10 @@ microsecond a call spends on the CPU holds the GIL the other senders wait for (b
 new-runs). So the fixed URLs are merged with ``base_url`` once, bodies are serialised to JSON bytes
 by pydantic in one pass, and requests go straight to the httpx transport (the connection pool):
 ``httpx.Client.send``'s cookie jar, auth and redirect machinery cost about a quarter of a call's
-CPU and MM needs none of it (bearer auth, no cookies, redirects refused). Judging an answer
-costs a media-type match and, for ``null``, nothing more; the deadline one clock read per
-socket operation. When the environment
+CPU and MM needs none of it (bearer auth, no cookies, redirects refused). When the environment
 names a proxy (``HTTP(S)_PROXY``, ``ALL_PROXY``), every request goes through ``httpx.Client``
-instead, which routes it as httpx always does.
+instead, which routes it as httpx always does. Judging an answer costs a media-type match (and
+nothing more for ``null``), the deadline one clock read per socket operation: about 2 us a call.
 """
 
 from __future__ import annotations

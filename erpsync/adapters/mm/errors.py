@@ -80,7 +80,8 @@ class MMError(Exception):
 
     ``http_status`` is None when no response arrived (network fault, client-side validation,
     open circuit); ``code`` is MM's error code (``ValidationError``, ``Conflict``, ``invalid_token``)
-    or erpsync's own (``ClientValidation``, ``Network``, ``CircuitOpen``); ``field_errors`` are MM's
+    or erpsync's own (``ClientValidation``, ``Network``, ``Timeout``, ``Deadline``,
+    ``UnexpectedAnswer``, ``CircuitOpen``); ``field_errors`` are MM's
     per-field ``errors[]`` items; ``retry_after`` is the server's (or breaker's) wait in seconds;
     ``cause`` is the failure without its subject, as the circuit breaker's message repeats it.
     """
@@ -231,7 +232,7 @@ def unexpected_answer(
     """The error for an answer that is not MM's: what came back, from where, and the likely cause."""
     subject = f" for run {run_id!r}" if run_id else ""
     typed = content_type.strip()[:60] or "no Content-Type"
-    sent = f"redirected to {location}" if location else snippet(body)
+    sent = f"redirected to {location[:200]}" if location else snippet(body)
     likely = (
         "a proxy or gateway in front of MachineMetrics, or mm.base_url / mm.paths"
         if status >= 500
