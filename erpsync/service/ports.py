@@ -253,12 +253,14 @@ class MachineMetrics(Protocol):
 
     Errors (erpsync/adapters/mm/errors.py), each also an erpsync error category:
 
-    - `MMConfigError` (401/403, or an answer that means the setup is wrong): stop calling MM;
+    - `MMConfigError` (401/403 with MM's JSON error, 405): stop calling MM;
     - `MMRecordError`, with `MMNotFoundError` (404) and `MMConflictError` (409): MM refused this one
       record (400/422, e.g. code ``MachineNotFound``), or erpsync refused to send it
       (code ``ClientValidation``): quarantine it;
-    - `MMRetryableError`, with `MMCircuitOpenError`: a passing fault (408/429/5xx, network, open
-      breaker): a later cycle tries again.
+    - `MMRetryableError`, with `MMCircuitOpenError` and `MMUnexpectedAnswerError`: a passing fault
+      (408/429/5xx, network, the call's deadline, open breaker) or an answer that is not MM's own
+      (HTML, a redirect, a get that is not a job run: never a success or "not found"): a later
+      cycle tries again.
     """
 
     def start_job_run(self, request: StartJobRun) -> None:
