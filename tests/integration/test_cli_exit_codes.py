@@ -28,7 +28,7 @@ from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import SyncAction
 from erpsync.config import WritebackSettings, load_settings
 from tests.integration.test_writeback_plausible_counts import RunProxy
-from tests.mm_proxy import JSON, Rule
+from tests.mm_proxy import JSON, MisbehavingProxy, Rule
 from tests.sync_helpers import Shop, local, sync_cycle, write_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -352,6 +352,27 @@ def test_resync_reads_what_it_can_and_says_how_many_it_could_not(world: World) -
     assert "MachineMetrics matches" not in done.stdout
     assert "2 runs selected, MM read for 1" in done.stdout
     assert set(world.sim.runs()) == {"erp:LT2"}
+
+
+def test_a_web_page_at_mm_base_url_is_no_answer_sync_and_resync_exit_1(world: World) -> None:
+    """A web app (or a captive portal) answers every call with an HTML 200: nothing is taken as
+    MM's "OK", sync and resync exit 1 naming mm.base_url, MM is untouched; fixed, sync exits 0."""
+    before = world.sim.runs()
+    with MisbehavingProxy(world.sim.base_url) as proxy:
+        proxy.arm(Rule())  # every operation: an HTML page with 200, never forwarded
+        config = world.edited("web_app", world.sim.base_url, proxy.url)
+        synced = erpsync(config, "sync")
+        resynced = erpsync(config, "resync", "--all", "--dry-run")
+    assert synced.returncode == 1, synced.stdout + synced.stderr
+    assert "1 action not done: 1 left retrying" in synced.stderr and "mm.base_url" in synced.stderr
+    assert resynced.returncode == 1, resynced.stdout + resynced.stderr
+    assert "could not read 2 runs from MachineMetrics" in resynced.stderr
+    assert "MachineMetrics matches" not in resynced.stdout
+    assert world.sim.runs() == before  # LT2's start never reached MM
+    retries_due_now(world)
+    fixed = erpsync(world.good, "sync")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert set(world.sim.runs()) == {"erp:LT1", "erp:LT2"}
 
 
 # -- the README's table -----------------------------------------------------------------------------

@@ -183,8 +183,8 @@ def test_erpsync_sync_against_a_trickling_mm_ends_within_the_deadline_plus_5s(
     # all). Start-up is not MM's: on a machine so loaded that it alone took over 3 s, only the
     # deadline's part above is judged.
     assert took <= DEADLINE + 5 or first_call > 3, (took, first_call, done.stdout, done.stderr)
-    # Not asserted: the exit code. Issue #15's exit-code part (a separate change) makes "actions
-    # left unsent" exit 1; until it lands `sync` exits 0 here, printing "retried 2".
+    # the starts were left retrying: something could not be done (README, "Exit codes")
+    assert done.returncode == 1, done.stdout + done.stderr
     assert "retried 2" in done.stdout, done.stdout + done.stderr
     assert "Deadline" in done.stdout + done.stderr or "wall-clock" in done.stdout + done.stderr
     assert len(mm_simulator.runs()) == 2  # MM took both starts; only their answers were trickled
