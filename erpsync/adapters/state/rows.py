@@ -22,6 +22,7 @@ from erpsync.domain.columns import (
     fit_name,
     fit_optional_id,
 )
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import (
     MACHINE_MAX,
     MM_MACHINE_MAX,
@@ -271,6 +272,15 @@ def flag_values(flag: Flag) -> dict[str, Any]:
     if flag.generation:
         values["key_generation"] = flag.generation
     return values
+
+
+def drift_values(drift: Drift) -> dict[str, Any]:
+    """What recording a drifted run sets on its binding (domain/drift.py)."""
+    return {
+        "status": str(drift.status),
+        "mm_end_at": drift.mm_end_at,
+        "final_counts_since": drift.final_counts_since,
+    }
 
 
 # -- quarantine -------------------------------------------------------------------------------
