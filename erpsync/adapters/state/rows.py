@@ -409,6 +409,7 @@ def count_target(
         binding["erp_machine"],
         last,
         in_doubt,
+        status=binding.get("status") or "",
     )
 
 
