@@ -20,6 +20,7 @@ from erpsync.adapters.state.rows import (
     bound_runs,
     chunks,
     drift_values,
+    flag_final_counts,
     flag_values,
     intent_binding_values,
 )
@@ -126,7 +127,7 @@ class SqlBindings:
         values = flag_values(flag)
         if values:
             now = utcnow()
-            if (since := final_counts_mark(values.get("status"), now)) is not None:
+            if (since := flag_final_counts(flag, values, now)) is not None:
                 values["final_counts_since"] = since  # stopped: its final counts are due
             self.session.execute(
                 update(RunBinding)

@@ -24,6 +24,7 @@ from erpsync.adapters.state.rows import (
     bound_runs,
     by_run_id,
     drift_values,
+    flag_final_counts,
     flag_values,
     intent_binding_values,
     intent_row,
@@ -164,7 +165,7 @@ class MemoryBindings:
         row = self.tables.bindings.get(flag.mm_run_id)
         if values and row is not None:
             now = utcnow()
-            if (since := final_counts_mark(values.get("status"), now)) is not None:
+            if (since := flag_final_counts(flag, values, now)) is not None:
                 values["final_counts_since"] = since
             row.update(values, updated_at=now)
 
