@@ -79,9 +79,18 @@ def _action_row(a: RunAction, kind: str, reason: str) -> dict[str, Any]:
     }
 
 
-def _print_plan(rows: list[dict[str, Any]]) -> None:
+# `plan` compares the ERP with erpsync's records; it does not ask MM (a resync reads it)
+PLAN_NOTHING_TO_DO = (
+    "nothing to do: erpsync's records match the ERP "
+    "(MachineMetrics not asked; `erpsync resync --dry-run` reads it)"
+)
+
+
+def _print_plan(
+    rows: list[dict[str, Any]], nothing: str = "nothing to do: MachineMetrics matches the ERP"
+) -> None:
     if not rows:
-        stdout.print("nothing to do: MachineMetrics matches the ERP")
+        stdout.print(nothing, markup=False)
         return
     print_table(
         ["action", "MM run id", "machine", "job", "op", "reason"],
@@ -127,7 +136,7 @@ def plan(ctx: typer.Context, as_json: PlanJsonOption = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        _print_plan(rows)
+        _print_plan(rows, PLAN_NOTHING_TO_DO)
 
 
 @handle_errors
@@ -203,7 +212,7 @@ def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
         if as_json:
             print_json(rows)
         else:
-            _print_plan(rows)
+            _print_plan(rows, PLAN_NOTHING_TO_DO)  # a sync's plan: MM is not asked
             stdout.print("dry run: nothing was sent", markup=False)
         return
     with correlation("cli"), bootstrap.sync_service(settings, acting=True) as service:
