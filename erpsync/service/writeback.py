@@ -334,7 +334,8 @@ class _WritebackCycle:
             done += self._write(batch)
         for item in done:
             item.drift = item.drift or self.drifts.pop(item.target.mm_run_id, None)
-            self.summary.count(row_of(item.target, item.counts, item.outcome, item.message))
+            note = item.message or (item.drift.message if item.drift is not None else None)
+            self.summary.count(row_of(item.target, item.counts, item.outcome, note))
             self.summary.drifted += item.drift is not None
         if self.dry_run:
             return
