@@ -15,6 +15,7 @@ from erpsync.domain.flags import binding_flag, settle_flags
 from erpsync.domain.identity import mm_run_id_for
 from erpsync.domain.lifecycle import (
     LIVE_BINDING_STATUSES,
+    MM_OPEN_BINDING_STATUSES,
     RECONCILE_BINDING_STATUSES,
     ActionKind,
     BindingStatus,
@@ -194,7 +195,8 @@ class _Reported:
                 "(an ended MM run id cannot be reopened)"
             )
             self.flags.append(_ended_flag(bound, message, ended_at))
-        elif bound.status in LIVE_BINDING_STATUSES and key in self.bindings:
+        elif bound.status in MM_OPEN_BINDING_STATUSES and key in self.bindings:
+            # erpsync holds it open (or left it open, vanished; or may have: unconfirmed)
             message = f"MM already ended run {bound.mm_run_id}; recording it as stopped"
             self.flags.append(_ended_flag(bound, message, ended_at))
         self.effective[key] = replace(bound, status=BindingStatus.STOPPED)

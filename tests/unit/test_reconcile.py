@@ -679,6 +679,15 @@ def test_resync_does_not_reopen_a_run_mm_ended() -> None:
     assert [(f.mm_end_at, f.final_counts) for f in ended.flags] == [(at(20), True)]  # MM's end
 
 
+@pytest.mark.parametrize("status", ["vanished", "unconfirmed"])
+def test_resync_records_stopped_a_run_left_open_that_mm_ended(status: str) -> None:
+    """The ERP lost it and erpsync left it open in MM (or may have): MM ended it meanwhile."""
+    r = run("LT1", PRODUCTION)
+    p = resync([], bindings(bind(r, status)), {"LT1": "ended"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
+
+
 def test_resync_stops_a_run_the_erp_ended_that_mm_has_open() -> None:
     r = run("LT1", PRODUCTION, start=at(0))
     ended = replace(r, state=ENDED, end_at=at(30))
