@@ -38,7 +38,10 @@ PlanJsonOption = Annotated[bool, typer.Option("--json", help="A list of actions 
 
 # What an empty plan says. `plan` compares the ERP with erpsync's records and never asks MM, so
 # it cannot say MM matches; a resync reads MM, and says so only of the runs it could read.
-PLAN_NOTHING_TO_DO = "nothing to do: the ERP matches erpsync's records (MachineMetrics was not asked)"
+PLAN_NOTHING_TO_DO = (
+    "nothing to do: erpsync's records match the ERP "
+    "(MachineMetrics not asked; `erpsync resync --dry-run` reads it)"
+)
 RESYNC_NOTHING_TO_DO = "nothing to do: MachineMetrics matches the ERP"
 RESYNC_NOTHING_READ = "nothing to do for the {read} runs MachineMetrics could be read for"
 RESYNC_NONE_READ = "nothing planned: MachineMetrics could not be read"
@@ -288,7 +291,7 @@ def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
         if as_json:
             print_json(rows)
         else:
-            _print_plan(rows, PLAN_NOTHING_TO_DO)
+            _print_plan(rows, PLAN_NOTHING_TO_DO)  # a sync's plan: MM is not asked
             stdout.print("dry run: nothing was sent", markup=False)
         return
     with correlation("cli"), bootstrap.sync_service(settings, acting=True) as service:

@@ -135,6 +135,11 @@ class Flag:
     payload_hash: str | None = None
     dedupe_key: str = ""
     generation: str | None = None
+    # with binding_status: when MM's run ended (or was found gone), so a next run generation starts
+    # after it (domain/shop_floor.py), and whether a stopped run's final counts are still to be read
+    # (not for a run MM no longer has)
+    mm_end_at: datetime | None = None
+    final_counts: bool = True
 
 
 @dataclass(slots=True)

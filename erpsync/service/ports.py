@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.domain.admin_rows import ActionRow, MachineRow, QuarantineRow
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import BoundRun, Intent, JournaledAction, JournalStamp, Outcome
 from erpsync.domain.model import BadRecord, PartCounts
 from erpsync.domain.plan import Flag
@@ -110,6 +111,11 @@ class BindingRepository(Protocol):
 
     def remember_flag(self, flag: Flag) -> None:
         """Store what `flag` changes on its binding (`flag.mm_run_id`), so it is not raised again."""
+
+    def record_drift(self, drift: Drift) -> bool:
+        """Record a run MM lost or ended (domain/drift.py) on its binding: its status, MM's end and
+        its final-counts marker, only while the binding is still `drift.was`. True when it changed
+        (the caller audits it then: once per drift, never every cycle)."""
 
 
 class QuarantineRepository(Protocol):

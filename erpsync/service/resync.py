@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from erpsync.adapters.mm.errors import MMError
 from erpsync.domain.clock import utcnow
@@ -104,7 +105,7 @@ def run_resync(
         key: bindings[key].mm_run_id if key in bindings else mm_run_id_for(service.source.name, key)
         for key in selected
     }
-    mm_state, unreadable, read_error = _read_mm(service, sorted(run_ids.values()), progress)
+    mm_state, mm_ends, unreadable, read_error = _read_mm(service, sorted(run_ids.values()), progress)
     plan = resync_plan(
         desired.values(),
         bindings,
@@ -116,6 +117,7 @@ def run_resync(
         selection=selected.__contains__,
         rejected_machines=rejected,
         held=held_keys(bad, bindings),
+        mm_ends=mm_ends,
     )
     plan, hold = guard_plan(
         plan,
@@ -158,33 +160,37 @@ def run_resync(
 
 def _read_mm(
     service: SyncService, run_ids: list[str], progress: Callable[[int, int], None] | None
-) -> tuple[dict[str, MMRunState], list[str], str | None]:
-    """get-job-run for every selected run, concurrently; runs MM could not answer are left alone
-    (returned with the last error). A refused key (MMConfigError) ends the resync: no read can pass."""
+) -> tuple[dict[str, MMRunState], dict[str, datetime], list[str], str | None]:
+    """get-job-run for every selected run, concurrently: each run's state, the end of those MM
+    ended, and the runs MM could not answer (left alone, returned with the last error). A refused
+    key (MMConfigError) ends the resync: no read can pass."""
     mm = service.mm
     assert mm is not None
     states: dict[str, MMRunState] = {}
+    ends: dict[str, datetime] = {}
     unreadable: list[str] = []
     last_error: str | None = None
 
-    def read(run_id: str) -> tuple[str, MMRunState | MMError]:
+    def read(run_id: str) -> tuple[str, MMRunState | MMError, datetime | None]:
         try:
             run = mm.get_job_run(run_id)
         except ConfigError:
             raise
         except MMError as exc:
-            return run_id, exc
+            return run_id, exc, None
         if run is None:
-            return run_id, "missing"
-        return run_id, "ended" if run.end_at is not None else "open"
+            return run_id, "missing", None
+        return run_id, "ended" if run.end_at is not None else "open", run.end_at
 
     with ThreadPoolExecutor(max_workers=service.policy.max_concurrency) as pool:
-        for done, (run_id, state) in enumerate(pool.map(read, run_ids), start=1):
+        for done, (run_id, state, end_at) in enumerate(pool.map(read, run_ids), start=1):
             if isinstance(state, MMError):
                 unreadable.append(run_id)
                 last_error = str(state)
             else:
                 states[run_id] = state
+            if end_at is not None:
+                ends[run_id] = end_at
             if progress:
                 progress(done, len(run_ids))
-    return states, unreadable, last_error
+    return states, ends, unreadable, last_error

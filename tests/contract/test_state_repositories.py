@@ -9,12 +9,13 @@ on a real database. Quarantine, machines, audit, cycles and checkpoints: test_st
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from erpsync.domain.drift import HealDrift, drift_of
 from erpsync.domain.errors import FencedError
 from erpsync.domain.lifecycle import (
     ActionKind,
@@ -25,6 +26,7 @@ from erpsync.domain.lifecycle import (
     Intent,
     JournalStamp,
     MMAnswer,
+    MMRunState,
     Outcome,
     RequestFacts,
     outcome_of,
@@ -329,6 +331,58 @@ def test_remember_flag_sets_only_what_it_is_given(state: Backend) -> None:
         "@g3",
         "X1",
     )
+
+
+@pytest.mark.parametrize(("state_read", "heal"), [("missing", "restart"), ("ended", "flag")])
+def test_record_drift_changes_a_binding_still_as_read_once(
+    state: Backend, state_read: MMRunState, heal: HealDrift
+) -> None:
+    """domain/drift.py: MM lost (or ended) a run erpsync had running; recorded once, only while
+    the binding is still what the read saw."""
+    (action,) = record(state, start(1))
+    settle(state, applied(action, in_setup=False))
+    mm_end = T0 + timedelta(minutes=50)
+    drift = drift_of(
+        "running",
+        state_read,
+        mm_run_id="erp:R1",
+        run_key="R1",
+        what="R1",
+        end_at=mm_end,
+        now=T0 + CLAIM,
+        heal=heal,
+    )
+    assert drift is not None
+    with state() as uow:
+        assert uow.bindings.record_drift(drift) is True
+        assert uow.bindings.record_drift(drift) is False  # recorded: never a second time
+    row = binding(state, "erp:R1")
+    expected_end = T0 + CLAIM if state_read == "missing" else mm_end
+    expected_since = None if state_read == "missing" else T0 + CLAIM
+    assert (row["status"], row["version"]) == ("stopped" if heal == "restart" else "failed", 3)
+    assert (_utc(row["mm_end_at"]), _utc(row["final_counts_since"])) == (expected_end, expected_since)
+    with state() as uow:
+        assert uow.bindings.all_runs("erp")["R1"].mm_end_at == expected_end
+
+
+def test_record_drift_leaves_a_binding_that_moved_on_alone(state: Backend) -> None:
+    """A stop journaled after the read (stopping) wins: nothing changes, nothing to audit."""
+    (action,) = record(state, start(1))
+    settle(state, applied(action, in_setup=False))
+    record(state, stop(1))
+    drift = drift_of(
+        "running", "ended", mm_run_id="erp:R1", run_key="R1", what="R1", end_at=T0, now=T0, heal="restart"
+    )
+    assert drift is not None
+    with state() as uow:
+        assert uow.bindings.record_drift(drift) is False
+        assert uow.bindings.record_drift(replace(drift, mm_run_id="erp:R9")) is False
+    assert binding(state, "erp:R1")["status"] == "stopping"
+
+
+def _utc(value: Any) -> Any:
+    """A database time as an aware UTC one (SQLite and MariaDB give naive values back)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 # -- the unit of work -------------------------------------------------------------------------

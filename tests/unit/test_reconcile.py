@@ -595,8 +595,9 @@ def resync(
     )
 
 
-@pytest.mark.parametrize("status", ["running", "stopped", "failed", "vanished", "stopping"])
-def test_resync_restarts_a_run_mm_lost_with_a_new_key(status: str) -> None:
+@pytest.mark.parametrize("status", ["stopped", "failed", "stopping", "unconfirmed"])
+def test_resync_restarts_a_run_mm_never_had_with_a_new_key(status: str) -> None:
+    """A refused or given-up start, a stop in flight: no end of an MM run is known, no counts."""
     r = run("LT1", SETUP)
     p = resync([r], bindings(bind(r, status)), {"LT1": "missing"})
     action = only(p)
@@ -604,6 +605,25 @@ def test_resync_restarts_a_run_mm_lost_with_a_new_key(status: str) -> None:
     assert action.mm_run_id == "erp:LT1"
     assert action.idempotency_key == f"start_run:erp:LT1:setup@{GEN}"
     assert action.reason.startswith("resync:")
+
+
+@pytest.mark.parametrize(
+    ("status", "mm_end_at"), [("running", None), ("vanished", None), ("failed", at(10)), ("stopped", at(10))]
+)
+def test_resync_hands_a_run_mm_had_to_the_next_generation(status: str, mm_end_at: datetime | None) -> None:
+    """MM had the run (running, left open, or its end is known: drift flagged by write-back, a
+    stop): its counts may be in the ERP, so its old id is not started again; it is recorded stopped
+    and the next sync cycle starts the ticket's next run generation (domain/drift.py)."""
+    r = run("LT1", SETUP)
+    p = resync([r], bindings(bind(r, status, mm_end_at=mm_end_at)), {"LT1": "missing"})
+    assert p.actions == []
+    if status == "stopped":  # already stopped: nothing to record, the next cycle takes it on
+        assert p.flags == []
+        return
+    (flag,) = p.flags
+    assert (flag.kind, flag.binding_status, flag.final_counts) == ("missing_in_mm", "stopped", False)
+    assert flag.mm_end_at == (NOW if mm_end_at is None else None)  # a known end is kept
+    assert "the next sync cycle starts a new MM run for it" in flag.message
 
 
 def test_resync_starts_an_unbound_active_run() -> None:
@@ -644,6 +664,26 @@ def test_resync_sends_the_pending_switch_of_a_vanished_run_mm_still_has_open() -
 def test_resync_does_not_reopen_a_run_mm_ended() -> None:
     r = run("LT1", PRODUCTION)
     p = resync([r], bindings(bind(r)), {"LT1": "ended"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
+    ended = resync_plan(
+        [r],
+        bindings(bind(r)),
+        source=SOURCE,
+        mapper=MAPPER,
+        mm_state={"erp:LT1": "ended"},
+        mm_ends={"erp:LT1": at(20)},
+        generation=GEN,
+        now=NOW,
+    )
+    assert [(f.mm_end_at, f.final_counts) for f in ended.flags] == [(at(20), True)]  # MM's end
+
+
+@pytest.mark.parametrize("status", ["vanished", "unconfirmed"])
+def test_resync_records_stopped_a_run_left_open_that_mm_ended(status: str) -> None:
+    """The ERP lost it and erpsync left it open in MM (or may have): MM ended it meanwhile."""
+    r = run("LT1", PRODUCTION)
+    p = resync([], bindings(bind(r, status)), {"LT1": "ended"})
     assert p.actions == []
     assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
 
@@ -703,10 +743,10 @@ def test_resync_counts_runs_without_an_mm_answer_as_unknown() -> None:
 
 def test_resync_start_still_keeps_one_run_per_machine() -> None:
     other = run("LT1", PRODUCTION, start=at(0))  # not selected, open in MM
-    lost = run("LT2", PRODUCTION, start=at(30))
+    lost = run("LT2", PRODUCTION, start=at(30))  # its start given up unread: MM never got it
     p = resync(
         [other, lost],
-        bindings(bind(other), bind(lost)),
+        bindings(bind(other), bind(lost, "unconfirmed")),
         {"LT2": "missing"},
         selection=lambda key: key == "LT2",
     )
@@ -719,7 +759,7 @@ def test_resync_start_loses_to_a_later_open_run_outside_the_selection() -> None:
     lost = run("LT2", PRODUCTION, start=at(30))
     p = resync(
         [other, lost],
-        bindings(bind(other), bind(lost)),
+        bindings(bind(other), bind(lost, "unconfirmed")),
         {"LT2": "missing"},
         selection=lambda key: key == "LT2",
     )

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.rows import (
@@ -19,10 +19,13 @@ from erpsync.adapters.state.rows import (
     binding_row,
     bound_runs,
     chunks,
+    drift_values,
+    flag_final_counts,
     flag_values,
     intent_binding_values,
 )
 from erpsync.adapters.state.tables import RunBinding, utcnow
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BoundRun, Intent
 from erpsync.domain.plan import Flag
 from erpsync.domain.shop_floor import GENERATION_MARK
@@ -124,7 +127,7 @@ class SqlBindings:
         values = flag_values(flag)
         if values:
             now = utcnow()
-            if (since := final_counts_mark(values.get("status"), now)) is not None:
+            if (since := flag_final_counts(flag, values, now)) is not None:
                 values["final_counts_since"] = since  # stopped: its final counts are due
             self.session.execute(
                 update(RunBinding)
@@ -132,6 +135,21 @@ class SqlBindings:
                 .values(**values, updated_at=now)
                 .execution_options(**_NO_SYNC)
             )
+
+    def record_drift(self, drift: Drift) -> bool:
+        """A run MM lost or ended, recorded while the binding is still `drift.was` (one statement:
+        a stop or a resync that got there first wins)."""
+        result = self.session.execute(
+            update(RunBinding)
+            .where(RunBinding.mm_run_id == drift.mm_run_id, RunBinding.status == str(drift.was))
+            .values(
+                **drift_values(drift),
+                updated_at=utcnow(),
+                version=RunBinding.version + 1,
+            )
+            .execution_options(**_NO_SYNC)
+        )
+        return bool(cast(CursorResult[Any], result).rowcount)
 
     # -- for the action journal (adapters/state/actions.py) ------------------------------------
     def insert(self, rows: Iterable[Mapping[str, Any]], now: datetime) -> None:

@@ -23,6 +23,8 @@ from erpsync.adapters.state.rows import (
     binding_values,
     bound_runs,
     by_run_id,
+    drift_values,
+    flag_final_counts,
     flag_values,
     intent_binding_values,
     intent_row,
@@ -33,6 +35,7 @@ from erpsync.adapters.state.rows import (
     with_origins,
 )
 from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction, utcnow
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import (
     DUE_ACTION_STATUSES,
     RECONCILE_BINDING_STATUSES,
@@ -175,9 +178,16 @@ class MemoryBindings:
         row = self.tables.bindings.get(flag.mm_run_id)
         if values and row is not None:
             now = utcnow()
-            if (since := final_counts_mark(values.get("status"), now)) is not None:
+            if (since := flag_final_counts(flag, values, now)) is not None:
                 values["final_counts_since"] = since
             row.update(values, updated_at=now)
+
+    def record_drift(self, drift: Drift) -> bool:
+        row = self.tables.bindings.get(drift.mm_run_id)
+        if row is None or row["status"] != str(drift.was):
+            return False
+        row.update(drift_values(drift), updated_at=utcnow(), version=row["version"] + 1)
+        return True
 
     # -- for the action journal ------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]], now: datetime) -> None:
