@@ -127,6 +127,8 @@ def _print(summary: WritebackSummary) -> None:
         f"{s.implausible} with implausible counts",
         f"{s.skipped} quarantined",
     ]
+    if s.drifted:  # MM lost or ended runs erpsync had open: sync.heal_drift says what follows
+        parts.append(f"{s.drifted} lost or ended in MM")
     stdout.print(
         f"writeback via sink {s.sink} ({head}): " + ", ".join(parts) + f"; {s.duration:.2f}s", markup=False
     )

@@ -306,3 +306,17 @@ def test_plan_says_it_compares_the_erp_with_erpsyncs_records_not_mm(
     assert "MachineMetrics not asked; `erpsync resync --dry-run` reads it" in result.output
     assert "MachineMetrics matches the ERP" not in result.output
     assert world.calls(before) == []
+
+
+def test_the_writeback_command_says_how_many_runs_mm_lost_or_ended(healing: World, tmp_path: Path) -> None:
+    world = healing
+    world.clock_in()
+    world.sync()
+    world.sim.lose_run(LT1)
+    config = write_config(tmp_path / "erpsync.toml", world.erp_url, world.state_url, world.sim)
+
+    result = CliRunner().invoke(app, ["--config", str(config), "writeback"])
+
+    assert "1 lost or ended in MM" in result.output, result.output
+    assert result.exit_code == 0, result.output  # healed (sync.heal_drift = "restart"): nothing left undone
+    assert len(world.audit("missing_in_mm")) == 1
