@@ -7,6 +7,7 @@ startAt/endAt) and what the audit says, against the multi-ticket rule (domain/sh
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -292,7 +293,7 @@ def overlaps(sim: MMSimulator, machine: str = "HAAS-1") -> list[tuple[str, str]]
         for rid, r in sim.runs().items()
         if r["machine_id"] == machine and r["start_at"] != r["end_at"]
     )
-    return [(a[2], b[2]) for a, b in zip(runs, runs[1:], strict=False) if b[0] < a[1]]
+    return [(a[2], b[2]) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
 
 
 def stop_vanished(floor: Floor) -> None:
