@@ -128,7 +128,7 @@ class SqlBindings:
                 )
                 .group_by(RunBinding.mm_machine_id)
             )
-            found.update({machine: end for machine, end in self.session.execute(query) if end is not None})
+            found.update({machine: at for machine, at in self.session.execute(query) if at is not None})
         return found
 
     def exists(self, mm_run_id: str) -> bool:
