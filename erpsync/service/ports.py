@@ -104,6 +104,13 @@ class BindingRepository(Protocol):
     def all_runs(self, source: str) -> dict[str, BoundRun]:
         """Every binding of `source` (resync: an explicit, whole-history request)."""
 
+    def latest_ends(
+        self, source: str, mm_machines: Collection[str], since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        """Per MM machine, the latest end (``mm_end_at``, else ``erp_end_at``) in (since, until]
+        of a run MM no longer has open (not `MM_OPEN_BINDING_STATUSES`): when erpsync last freed
+        the machine. A machine without one is absent. Asked only for machines with new starts."""
+
     def exists(self, mm_run_id: str) -> bool: ...
 
     def lock(self, mm_run_ids: Collection[str]) -> None:

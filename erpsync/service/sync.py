@@ -192,7 +192,8 @@ class SyncService:
             bad: list[BadRecord] = []
             sort_rows(snapshot or (), desired, bad)
             bindings, rejected = state.result()
-        bindings.update(self._known_bindings(desired, bindings.keys()))
+        known, machine_ends = self._known_bindings(desired, bindings.keys(), now)
+        bindings.update(known)
         if snapshot is None:
             return PlanResult(
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
@@ -206,7 +207,11 @@ class SyncService:
         if gone:
             sort_rows(self.source.lookup_runs(sorted(gone)), desired, bad)
         plan = reconcile(
-            desired.values(), bindings, **self._policy(now, snapshot.complete, rejected), held=held
+            desired.values(),
+            bindings,
+            **self._policy(now, snapshot.complete, rejected),
+            held=held,
+            machine_ends=machine_ends,
         )
         plan, hold = guard_plan(  # only a trusted snapshot stops runs that look vanished
             plan,
@@ -229,19 +234,38 @@ class SyncService:
             return uow.bindings.open_runs(self.source.name), uow.machines.rejected()
 
     def _known_bindings(
-        self, desired: Mapping[str, JobOperationRun], loaded: Collection[str]
-    ) -> dict[str, BoundRun]:
-        """Bindings of the read's runs that are not open, so finished runs stay recognised, and
-        every run generation of open tickets without one (the next generation's number)."""
+        self, desired: Mapping[str, JobOperationRun], loaded: Collection[str], now: datetime
+    ) -> tuple[dict[str, BoundRun], dict[str, datetime]]:
+        """Bindings of the read's runs that are not open, so finished runs stay recognised; every
+        run generation of open tickets without one (the next generation's number); and when
+        erpsync last freed those tickets' MM machines (a start there is never before it, even
+        when the ERP lost the ticket of the run that ended: domain/shop_floor.py)."""
         fresh = desired.keys() - loaded
         if not fresh:
-            return {}
-        reopened = [k for k in fresh if desired[k].state is not RunState.ENDED]
+            return {}, {}
+        reopened = [desired[k] for k in fresh if desired[k].state is not RunState.ENDED]
+        machine_ends: dict[str, datetime] = {}
         with self.uow() as uow:
             found = uow.bindings.by_keys(self.source.name, fresh)
             if reopened:
-                found.update(uow.bindings.generations(self.source.name, reopened))
-            return found
+                found.update(uow.bindings.generations(self.source.name, [r.run_key for r in reopened]))
+                machines, since = self._start_machines(reopened)
+                if machines and since is not None and since < now:
+                    machine_ends = uow.bindings.latest_ends(self.source.name, machines, since, now)
+            return found, machine_ends
+
+    def _start_machines(self, runs: Iterable[JobOperationRun]) -> tuple[set[str], datetime | None]:
+        """The MM machines these open tickets may start a run on, and their earliest clock-in (a
+        ticket without one starts at MM's now, after every recorded end)."""
+        machines: set[str] = set()
+        since: datetime | None = None
+        for run in runs:
+            mm_machine = self.policy.mapper.map(run.machine)
+            if mm_machine is None or run.start_at is None:
+                continue
+            machines.add(mm_machine)
+            since = run.start_at if since is None else min(since, run.start_at)
+        return machines, since
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {

@@ -313,6 +313,48 @@ def test_open_runs_by_keys_and_all_runs(state: Backend) -> None:
     )
 
 
+def _on(machine: str, intent: Intent, **binding: Any) -> Intent:
+    assert intent.new_binding is not None
+    return replace(intent, new_binding={**intent.new_binding, "mm_machine_id": machine, **binding})
+
+
+def test_latest_ends_are_when_each_machine_was_last_freed(state: Backend) -> None:
+    """Per MM machine, the latest end in (since, until] of a run MM no longer has open, of this
+    source: a new run there never starts before it (domain/shop_floor.py)."""
+    hours = [T0 + timedelta(hours=h) for h in range(6)]
+    runs = [  # (intent, status, mm_end_at)
+        (_on("X1", start(1)), "stopped", hours[1]),
+        (_on("X1", start(2)), "stopped", hours[2]),  # X1's answer
+        (_on("X1", start(3)), "running", hours[3]),  # restarted (resync): MM has it open again
+        (_on("X1", start(4)), "stopped", hours[5]),  # after `until`
+        (_on("X1", start(5, source="other")), "stopped", hours[3]),  # another source
+        (_on("X2", start(6), erp_end_at=hours[1] + timedelta(minutes=30)), "failed", None),
+        (_on("X2", start(7)), "vanished", hours[4]),  # left open in MM by policy "flag"
+        (_on("X3", start(8)), "stopped", hours[0]),  # at `since`: not after it
+        (_on("X5", start(9)), "stopping", hours[4]),  # at `until`
+    ]
+    actions = record(state, *(intent for intent, _, _ in runs))
+    settle(
+        state,
+        *(
+            Outcome(
+                a,
+                ActionStatus.SUCCEEDED,
+                AuditOutcome.SUCCEEDED,
+                binding_status=BindingStatus(s),
+                mm_end_at=e,
+            )
+            for a, (_, s, e) in zip(actions, runs, strict=True)
+        ),
+    )
+    with state() as uow:
+        ends = uow.bindings.latest_ends("erp", ["X1", "X2", "X3", "X5", "X9"], hours[0], hours[4])
+        assert uow.bindings.latest_ends("erp", [], hours[0], hours[4]) == {}
+        assert uow.bindings.latest_ends("other", ["X1"], hours[0], hours[4]) == {"X1": hours[3]}
+    assert ends == {"X1": hours[2], "X2": hours[1] + timedelta(minutes=30), "X5": hours[4]}
+    assert all(end.tzinfo is not None for end in ends.values())
+
+
 def _flag(mm_run_id: str, **changes: Any) -> Flag:
     return Flag("flag", "", mm_run_id, "", "", "", "", None, None, **changes)
 

@@ -43,6 +43,7 @@ def plan(
     rejected: Collection[str] = (),
     exclude: Callable[[JobOperationRun], bool] | None = None,
     now: datetime = NOW,
+    machine_ends: Mapping[str, datetime] | None = None,
 ) -> Plan:
     assert vanished_policy in ("stop", "flag")
     return reconcile(
@@ -55,6 +56,7 @@ def plan(
         now=now,
         rejected_machines=rejected,
         exclude=exclude,
+        machine_ends=machine_ends,
     )
 
 
@@ -391,6 +393,44 @@ def test_vanished_under_stop_policy_and_new_run_stop_at_the_new_start() -> None:
     new = run("LT2", PRODUCTION, start=at(50))
     p = plan([new], bindings(bind(old)), vanished_policy="stop")
     assert summary(p) == [("stop_run", "LT1", at(50).isoformat()), ("start_run", "LT2", "production")]
+
+
+def start_at(p: Plan, key: str) -> datetime | None:
+    (action,) = [a for a in p.actions if isinstance(a, StartAction) and a.run_key == key]
+    assert action.run is not None
+    return action.run.start_at
+
+
+def test_a_late_clock_in_starts_when_a_run_erpsync_ended_there_freed_the_machine() -> None:
+    """Campaign finding F2: a run whose ticket the ERP lost (deleted, its run stopped at erpsync's
+    now) is known only by its end on the machine; a ticket entered later with an earlier clock-in
+    starts there, never before it."""
+    late = run("LT2", PRODUCTION, start=at(30))
+    p = plan([late], machine_ends={"M1": at(60)})
+    assert start_at(p, "LT2") == at(60)
+    assert summary(p) == [("start_run", "LT2", "production")]  # nothing else to stop
+
+
+def test_a_new_generation_starts_after_a_later_run_erpsync_ended_on_the_machine() -> None:
+    reopened = run("LT1", PRODUCTION, start=at(0))
+    first = replace(bind(reopened, "stopped"), mm_end_at=at(20))
+    p = plan([reopened], bindings(first), machine_ends={"M1": at(45)})
+    assert start_at(p, "LT1#g2") == at(45)  # not at(20), when its own first run ended
+
+
+def test_machine_ends_before_the_clock_in_elsewhere_or_ahead_of_now_change_nothing() -> None:
+    ticket = run("LT2", SETUP, start=at(30))
+    assert start_at(plan([ticket]), "LT2") == at(30)
+    ends = {"M1": at(10), "M2": at(90)}  # freed before it clocked in; another machine
+    assert start_at(plan([ticket], machine_ends=ends), "LT2") == at(30)
+    ahead = {"M1": NOW + timedelta(minutes=5)}  # never a start in the future
+    assert start_at(plan([ticket], machine_ends=ahead), "LT2") == at(30)
+
+
+def test_a_bound_run_is_not_moved_by_a_machine_end() -> None:
+    """Only starts are placed after the machine was freed: a run MM has open stays as it is."""
+    ticket = run("LT2", PRODUCTION, start=at(30))
+    assert plan([ticket], bindings(bind(ticket)), machine_ends={"M1": at(60)}).actions == []
 
 
 def test_two_bound_active_runs_on_one_machine_the_earlier_is_stopped() -> None:

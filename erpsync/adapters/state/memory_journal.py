@@ -38,6 +38,7 @@ from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction, ut
 from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import (
     DUE_ACTION_STATUSES,
+    MM_OPEN_BINDING_STATUSES,
     RECONCILE_BINDING_STATUSES,
     ActionKind,
     BoundRun,
@@ -166,6 +167,23 @@ class MemoryBindings:
 
     def all_runs(self, source: str) -> dict[str, BoundRun]:
         return self._runs(self._of(source))
+
+    def latest_ends(
+        self, source: str, mm_machines: Collection[str], since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        wanted = set(mm_machines)
+        found: dict[str, datetime] = {}
+        for row in self._of(source):
+            end = row["mm_end_at"] or row["erp_end_at"]
+            machine = row["mm_machine_id"]
+            if (
+                machine in wanted
+                and row["status"] not in MM_OPEN_BINDING_STATUSES
+                and end is not None
+                and since < end <= until
+            ):
+                found[machine] = max(end, found.get(machine, end))
+        return found
 
     def exists(self, mm_run_id: str) -> bool:
         return mm_run_id in self.tables.bindings
