@@ -140,34 +140,33 @@ def _audit_record(d: Done, sink: str, token: int | None) -> AuditRecord:
     )
 
 
-def _write_audit(d: Done, token: int | None, **what: Any) -> AuditRecord:
-    """A write-back audit row about `d`'s run; `what` says what happened to it."""
+def _run_audit(d: Done, token: int | None, action: str, **what: Any) -> AuditRecord:
+    """An audit row about `d`'s run (its job, operation, machine, MM run id); `what` says the rest."""
     t = d.target
     return AuditRecord(
-        action=WRITE_ACTION,
+        action=action,
         source=t.source,
         erp_job=t.erp_job,
         erp_operation=t.erp_operation,
         erp_machine=t.erp_machine,
         mm_run_id=t.mm_run_id,
         fencing_token=token,
-        http_status=d.http_status,
         **what,
     )
 
 
+def _write_audit(d: Done, token: int | None, **what: Any) -> AuditRecord:
+    """A write-back audit row about `d`'s run; `what` says what happened to it."""
+    return _run_audit(d, token, WRITE_ACTION, http_status=d.http_status, **what)
+
+
 def _drift_audit(d: Done, drift: Drift, token: int | None) -> AuditRecord:
     """The one audit row of a run MM lost or ended (``action`` missing_in_mm / ended_in_mm)."""
-    t = d.target
-    return AuditRecord(
-        action=str(drift.kind),
+    return _run_audit(
+        d,
+        token,
+        str(drift.kind),
         outcome="flagged",
-        source=t.source,
-        erp_job=t.erp_job,
-        erp_operation=t.erp_operation,
-        erp_machine=t.erp_machine,
-        mm_run_id=t.mm_run_id,
-        fencing_token=token,
         http_status=404 if drift.kind is DriftKind.MISSING_IN_MM else None,
         before=drift.before(),
         after=drift.after(),
