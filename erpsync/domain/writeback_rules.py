@@ -13,6 +13,11 @@ A write into an ERP is the most dangerous thing erpsync does, so every decision 
    ERP holding such a value while erpsync's "last written" is older; MM may count on meanwhile, so
    the next cycle's new value differs from both. The ERP holding a value erpsync *intended* is
    therefore erpsync's own write, not a person's edit (`erp_verdict(in_doubt=...)`).
+4. A target that keeps one value for several runs (a reopened labor ticket holds the sum of its
+   run generations) holds erpsync's own value when it is the sum of one own value per run: each
+   run's last written value or any of its writes in doubt, whatever the other runs' are
+   (`ticket_shares`). A crash after an ERP transaction that wrote several of them leaves them all
+   in doubt at once.
 
 Sinks write absolute per-run totals, so replays change nothing. A sink that had to post deltas
 (new ticket rows) would also have to record each delta in a ledger row inside the same ERP
@@ -24,7 +29,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -91,32 +96,39 @@ def describe_values(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{column}={value}" for column, value in values.items()) or "nothing"
 
 
-def add_counts(a: PartCounts | None, b: PartCounts | None) -> PartCounts | None:
-    """Two runs' counts together (one ticket's generations); None counts as nothing."""
-    if a is None or b is None:
-        return a or b
-    return PartCounts(a.total + b.total, a.good + b.good, a.scrap + b.scrap, a.nonconform + b.nonconform)
-
-
 def with_sibling_counts(
-    targets: Sequence[CountTarget], siblings: Mapping[int, tuple[str, str, PartCounts | None]]
+    targets: Sequence[CountTarget], generations: Iterable[CountTarget]
 ) -> list[CountTarget]:
-    """Give each target what erpsync last wrote for the other runs of its ticket (`others`).
+    """Give each target the other runs of its ticket (`siblings`): what erpsync last wrote for each
+    into the same sink, and set out to write there.
 
-    ``siblings``: binding id -> (source, anchor ticket key, last written) for every run generation
-    of the targets' tickets. A ticket with one run gets None (nothing to add)."""
-    by_ticket: dict[tuple[str, str], list[tuple[int, PartCounts | None]]] = {}
-    for binding_id, (source, anchor, last) in siblings.items():
-        by_ticket.setdefault((source, anchor), []).append((binding_id, last))
+    ``generations``: every run generation of the targets' tickets, as the state holds them for
+    that sink (the targets themselves among them). A ticket with one run gets none."""
+    by_ticket: dict[tuple[str, str], dict[int, Sibling]] = {}
+    for run in generations:
+        sibling = Sibling(run.mm_run_id, run.last, run.in_doubt)
+        by_ticket.setdefault((run.source, anchor_of(run.run_key)[0]), {})[run.binding_id] = sibling
     shared = []
     for target in targets:
-        runs = by_ticket.get((target.source, anchor_of(target.run_key)[0]), [])
-        others: PartCounts | None = None
-        for binding_id, last in runs:
-            if binding_id != target.binding_id:
-                others = add_counts(others, last)
-        shared.append(replace(target, others=others) if others is not None else target)
+        runs = by_ticket.get((target.source, anchor_of(target.run_key)[0]), {})
+        siblings = tuple(
+            sibling for binding_id, sibling in sorted(runs.items()) if binding_id != target.binding_id
+        )
+        shared.append(replace(target, siblings=siblings) if siblings else target)
     return shared
+
+
+def with_sent(target: CountTarget, sent: Mapping[str, PartCounts]) -> CountTarget:
+    """`target` with what this cycle set out to write for its siblings (`sent`, by MM run id) among
+    their writes in doubt: an earlier ERP transaction of the cycle (another batch, or one run at a
+    time after a failed batch) may have put it in the ticket since the targets were read."""
+    if not any(s.mm_run_id in sent for s in target.siblings):
+        return target
+    siblings = tuple(
+        replace(s, in_doubt=(*s.in_doubt, sent[s.mm_run_id])) if s.mm_run_id in sent else s
+        for s in target.siblings
+    )
+    return replace(target, siblings=siblings)
 
 
 def same_counts(a: PartCounts | None, b: PartCounts | None) -> bool:
@@ -186,10 +198,53 @@ def erp_verdict(
     return "conflict"
 
 
+# How many distinct partial sums `ticket_shares` follows before it gives up: past it the ticket is
+# not recognised as erpsync's (a conflict for a person, never an overwrite). Each run has a few own
+# values (last written, new, writes in doubt), so real tickets stay far below it.
+SHARE_SUMS_LIMIT = 10_000
+
+
+def ticket_shares(current: CountValues, runs: Sequence[Sequence[CountValues]]) -> list[CountValues] | None:
+    """Which of its own values each run has in a ticket that holds the sum of several runs.
+
+    ``runs[i]``: the values run i may hold there, preferred first (the value about to be written,
+    then the last written, then the writes in doubt; blank when nothing was written). Returns one
+    value per run whose sum is `current`, the first such combination in that preference, or None:
+    no combination of erpsync's own values makes `current`, so a person changed the ticket.
+    """
+    keys = tuple(current)
+    goal = tuple(current[key] for key in keys)
+    # counts never go below 0, so a partial sum above the ticket's value leads nowhere
+    prune = all(v >= 0 for values in runs for value in values for v in value.values())
+    sums: dict[tuple[int | Decimal, ...], tuple[int, ...]] = {tuple(0 for _ in keys): ()}
+    for values in runs:
+        grown: dict[tuple[int | Decimal, ...], tuple[int, ...]] = {}
+        for partial, picks in sums.items():
+            for pick, value in enumerate(values):
+                total = tuple(p + value[key] for p, key in zip(partial, keys, strict=True))
+                if not (prune and any(t > g for t, g in zip(total, goal, strict=True))):
+                    grown.setdefault(total, (*picks, pick))
+        if len(grown) > SHARE_SUMS_LIMIT:
+            return None
+        sums = grown
+    found = sums.get(goal)
+    return None if found is None else [runs[n][pick] for n, pick in enumerate(found)]
+
+
 def record_intent(in_doubt: Sequence[PartCounts], new: PartCounts) -> list[PartCounts]:
     """The run's writes in doubt once `new` is about to be written: the oldest beyond the limit go."""
     kept = [counts for counts in in_doubt if not same_counts(counts, new)]
     return [*kept, new][-IN_DOUBT_LIMIT:]
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """Another run of a target's ticket: what erpsync last wrote for it into the same sink, and
+    what it set out to write there without seeing the outcome."""
+
+    mm_run_id: str
+    last: PartCounts | None
+    in_doubt: tuple[PartCounts, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +264,10 @@ class CountTarget:
     # since when the run's final counts are due (erpsync stopped it, or last saw its counts
     # change since); None: not stopped, or its final counts are in the ERP
     final_since: datetime | None = None
-    # what erpsync last wrote here for the ticket's OTHER runs (its earlier or later run
-    # generations, domain/shop_floor.py): a sink that keeps one value per ticket writes the sum
-    others: PartCounts | None = None
+    # the ticket's OTHER runs (its earlier or later run generations, domain/shop_floor.py) with
+    # what erpsync last wrote and set out to write for each here: a sink that keeps one value per
+    # ticket writes the sum (`ticket_shares`)
+    siblings: tuple[Sibling, ...] = ()
     # the binding's status: a read that finds MM lost or ended a run erpsync has running is drift
     # (domain/drift.py)
     status: str = ""

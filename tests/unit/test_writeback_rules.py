@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 
 import pytest
@@ -12,12 +13,15 @@ from sqlalchemy import text
 from erpsync.domain.model import PartCounts
 from erpsync.domain.writeback_rules import (
     IN_DOUBT_LIMIT,
+    SHARE_SUMS_LIMIT,
+    CountValues,
     NoDataReason,
     Verdict,
     erp_verdict,
     plan_write,
     record_intent,
     sql_bind_names,
+    ticket_shares,
     unknown_sql_binds,
 )
 
@@ -137,6 +141,71 @@ def test_erp_verdict_writes_only_over_what_erpsync_wrote(
         assert current == expected
     if current is not None and current not in (expected, new):
         assert verdict == "conflict"
+
+
+def v(good: int | Decimal, bad: int | Decimal = 0) -> CountValues:
+    """A labor ticket's value (or one run's part of it)."""
+    return {"GOOD_QTY": good, "BAD_QTY": bad}
+
+
+def test_a_reopened_ticket_killed_after_its_erp_commit_holds_erpsync_s_own_sum() -> None:
+    """Campaign finding F3. Generation 1 last wrote 38 and set out to write 45; generation 2 last
+    wrote 14 and set out to write 21; one ERP transaction wrote both (66), then the state commit
+    was lost. Each run's writes in doubt beside the other's confirmed value (45 + 14, 38 + 21) do
+    not make 66: only a combination of both runs' own values does."""
+    first = [v(45, 2), v(38, 2)]  # MM did not count on: the new value is the one in doubt
+    second = [v(24, 1), v(14, 1), v(21, 1)]  # MM counted on: new, last written, in doubt
+    assert ticket_shares(v(66, 3), [first, second]) == [v(45, 2), v(21, 1)]
+    assert ticket_shares(v(52, 3), [first, second]) == [v(38, 2), v(14, 1)]  # nothing committed
+    assert ticket_shares(v(69, 3), [first, second]) == [v(45, 2), v(24, 1)]  # both already written
+    assert ticket_shares(v(70, 3), [first, second]) is None  # a person typed 70
+    assert ticket_shares(v(66, 4), [first, second]) is None  # or changed BAD_QTY
+    assert ticket_shares(v(Decimal("66.00000000"), Decimal("3.00000000")), [first, second]) is not None
+
+
+def test_a_ticket_s_other_runs_count_with_every_value_erpsync_may_have_left_there() -> None:
+    """A run not being written (its MM read failed) may hold its last value or one in doubt."""
+    writing = [v(30), v(20)]
+    idle = [v(10), v(12), v(15)]
+    assert ticket_shares(v(35), [writing, idle]) == [v(20), v(15)]
+    assert ticket_shares(v(40), [writing, idle]) == [v(30), v(10)]  # preferred: the new value first
+    assert ticket_shares(v(31), [writing, idle]) is None
+
+
+def test_one_run_s_ticket_is_its_own_exactly_when_erp_verdict_says_so() -> None:
+    last, doubt, new = v(10, 1), v(12, 1), v(15, 2)
+    for current in (last, doubt, new, v(11, 1), v(0)):
+        shares = ticket_shares(current, [[new, last, doubt]])
+        verdict = erp_verdict(current=current, expected=last, new=new, in_doubt=[doubt])
+        assert (shares is None) == (verdict == "conflict")
+
+
+def test_too_many_combinations_are_no_match_never_an_overwrite() -> None:
+    runs = [[v(0, 0), v(10**n, 0), v(0, 10**n), v(10**n, 10**n)] for n in range(7)]  # 4**7 sums
+    assert SHARE_SUMS_LIMIT < 4**7
+    assert ticket_shares(v(0, 0), runs) == [v(0, 0)] * 7  # pruned: sums above the ticket lead nowhere
+    assert ticket_shares(v(1111111, 1111111), runs) is None
+
+
+values_st = st.builds(v, st.integers(0, 6), st.integers(0, 2))
+
+
+@given(runs=st.lists(st.lists(values_st, min_size=1, max_size=4), min_size=1, max_size=4), pick=st.data())
+def test_ticket_shares_finds_a_combination_exactly_when_one_adds_up(
+    runs: list[list[CountValues]], pick: st.DataObject
+) -> None:
+    """Against every combination: a sum of one own value per run is found, any other is None."""
+    chosen = [pick.draw(st.sampled_from(values)) for values in runs]
+    current = v(sum(c["GOOD_QTY"] for c in chosen), sum(c["BAD_QTY"] for c in chosen))
+    shares = ticket_shares(current, runs)
+    assert shares is not None and all(share in values for share, values in zip(shares, runs, strict=True))
+    assert v(sum(s["GOOD_QTY"] for s in shares), sum(s["BAD_QTY"] for s in shares)) == current
+    other = v(pick.draw(st.integers(0, 30)), pick.draw(st.integers(0, 10)))
+    sums = {
+        (sum(c["GOOD_QTY"] for c in combo), sum(c["BAD_QTY"] for c in combo))
+        for combo in itertools.product(*runs)
+    }
+    assert (ticket_shares(other, runs) is None) == ((other["GOOD_QTY"], other["BAD_QTY"]) not in sums)
 
 
 @pytest.mark.parametrize(

@@ -37,11 +37,11 @@ class MemoryCounts:
             if (b["mm_run_id"] == run_id if run_id is not None else _due(b))
         ]
         tickets = {(t.source, anchor_of(t.run_key)[0]) for t in due if GENERATION_MARK in t.run_key}
-        siblings = {
-            t.binding_id: (t.source, anchor_of(t.run_key)[0], t.last)
+        siblings = [
+            t
             for t in map(target, self.tables.bindings.values())
             if (t.source, anchor_of(t.run_key)[0]) in tickets
-        }
+        ]
         return sorted(rules.with_sibling_counts(due, siblings), key=lambda t: t.binding_id)
 
     def blocking_conflicts(self) -> set[tuple[str, str]]:
