@@ -14,10 +14,8 @@ A write into an ERP is the most dangerous thing erpsync does, so every decision 
    the next cycle's new value differs from both. The ERP holding a value erpsync *intended* is
    therefore erpsync's own write, not a person's edit (`erp_verdict(in_doubt=...)`).
 4. A target that keeps one value for several runs (a reopened labor ticket holds the sum of its
-   run generations) holds erpsync's own value when it is the sum of one own value per run: each
-   run's last written value or any of its writes in doubt, whatever the other runs' are
-   (`ticket_shares`). A crash after an ERP transaction that wrote several of them leaves them all
-   in doubt at once.
+   run generations) holds erpsync's own value when it is the sum of one own value per run
+   (domain/ticket_shares.py).
 
 Sinks write absolute per-run totals, so replays change nothing. A sink that had to post deltas
 (new ticket rows) would also have to record each delta in a ledger row inside the same ERP
@@ -29,7 +27,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -118,14 +116,24 @@ def with_sibling_counts(
     return shared
 
 
-def with_sent(target: CountTarget, sent: Mapping[str, PartCounts]) -> CountTarget:
-    """`target` with what this cycle set out to write for its siblings (`sent`, by MM run id) among
-    their writes in doubt: an earlier ERP transaction of the cycle (another batch, or one run at a
-    time after a failed batch) may have put it in the ticket since the targets were read."""
+def with_cycle_writes(
+    target: CountTarget, sent: Mapping[str, PartCounts], settled: Collection[str]
+) -> CountTarget:
+    """`target` with what the ERP transactions of this cycle so far did to its siblings.
+
+    `sent`: what the cycle set out to write per MM run id; `settled`: the run ids whose write the
+    ERP confirmed (written, or held already): the ticket holds exactly that for them now. A sent
+    value not confirmed (the transaction failed, perhaps at its commit) joins the writes in doubt.
+    The targets were read at the start of the cycle, before another batch, or one run at a time
+    after a failed batch, wrote the ticket."""
     if not any(s.mm_run_id in sent for s in target.siblings):
         return target
     siblings = tuple(
-        replace(s, in_doubt=(*s.in_doubt, sent[s.mm_run_id])) if s.mm_run_id in sent else s
+        s
+        if s.mm_run_id not in sent
+        else replace(s, last=sent[s.mm_run_id], in_doubt=())
+        if s.mm_run_id in settled
+        else replace(s, in_doubt=(*s.in_doubt, sent[s.mm_run_id]))
         for s in target.siblings
     )
     return replace(target, siblings=siblings)
@@ -196,39 +204,6 @@ def erp_verdict(
     if _same(current, expected) or any(_same(current, value) for value in in_doubt):
         return "write"
     return "conflict"
-
-
-# How many distinct partial sums `ticket_shares` follows before it gives up: past it the ticket is
-# not recognised as erpsync's (a conflict for a person, never an overwrite). Each run has a few own
-# values (last written, new, writes in doubt), so real tickets stay far below it.
-SHARE_SUMS_LIMIT = 10_000
-
-
-def ticket_shares(current: CountValues, runs: Sequence[Sequence[CountValues]]) -> list[CountValues] | None:
-    """Which of its own values each run has in a ticket that holds the sum of several runs.
-
-    ``runs[i]``: the values run i may hold there, preferred first (the value about to be written,
-    then the last written, then the writes in doubt; blank when nothing was written). Returns one
-    value per run whose sum is `current`, the first such combination in that preference, or None:
-    no combination of erpsync's own values makes `current`, so a person changed the ticket.
-    """
-    keys = tuple(current)
-    goal = tuple(current[key] for key in keys)
-    # counts never go below 0, so a partial sum above the ticket's value leads nowhere
-    prune = all(v >= 0 for values in runs for value in values for v in value.values())
-    sums: dict[tuple[int | Decimal, ...], tuple[int, ...]] = {tuple(0 for _ in keys): ()}
-    for values in runs:
-        grown: dict[tuple[int | Decimal, ...], tuple[int, ...]] = {}
-        for partial, picks in sums.items():
-            for pick, value in enumerate(values):
-                total = tuple(p + value[key] for p, key in zip(partial, keys, strict=True))
-                if not (prune and any(t > g for t, g in zip(total, goal, strict=True))):
-                    grown.setdefault(total, (*picks, pick))
-        if len(grown) > SHARE_SUMS_LIMIT:
-            return None
-        sums = grown
-    found = sums.get(goal)
-    return None if found is None else [runs[n][pick] for n, pick in enumerate(found)]
 
 
 def record_intent(in_doubt: Sequence[PartCounts], new: PartCounts) -> list[PartCounts]:

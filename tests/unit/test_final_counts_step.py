@@ -15,7 +15,7 @@ from erpsync.domain.writeback_rules import (
     Sibling,
     final_counts_mark,
     final_counts_step,
-    with_sent,
+    with_cycle_writes,
     with_sibling_counts,
 )
 
@@ -83,10 +83,16 @@ def test_a_tickets_runs_share_what_erpsync_wrote_for_the_others() -> None:
     ]
 
 
-def test_what_the_cycle_sent_for_a_sibling_is_one_of_its_writes_in_doubt() -> None:
-    """An earlier ERP transaction of the same cycle (another batch) may have written a sibling."""
-    target = CountTarget(2, "erp:LT7#g2", "LT7#g2", "erp", "J", "10", "M1", None)
-    target = replace(target, siblings=(Sibling("erp:LT7", PartCounts(40, 38, 2, 0)),))
-    sent = with_sent(target, {"erp:LT7": PartCounts(47, 45, 2, 0), "erp:LT9": PartCounts(1, 1, 0, 0)})
-    assert sent.siblings == (Sibling("erp:LT7", PartCounts(40, 38, 2, 0), (PartCounts(47, 45, 2, 0),)),)
-    assert with_sent(target, {"erp:LT9": PartCounts(1, 1, 0, 0)}) is target
+def test_an_earlier_erp_transaction_of_the_cycle_updates_the_siblings() -> None:
+    """Another batch of the same cycle wrote a sibling: confirmed, the ticket holds its new counts;
+    its transaction failed (perhaps at the commit), they are one more write in doubt."""
+    target = CountTarget(3, "erp:LT7#g3", "LT7#g3", "erp", "J", "10", "M1", None)
+    first, second = PartCounts(40, 38, 2, 0), PartCounts(15, 14, 1, 0)
+    doubt = PartCounts(16, 15, 1, 0)
+    target = replace(target, siblings=(Sibling("erp:LT7", first), Sibling("erp:LT7#g2", second, (doubt,))))
+    sent = {"erp:LT7": PartCounts(47, 45, 2, 0), "erp:LT7#g2": PartCounts(22, 21, 1, 0), "erp:LT9": first}
+    assert with_cycle_writes(target, sent, {"erp:LT7", "erp:LT9"}).siblings == (
+        Sibling("erp:LT7", PartCounts(47, 45, 2, 0)),
+        Sibling("erp:LT7#g2", second, (doubt, PartCounts(22, 21, 1, 0))),
+    )
+    assert with_cycle_writes(target, {"erp:LT9": first}, {"erp:LT9"}) is target

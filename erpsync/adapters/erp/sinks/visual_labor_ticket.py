@@ -31,11 +31,12 @@ from erpsync.adapters.erp.sinks._db import (
     locked_rows,
     update_guarded,
 )
-from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.base import CountWrite, Outcome, WriteResult
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountValues, Sibling, describe_values, erp_verdict, ticket_shares
+from erpsync.domain.ticket_shares import ticket_shares
+from erpsync.domain.writeback_rules import CountValues, Sibling, describe_values, erp_verdict
 
 # a ticket's run, or a later generation of it (domain/shop_floor.py): both write to the ticket
 RUN_KEY_RE = re.compile(r"LT(\d{1,10})(?:#g\d{1,6})?")
@@ -179,20 +180,25 @@ def _ticket_results(
             w.mm_run_id: WriteResult(w.mm_run_id, "failed", after=alone[w.mm_run_id], message=message)
             for w in writes
         }
-    runs = [_own_values(w) for w in writes] + [_sibling_values(s) for s in siblings]
-    shares = ticket_shares(before, runs)
-    if shares is None:
-        message = (
-            f"LABOR_TICKET {ticket} holds {describe_values(before)}; erpsync last wrote "
-            f"{describe_values(last)}: edited outside erpsync"
-        )
+    shares = ticket_shares(before, [_own_values(w) for w in writes], [_sibling_values(s) for s in siblings])
+    if shares.verdict != "own":
+        holds = f"LABOR_TICKET {ticket} holds {describe_values(before)}"
+        if shares.verdict == "conflict":
+            message = f"{holds}; erpsync last wrote {describe_values(last)}: edited outside erpsync"
+        else:
+            others = ", ".join(s.mm_run_id for s in siblings)
+            message = (
+                f"{holds}, erpsync's own counts, but not which of them belong to {others} (not written "
+                "in this transaction, a write in doubt): not written, tried again next cycle"
+            )
+        outcome: Outcome = "conflict" if shares.verdict == "conflict" else "failed"
         return {
-            w.mm_run_id: WriteResult(w.mm_run_id, "conflict", before, alone[w.mm_run_id], message)
+            w.mm_run_id: WriteResult(w.mm_run_id, outcome, before, alone[w.mm_run_id], message)
             for w in writes
         }
     results: dict[str, WriteResult] = {}
     value = before
-    for w, share in zip(writes, shares[: len(writes)], strict=True):
+    for w, share in zip(writes, shares.writing, strict=True):
         new = _values(w.counts)
         in_doubt = [_values(c) for c in w.in_doubt]
         # the run's share is one of its own values: never a conflict
