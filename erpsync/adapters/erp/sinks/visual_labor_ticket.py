@@ -3,6 +3,7 @@
 Each VISUAL run erpsync starts in MM is one labor ticket (run key ``LT<TRANSACTION_ID>``), so the
 MM run's absolute totals go on that ticket: ``GOOD_QTY = good``, ``BAD_QTY = scrap + nonconform``
 (MM's two kinds of rejected part are both bad pieces to VISUAL). Replays set the same values.
+A reopened ticket's run generations (``LT<id>#g<n>``) share the ticket, which holds their sum.
 
 The risk (docs/staging.md says why a table is safer): this is a direct SQL UPDATE of LABOR_TICKET,
 the job Infor's API Toolkit (`EditLaborTicket`) does with its own checks. It skips VISUAL's business
@@ -11,8 +12,9 @@ recompute when its own code touches the ticket, and posted tickets should not ch
 it only with the customer's approval, after a trial on a test copy of their database.
 
 Safety: erpsync writes a ticket only while it still holds what erpsync last wrote (0/0 before the
-first write) or a value it set out to write before a crash. Any other value was typed by a person
-and is never overwritten (a conflict).
+first write) or a value it set out to write before a crash; with several runs, any sum of one such
+value per run (domain/ticket_shares.py). Any other value was typed by a person and is never
+overwritten (a conflict).
 """
 
 from __future__ import annotations
@@ -169,8 +171,8 @@ def _ticket_results(
     the write replaces; when no combination makes the ticket's value, a person edited it.
     """
     written = {w.mm_run_id for w in writes}
-    siblings = [s for s in {s.mm_run_id: s for w in writes for s in w.target.siblings}.values()]
-    siblings = [s for s in siblings if s.mm_run_id not in written]
+    every = {s.mm_run_id: s for w in writes for s in w.target.siblings}
+    siblings = [s for s in every.values() if s.mm_run_id not in written]
     # the ticket as erpsync last wrote it, and each run's write alone on top of that (for messages)
     last = _sum([_values(w.previous) for w in writes] + [_values(s.last) for s in siblings])
     alone = {w.mm_run_id: _shift(last, _values(w.previous), _values(w.counts)) for w in writes}
@@ -188,8 +190,9 @@ def _ticket_results(
         else:
             others = ", ".join(s.mm_run_id for s in siblings)
             message = (
-                f"{holds}, erpsync's own counts, but not which of them belong to {others} (not written "
-                "in this transaction, a write in doubt): not written, tried again next cycle"
+                f"{holds}, a sum of erpsync's own counts, but which part of it is {others}'s (not "
+                "written in this transaction, a write in doubt) is not known: not written, tried "
+                "again next cycle"
             )
         outcome: Outcome = "conflict" if shares.verdict == "conflict" else "failed"
         return {
