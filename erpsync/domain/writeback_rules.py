@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from erpsync.domain.model import PartCounts
-from erpsync.domain.shop_floor import anchor_of
+from erpsync.domain.shop_floor import GENERATION_MARK, anchor_of
 
 COUNT_FIELDS = ("total", "good", "scrap", "nonconform")
 LAST_COLUMNS = ("last_total_parts", "last_good_parts", "last_scrap_parts", "last_nonconform_parts")
@@ -92,6 +92,13 @@ def counts_dict(counts: PartCounts) -> dict[str, int]:
 def describe_values(values: Mapping[str, Any]) -> str:
     """ERP column values as a person reads them in a message: `GOOD_QTY=25, BAD_QTY=1`."""
     return ", ".join(f"{column}={value}" for column, value in values.items()) or "nothing"
+
+
+def may_share_ticket(target: CountTarget) -> bool:
+    """Whether the target's ticket may have other run generations: it is one (``#g<n>``), or a
+    first run no longer running, which a reopened ticket's later generation follows (a first run
+    still due for late parts after its later generation's final counts are in)."""
+    return GENERATION_MARK in target.run_key or target.status != "running"
 
 
 def with_sibling_counts(

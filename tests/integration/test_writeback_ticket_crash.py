@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,12 @@ def sink_counts(floor: Floor) -> dict[str, tuple[tuple[int | None, ...], str | N
     }
 
 
-def writeback_in_process(floor: Floor, batch_size: int = 500) -> None:
+def writeback_in_process(floor: Floor, batch_size: int = 500, minutes_later: float = 0) -> None:
     policy = WritebackPolicy.from_settings(floor.harness.settings)
     sink = VisualLaborTicketSink(floor.shop.engine, batch_size=batch_size)
+    now = datetime.now(UTC) + timedelta(minutes=minutes_later)
     with MMClient(floor.harness.settings.mm) as client:
-        summary = run_writeback(SqlUnitOfWorkFactory(floor.store), client, sink, policy)
+        summary = run_writeback(SqlUnitOfWorkFactory(floor.store), client, sink, policy, now=now)
     assert summary.failed == 0 and summary.conflicts == 0, summary
 
 
@@ -195,4 +197,34 @@ def test_a_reopened_ticket_s_runs_written_in_separate_batches_are_no_conflict(fl
     sim.set_counts(SECOND, total=22, scrap=1)
     writeback_in_process(floor, batch_size=1)
     assert ticket_counts(floor, ticket) == (45 + 21, 2 + 1)
+    assert audits(floor.store, outcome="conflict") == [] and quarantine(floor.store) == []
+
+
+def test_late_parts_on_a_first_run_whose_later_run_is_done_are_added_to_the_ticket(floor: Floor) -> None:
+    """The second run's final counts are in the ticket (it is no longer read), the first run still
+    gets late parts (its settle window moved with them): its write keeps the second run's part."""
+    fx, sim = floor.shop.fx, floor.sim
+    window = floor.harness.settings.writeback.settle_window_minutes
+    ticket = fx.clock_in(floor.op_a, local(8, 0))
+    floor.sync()
+    sim.set_counts(FIRST, total=40, scrap=2)
+    writeback_in_process(floor)
+    fx.clock_out(ticket, local(9, 0), good_qty=38, bad_qty=2)  # as erpsync wrote it
+    floor.sync()
+    floor.reopen(ticket)
+    floor.sync()
+    sim.set_counts(SECOND, total=15, scrap=1)
+    writeback_in_process(floor)
+    fx.clock_out(ticket, local(10, 0), good_qty=38 + 14, bad_qty=3)
+    floor.sync()  # both runs stopped, their final counts due
+    sim.set_counts(FIRST, total=47, scrap=2)
+    writeback_in_process(floor, minutes_later=1)  # late parts: the first run's window moves
+    writeback_in_process(floor, minutes_later=window + 0.5)  # the second run is done, the first not
+    with floor.store.session() as session:
+        due = {b.mm_run_id for b in session.scalars(select(RunBinding)) if b.final_counts_since is not None}
+    assert due == {FIRST}
+    assert ticket_counts(floor, ticket) == (45 + 14, 3)
+    sim.set_counts(FIRST, total=50, scrap=2)
+    writeback_in_process(floor, minutes_later=window + 0.7)
+    assert ticket_counts(floor, ticket) == (48 + 14, 3)
     assert audits(floor.store, outcome="conflict") == [] and quarantine(floor.store) == []

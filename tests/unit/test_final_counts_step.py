@@ -15,6 +15,7 @@ from erpsync.domain.writeback_rules import (
     Sibling,
     final_counts_mark,
     final_counts_step,
+    may_share_ticket,
     with_cycle_writes,
     with_sibling_counts,
 )
@@ -75,6 +76,8 @@ def test_a_tickets_runs_share_what_erpsync_wrote_for_the_others() -> None:
         target(2, "LT7#g2", last=PartCounts(15, 14, 1, 0), in_doubt=(PartCounts(20, 19, 1, 0),)),
         target(9, "LT7", "other", last=PartCounts(99, 99, 0, 0)),  # another source's LT7: not this ticket
     ]
+    running, stopped = replace(first, status="running"), replace(first, status="stopped")
+    assert [may_share_ticket(t) for t in (running, second, stopped)] == [False, True, True]
     shared = with_sibling_counts([first, second, alone], generations)
     assert [t.siblings for t in shared] == [
         (Sibling("erp:LT7#g2", PartCounts(15, 14, 1, 0), (PartCounts(20, 19, 1, 0),)),),

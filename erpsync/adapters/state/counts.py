@@ -30,6 +30,7 @@ from erpsync.domain.writeback_rules import (
     CountTarget,
     encode_in_doubt,
     last_columns,
+    may_share_ticket,
     with_sibling_counts,
 )
 
@@ -56,12 +57,10 @@ class SqlCounts:
         return with_sibling_counts(targets, self._siblings(sink, targets))
 
     def _siblings(self, sink: str, targets: Sequence[CountTarget]) -> list[CountTarget]:
-        """Every run generation of the tickets that have several (keys ``<ticket>#g<n>``), with
+        """Every run generation of the tickets that may have several (keys ``<ticket>#g<n>``), with
         what erpsync last wrote (and set out to write) for each into this sink: by the unique
         (source, run_key) index."""
-        tickets = sorted(
-            {(t.source, anchor_of(t.run_key)[0]) for t in targets if GENERATION_MARK in t.run_key}
-        )
+        tickets = sorted({(t.source, anchor_of(t.run_key)[0]) for t in targets if may_share_ticket(t)})
         found: list[CountTarget] = []
         for chunk in chunks(tickets, 100):
             keys = or_(

@@ -16,7 +16,7 @@ from erpsync.adapters.state.memory_tables import MemoryTables, Row
 from erpsync.adapters.state.rows import audit_key, count_target
 from erpsync.domain import writeback_rules as rules
 from erpsync.domain.model import PartCounts
-from erpsync.domain.shop_floor import GENERATION_MARK, anchor_of
+from erpsync.domain.shop_floor import anchor_of
 from erpsync.domain.writeback_rules import AuditKey, CountTarget
 
 
@@ -36,7 +36,7 @@ class MemoryCounts:
             for b in self.tables.bindings.values()
             if (b["mm_run_id"] == run_id if run_id is not None else _due(b))
         ]
-        tickets = {(t.source, anchor_of(t.run_key)[0]) for t in due if GENERATION_MARK in t.run_key}
+        tickets = {(t.source, anchor_of(t.run_key)[0]) for t in due if rules.may_share_ticket(t)}
         siblings = [
             t
             for t in map(target, self.tables.bindings.values())
