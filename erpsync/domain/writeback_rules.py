@@ -13,6 +13,9 @@ A write into an ERP is the most dangerous thing erpsync does, so every decision 
    ERP holding such a value while erpsync's "last written" is older; MM may count on meanwhile, so
    the next cycle's new value differs from both. The ERP holding a value erpsync *intended* is
    therefore erpsync's own write, not a person's edit (`erp_verdict(in_doubt=...)`).
+4. A target that keeps one value for several runs (a reopened labor ticket holds the sum of its
+   run generations) holds erpsync's own value when it is the sum of one own value per run
+   (domain/ticket_shares.py).
 
 Sinks write absolute per-run totals, so replays change nothing. A sink that had to post deltas
 (new ticket rows) would also have to record each delta in a ledger row inside the same ERP
@@ -24,14 +27,14 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from erpsync.domain.model import PartCounts
-from erpsync.domain.shop_floor import anchor_of
+from erpsync.domain.shop_floor import GENERATION_MARK, anchor_of
 
 COUNT_FIELDS = ("total", "good", "scrap", "nonconform")
 LAST_COLUMNS = ("last_total_parts", "last_good_parts", "last_scrap_parts", "last_nonconform_parts")
@@ -91,32 +94,56 @@ def describe_values(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{column}={value}" for column, value in values.items()) or "nothing"
 
 
-def add_counts(a: PartCounts | None, b: PartCounts | None) -> PartCounts | None:
-    """Two runs' counts together (one ticket's generations); None counts as nothing."""
-    if a is None or b is None:
-        return a or b
-    return PartCounts(a.total + b.total, a.good + b.good, a.scrap + b.scrap, a.nonconform + b.nonconform)
+def may_share_ticket(target: CountTarget) -> bool:
+    """Whether the target's ticket may have other run generations: it is one (``#g<n>``), or a
+    first run no longer running, which a reopened ticket's later generation follows (a first run
+    still due for late parts after its later generation's final counts are in)."""
+    return GENERATION_MARK in target.run_key or target.status != "running"
 
 
 def with_sibling_counts(
-    targets: Sequence[CountTarget], siblings: Mapping[int, tuple[str, str, PartCounts | None]]
+    targets: Sequence[CountTarget], generations: Iterable[CountTarget]
 ) -> list[CountTarget]:
-    """Give each target what erpsync last wrote for the other runs of its ticket (`others`).
+    """Give each target the other runs of its ticket (`siblings`): what erpsync last wrote for each
+    into the same sink, and set out to write there.
 
-    ``siblings``: binding id -> (source, anchor ticket key, last written) for every run generation
-    of the targets' tickets. A ticket with one run gets None (nothing to add)."""
-    by_ticket: dict[tuple[str, str], list[tuple[int, PartCounts | None]]] = {}
-    for binding_id, (source, anchor, last) in siblings.items():
-        by_ticket.setdefault((source, anchor), []).append((binding_id, last))
+    ``generations``: every run generation of the targets' tickets, as the state holds them for
+    that sink (the targets themselves among them). A ticket with one run gets none."""
+    by_ticket: dict[tuple[str, str], dict[int, Sibling]] = {}
+    for run in generations:
+        sibling = Sibling(run.mm_run_id, run.last, run.in_doubt)
+        by_ticket.setdefault((run.source, anchor_of(run.run_key)[0]), {})[run.binding_id] = sibling
     shared = []
     for target in targets:
-        runs = by_ticket.get((target.source, anchor_of(target.run_key)[0]), [])
-        others: PartCounts | None = None
-        for binding_id, last in runs:
-            if binding_id != target.binding_id:
-                others = add_counts(others, last)
-        shared.append(replace(target, others=others) if others is not None else target)
+        runs = by_ticket.get((target.source, anchor_of(target.run_key)[0]), {})
+        siblings = tuple(
+            sibling for binding_id, sibling in sorted(runs.items()) if binding_id != target.binding_id
+        )
+        shared.append(replace(target, siblings=siblings) if siblings else target)
     return shared
+
+
+def with_cycle_writes(
+    target: CountTarget, sent: Mapping[str, PartCounts], settled: Collection[str]
+) -> CountTarget:
+    """`target` with what the ERP transactions of this cycle so far did to its siblings.
+
+    `sent`: what the cycle set out to write per MM run id; `settled`: the run ids whose write the
+    ERP confirmed (written, or held already): the ticket holds exactly that for them now. A sent
+    value not confirmed (the transaction failed, perhaps at its commit) joins the writes in doubt.
+    The targets were read at the start of the cycle, before another batch, or one run at a time
+    after a failed batch, wrote the ticket."""
+    if not any(s.mm_run_id in sent for s in target.siblings):
+        return target
+    siblings = tuple(
+        s
+        if s.mm_run_id not in sent
+        else replace(s, last=sent[s.mm_run_id], in_doubt=())
+        if s.mm_run_id in settled
+        else replace(s, in_doubt=(*s.in_doubt, sent[s.mm_run_id]))
+        for s in target.siblings
+    )
+    return replace(target, siblings=siblings)
 
 
 def same_counts(a: PartCounts | None, b: PartCounts | None) -> bool:
@@ -193,6 +220,16 @@ def record_intent(in_doubt: Sequence[PartCounts], new: PartCounts) -> list[PartC
 
 
 @dataclass(frozen=True, slots=True)
+class Sibling:
+    """Another run of a target's ticket: what erpsync last wrote for it into the same sink, and
+    what it set out to write there without seeing the outcome."""
+
+    mm_run_id: str
+    last: PartCounts | None
+    in_doubt: tuple[PartCounts, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CountTarget:
     """A bound run as the state holds it for one sink: where its counts go, what was last written
     there (`last`) and what erpsync set out to write there without seeing the outcome (`in_doubt`)."""
@@ -209,9 +246,10 @@ class CountTarget:
     # since when the run's final counts are due (erpsync stopped it, or last saw its counts
     # change since); None: not stopped, or its final counts are in the ERP
     final_since: datetime | None = None
-    # what erpsync last wrote here for the ticket's OTHER runs (its earlier or later run
-    # generations, domain/shop_floor.py): a sink that keeps one value per ticket writes the sum
-    others: PartCounts | None = None
+    # the ticket's OTHER runs (its earlier or later run generations, domain/shop_floor.py) with
+    # what erpsync last wrote and set out to write for each here: a sink that keeps one value per
+    # ticket writes the sum (`ticket_shares`)
+    siblings: tuple[Sibling, ...] = ()
     # the binding's status: a read that finds MM lost or ended a run erpsync has running is drift
     # (domain/drift.py)
     status: str = ""

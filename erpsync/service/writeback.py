@@ -69,6 +69,7 @@ from erpsync.domain.writeback_rules import (
     plan_write,
     record_intent,
     same_counts,
+    with_cycle_writes,
 )
 from erpsync.observability.correlation import correlation, current_correlation_id
 from erpsync.observability.crashpoints import crash_point
@@ -89,6 +90,9 @@ log = structlog.get_logger(__name__)
 
 # MM answered for sure that a run has no counts: its final read is done (nothing to write)
 _CONFIRMED_NO_DATA = frozenset({str(NoDataReason.NOT_FOUND), str(NoDataReason.NO_METRICS)})
+
+# a sink's outcomes after which the ERP holds the run's new counts for sure
+_IN_THE_ERP = frozenset({"written", "already_written", "unchanged"})
 
 _NO_DATA_MESSAGES = {
     str(NoDataReason.NOT_FOUND): "MachineMetrics has no such job run (404): nothing written",
@@ -171,6 +175,11 @@ class _WritebackCycle:
     implausible_open: set[str] = field(default_factory=set, init=False)  # runs quarantined for it
     # runs MM lost or ended while erpsync has them running: recorded with their batch's outcomes
     drifts: dict[str, Drift] = field(default_factory=dict, init=False)
+    # what this cycle set out to write per MM run id, and the runs whose write the ERP confirmed: a
+    # later ERP transaction of the cycle finds them in a ticket it shares with other runs
+    # (domain/writeback_rules.py `with_cycle_writes`)
+    sent: dict[str, PartCounts] = field(default_factory=dict, init=False)
+    settled: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.summary = WritebackSummary(
@@ -357,25 +366,32 @@ class _WritebackCycle:
 
     def _write(self, batch: list[tuple[CountTarget, PartCounts]]) -> list[Done]:
         entries = {target.mm_run_id: (target, counts) for target, counts in batch}
-        writes = [CountWrite(target, counts) for target, counts in batch]
         if self.erp_unavailable is not None:
-            return [_failed(entries[w.mm_run_id], self.erp_unavailable) for w in writes]
+            return [_failed(entry, self.erp_unavailable) for entry in batch]
         if self.fence is not None and not self.fence.is_current():
             raise FencedError("the leader lease was lost: no ERP write")
         self._record_intents(batch)
+        self.sent.update((target.mm_run_id, counts) for target, counts in batch)
         crash_point("writeback.before_erp_write")
         try:
-            results = self.sink.write(writes)
+            results = self._sink_write(batch)
         except ConfigError:
             raise
         except RetryableError as exc:
             self.erp_unavailable = str(exc)
-            return [_failed(entries[w.mm_run_id], str(exc)) for w in writes]
+            return [_failed(entry, str(exc)) for entry in batch]
         except Exception as exc:  # one bad row spoils a batch: write one at a time to find it
-            log.warning("writeback.batch_failed", error=str(exc), size=len(writes))
-            results = self._write_one_by_one(writes)
+            log.warning("writeback.batch_failed", error=str(exc), size=len(batch))
+            results = self._write_one_by_one(batch)
         crash_point("writeback.after_erp_commit")
         return [_done(entries[r.mm_run_id], r) for r in results]
+
+    def _sink_write(self, batch: list[tuple[CountTarget, PartCounts]]) -> list[WriteResult]:
+        """One ERP transaction; each run's target as this cycle's earlier transactions left it."""
+        writes = [CountWrite(with_cycle_writes(t, self.sent, self.settled), c) for t, c in batch]
+        results = self.sink.write(writes)
+        self.settled.update(r.mm_run_id for r in results if r.outcome in _IN_THE_ERP)
+        return results
 
     def _record_intents(self, batch: list[tuple[CountTarget, PartCounts]]) -> None:
         """Step 3: what is about to be written becomes a write in doubt until step 5 confirms it."""
@@ -388,21 +404,22 @@ class _WritebackCycle:
         with self.uow(self.fence) as work:
             work.counts.record_intents(self.sink.name, intents)
 
-    def _write_one_by_one(self, writes: list[CountWrite]) -> list[WriteResult]:
+    def _write_one_by_one(self, batch: list[tuple[CountTarget, PartCounts]]) -> list[WriteResult]:
         results: list[WriteResult] = []
-        for w in writes:
+        for entry in batch:
+            run = entry[0].mm_run_id
             if self.erp_unavailable is not None:
-                results.append(WriteResult(w.mm_run_id, "failed", message=self.erp_unavailable))
+                results.append(WriteResult(run, "failed", message=self.erp_unavailable))
                 continue
             try:
-                results.extend(self.sink.write([w]))
+                results.extend(self._sink_write([entry]))
             except ConfigError:
                 raise
             except RetryableError as exc:
                 self.erp_unavailable = str(exc)
-                results.append(WriteResult(w.mm_run_id, "failed", message=str(exc)))
+                results.append(WriteResult(run, "failed", message=str(exc)))
             except Exception as exc:
-                results.append(WriteResult(w.mm_run_id, "failed", message=f"{type(exc).__name__}: {exc}"))
+                results.append(WriteResult(run, "failed", message=f"{type(exc).__name__}: {exc}"))
         return results
 
 

@@ -28,13 +28,13 @@ from erpsync.adapters.erp.sinks.staging import (
     staging_table,
 )
 from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
-from erpsync.adapters.erp.visual_schema import create_visual_schema
+from erpsync.adapters.erp.visual_schema import LABOR_TICKET, create_visual_schema
 from erpsync.adapters.state.db import create_db_engine
 from erpsync.config import DatabaseSettings, Settings, SourceSettings, WritebackSettings
 from erpsync.demo.visual_fixture import OperationKey, VisualFixture, WorkOrderKey
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountTarget
+from erpsync.domain.writeback_rules import CountTarget, Sibling
 
 TABLE = "ERPSYNC_RUN_COUNTS"
 START = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
@@ -50,6 +50,7 @@ def write(
     previous: PartCounts | None = None,
     run_key: str | None = None,
     in_doubt: tuple[PartCounts, ...] = (),
+    siblings: tuple[Sibling, ...] = (),
 ) -> CountWrite:
     target = CountTarget(
         binding_id=0,
@@ -61,6 +62,7 @@ def write(
         erp_machine="MILL-1",
         last=previous,
         in_doubt=in_doubt,
+        siblings=siblings,
     )
     return CountWrite(target, new)
 
@@ -232,6 +234,49 @@ def test_labor_ticket_sets_absolute_quantities_and_replays_change_nothing(visual
     assert sink.write([grow])[0].outcome == "written"
     assert sink.write([grow])[0].outcome == "already_written"  # replay: ERP holds the new value
     assert _ticket(visual, tid) == (17, 3)
+
+
+def test_a_reopened_ticket_holding_both_runs_writes_in_doubt_is_erpsync_s_own(visual: VisualFixture) -> None:
+    """Campaign finding F3, in the sink: one transaction wrote both runs' counts (45 + 21), then
+    erpsync died before its state commit; both writes are in doubt. The ticket is erpsync's own
+    value; a value no combination of the runs' own values makes is a person's."""
+    op = OperationKey(WorkOrderKey("W", "W100"), 10)
+    tid = visual.clock_in(op, datetime(2026, 3, 2, 6, 0), resource_id="MILL-1")
+    first, second = f"LT{tid}", f"LT{tid}#g2"
+    old1, old2, doubt1, doubt2 = counts(40, 38, 2), counts(15, 14, 1), counts(47, 45, 2), counts(22, 21, 1)
+    sink = VisualLaborTicketSink(visual.engine)
+    with visual.engine.begin() as conn:  # what the killed transaction committed
+        conn.execute(
+            update(LABOR_TICKET).where(tid == LABOR_TICKET.c.TRANSACTION_ID).values(GOOD_QTY=66, BAD_QTY=3)
+        )
+
+    def both(new2: PartCounts) -> list[CountWrite]:
+        return [
+            write("g1", doubt1, old1, first, (doubt1,), (Sibling("g2", old2, (doubt2,)),)),
+            write("g2", new2, old2, second, (doubt2,), (Sibling("g1", old1, (doubt1,)),)),
+        ]
+
+    results = sink.write(both(counts(25, 24, 1)))  # MM counted on for the second run
+    assert [r.outcome for r in results] == ["already_written", "written"]
+    assert _ticket(visual, tid) == (45 + 24, 3)
+
+    # the second run's write is in doubt again and it is not in this batch: 45 + 24 and 48 + 21
+    # both make 69, so what the second run holds (and the ticket should) is not known: no guess
+    alone = write(
+        "g1", counts(50, 48, 2), doubt1, first, siblings=(Sibling("g2", doubt2, (counts(25, 24, 1),)),)
+    )
+    (result,) = sink.write([alone])
+    assert result.outcome == "failed" and "tried again next cycle" in (result.message or "")
+    assert _ticket(visual, tid) == (69, 3)
+
+    with visual.engine.begin() as conn:  # a person types 70
+        conn.execute(update(LABOR_TICKET).where(tid == LABOR_TICKET.c.TRANSACTION_ID).values(GOOD_QTY=70))
+    results = sink.write(both(counts(25, 24, 1)))
+    assert [r.outcome for r in results] == ["conflict", "conflict"]
+    assert "holds GOOD_QTY=70, BAD_QTY=3; erpsync last wrote GOOD_QTY=52, BAD_QTY=3" in (
+        results[0].message or ""
+    )
+    assert _ticket(visual, tid) == (70, 3)
 
 
 def test_labor_ticket_edit_by_a_person_is_a_conflict(visual: VisualFixture) -> None:

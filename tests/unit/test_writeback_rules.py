@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -10,8 +12,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from erpsync.domain.model import PartCounts
+from erpsync.domain.ticket_shares import AMBIGUOUS, CONFLICT, SHARE_SUMS_LIMIT, Shares, ticket_shares
 from erpsync.domain.writeback_rules import (
     IN_DOUBT_LIMIT,
+    CountValues,
     NoDataReason,
     Verdict,
     erp_verdict,
@@ -137,6 +141,96 @@ def test_erp_verdict_writes_only_over_what_erpsync_wrote(
         assert current == expected
     if current is not None and current not in (expected, new):
         assert verdict == "conflict"
+
+
+def v(good: int | Decimal, bad: int | Decimal = 0) -> CountValues:
+    """A labor ticket's value (or one run's part of it)."""
+    return {"GOOD_QTY": good, "BAD_QTY": bad}
+
+
+def own(*shares: CountValues) -> Shares:
+    return Shares("own", shares)
+
+
+def test_a_reopened_ticket_killed_after_its_erp_commit_holds_erpsync_s_own_sum() -> None:
+    """Campaign finding F3. Generation 1 last wrote 38 and set out to write 45; generation 2 last
+    wrote 14 and set out to write 21; one ERP transaction wrote both (66), then the state commit
+    was lost. Each run's write in doubt beside the other's confirmed value (45 + 14, 38 + 21) does
+    not make 66: only a combination of both runs' own values does."""
+    first = [v(45, 2), v(38, 2)]  # MM did not count on: the new value is the one in doubt
+    second = [v(24, 1), v(14, 1), v(21, 1)]  # MM counted on: new, last written, in doubt
+    assert ticket_shares(v(66, 3), [first, second], []) == own(v(45, 2), v(21, 1))
+    assert ticket_shares(v(52, 3), [first, second], []) == own(v(38, 2), v(14, 1))  # nothing committed
+    assert ticket_shares(v(69, 3), [first, second], []) == own(v(45, 2), v(24, 1))  # already written
+    assert ticket_shares(v(70, 3), [first, second], []) == CONFLICT  # a person typed 70
+    assert ticket_shares(v(66, 4), [first, second], []) == CONFLICT  # or changed BAD_QTY
+    decimal = v(Decimal("66.00000000"), Decimal("3.00000000"))  # VISUAL's decimal(20,8)
+    assert ticket_shares(decimal, [first, second], []) == own(v(45, 2), v(21, 1))
+
+
+def test_a_ticket_s_other_runs_count_with_every_value_erpsync_may_have_left_there() -> None:
+    """A run not written now (its MM read failed) may hold its last value or one in doubt."""
+    writing = [v(30), v(20)]
+    idle = [v(10), v(15)]
+    assert ticket_shares(v(35), [writing], [idle]) == own(v(20))  # the idle run holds 15
+    assert ticket_shares(v(40), [writing], [idle]) == own(v(30))  # it holds 10: already written
+    assert ticket_shares(v(31), [writing], [idle]) == CONFLICT
+
+
+def test_two_combinations_leaving_the_other_runs_different_parts_are_never_guessed() -> None:
+    """45 + 14 and 38 + 21 both make 59: written together, either way the ticket ends at the sum
+    of the new counts; but with the second run not written now, its part would be a guess (7 parts
+    lost or doubled), so nothing is written."""
+    first, second = [v(45), v(38)], [v(14), v(21)]
+    assert ticket_shares(v(59), [first], [second]) == AMBIGUOUS
+    assert ticket_shares(v(59), [first], [[v(21)]]) == own(v(38))  # its part known: no doubt
+    both = ticket_shares(v(59), [first, [v(21), *second]], [])
+    assert both.verdict == "own" and v(sum(s["GOOD_QTY"] for s in both.writing)) == v(59)
+
+
+def test_one_run_s_ticket_is_its_own_exactly_when_erp_verdict_says_so() -> None:
+    last, doubt, new = v(10, 1), v(12, 1), v(15, 2)
+    for current in (last, doubt, new, v(11, 1), v(0)):
+        shares = ticket_shares(current, [[new, last, doubt]], [])
+        verdict = erp_verdict(current=current, expected=last, new=new, in_doubt=[doubt])
+        assert (shares == CONFLICT) == (verdict == "conflict")
+        if verdict != "conflict":
+            assert shares == own(current)
+
+
+def test_too_many_combinations_are_no_match_never_an_overwrite() -> None:
+    runs = [[v(0, 0), v(10**n, 0), v(0, 10**n), v(10**n, 10**n)] for n in range(7)]  # 4**7 sums
+    assert SHARE_SUMS_LIMIT < 4**7
+    assert ticket_shares(v(0, 0), runs, []) == own(*[v(0, 0)] * 7)  # pruned: sums above it lead nowhere
+    assert ticket_shares(v(1111111, 1111111), runs, []) == CONFLICT
+
+
+values_st = st.builds(v, st.integers(0, 6), st.integers(0, 2))
+runs_st = st.lists(st.lists(values_st, min_size=1, max_size=3), max_size=3)
+
+
+def _total(values: Sequence[CountValues]) -> tuple[int | Decimal, int | Decimal]:
+    return sum(c["GOOD_QTY"] for c in values), sum(c["BAD_QTY"] for c in values)
+
+
+@given(writing=runs_st.filter(bool), others=runs_st, data=st.data())
+def test_ticket_shares_against_every_combination(
+    writing: list[list[CountValues]], others: list[list[CountValues]], data: st.DataObject
+) -> None:
+    """Own exactly when one value per run adds up, and then only if what is left to the runs not
+    written is the same for every such combination; the shares found are own values that add up."""
+    current = v(data.draw(st.integers(0, 25)), data.draw(st.integers(0, 8)))
+    left = {  # what each combination making the ticket's value leaves to the runs not written
+        _total(combo[len(writing) :])
+        for combo in itertools.product(*writing, *others)
+        if _total(combo) == _total([current])
+    }
+    shares = ticket_shares(current, writing, others)
+    assert shares.verdict == ("conflict" if not left else "ambiguous" if len(left) > 1 else "own")
+    if shares.verdict == "own":
+        assert all(share in values for share, values in zip(shares.writing, writing, strict=True))
+        (kept,) = left
+        assert tuple(a + b for a, b in zip(_total(shares.writing), kept, strict=True)) == _total([current])
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from erpsync.domain.writeback_rules import (
     CountTarget,
     encode_in_doubt,
     last_columns,
+    may_share_ticket,
     with_sibling_counts,
 )
 
@@ -55,15 +56,12 @@ class SqlCounts:
         targets = [_target(row._mapping) for row in self.session.execute(query)]
         return with_sibling_counts(targets, self._siblings(sink, targets))
 
-    def _siblings(
-        self, sink: str, targets: Sequence[CountTarget]
-    ) -> dict[int, tuple[str, str, PartCounts | None]]:
-        """Every run generation of the tickets that have several (keys ``<ticket>#g<n>``), with
-        what erpsync last wrote for each into this sink: by the unique (source, run_key) index."""
-        tickets = sorted(
-            {(t.source, anchor_of(t.run_key)[0]) for t in targets if GENERATION_MARK in t.run_key}
-        )
-        found: dict[int, tuple[str, str, PartCounts | None]] = {}
+    def _siblings(self, sink: str, targets: Sequence[CountTarget]) -> list[CountTarget]:
+        """Every run generation of the tickets that may have several (keys ``<ticket>#g<n>``), with
+        what erpsync last wrote (and set out to write) for each into this sink: by the unique
+        (source, run_key) index."""
+        tickets = sorted({(t.source, anchor_of(t.run_key)[0]) for t in targets if may_share_ticket(t)})
+        found: list[CountTarget] = []
         for chunk in chunks(tickets, 100):
             keys = or_(
                 *(
@@ -77,9 +75,7 @@ class SqlCounts:
                     for source, anchor in chunk
                 )
             )
-            for row in self.session.execute(_target_query(sink).where(keys)):
-                target = _target(row._mapping)
-                found[target.binding_id] = (target.source, anchor_of(target.run_key)[0], target.last)
+            found += [_target(row._mapping) for row in self.session.execute(_target_query(sink).where(keys))]
         return found
 
     def blocking_conflicts(self) -> set[tuple[str, str]]:

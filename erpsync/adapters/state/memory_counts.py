@@ -16,7 +16,7 @@ from erpsync.adapters.state.memory_tables import MemoryTables, Row
 from erpsync.adapters.state.rows import audit_key, count_target
 from erpsync.domain import writeback_rules as rules
 from erpsync.domain.model import PartCounts
-from erpsync.domain.shop_floor import GENERATION_MARK, anchor_of
+from erpsync.domain.shop_floor import anchor_of
 from erpsync.domain.writeback_rules import AuditKey, CountTarget
 
 
@@ -36,12 +36,12 @@ class MemoryCounts:
             for b in self.tables.bindings.values()
             if (b["mm_run_id"] == run_id if run_id is not None else _due(b))
         ]
-        tickets = {(t.source, anchor_of(t.run_key)[0]) for t in due if GENERATION_MARK in t.run_key}
-        siblings = {
-            t.binding_id: (t.source, anchor_of(t.run_key)[0], t.last)
+        tickets = {(t.source, anchor_of(t.run_key)[0]) for t in due if rules.may_share_ticket(t)}
+        siblings = [
+            t
             for t in map(target, self.tables.bindings.values())
             if (t.source, anchor_of(t.run_key)[0]) in tickets
-        }
+        ]
         return sorted(rules.with_sibling_counts(due, siblings), key=lambda t: t.binding_id)
 
     def blocking_conflicts(self) -> set[tuple[str, str]]:

@@ -3,6 +3,7 @@
 Each VISUAL run erpsync starts in MM is one labor ticket (run key ``LT<TRANSACTION_ID>``), so the
 MM run's absolute totals go on that ticket: ``GOOD_QTY = good``, ``BAD_QTY = scrap + nonconform``
 (MM's two kinds of rejected part are both bad pieces to VISUAL). Replays set the same values.
+A reopened ticket's run generations (``LT<id>#g<n>``) share the ticket, which holds their sum.
 
 The risk (docs/staging.md says why a table is safer): this is a direct SQL UPDATE of LABOR_TICKET,
 the job Infor's API Toolkit (`EditLaborTicket`) does with its own checks. It skips VISUAL's business
@@ -11,8 +12,9 @@ recompute when its own code touches the ticket, and posted tickets should not ch
 it only with the customer's approval, after a trial on a test copy of their database.
 
 Safety: erpsync writes a ticket only while it still holds what erpsync last wrote (0/0 before the
-first write) or a value it set out to write before a crash. Any other value was typed by a person
-and is never overwritten (a conflict).
+first write) or a value it set out to write before a crash; with several runs, any sum of one such
+value per run (domain/ticket_shares.py). Any other value was typed by a person and is never
+overwritten (a conflict).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from erpsync.adapters.erp.sinks._db import (
     locked_rows,
     update_guarded,
 )
-from erpsync.adapters.erp.sinks.base import CountWrite, WriteResult
+from erpsync.adapters.erp.sinks.base import CountWrite, Outcome, WriteResult
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.domain.errors import ConfigError
 from erpsync.domain.model import PartCounts
-from erpsync.domain.writeback_rules import CountValues, add_counts, describe_values, erp_verdict
+from erpsync.domain.ticket_shares import ticket_shares
+from erpsync.domain.writeback_rules import CountValues, Sibling, describe_values, erp_verdict
 
 # a ticket's run, or a later generation of it (domain/shop_floor.py): both write to the ticket
 RUN_KEY_RE = re.compile(r"LT(\d{1,10})(?:#g\d{1,6})?")
@@ -63,15 +66,29 @@ def ticket_values(counts: PartCounts) -> dict[str, int]:
     return {"GOOD_QTY": counts.good, "BAD_QTY": counts.scrap + counts.nonconform}
 
 
-def _ticket_sum(counts: PartCounts | None, others: PartCounts | None) -> CountValues:
-    """What the ticket holds for one of its runs' counts: the sum over all of its runs (a reopened
-    ticket's generations), blank when there is nothing yet."""
-    total = add_counts(counts, others)
-    return ticket_values(total) if total is not None else BLANK
+def _values(counts: PartCounts | None) -> CountValues:
+    """One run's part of its ticket (blank before its first write)."""
+    return ticket_values(counts) if counts is not None else BLANK
 
 
-def _plus(values: CountValues, shift: CountValues) -> CountValues:
-    return {key: values[key] + shift[key] for key in BLANK} if any(shift.values()) else values
+def _own_values(w: CountWrite) -> list[CountValues]:
+    """What a run being written may hold in its ticket, preferred first: the new value (written
+    before a crash), what erpsync last wrote, its writes in doubt (`ticket_shares`)."""
+    return [_values(w.counts), _values(w.previous), *(_values(c) for c in w.in_doubt)]
+
+
+def _sibling_values(sibling: Sibling) -> list[CountValues]:
+    """What a run of the ticket that is not being written may hold in it, preferred first."""
+    return [_values(sibling.last), *(_values(c) for c in sibling.in_doubt)]
+
+
+def _sum(values: Sequence[CountValues]) -> CountValues:
+    return {key: sum((v[key] for v in values), start=BLANK[key]) for key in BLANK}
+
+
+def _shift(value: CountValues, old: CountValues, new: CountValues) -> CountValues:
+    """The ticket's value once one run's part goes from `old` to `new`."""
+    return {key: value[key] - old[key] + new[key] for key in BLANK}
 
 
 def _number(value: Any) -> int | Decimal:
@@ -121,48 +138,79 @@ class VisualLaborTicketSink(CheckedTarget):
         return [results[w.mm_run_id] for w in batch]
 
     def _write_tickets(self, batch: Sequence[CountWrite], tickets: dict[str, int]) -> dict[str, WriteResult]:
-        t = self.table
+        by_ticket: dict[int, list[CountWrite]] = {}
+        for w in batch:
+            by_ticket.setdefault(tickets[w.mm_run_id], []).append(w)
         results: dict[str, WriteResult] = {}
         updates: list[dict[str, Any]] = []
         with erp_transaction(self.engine, "LABOR_TICKET") as conn:
-            rows = conn.execute(ticket_lock_statement(t, sorted(set(tickets.values())))).all()
+            rows = conn.execute(ticket_lock_statement(self.table, sorted(by_ticket))).all()
             current: dict[int, CountValues] = {
                 int(r.TRANSACTION_ID): {"GOOD_QTY": _number(r.GOOD_QTY), "BAD_QTY": _number(r.BAD_QTY)}
                 for r in rows
             }
-            # what this batch already wrote into a ticket, added to the next run of the same ticket
-            moved: dict[int, CountValues] = {}
-            for w in batch:
-                ticket = tickets[w.mm_run_id]
-                shift = moved.get(ticket, BLANK)
-                new = _plus(_ticket_sum(w.counts, w.target.others), shift)
-                before = current.get(ticket)
-                if before is None:
-                    results[w.mm_run_id] = WriteResult(
-                        w.mm_run_id, "failed", after=new, message=f"LABOR_TICKET {ticket} not found"
-                    )
-                    continue
-                expected = _plus(_ticket_sum(w.previous, w.target.others), shift)
-                in_doubt = [_plus(_ticket_sum(c, w.target.others), shift) for c in w.in_doubt]
-                verdict = erp_verdict(current=before, expected=expected, new=new, in_doubt=in_doubt)
-                if verdict == "write":
-                    results[w.mm_run_id] = WriteResult(w.mm_run_id, "written", before, new)
-                    updates.append(
-                        {"t_id": ticket, "x_good": before["GOOD_QTY"], "x_bad": before["BAD_QTY"], **new}
-                    )
-                    current[ticket] = new
-                    moved[ticket] = {k: shift[k] + new[k] - before[k] for k in BLANK}
-                elif verdict == "conflict":
-                    message = (
-                        f"LABOR_TICKET {ticket} holds {describe_values(before)}; erpsync last wrote "
-                        f"{describe_values(expected)}: edited outside erpsync"
-                    )
-                    results[w.mm_run_id] = WriteResult(w.mm_run_id, "conflict", before, new, message)
-                else:
-                    results[w.mm_run_id] = WriteResult(w.mm_run_id, verdict, before, new)
+            for ticket, writes in by_ticket.items():
+                results.update(_ticket_results(ticket, current.get(ticket), writes, updates))
             if updates:
-                update_guarded(conn, ticket_update_statement(t), updates, "LABOR_TICKET", "ticket(s)")
+                update_guarded(
+                    conn, ticket_update_statement(self.table), updates, "LABOR_TICKET", "ticket(s)"
+                )
         return results
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _ticket_results(
+    ticket: int, before: CountValues | None, writes: Sequence[CountWrite], updates: list[dict[str, Any]]
+) -> dict[str, WriteResult]:
+    """One ticket's runs in this batch, written in turn; each write's guarded UPDATE joins `updates`.
+
+    The ticket holds the sum of all of its runs: those being written and their `siblings` that are
+    not. Which of erpsync's own values each run has in it (`ticket_shares`) says, run by run, what
+    the write replaces; when no combination makes the ticket's value, a person edited it.
+    """
+    written = {w.mm_run_id for w in writes}
+    every = {s.mm_run_id: s for w in writes for s in w.target.siblings}
+    siblings = [s for s in every.values() if s.mm_run_id not in written]
+    # the ticket as erpsync last wrote it, and each run's write alone on top of that (for messages)
+    last = _sum([_values(w.previous) for w in writes] + [_values(s.last) for s in siblings])
+    alone = {w.mm_run_id: _shift(last, _values(w.previous), _values(w.counts)) for w in writes}
+    if before is None:
+        message = f"LABOR_TICKET {ticket} not found"
+        return {
+            w.mm_run_id: WriteResult(w.mm_run_id, "failed", after=alone[w.mm_run_id], message=message)
+            for w in writes
+        }
+    shares = ticket_shares(before, [_own_values(w) for w in writes], [_sibling_values(s) for s in siblings])
+    if shares.verdict != "own":
+        holds = f"LABOR_TICKET {ticket} holds {describe_values(before)}"
+        if shares.verdict == "conflict":
+            message = f"{holds}; erpsync last wrote {describe_values(last)}: edited outside erpsync"
+        else:
+            others = ", ".join(s.mm_run_id for s in siblings)
+            message = (
+                f"{holds}, a sum of erpsync's own counts, but which part of it is {others}'s (not "
+                "written in this transaction, a write in doubt) is not known: not written, tried "
+                "again next cycle"
+            )
+        outcome: Outcome = "conflict" if shares.verdict == "conflict" else "failed"
+        return {
+            w.mm_run_id: WriteResult(w.mm_run_id, outcome, before, alone[w.mm_run_id], message)
+            for w in writes
+        }
+    results: dict[str, WriteResult] = {}
+    value = before
+    for w, share in zip(writes, shares.writing, strict=True):
+        new = _values(w.counts)
+        in_doubt = [_values(c) for c in w.in_doubt]
+        # the run's share is one of its own values: never a conflict
+        verdict = erp_verdict(current=share, expected=_values(w.previous), new=new, in_doubt=in_doubt)
+        if verdict == "write":
+            after = _shift(value, share, new)
+            results[w.mm_run_id] = WriteResult(w.mm_run_id, "written", value, after)
+            updates.append({"t_id": ticket, "x_good": value["GOOD_QTY"], "x_bad": value["BAD_QTY"], **after})
+            value = after
+        else:
+            results[w.mm_run_id] = WriteResult(w.mm_run_id, verdict, value, value)
+    return results
