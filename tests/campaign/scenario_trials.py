@@ -1,0 +1,178 @@
+"""Scenario trials: the real shop's day (tests/campaign/scenarios.py) against erpsync, with process
+faults, checked against the oracle (tests/campaign/oracle.py) and MM's and the ERP's own truth.
+
+A world (tests/campaign/scenario_world.py) opens a shift, converges, then runs its trials. A trial:
+1. one batch of 1-4 named ERP steps in one transaction; the oracle applies the rule to it;
+2. MM counts parts on every open run;
+3. a process fault: none, a SIGKILL of `serve` 0.05-1 s into its work (then restarted), or, with the
+   state in PostgreSQL or MariaDB, erpsync's state connection cut for 1-2 s (PostgreSQL: a client
+   message inside a transaction is the last one with p = 0.3; MariaDB: any message, p = 0.08);
+   plus the world's `faults` hook (the MM-fault generator plugs in there);
+4. backed-off retries made due, then wait until every invariant holds (25 s at most).
+A violating trial ends its world: the world's folder is kept, the trial is written as JSON with
+its seed, and `ERPSYNC_CAMPAIGN_REPLAY=<seed>` runs that world again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.campaign.procs import Erpsync
+from tests.campaign.scenario_world import ScenarioWorld, WorldParams
+
+# (world, rng) -> disarm, which returns what was injected; the MM-fault generator is one of these
+FaultHook = Callable[[ScenarioWorld, random.Random], Callable[[], dict[str, int]]]
+CUT_PROBABILITY = {"postgresql": 0.3, "mariadb": 0.08}
+REPLAY = "ERPSYNC_CAMPAIGN_REPLAY={seed} uv run pytest tests/campaign -m campaign -k shop_scenarios"
+
+
+@dataclass
+class ScenarioTrial:
+    seed: int
+    index: int
+    backend: str
+    vanished_runs: str
+    heal_drift: str | None
+    steps: list[str]
+    kinds: list[str]
+    fault: str
+    injected: dict[str, int]
+    converge_seconds: float
+    seconds: float
+    oracle: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+
+def _kill(world: ScenarioWorld, rng: random.Random) -> dict[str, int]:
+    time.sleep(rng.uniform(0.05, 1.0))
+    alive = 0
+    if world.serve is not None:
+        alive = int(Erpsync.kill(world.serve))
+    world.serve = world.erpsync.start("serve")
+    return {"kills": 1, "killed_running": alive}
+
+
+def _cut(world: ScenarioWorld, rng: random.Random) -> dict[str, int]:
+    proxy = world.state.proxy
+    assert proxy is not None
+    before = proxy.stats.cuts
+    proxy.arm(CUT_PROBABILITY[world.params.backend])
+    time.sleep(rng.uniform(1.0, 2.0))
+    proxy.disarm()
+    return {"state_cuts": proxy.stats.cuts - before, "state_cut_windows": 1}
+
+
+def process_fault(world: ScenarioWorld, rng: random.Random) -> tuple[str, dict[str, int]]:
+    choices = ["none", "kill"] + (["state_cut"] if world.state.proxy is not None else [])
+    fault = rng.choice(choices)
+    if fault == "kill":
+        return fault, _kill(world, rng)
+    if fault == "state_cut":
+        return fault, _cut(world, rng)
+    time.sleep(rng.uniform(0.0, 0.5))
+    return fault, {}
+
+
+def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> ScenarioTrial:
+    rng = world.rng
+    began = time.monotonic()
+    batch = world.scenario.next_batch(rng.randint(1, 4))
+    world.oracle.apply(world.shop.tickets, batch.at)
+    world.count_parts()
+    disarms = [hook(world, rng) for hook in hooks]
+    fault, injected = process_fault(world, rng)
+    for disarm in disarms:
+        for kind, n in disarm().items():
+            injected[kind] = injected.get(kind, 0) + n
+    world.retries_due_now()
+    found, waited = world.converge()
+    p = world.params
+    return ScenarioTrial(
+        seed=p.seed,
+        index=index,
+        backend=p.backend,
+        vanished_runs=p.vanished_runs,
+        heal_drift=p.heal_drift,
+        steps=batch.names(),
+        kinds=sorted(batch.kinds()),
+        fault=fault,
+        injected=injected,
+        converge_seconds=round(waited, 2),
+        seconds=round(time.monotonic() - began, 2),
+        oracle=list(world.oracle.notes),
+        violations=found,
+    )
+
+
+def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list[ScenarioTrial]) -> None:
+    saved.mkdir(parents=True, exist_ok=True)
+    record = {
+        "replay": REPLAY.format(seed=trial.seed),
+        "world": world.describe(),
+        "trial": asdict(trial),
+        "earlier_trials": [{"index": t.index, "steps": t.steps, "fault": t.fault} for t in history],
+        "oracle_runs": [r.describe() for r in world.oracle.runs.values()],
+        "mm_runs": world.sim.runs(),
+    }
+    (saved / f"{trial.seed}-{trial.index}.json").write_text(json.dumps(record, indent=1, default=str), "utf-8")
+
+
+def run_world(
+    seed: int, trials: int, folder: Path, *, saved: Path, hooks: list[FaultHook] | None = None
+) -> dict[str, Any]:
+    """One world's trials; stops at the first violating trial (kept in `saved` and the folder)."""
+    params = WorldParams.of(seed)
+    began = time.monotonic()
+    world = ScenarioWorld(folder / f"world-{seed}", params)
+    records: list[ScenarioTrial] = []
+    try:
+        opening = world.scenario.opening()
+        world.oracle.apply(world.shop.tickets, opening.at)
+        found, waited = world.converge()
+        setup = time.monotonic() - began
+        if found:
+            trial = ScenarioTrial(
+                seed, -1, params.backend, params.vanished_runs, params.heal_drift, opening.names(),
+                ["opening"], "none", {}, round(waited, 2), round(setup, 2), list(world.oracle.notes), found,
+            )  # fmt: skip
+            records.append(trial)
+            _save(trial, world, saved, [])
+        else:
+            for index in range(trials):
+                trial = one_trial(world, index, hooks or [])
+                records.append(trial)
+                if trial.violations:
+                    _save(trial, world, saved, records[:-1])
+                    break
+    except BaseException:
+        world.abort()
+        raise
+    final = world.close()
+    violated = any(t.violations for t in records) or bool(final)
+    if not violated:
+        shutil.rmtree(world.folder, ignore_errors=True)  # an ERP with 100,000 tickets: tens of MB
+    if not any(t.violations for t in records) and final:
+        records.append(
+            ScenarioTrial(
+                seed, len(records), params.backend, params.vanished_runs, params.heal_drift, [],
+                ["final check"], "none", {}, 0, 0, [], final,
+            )  # fmt: skip
+        )
+    return {
+        "world": asdict(params),
+        "trials": [asdict(t) for t in records],
+        "history_seconds": round(world.history_seconds, 2),
+        "setup_seconds": round(setup, 2),
+        "seconds": round(time.monotonic() - began, 2),
+        "restarts": world.restarts,
+        "proxy": asdict(world.state.proxy.stats) if world.state.proxy is not None else None,
+        "kept": str(world.folder) if violated else None,
+    }
+
