@@ -203,9 +203,9 @@ def machine_timelines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
         spans.sort(key=lambda s: (s[0], s[1] or datetime.max.replace(tzinfo=UTC)))
         for (s1, e1, r1), (s2, _, r2) in pairwise(spans):
             if e1 is None or e1 - TOLERANCE > s2:
+                until = "open" if e1 is None else f"{e1:%H:%M:%S}"
                 found.append(
-                    f"timeline: on {machine} {r1} ({s1:%H:%M:%S}..{'open' if e1 is None else f'{e1:%H:%M:%S}'}) "
-                    f"overlaps {r2} (from {s2:%H:%M:%S})"
+                    f"timeline: on {machine} {r1} ({s1:%H:%M:%S}..{until}) overlaps {r2} (from {s2:%H:%M:%S})"
                 )
     return found
 
@@ -220,7 +220,9 @@ def started_twice(calls: list[dict[str, Any]]) -> list[str]:
     return found + start_after_stop(calls)
 
 
-def open_after_erp_closed(shop: ScenarioShop, runs: Mapping[str, Mapping[str, Any]], policy: str) -> list[str]:
+def open_after_erp_closed(
+    shop: ScenarioShop, runs: Mapping[str, Mapping[str, Any]], policy: str
+) -> list[str]:
     """Every run MM has open is explained by an open ticket of its operation on its machine (its
     anchor counts wherever an edit moved it); a deleted anchor's run only under `flag`."""
     found = []
@@ -232,10 +234,16 @@ def open_after_erp_closed(shop: ScenarioShop, runs: Mapping[str, Mapping[str, An
             continue  # not a ticket's run: the oracle reports it
         if anchor.deleted:
             if policy != "flag":
-                found.append(f"{rid} open in MM though its ticket LT{anchor.id} was deleted (vanished_runs=stop)")
+                found.append(
+                    f"{rid} open in MM though its ticket LT{anchor.id} was deleted (vanished_runs=stop)"
+                )
             continue
         key = op_key(anchor)
-        crew = [t for t in shop.open_tickets() if op_key(t) == key and (t.machine == run["machine_id"] or t is anchor)]
+        crew = [
+            t
+            for t in shop.open_tickets()
+            if op_key(t) == key and (t.machine == run["machine_id"] or t is anchor)
+        ]
         if not crew:
             found.append(f"{rid} open in MM on {run['machine_id']} though the ERP closed every ticket of it")
     return found
@@ -257,7 +265,11 @@ def audit_claims(store: StateStore, runs: Mapping[str, Mapping[str, Any]]) -> li
             found.append(f"audit {row.id}: {row.action} of {row.mm_run_id} succeeded, MM never had the run")
         elif row.action == "stop_run" and run["end_at"] is None:
             found.append(f"audit {row.id}: stop_run of {row.mm_run_id} succeeded, MM shows it open")
-        elif row.action == "start_run" and ":production" in row.idempotency_key and run["production_at"] is None:
+        elif (
+            row.action == "start_run"
+            and ":production" in row.idempotency_key
+            and run["production_at"] is None
+        ):
             found.append(f"audit {row.id}: production start of {row.mm_run_id} succeeded, MM has it in setup")
     return found
 
@@ -293,7 +305,7 @@ def ticket_counts(
             int(r.TRANSACTION_ID): (int(r.GOOD_QTY), int(r.BAD_QTY))
             for r in conn.execute(
                 select(LABOR_TICKET.c.TRANSACTION_ID, LABOR_TICKET.c.GOOD_QTY, LABOR_TICKET.c.BAD_QTY).where(
-                    LABOR_TICKET.c.TRANSACTION_ID > shop.history_rows
+                    shop.history_rows < LABOR_TICKET.c.TRANSACTION_ID
                 )
             )
         }
@@ -361,7 +373,10 @@ def scenario_violations(
 
 
 SECRET_COLUMNS = (
-    (AuditEntry, (AuditEntry.detail, AuditEntry.error_message, AuditEntry.before_json, AuditEntry.after_json)),
+    (
+        AuditEntry,
+        (AuditEntry.detail, AuditEntry.error_message, AuditEntry.before_json, AuditEntry.after_json),
+    ),
     (SyncAction, (SyncAction.error_message, SyncAction.payload, SyncAction.reason)),
     (QuarantineEntry, (QuarantineEntry.message, QuarantineEntry.raw_payload)),
 )

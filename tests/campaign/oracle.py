@@ -77,7 +77,7 @@ def anchor_of(mm_run_id: str) -> int | None:
     prefix = f"{SOURCE}:LT"
     if not mm_run_id.startswith(prefix):
         return None
-    digits = mm_run_id[len(prefix) :].split(".g")[0]
+    digits = mm_run_id[len(prefix) :].split(".g", maxsplit=1)[0]
     return int(digits) if digits.isdigit() else None
 
 
@@ -101,8 +101,13 @@ class ORun:
         return self.end is None and self.end_after is None
 
     def describe(self) -> str:
-        end = self.end.isoformat() if self.end else (f"now>={self.end_after:%H:%M:%S}" if self.end_after else "open")
-        return f"{self.run_id} on {self.machine} {job_name(self.key)}|{self.key[-1]} {self.phase} {self.start:%H:%M:%S}..{end}"
+        end = (
+            self.end.isoformat()
+            if self.end
+            else (f"now>={self.end_after:%H:%M:%S}" if self.end_after else "open")
+        )
+        what = f"{job_name(self.key)}|{self.key[-1]} {self.phase}"
+        return f"{self.run_id} on {self.machine} {what} {self.start:%H:%M:%S}..{end}"
 
 
 @dataclass
@@ -129,7 +134,12 @@ class Oracle:
             self._decide(machine, on, good, ended_before, now)
 
     def _decide(
-        self, machine: str, on: list[Ticket], good: Mapping[int, Ticket], ended_before: list[ORun], now: datetime
+        self,
+        machine: str,
+        on: list[Ticket],
+        good: Mapping[int, Ticket],
+        ended_before: list[ORun],
+        now: datetime,
     ) -> None:
         cur = self.runs.get(self.open_on.get(machine, ""))
         live = cur if cur is not None and cur.anchor in good and not cur.vanished else None
@@ -168,12 +178,18 @@ class Oracle:
         generation = self.generations.get(anchor.id, 0) + 1
         if live is not None:
             own = self._chain_end(live, on, good)
-            self._end(live, own if own is not None else start, now, "superseded" if own is None else "last clock-out")
+            self._end(
+                live,
+                own if own is not None else start,
+                now,
+                "superseded" if own is None else "last clock-out",
+            )
         if gone is not None and gone.open:
             self._end(gone, start, now, "a new run takes the machine")
         self.generations[anchor.id] = generation
         rid = run_id(anchor.id, generation)
-        why = f"LT{anchor.id} {'crew of ' + str(len(group)) if len(group) > 1 else 'alone'}, generation {generation}"
+        crew = f"crew of {len(group)}" if len(group) > 1 else "alone"
+        why = f"LT{anchor.id} {crew}, generation {generation}"
         self.runs[rid] = ORun(rid, anchor.id, machine, op_key(anchor), start, phase, why)
         self.open_on[machine] = rid
         self.notes.append(f"start {self.runs[rid].describe()}")
@@ -258,9 +274,13 @@ def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> li
         elif got["phase"] != want.phase:
             diffs.append(f"phase {got['phase']}, expected {want.phase}")
     elif end is None:
-        diffs.append("open, expected ended" + (f" at {want.end.isoformat()}" if want.end else " (vanished, stop)"))
+        diffs.append(
+            "open, expected ended" + (f" at {want.end.isoformat()}" if want.end else " (vanished, stop)")
+        )
     elif want.end is not None and abs(end - want.end) > TOLERANCE:
         diffs.append(f"end {got['end_at']}, expected {want.end.isoformat()}")
     elif want.end_after is not None and not (want.end_after - TOLERANCE <= end <= checked_at + TOLERANCE):
-        diffs.append(f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {checked_at.isoformat()}")
+        diffs.append(
+            f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {checked_at.isoformat()}"
+        )
     return [f"oracle: {want.run_id}: {d} [{want.why}]" for d in diffs]

@@ -173,4 +173,6 @@ class TcpCuttingProxy(CuttingProxy):
         super().__init__(upstream, seed)
 
     def url_for(self, direct_url: str) -> str:
-        return make_url(direct_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        return (
+            make_url(direct_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        )

@@ -50,6 +50,22 @@ class ScenarioTrial:
     violations: list[str] = field(default_factory=list)
 
 
+def _check_record(
+    params: WorldParams,
+    index: int,
+    what: str,
+    found: list[str],
+    steps: list[str] | None = None,
+    notes: list[str] | None = None,
+) -> ScenarioTrial:
+    """The record of a check that is not a trial (the opening shift, the final check)."""
+    p = params
+    return ScenarioTrial(
+        p.seed, index, p.backend, p.vanished_runs, p.heal_drift, steps or [], [what], "none", {}, 0, 0,
+        notes or [], found,
+    )  # fmt: skip
+
+
 def _kill(world: ScenarioWorld, rng: random.Random) -> dict[str, int]:
     time.sleep(rng.uniform(0.05, 1.0))
     alive = 0
@@ -121,7 +137,9 @@ def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list
         "oracle_runs": [r.describe() for r in world.oracle.runs.values()],
         "mm_runs": world.sim.runs(),
     }
-    (saved / f"{trial.seed}-{trial.index}.json").write_text(json.dumps(record, indent=1, default=str), "utf-8")
+    (saved / f"{trial.seed}-{trial.index}.json").write_text(
+        json.dumps(record, indent=1, default=str), "utf-8"
+    )
 
 
 def run_world(
@@ -138,10 +156,8 @@ def run_world(
         found, waited = world.converge()
         setup = time.monotonic() - began
         if found:
-            trial = ScenarioTrial(
-                seed, -1, params.backend, params.vanished_runs, params.heal_drift, opening.names(),
-                ["opening"], "none", {}, round(waited, 2), round(setup, 2), list(world.oracle.notes), found,
-            )  # fmt: skip
+            trial = _check_record(params, -1, "opening", found, opening.names(), list(world.oracle.notes))
+            trial.converge_seconds, trial.seconds = round(waited, 2), round(setup, 2)
             records.append(trial)
             _save(trial, world, saved, [])
         else:
@@ -159,12 +175,7 @@ def run_world(
     if not violated:
         shutil.rmtree(world.folder, ignore_errors=True)  # an ERP with 100,000 tickets: tens of MB
     if not any(t.violations for t in records) and final:
-        records.append(
-            ScenarioTrial(
-                seed, len(records), params.backend, params.vanished_runs, params.heal_drift, [],
-                ["final check"], "none", {}, 0, 0, [], final,
-            )  # fmt: skip
-        )
+        records.append(_check_record(params, len(records), "final check", final))
     return {
         "world": asdict(params),
         "trials": [asdict(t) for t in records],
@@ -175,4 +186,3 @@ def run_world(
         "proxy": asdict(world.state.proxy.stats) if world.state.proxy is not None else None,
         "kept": str(world.folder) if violated else None,
     }
-

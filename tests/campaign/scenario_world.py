@@ -79,7 +79,12 @@ class StateDatabase:
     def __init__(self, backend: str, folder: Path, seed: int) -> None:
         self.backend = backend
         self.password = f"pw{secrets.token_hex(12)}"
-        url, self._token = create_database(backend, folder)
+        url, token = create_database(backend, folder)
+        self._token = token
+        self._admin: Any = None  # the admin Engine of a server database
+        self._name = ""
+        if isinstance(token, tuple):
+            self._admin, self._name = token
         self.proxy: CuttingProxy | None = None
         self._user: str | None = None
         if backend == "sqlite":
@@ -88,11 +93,10 @@ class StateDatabase:
         direct = make_url(url)
         if backend == "mariadb":
             self._user = f"cw{secrets.token_hex(6)}"
-            admin, name = self._token  # type: ignore[misc]
-            with admin.connect() as conn:
+            with self._admin.connect() as conn:
                 for host in ("%", "localhost", "127.0.0.1"):
                     conn.execute(text(f"CREATE USER '{self._user}'@'{host}' IDENTIFIED BY '{self.password}'"))
-                    conn.execute(text(f"GRANT ALL ON {name}.* TO '{self._user}'@'{host}'"))
+                    conn.execute(text(f"GRANT ALL ON {self._name}.* TO '{self._user}'@'{host}'"))
             direct = direct.set(username=self._user)
             self.proxy = TcpCuttingProxy(seed=seed)
         else:
@@ -105,8 +109,7 @@ class StateDatabase:
         if self.proxy is not None:
             self.proxy.close()
         if self._user is not None:
-            admin, _ = self._token  # type: ignore[misc]
-            with admin.connect() as conn:
+            with self._admin.connect() as conn:
                 for host in ("%", "localhost", "127.0.0.1"):
                     conn.execute(text(f"DROP USER IF EXISTS '{self._user}'@'{host}'"))
         drop_database(self.backend, self._token)
@@ -223,4 +226,3 @@ class ScenarioWorld:
         found += secrets_leaked([self.log], [self.api_key, self.state.password], self.store)
         self._release()
         return found
-

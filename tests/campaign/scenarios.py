@@ -102,14 +102,18 @@ class ScenarioShop:
         self.machines: list[str] = machines
         self.ops: dict[str, list[Op]] = {m: [Op(key, m)] for m, key in self.shop.ops.items()}
         wo = fx.add_work_order("1808406", "1", part_id="P-100", desired_qty=250)
-        self.ops[LONG_MACHINE] = [Op(fx.add_operation(wo, 60, LONG_MACHINE, setup_hrs=1.5, run=0.05), LONG_MACHINE)]
+        self.ops[LONG_MACHINE] = [
+            Op(fx.add_operation(wo, 60, LONG_MACHINE, setup_hrs=1.5, run=0.05), LONG_MACHINE)
+        ]
         for i, m in enumerate(machines, start=1):
             wo = fx.add_work_order(f"18085{i:02d}", "1", part_id="P-100", desired_qty=120)
             self.ops[m].append(Op(fx.add_operation(wo, 20, m, setup_hrs=0.5, run=0.02, calc_end_qty=120), m))
         # a 30-character base id with lot, split and sub: job name LONGWO.../123/2-1
         long_wo = fx.add_work_order(LONG_BASE, "123", "2", "1", part_id="P-100", desired_qty=40)
         for seq, m in ((30, machines[1]), (40, LONG_MACHINE)):
-            self.ops[m].append(Op(fx.add_operation(long_wo, seq, m, setup_hrs=2, run=0.1, calc_end_qty=40), m))
+            self.ops[m].append(
+                Op(fx.add_operation(long_wo, seq, m, setup_hrs=2, run=0.1, calc_end_qty=40), m)
+            )
         poison_machine = rng.choice(machines)
         bad_wo = fx.add_work_order("BADQTY-1", "1", part_id="P-100", desired_qty=10)
         bad_key = fx.add_operation(bad_wo, 10, poison_machine, setup_hrs=1, run=0.05, calc_end_qty=10)
@@ -179,7 +183,13 @@ class ScenarioShop:
 
     # -- writing the ERP (inside the batch's transaction) ---------------------------------------------
     def _clock_in(
-        self, conn: Connection, op: Op, at: datetime, ticket_type: str, rng: random.Random, bad: str | None = None
+        self,
+        conn: Connection,
+        op: Op,
+        at: datetime,
+        ticket_type: str,
+        rng: random.Random,
+        bad: str | None = None,
     ) -> Ticket:
         ticket = Ticket(self.next_id, op, ticket_type, at, bad=bad, employee=f"E{rng.randint(1, 99):03d}")
         if rng.random() < 0.2:
@@ -205,7 +215,9 @@ class ScenarioShop:
     @staticmethod
     def _set(conn: Connection, ticket: Ticket, **values: Any) -> None:
         """Only the named columns: GOOD_QTY / BAD_QTY are erpsync's to write (the sink)."""
-        conn.execute(update(LABOR_TICKET).where(LABOR_TICKET.c.TRANSACTION_ID == ticket.id).values(**values))
+        conn.execute(
+            update(LABOR_TICKET).where(LABOR_TICKET.c["TRANSACTION_ID"] == ticket.id).values(**values)
+        )
 
     def clock_out(self, conn: Connection, ticket: Ticket, at: datetime) -> None:
         ticket.clock_out = max(at, ticket.clock_in)
@@ -217,7 +229,7 @@ class ScenarioShop:
 
     def delete(self, conn: Connection, ticket: Ticket) -> None:
         ticket.deleted = True
-        conn.execute(delete(LABOR_TICKET).where(LABOR_TICKET.c.TRANSACTION_ID == ticket.id))
+        conn.execute(delete(LABOR_TICKET).where(LABOR_TICKET.c["TRANSACTION_ID"] == ticket.id))
 
     def edit_op(self, conn: Connection, ticket: Ticket, op: Op) -> None:
         ticket.op = op
@@ -280,13 +292,18 @@ class Scenario:
                 at = batch.at - timedelta(minutes=rng.randint(60, 540))
                 op = rng.choice(shop.ops[machine])
                 t = shop._clock_in(conn, op, at, rng.choice("SRR"), rng)
-                batch.steps.append(Step("opening", f"opening: LT{t.id} {t.type} on {machine} {op.label()} at {at:%H:%M}"))
+                batch.steps.append(
+                    Step("opening", f"opening: LT{t.id} {t.type} on {machine} {op.label()} at {at:%H:%M}")
+                )
                 if rng.random() < 0.4:  # a crew member or another operation, later in the shift
                     later = at + timedelta(minutes=rng.randint(5, 50))
                     other = op if rng.random() < 0.5 else rng.choice(shop.ops[machine])
                     t2 = shop._clock_in(conn, other, later, rng.choice("SR"), rng)
                     batch.steps.append(
-                        Step("opening", f"opening: LT{t2.id} {t2.type} on {machine} {other.label()} at {later:%H:%M}")
+                        Step(
+                            "opening",
+                            f"opening: LT{t2.id} {t2.type} on {machine} {other.label()} at {later:%H:%M}",
+                        )
                     )
         return batch
 
@@ -321,13 +338,17 @@ class Scenario:
 
     def _clock_in(self, conn: Connection, at: datetime) -> Step:
         machine = self._roomy_machine()
-        return self._new(conn, "clock_in", self.rng.choice(self.shop.ops[machine]), at, self.rng.choice("SRR"), "")
+        return self._new(
+            conn, "clock_in", self.rng.choice(self.shop.ops[machine]), at, self.rng.choice("SRR"), ""
+        )
 
     def _clock_in_late(self, conn: Connection, at: datetime) -> Step:
         machine = self._roomy_machine()
         late = at - timedelta(minutes=self.rng.randint(2, 90))
         op = self.rng.choice(self.shop.ops[machine])
-        return self._new(conn, "clock_in_late", op, late, self.rng.choice("SRR"), f" (entered at {at:%H:%M:%S})")
+        return self._new(
+            conn, "clock_in_late", op, late, self.rng.choice("SRR"), f" (entered at {at:%H:%M:%S})"
+        )
 
     def _crew_join(self, conn: Connection, at: datetime) -> Step | None:
         machine = self._busy_machine()
@@ -342,7 +363,9 @@ class Scenario:
         others = [op for op in self.shop.ops.get(machine or "", []) if op != shown]
         if machine is None or not others:
             return None
-        return self._new(conn, "other_op", self.rng.choice(others), at, self.rng.choice("SRR"), " (another operation)")
+        return self._new(
+            conn, "other_op", self.rng.choice(others), at, self.rng.choice("SRR"), " (another operation)"
+        )
 
     def _handover(self, conn: Connection, at: datetime) -> Step | None:
         """A setup ticket hands over to a run ticket on the same operation (out and in at once)."""
@@ -374,11 +397,16 @@ class Scenario:
         span = (at - t.clock_in).total_seconds()
         back = at - timedelta(seconds=int(span * self.rng.uniform(0.05, 0.95)))
         self.shop.clock_out(conn, t, back)
-        return Step("clock_out_late", f"clock_out_late: LT{t.id} on {t.machine} at {back:%H:%M:%S}, entered {at:%H:%M:%S}")
+        return Step(
+            "clock_out_late",
+            f"clock_out_late: LT{t.id} on {t.machine} at {back:%H:%M:%S}, entered {at:%H:%M:%S}",
+        )
 
     def _reopen(self, conn: Connection, at: datetime) -> Step | None:
         closed = [
-            t for t in self.shop.tickets.values() if t.clock_out is not None and not t.deleted and t.bad is None
+            t
+            for t in self.shop.tickets.values()
+            if t.clock_out is not None and not t.deleted and t.bad is None
         ]
         if not closed:
             return None
@@ -396,7 +424,9 @@ class Scenario:
         op = self.rng.choice(choices)
         was = t.op
         self.shop.edit_op(conn, t, op)
-        return Step("edit_op", f"edit_op: LT{t.id} open, operation {was.label()} -> {op.label()} ({op.machine})")
+        return Step(
+            "edit_op", f"edit_op: LT{t.id} open, operation {was.label()} -> {op.label()} ({op.machine})"
+        )
 
     def _edit_machine(self, conn: Connection, at: datetime) -> Step | None:
         open_ = self.shop.open_tickets()
@@ -425,6 +455,15 @@ class Scenario:
             t = shop._clock_in(conn, op, at, "R", rng, bad="CALC_END_QTY")
         else:
             op = rng.choice(shop.ops[self._roomy_machine()])
-            when = {"clock_in_9999": datetime(9999, 12, 31, 23, 59), "clock_in_0001": datetime(1, 1, 1)}.get(kind, at)
-            t = shop._clock_in(conn, op, when, "X" if kind == "type" else "R", rng, bad="TYPE" if kind == "type" else "CLOCK_IN")
+            when = {"clock_in_9999": datetime(9999, 12, 31, 23, 59), "clock_in_0001": datetime(1, 1, 1)}.get(
+                kind, at
+            )
+            t = shop._clock_in(
+                conn,
+                op,
+                when,
+                "X" if kind == "type" else "R",
+                rng,
+                bad="TYPE" if kind == "type" else "CLOCK_IN",
+            )
         return Step("poisoned", f"poisoned: LT{t.id} on {op.machine} bad {t.bad} ({kind})")
