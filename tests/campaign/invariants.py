@@ -185,7 +185,7 @@ def pending_actions(store: StateStore) -> int:
 
 # -- scenario worlds (tests/campaign/scenarios.py, oracle.py): against MM's and the ERP's own truth ----
 
-FINAL_OUTCOMES = ("succeeded", "noop")
+FINAL_OUTCOMES = ("succeeded", "noop", "quarantined", "failed")  # docs/audit.md: an action's last word
 
 
 def machine_timelines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -275,7 +275,7 @@ def audit_claims(store: StateStore, runs: Mapping[str, Mapping[str, Any]]) -> li
 
 
 def journal_outcomes(store: StateStore) -> list[str]:
-    """Every journal action succeeded, with exactly one final audit row."""
+    """Every journal action succeeded, and has exactly one final audit row (whatever its outcome)."""
     found = []
     with store.session() as session:
         for a in session.scalars(select(SyncAction).where(SyncAction.status != "succeeded")):

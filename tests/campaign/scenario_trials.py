@@ -21,11 +21,15 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+
 from tests.campaign.procs import Erpsync
 from tests.campaign.scenario_world import ScenarioWorld, WorldParams
+from tests.campaign.scenarios import local_now
 
 # (world, rng) -> disarm, which returns what was injected; the MM-fault generator is one of these
 FaultHook = Callable[[ScenarioWorld, random.Random], Callable[[], dict[str, int]]]
@@ -125,6 +129,19 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         oracle=list(world.oracle.notes),
         violations=found,
     )
+
+
+def scripted(world: ScenarioWorld, *steps: Callable[[Connection, datetime], object]) -> list[str]:
+    """A fixed batch (FINDINGS.md regressions): the steps in one ERP transaction, the oracle, counts,
+    then the violations left after converging (empty: every invariant holds)."""
+    now = local_now()
+    with world.shop.engine.begin() as conn:
+        for step in steps:
+            step(conn, now)
+    world.oracle.apply(world.shop.tickets, now)
+    world.count_parts()
+    found, _ = world.converge()
+    return found
 
 
 def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list[ScenarioTrial]) -> None:

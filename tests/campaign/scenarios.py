@@ -182,7 +182,7 @@ class ScenarioShop:
         return max(open_, key=lambda t: (t.clock_in, t.id)).op if open_ else None
 
     # -- writing the ERP (inside the batch's transaction) ---------------------------------------------
-    def _clock_in(
+    def clock_in(
         self,
         conn: Connection,
         op: Op,
@@ -291,14 +291,14 @@ class Scenario:
                     continue
                 at = batch.at - timedelta(minutes=rng.randint(60, 540))
                 op = rng.choice(shop.ops[machine])
-                t = shop._clock_in(conn, op, at, rng.choice("SRR"), rng)
+                t = shop.clock_in(conn, op, at, rng.choice("SRR"), rng)
                 batch.steps.append(
                     Step("opening", f"opening: LT{t.id} {t.type} on {machine} {op.label()} at {at:%H:%M}")
                 )
                 if rng.random() < 0.4:  # a crew member or another operation, later in the shift
                     later = at + timedelta(minutes=rng.randint(5, 50))
                     other = op if rng.random() < 0.5 else rng.choice(shop.ops[machine])
-                    t2 = shop._clock_in(conn, other, later, rng.choice("SR"), rng)
+                    t2 = shop.clock_in(conn, other, later, rng.choice("SR"), rng)
                     batch.steps.append(
                         Step(
                             "opening",
@@ -333,7 +333,7 @@ class Scenario:
         return self.rng.choice(roomy or shop.machines)
 
     def _new(self, conn: Connection, kind: str, op: Op, at: datetime, ticket_type: str, what: str) -> Step:
-        t = self.shop._clock_in(conn, op, at, ticket_type, self.rng)
+        t = self.shop.clock_in(conn, op, at, ticket_type, self.rng)
         return Step(kind, f"{kind}: LT{t.id} {t.type} on {op.machine} {op.label()} at {at:%H:%M:%S}{what}")
 
     def _clock_in(self, conn: Connection, at: datetime) -> Step:
@@ -452,13 +452,13 @@ class Scenario:
         kind = rng.choice(["clock_in_9999", "clock_in_0001", "type", "operation"])
         if kind == "operation":
             op = shop.poisoned_op
-            t = shop._clock_in(conn, op, at, "R", rng, bad="CALC_END_QTY")
+            t = shop.clock_in(conn, op, at, "R", rng, bad="CALC_END_QTY")
         else:
             op = rng.choice(shop.ops[self._roomy_machine()])
             when = {"clock_in_9999": datetime(9999, 12, 31, 23, 59), "clock_in_0001": datetime(1, 1, 1)}.get(
                 kind, at
             )
-            t = shop._clock_in(
+            t = shop.clock_in(
                 conn,
                 op,
                 when,
