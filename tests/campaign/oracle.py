@@ -26,12 +26,15 @@ erpsync to converge before the next), and applies the rule once per batch:
   open. Either way a new run on the machine ends it at the new run's start.
 - Ends are clamped to [the run's start, now]. Tickets with a bad cell are never shown.
 
-Times are compared to the second (the ERP keeps seconds; MM milliseconds).
+Times are compared to the second (the ERP keeps seconds; MM milliseconds). When several batches
+came between two checks (erpsync may have read any of the states in between, or none), `branches`
+gives one oracle per subset of intermediate states it may have seen; MM must match one of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -252,6 +255,21 @@ class Oracle:
 
     def expected_open(self) -> Iterable[ORun]:
         return (r for r in self.runs.values() if r.open)
+
+
+def branches(oracle: Oracle, states: Sequence[tuple[Mapping[int, Ticket], datetime]]) -> list[Oracle]:
+    """The oracle after several batches erpsync may have read in any number of cycles: one variant
+    per subset of the intermediate ERP states (each a snapshot of the tickets and its time) that a
+    cycle saw; every variant applies the last state, which erpsync always reads."""
+    variants = []
+    for seen in range(2 ** (len(states) - 1)):
+        variant = copy.deepcopy(oracle)
+        for i, (tickets, at) in enumerate(states[:-1]):
+            if seen >> i & 1:
+                variant.apply(tickets, at)
+        variant.apply(*states[-1])
+        variants.append(variant)
+    return variants
 
 
 def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> list[str]:

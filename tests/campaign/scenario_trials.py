@@ -2,7 +2,9 @@
 faults, checked against the oracle (tests/campaign/oracle.py) and MM's and the ERP's own truth.
 
 A world (tests/campaign/scenario_world.py) opens a shift, converges, then runs its trials. A trial:
-1. one batch of 1-4 named ERP steps in one transaction; the oracle applies the rule to it;
+1. one batch of 1-4 named ERP steps in one transaction; the oracle applies the rule to it; or (2 in
+   5 trials) 2-3 batches of 1-3 steps 0-0.4 s apart, faster than erpsync's 0.3 s cycle, so it
+   reads some of the states in between or none: MM must then match one of the oracle's branches;
 2. MM counts parts on every open run;
 3. a process fault: none, a SIGKILL of `serve` 0.05-1 s into its work (then restarted), or, with the
    state in PostgreSQL or MariaDB, erpsync's state connection cut for 1-2 s (PostgreSQL: a client
@@ -15,6 +17,7 @@ its seed, and `ERPSYNC_CAMPAIGN_REPLAY=<seed>` runs that world again.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shutil
@@ -27,13 +30,15 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from tests.campaign.oracle import branches
 from tests.campaign.procs import Erpsync
 from tests.campaign.scenario_world import ScenarioWorld, WorldParams
-from tests.campaign.scenarios import local_now
+from tests.campaign.scenarios import Ticket, local_now
 
 # (world, rng) -> disarm, which returns what was injected; the MM-fault generator is one of these
 FaultHook = Callable[[ScenarioWorld, random.Random], Callable[[], dict[str, int]]]
 CUT_PROBABILITY = {"postgresql": 0.3, "mariadb": 0.08}
+RAPID = (1, 1, 1, 2, 3)  # batches per trial; 2 or 3 follow each other faster than erpsync's cycle
 REPLAY = "ERPSYNC_CAMPAIGN_REPLAY={seed} uv run pytest tests/campaign -m campaign -k shop_scenarios"
 
 
@@ -103,8 +108,23 @@ def process_fault(world: ScenarioWorld, rng: random.Random) -> tuple[str, dict[s
 def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> ScenarioTrial:
     rng = world.rng
     began = time.monotonic()
-    batch = world.scenario.next_batch(rng.randint(1, 4))
-    world.oracle.apply(world.shop.tickets, batch.at)
+    batches = rng.choice(RAPID)
+    states: list[tuple[dict[int, Ticket], datetime]] = []
+    steps: list[str] = []
+    kinds: set[str] = set()
+    for n in range(batches):
+        if n:
+            time.sleep(rng.uniform(0.0, 0.4))  # erpsync cycles every 0.3 s: it may see this state, or not
+            steps.append("-- then, without waiting --")
+        batch = world.scenario.next_batch(rng.randint(1, 4 if batches == 1 else 3))
+        steps += batch.names()
+        kinds |= batch.kinds()
+        states.append((copy.deepcopy(world.shop.tickets), batch.at))
+    if batches > 1:
+        world.candidates = branches(world.oracle, states)
+        kinds.add("rapid_batches")
+    else:
+        world.oracle.apply(*states[0])
     world.count_parts()
     disarms = [hook(world, rng) for hook in hooks]
     fault, injected = process_fault(world, rng)
@@ -120,13 +140,13 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         backend=p.backend,
         vanished_runs=p.vanished_runs,
         heal_drift=p.heal_drift,
-        steps=batch.names(),
-        kinds=sorted(batch.kinds()),
+        steps=steps,
+        kinds=sorted(kinds),
         fault=fault,
         injected=injected,
         converge_seconds=round(waited, 2),
         seconds=round(time.monotonic() - began, 2),
-        oracle=list(world.oracle.notes),
+        oracle=list((world.candidates or [world.oracle])[0].notes if found else world.oracle.notes),
         violations=found,
     )
 

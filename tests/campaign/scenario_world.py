@@ -146,6 +146,7 @@ class ScenarioWorld:
         self.erpsync = Erpsync(config, self.log)
         self.scenario = Scenario(self.shop, self.rng)
         self.oracle = Oracle(vanished_policy=params.vanished_runs)
+        self.candidates: list[Oracle] = []  # after rapid batches: MM must match one of these
         self.serve: Any = self.erpsync.start("serve")
         self.restarts = 0
 
@@ -155,11 +156,15 @@ class ScenarioWorld:
     # -- the checks ---------------------------------------------------------------------------------
     def check(self) -> list[str]:
         runs = self.sim.runs()
-        found = self.oracle.compare(runs, datetime.now(UTC))
-        found += scenario_violations(
+        now = datetime.now(UTC)
+        options = self.candidates or [self.oracle]
+        differences = [oracle.compare(runs, now) for oracle in options]
+        best = min(range(len(options)), key=lambda i: len(differences[i]))
+        found = differences[best] + scenario_violations(
             self.shop, self.params.vanished_runs, self.sim, runs, self.store, self.shop.engine
         )
         if not found:
+            self.oracle, self.candidates = options[best], []
             self.oracle.adopt(runs)
         return found
 

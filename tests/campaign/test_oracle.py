@@ -6,10 +6,11 @@ reading of docs/architecture.md "Several tickets on one machine" is pinned here.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 
 from erpsync.demo.visual_fixture import OperationKey, WorkOrderKey
-from tests.campaign.oracle import Oracle, ORun, utc
+from tests.campaign.oracle import Oracle, ORun, branches, utc
 from tests.campaign.scenarios import Op, Ticket
 
 X = Op(OperationKey(WorkOrderKey("W", "1001"), 10), "M1")
@@ -199,3 +200,18 @@ def mm_run(
         "end_at": wire(end),
         "ended_by": "stop" if end else None,
     }
+
+
+def test_branches_cover_an_operation_erpsync_saw_or_missed_between_two_cycles() -> None:
+    f = Floor()
+    f.clock_in(X, at(8))
+    f.batch(at(8))
+    c = f.clock_in(Y, at(9))
+    states = [(copy.deepcopy(f.tickets), at(9))]
+    c.clock_out = at(9, 0, 20)
+    states.append((copy.deepcopy(f.tickets), at(9, 0, 20)))
+    missed, seen = branches(f.oracle, states)
+    assert [r.run_id for r in missed.expected_open()] == ["erp:LT1"]
+    assert [r.run_id for r in seen.expected_open()] == ["erp:LT1.g2"]
+    assert seen.runs["erp:LT2"].end == utc(at(9, 0, 20)) == seen.runs["erp:LT1.g2"].start
+    assert [r.run_id for r in f.oracle.expected_open()] == ["erp:LT1"]  # the oracle itself is untouched

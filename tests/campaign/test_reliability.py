@@ -102,8 +102,9 @@ def scenario_worlds() -> list[tuple[int, int]]:
     worlds = [(seed, PER_WORLD) for seed in CORPUS_SEEDS]
     left, seed = SCENARIO_TRIALS, SEED * 10
     while left > 0:
-        worlds.append((seed, min(PER_WORLD, left)))
-        left -= PER_WORLD
+        if seed not in CORPUS_SEEDS:
+            worlds.append((seed, min(PER_WORLD, left)))
+            left -= PER_WORLD
         seed += 1
     return worlds
 
