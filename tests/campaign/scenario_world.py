@@ -149,6 +149,7 @@ class ScenarioWorld:
         self.candidates: list[Oracle] = []  # after rapid batches: MM must match one of these
         self.serve: Any = self.erpsync.start("serve")
         self.restarts = 0
+        self._counting: set[str] = set()  # runs MM had open at the last count
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self.params), "folder": str(self.folder)}
@@ -191,10 +192,14 @@ class ScenarioWorld:
             )
 
     def count_parts(self) -> int:
-        """MM makes parts on every run it has open for erpsync: counts only grow (set exactly)."""
+        """MM makes parts on every run it has open for erpsync: counts only grow (set exactly). Half
+        of the runs that ended since the last count report late parts (MM's final counts move after
+        the stop, within write-back's settle window)."""
         grown = 0
-        for rid, run in self.sim.runs().items():
-            if run["end_at"] is not None:
+        runs = self.sim.runs()
+        for rid, run in runs.items():
+            late = rid in self._counting and run["end_at"] is not None and self.rng.random() < 0.5
+            if run["end_at"] is not None and not late:
                 continue
             m = run["metrics"]
             made = self.rng.randint(1, 25)
@@ -205,6 +210,7 @@ class ScenarioWorld:
                 rid, total=total, scrap=m["scrapParts"] + bad, nonconform=m["nonconformParts"] + nonconform
             )
             grown += 1
+        self._counting = {rid for rid, run in runs.items() if run["end_at"] is None}
         return grown
 
     # -- ending -----------------------------------------------------------------------------------

@@ -239,6 +239,20 @@ class ScenarioShop:
         ticket.resource = machine
         self._set(conn, ticket, RESOURCE_ID=machine)
 
+    def reroute(self, conn: Connection, op: Op, machine: str) -> Op:
+        """The routing changes: the operation's RESOURCE_ID (every ticket on it without one moves)."""
+        moved = Op(op.key, machine, op.poisoned)
+        where = [OPERATION.c[k] == v for k, v in op.key.work_order.as_child_columns().items()]
+        conn.execute(
+            update(OPERATION).where(*where, OPERATION.c["SEQUENCE_NO"] == op.seq).values(RESOURCE_ID=machine)
+        )
+        for t in self.tickets.values():
+            if t.op == op:
+                t.op = moved
+        self.ops[op.machine].remove(op)
+        self.ops[machine].append(moved)
+        return moved
+
 
 # -- the generator ------------------------------------------------------------------------------------
 
@@ -248,11 +262,13 @@ STEP_WEIGHTS: dict[str, float] = {
     "handover": 2,
     "clock_in": 3,
     "clock_in_late": 1,
+    "clock_in_ahead": 0.4,
     "clock_out": 4,
     "clock_out_late": 2,
     "reopen": 1.5,
     "edit_op": 0.7,
     "edit_machine": 0.7,
+    "reroute": 0.5,
     "delete_open": 0.7,
     "poisoned": 1,
 }
@@ -350,6 +366,15 @@ class Scenario:
             conn, "clock_in_late", op, late, self.rng.choice("SRR"), f" (entered at {at:%H:%M:%S})"
         )
 
+    def _clock_in_ahead(self, conn: Connection, at: datetime) -> Step:
+        """A terminal whose clock runs ahead: CLOCK_IN a few minutes in the future."""
+        machine = self._roomy_machine()
+        ahead = at + timedelta(seconds=self.rng.randint(20, 300))
+        op = self.rng.choice(self.shop.ops[machine])
+        return self._new(
+            conn, "clock_in_ahead", op, ahead, self.rng.choice("SRR"), f" (entered at {at:%H:%M:%S})"
+        )
+
     def _crew_join(self, conn: Connection, at: datetime) -> Step | None:
         machine = self._busy_machine()
         op = None if machine is None else self.shop.shown_op(machine)
@@ -437,6 +462,21 @@ class Scenario:
         was = t.machine
         self.shop.edit_machine(conn, t, machine)
         return Step("edit_machine", f"edit_machine: LT{t.id} open, RESOURCE_ID {was} -> {machine}")
+
+    def _reroute(self, conn: Connection, at: datetime) -> Step | None:
+        """An operation with open tickets is moved to another machine in the routing."""
+        shop = self.shop
+        movable = [
+            t.op for t in shop.open_tickets() if t.resource is None and len(shop.ops[t.op.machine]) > 1
+        ]
+        if not movable:
+            return None
+        op = self.rng.choice(movable)
+        machine = self.rng.choice([m for m in shop.machines if m != op.machine])
+        was = op.machine
+        moved = shop.reroute(conn, op, machine)
+        tickets = sorted(t.id for t in shop.open_tickets() if t.op == moved)
+        return Step("reroute", f"reroute: {op.label()} {was} -> {machine}, open on it: {tickets}")
 
     def _delete_open(self, conn: Connection, at: datetime) -> Step | None:
         open_ = self.shop.open_tickets()
