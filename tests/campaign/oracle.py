@@ -24,7 +24,9 @@ erpsync to converge before the next), and applies the rule once per batch:
 - **Deleted** (vanished) anchor: `stop` policy ends its run at erpsync's now (checked within the
   window between the batch and the check, then the observed end is adopted); `flag` leaves it
   open. Either way a new run on the machine ends it at the new run's start.
-- Ends are clamped to [the run's start, now]. Tickets with a bad cell are never shown.
+- Ends are clamped to [the run's start, now]; an end past now (a clock-in from a terminal whose
+  clock runs ahead) is erpsync's now, checked within a window like a vanished stop. Tickets with a
+  bad cell are never shown.
 
 Times are compared to the second (the ERP keeps seconds; MM milliseconds). When several batches
 came between two checks (erpsync may have read any of the states in between, or none), `branches`
@@ -215,15 +217,17 @@ class Oracle:
         return utc(until)
 
     def _end(self, run: ORun, at: datetime | None, now: datetime, why: str) -> None:
-        end = min(max(at or now, run.start), now)
-        run.end = end
+        """End at `at`, clamped to [start, now]; past now (a clock-in from a terminal running ahead)
+        it is erpsync's own now: some time after the batch (and never before the start)."""
+        if at is not None and at <= now:
+            run.end = max(at, run.start)
+        else:
+            run.end_after = max(now, run.start)
         self.open_on.pop(run.machine, None)
         self.notes.append(f"end {run.describe()} ({why})")
 
     def _end_at_now(self, run: ORun, now: datetime) -> None:
-        run.end_after = now
-        self.open_on.pop(run.machine, None)
-        self.notes.append(f"end {run.describe()} (vanished, stopped)")
+        self._end(run, None, now, "vanished, stopped")
 
     # -- comparing with MM -------------------------------------------------------------------------
     def compare(self, mm_runs: Mapping[str, Mapping[str, Any]], checked_at: datetime) -> list[str]:
@@ -297,7 +301,9 @@ def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> li
         )
     elif want.end is not None and abs(end - want.end) > TOLERANCE:
         diffs.append(f"end {got['end_at']}, expected {want.end.isoformat()}")
-    elif want.end_after is not None and not (want.end_after - TOLERANCE <= end <= checked_at + TOLERANCE):
+    elif want.end_after is not None and not (
+        want.end_after - TOLERANCE <= end <= max(checked_at, want.end_after) + TOLERANCE
+    ):
         diffs.append(
             f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {checked_at.isoformat()}"
         )

@@ -411,7 +411,7 @@ class Scenario:
             return None
         t = self.rng.choice(open_)
         self.shop.clock_out(conn, t, at)
-        return Step("clock_out", f"clock_out: LT{t.id} on {t.machine} at {at:%H:%M:%S}")
+        return Step("clock_out", f"clock_out: LT{t.id} on {t.machine} at {t.clock_out:%H:%M:%S}")
 
     def _clock_out_late(self, conn: Connection, at: datetime) -> Step | None:
         """A clock-out entered late: CLOCK_OUT hours (or minutes) before it was entered."""

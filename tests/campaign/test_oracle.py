@@ -215,3 +215,14 @@ def test_branches_cover_an_operation_erpsync_saw_or_missed_between_two_cycles() 
     assert [r.run_id for r in seen.expected_open()] == ["erp:LT1.g2"]
     assert seen.runs["erp:LT2"].end == utc(at(9, 0, 20)) == seen.runs["erp:LT1.g2"].start
     assert [r.run_id for r in f.oracle.expected_open()] == ["erp:LT1"]  # the oracle itself is untouched
+
+
+def test_a_clock_in_ahead_of_now_ends_no_earlier_than_it_started() -> None:
+    f = Floor()
+    a = f.clock_in(X, at(9, 5))  # a terminal whose clock runs ahead
+    f.batch(at(9))
+    a.clock_out = at(9, 5)  # clocked out at 9:01, never before the clock-in
+    runs = f.batch(at(9, 1))
+    assert (runs["erp:LT1"].end, runs["erp:LT1"].end_after) == (None, utc(at(9, 5)))
+    mm = {"erp:LT1": mm_run("erp:LT1", "M1", "1001/1", at(9, 5), end=at(9, 5))}
+    assert f.oracle.compare(mm, utc(at(9, 1, 3))) == []
