@@ -16,7 +16,6 @@ import traceback
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -189,24 +188,26 @@ FINAL_OUTCOMES = ("succeeded", "noop", "quarantined", "failed")  # docs/audit.md
 
 
 def machine_timelines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """MM's own history per machine: at most one open run, and runs never overlap."""
+    """MM's own history per machine: at most one open run, and no two runs share any time (a run
+    that starts and ends at one moment covers none)."""
     found = []
-    by_machine: dict[str, list[tuple[datetime, datetime | None, str]]] = {}
+    forever = datetime.max.replace(tzinfo=UTC)
+    by_machine: dict[str, list[tuple[datetime, datetime, str]]] = {}
     for rid, run in runs.items():
         start = mm_time(run["start_at"])
         assert start is not None
-        by_machine.setdefault(run["machine_id"], []).append((start, mm_time(run["end_at"]), rid))
+        by_machine.setdefault(run["machine_id"], []).append((start, mm_time(run["end_at"]) or forever, rid))
     for machine, spans in by_machine.items():
-        open_ = [rid for _, end, rid in spans if end is None]
+        open_ = [rid for _, end, rid in spans if end is forever]
         if len(open_) > 1:
             found.append(f"timeline: {len(open_)} runs open on {machine}: {sorted(open_)}")
-        spans.sort(key=lambda s: (s[0], s[1] or datetime.max.replace(tzinfo=UTC)))
-        for (s1, e1, r1), (s2, _, r2) in pairwise(spans):
-            if e1 is None or e1 - TOLERANCE > s2:
-                until = "open" if e1 is None else f"{e1:%H:%M:%S}"
-                found.append(
-                    f"timeline: on {machine} {r1} ({s1:%H:%M:%S}..{until}) overlaps {r2} (from {s2:%H:%M:%S})"
-                )
+        spans.sort()
+        for i, (s1, e1, r1) in enumerate(spans):
+            for s2, e2, r2 in spans[i + 1 :]:
+                if max(s1, s2) + TOLERANCE < min(e1, e2):
+                    until = "open" if e1 is forever else f"{e1:%H:%M:%S}"
+                    first = f"{r1} ({s1:%H:%M:%S}..{until})"
+                    found.append(f"timeline: on {machine} {first} overlaps {r2} (from {s2:%H:%M:%S})")
     return found
 
 
