@@ -24,6 +24,7 @@ erpsync to converge before the next), and applies the rule once per batch:
 - **Deleted** (vanished) anchor: `stop` policy ends its run at erpsync's now (checked within the
   window between the batch and the check, then the observed end is adopted); `flag` leaves it
   open. Either way a new run on the machine ends it at the new run's start.
+- The rule is applied to each ERP state until nothing changes (erpsync's cycles on one state).
 - Ends are clamped to [the run's start, now]; an end past now (a clock-in from a terminal whose
   clock runs ahead) is erpsync's now, checked within a window like a vanished stop. Tickets with a
   bad cell are never shown.
@@ -46,6 +47,7 @@ from tests.campaign.scenarios import Ticket
 from tests.sync_helpers import ERP_TZ
 
 SOURCE = "erp"
+MAX_PASSES = 5
 TOLERANCE = timedelta(seconds=1)
 _ZONE = ZoneInfo(ERP_TZ)
 
@@ -127,8 +129,21 @@ class Oracle:
 
     # -- the rule ---------------------------------------------------------------------------------
     def apply(self, tickets: Mapping[int, Ticket], now_local: datetime) -> None:
-        now = utc(now_local)
+        """The rule on this ERP state until nothing changes: a run that ends frees its anchor to be
+        placed by its own machine (an edit moved it), which the next pass (erpsync: the next cycle
+        on the same state) decides."""
         self.notes = []
+        for _ in range(MAX_PASSES):
+            before = self._signature()
+            self._pass(tickets, utc(now_local))
+            if self._signature() == before:
+                return
+        self.notes.append(f"no fixed point after {MAX_PASSES} passes")
+
+    def _signature(self) -> tuple[Any, ...]:
+        return tuple((r.run_id, r.end, r.end_after, r.phase) for r in self.runs.values())
+
+    def _pass(self, tickets: Mapping[int, Ticket], now: datetime) -> None:
         good = {t.id: t for t in tickets.values() if not t.deleted and t.bad is None}
         sticky = {r.anchor: r.machine for r in self.runs.values() if r.open and not r.vanished}
         placed = {tid: sticky.get(tid, t.machine) for tid, t in good.items()}

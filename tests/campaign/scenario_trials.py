@@ -146,7 +146,7 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         injected=injected,
         converge_seconds=round(waited, 2),
         seconds=round(time.monotonic() - began, 2),
-        oracle=list((world.candidates or [world.oracle])[0].notes if found else world.oracle.notes),
+        oracle=list(world.closest.notes),
         violations=found,
     )
 
@@ -171,7 +171,7 @@ def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list
         "world": world.describe(),
         "trial": asdict(trial),
         "earlier_trials": [{"index": t.index, "steps": t.steps, "fault": t.fault} for t in history],
-        "oracle_runs": [r.describe() for r in world.oracle.runs.values()],
+        "oracle_runs": [r.describe() for r in world.closest.runs.values()],
         "mm_runs": world.sim.runs(),
     }
     (saved / f"{trial.seed}-{trial.index}.json").write_text(

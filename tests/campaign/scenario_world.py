@@ -147,6 +147,7 @@ class ScenarioWorld:
         self.scenario = Scenario(self.shop, self.rng)
         self.oracle = Oracle(vanished_policy=params.vanished_runs)
         self.candidates: list[Oracle] = []  # after rapid batches: MM must match one of these
+        self.closest = self.oracle  # the candidate with the fewest differences at the last check
         self.serve: Any = self.erpsync.start("serve")
         self.restarts = 0
         self._counting: set[str] = set()  # runs MM had open at the last count
@@ -161,6 +162,7 @@ class ScenarioWorld:
         options = self.candidates or [self.oracle]
         differences = [oracle.compare(runs, now) for oracle in options]
         best = min(range(len(options)), key=lambda i: len(differences[i]))
+        self.closest = options[best]
         found = differences[best] + scenario_violations(
             self.shop, self.params.vanished_runs, self.sim, runs, self.store, self.shop.engine
         )

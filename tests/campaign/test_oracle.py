@@ -226,3 +226,17 @@ def test_a_clock_in_ahead_of_now_ends_no_earlier_than_it_started() -> None:
     assert (runs["erp:LT1"].end, runs["erp:LT1"].end_after) == (None, utc(at(9, 5)))
     mm = {"erp:LT1": mm_run("erp:LT1", "M1", "1001/1", at(9, 5), end=at(9, 5))}
     assert f.oracle.compare(mm, utc(at(9, 1, 3))) == []
+
+
+def test_an_edited_anchor_whose_run_ends_moves_to_its_new_machine_in_the_same_state() -> None:
+    f = Floor()
+    a = f.clock_in(X, at(8))
+    f.batch(at(8))
+    a.op = Z  # edited to an operation on M2: its run stays on M1 while it lasts
+    f.batch(at(8, 30))
+    assert f.open_runs() == {"erp:LT1": "M1"}
+    f.clock_in(Y, at(9))  # another operation takes M1: LT1's run ends, LT1 is now M2's
+    runs = f.batch(at(9))
+    assert runs["erp:LT1"].end == utc(at(9))
+    assert f.open_runs() == {"erp:LT2": "M1", "erp:LT1.g2": "M2"}
+    assert runs["erp:LT1.g2"].start == utc(at(8))
