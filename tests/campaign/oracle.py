@@ -126,13 +126,17 @@ class Oracle:
     open_on: dict[str, str] = field(default_factory=dict)  # machine -> run id
     generations: dict[int, int] = field(default_factory=dict)  # anchor -> last generation
     notes: list[str] = field(default_factory=list)  # what the last batch did, for the record
+    _wall: datetime = field(default=datetime.min.replace(tzinfo=UTC), repr=False)
 
     # -- the rule ---------------------------------------------------------------------------------
-    def apply(self, tickets: Mapping[int, Ticket], now_local: datetime) -> None:
+    def apply(self, tickets: Mapping[int, Ticket], now_local: datetime, wall: datetime | None = None) -> None:
         """The rule on this ERP state until nothing changes: a run that ends frees its anchor to be
         placed by its own machine (an edit moved it), which the next pass (erpsync: the next cycle
-        on the same state) decides."""
+        on the same state) decides. `now_local`: the batch's ERP time (to the second); `wall`: the
+        moment the batch was committed (erpsync reads it later, so every run end up to then counts
+        as past when it looks for the moment a machine was freed)."""
         self.notes = []
+        self._wall = wall or utc(now_local)
         for _ in range(MAX_PASSES):
             before = self._signature()
             self._pass(tickets, utc(now_local))
@@ -191,7 +195,7 @@ class Oracle:
         first_in = utc(anchor.clock_in)
         freed = [utc(t.clock_out) for t in on if t.clock_out is not None and not t.open]
         freed += [r.end for r in ended_before if r.machine == machine and r.end is not None]
-        freed = [e for e in freed if first_in < e <= now]
+        freed = [e for e in freed if first_in < e <= max(now, self._wall)]
         start = max([first_in, *freed])
         if live is not None:
             start = max(start, utc(shown.clock_in), live.start)
@@ -276,16 +280,19 @@ class Oracle:
         return (r for r in self.runs.values() if r.open)
 
 
-def branches(oracle: Oracle, states: Sequence[tuple[Mapping[int, Ticket], datetime]]) -> list[Oracle]:
+def branches(
+    oracle: Oracle, states: Sequence[tuple[Mapping[int, Ticket], datetime, datetime]]
+) -> list[Oracle]:
     """The oracle after several batches erpsync may have read in any number of cycles: one variant
     per subset of the intermediate ERP states (each a snapshot of the tickets and its time) that a
-    cycle saw; every variant applies the last state, which erpsync always reads."""
+    cycle saw (each: tickets, ERP time, commit time); every variant applies the last state, which
+    erpsync always reads."""
     variants = []
     for seen in range(2 ** (len(states) - 1)):
         variant = copy.deepcopy(oracle)
-        for i, (tickets, at) in enumerate(states[:-1]):
+        for i, (tickets, at, wall) in enumerate(states[:-1]):
             if seen >> i & 1:
-                variant.apply(tickets, at)
+                variant.apply(tickets, at, wall)
         variant.apply(*states[-1])
         variants.append(variant)
     return variants

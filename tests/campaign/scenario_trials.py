@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
     rng = world.rng
     began = time.monotonic()
     batches = rng.choice(RAPID)
-    states: list[tuple[dict[int, Ticket], datetime]] = []
+    states: list[tuple[dict[int, Ticket], datetime, datetime]] = []
     steps: list[str] = []
     kinds: set[str] = set()
     for n in range(batches):
@@ -119,7 +119,7 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         batch = world.scenario.next_batch(rng.randint(1, 4 if batches == 1 else 3))
         steps += batch.names()
         kinds |= batch.kinds()
-        states.append((copy.deepcopy(world.shop.tickets), batch.at))
+        states.append((copy.deepcopy(world.shop.tickets), batch.at, datetime.now(UTC)))
     if batches > 1:
         world.candidates = branches(world.oracle, states)
         kinds.add("rapid_batches")
@@ -158,7 +158,7 @@ def scripted(world: ScenarioWorld, *steps: Callable[[Connection, datetime], obje
     with world.shop.engine.begin() as conn:
         for step in steps:
             step(conn, now)
-    world.oracle.apply(world.shop.tickets, now)
+    world.oracle.apply(world.shop.tickets, now, datetime.now(UTC))
     world.count_parts()
     found, _ = world.converge()
     return found
@@ -189,7 +189,7 @@ def run_world(
     records: list[ScenarioTrial] = []
     try:
         opening = world.scenario.opening()
-        world.oracle.apply(world.shop.tickets, opening.at)
+        world.oracle.apply(world.shop.tickets, opening.at, datetime.now(UTC))
         found, waited = world.converge()
         setup = time.monotonic() - began
         if found:

@@ -47,3 +47,32 @@ def test_f1_a_setup_run_whose_ticket_was_edited_switches_to_production(world: Sc
     assert scripted(world, clock_in_setup) == []
     assert scripted(world, lambda conn, now: shop.edit_op(conn, setup[0], other)) == []
     assert scripted(world, lambda conn, now: shop.clock_in(conn, other, now, "R", rng)) == []
+
+
+@pytest.fixture
+def stop_world(tmp_path: Path) -> Iterator[ScenarioWorld]:
+    configure_logging("WARNING", "json")
+    w = ScenarioWorld(tmp_path / "world", WorldParams(17, "sqlite", "stop", None, history_rows=1000))
+    yield w
+    w.abort()
+
+
+@pytest.mark.timeout(300)
+def test_f2_a_run_never_starts_before_a_vanished_run_on_its_machine_ended(stop_world: ScenarioWorld) -> None:
+    """F2: with `vanished_runs = "stop"`, a deleted ticket's run is stopped at erpsync's now; a
+    ticket entered later with an earlier clock-in on that machine must start its run when the
+    machine was freed (that stop). erpsync does not read the deleted ticket's binding, starts the
+    run at its clock-in, and MM's runs on the machine overlap."""
+    world = stop_world
+    shop, rng = world.shop, world.rng
+    machine = shop.machines[2]
+    op = shop.ops[machine][0]
+    gone: list[Ticket] = []
+
+    def clock_in(conn: Connection, now: datetime) -> None:
+        gone.append(shop.clock_in(conn, op, now, "R", rng))
+
+    assert scripted(world, clock_in) == []
+    assert scripted(world, lambda conn, now: shop.delete(conn, gone[0])) == []
+    late = timedelta(minutes=30)  # clocked in before the deleted ticket, entered now
+    assert scripted(world, lambda conn, now: shop.clock_in(conn, op, now - late, "R", rng)) == []

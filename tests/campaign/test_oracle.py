@@ -207,9 +207,9 @@ def test_branches_cover_an_operation_erpsync_saw_or_missed_between_two_cycles() 
     f.clock_in(X, at(8))
     f.batch(at(8))
     c = f.clock_in(Y, at(9))
-    states = [(copy.deepcopy(f.tickets), at(9))]
+    states = [(copy.deepcopy(f.tickets), at(9), utc(at(9)))]
     c.clock_out = at(9, 0, 20)
-    states.append((copy.deepcopy(f.tickets), at(9, 0, 20)))
+    states.append((copy.deepcopy(f.tickets), at(9, 0, 20), utc(at(9, 0, 20))))
     missed, seen = branches(f.oracle, states)
     assert [r.run_id for r in missed.expected_open()] == ["erp:LT1"]
     assert [r.run_id for r in seen.expected_open()] == ["erp:LT1.g2"]
