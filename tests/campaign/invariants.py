@@ -301,9 +301,9 @@ def ticket_counts(
 ) -> list[str]:
     """A ticket holds the sum of the counts of every run anchored on it (crews' parts go to the
     anchor, generations add up), and erpsync's last written counts per run are MM's. A deleted
-    ticket's run cannot be written: its counts must have a reason on record, a quarantine entry or a
-    failed `write_counts` audit row (erpsync quarantines it after writeback.final_counts_max_hours;
-    FINDINGS.md O2)."""
+    ticket's counts were written before it went, or cannot be written: then they need a reason on
+    record, a quarantine entry or a failed `write_counts` audit row (erpsync quarantines it only
+    after writeback.final_counts_max_hours; FINDINGS.md O2)."""
     with erp.connect() as conn:
         held = {
             int(r.TRANSACTION_ID): (int(r.GOOD_QTY), int(r.BAD_QTY))
@@ -332,16 +332,16 @@ def ticket_counts(
         ticket = shop.tickets.get(anchor or -1)
         if not run["manual_counts"] or ticket is None:
             continue
-        if ticket.deleted:
-            if rid not in explained and f"LT{ticket.id}" not in explained:
+        m = run["metrics"]
+        mine = (m["totalParts"], m["goodParts"], m["scrapParts"], m["nonconformParts"])
+        if ticket.deleted:  # written before the ticket went, or the reason why not is on record
+            if last.get(rid) != mine and rid not in explained and f"LT{ticket.id}" not in explained:
                 found.append(
                     f"counts: {rid} (ticket LT{ticket.id} deleted): counts neither written nor explained"
                 )
             continue
-        m = run["metrics"]
         good, bad = sums.get(ticket.id, (0, 0))
         sums[ticket.id] = (good + m["goodParts"], bad + m["scrapParts"] + m["nonconformParts"])
-        mine = (m["totalParts"], m["goodParts"], m["scrapParts"], m["nonconformParts"])
         if last.get(rid) != mine:
             found.append(f"counts: {rid}: erpsync last wrote {last.get(rid)}, MM has {mine}")
     for tid, want in sums.items():

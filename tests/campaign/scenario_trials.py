@@ -28,8 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
+from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SyncAction
 from tests.campaign.oracle import branches
 from tests.campaign.procs import Erpsync
 from tests.campaign.scenario_world import ScenarioWorld, WorldParams
@@ -164,6 +165,23 @@ def scripted(world: ScenarioWorld, *steps: Callable[[Connection, datetime], obje
     return found
 
 
+def state_dump(world: ScenarioWorld) -> dict[str, list[dict[str, Any]]]:
+    """erpsync's bindings, journal, audit and quarantine, for the record (a server state database
+    is dropped with its world)."""
+    tables = {
+        "bindings": RunBinding,
+        "actions": SyncAction,
+        "audit": AuditEntry,
+        "quarantine": QuarantineEntry,
+    }
+    dump: dict[str, list[dict[str, Any]]] = {}
+    with world.store.session() as session:
+        for name, table in tables.items():
+            rows = session.scalars(select(table)).all()
+            dump[name] = [{c.key: getattr(r, c.key) for c in table.__table__.columns} for r in rows]
+    return dump
+
+
 def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list[ScenarioTrial]) -> None:
     saved.mkdir(parents=True, exist_ok=True)
     record = {
@@ -173,6 +191,7 @@ def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list
         "earlier_trials": [{"index": t.index, "steps": t.steps, "fault": t.fault} for t in history],
         "oracle_runs": [r.describe() for r in world.closest.runs.values()],
         "mm_runs": world.sim.runs(),
+        "state": state_dump(world),
     }
     (saved / f"{trial.seed}-{trial.index}.json").write_text(
         json.dumps(record, indent=1, default=str), "utf-8"
