@@ -118,15 +118,14 @@ class StateDatabase:
 class ScenarioWorld:
     """Everything a world's trials need, in one folder; `serve` is started at once."""
 
-    def __init__(self, folder: Path, params: WorldParams, faults: Any = None) -> None:
+    def __init__(self, folder: Path, params: WorldParams) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.params = params
-        self.faults = faults  # hook for the MM-fault generator (issue 17, next step)
         self.rng = random.Random(params.seed)
         self.api_key = f"mmkey-{secrets.token_hex(16)}"
         self.sim = MMSimulator(api_key=self.api_key, seed=params.seed, time_scale=0.001).start()
-        self.sim.set_faults({"kind": "latency", "latency_ms": 20})
+        self.base_faults()
         self.erp_url = f"sqlite:///{folder / 'erp.db'}"
         self.shop = ScenarioShop(self.erp_url, self.rng)
         began = time.monotonic()
@@ -151,6 +150,11 @@ class ScenarioWorld:
         self.serve: Any = self.erpsync.start("serve")
         self.restarts = 0
         self._counting: set[str] = set()  # runs MM had open at the last count
+
+    def base_faults(self) -> None:
+        """The world's normal MM: 20 ms per call. A fault hook (scenario_trials.FaultHook, the
+        MM-fault generator) arms its own faults on top and calls this to disarm."""
+        self.sim.set_faults({"kind": "latency", "latency_ms": 20})
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self.params), "folder": str(self.folder)}

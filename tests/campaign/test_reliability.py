@@ -21,7 +21,7 @@ from tests.campaign import report
 from tests.campaign.badinput import run_bad_input
 from tests.campaign.crash import crash_worker
 from tests.campaign.faults import erp_cut_trials, mm_fault_trials
-from tests.campaign.scenario_trials import REPLAY, run_world
+from tests.campaign.scenario_trials import REPLAY, FaultHook, run_world
 
 pytestmark = pytest.mark.campaign
 
@@ -36,6 +36,8 @@ REPLAY_SEED = os.environ.get("ERPSYNC_CAMPAIGN_REPLAY", "")
 # world seeds to run before the random ones. A seed replays its world only while the generator
 # draws the same way; the defects found are pinned by fixed batches instead (test_findings.py).
 CORPUS_SEEDS: tuple[int, ...] = ()
+# fault hooks armed in every scenario trial besides its process fault (the MM-fault generator's go here)
+SCENARIO_FAULTS: list[FaultHook] = []
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +121,10 @@ def test_shop_scenarios_converge_without_violations(tmp_path: Path) -> None:
     began = time.monotonic()
     with ThreadPoolExecutor(WORKERS) as pool:
         worlds = list(
-            pool.map(lambda w: run_world(w[0], w[1], tmp_path / "worlds", saved=saved), scenario_worlds())
+            pool.map(
+                lambda w: run_world(w[0], w[1], tmp_path / "worlds", saved=saved, hooks=SCENARIO_FAULTS),
+                scenario_worlds(),
+            )
         )
     summary = report.scenario_summary(worlds, time.monotonic() - began, WORKERS)
     report.RESULTS["scenarios"] = summary
