@@ -60,7 +60,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         s = results["scenarios"]
         write(
             f"shop scenarios: {s['trials']} trials in {s['worlds']} worlds, {s['seconds'] / 60:.1f} min on "
-            f"{s['workers']} workers; median trial {s['trial_seconds']} s; violations {len(s['violations'])}"
+            f"{s['workers']} workers; median trial {s['trial_seconds']} s, world set-up "
+            f"{s['setup_seconds']:.1f} s; violations {len(s['violations'])}"
         )
         for db, figures in s["by_state_db"].items():
             write(f"  state on {db}: {figures}")

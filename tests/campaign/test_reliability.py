@@ -1,6 +1,11 @@
-"""The reliability campaign: crash, faults and bad input, with every invariant checked per trial.
+"""The reliability campaign: crash, faults, bad input and shop scenarios, with every invariant checked
+per trial.
 
     uv run pytest tests/campaign -m campaign
+
+Shop scenarios (tests/campaign/scenario_trials.py) are sized by ERPSYNC_CAMPAIGN_SCENARIO_TRIALS
+(default 240, in worlds of ERPSYNC_CAMPAIGN_SCENARIO_PER_WORLD = 15); a violating world is replayed
+with ERPSYNC_CAMPAIGN_REPLAY=<world seed>. The defects they found are pinned in test_findings.py.
 
 Not part of the default run (pyproject's addopts deselect the `campaign` marker). Each test fails
 when an invariant is violated; the figures go to docs/reliability.md after a full campaign.
