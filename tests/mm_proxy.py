@@ -9,7 +9,8 @@ every request to the simulator unchanged. Armed `Rule`s change what comes back:
 - ``when="after"``: forward (MM applies the request), then replace its answer: the "MM did it but
   the answer was lost or mangled" cases (ghost start, a 409 after a switch MM may have taken);
 - ``trickle_seconds``: send the answer (status line, headers and body) one byte every that many
-  seconds, a slow link or a stuck proxy; combined with either mode.
+  seconds, a slow link or a stuck proxy; combined with either mode. ``trickle_body_only``: the
+  status line and headers at once, then the body a byte at a time.
 
 Rules match an operation (``start``, ``stop``, ``get``, ``import``, told by method and path, or
 None for every one) and fire for the next ``times`` matching calls (None: until cleared). What
@@ -51,6 +52,8 @@ class Rule:
     content_type: str | None = HTML
     times: int | None = None
     trickle_seconds: float = 0.0
+    trickle_body_only: bool = False
+    headers: tuple[tuple[str, str], ...] = ()  # more headers, e.g. a redirect's Location
     fired: int = field(default=0, compare=False)
 
     def matches(self, operation: Operation) -> bool:
@@ -172,9 +175,10 @@ class MisbehavingProxy:
         if rule is not None:
             status, answer = rule.status, rule.body
             headers = [("Content-Type", rule.content_type)] if rule.content_type else []
+            headers += list(rule.headers)
         with self._lock:
             self.calls.append(ProxyCall(operation, request.path, forwarded, status, rule))
-        self._answer(request, status, headers, answer, rule.trickle_seconds if rule else 0.0)
+        self._answer(request, status, headers, answer, rule)
 
     def _forward(
         self, request: BaseHTTPRequestHandler, body: bytes
@@ -204,19 +208,22 @@ class MisbehavingProxy:
         status: int,
         headers: list[tuple[str, str]],
         body: bytes,
-        trickle_seconds: float,
+        rule: Rule | None,
     ) -> None:
         head = [f"HTTP/1.1 {status} {http.client.responses.get(status, 'Status')}"]
         head += [f"{k}: {v}" for k, v in headers]
         head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
         data = "\r\n".join(head).encode("latin-1") + body
         request.close_connection = True
+        trickle_seconds = rule.trickle_seconds if rule else 0.0
+        at_once = len(data) - len(body) if rule and rule.trickle_body_only else 0
         try:
             if trickle_seconds <= 0:
                 request.wfile.write(data)
                 request.wfile.flush()
                 return
-            for index in range(len(data)):
+            request.wfile.write(data[:at_once])
+            for index in range(at_once, len(data)):
                 request.wfile.write(data[index : index + 1])
                 request.wfile.flush()
                 time.sleep(trickle_seconds)

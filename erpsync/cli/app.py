@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from erpsync.cli.common import (
-    EXIT_CONFIG,
     CliState,
     JsonOption,
     handle_errors,
@@ -23,6 +22,7 @@ from erpsync.cli.common import (
     stdout,
 )
 from erpsync.cli.demo import register as register_demo
+from erpsync.cli.exit_codes import ExitCode
 from erpsync.cli.service import register as register_service
 from erpsync.cli.simulator import simulator
 from erpsync.cli.sources import register as register_sources
@@ -133,7 +133,7 @@ def db_current(ctx: typer.Context, check: CheckOption = False) -> None:
         f"(head {head}){'' if at_head else ' - run `erpsync db upgrade`'}"
     )
     if check and not at_head:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.NOT_DONE)
 
 
 @config_app.command("check")
@@ -155,7 +155,7 @@ def config_check(
     if problems:
         for problem in problems:
             stderr.print(f"error: {problem}", markup=False)
-        raise typer.Exit(EXIT_CONFIG)
+        raise typer.Exit(ExitCode.CONFIG)
     stderr.print("configuration is valid", markup=False)
 
 

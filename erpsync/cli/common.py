@@ -1,4 +1,4 @@
-"""What every command shares: loading config, error → exit code mapping, output helpers.
+"""What every command shares: loading config, errors as one line and an exit code, output helpers.
 
 Start-up time matters here (`erpsync --help` and `status` should answer in well under a second), so
 this module and the command modules import the heavy libraries (SQLAlchemy, pydantic-settings,
@@ -18,15 +18,12 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 import typer
 from rich.console import Console
 
-from erpsync.domain.errors import ConfigError, ErpsyncError
+from erpsync.cli.exit_codes import ExitCode, for_error
 from erpsync.observability.scrub import scrub
 
 if TYPE_CHECKING:
     from erpsync.config import Settings
     from erpsync.runtime.deferred_logging import LogFormat
-
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
 
 # the `--json` flag of the commands that print a record or a table
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -95,9 +92,17 @@ def state_of(ctx: typer.Context) -> CliState:
     return obj
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+def fail(message: str, code: ExitCode = ExitCode.NOT_DONE) -> typer.Exit:
     stderr.print(f"error: {message}", markup=False)  # stderr scrubs what it prints
     return typer.Exit(code)
+
+
+def exit_if_not_done(not_done: Sequence[str]) -> None:
+    """Each thing the command could not do, on stderr; then exit 1 (cli/exit_codes.py) if any."""
+    for what in not_done:
+        stderr.print(f"error: {what}", markup=False)
+    if not_done:
+        raise typer.Exit(ExitCode.NOT_DONE)
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -107,36 +112,29 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as exc:
-            raise fail(str(exc), EXIT_CONFIG) from None
-        except ErpsyncError as exc:
-            raise fail(str(exc), EXIT_ERROR) from None
         except Exception as exc:
-            known = _database_failure(exc)
-            if known is None:
+            code = for_error(exc)
+            if code is None:
                 raise
-            raise fail(*known) from None
+            raise fail(_message(exc), code) from None
 
     return wrapper
 
 
-def _database_failure(exc: Exception) -> tuple[str, int] | None:
-    """The message and exit code for a SQLAlchemy error, None for anything else.
-
-    SQLAlchemy is only imported by commands that use a database; if it was never imported, the
-    exception cannot be one of its errors.
-    """
+def _message(exc: Exception) -> str:
+    """The one line for an error `for_error` knows: erpsync's own message, or a database error's
+    naming the configuration key of its database (SQLAlchemy is imported if it raised it)."""
     if "sqlalchemy.exc" not in sys.modules:
-        return None
+        return str(exc)
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError  # noqa: PLC0415
 
     from erpsync.adapters.state.db import describe_db_error  # noqa: PLC0415
 
     if isinstance(exc, NoSuchModuleError | ArgumentError):
-        return f"{exc}; install the driver extra, e.g. pip install 'erpsync[postgres]'", EXIT_CONFIG
+        return f"{exc}; install the driver extra, e.g. pip install 'erpsync[postgres]'"
     if isinstance(exc, DBAPIError):
-        return f"database error: {describe_db_error(exc)}", EXIT_ERROR
-    return None
+        return f"database error: {describe_db_error(exc)}"
+    return str(exc)
 
 
 def print_json(data: Any) -> None:
@@ -167,6 +165,11 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 def _tsv_cell(value: str) -> str:
     return " ".join(value.replace("\t", " ").splitlines())
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 run`, `2 runs`: a count as people read it."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def plain(value: Any) -> str:

@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from erpsync.cli.common import (
-    EXIT_CONFIG,
     JsonOption,
     fail,
     handle_errors,
@@ -25,6 +24,7 @@ from erpsync.cli.common import (
     stderr,
     stdout,
 )
+from erpsync.cli.exit_codes import ExitCode
 from erpsync.domain.errors import ErpsyncError
 
 # The runtime, SQLAlchemy and APScheduler are imported inside the commands (start-up time).
@@ -58,7 +58,7 @@ def serve(ctx: typer.Context, migrate: MigrateOption = False) -> None:
     if problems:
         for problem in problems:
             stderr.print(f"error: {problem}", markup=False)
-        raise typer.Exit(EXIT_CONFIG)
+        raise typer.Exit(ExitCode.CONFIG)
     code = build_service(settings, migrate_schema=migrate).run()
     raise typer.Exit(code)
 

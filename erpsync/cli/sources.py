@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from erpsync.cli.common import (
-    EXIT_CONFIG,
-    EXIT_ERROR,
     JsonOption,
+    exit_if_not_done,
     fail,
     handle_errors,
     print_json,
     state_of,
     stdout,
 )
+from erpsync.cli.exit_codes import ExitCode
 from erpsync.domain.model import BadRecord, JobOperation, JobOperationRun, SourceStats
 
 if TYPE_CHECKING:
@@ -53,14 +53,13 @@ def check(
     """Connect, read runs (and operations), print rows read, runs, quarantined rows, machines."""
     settings = state_of(ctx).settings()
     if settings.source is None:
-        raise fail("source: required; add a [source] section (see erpsync.example.toml)", EXIT_CONFIG)
+        raise fail("source: required; add a [source] section (see erpsync.example.toml)", ExitCode.CONFIG)
     report = _check(settings, settings.source, limit, operations)
     if as_json:
         print_json(report)
     else:
         _print(report)
-    if report["unreadable"]:
-        raise typer.Exit(EXIT_ERROR)
+    exit_if_not_done([f"cannot read {problem}" for problem in report["unreadable"]])
 
 
 @sources_app.command("sql")
@@ -224,5 +223,3 @@ def _print(report: dict[str, Any]) -> None:
             + ", ".join(machines["unmapped"]),
             markup=False,
         )
-    for problem in report["unreadable"]:
-        out(f"error: cannot read {problem}", markup=False)

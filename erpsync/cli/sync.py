@@ -9,19 +9,42 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from erpsync.cli.common import EXIT_CONFIG, fail, handle_errors, print_json, print_table, state_of, stdout
-from erpsync.domain.lifecycle import ActionKind
+from erpsync.cli.common import (
+    counted,
+    exit_if_not_done,
+    fail,
+    handle_errors,
+    print_json,
+    print_table,
+    state_of,
+    stdout,
+)
+from erpsync.cli.exit_codes import ExitCode
+from erpsync.domain.lifecycle import ActionKind, ActionStatus
 
 if TYPE_CHECKING:
+    from erpsync.config import Settings
     from erpsync.domain.model import BadRecord
     from erpsync.domain.plan import Plan, RunAction
     from erpsync.domain.snapshot_trust import StopHold
+    from erpsync.service.resync import ResyncResult
+    from erpsync.service.sync import SyncSummary
 
 # The service layer, SQLAlchemy and httpx are imported inside the commands (start-up time).
 
 quarantine_app = typer.Typer(help="Bad records kept aside: list, retry, discard.", no_args_is_help=True)
 # `plan --json`: what it prints is the plan's actions, not a record or table (common.JsonOption)
 PlanJsonOption = Annotated[bool, typer.Option("--json", help="A list of actions as JSON.")]
+
+# What an empty plan says. `plan` compares the ERP with erpsync's records and never asks MM, so
+# it cannot say MM matches; a resync reads MM, and says so only of the runs it could read.
+PLAN_NOTHING_TO_DO = (
+    "nothing to do: erpsync's records match the ERP "
+    "(MachineMetrics not asked; `erpsync resync --dry-run` reads it)"
+)
+RESYNC_NOTHING_TO_DO = "nothing to do: MachineMetrics matches the ERP"
+RESYNC_NOTHING_READ = "nothing to do for the {read} runs MachineMetrics could be read for"
+RESYNC_NONE_READ = "nothing planned: MachineMetrics could not be read"
 
 
 def plan_rows(
@@ -79,9 +102,9 @@ def _action_row(a: RunAction, kind: str, reason: str) -> dict[str, Any]:
     }
 
 
-def _print_plan(rows: list[dict[str, Any]]) -> None:
+def _print_plan(rows: list[dict[str, Any]], nothing: str) -> None:
     if not rows:
-        stdout.print("nothing to do: MachineMetrics matches the ERP")
+        stdout.print(nothing, markup=False)
         return
     print_table(
         ["action", "MM run id", "machine", "job", "op", "reason"],
@@ -109,9 +132,51 @@ def sync(ctx: typer.Context) -> None:
     settings = state_of(ctx).settings()
     with correlation("cli"), bootstrap.sync_service(settings, acting=True) as service:
         summary = service.run_cycle()
-        if state_of(ctx).settings().sync.imports.enabled:
-            summary.imported += int(run_imports(service).uploaded)
+        imported = run_imports(service) if settings.sync.imports.enabled else None
+    if imported is not None:
+        summary.imported += int(imported.uploaded)
     stdout.print(summary.line(), markup=False)
+    upload = imported.not_done if imported is not None else 0
+    not_done = not_done_lines(summary, unsettled(settings) - upload)
+    if imported is not None and imported.not_done:
+        not_done.append(f"the job list upload was not done: {imported.last_error or 'not sent'}")
+    exit_if_not_done(not_done)
+
+
+def unsettled(settings: Settings) -> int:
+    """Actions the journal holds unsettled once a command is done: in doubt, not sent, or waiting
+    for their next attempt (a later cycle sends them). Not all done, whichever cycle left them."""
+    from erpsync import bootstrap  # noqa: PLC0415
+
+    with bootstrap.state_reader(settings) as reader:
+        counts = reader.action_counts()
+    return counts.get(ActionStatus.PENDING, 0) + counts.get(ActionStatus.FAILED_RETRYABLE, 0)
+
+
+def not_done_lines(summary: SyncSummary | None, unsettled: int) -> list[str]:
+    """What a cycle could not do, for stderr (empty: everything was done): how many actions, why
+    by count, and the last error, which names MM's URL when MM could not be reached; then the
+    journal's other unsettled actions (`unsettled` counts them all)."""
+    lines = []
+    if summary is not None and summary.not_done():
+        why = [
+            f"{n} {what}"
+            for n, what in (
+                (summary.retried, "left retrying (a later cycle sends them again)"),
+                (summary.not_sent, "not sent"),
+                (summary.given_up, "given up (see `erpsync quarantine list`)"),
+            )
+            if n
+        ]
+        line = f"{counted(summary.not_done(), 'action')} not done: {', '.join(why)}"
+        lines.append(f"{line}; last error: {summary.last_error}" if summary.last_error else line)
+    earlier = unsettled - (summary.retried + summary.not_sent if summary is not None else 0)
+    if earlier > 0:
+        lines.append(
+            f"{counted(earlier, 'more action')} unsettled in the journal: in doubt, or waiting for "
+            "the next attempt after a failure (see `erpsync status`, `erpsync audit`)"
+        )
+    return lines
 
 
 @handle_errors
@@ -127,7 +192,7 @@ def plan(ctx: typer.Context, as_json: PlanJsonOption = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        _print_plan(rows)
+        _print_plan(rows, PLAN_NOTHING_TO_DO)
 
 
 @handle_errors
@@ -161,7 +226,7 @@ def resync(
             _confirm_stops(ctx, dry_run=dry_run, as_json=as_json)
             return
         what = "--job, --operation, --machine, --run or --all (or --confirm-stops)"
-        raise fail(f"say what to resync: {what}", EXIT_CONFIG)
+        raise fail(f"say what to resync: {what}", ExitCode.CONFIG)
     acting = bootstrap.sync_service(state_of(ctx).settings(), acting=True)
     with correlation("cli"), acting as service, _progress() as progress:
         result = run_resync(
@@ -174,16 +239,39 @@ def resync(
     if as_json:
         print_json(rows)
     else:
-        _print_plan(rows)
+        _print_plan(rows, _resync_nothing(result))
         stdout.print(f"{result.selected} runs selected, MM read for {len(result.mm_state)}", markup=False)
-        if result.unreadable:
-            stdout.print(f"MM could not be read for {len(result.unreadable)} runs; they were left alone")
         if result.summary:
             stdout.print(result.summary.line(), markup=False)
         if reimported is not None:
             stdout.print(f"job list re-imported: {reimported.rows} rows ({reimported.import_type})")
         elif dry_run:
             stdout.print("dry run: nothing was sent", markup=False)
+    upload = reimported.not_done if reimported is not None else 0
+    not_done = _unread_lines(result)
+    if not dry_run:
+        not_done += not_done_lines(result.summary, unsettled(state_of(ctx).settings()) - upload)
+    if reimported is not None and reimported.not_done:
+        not_done.append(f"the job list upload was not done: {reimported.last_error or 'not sent'}")
+    exit_if_not_done(not_done)
+
+
+def _resync_nothing(result: ResyncResult) -> str:
+    """What an empty resync plan says: MM matches only where it was read."""
+    if not result.unreadable:
+        return RESYNC_NOTHING_TO_DO
+    return RESYNC_NOTHING_READ.format(read=len(result.mm_state)) if result.mm_state else RESYNC_NONE_READ
+
+
+def _unread_lines(result: ResyncResult) -> list[str]:
+    """The runs a resync could not read from MM (left alone, planned for nothing), for stderr."""
+    if not result.unreadable:
+        return []
+    shown = ", ".join(result.unreadable[:5]) + (", ..." if len(result.unreadable) > 5 else "")
+    line = (
+        f"could not read {counted(len(result.unreadable), 'run')} from MachineMetrics, left alone ({shown})"
+    )
+    return [f"{line}; last error: {result.read_error}" if result.read_error else line]
 
 
 def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
@@ -203,7 +291,7 @@ def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
         if as_json:
             print_json(rows)
         else:
-            _print_plan(rows)
+            _print_plan(rows, PLAN_NOTHING_TO_DO)  # a sync's plan: MM is not asked
             stdout.print("dry run: nothing was sent", markup=False)
         return
     with correlation("cli"), bootstrap.sync_service(settings, acting=True) as service:
@@ -211,12 +299,13 @@ def _confirm_stops(ctx: typer.Context, *, dry_run: bool, as_json: bool) -> None:
         summary = service.run_cycle()
     if as_json:
         print_json(summary.__dict__)
-        return
-    if summary.confirmed_stops:
-        stdout.print(f"confirmed {summary.confirmed_stops} held stops", markup=False)
     else:
-        stdout.print("no stops were held: nothing to confirm", markup=False)
-    stdout.print(summary.line(), markup=False)
+        if summary.confirmed_stops:
+            stdout.print(f"confirmed {summary.confirmed_stops} held stops", markup=False)
+        else:
+            stdout.print("no stops were held: nothing to confirm", markup=False)
+        stdout.print(summary.line(), markup=False)
+    exit_if_not_done(not_done_lines(summary, unsettled(settings)))
 
 
 @handle_errors

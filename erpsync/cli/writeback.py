@@ -12,9 +12,9 @@ import typer
 
 from erpsync.adapters.erp.sinks.dialects import DDL_DIALECTS
 from erpsync.cli.common import (
-    EXIT_CONFIG,
-    EXIT_ERROR,
     JsonOption,
+    counted,
+    exit_if_not_done,
     handle_errors,
     print_json,
     print_table,
@@ -22,6 +22,7 @@ from erpsync.cli.common import (
     stderr,
     stdout,
 )
+from erpsync.cli.exit_codes import ExitCode
 from erpsync.domain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,7 +53,10 @@ def writeback(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run one write-back cycle: MM part counts of bound runs into the ERP (exit 1 if writes failed)."""
+    """Run one write-back cycle: MM part counts of bound runs into the ERP.
+
+    Exit 1 when a run could not be read from MM, its counts were quarantined as implausible, or a
+    write failed (a dry run: would fail); 2 when the configuration or the credentials are wrong."""
     from erpsync import bootstrap  # noqa: PLC0415 - start-up time
     from erpsync.observability.correlation import correlation  # noqa: PLC0415
 
@@ -64,9 +68,36 @@ def writeback(
     else:
         _print(summary)
     if summary.sink_ready is False:
-        raise typer.Exit(EXIT_CONFIG if summary.sink_config_error else EXIT_ERROR)
-    if summary.failed or summary.outcome == "failed":
-        raise typer.Exit(EXIT_ERROR)
+        raise typer.Exit(ExitCode.CONFIG if summary.sink_config_error else ExitCode.NOT_DONE)
+    exit_if_not_done(not_done_lines(summary))
+
+
+def not_done_lines(summary: WritebackSummary) -> list[str]:
+    """What the cycle could not do, for stderr: runs MM could not be read for, counts quarantined as
+    implausible (never written), writes that failed, final counts given up."""
+    s = summary
+    lines = []
+    if s.unreachable:
+        # every run without data was unreachable: the last one's note is the last error (with the URL)
+        no_data = [row.message for row in s.rows if row.outcome == "no_data"]
+        last = no_data[-1] if len(no_data) == s.unreachable else None
+        why = f"last error: {last}" if last else "the note of each run says why"
+        lines.append(f"could not read {counted(s.unreachable, 'run')} from MachineMetrics; {why}")
+    if s.implausible:
+        runs = ", ".join(row.mm_run_id for row in s.implausible_runs())
+        lines.append(
+            f"{counted(s.implausible, 'run')} answered implausible part counts, quarantined and not written: "
+            f"{runs} (see `erpsync quarantine list`)"
+        )
+    if s.failed:
+        lines.append(f"{counted(s.failed, 'run')} failed; the note of each run says why")
+    if s.final_quarantined:
+        lines.append(
+            f"final counts of {counted(s.final_quarantined, 'run')} given up (see `erpsync quarantine list`)"
+        )
+    if s.outcome == "failed" and not lines:
+        lines.append("the write-back cycle failed")
+    return lines
 
 
 def _counts(counts: dict[str, int] | None) -> str:
@@ -89,12 +120,15 @@ def _print(summary: WritebackSummary) -> None:
         parts += [f"{s.written} written", f"{s.already_written} already written"]
     parts += [
         f"{s.unchanged} unchanged",
-        f"{s.no_data} no data",
+        f"{s.no_data} no data" + (f" ({s.unreachable} MM unreachable)" if s.unreachable else ""),
         f"{s.refused} decrease refused",
         f"{s.conflicts} conflicts",
         f"{s.failed} failed",
+        f"{s.implausible} with implausible counts",
         f"{s.skipped} quarantined",
     ]
+    if s.drifted:  # MM lost or ended runs erpsync had open: sync.heal_drift says what follows
+        parts.append(f"{s.drifted} lost or ended in MM")
     stdout.print(
         f"writeback via sink {s.sink} ({head}): " + ", ".join(parts) + f"; {s.duration:.2f}s", markup=False
     )

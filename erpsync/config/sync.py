@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from erpsync.config.section import Range, Seconds, Section
+from erpsync.domain.drift import HealDrift
 from erpsync.domain.lifecycle import MM_MACHINE_MAX
 
 _ATTEMPTS = Range(1, 100, "attempts")
@@ -46,6 +47,9 @@ class SyncSettings(Section):
 
     interval_seconds: Seconds = 30
     vanished_runs: Literal["stop", "flag"] = "flag"
+    # a run erpsync holds open that MM lost or ended (found by reads erpsync makes anyway): start a
+    # new run generation for it in the next cycle, or flag it for a person (domain/drift.py)
+    heal_drift: HealDrift = "restart"
     # a snapshot that would stop more than this share of the open runs at once stops none of them
     max_vanished_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
     max_action_attempts: Annotated[int, _ATTEMPTS.before, _ATTEMPTS.after] = 8

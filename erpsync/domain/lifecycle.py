@@ -428,6 +428,8 @@ def bound_after_flag(bound: BoundRun, flag: Flag) -> BoundRun:
         changes["payload_hash"] = flag.payload_hash
     if flag.generation:
         changes["generation"] = flag.generation
+    if flag.binding_status and flag.mm_end_at:
+        changes["mm_end_at"] = flag.mm_end_at
     return replace(bound, **changes) if changes else bound
 
 

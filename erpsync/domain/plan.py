@@ -72,6 +72,9 @@ class StartAction(_OnRun):
     reason: str
     idempotency_key: str
     generation: str = ""  # the generation in ``idempotency_key``; the binding stores it
+    # the setup -> production switch: MM takes it only with the values the run was started with
+    # (an edit of the ticket since is flagged, not sent: rule 4), so the body repeats that start
+    switch: bool = False
 
     def __post_init__(self) -> None:
         # where the ERP row is rides on the ref, to the quarantine entry of a start MM refuses
@@ -132,6 +135,11 @@ class Flag:
     payload_hash: str | None = None
     dedupe_key: str = ""
     generation: str | None = None
+    # with binding_status: when MM's run ended (or was found gone), so a next run generation starts
+    # after it (domain/shop_floor.py), and whether a stopped run's final counts are still to be read
+    # (not for a run MM no longer has)
+    mm_end_at: datetime | None = None
+    final_counts: bool = True
 
 
 @dataclass(slots=True)

@@ -430,6 +430,7 @@ class Planner:
                 run=run,
                 payload_hash=payload_fingerprint(run, bound.mm_machine_id),
                 generation=self._generation(bound),
+                switch=True,
             )
         )
 

@@ -23,7 +23,8 @@ Rules (tests/unit/test_reconcile.py has one case per rule):
 6. One open run per MM machine. Tickets are first placed by the multi-ticket rule
    (domain/shop_floor.py); what still competes is decided here: the latest start wins (ties: the
    greater ``run_key``), losers are stopped or not started, flagged ``superseded``. A new start
-   first stops every other run MM has open on its machine.
+   first stops every other run MM has open on its machine, and never starts before a run erpsync
+   recorded there ended (``machine_ends``: also runs whose tickets the ERP lost).
 7. Machines: ignored -> skipped; blank, or refused by MM (``rejected_machines``) -> quarantined
    with the fix in the reason. Only new starts are checked.
 8. Order: by (MM machine, stops before starts, run_key); `Plan.by_machine` gives each machine's
@@ -64,12 +65,15 @@ def reconcile(
     rejected_machines: Collection[str] = (),
     exclude: Callable[[JobOperationRun], bool] | None = None,
     held: Collection[str] = frozenset(),
+    machine_ends: Mapping[str, datetime] | None = None,
 ) -> Plan:
     """Diff ``desired`` (ERP runs, active and recently ended; a run_key seen twice keeps the later
     run), placed on machines by the multi-ticket rule (domain/shop_floor.py), against ``bindings``
     (by run_key, with every generation of open tickets); ``rejected_machines``: MM ids MM refused;
     ``exclude``: ERP runs that must not be in MM (e.g. excluded operations); ``held``: run keys
-    whose rows turned bad this read (their bindings are kept as they are, never vanished)."""
+    whose rows turned bad this read (their bindings are kept as they are, never vanished);
+    ``machine_ends``: per MM machine, the latest end of a run erpsync recorded there, read for the
+    machines of new starts: no run starts before it (domain/shop_floor.py)."""
     planner = Planner(
         desired={},
         bindings=bindings,
@@ -88,6 +92,7 @@ def reconcile(
         machine_of=planner.placed_on,
         excluded=planner.excluded,
         now=now,
+        machine_ends=machine_ends,
     )
     planner.desired, planner.mm_ids, planner.reasons = floor.runs, floor.mm_ids, floor.reasons
     planner.flags.extend(floor.flags)

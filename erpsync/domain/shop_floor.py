@@ -18,6 +18,11 @@ told. The rule (docs/architecture.md, "Several tickets on one machine"):
    that comes back after erpsync stopped it (e.g. transient bad data) take the same path: a
    stopped binding is not a dead end. A failed one is (MM refused it; a person decides).
 
+Every start (a first run or a new generation) is at its first clock-in, or later when the machine
+was freed later: never before the end of a run erpsync recorded on that MM machine. Such a run's
+ticket may be gone from the ERP (deleted while open, its run stopped at erpsync's now), so the
+caller passes ``machine_ends``: per MM machine, the latest end it read from erpsync's state.
+
 The MM run is keyed by its **anchor**, the earliest open ticket of the operation when the run
 started: generation 1 is the anchor's own run key (so a shop with one ticket per machine is keyed
 exactly as before), generation n > 1 is ``<anchor>#g<n>``. The binding follows its anchor ticket:
@@ -111,8 +116,9 @@ class _History:
         bindings: Mapping[str, BoundRun],
         machine_of: Callable[[JobOperationRun], str | None],
         excluded: Callable[[JobOperationRun], bool],
+        machine_ends: Mapping[str, datetime],
     ) -> None:
-        self.tickets, self.bindings = tickets, bindings
+        self.tickets, self.bindings, self.machine_ends = tickets, bindings, machine_ends
         self.machine_of, self.excluded = machine_of, excluded
         self.sticky: dict[str, str] = {}  # anchor tickets of open runs stay on the run's machine
         self._ended: dict[str, list[JobOperationRun]] | None = None
@@ -136,6 +142,8 @@ class _History:
                 end = bound.mm_end_at or bound.erp_end_at
                 if bound.status not in MM_OPEN_BINDING_STATUSES and end is not None:
                     self._run_ends.setdefault(bound.mm_machine_id, []).append(end)
+            for machine, end in self.machine_ends.items():  # runs whose tickets the ERP lost
+                self._run_ends.setdefault(machine, []).append(end)
         return self._run_ends.get(mm_machine, [])
 
     def generations(self, anchor: str) -> list[BoundRun]:
@@ -173,13 +181,16 @@ def shop_floor(
     machine_of: Callable[[JobOperationRun], str | None],
     excluded: Callable[[JobOperationRun], bool],
     now: datetime,
+    machine_ends: Mapping[str, datetime] | None = None,
 ) -> Floor:
     """Apply the multi-ticket rule. ``tickets``: the ERP's runs by run key (open and recently
     ended, plus lookups of bound anchors); ``bindings`` by key, with every generation of the
     anchors of open tickets; ``machine_of``: a ticket's MM machine, or None to pass it through;
-    ``excluded``: a ticket whose operation must not be in MM (its run is passed through too)."""
+    ``excluded``: a ticket whose operation must not be in MM (its run is passed through too);
+    ``machine_ends``: per MM machine, the latest end of a run erpsync recorded there (also of
+    bindings not in ``bindings``): no run starts there before it."""
     floor = Floor()
-    history = _History(tickets, bindings, machine_of, excluded)
+    history = _History(tickets, bindings, machine_of, excluded, machine_ends or {})
     machines: dict[str, _Machine] = {}
     for bound in bindings.values():
         if bound.status in MM_OPEN_BINDING_STATUSES:
@@ -365,7 +376,8 @@ def _as(ticket: JobOperationRun, key: str, state: RunState, start: datetime | No
 
 def _freed_at(slot: _Machine, first_in: datetime | None, now: datetime) -> datetime | None:
     """When the machine was last freed: the latest clock-out on it after ``first_in``, or end of
-    an earlier MM run there (a reopened ticket's own), so a new run never overlaps an earlier one."""
+    an earlier MM run there (a reopened ticket's own, or one whose ticket the ERP lost: the
+    ``machine_ends`` of `shop_floor`), so a new run never overlaps an earlier one."""
     ends = [t.end_at for t in slot.ended if t.end_at is not None] + slot.history.run_ends(slot.name)
     ends = [e for e in ends if e <= now and (first_in is None or e > first_in)]
     return max(ends, default=None)

@@ -212,6 +212,9 @@ class CountTarget:
     # what erpsync last wrote here for the ticket's OTHER runs (its earlier or later run
     # generations, domain/shop_floor.py): a sink that keeps one value per ticket writes the sum
     others: PartCounts | None = None
+    # the binding's status: a read that finds MM lost or ended a run erpsync has running is drift
+    # (domain/drift.py)
+    status: str = ""
 
 
 def final_counts_mark(status: str | None, now: datetime) -> datetime | None:

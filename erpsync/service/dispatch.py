@@ -74,19 +74,25 @@ class DispatchResult:
     not_sent: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
     config_error: str | None = None
+    # the error of the last action left retrying or given up: what a person reads first (it names
+    # MM's URL when MM could not be reached)
+    last_error: str | None = None
 
     def count(self, outcome: Outcome) -> None:
         if outcome.status is ActionStatus.SUCCEEDED:
             self.succeeded += 1
             self.by_kind[outcome.action.kind] = self.by_kind.get(outcome.action.kind, 0) + 1
-        elif outcome.status is ActionStatus.FAILED_RETRYABLE:
+            return
+        if outcome.status is ActionStatus.FAILED_RETRYABLE:
             self.retrying += 1
         elif outcome.status is ActionStatus.QUARANTINED:
             self.quarantined += 1
+            return
         elif outcome.status is ActionStatus.FAILED_PERMANENT:
             self.failed += 1
         else:
             self.not_sent += 1
+        self.last_error = outcome.error_message or outcome.detail or self.last_error
 
     def merge(self, other: DispatchResult) -> None:
         self.succeeded += other.succeeded
@@ -97,6 +103,7 @@ class DispatchResult:
         for kind, n in other.by_kind.items():
             self.by_kind[kind] = self.by_kind.get(kind, 0) + n
         self.config_error = self.config_error or other.config_error
+        self.last_error = other.last_error or self.last_error
 
 
 @dataclass(eq=False)

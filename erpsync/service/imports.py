@@ -29,6 +29,8 @@ class ImportResult:
     uploaded: bool
     unchanged: bool
     bad_rows: int = 0
+    not_done: int = 0  # 1 when the upload was left retrying, unsent or given up
+    last_error: str | None = None
 
 
 def _content(service: SyncService) -> tuple[bytes, str, list[BadRecord]]:
@@ -77,6 +79,8 @@ def run_imports(service: SyncService, *, force: bool = False) -> ImportResult:
         dispatched = service.dispatcher().run([[entry]])
         raise_for_result(dispatched)
         result.uploaded = dispatched.succeeded == 1
+        result.not_done = dispatched.retrying + dispatched.not_sent + dispatched.failed
+        result.last_error = dispatched.last_error
         result.bad_rows = len(bad)
         record.summary["uploaded"] = result.uploaded
         if result.uploaded:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from erpsync.config import Settings
+from erpsync.domain.drift import HealDrift
 from erpsync.domain.machines import MachineMapper
 
 # CSV source kinds whose export file MM imports as it is (`sync.imports.mode = "passthrough"`)
@@ -23,6 +24,7 @@ class SyncPolicy:
 
     mapper: MachineMapper
     vanished_runs: Literal["stop", "flag"] = "flag"
+    heal_drift: HealDrift = "restart"  # a run MM lost or ended (domain/drift.py)
     max_vanished_share: float = 0.5  # more vanished stops at once are held (service/stop_guard.py)
     max_concurrency: int = 16
     max_action_attempts: int = 8
@@ -39,6 +41,7 @@ class SyncPolicy:
         return cls(
             mapper=MachineMapper.from_settings(settings.machines),
             vanished_runs=settings.sync.vanished_runs,
+            heal_drift=settings.sync.heal_drift,
             max_vanished_share=settings.sync.max_vanished_share,
             max_concurrency=settings.mm.max_concurrency,
             max_action_attempts=settings.sync.max_action_attempts,

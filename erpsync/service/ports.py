@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.domain.admin_rows import ActionRow, MachineRow, QuarantineRow
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import BoundRun, Intent, JournaledAction, JournalStamp, Outcome
 from erpsync.domain.model import BadRecord, PartCounts
 from erpsync.domain.plan import Flag
@@ -85,6 +86,9 @@ class ActionRepository(Protocol):
     def release(self, action_ids: Collection[int]) -> None:
         """Hand back claims on actions that were not sent, so the next cycle sends them."""
 
+    def started_bodies(self, mm_run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The body of the latest start MM took (succeeded) for each run id that has one."""
+
 
 class BindingRepository(Protocol):
     """Run bindings (``erpsync_run_binding``): which MM run erpsync made for which ERP run."""
@@ -100,6 +104,13 @@ class BindingRepository(Protocol):
     def all_runs(self, source: str) -> dict[str, BoundRun]:
         """Every binding of `source` (resync: an explicit, whole-history request)."""
 
+    def latest_ends(
+        self, source: str, mm_machines: Collection[str], since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        """Per MM machine, the latest end (``mm_end_at``, else ``erp_end_at``) in (since, until]
+        of a run MM no longer has open (not `MM_OPEN_BINDING_STATUSES`): when erpsync last freed
+        the machine. A machine without one is absent. Asked only for machines with new starts."""
+
     def exists(self, mm_run_id: str) -> bool: ...
 
     def lock(self, mm_run_ids: Collection[str]) -> None:
@@ -107,6 +118,11 @@ class BindingRepository(Protocol):
 
     def remember_flag(self, flag: Flag) -> None:
         """Store what `flag` changes on its binding (`flag.mm_run_id`), so it is not raised again."""
+
+    def record_drift(self, drift: Drift) -> bool:
+        """Record a run MM lost or ended (domain/drift.py) on its binding: its status, MM's end and
+        its final-counts marker, only while the binding is still `drift.was`. True when it changed
+        (the caller audits it then: once per drift, never every cycle)."""
 
 
 class QuarantineRepository(Protocol):
@@ -250,12 +266,14 @@ class MachineMetrics(Protocol):
 
     Errors (erpsync/adapters/mm/errors.py), each also an erpsync error category:
 
-    - `MMConfigError` (401/403, or an answer that means the setup is wrong): stop calling MM;
+    - `MMConfigError` (401/403 with MM's JSON error, 405): stop calling MM;
     - `MMRecordError`, with `MMNotFoundError` (404) and `MMConflictError` (409): MM refused this one
       record (400/422, e.g. code ``MachineNotFound``), or erpsync refused to send it
       (code ``ClientValidation``): quarantine it;
-    - `MMRetryableError`, with `MMCircuitOpenError`: a passing fault (408/429/5xx, network, open
-      breaker): a later cycle tries again.
+    - `MMRetryableError`, with `MMCircuitOpenError` and `MMUnexpectedAnswerError`: a passing fault
+      (408/429/5xx, network, the call's deadline, open breaker) or an answer that is not MM's own
+      (HTML, a redirect, a get that is not a job run: never a success or "not found"): a later
+      cycle tries again.
     """
 
     def start_job_run(self, request: StartJobRun) -> None:

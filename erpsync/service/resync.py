@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from erpsync.adapters.mm.errors import MMError
 from erpsync.domain.clock import utcnow
+from erpsync.domain.errors import ConfigError
 from erpsync.domain.identity import generation_token, mm_run_id_for
 from erpsync.domain.lifecycle import BoundRun, MMRunState
 from erpsync.domain.model import BadRecord, JobOperationRun
@@ -66,7 +68,8 @@ class ResyncResult:
     planned: PlanResult
     selected: int = 0
     mm_state: dict[str, MMRunState] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # MM run ids MM could not be read for
+    read_error: str | None = None  # the last of those reads' errors (it names MM's URL)
     summary: SyncSummary | None = None
 
 
@@ -102,7 +105,7 @@ def run_resync(
         key: bindings[key].mm_run_id if key in bindings else mm_run_id_for(service.source.name, key)
         for key in selected
     }
-    mm_state, unreadable = _read_mm(service, sorted(run_ids.values()), progress)
+    mm_state, mm_ends, unreadable, read_error = _read_mm(service, sorted(run_ids.values()), progress)
     plan = resync_plan(
         desired.values(),
         bindings,
@@ -114,6 +117,7 @@ def run_resync(
         selection=selected.__contains__,
         rejected_machines=rejected,
         held=held_keys(bad, bindings),
+        mm_ends=mm_ends,
     )
     plan, hold = guard_plan(
         plan,
@@ -130,6 +134,7 @@ def run_resync(
         selected=len(selected),
         mm_state=mm_state,
         unreadable=unreadable,
+        read_error=read_error,
     )
     result.planned.machines = service.machines_seen(desired.values())
     result.planned.hold = hold
@@ -155,28 +160,37 @@ def run_resync(
 
 def _read_mm(
     service: SyncService, run_ids: list[str], progress: Callable[[int, int], None] | None
-) -> tuple[dict[str, MMRunState], list[str]]:
-    """get-job-run for every selected run, concurrently; runs MM could not answer are left alone."""
+) -> tuple[dict[str, MMRunState], dict[str, datetime], list[str], str | None]:
+    """get-job-run for every selected run, concurrently: each run's state, the end of those MM
+    ended, and the runs MM could not answer (left alone, returned with the last error). A refused
+    key (MMConfigError) ends the resync: no read can pass."""
     mm = service.mm
     assert mm is not None
     states: dict[str, MMRunState] = {}
+    ends: dict[str, datetime] = {}
     unreadable: list[str] = []
+    last_error: str | None = None
 
-    def read(run_id: str) -> tuple[str, MMRunState | None]:
+    def read(run_id: str) -> tuple[str, MMRunState | MMError, datetime | None]:
         try:
             run = mm.get_job_run(run_id)
-        except MMError:
-            return run_id, None
+        except ConfigError:
+            raise
+        except MMError as exc:
+            return run_id, exc, None
         if run is None:
-            return run_id, "missing"
-        return run_id, "ended" if run.end_at is not None else "open"
+            return run_id, "missing", None
+        return run_id, "ended" if run.end_at is not None else "open", run.end_at
 
     with ThreadPoolExecutor(max_workers=service.policy.max_concurrency) as pool:
-        for done, (run_id, state) in enumerate(pool.map(read, run_ids), start=1):
-            if state is None:
+        for done, (run_id, state, end_at) in enumerate(pool.map(read, run_ids), start=1):
+            if isinstance(state, MMError):
                 unreadable.append(run_id)
+                last_error = str(state)
             else:
                 states[run_id] = state
+            if end_at is not None:
+                ends[run_id] = end_at
             if progress:
                 progress(done, len(run_ids))
-    return states, unreadable
+    return states, ends, unreadable, last_error

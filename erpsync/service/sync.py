@@ -19,14 +19,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from erpsync.adapters.erp.port import JobSource, RunSnapshot
-from erpsync.adapters.mm.mapper import payload_of, start_request, stop_request
+from erpsync.adapters.mm.mapper import payload_of, start_request, stop_request, switch_request
 from erpsync.domain.clock import utcnow
 from erpsync.domain.lifecycle import (
     OPEN_BINDING_STATUSES,
@@ -39,7 +39,7 @@ from erpsync.domain.lifecycle import (
 )
 from erpsync.domain.model import BadRecord, JobOperationRun, RunState
 from erpsync.domain.oversized import oversized
-from erpsync.domain.plan import Flag, Plan, RunAction
+from erpsync.domain.plan import Flag, Plan, RunAction, StartAction
 from erpsync.domain.reconcile import reconcile
 from erpsync.domain.shop_floor import anchor_of
 from erpsync.domain.snapshot_trust import StopHold
@@ -86,6 +86,12 @@ class SyncSummary:
     no_new_data: bool = False
     held_stops: int = 0  # stops of vanished runs the snapshot was not trusted to make
     confirmed_stops: int = 0  # held stops a person let go (`erpsync resync --confirm-stops`)
+    given_up: int = 0  # actions that reached sync.max_action_attempts (counted in quarantined too)
+    last_error: str | None = None  # of the last action left retrying, unsent or given up
+
+    def not_done(self) -> int:
+        """Actions this cycle could not complete: left retrying (in doubt), not sent, or given up."""
+        return self.retried + self.not_sent + self.given_up
 
     def line(self) -> str:
         head = "no new ERP data" if self.no_new_data else f"{self.runs_read} ERP runs read"
@@ -107,8 +113,10 @@ class SyncSummary:
             self.stopped += result.by_kind.get("stop_run", 0)
             self.imported += result.by_kind.get("import_jobs", 0)
         self.quarantined += result.quarantined + result.failed
+        self.given_up += result.failed
         self.retried += result.retrying
         self.not_sent += result.not_sent
+        self.last_error = result.last_error or self.last_error
 
 
 @dataclass
@@ -184,7 +192,8 @@ class SyncService:
             bad: list[BadRecord] = []
             sort_rows(snapshot or (), desired, bad)
             bindings, rejected = state.result()
-        bindings.update(self._known_bindings(desired, bindings.keys()))
+        known, machine_ends = self._known_bindings(desired, bindings.keys(), now)
+        bindings.update(known)
         if snapshot is None:
             return PlanResult(
                 plan=reconcile([], bindings, **self._policy(now, False, rejected)), snapshot=None
@@ -198,7 +207,11 @@ class SyncService:
         if gone:
             sort_rows(self.source.lookup_runs(sorted(gone)), desired, bad)
         plan = reconcile(
-            desired.values(), bindings, **self._policy(now, snapshot.complete, rejected), held=held
+            desired.values(),
+            bindings,
+            **self._policy(now, snapshot.complete, rejected),
+            held=held,
+            machine_ends=machine_ends,
         )
         plan, hold = guard_plan(  # only a trusted snapshot stops runs that look vanished
             plan,
@@ -221,19 +234,38 @@ class SyncService:
             return uow.bindings.open_runs(self.source.name), uow.machines.rejected()
 
     def _known_bindings(
-        self, desired: Mapping[str, JobOperationRun], loaded: Collection[str]
-    ) -> dict[str, BoundRun]:
-        """Bindings of the read's runs that are not open, so finished runs stay recognised, and
-        every run generation of open tickets without one (the next generation's number)."""
+        self, desired: Mapping[str, JobOperationRun], loaded: Collection[str], now: datetime
+    ) -> tuple[dict[str, BoundRun], dict[str, datetime]]:
+        """Bindings of the read's runs that are not open, so finished runs stay recognised; every
+        run generation of open tickets without one (the next generation's number); and when
+        erpsync last freed those tickets' MM machines (a start there is never before it, even
+        when the ERP lost the ticket of the run that ended: domain/shop_floor.py)."""
         fresh = desired.keys() - loaded
         if not fresh:
-            return {}
-        reopened = [k for k in fresh if desired[k].state is not RunState.ENDED]
+            return {}, {}
+        reopened = [desired[k] for k in fresh if desired[k].state is not RunState.ENDED]
+        machine_ends: dict[str, datetime] = {}
         with self.uow() as uow:
             found = uow.bindings.by_keys(self.source.name, fresh)
             if reopened:
-                found.update(uow.bindings.generations(self.source.name, reopened))
-            return found
+                found.update(uow.bindings.generations(self.source.name, [r.run_key for r in reopened]))
+                machines, since = self._start_machines(reopened)
+                if machines and since is not None and since < now:
+                    machine_ends = uow.bindings.latest_ends(self.source.name, machines, since, now)
+            return found, machine_ends
+
+    def _start_machines(self, runs: Iterable[JobOperationRun]) -> tuple[set[str], datetime | None]:
+        """The MM machines these open tickets may start a run on, and their earliest clock-in (a
+        ticket without one starts at MM's now, after every recorded end)."""
+        machines: set[str] = set()
+        since: datetime | None = None
+        for run in runs:
+            mm_machine = self.policy.mapper.map(run.machine)
+            if mm_machine is None or run.start_at is None:
+                continue
+            machines.add(mm_machine)
+            since = run.start_at if since is None else min(since, run.start_at)
+        return machines, since
 
     def _policy(self, now: datetime, complete: bool, rejected: set[str]) -> dict[str, Any]:
         return {
@@ -265,7 +297,7 @@ class SyncService:
                 + [f.mm_run_id for f in plan.flags if _changes_binding(f)]
             )
             known = uow.actions.existing_keys([i.idempotency_key for i in intents])
-            fresh = [i for i in intents if i.idempotency_key not in known]
+            fresh = self._repeat_started(uow, [i for i in intents if i.idempotency_key not in known], plan)
             summary.already_journaled = len(intents) - len(fresh)
             too_large = {i.idempotency_key: r for i in fresh if (r := oversized(i)) is not None}
             entries = uow.actions.record(
@@ -293,6 +325,28 @@ class SyncService:
         assert self.fence is not None  # a read-only service journals nothing
         claim_until = now + timedelta(seconds=self.policy.in_doubt_after_seconds)
         return JournalStamp(self.fence.token, current_correlation_id(), current_trigger(), claim_until)
+
+    def _repeat_started(self, uow: UnitOfWork, intents: list[Intent], plan: Plan) -> list[Intent]:
+        """Switches send the body MM took for the run's start, with only ``startInSetup`` changed.
+
+        A switch built from the ERP's row as it is now would carry any edit made since the start
+        (another job or operation, a moved clock-in) and MM answers such a start with 409. Without
+        the journaled start (purged by retention), the switch is sent as planned.
+        """
+        switches = {a.idempotency_key: a for a in plan.actions if isinstance(a, StartAction) and a.switch}
+        wanted = [i for i in intents if i.idempotency_key in switches]
+        if not wanted:
+            return intents
+        started = uow.actions.started_bodies({switches[i.idempotency_key].mm_run_id for i in wanted})
+        repeated: list[Intent] = []
+        for intent in intents:
+            action = switches.get(intent.idempotency_key)
+            body = started.get(action.mm_run_id) if action is not None else None
+            if action is None or body is None:
+                repeated.append(intent)
+            else:
+                repeated.append(replace(intent, payload=payload_of(switch_request(body, action))))
+        return repeated
 
     def _intent(self, action: RunAction, new_run: bool) -> Intent:
         new_binding = None

@@ -49,6 +49,7 @@ import structlog
 from erpsync.adapters.erp.sinks.base import CountSink, CountWrite, WriteResult, carries_end_at
 from erpsync.adapters.mm.errors import MMError
 from erpsync.config import Settings
+from erpsync.domain.drift import Drift, DriftKind, HealDrift, drift_of
 from erpsync.domain.errors import ConfigError, FencedError, RecordError, RetryableError
 from erpsync.domain.model import PartCounts
 from erpsync.domain.plausible_counts import (
@@ -76,7 +77,13 @@ from erpsync.service.cycles import cycle
 from erpsync.service.ports import Fence, MachineMetrics, UnitOfWorkFactory
 from erpsync.service.writeback_commit import Done, commit_state
 from erpsync.service.writeback_reads import CountRead, read_counts
-from erpsync.service.writeback_report import WritebackSummary, check_sink, maybe_counts, row_of
+from erpsync.service.writeback_report import (
+    MISSING_OUTCOME,
+    WritebackSummary,
+    check_sink,
+    maybe_counts,
+    row_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -98,6 +105,7 @@ class WritebackPolicy:
     max_concurrency: int  # MM reads at a time
     final_counts_max_hours: int = 72  # a stopped run's failing final read is quarantined after this
     max_part_count: int = DEFAULT_MAX_PART_COUNT  # a higher MM count is implausible: quarantined
+    heal_drift: HealDrift = "restart"  # a run MM lost or ended while erpsync has it running (drift.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WritebackPolicy:
@@ -107,6 +115,7 @@ class WritebackPolicy:
             max_concurrency=settings.mm.max_concurrency,
             final_counts_max_hours=settings.writeback.final_counts_max_hours,
             max_part_count=settings.writeback.max_part_count,
+            heal_drift=settings.sync.heal_drift,
         )
 
 
@@ -160,6 +169,8 @@ class _WritebackCycle:
     summary: WritebackSummary = field(init=False)
     erp_unavailable: str | None = field(default=None, init=False)
     implausible_open: set[str] = field(default_factory=set, init=False)  # runs quarantined for it
+    # runs MM lost or ended while erpsync has them running: recorded with their batch's outcomes
+    drifts: dict[str, Drift] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.summary = WritebackSummary(
@@ -216,6 +227,11 @@ class _WritebackCycle:
     def _plan(self, read: CountRead) -> Done | None:
         """The outcome when no ERP write is needed, else None (the run joins the ERP batch)."""
         target = read.target
+        drift = self._drift(read)
+        if drift is not None and drift.kind is DriftKind.MISSING_IN_MM:
+            return Done(target, MISSING_OUTCOME, None, message=drift.message, drift=drift)
+        if drift is not None:  # ended in MM: its counts are written as any run's, then it is recorded
+            self.drifts[target.mm_run_id] = drift
         if read.error is not None and read.reason is None:
             failure = f"MM read failed: {read.error}"
             return Done(target, "failed", None, message=failure, error_class="read_failed")
@@ -261,6 +277,23 @@ class _WritebackCycle:
             )
         return None
 
+    def _drift(self, read: CountRead) -> Drift | None:
+        """Whether this read shows MM lost or ended a run erpsync has running (domain/drift.py):
+        write-back's own read, so finding drift costs no MM call."""
+        if read.mm_state is None:
+            return None
+        t = read.target
+        return drift_of(
+            t.status,
+            read.mm_state,
+            mm_run_id=t.mm_run_id,
+            run_key=t.run_key,
+            what=f"{t.erp_job} op {t.erp_operation} on {t.erp_machine}",
+            end_at=read.mm_end_at,
+            now=self.now,
+            heal=self.policy.heal_drift,
+        )
+
     def _end_due(self, target: CountTarget, counts: PartCounts) -> bool:
         """This unchanged read finishes a stopped run whose sink carries an end time: send it there."""
         if not carries_end_at(self.sink) or target.final_since is None or counts.end_at is None:
@@ -300,7 +333,10 @@ class _WritebackCycle:
         if batch:
             done += self._write(batch)
         for item in done:
-            self.summary.count(row_of(item.target, item.counts, item.outcome, item.message))
+            item.drift = item.drift or self.drifts.pop(item.target.mm_run_id, None)
+            note = item.message or (item.drift.message if item.drift is not None else None)
+            self.summary.count(row_of(item.target, item.counts, item.outcome, note))
+            self.summary.drifted += item.drift is not None
         if self.dry_run:
             return
         for item in done:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
+
+from erpsync.domain.drift import Drift, DriftKind
 from erpsync.domain.model import BadRecord, PartCounts
 from erpsync.domain.plausible_counts import IMPLAUSIBLE_OUTCOME, implausible_record
 from erpsync.domain.writeback_rules import (
@@ -28,7 +31,9 @@ from erpsync.domain.writeback_rules import (
 )
 from erpsync.observability.metrics import QUARANTINE_OPEN
 from erpsync.service.ports import AuditRecord, UnitOfWork
-from erpsync.service.writeback_report import maybe_counts
+from erpsync.service.writeback_report import MISSING_OUTCOME, maybe_counts
+
+log = structlog.get_logger(__name__)
 
 # outcomes that can repeat every cycle: audited when they first happen (or change), not each time
 REPEATING = frozenset({"no_data", "decrease_refused", "failed", IMPLAUSIBLE_OUTCOME})
@@ -47,6 +52,7 @@ class Done:
     error_class: str | None = None
     http_status: int | None = None
     final: FinalStep | None = None  # a stopped run's final-counts marker after this cycle
+    drift: Drift | None = None  # MM lost or ended the run while erpsync had it running
 
     def key(self) -> AuditKey:
         """What makes a repeated outcome the same as last time (then it is not audited again)."""
@@ -66,10 +72,12 @@ def commit_state(uow: UnitOfWork, sink: str, done: list[Done], now: datetime, to
         if d.final is not None and d.final.since != d.target.final_since
     ]
     # several statements update bindings below: lock them all first, in one order
+    drifted = [d for d in done if d.drift is not None]
     uow.bindings.lock(
         [d.target.mm_run_id for d in written]
         + [t.mm_run_id for t in doubt_settled]
         + [t.mm_run_id for t, _ in marks]
+        + [d.target.mm_run_id for d in drifted]
     )
     if written:
         uow.counts.save_written(sink, [(d.target, _counts(d)) for d in written], now)
@@ -87,7 +95,7 @@ def commit_state(uow: UnitOfWork, sink: str, done: list[Done], now: datetime, to
             record = implausible_record(d.target, d.after or {}, d.message or "")
             reopened = uow.quarantine.upsert(record, now)
         repeated = d.outcome in REPEATING and last.get(d.target.mm_run_id) == d.key() and not reopened
-        if d.outcome == "unchanged" or repeated:
+        if d.outcome in ("unchanged", MISSING_OUTCOME) or repeated:  # a lost run: its drift row says it
             continue
         if d.outcome == "conflict":
             quarantined += 1
@@ -99,6 +107,17 @@ def commit_state(uow: UnitOfWork, sink: str, done: list[Done], now: datetime, to
             record = _given_up_record(d, now)
             uow.quarantine.upsert(record, now)
             uow.audit.record(_given_up_audit(d, record.reason, sink, token))
+    for d in drifted:
+        assert d.drift is not None
+        if uow.bindings.record_drift(d.drift):  # still as read: recorded and audited once
+            uow.audit.record(_drift_audit(d, d.drift, token))
+            log.warning(
+                "writeback.drift",
+                kind=str(d.drift.kind),
+                mm_run_id=d.target.mm_run_id,
+                binding_status=str(d.drift.status),
+                heal_drift=d.drift.heal,
+            )
     if quarantined:
         QUARANTINE_OPEN.set(uow.quarantine.open_count())
 
@@ -134,6 +153,25 @@ def _write_audit(d: Done, token: int | None, **what: Any) -> AuditRecord:
         fencing_token=token,
         http_status=d.http_status,
         **what,
+    )
+
+
+def _drift_audit(d: Done, drift: Drift, token: int | None) -> AuditRecord:
+    """The one audit row of a run MM lost or ended (``action`` missing_in_mm / ended_in_mm)."""
+    t = d.target
+    return AuditRecord(
+        action=str(drift.kind),
+        outcome="flagged",
+        source=t.source,
+        erp_job=t.erp_job,
+        erp_operation=t.erp_operation,
+        erp_machine=t.erp_machine,
+        mm_run_id=t.mm_run_id,
+        fencing_token=token,
+        http_status=404 if drift.kind is DriftKind.MISSING_IN_MM else None,
+        before=drift.before(),
+        after=drift.after(),
+        detail=drift.message,
     )
 
 

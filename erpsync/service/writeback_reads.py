@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
 
 import structlog
 
 from erpsync.adapters.mm.errors import MMRecordError, MMRetryableError
 from erpsync.domain.errors import ConfigError
+from erpsync.domain.lifecycle import MMRunState
 from erpsync.domain.model import PartCounts
 from erpsync.domain.plausible_counts import DEFAULT_MAX_PART_COUNT, Implausible, check_counts
 from erpsync.domain.writeback_rules import CountTarget, NoDataReason
@@ -36,6 +39,9 @@ class CountRead:
     reason: NoDataReason | None = None
     error: BaseException | None = None
     implausible: Implausible | None = None
+    # what MM answered of the run, when it answered: no such run (404), open, or ended (and when)
+    mm_state: MMRunState | None = None
+    mm_end_at: datetime | None = None
 
 
 def read_counts(
@@ -75,9 +81,13 @@ def _read(mm: MachineMetrics, target: CountTarget, max_part_count: int) -> Count
         log.exception("writeback.read_failed", mm_run_id=target.mm_run_id)
         return CountRead(target, None, None, exc)
     if job_run is None:
-        return CountRead(target, None, NoDataReason.NOT_FOUND)
+        return CountRead(target, None, NoDataReason.NOT_FOUND, mm_state="missing")
+    seen: dict[str, Any] = {
+        "mm_state": "open" if job_run.end_at is None else "ended",
+        "mm_end_at": job_run.end_at,
+    }
     if job_run.metrics is None:
-        return CountRead(target, None, NoDataReason.NO_METRICS)
+        return CountRead(target, None, NoDataReason.NO_METRICS, **seen)
     m = job_run.metrics
     raw = {
         "total": m.total_parts,
@@ -87,5 +97,6 @@ def _read(mm: MachineMetrics, target: CountTarget, max_part_count: int) -> Count
     }
     checked = check_counts(raw, bound=max_part_count)
     if isinstance(checked, Implausible):
-        return CountRead(target, None, implausible=checked)
-    return CountRead(target, replace(checked, start_at=job_run.start_at, end_at=job_run.end_at))
+        return CountRead(target, None, implausible=checked, **seen)
+    counts = replace(checked, start_at=job_run.start_at, end_at=job_run.end_at)
+    return CountRead(target, counts, **seen)

@@ -10,10 +10,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from erpsync.adapters.erp.sinks.base import CountSink
+from erpsync.domain.drift import DriftKind
 from erpsync.domain.errors import ConfigError, RetryableError
 from erpsync.domain.model import PartCounts
 from erpsync.domain.plausible_counts import IMPLAUSIBLE_OUTCOME
 from erpsync.domain.writeback_rules import CountTarget, counts_dict
+
+# the outcome of a run MM lost while erpsync had it running: nothing to write (domain/drift.py)
+MISSING_OUTCOME = str(DriftKind.MISSING_IN_MM)
 
 
 @dataclass
@@ -54,6 +58,9 @@ class WritebackSummary:
     # runs whose MM counts failed the plausibility check: quarantined, nothing written for them
     # (`implausible_runs()` names them; a CLI counts them as not done)
     implausible: int = 0
+    # runs MM lost or ended while erpsync had them running (drift: audited once, healed by
+    # `sync.heal_drift`); a lost one is its row's outcome, an ended one's counts are written as usual
+    drifted: int = 0
     # a dry run checks the sink without writing: whether it is ready, and what was found
     sink_ready: bool | None = None
     sink_check: str | None = None
@@ -79,8 +86,10 @@ class WritebackSummary:
             "quarantined": "skipped",
             "would_write": "would_write",
             IMPLAUSIBLE_OUTCOME: "implausible",
+            MISSING_OUTCOME: None,  # counted as drift (`drifted`) with the ended ones
         }[row.outcome]
-        setattr(self, attribute, getattr(self, attribute) + 1)
+        if attribute is not None:
+            setattr(self, attribute, getattr(self, attribute) + 1)
         self.rows.append(row)
 
     def implausible_runs(self) -> list[WritebackRow]:

@@ -9,12 +9,13 @@ on a real database. Quarantine, machines, audit, cycles and checkpoints: test_st
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from erpsync.domain.drift import HealDrift, drift_of
 from erpsync.domain.errors import FencedError
 from erpsync.domain.lifecycle import (
     ActionKind,
@@ -25,6 +26,7 @@ from erpsync.domain.lifecycle import (
     Intent,
     JournalStamp,
     MMAnswer,
+    MMRunState,
     Outcome,
     RequestFacts,
     outcome_of,
@@ -252,6 +254,27 @@ def test_release_hands_back_pending_claims_only(state: Backend) -> None:
         assert [a.id for a in uow.actions.due(T0)] == [first.id]
 
 
+def test_started_bodies_are_the_latest_start_mm_took_per_run(state: Backend) -> None:
+    first, other, refused = record(state, start(1), start(2), start(3))
+    settle(state, applied(first, in_setup=True, start_at=T0), applied(other, in_setup=True, start_at=T0))
+    settle(state, Outcome(refused, ActionStatus.FAILED_PERMANENT, AuditOutcome.FAILED))
+    (again,) = record(
+        state,
+        replace(
+            start(1, new=False, generation="@g"),
+            payload={"erpJobOperationRunId": "erp:R1", "erpMachineId": "X9"},
+        ),
+    )
+    with state() as uow:  # the second start of R1 is only journaled: MM has not taken it
+        assert uow.actions.started_bodies(["erp:R1", "erp:R3", "erp:R4"]) == {
+            "erp:R1": {"erpJobOperationRunId": "erp:R1", "erpMachineId": "X1", "startAt": str(T0)}
+        }
+    settle(state, applied(again))
+    with state() as uow:
+        bodies = uow.actions.started_bodies(["erp:R1", "erp:R2"])
+    assert bodies["erp:R1"]["erpMachineId"] == "X9" and bodies["erp:R2"]["erpMachineId"] == "X2"
+
+
 # -- bindings ---------------------------------------------------------------------------------
 def test_open_runs_by_keys_and_all_runs(state: Backend) -> None:
     intents = [start(n) for n in range(1, 6)]
@@ -290,6 +313,48 @@ def test_open_runs_by_keys_and_all_runs(state: Backend) -> None:
     )
 
 
+def _on(machine: str, intent: Intent, **binding: Any) -> Intent:
+    assert intent.new_binding is not None
+    return replace(intent, new_binding={**intent.new_binding, "mm_machine_id": machine, **binding})
+
+
+def test_latest_ends_are_when_each_machine_was_last_freed(state: Backend) -> None:
+    """Per MM machine, the latest end in (since, until] of a run MM no longer has open, of this
+    source: a new run there never starts before it (domain/shop_floor.py)."""
+    hours = [T0 + timedelta(hours=h) for h in range(6)]
+    runs = [  # (intent, status, mm_end_at)
+        (_on("X1", start(1)), "stopped", hours[1]),
+        (_on("X1", start(2)), "stopped", hours[2]),  # X1's answer
+        (_on("X1", start(3)), "running", hours[3]),  # restarted (resync): MM has it open again
+        (_on("X1", start(4)), "stopped", hours[5]),  # after `until`
+        (_on("X1", start(5, source="other")), "stopped", hours[3]),  # another source
+        (_on("X2", start(6), erp_end_at=hours[1] + timedelta(minutes=30)), "failed", None),
+        (_on("X2", start(7)), "vanished", hours[4]),  # left open in MM by policy "flag"
+        (_on("X3", start(8)), "stopped", hours[0]),  # at `since`: not after it
+        (_on("X5", start(9)), "stopping", hours[4]),  # at `until`
+    ]
+    actions = record(state, *(intent for intent, _, _ in runs))
+    settle(
+        state,
+        *(
+            Outcome(
+                a,
+                ActionStatus.SUCCEEDED,
+                AuditOutcome.SUCCEEDED,
+                binding_status=BindingStatus(s),
+                mm_end_at=e,
+            )
+            for a, (_, s, e) in zip(actions, runs, strict=True)
+        ),
+    )
+    with state() as uow:
+        ends = uow.bindings.latest_ends("erp", ["X1", "X2", "X3", "X5", "X9"], hours[0], hours[4])
+        assert uow.bindings.latest_ends("erp", [], hours[0], hours[4]) == {}
+        assert uow.bindings.latest_ends("other", ["X1"], hours[0], hours[4]) == {"X1": hours[3]}
+    assert ends == {"X1": hours[2], "X2": hours[1] + timedelta(minutes=30), "X5": hours[4]}
+    assert all(end.tzinfo is not None for end in ends.values())
+
+
 def _flag(mm_run_id: str, **changes: Any) -> Flag:
     return Flag("flag", "", mm_run_id, "", "", "", "", None, None, **changes)
 
@@ -308,6 +373,58 @@ def test_remember_flag_sets_only_what_it_is_given(state: Backend) -> None:
         "@g3",
         "X1",
     )
+
+
+@pytest.mark.parametrize(("state_read", "heal"), [("missing", "restart"), ("ended", "flag")])
+def test_record_drift_changes_a_binding_still_as_read_once(
+    state: Backend, state_read: MMRunState, heal: HealDrift
+) -> None:
+    """domain/drift.py: MM lost (or ended) a run erpsync had running; recorded once, only while
+    the binding is still what the read saw."""
+    (action,) = record(state, start(1))
+    settle(state, applied(action, in_setup=False))
+    mm_end = T0 + timedelta(minutes=50)
+    drift = drift_of(
+        "running",
+        state_read,
+        mm_run_id="erp:R1",
+        run_key="R1",
+        what="R1",
+        end_at=mm_end,
+        now=T0 + CLAIM,
+        heal=heal,
+    )
+    assert drift is not None
+    with state() as uow:
+        assert uow.bindings.record_drift(drift) is True
+        assert uow.bindings.record_drift(drift) is False  # recorded: never a second time
+    row = binding(state, "erp:R1")
+    expected_end = T0 + CLAIM if state_read == "missing" else mm_end
+    expected_since = None if state_read == "missing" else T0 + CLAIM
+    assert (row["status"], row["version"]) == ("stopped" if heal == "restart" else "failed", 3)
+    assert (_utc(row["mm_end_at"]), _utc(row["final_counts_since"])) == (expected_end, expected_since)
+    with state() as uow:
+        assert uow.bindings.all_runs("erp")["R1"].mm_end_at == expected_end
+
+
+def test_record_drift_leaves_a_binding_that_moved_on_alone(state: Backend) -> None:
+    """A stop journaled after the read (stopping) wins: nothing changes, nothing to audit."""
+    (action,) = record(state, start(1))
+    settle(state, applied(action, in_setup=False))
+    record(state, stop(1))
+    drift = drift_of(
+        "running", "ended", mm_run_id="erp:R1", run_key="R1", what="R1", end_at=T0, now=T0, heal="restart"
+    )
+    assert drift is not None
+    with state() as uow:
+        assert uow.bindings.record_drift(drift) is False
+        assert uow.bindings.record_drift(replace(drift, mm_run_id="erp:R9")) is False
+    assert binding(state, "erp:R1")["status"] == "stopping"
+
+
+def _utc(value: Any) -> Any:
+    """A database time as an aware UTC one (SQLite and MariaDB give naive values back)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 # -- the unit of work -------------------------------------------------------------------------

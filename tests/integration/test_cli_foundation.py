@@ -32,10 +32,10 @@ def test_db_upgrade_and_current_on_every_backend(database_url: str, monkeypatch:
     monkeypatch.setenv("ERPSYNC_STATE__URL", database_url)
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "-> 0007" in result.output
+    assert "-> 0008" in result.output
     result = runner.invoke(app, ["db", "current", "--check"])
     assert result.exit_code == 0, result.output
-    assert "revision 0007 (head 0007)" in result.output
+    assert "revision 0008 (head 0008)" in result.output
 
 
 def test_db_current_check_fails_on_empty_database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

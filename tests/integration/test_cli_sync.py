@@ -70,10 +70,12 @@ def test_plan_sync_machines_quarantine_resync(tmp_path: Path) -> None:
         assert sim.runs() == {}
         done = run(config, "resync", "--machine", "HAAS-1")
         assert done.returncode == 0, done.stderr
-        assert set(sim.runs()) == {"erp:LT1"}
+        assert "flag:missing_in_mm" in done.stdout and sim.runs() == {}
+        assert run(config, "sync").returncode == 0  # heals it: the ticket's next run generation
+        assert set(sim.runs()) == {"erp:LT1.g2"}
 
         status = json.loads(run(config, "status", "--json").stdout)
-        assert status["bindings"] == {"running": 2}
+        assert status["bindings"] == {"running": 2, "stopped": 1}
         assert status["open_quarantine"] == 0
     shop.dispose()
 

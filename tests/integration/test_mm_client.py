@@ -34,6 +34,7 @@ from erpsync.adapters.mm.errors import (
     MMNotFoundError,
     MMRecordError,
     MMRetryableError,
+    MMUnexpectedAnswerError,
 )
 from erpsync.adapters.mm.schemas import JobFile, JobRun, StartJobRun, StopJobRun
 from erpsync.adapters.mm.simulator import Fault, MMSimulator
@@ -233,17 +234,26 @@ def test_missing_key_fails_at_construction() -> None:
         MMClient(MMSettings())
 
 
-def test_a_body_that_is_not_a_job_run_is_a_config_error() -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>login</html>"))
+def test_a_body_that_is_not_a_job_run_is_an_unexpected_answer_retried() -> None:
+    """Not a config error (as it was before issue #15): a wrong host or path, retried within the call."""
+    seen: list[httpx.Request] = []
+
+    def login_page(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text="<html>login</html>")
+
+    settings = fast_mm_settings("https://mm.example", "k-123456", max_attempts=3)
     with (
-        MMClient(fast_mm_settings("https://mm.example", "k-123456"), transport=transport) as client,
-        pytest.raises(MMConfigError, match=r"not a job run \(not JSON\)"),
+        MMClient(settings, transport=httpx.MockTransport(login_page)) as client,
+        pytest.raises(MMUnexpectedAnswerError, match=r"not a JSON job run") as caught,
     ):
         client.get_job_run("R1")
+    assert (caught.value.http_status, caught.value.code, len(seen)) == (200, "UnexpectedAnswer", 3)
+    assert "https://mm.example/erp/jobdispatch/R1" in str(caught.value)
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"startAt": "never"}))
     with (
         MMClient(fast_mm_settings("https://mm.example", "k-123456"), transport=transport) as client,
-        pytest.raises(MMConfigError, match="schema errors"),
+        pytest.raises(MMUnexpectedAnswerError, match=r"not a job run \(1 schema errors: startAt\)"),
     ):
         client.get_job_run("R1")
 
@@ -305,13 +315,13 @@ def test_a_proxy_named_by_the_environment_is_used(sim: MMSimulator, monkeypatch:
         client.get_job_run("via-proxy")
 
 
-def test_a_redirect_is_a_config_error() -> None:
+def test_a_redirect_is_an_unexpected_answer_naming_its_location() -> None:
     transport = httpx.MockTransport(
         lambda request: httpx.Response(302, headers={"Location": "https://login.example/"})
     )
     with (
         MMClient(fast_mm_settings("http://mm.example", "k-123456"), transport=transport) as client,
-        pytest.raises(MMConfigError),
+        pytest.raises(MMUnexpectedAnswerError, match=r"redirected to https://login\.example/"),
     ):
         client.start_job_run(start_req())
 

@@ -402,6 +402,38 @@ def test_set_counts_through_the_control_endpoint(http: httpx.Client, sim: MMSimu
     assert httpx.post(sim.base_url + "/_sim/counts", json={"run_id": "R1", "total": -1}).status_code == 400
 
 
+def test_a_lost_run_is_404_everywhere_and_frees_its_machine(http: httpx.Client, sim: MMSimulator) -> None:
+    """`/_sim/lose_run`: MM forgets a run erpsync started (drift tests), and answers as for any
+    unknown run; the machine is free, so a new run there ends nothing."""
+    http.post(START, json=start_body("R1", startAt="2024-01-01T08:00:00Z"))
+    assert httpx.post(sim.base_url + "/_sim/lose_run", json={"run_id": "R1"}).json() == {"lost": "R1"}
+    assert http.get("/erp/jobdispatch/R1").status_code == 404
+    assert http.post(STOP, json={"erpJobOperationRunId": "R1"}).json()["code"] == "NotFound"
+    http.post(START, json=start_body("R2"))
+    assert list(sim.runs()) == ["R2"] and sim.runs()["R2"]["end_at"] is None
+    assert httpx.post(sim.base_url + "/_sim/lose_run", json={"run_id": "R1"}).status_code == 400
+
+
+def test_a_run_ended_by_hand_shows_its_end_and_stays_ended(http: httpx.Client, sim: MMSimulator) -> None:
+    """`/_sim/end_run`: a person ends a run in MM; a later stop from erpsync changes nothing."""
+    http.post(START, json=start_body("R1", startAt="2024-01-01T08:00:00Z"))
+    end = {"run_id": "R1", "end_at": "2024-01-01T09:30:00Z"}
+    response = httpx.post(sim.base_url + "/_sim/end_run", json=end)
+    assert (response.status_code, response.json()["ended_by"]) == (200, "hand")
+    assert http.get("/erp/jobdispatch/R1").json()["endAt"] == "2024-01-01T09:30:00.000Z"
+    http.post(STOP, json={"erpJobOperationRunId": "R1", "endAt": "2024-01-01T11:00:00Z"})
+    assert http.get("/erp/jobdispatch/R1").json()["endAt"] == "2024-01-01T09:30:00.000Z"
+    bad = [
+        {"run_id": "nope"},
+        {"run_id": "R1", "end_at": "yesterday"},
+    ]
+    assert [httpx.post(sim.base_url + "/_sim/end_run", json=b).status_code for b in bad] == [400, 400]
+    http.post(START, json=start_body("R2", machine="M2", startAt="2024-01-01T08:00:00Z"))
+    early = {"run_id": "R2", "end_at": "2024-01-01T07:00:00Z"}
+    assert httpx.post(sim.base_url + "/_sim/end_run", json=early).status_code == 400
+    assert httpx.post(sim.base_url + "/_sim/end_run", json={"run_id": "R2"}).json()["end_at"] is not None
+
+
 # ---- imports ---------------------------------------------------------------------------------
 
 

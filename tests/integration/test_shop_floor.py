@@ -7,13 +7,14 @@ startAt/endAt) and what the audit says, against the multi-ticket rule (domain/sh
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from erpsync.adapters.erp.sinks.visual_labor_ticket import VisualLaborTicketSink
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
@@ -22,6 +23,7 @@ from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, RunBinding
 from erpsync.adapters.state.uow import SqlUnitOfWorkFactory
+from erpsync.config.sync import SyncSettings
 from erpsync.demo.visual_fixture import OperationKey
 from erpsync.domain.identity import generation_run_id
 from erpsync.service.writeback import WritebackPolicy, run_writeback
@@ -244,3 +246,104 @@ def test_a_reopened_tickets_runs_write_their_sum_into_labor_ticket(floor: Floor,
     sim.set_counts("erp:LT1.g2", total=20, scrap=1)
     writeback()
     assert ticket_counts() == (43 + 19, 2 + 1)
+
+
+def test_a_setup_ticket_moved_to_another_operation_still_switches_to_production(floor: Floor) -> None:
+    """Campaign finding F1: the switch repeats what MM was started with, not the edited ticket.
+
+    A setup ticket is moved (edited while open) to another operation of the same machine; a run
+    ticket then clocks in on that operation. MM answers a start of a known run id with other job
+    fields with 409, so a switch built from the edited row was refused and the run stayed in setup.
+    """
+    fx = floor.shop.fx
+    setup = fx.clock_in(floor.op_a, local(8, 0), employee_id="SETUP", ticket_type="S")
+    floor.sync()
+    assert floor.sim.runs()["erp:LT1"]["phase"] == "setup"
+    with floor.shop.engine.begin() as conn:  # the ticket is corrected to op B while still open
+        conn.execute(
+            update(LABOR_TICKET)
+            .where(setup == LABOR_TICKET.c.TRANSACTION_ID)
+            .values(**floor.op_b.work_order.as_child_columns(), OPERATION_SEQ_NO=floor.op_b.sequence_no)
+        )
+    floor.sync()
+    assert [a.detail for a in floor.audit("job_fields_changed")] != []  # flagged, MM untouched
+    fx.clock_in(floor.op_b, local(8, 40), employee_id="OPERATOR")
+    floor.sync()
+    run = floor.sim.runs()["erp:LT1"]
+    assert (run["phase"], run["job_name"], run["end_at"]) == ("production", "1808401/1", None)
+    assert floor.open_on() == ["erp:LT1"]
+    with floor.store.session() as session:
+        outcomes = session.execute(
+            select(AuditEntry.action, AuditEntry.outcome).where(AuditEntry.mm_run_id == "erp:LT1")
+        ).all()
+    assert ("start_run", "quarantined") not in outcomes and outcomes.count(("start_run", "succeeded")) == 2
+    conflicts = [c for c in floor.sim.calls() if c["operation"] == "start" and c["status"] == 409]
+    assert conflicts == []
+
+
+def ago(minutes: int) -> datetime:
+    """A naive ERP-local wall time ``minutes`` before now (a vanished run is stopped at now)."""
+    return datetime.now(ZoneInfo(ERP_TZ)).replace(tzinfo=None) - timedelta(minutes=minutes)
+
+
+def overlaps(sim: MMSimulator, machine: str = "HAAS-1") -> list[tuple[str, str]]:
+    """Pairs of MM runs on ``machine`` that were open at the same moment (zero-length runs aside)."""
+    runs = sorted(
+        (r["start_at"], r["end_at"] or "9999", rid)
+        for rid, r in sim.runs().items()
+        if r["machine_id"] == machine and r["start_at"] != r["end_at"]
+    )
+    return [(a[2], b[2]) for a, b in itertools.pairwise(runs) if b[0] < a[1]]
+
+
+def stop_vanished(floor: Floor) -> None:
+    settings = floor.harness.settings
+    floor.harness.settings = settings.model_copy(update={"sync": SyncSettings(vanished_runs="stop")})
+
+
+def delete_ticket(floor: Floor, ticket: int) -> None:
+    with floor.shop.engine.begin() as conn:
+        conn.execute(delete(LABOR_TICKET).where(ticket == LABOR_TICKET.c.TRANSACTION_ID))
+
+
+def test_a_late_clock_in_starts_after_a_vanished_run_erpsync_stopped_on_its_machine(floor: Floor) -> None:
+    """Campaign finding F2 (``vanished_runs = "stop"``): a ticket deleted while open is stopped at
+    erpsync's now; a ticket entered later whose clock-in is earlier starts its run when that stop
+    freed the machine, not at its clock-in (two MM runs at once on one machine otherwise)."""
+    stop_vanished(floor)
+    fx = floor.shop.fx
+    gone = fx.clock_in(floor.op_a, ago(60), employee_id="ANN")
+    floor.sync()
+    delete_ticket(floor, gone)
+    floor.sync()
+    stopped = floor.sim.runs()["erp:LT1"]
+    assert floor.open_on() == [] and stopped["end_at"] is not None  # stopped at erpsync's now
+    fx.clock_in(floor.op_b, ago(30), employee_id="BOB", transaction_id=2)  # entered late
+    floor.sync()
+    assert floor.open_on() == ["erp:LT2"]
+    assert floor.sim.runs()["erp:LT2"]["start_at"] == stopped["end_at"]  # when HAAS-1 was freed
+    assert overlaps(floor.sim) == []
+    floor.sync()
+    assert floor.sim.runs()["erp:LT1"] == stopped and len(floor.sim.runs()) == 2  # nothing more
+
+
+def test_a_reopened_ticket_starts_its_next_run_after_a_vanished_run_erpsync_stopped(floor: Floor) -> None:
+    """F2 for a new run generation: the reopened ticket's machine was freed by the vanished run's
+    stop, after its own first run ended."""
+    stop_vanished(floor)
+    fx = floor.shop.fx
+    reopened = fx.clock_in(floor.op_b, ago(180), employee_id="ANN")
+    floor.sync()
+    fx.clock_out(reopened, ago(120))
+    floor.sync()
+    gone = fx.clock_in(floor.op_a, ago(60), employee_id="BOB")
+    floor.sync()
+    delete_ticket(floor, gone)
+    floor.sync()
+    stopped = floor.sim.runs()["erp:LT2"]
+    assert floor.open_on() == [] and stopped["end_at"] is not None
+    floor.reopen(reopened)
+    floor.sync()
+    assert floor.open_on() == ["erp:LT1.g2"]
+    assert floor.sim.runs()["erp:LT1.g2"]["start_at"] == stopped["end_at"]
+    assert overlaps(floor.sim) == []

@@ -192,7 +192,12 @@ def _due_now(state: StateStore) -> None:
         )
 
 
-def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_path: Path) -> None:
+def test_resync_heals_runs_mm_lost_through_their_next_generation(
+    state: StateStore, sqlite_url: str, tmp_path: Path
+) -> None:
+    """MM lost every run: resync finds it (a sync cannot: the bindings say running) and records them
+    stopped (missing_in_mm); the next sync starts each ticket's next run generation, never the old
+    id again (MM would count from 0 and the ERP lose what was written)."""
     erp_url = f"sqlite:///{tmp_path / 'erp.db'}"
     shop = Shop(erp_url, machines=2)
     with MMSimulator(seed=5) as sim:
@@ -206,18 +211,17 @@ def test_resync_restarts_runs_mm_lost(state: StateStore, sqlite_url: str, tmp_pa
         with MMClient(settings.mm) as client, correlation("cli"), held_lease(settings, state) as fence:
             service = h.service(client, fence)
             dry = run_resync(service, Selection(machine="HAAS-1"), dry_run=True)
-            assert [(str(a.kind), a.mm_run_id) for a in dry.planned.plan.actions] == [
-                ("start_run", "erp:LT1")
-            ]
-            assert "erp:LT1" not in sim.runs()
+            assert dry.planned.plan.actions == []
+            assert [(f.kind, f.mm_run_id) for f in dry.planned.plan.flags] == [("missing_in_mm", "erp:LT1")]
             done = run_resync(service, Selection(everything=True), dry_run=False)
             service.source.close()
-        assert done.summary is not None and done.summary.started == 2
-        assert_converged(sim, state, {"erp:LT1": "HAAS-1", "erp:LT2": "HAAS-2"}, set())
-        # the re-started run's stop needs a key of the new generation: it must really be sent
+        assert done.summary is not None and (done.summary.started, done.summary.flagged) == (0, 2)
+        assert sim.runs() == {}
+        assert h.sync().started == 2
+        assert_converged(sim, state, {"erp:LT1.g2": "HAAS-1", "erp:LT2.g2": "HAAS-2"}, set())
         shop.fx.clock_out(first, local(12))
         assert h.sync().stopped == 1
-        assert_converged(sim, state, {"erp:LT2": "HAAS-2"}, {"erp:LT1"})
+        assert_converged(sim, state, {"erp:LT2.g2": "HAAS-2"}, {"erp:LT1.g2"})
     shop.dispose()
 
 

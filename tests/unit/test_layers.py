@@ -62,6 +62,8 @@ FORBIDDEN = {
 ALLOWED = {
     # turns a database error into its one-line message: no composition
     ("erpsync/cli/common.py", "erpsync.adapters.state.db"),
+    # tells a refused database login (exit 2) from an outage (exit 1): no composition
+    ("erpsync/cli/exit_codes.py", "erpsync.adapters.state.db"),
 }
 
 

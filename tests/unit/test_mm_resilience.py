@@ -70,6 +70,34 @@ def test_breaker_half_open_lets_one_probe_through_and_its_outcome_decides() -> N
     assert changes == [True, False]
 
 
+def test_breaker_open_keeps_the_last_underlying_error() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(2, 60, clock=clock)
+    breaker.record_failure("HTTP 503 from http://mm.example/erp/jobdispatch/start")
+    refused = "network error (ConnectError: [Errno 111] Connection refused) talking to http://127.0.0.1:1"
+    breaker.record_failure(refused)
+    clock.now += 0.3
+    with pytest.raises(CircuitOpen) as caught:
+        breaker.before_call()
+    assert (
+        str(caught.value) == f"calls paused for another 59.7s after 2 consecutive failures; last: {refused}"
+    )
+    assert caught.value.last == refused
+    clock.now += 60
+    breaker.before_call()  # the probe fails without a cause: the last one known is kept
+    breaker.record_failure()
+    with pytest.raises(CircuitOpen, match="Connection refused"):
+        breaker.before_call()
+    clock.now += 60
+    breaker.before_call()
+    breaker.record_success()  # a success forgets it
+    breaker.record_failure()
+    breaker.record_failure()
+    with pytest.raises(CircuitOpen) as caught:
+        breaker.before_call()
+    assert caught.value.last is None and "last:" not in str(caught.value)
+
+
 def test_rate_limiter_allows_a_burst_then_spaces_calls() -> None:
     clock = FakeClock()
     limiter = RateLimiter(10, burst=3, clock=clock, sleep=clock.sleep)

@@ -43,6 +43,7 @@ def plan(
     rejected: Collection[str] = (),
     exclude: Callable[[JobOperationRun], bool] | None = None,
     now: datetime = NOW,
+    machine_ends: Mapping[str, datetime] | None = None,
 ) -> Plan:
     assert vanished_policy in ("stop", "flag")
     return reconcile(
@@ -55,6 +56,7 @@ def plan(
         now=now,
         rejected_machines=rejected,
         exclude=exclude,
+        machine_ends=machine_ends,
     )
 
 
@@ -393,6 +395,44 @@ def test_vanished_under_stop_policy_and_new_run_stop_at_the_new_start() -> None:
     assert summary(p) == [("stop_run", "LT1", at(50).isoformat()), ("start_run", "LT2", "production")]
 
 
+def start_at(p: Plan, key: str) -> datetime | None:
+    (action,) = [a for a in p.actions if isinstance(a, StartAction) and a.run_key == key]
+    assert action.run is not None
+    return action.run.start_at
+
+
+def test_a_late_clock_in_starts_when_a_run_erpsync_ended_there_freed_the_machine() -> None:
+    """Campaign finding F2: a run whose ticket the ERP lost (deleted, its run stopped at erpsync's
+    now) is known only by its end on the machine; a ticket entered later with an earlier clock-in
+    starts there, never before it."""
+    late = run("LT2", PRODUCTION, start=at(30))
+    p = plan([late], machine_ends={"M1": at(60)})
+    assert start_at(p, "LT2") == at(60)
+    assert summary(p) == [("start_run", "LT2", "production")]  # nothing else to stop
+
+
+def test_a_new_generation_starts_after_a_later_run_erpsync_ended_on_the_machine() -> None:
+    reopened = run("LT1", PRODUCTION, start=at(0))
+    first = replace(bind(reopened, "stopped"), mm_end_at=at(20))
+    p = plan([reopened], bindings(first), machine_ends={"M1": at(45)})
+    assert start_at(p, "LT1#g2") == at(45)  # not at(20), when its own first run ended
+
+
+def test_machine_ends_before_the_clock_in_elsewhere_or_ahead_of_now_change_nothing() -> None:
+    ticket = run("LT2", SETUP, start=at(30))
+    assert start_at(plan([ticket]), "LT2") == at(30)
+    ends = {"M1": at(10), "M2": at(90)}  # freed before it clocked in; another machine
+    assert start_at(plan([ticket], machine_ends=ends), "LT2") == at(30)
+    ahead = {"M1": NOW + timedelta(minutes=5)}  # never a start in the future
+    assert start_at(plan([ticket], machine_ends=ahead), "LT2") == at(30)
+
+
+def test_a_bound_run_is_not_moved_by_a_machine_end() -> None:
+    """Only starts are placed after the machine was freed: a run MM has open stays as it is."""
+    ticket = run("LT2", PRODUCTION, start=at(30))
+    assert plan([ticket], bindings(bind(ticket)), machine_ends={"M1": at(60)}).actions == []
+
+
 def test_two_bound_active_runs_on_one_machine_the_earlier_is_stopped() -> None:
     a, b = run("LT1", PRODUCTION, start=at(0)), run("LT2", PRODUCTION, start=at(20))
     p = plan([a, b], bindings(bind(a), bind(b)))
@@ -595,8 +635,9 @@ def resync(
     )
 
 
-@pytest.mark.parametrize("status", ["running", "stopped", "failed", "vanished", "stopping"])
-def test_resync_restarts_a_run_mm_lost_with_a_new_key(status: str) -> None:
+@pytest.mark.parametrize("status", ["stopped", "failed", "stopping", "unconfirmed"])
+def test_resync_restarts_a_run_mm_never_had_with_a_new_key(status: str) -> None:
+    """A refused or given-up start, a stop in flight: no end of an MM run is known, no counts."""
     r = run("LT1", SETUP)
     p = resync([r], bindings(bind(r, status)), {"LT1": "missing"})
     action = only(p)
@@ -604,6 +645,25 @@ def test_resync_restarts_a_run_mm_lost_with_a_new_key(status: str) -> None:
     assert action.mm_run_id == "erp:LT1"
     assert action.idempotency_key == f"start_run:erp:LT1:setup@{GEN}"
     assert action.reason.startswith("resync:")
+
+
+@pytest.mark.parametrize(
+    ("status", "mm_end_at"), [("running", None), ("vanished", None), ("failed", at(10)), ("stopped", at(10))]
+)
+def test_resync_hands_a_run_mm_had_to_the_next_generation(status: str, mm_end_at: datetime | None) -> None:
+    """MM had the run (running, left open, or its end is known: drift flagged by write-back, a
+    stop): its counts may be in the ERP, so its old id is not started again; it is recorded stopped
+    and the next sync cycle starts the ticket's next run generation (domain/drift.py)."""
+    r = run("LT1", SETUP)
+    p = resync([r], bindings(bind(r, status, mm_end_at=mm_end_at)), {"LT1": "missing"})
+    assert p.actions == []
+    if status == "stopped":  # already stopped: nothing to record, the next cycle takes it on
+        assert p.flags == []
+        return
+    (flag,) = p.flags
+    assert (flag.kind, flag.binding_status, flag.final_counts) == ("missing_in_mm", "stopped", False)
+    assert flag.mm_end_at == (NOW if mm_end_at is None else None)  # a known end is kept
+    assert "the next sync cycle starts a new MM run for it" in flag.message
 
 
 def test_resync_starts_an_unbound_active_run() -> None:
@@ -644,6 +704,26 @@ def test_resync_sends_the_pending_switch_of_a_vanished_run_mm_still_has_open() -
 def test_resync_does_not_reopen_a_run_mm_ended() -> None:
     r = run("LT1", PRODUCTION)
     p = resync([r], bindings(bind(r)), {"LT1": "ended"})
+    assert p.actions == []
+    assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
+    ended = resync_plan(
+        [r],
+        bindings(bind(r)),
+        source=SOURCE,
+        mapper=MAPPER,
+        mm_state={"erp:LT1": "ended"},
+        mm_ends={"erp:LT1": at(20)},
+        generation=GEN,
+        now=NOW,
+    )
+    assert [(f.mm_end_at, f.final_counts) for f in ended.flags] == [(at(20), True)]  # MM's end
+
+
+@pytest.mark.parametrize("status", ["vanished", "unconfirmed"])
+def test_resync_records_stopped_a_run_left_open_that_mm_ended(status: str) -> None:
+    """The ERP lost it and erpsync left it open in MM (or may have): MM ended it meanwhile."""
+    r = run("LT1", PRODUCTION)
+    p = resync([], bindings(bind(r, status)), {"LT1": "ended"})
     assert p.actions == []
     assert [(f.kind, f.binding_status) for f in p.flags] == [("ended_in_mm", "stopped")]
 
@@ -703,10 +783,10 @@ def test_resync_counts_runs_without_an_mm_answer_as_unknown() -> None:
 
 def test_resync_start_still_keeps_one_run_per_machine() -> None:
     other = run("LT1", PRODUCTION, start=at(0))  # not selected, open in MM
-    lost = run("LT2", PRODUCTION, start=at(30))
+    lost = run("LT2", PRODUCTION, start=at(30))  # its start given up unread: MM never got it
     p = resync(
         [other, lost],
-        bindings(bind(other), bind(lost)),
+        bindings(bind(other), bind(lost, "unconfirmed")),
         {"LT2": "missing"},
         selection=lambda key: key == "LT2",
     )
@@ -719,7 +799,7 @@ def test_resync_start_loses_to_a_later_open_run_outside_the_selection() -> None:
     lost = run("LT2", PRODUCTION, start=at(30))
     p = resync(
         [other, lost],
-        bindings(bind(other), bind(lost)),
+        bindings(bind(other), bind(lost, "unconfirmed")),
         {"LT2": "missing"},
         selection=lambda key: key == "LT2",
     )

@@ -1,7 +1,9 @@
 """Property tests: random ERP histories driven through reconcile (and resync) against a model of MM.
 
 The state machine below plays an ERP (clock in/out, setup -> production, edits, moves, runs that
-vanish and come back), runs reconcile cycles with random snapshot completeness and vanished policy,
+vanish and come back) and an MM that loses runs or has them ended by hand (drift, which write-back's
+reads record by either `sync.heal_drift`), runs reconcile cycles with random snapshot completeness
+and vanished policy,
 and applies each plan the way the service and dispatcher do: journal keys must be new, intents and
 flags written to the bindings, then machines in `Plan.by_machine` order, each MM answer settled.
 Every binding change is made by domain/lifecycle.py (`bound_after_intent`, `bound_after_flag`,
@@ -26,6 +28,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
+from erpsync.domain.drift import HealDrift, bound_after_drift, drift_of
 from erpsync.domain.identity import mm_run_id_for
 from erpsync.domain.lifecycle import (
     LIVE_BINDING_STATUSES,
@@ -74,7 +77,8 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.hidden: set[str] = set()  # runs the ERP lost (absent from snapshots and lookups)
         self.bindings: dict[str, BoundRun] = {}
         self.mm: dict[str, MMRun] = {}
-        self.lost_by_mm: set[str] = set()
+        self.lost_by_mm: set[str] = set()  # binding keys whose MM run MM lost or a person ended
+        self.mm_ends: dict[str, datetime] = {}  # MM run id -> when a person ended it in MM
         self.journal: set[str] = set()
         self.generation = 0
 
@@ -149,10 +153,45 @@ class ReconcileMachine(RuleBasedStateMachine):
 
     @rule(key=runs)
     def mm_loses_run(self, key: str) -> None:
-        bound = self.bindings.get(key)
+        bound = self._latest(key)
         if bound is not None and bound.mm_run_id in self.mm:
             del self.mm[bound.mm_run_id]
-            self.lost_by_mm.add(key)
+            self.lost_by_mm.add(bound.run_key)
+
+    @rule(key=runs)
+    def mm_run_ended_by_hand(self, key: str) -> None:
+        """A person ends the run in MM while erpsync (and maybe the ERP) has it open."""
+        bound = self._latest(key)
+        got = self.mm.get(bound.mm_run_id) if bound is not None else None
+        if bound is not None and got is not None and got.open:
+            got.open = False
+            self.mm_ends[bound.mm_run_id] = self.clock
+            self.lost_by_mm.add(bound.run_key)
+
+    @rule(heal=st.sampled_from(["restart", "flag"]))
+    def writeback_reads(self, heal: HealDrift) -> None:
+        """Write-back reads every run it counts (get job run): drift is recorded as it decides
+        (domain/drift.py), the binding moved by `bound_after_drift`, as the repository does."""
+        for key, bound in list(self.bindings.items()):
+            got = self.mm.get(bound.mm_run_id)
+            state: MMRunState = "missing" if got is None else "open" if got.open else "ended"
+            drift = drift_of(
+                bound.status,
+                state,
+                mm_run_id=bound.mm_run_id,
+                run_key=key,
+                what=key,
+                end_at=self.mm_ends.get(bound.mm_run_id),
+                now=self.clock,
+                heal=heal,
+            )
+            if drift is not None:
+                self.bindings[key] = bound_after_drift(bound, drift)
+                self.lost_by_mm.discard(key)
+
+    def _latest(self, key: str) -> BoundRun | None:
+        """The binding of ticket ``key``'s latest run generation."""
+        return max(self._generations(key), key=lambda b: anchor_of(b.run_key)[1], default=None)
 
     # --- sync ------------------------------------------------------------------------------------
 
@@ -247,7 +286,7 @@ class ReconcileMachine(RuleBasedStateMachine):
         for action in plan.actions:
             assert action.idempotency_key.endswith(f"@g{self.generation}")
         self._apply(plan, fail_a_start=False)
-        self.lost_by_mm -= pick
+        self.lost_by_mm = {k for k in self.lost_by_mm if anchor_of(k)[0] not in pick}
         self._check_ended_are_stopped([r for r in desired if r.run_key in pick])
 
     # --- applying a plan like the service + dispatcher ---------------------------------------------
@@ -318,6 +357,15 @@ class ReconcileMachine(RuleBasedStateMachine):
             existing.phases.append("production")
             self._settle(action, MMAnswer(Answer.APPLIED, http_status=200))
             return
+        if existing is not None and not existing.open and action.run_key in self.lost_by_mm:
+            # the switch of a run a person ended in MM before write-back saw it: MM refuses it (409),
+            # a read shows it ended, so it is settled as ended (service/dispatch.py
+            # `_recognise_conflict`), and the next cycle starts the next generation
+            assert bound.in_setup and not action.in_setup, f"{action.mm_run_id}: not a switch"
+            ended = self.mm_ends[action.mm_run_id]
+            self._settle(action, MMAnswer(Answer.HELD, http_status=409, run_end_at=ended))
+            self.lost_by_mm.discard(action.run_key)
+            return
         assert existing is None, f"MM already has {action.mm_run_id}: restart of a known run"
         others = [rid for rid, r in self.mm.items() if r.open and r.machine == action.mm_machine_id]
         assert not others, f"{action.mm_run_id} starts on {action.mm_machine_id} while {others} open"
@@ -356,8 +404,8 @@ class ReconcileMachine(RuleBasedStateMachine):
                 assert got is not None and got.open, (key, bound.status, got)
             elif bound.status is BindingStatus.STOPPED:
                 assert got is None or not got.open, (key, got)
-            elif bound.status is BindingStatus.FAILED:
-                assert got is None
+            elif bound.status is BindingStatus.FAILED:  # refused, or lost/ended in MM and flagged
+                assert got is None or not got.open
 
     def _check_ended_are_stopped(self, desired: list[JobOperationRun]) -> None:
         for r in desired:
@@ -414,4 +462,37 @@ def test_resync_switches_a_vanished_run_mm_still_has_in_setup() -> None:
     assert (bound.status, bound.in_setup, bound.generation) == ("running", False, "g1")
     assert "start_run:erp:LT0:production@g1" in machine.journal
     step(machine.quiet_cycle, complete=True, include_ended=False, policy="flag")
+    machine.teardown()
+
+
+def test_a_run_mm_lost_found_by_write_back_comes_back_as_the_next_generation() -> None:
+    """The drift rules step by step: MM loses LT0's run, write-back's read records it stopped, the
+    next cycle starts generation 2, the clock-out stops it; invariants after every step."""
+    machine = ReconcileMachine()
+    machine.start()
+
+    def step(rule: Callable[..., object], *args: object, **kwargs: object) -> None:
+        rule(*args, **kwargs)
+        machine.bindings_match_mm()
+        machine.one_open_run_per_machine()
+
+    key = machine.clock_in(machine="M1", setup=False, minutes=0, no_start=False)
+    assert isinstance(key, str)
+    step(machine.quiet_cycle, complete=True, include_ended=False, policy="flag")
+    step(machine.mm_loses_run, key)
+    step(machine.writeback_reads, heal="restart")
+    assert machine.bindings[key].status == "stopped" and not machine.lost_by_mm
+    step(machine.cycle, complete=True, policy="flag", include_ended=False, fail_a_start=False, minutes=1)
+    assert machine.mm["erp:LT0.g2"].open
+    step(machine.mm_run_ended_by_hand, key)
+    step(machine.writeback_reads, heal="flag")
+    assert machine.bindings["LT0#g2"].status == "failed"
+    step(machine.quiet_cycle, complete=True, include_ended=False, policy="flag")
+    assert not any(r.open for r in machine.mm.values())  # flagged: nothing restarted
+    step(machine.resync, key, everything=False, minutes=1)
+    step(machine.quiet_cycle, complete=True, include_ended=False, policy="flag")
+    assert machine.mm["erp:LT0.g3"].open  # a person's resync: the next generation
+    step(machine.clock_out, key, minutes=5, with_end=True)
+    step(machine.quiet_cycle, complete=True, include_ended=True, policy="flag")
+    assert not any(r.open for r in machine.mm.values())
     machine.teardown()

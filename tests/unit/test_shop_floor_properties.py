@@ -13,6 +13,13 @@ start/end as sent. Checked against MM's own timeline:
   and the reopen are not judged: MM's history there cannot be rewritten;
 - no MM run id is started twice (a setup -> production switch is the only repeat, in order);
 - a second cycle on the same ERP state plans nothing.
+
+With ``sync.vanished_runs = "stop"``, tickets deleted while open and tickets entered late (a
+clock-in before the moment they are entered), each cycle is given the bindings the sync service
+loads (open ones, and finished ones by the snapshot's run keys) and the latest run ends of the
+machines of its possible starts (`BindingRepository.latest_ends`): MM's runs on a machine still
+never overlap (campaign finding F2: a deleted ticket's run, stopped at erpsync's now, is known only
+by its machine's latest end).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from erpsync.domain.lifecycle import (
+    MM_OPEN_BINDING_STATUSES,
+    RECONCILE_BINDING_STATUSES,
     ActionKind,
     Answer,
     BoundRun,
@@ -39,6 +48,7 @@ from erpsync.domain.lifecycle import (
 from erpsync.domain.model import JobOperationRun, RunState
 from erpsync.domain.plan import Plan, RunAction
 from erpsync.domain.reconcile import reconcile
+from erpsync.domain.shop_floor import anchor_of
 from tests.unit.reconcile_helpers import MAPPER, SOURCE, T0, operation
 
 MACHINES = ("M1", "M2")
@@ -78,6 +88,8 @@ class Floor:
     journal: set[str] = field(default_factory=set)
     mm: dict[str, MMRun] = field(default_factory=dict)
     clock: datetime = T0
+    # sync.vanished_runs = "stop", and the bindings the sync service loads (service/sync.py), not all
+    stop_vanished: bool = False
     # a reopen undoes a clock-out: the ticket was open all along, but what MM showed on the machine
     # in between is history; those minutes are not judged
     gaps: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
@@ -87,19 +99,23 @@ class Floor:
         kind, index, op_index, setup = event
         self.clock += timedelta(minutes=1)
         keys = sorted(self.tickets, key=lambda k: int(k[2:]))
-        if kind == "in":
-            key = f"LT{len(self.tickets)}"
+        if kind in ("in", "late"):
+            key = f"LT{len(self.spans)}"  # never reused, a deleted ticket's key included
             job, seq = OPERATIONS[op_index]
             state = RunState.SETUP if setup else RunState.PRODUCTION
             op = operation(job, seq, MACHINES[index % len(MACHINES)])
-            self.tickets[key] = JobOperationRun(key, op, state, start_at=self.clock)
-            self.spans[key] = [(self.clock, None)]
+            # entered now, clocked in up to 30 minutes before
+            clock_in = self.clock - timedelta(minutes=index + 1) if kind == "late" else self.clock
+            self.tickets[key] = JobOperationRun(key, op, state, start_at=clock_in)
+            self.spans[key] = [(clock_in, None)]
             return
         if not keys:
             return
         key = keys[index % len(keys)]
         ticket = self.tickets[key]
-        if kind == "out" and ticket.state is not RunState.ENDED:
+        if kind == "delete":  # gone from the ERP, open or closed
+            del self.tickets[key]
+        elif kind == "out" and ticket.state is not RunState.ENDED:
             self.tickets[key] = replace(ticket, state=RunState.ENDED, end_at=self.clock)
             self.spans[key][-1] = (self.spans[key][-1][0], self.clock)
         elif kind == "reopen" and ticket.state is RunState.ENDED:  # CLOCK_OUT set back to NULL
@@ -113,14 +129,16 @@ class Floor:
 
     # -- a sync cycle, applied like the service and the dispatcher --
     def cycle(self) -> Plan:
+        bindings, machine_ends = self.loaded() if self.stop_vanished else (self.bindings, None)
         plan = reconcile(
             self.tickets.values(),
-            self.bindings,
+            bindings,
             source=SOURCE,
             mapper=MAPPER,
             snapshot_complete=True,
-            vanished_policy="flag",
+            vanished_policy="stop" if self.stop_vanished else "flag",
             now=self.clock,
+            machine_ends=machine_ends,
         )
         for action in plan.actions:
             assert action.idempotency_key not in self.journal, f"planned twice: {action.idempotency_key}"
@@ -133,6 +151,26 @@ class Floor:
             for action in machine_actions:
                 self._send(action)
         return plan
+
+    def loaded(self) -> tuple[dict[str, BoundRun], dict[str, datetime]]:
+        """What the sync service reads from its state (`SyncService._known_bindings`): the open
+        bindings, finished ones of the snapshot's run keys, every generation of open tickets
+        without an open binding, and the latest run end of those tickets' machines."""
+        loaded = {k: b for k, b in self.bindings.items() if b.status in RECONCILE_BINDING_STATUSES}
+        fresh = self.tickets.keys() - loaded.keys()
+        starts = {k for k in fresh if self.tickets[k].state is not RunState.ENDED}
+        loaded.update((k, b) for k, b in self.bindings.items() if k in fresh or anchor_of(k)[0] in starts)
+        clock_ins = [self.tickets[k].start_at for k in starts]
+        since = min((t for t in clock_ins if t is not None), default=self.clock)
+        machines = {MAPPER.map(self.tickets[k].machine) for k in starts}
+        ends: dict[str, datetime] = {}
+        for bound in self.bindings.values():
+            end = bound.mm_end_at or bound.erp_end_at
+            machine = bound.mm_machine_id
+            finished = bound.status not in MM_OPEN_BINDING_STATUSES
+            if machine in machines and finished and end is not None and since < end <= self.clock:
+                ends[machine] = max(end, ends.get(machine, end))
+        return loaded, ends
 
     def _send(self, action: RunAction) -> None:
         if action.kind is ActionKind.STOP:
@@ -243,6 +281,43 @@ def test_changes_between_cycles_still_converge_to_the_rule(history: list[Event],
             if floor.shown_at(machine, instant) and not rewritten:
                 assert floor.open_at(machine, instant), f"an MM run on idle {machine} at {instant}"
             minute += timedelta(minutes=1)
+
+
+deleted_and_late = st.lists(
+    st.tuples(
+        st.sampled_from(["in", "in", "late", "late", "out", "delete", "delete", "reopen", "run"]),
+        st.integers(0, 30),
+        st.integers(0, len(OPERATIONS) - 1),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=30,
+)
+# campaign finding F2: a ticket deleted while open, then one entered late on its machine
+F2_LATE_AFTER_DELETE: list[Event] = [("in", 0, 0, False), ("delete", 0, 0, False), ("late", 10, 1, False)]
+# the same for a new generation: a reopened ticket whose first run ended before the deleted one's
+F2_REOPEN_AFTER_DELETE: list[Event] = [("in", 0, 0, False), ("out", 0, 0, False), ("in", 0, 1, False)]
+F2_REOPEN_AFTER_DELETE += [("delete", 1, 0, False), ("reopen", 0, 0, False)]
+
+
+@settings(max_examples=500, deadline=None)
+@example(F2_LATE_AFTER_DELETE, [True] * 30)
+@example(F2_REOPEN_AFTER_DELETE, [True] * 30)
+@given(deleted_and_late, cycles)
+def test_deleted_tickets_and_late_clock_ins_never_overlap_runs(
+    history: list[Event], synced: list[bool]
+) -> None:
+    """``vanished_runs = "stop"``, and each cycle reads only what the sync service reads: a run
+    never starts before a run erpsync ended on its machine, also one whose ticket is gone."""
+    floor = Floor(stop_vanished=True)
+    for step, event in enumerate(history):
+        floor.apply_event(event)
+        if synced[step] or step == len(history) - 1:
+            _cycle_and_check(floor)
+    for machine in MACHINES:
+        mine = [r for r in floor.mm.values() if r.machine == MAPPER.map(machine) and r.start != r.end]
+        for before, after in itertools.pairwise(sorted(mine, key=lambda r: r.start)):
+            assert before.end is not None and before.end <= after.start, f"MM runs overlap on {machine}"
 
 
 def _cycle_and_check(floor: Floor) -> None:

@@ -2,6 +2,8 @@
 
 The HTTP status table is in adapters/mm/errors.py; this maps its error classes onto
 `domain.lifecycle.Answer`, so the rules of what an answer does to an action stay in the domain.
+An answer that is not MM's own (`MMUnexpectedAnswerError`: HTML, a redirect...) is a retryable
+error, so it reads as TRANSIENT: never applied, never "not found", never a conflict.
 """
 
 from __future__ import annotations

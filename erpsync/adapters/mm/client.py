@@ -3,24 +3,33 @@
 One call = validate the request, then up to ``max_attempts`` attempts within
 ``retry_deadline_seconds``. Each attempt takes a concurrency slot (``max_concurrency``) and a
 rate-limit slot (``rate_limit_per_second``), passes the circuit breaker, and sends with connect and
-read timeouts (never longer than what is left of the deadline). The response status is classified by
-the one table in `errors.STATUS_RESOLUTION`:
+read timeouts per socket operation and a wall-clock limit for the whole attempt
+(``connect_timeout_seconds + read_timeout_seconds``, never longer than what is left of the
+deadline): deadline.py bounds connecting, sending, the status line, the headers and every byte of
+the body, so an answer trickled a byte at a time cannot hold a call (code ``Deadline``).
 
-- 2xx: done (start/stop/import bodies are ignored: MM documents ``null``);
-- config (401/403...): `MMConfigError` at once, never retried;
+The answer is judged before its status is read (answer_shape.py): only MM's own answer counts.
+A response that is not MM's (HTML, a wrong content type, a body that is not JSON, a redirect, a
+2xx get that is not a job run) is `MMUnexpectedAnswerError`, retryable, whatever its status: never
+a success, a "not found" or a conflict. MM's own answers are classified by the one table in
+`errors.STATUS_RESOLUTION`:
+
+- 2xx: done (start/stop/import answer ``null``, an empty body or any JSON; a get, the job run);
+- config (401/403/405 with MM's JSON error): `MMConfigError` at once, never retried;
 - record (400/404/409/422...): `MMRecordError` / `MMNotFoundError` / `MMConflictError` at once;
-- retry (408/429/5xx, connect/read errors, timeouts, dropped connections): wait and try again:
-  ``Retry-After`` when MM sends one, else exponential backoff with equal jitter
-  (``backoff_initial_seconds`` doubling up to ``backoff_max_seconds``, each wait between half and
-  all of that). A wait that would pass the deadline is not taken: the call ends with
-  `MMRetryableError` at once, ``retry_after`` set, and a later cycle tries again.
+- retry (408/429/5xx, connect/read errors, timeouts, the deadline, dropped connections, unexpected
+  answers): wait and try again: ``Retry-After`` when the server sends one, else exponential
+  backoff with equal jitter (``backoff_initial_seconds`` doubling up to ``backoff_max_seconds``,
+  each wait between half and all of that). A wait that would pass the deadline is not taken: the
+  call ends with `MMRetryableError` at once, ``retry_after`` set, and a later cycle tries again.
 
 Retrying a start or stop is safe because MM treats a repeated start (same id, same values) and a
 repeated stop as no-ops; so an attempt that was applied but whose answer was lost ("apply then
 fail") converges on a retry instead of duplicating the run.
 
-The breaker counts consecutive failed attempts (5xx/408/network; 429 is neutral, any other answer
-means MM is up and resets it); once open, calls fail fast with `MMCircuitOpenError` until
+The breaker counts consecutive failed attempts (5xx/408/network/deadline/unexpected answers; 429
+is neutral, any other answer of MM's means MM is up and resets it); once open, calls fail fast with
+`MMCircuitOpenError`, whose message keeps the last failure and where it happened, until
 ``breaker_reset_seconds`` passed, then one probe decides.
 
 The loop is stamina's (``stamina.retry_context``) with the wait chosen by our hook, so
@@ -38,7 +47,8 @@ by pydantic in one pass, and requests go straight to the httpx transport (the co
 ``httpx.Client.send``'s cookie jar, auth and redirect machinery cost about a quarter of a call's
 CPU and MM needs none of it (bearer auth, no cookies, redirects refused). When the environment
 names a proxy (``HTTP(S)_PROXY``, ``ALL_PROXY``), every request goes through ``httpx.Client``
-instead, which routes it as httpx always does.
+instead, which routes it as httpx always does. Judging an answer costs a media-type match (and
+nothing more for ``null``), the deadline one clock read per socket operation: about 2 us a call.
 """
 
 from __future__ import annotations
@@ -59,9 +69,11 @@ from urllib.request import getproxies
 import httpx
 import stamina
 import structlog
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from erpsync import __version__
+from erpsync.adapters.mm.answer_shape import ack_problem, error_problem, read_job_run
+from erpsync.adapters.mm.deadline import DeadlinePassed, bound, set_attempt_deadline
 from erpsync.adapters.mm.errors import (
     MMCircuitOpenError,
     MMConfigError,
@@ -71,6 +83,7 @@ from erpsync.adapters.mm.errors import (
     Resolution,
     error_from_response,
     resolve,
+    unexpected_answer,
 )
 from erpsync.adapters.mm.outgoing import check_import, check_run_id, request_body
 from erpsync.adapters.mm.resilience import BreakerState, CircuitBreaker, CircuitOpen, RateLimiter
@@ -162,6 +175,8 @@ class MMClient:
         )
         if transport is None and not any(getproxies().get(s) for s in ("http", "https", "all")):
             transport = httpx.HTTPTransport(limits=limits)  # what httpx.Client would build itself
+        # every attempt: connect + send + the whole answer within this (and the call's deadline)
+        self._attempt_limit = settings.connect_timeout_seconds + settings.read_timeout_seconds
         # None: the environment names a proxy; httpx.Client applies it (given a transport, it would
         # not) and every request goes through the client
         self._transport = transport
@@ -174,6 +189,8 @@ class MMClient:
             follow_redirects=False,
             transport=transport,
         )
+        for used in (transport, self._http._transport, *self._http._mounts.values()):
+            bound(used)  # the wall-clock limit under every pool, the environment's proxies' too
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._limiter = RateLimiter(settings.rate_limit_per_second)
         self._breaker = CircuitBreaker(
@@ -223,21 +240,11 @@ class MMClient:
         else:
             url, params = self._url(template), {"erpRunId": run_id}
         try:
-            response = self._call("get", "GET", url, run_id=run_id, params=params)
+            run = self._call("get", "GET", url, run_id=run_id, params=params)
         except MMNotFoundError:
             return None
-        try:
-            return JobRun.model_validate_json(response.content)
-        except ValidationError as exc:  # invalid JSON is a ValidationError too, of type json_invalid
-            not_json = any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
-            reason = "not JSON" if not_json else f"{exc.error_count()} schema errors"
-            raise MMConfigError(
-                f"MachineMetrics get for run {run_id!r} answered HTTP {response.status_code} with a body "
-                f"that is not a job run ({reason}); check mm.base_url and mm.paths.get",
-                operation="get",
-                http_status=response.status_code,
-                run_id=run_id,
-            ) from None
+        assert run is not None  # a 2xx to get is a job run, or MMUnexpectedAnswerError
+        return run
 
     def import_jobs(self, job_file: JobFile) -> None:
         """Upload a job file (multipart ``csvFile``); ``auto_archive`` archives jobs not in it."""
@@ -298,7 +305,8 @@ class MMClient:
         *,
         run_id: str | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> JobRun | None:
+        """The call, retried as the module docstring says: MM's job run for a get, else None."""
         deadline = time.monotonic() + self._settings.retry_deadline_seconds
         call = _Call(operation, method, url, deadline, run_id, kwargs)
         retries = 0
@@ -327,7 +335,7 @@ class MMClient:
                 return self._attempt(call)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
-    def _attempt(self, call: _Call) -> httpx.Response:
+    def _attempt(self, call: _Call) -> JobRun | None:
         operation, run_id = call.operation, call.run_id
         remaining = call.deadline - time.monotonic()
         if not self._slots.acquire(timeout=max(0.0, remaining)):
@@ -350,7 +358,7 @@ class MMClient:
             response = self._send(call)
         finally:
             self._slots.release()
-        return self._settle(operation, response, run_id)
+        return self._settle(call, response)
 
     def _send(self, call: _Call) -> httpx.Response:
         operation, run_id = call.operation, call.run_id
@@ -358,35 +366,59 @@ class MMClient:
             self._breaker.before_call()
         except CircuitOpen as exc:
             raise MMCircuitOpenError(
-                f"MachineMetrics {operation}: {exc}; calls resume with a probe after "
-                f"mm.breaker_reset_seconds",
+                f"MachineMetrics {operation}: calls paused for another {exc.retry_in:.1f}s after "
+                f"{exc.failures} consecutive failures (a probe is let through after "
+                f"mm.breaker_reset_seconds); last: {exc.last or 'not recorded'}",
                 operation=operation,
                 code="CircuitOpen",
                 run_id=run_id,
                 retry_after=exc.retry_in,
             ) from None
         started = time.perf_counter()
+        now = time.monotonic()
+        limit = max(MIN_ATTEMPT_TIMEOUT, min(call.deadline - now, self._attempt_limit))
         try:
-            timeout = self._timeout(call.deadline - time.monotonic())
-            response = self._exchange(call.method, call.url, timeout, call.kwargs)
+            set_attempt_deadline(now + limit)
+            response = self._exchange(call.method, call.url, self._timeout(limit), call.kwargs)
         except httpx.RequestError as exc:
             MM_REQUEST_SECONDS.labels(operation, "network").observe(time.perf_counter() - started)
-            self._breaker.record_failure()
-            kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "network error"
-            raise MMRetryableError(
-                f"MachineMetrics {operation}: {kind} ({type(exc).__name__}: {exc or 'no detail'}) "
-                f"talking to {self._settings.base_url}",
-                operation=operation,
-                code="Timeout" if isinstance(exc, httpx.TimeoutException) else "Network",
-                run_id=run_id,
-            ) from exc
+            error = self._network_error(call, exc, limit)
+            self._breaker.record_failure(error.cause)
+            raise error from exc
         except BaseException:
             self._breaker.record_neutral()
             raise
+        finally:
+            set_attempt_deadline(None)
         MM_REQUEST_SECONDS.labels(operation, _status_class(response.status_code)).observe(
             time.perf_counter() - started
         )
         return response
+
+    def _network_error(self, call: _Call, exc: httpx.RequestError, limit: float) -> MMRetryableError:
+        """No answer: refused, reset, a timeout, or the attempt's wall-clock limit passed."""
+        s = self._settings
+        if isinstance(exc.__cause__, DeadlinePassed):
+            code, cause = (
+                "Deadline",
+                (
+                    f"no complete answer within {limit:.1f}s, the attempt's wall-clock limit ({exc}; "
+                    "mm.connect_timeout_seconds + mm.read_timeout_seconds, at most what is left of "
+                    f"mm.retry_deadline_seconds = {s.retry_deadline_seconds:g}s) talking to {s.base_url}"
+                ),
+            )
+        else:
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            code = "Timeout" if timed_out else "Network"
+            kind = "timed out" if timed_out else "network error"
+            cause = f"{kind} ({type(exc).__name__}: {exc or 'no detail'}) talking to {s.base_url}"
+        return MMRetryableError(
+            f"MachineMetrics {call.operation}: {cause}",
+            operation=call.operation,
+            code=code,
+            run_id=call.run_id,
+            cause=cause,
+        )
 
     def _exchange(
         self, method: str, url: httpx.URL, timeout: httpx.Timeout, kwargs: dict[str, Any]
@@ -409,28 +441,57 @@ class MMClient:
             response.close()
         return response
 
-    def _settle(self, operation: Operation, response: httpx.Response, run_id: str | None) -> httpx.Response:
-        status = response.status_code
+    def _settle(self, call: _Call, response: httpx.Response) -> JobRun | None:
+        """MM's answer, judged (answer_shape.py) before its status is read: what is not MM's own
+        answer is `MMUnexpectedAnswerError`, never a success, a "not found" or a conflict."""
+        operation, run_id, status = call.operation, call.run_id, response.status_code
+        content_type = response.headers.get("content-type", "")
         if 200 <= status < 300:
-            self._breaker.record_success()
-            if _stdlib_log.isEnabledFor(logging.DEBUG):  # once per call: skip even the binding
-                log.debug("mm.ok", operation=operation, run_id=run_id, status=status)
-            return response
+            run: JobRun | str | None = None
+            if operation == "get":
+                run = read_job_run(content_type, response.content)
+                why = run if isinstance(run, str) else None
+            else:
+                why = ack_problem(content_type, response.content)
+            if why is None:
+                self._breaker.record_success()
+                if _stdlib_log.isEnabledFor(logging.DEBUG):  # once per call: skip even the binding
+                    log.debug("mm.ok", operation=operation, run_id=run_id, status=status)
+                return run if isinstance(run, JobRun) else None
+        else:
+            why = error_problem(status, content_type, response.content)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if why is not None:
+            error: MMError = unexpected_answer(
+                operation=operation,
+                status=status,
+                content_type=content_type,
+                body=response.content,
+                url=str(call.url.copy_with(query=None)),
+                why=why,
+                run_id=run_id,
+                location=response.headers.get("location") if 300 <= status < 400 else None,
+                retry_after=retry_after,
+            )
+            self._breaker.record_failure(error.cause)
+            log.warning("mm.unexpected_answer", operation=operation, status=status, error=str(error))
+            raise error
+        error = error_from_response(
+            operation=operation,
+            status=status,
+            body=response.content,
+            content_type=content_type,
+            run_id=run_id,
+            retry_after=retry_after,
+        )
         resolution = resolve(status)
         if resolution is not Resolution.RETRY:
             self._breaker.record_success()  # MM is up and answering; the record or the setup is wrong
         elif status == 429:
             self._breaker.record_neutral()
         else:
-            self._breaker.record_failure()
-        error: MMError = error_from_response(
-            operation=operation,
-            status=status,
-            body=response.content,
-            content_type=response.headers.get("content-type", ""),
-            run_id=run_id,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
+            code = f" {error.code}" if error.code else ""
+            self._breaker.record_failure(f"HTTP {status}{code} from {call.url.copy_with(query=None)}")
         if resolution is Resolution.CONFIG:
             log.error("mm.config_error", operation=operation, status=status, error=str(error))
         raise error

@@ -7,8 +7,13 @@ Every failed MM call ends as exactly one of these, each also an erpsync error ca
   tell a human; retrying cannot help.
 - ``MMRecordError`` (a ``RecordError``), with ``MMNotFoundError`` and ``MMConflictError``: MM refused
   this one record. Quarantine it and carry on with the rest.
-- ``MMRetryableError`` (a ``RetryableError``), with ``MMCircuitOpenError``: a passing fault that the
-  client already retried until its attempts or deadline ran out. Try again in a later cycle.
+- ``MMRetryableError`` (a ``RetryableError``), with ``MMCircuitOpenError`` and
+  ``MMUnexpectedAnswerError``: a passing fault that the client already retried until its attempts
+  or deadline ran out. Try again in a later cycle.
+
+An answer that is not MachineMetrics' own (HTML, a wrong content type, a redirect: see
+answer_shape.py) is ``MMUnexpectedAnswerError`` whatever its status: never a success, a "not
+found", a conflict or a refused record, since MM never said so.
 
 Messages are written for the person who must act and never contain the API key: every text taken
 from a response passes through the logging scrubber first.
@@ -21,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from erpsync.adapters.mm.answer_shape import snippet
 from erpsync.domain.errors import ConfigError, RecordError, RetryableError
 from erpsync.observability.scrub import scrub
 
@@ -74,8 +80,10 @@ class MMError(Exception):
 
     ``http_status`` is None when no response arrived (network fault, client-side validation,
     open circuit); ``code`` is MM's error code (``ValidationError``, ``Conflict``, ``invalid_token``)
-    or erpsync's own (``ClientValidation``, ``Network``, ``CircuitOpen``); ``field_errors`` are MM's
-    per-field ``errors[]`` items; ``retry_after`` is the server's (or breaker's) wait in seconds.
+    or erpsync's own (``ClientValidation``, ``Network``, ``Timeout``, ``Deadline``,
+    ``UnexpectedAnswer``, ``CircuitOpen``); ``field_errors`` are MM's
+    per-field ``errors[]`` items; ``retry_after`` is the server's (or breaker's) wait in seconds;
+    ``cause`` is the failure without its subject, as the circuit breaker's message repeats it.
     """
 
     def __init__(
@@ -88,8 +96,10 @@ class MMError(Exception):
         run_id: str | None = None,
         field_errors: Sequence[Mapping[str, Any]] = (),
         retry_after: float | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(scrub(message))
+        self.cause = scrub(cause) if cause is not None else None
         self.operation = operation
         self.http_status = http_status
         self.code = code
@@ -126,6 +136,10 @@ class MMRetryableError(MMError, RetryableError):
 
 class MMCircuitOpenError(MMRetryableError):
     """Calls are paused after repeated failures; ``retry_after`` says when a probe is allowed."""
+
+
+class MMUnexpectedAnswerError(MMRetryableError):
+    """An answer that is not MachineMetrics' (answer_shape.py): retried, never settled on its face."""
 
 
 ERROR_CLASS: dict[Resolution, type[MMError]] = {
@@ -199,5 +213,38 @@ def error_from_response(
         code=code,
         run_id=run_id,
         field_errors=field_errors,
+        retry_after=retry_after,
+    )
+
+
+def unexpected_answer(
+    *,
+    operation: str,
+    status: int,
+    content_type: str,
+    body: bytes,
+    url: str,
+    why: str,
+    run_id: str | None,
+    location: str | None = None,
+    retry_after: float | None = None,
+) -> MMUnexpectedAnswerError:
+    """The error for an answer that is not MM's: what came back, from where, and the likely cause."""
+    subject = f" for run {run_id!r}" if run_id else ""
+    typed = content_type.strip()[:60] or "no Content-Type"
+    sent = f"redirected to {location[:200]}" if location else snippet(body)
+    likely = (
+        "a proxy or gateway in front of MachineMetrics, or mm.base_url / mm.paths"
+        if status >= 500
+        else "mm.base_url or mm.paths (or a proxy in front of MachineMetrics)"
+    )
+    return MMUnexpectedAnswerError(
+        f"MachineMetrics {operation}{subject}: unexpected answer from {url}: HTTP {status}, {typed}, {sent}: "
+        f"{why}. Not MachineMetrics' own answer; likely cause: {likely}; retried later",
+        cause=f"unexpected answer (HTTP {status}, {typed}: {why}) from {url}",
+        operation=operation,
+        http_status=status,
+        code="UnexpectedAnswer",
+        run_id=run_id,
         retry_after=retry_after,
     )

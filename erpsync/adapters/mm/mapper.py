@@ -37,6 +37,20 @@ def start_request(action: StartAction) -> StartJobRun:
     )
 
 
+def switch_request(started: dict[str, Any], action: StartAction) -> StartJobRun:
+    """The switch of a run in setup to production: the body MM took, with ``startInSetup`` false.
+
+    MM answers 409 to a start of a known run id with any other value changed, so the switch
+    repeats the start exactly (job fields edited in the ERP since are flagged, never sent).
+    """
+    body = {**started, "startInSetup": False}
+    if body.get("erpJobOperationRunId") != action.mm_run_id:
+        raise ValueError(
+            f"the started body of {body.get('erpJobOperationRunId')!r} is not {action.mm_run_id!r}"
+        )
+    return start_from_payload(body)
+
+
 def stop_request(action: StopAction) -> StopJobRun:
     return StopJobRun(erp_job_operation_run_id=action.mm_run_id, end_at=action.end_at)
 

@@ -16,12 +16,17 @@ BreakerState = Literal["closed", "open", "half-open"]
 
 
 class CircuitOpen(Exception):
-    """Raised by `CircuitBreaker.before_call` while calls are paused."""
+    """Raised by `CircuitBreaker.before_call` while calls are paused; ``last`` is the last
+    failure's cause, so the pause does not hide why (e.g. a refused connection, and to what URL)."""
 
-    def __init__(self, retry_in: float, failures: int) -> None:
-        super().__init__(f"calls paused for another {retry_in:.1f}s after {failures} consecutive failures")
+    def __init__(self, retry_in: float, failures: int, last: str | None = None) -> None:
+        super().__init__(
+            f"calls paused for another {retry_in:.1f}s after {failures} consecutive failures"
+            + (f"; last: {last}" if last else "")
+        )
         self.retry_in = retry_in
         self.failures = failures
+        self.last = last
 
 
 class CircuitBreaker:
@@ -31,6 +36,7 @@ class CircuitBreaker:
     probe call through (others are refused while it runs); the probe's success closes the breaker,
     its failure opens it again for another ``reset_seconds``. A "neutral" outcome (e.g. 429: the
     server is up but asks us to slow down) neither counts nor resets, and frees the probe slot.
+    The last failure's ``cause`` is kept for `CircuitOpen` until a success.
     ``on_change(open)`` is called on every transition between paused and not paused.
     """
 
@@ -48,6 +54,7 @@ class CircuitBreaker:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._failures = 0
+        self._last: str | None = None
         self._opened_at: float | None = None
         self._probing = False
 
@@ -73,20 +80,23 @@ class CircuitBreaker:
                 return
             assert self._opened_at is not None
             retry_in = max(0.0, self._opened_at + self._reset - now)
-            raise CircuitOpen(retry_in, self._failures)
+            raise CircuitOpen(retry_in, self._failures, self._last)
 
     def record_success(self) -> None:
         with self._lock:
             was_open = self._opened_at is not None
             self._failures = 0
+            self._last = None
             self._opened_at = None
             self._probing = False
         if was_open and self._on_change:
             self._on_change(False)
 
-    def record_failure(self) -> None:
+    def record_failure(self, cause: str | None = None) -> None:
+        """One more consecutive failure; ``cause`` says what it was, for the paused calls' message."""
         with self._lock:
             self._failures += 1
+            self._last = cause or self._last
             opened = False
             if self._probing or (self._opened_at is None and self._failures >= self._threshold):
                 opened = self._opened_at is None

@@ -28,12 +28,20 @@ from erpsync.adapters.state.rows import (
     chunks,
     intent_row,
     journaled_action,
+    latest_bodies,
     refused_record,
     settle_audit,
     with_origins,
 )
 from erpsync.adapters.state.tables import AuditEntry, SyncAction, utcnow
-from erpsync.domain.lifecycle import DUE_ACTION_STATUSES, Intent, JournaledAction, JournalStamp, Outcome
+from erpsync.domain.lifecycle import (
+    DUE_ACTION_STATUSES,
+    ActionKind,
+    Intent,
+    JournaledAction,
+    JournalStamp,
+    Outcome,
+)
 
 _DUE = sorted(DUE_ACTION_STATUSES)
 _TABLE = cast(Table, SyncAction.__table__)
@@ -168,3 +176,19 @@ class SqlActions:
                 .values(next_attempt_at=None)
                 .execution_options(synchronize_session=False)
             )
+
+    def started_bodies(self, mm_run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """The body of the latest succeeded start per run id (the `mm_run_id` index finds them)."""
+        rows: list[tuple[str | None, str | None]] = []
+        for chunk in chunks(sorted(mm_run_ids)):
+            query = (
+                select(SyncAction.mm_run_id, SyncAction.payload)
+                .where(
+                    SyncAction.mm_run_id.in_(chunk),
+                    SyncAction.kind == str(ActionKind.START),
+                    SyncAction.status == "succeeded",
+                )
+                .order_by(SyncAction.id)
+            )
+            rows.extend((r.mm_run_id, r.payload) for r in self.session.execute(query))
+        return latest_bodies(rows)

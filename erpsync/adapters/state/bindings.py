@@ -2,7 +2,8 @@
 
 A sync cycle always reads the bindings MM may still have open (live, stop in flight, vanished);
 finished ones (stopped, failed) only for the run keys the ERP snapshot holds, so the cost of a
-cycle does not grow with history (migration 0004's indexes).
+cycle does not grow with history (migration 0005's indexes). A cycle with new starts also reads
+when each of their machines was last freed (`latest_ends`, migration 0008's index).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from erpsync.adapters.state.rows import (
@@ -19,11 +20,20 @@ from erpsync.adapters.state.rows import (
     binding_row,
     bound_runs,
     chunks,
+    drift_values,
+    flag_final_counts,
     flag_values,
     intent_binding_values,
 )
 from erpsync.adapters.state.tables import RunBinding, utcnow
-from erpsync.domain.lifecycle import RECONCILE_BINDING_STATUSES, BoundRun, Intent
+from erpsync.domain.drift import Drift
+from erpsync.domain.lifecycle import (
+    MM_OPEN_BINDING_STATUSES,
+    RECONCILE_BINDING_STATUSES,
+    BindingStatus,
+    BoundRun,
+    Intent,
+)
 from erpsync.domain.plan import Flag
 from erpsync.domain.shop_floor import GENERATION_MARK
 from erpsync.domain.writeback_rules import final_counts_mark
@@ -33,6 +43,8 @@ _c = _TABLE.c
 # ORM attributes, not table columns: the session flushes pending rows before such a statement
 _BOUND = tuple(getattr(RunBinding, name) for name in BOUND_COLUMNS)
 _NO_SYNC = {"synchronize_session": False}
+# runs MM no longer has open: their ends tell when a machine was freed
+_FINISHED = sorted(set(BindingStatus) - MM_OPEN_BINDING_STATUSES)
 # NULL parameters keep the column: an outcome only sets the binding fields it knows.
 _SETTLE_BINDING = (
     update(_TABLE)
@@ -97,6 +109,31 @@ class SqlBindings:
         """Every binding of `source` (resync: an explicit, whole-history request)."""
         return bound_runs(self.session.execute(select(*_BOUND).where(RunBinding.source == source)))
 
+    def latest_ends(
+        self, source: str, mm_machines: Collection[str], since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        """When erpsync last freed each machine, through the (mm_machine_id, mm_end_at) index:
+        only runs that ended after ``since`` are read, not the machine's history."""
+        found: dict[str, datetime] = {}
+        end = func.coalesce(RunBinding.mm_end_at, RunBinding.erp_end_at)
+        for chunk in chunks(sorted(mm_machines)):
+            query = (
+                select(RunBinding.mm_machine_id, func.max(end))
+                .where(
+                    RunBinding.mm_machine_id.in_(chunk),
+                    or_(
+                        RunBinding.mm_end_at > since,
+                        and_(RunBinding.mm_end_at.is_(None), RunBinding.erp_end_at > since),
+                    ),
+                    end <= until,
+                    RunBinding.source == source,
+                    RunBinding.status.in_(_FINISHED),
+                )
+                .group_by(RunBinding.mm_machine_id)
+            )
+            found.update({machine: at for machine, at in self.session.execute(query) if at is not None})
+        return found
+
     def exists(self, mm_run_id: str) -> bool:
         return self.session.scalar(select(RunBinding.id).where(RunBinding.mm_run_id == mm_run_id)) is not None
 
@@ -124,7 +161,7 @@ class SqlBindings:
         values = flag_values(flag)
         if values:
             now = utcnow()
-            if (since := final_counts_mark(values.get("status"), now)) is not None:
+            if (since := flag_final_counts(flag, values, now)) is not None:
                 values["final_counts_since"] = since  # stopped: its final counts are due
             self.session.execute(
                 update(RunBinding)
@@ -132,6 +169,21 @@ class SqlBindings:
                 .values(**values, updated_at=now)
                 .execution_options(**_NO_SYNC)
             )
+
+    def record_drift(self, drift: Drift) -> bool:
+        """A run MM lost or ended, recorded while the binding is still `drift.was` (one statement:
+        a stop or a resync that got there first wins)."""
+        result = self.session.execute(
+            update(RunBinding)
+            .where(RunBinding.mm_run_id == drift.mm_run_id, RunBinding.status == str(drift.was))
+            .values(
+                **drift_values(drift),
+                updated_at=utcnow(),
+                version=RunBinding.version + 1,
+            )
+            .execution_options(**_NO_SYNC)
+        )
+        return bool(cast(CursorResult[Any], result).rowcount)
 
     # -- for the action journal (adapters/state/actions.py) ------------------------------------
     def insert(self, rows: Iterable[Mapping[str, Any]], now: datetime) -> None:

@@ -275,6 +275,7 @@ def _target_query(sink: str) -> Select[Any]:
             b.erp_job,
             b.erp_operation,
             b.erp_machine,
+            b.status,
             b.last_total_parts,
             b.last_good_parts,
             b.last_scrap_parts,

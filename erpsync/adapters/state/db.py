@@ -8,6 +8,7 @@ error must say which one, so each engine is labelled with its configuration key 
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -156,3 +157,28 @@ def is_missing_table(exc: BaseException) -> bool:
     if args and isinstance(args[0], int):
         return args[0] in _MISSING_TABLE_CODES
     return str(original).lower().startswith("no such table")
+
+
+# "this login or database name is wrong" as each backend says it: SQLSTATE class 28 (invalid
+# authorization) and 3D000 (no such database), MySQL/MariaDB's and SQL Server's error numbers,
+# and libpq's connection messages (psycopg has no SQLSTATE before a connection exists)
+_LOGIN_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
+_LOGIN_CODES = frozenset({1044, 1045, 1049, 1698, 18456, 4060})
+_LOGIN_MESSAGE = re.compile(
+    r'fatal:\s+(password authentication failed|role "[^"]*" does not exist'
+    r'|database "[^"]*" does not exist|no pg_hba\.conf entry)'
+)
+
+
+def is_login_refused(exc: BaseException) -> bool:
+    """True when the database refused the configured login (user, password, database name):
+    a configuration error, unlike an outage that a later attempt may get past."""
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) in _LOGIN_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(original, "args", ())
+    if len(args) == 1 and isinstance(args[0], tuple):
+        args = args[0]
+    if args and isinstance(args[0], int):
+        return args[0] in _LOGIN_CODES
+    return _LOGIN_MESSAGE.search(str(original).lower()) is not None

@@ -23,18 +23,24 @@ from erpsync.adapters.state.rows import (
     binding_values,
     bound_runs,
     by_run_id,
+    drift_values,
+    flag_final_counts,
     flag_values,
     intent_binding_values,
     intent_row,
     journaled_action,
+    latest_bodies,
     refused_record,
     settle_audit,
     with_origins,
 )
 from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction, utcnow
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import (
     DUE_ACTION_STATUSES,
+    MM_OPEN_BINDING_STATUSES,
     RECONCILE_BINDING_STATUSES,
+    ActionKind,
     BoundRun,
     Intent,
     JournaledAction,
@@ -124,6 +130,17 @@ class MemoryActions:
             if row is not None and row["status"] == "pending":
                 row["next_attempt_at"] = None
 
+    def started_bodies(self, mm_run_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        wanted = set(mm_run_ids)
+        rows = (
+            (row["mm_run_id"], row["payload"])
+            for _, row in sorted(self.tables.actions.items())
+            if row["mm_run_id"] in wanted
+            and row["kind"] == str(ActionKind.START)
+            and row["status"] == "succeeded"
+        )
+        return latest_bodies(rows)
+
 
 class MemoryBindings:
     """`BindingRepository` over `MemoryTables.bindings` (by mm_run_id)."""
@@ -151,6 +168,23 @@ class MemoryBindings:
     def all_runs(self, source: str) -> dict[str, BoundRun]:
         return self._runs(self._of(source))
 
+    def latest_ends(
+        self, source: str, mm_machines: Collection[str], since: datetime, until: datetime
+    ) -> dict[str, datetime]:
+        wanted = set(mm_machines)
+        found: dict[str, datetime] = {}
+        for row in self._of(source):
+            end = row["mm_end_at"] or row["erp_end_at"]
+            machine = row["mm_machine_id"]
+            if (
+                machine in wanted
+                and row["status"] not in MM_OPEN_BINDING_STATUSES
+                and end is not None
+                and since < end <= until
+            ):
+                found[machine] = max(end, found.get(machine, end))
+        return found
+
     def exists(self, mm_run_id: str) -> bool:
         return mm_run_id in self.tables.bindings
 
@@ -162,9 +196,16 @@ class MemoryBindings:
         row = self.tables.bindings.get(flag.mm_run_id)
         if values and row is not None:
             now = utcnow()
-            if (since := final_counts_mark(values.get("status"), now)) is not None:
+            if (since := flag_final_counts(flag, values, now)) is not None:
                 values["final_counts_since"] = since
             row.update(values, updated_at=now)
+
+    def record_drift(self, drift: Drift) -> bool:
+        row = self.tables.bindings.get(drift.mm_run_id)
+        if row is None or row["status"] != str(drift.was):
+            return False
+        row.update(drift_values(drift), updated_at=utcnow(), version=row["version"] + 1)
+        return True
 
     # -- for the action journal ------------------------------------------------------------------
     def insert(self, rows: Iterable[dict[str, Any]], now: datetime) -> None:

@@ -22,6 +22,7 @@ from erpsync.domain.columns import (
     fit_name,
     fit_optional_id,
 )
+from erpsync.domain.drift import Drift
 from erpsync.domain.lifecycle import (
     MACHINE_MAX,
     MM_MACHINE_MAX,
@@ -39,7 +40,7 @@ from erpsync.domain.lifecycle import (
 from erpsync.domain.model import BadRecord
 from erpsync.domain.oversized import origin_location
 from erpsync.domain.plan import Flag
-from erpsync.domain.writeback_rules import LAST_COLUMNS, AuditKey, CountTarget, sink_view
+from erpsync.domain.writeback_rules import LAST_COLUMNS, AuditKey, CountTarget, final_counts_mark, sink_view
 from erpsync.observability.scrub import scrub
 
 CHUNK = 500
@@ -99,6 +100,15 @@ def with_origins(actions: Sequence[JournaledAction], intents: Sequence[Intent]) 
         else a
         for a in actions
     ]
+
+
+def latest_bodies(rows: Iterable[tuple[str | None, str | None]]) -> dict[str, dict[str, Any]]:
+    """Run id -> request body from (mm_run_id, payload) rows in journal order: the last one wins."""
+    bodies: dict[str, dict[str, Any]] = {}
+    for mm_run_id, payload in rows:
+        if mm_run_id and payload:
+            bodies[mm_run_id] = json.loads(payload)
+    return bodies
 
 
 def binding_row(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -270,7 +280,24 @@ def flag_values(flag: Flag) -> dict[str, Any]:
         values["payload_hash"] = flag.payload_hash
     if flag.generation:
         values["key_generation"] = flag.generation
+    if flag.binding_status and flag.mm_end_at:
+        values["mm_end_at"] = flag.mm_end_at
     return values
+
+
+def flag_final_counts(flag: Flag, values: Mapping[str, Any], now: datetime) -> datetime | None:
+    """The `final_counts_since` remembering `flag` sets (None: unchanged): a run recorded stopped
+    has its final counts due, unless MM no longer has the run (nothing to read)."""
+    return final_counts_mark(values.get("status"), now) if flag.final_counts else None
+
+
+def drift_values(drift: Drift) -> dict[str, Any]:
+    """What recording a drifted run sets on its binding (domain/drift.py)."""
+    return {
+        "status": str(drift.status),
+        "mm_end_at": drift.mm_end_at,
+        "final_counts_since": drift.final_counts_since,
+    }
 
 
 # -- quarantine -------------------------------------------------------------------------------
@@ -399,6 +426,7 @@ def count_target(
         binding["erp_machine"],
         last,
         in_doubt,
+        status=binding.get("status") or "",
     )
 
 

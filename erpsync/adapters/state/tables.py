@@ -68,6 +68,8 @@ class RunBinding(WrittenCounts, Base):
         Index("ix_erpsync_run_binding_status_updated_at", "status", "updated_at"),
         # write-back's stopped runs whose final counts are still due (migration 0006)
         Index("ix_erpsync_run_binding_final_counts_since", "final_counts_since"),
+        # when erpsync last freed a machine, for a cycle's new starts there (migration 0008)
+        Index("ix_erpsync_run_binding_mm_machine_id_mm_end_at", "mm_machine_id", "mm_end_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -11,6 +11,7 @@ import json
 import re
 import socket
 from dataclasses import dataclass
+from datetime import datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import structlog
 
-from erpsync.adapters.mm.simulator.wire import Reply
+from erpsync.adapters.mm.simulator.wire import Reply, parse_timestamp
 from erpsync.config import MMPaths
 
 if TYPE_CHECKING:
@@ -110,6 +111,16 @@ def _json_or_invalid(body: bytes) -> Any:
         return _json(body)
     except ValueError:  # also UnicodeDecodeError
         return INVALID_JSON
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """A control endpoint's optional time (ISO 8601 with a zone); None when not given."""
+    if value is None:
+        return None
+    at = parse_timestamp(value) if isinstance(value, str) else None
+    if at is None:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time with a zone")
+    return at
 
 
 def _run_id_of(document: Any) -> str | None:
@@ -313,6 +324,12 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/_sim/counts":
                 counts = {k: data[k] for k in ("good", "scrap", "nonconform") if data.get(k) is not None}
                 sim.set_counts(data["run_id"], total=data["total"], **counts)
+                return Reply(200, sim.runs()[data["run_id"]])
+            if path == "/_sim/lose_run":
+                sim.lose_run(data["run_id"])
+                return Reply(200, {"lost": data["run_id"]})
+            if path == "/_sim/end_run":
+                sim.end_run(data["run_id"], _timestamp(data.get("end_at")))
                 return Reply(200, sim.runs()[data["run_id"]])
             if path == "/_sim/machines":
                 sim.set_machines(data.get("machines"))

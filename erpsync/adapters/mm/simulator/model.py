@@ -7,12 +7,14 @@ drop-after-apply), and the call log. The HTTP server (`server.py`) and the in-pr
 and how the `Reply` leaves (bytes on a socket, or a return value and MMClient's exceptions), so a
 test against the fake sees what a test against the simulator sees.
 
-`ModelHelpers` is the test API both front doors share: faults, counts, machines and what MM holds.
+`ModelHelpers` is the test API both front doors share: faults, counts, machines, what MM holds, and
+what happens in MM without erpsync (a run lost, a run ended by hand).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime
 from typing import Any, Final, TypedDict, Unpack
 
 from erpsync.adapters.mm.simulator.faults import Fault, FaultPlan
@@ -128,6 +130,14 @@ class ModelHelpers:
     ) -> None:
         """Set a run's production counts exactly (``good`` defaults to total - scrap - nonconform)."""
         self.model.state.set_counts(run_id, total=total, good=good, scrap=scrap, nonconform=nonconform)
+
+    def lose_run(self, run_id: str) -> None:
+        """MM loses the run (a restore, a purge): it answers 404 for it from now on."""
+        self.model.state.lose(run_id)
+
+    def end_run(self, run_id: str, end_at: datetime | None = None) -> datetime:
+        """A person ends the run by hand in MM (at `end_at`, default now); returns its end."""
+        return self.model.state.end_by_hand(run_id, end_at)
 
     def set_machines(self, machines: Iterable[str] | None) -> None:
         """The known ERP machine ids; None accepts any."""

@@ -20,6 +20,9 @@ POST /_sim/faults           ``{"faults": [{kind, operations, status, retry_after
                             times, probability}], "seed": 1, "append": false}``
 DELETE /_sim/faults         no more faults
 POST /_sim/counts           ``{"run_id", "total", "good"?, "scrap"?, "nonconform"?}``
+POST /_sim/lose_run         ``{"run_id"}``: MM loses the run (404 from now on), as after a restore
+POST /_sim/end_run          ``{"run_id", "end_at"?}``: a person ends the run by hand in MM (default
+                            now; an ended run stays as it is)
 POST /_sim/machines         ``{"machines": ["M1", ...]}`` or ``null`` (= accept any machine)
 POST /_sim/reset            forget runs, jobs, calls, faults and stats
 ==========================  =====================================================================

@@ -270,6 +270,28 @@ class SimState:
                 200, {"startAt": fmt(run.start_at), "endAt": fmt(run.end_at), "metrics": run.counts.metrics()}
             )
 
+    # ---- what happens in MM without erpsync (tests of drift) -----------------------------------
+
+    def lose(self, run_id: str) -> None:
+        """MM forgets the run (a restore, a purge): get answers 404 from now on, a stop too."""
+        with self._lock:
+            run = self._runs.pop(run_id)
+            if self._active.get(run.machine_id) == run_id:
+                del self._active[run.machine_id]
+
+    def end_by_hand(self, run_id: str, end_at: datetime | None = None) -> datetime:
+        """A person ends the run in MM (default: now); returns its end. An ended run stays as it is."""
+        with self._lock:
+            run = self._runs[run_id]
+            if run.end_at is None:
+                now, mono = millis(self._clock()), self._mono()
+                end = millis(end_at) if end_at is not None else now
+                if end < run.start_at:
+                    raise ValueError(f"end {fmt(end)} is before the run's start {fmt(run.start_at)}")
+                self._end(run, end, mono, "hand")
+            assert run.end_at is not None
+            return run.end_at
+
     # ---- parts ---------------------------------------------------------------------------------
 
     def set_counts(
