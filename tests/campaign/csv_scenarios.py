@@ -1,0 +1,257 @@
+"""Consecutive CSV exports for one trial: the ERP's changes plus what goes wrong with the files.
+
+File N+1 is file N after 20-40 minutes of the ERP (tests/campaign/csv_shop.py) and, drawn at
+random, what happens to real exports between two runs of a scheduled job:
+- encoding flips (UTF-8 <-> Windows-1252 / Latin-1 with accented names), a UTF-8 BOM appearing or
+  disappearing, an Excel "Unicode text" save (UTF-16 LE with BOM, tab-delimited, US dates, .txt),
+  a European locale (`;`, decimal comma, DD.MM.YYYY), CRLF <-> LF, columns reordered, rows in
+  another order;
+- a truncated file (a copy still in progress: cut inside a row, before its last field), which
+  half the time is then completed in place; a header-only file (the job ran without rows); an
+  empty file; the same bytes again (the job ran, nothing changed);
+- poisoned cells among good rows (a bad number, unit, status, flag or date; an empty or bad key
+  cell; a byte that is neither UTF-8 nor Windows-1252), an identical duplicate row.
+Each file carries what erpsync must make of it (`FileView`, the bad lines to quarantine) and the
+oracle's expectation after it (tests/campaign/csv_oracle.py). Deterministic from the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+
+from tests.campaign.csv_oracle import FileView, RowView, ShopState
+from tests.campaign.csv_render import UNDECODABLE, Format, cut, header_only, render
+from tests.campaign.csv_shop import COLUMN, HEADER, Op, Shop
+
+# kind -> (column, value, key cells still readable: the bad row holds its run)
+POISON: dict[str, tuple[str, str, bool]] = {
+    "empty work order id": ("WORKORDER_BASE_ID", "", False),
+    "sequence not a number": ("SEQUENCE_NO", "ten", False),
+    "fractional sequence": ("SEQUENCE_NO", "10.5", False),
+    "empty machine": ("RESOURCE_ID", "", True),
+    "quantity not a number": ("CALC_END_QTY", "abc", True),
+    "quantity NaN": ("CALC_END_QTY", "NaN", True),
+    "quantity above 10^9": ("CALC_END_QTY", "5000000000", True),
+    "run standard not a number": ("RUN", "fast", True),
+    "unknown run unit": ("RUN_TYPE", "BANANAS/HR", True),
+    "negative setup hours": ("SETUP_HRS", "-1", True),
+    "unknown status": ("STATUS", "Q", True),
+    "impossible close date": ("CLOSE_DATE", "2024-02-30", True),
+    "start date year 9999": ("ACT_START_DATE", "9999-12-31 23:59", True),
+    "run-complete flag not yes/no": ("Run_Complete", "maybe", True),
+    "setup-completed flag not yes/no": ("SETUP_COMPLETED", "perhaps", True),
+    "impossible due date": ("DESIRED_WANT_DATE", "31.02.2024", True),
+    "undecodable byte": ("DESCRIPTION", f"Teil {UNDECODABLE} kaputt", True),
+}
+ROW = "row"  # the field a quarantine entry names for a cut-off or undecodable line
+
+
+@dataclass
+class ExportFile:
+    """One file dropped into the source's inbox (or written over its path)."""
+
+    step: int
+    name: str
+    data: bytes
+    kinds: list[str]  # what went wrong with the file (faults)
+    changes: list[str]  # what changed in the ERP since the previous file
+    bad: list[tuple[int, str]]  # (line, header) every bad row must be quarantined with
+    unreadable: bool  # quarantined whole
+    view: FileView
+    expect: ShopState = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    seed: int
+    backend: str  # sqlite / postgresql / mariadb
+    policy: str  # sync.vanished_runs
+    mode: str  # inbox / path
+    runner: str  # sync (one process per file) / serve (one process, files dropped while it runs)
+    files: int
+
+
+def first_format(rng: random.Random) -> Format:
+    return Format(
+        encoding=rng.choice(("utf-8", "cp1252", "cp1252", "latin-1", "utf-8-sig")),
+        eol=rng.choice(("\r\n", "\n")),
+        delimiter=",",
+        decimal=".",
+        dates=rng.choice(("iso", "us")),
+        order=tuple(range(len(HEADER))),
+    )
+
+
+def next_format(usual: Format, last: Format, rng: random.Random) -> tuple[Format, Format, list[str]]:
+    """(the ERP's usual format from now on, this file's format, what changed)."""
+    kinds: list[str] = []
+    if rng.random() < 0.1:  # someone opened the export in Excel and saved it as Unicode text
+        excel = replace(usual, encoding="utf-16", eol="\r\n", delimiter="\t", decimal=".", dates="us")
+        return usual, excel, ["Excel UTF-16 save"]
+    fmt = usual
+    if rng.random() < 0.3:
+        fmt = replace(fmt, encoding=rng.choice([e for e in ("utf-8", "cp1252", "latin-1") if e != fmt.encoding]))
+    if rng.random() < 0.15:
+        fmt = replace(fmt, encoding="utf-8" if fmt.encoding == "utf-8-sig" else "utf-8-sig")
+    if rng.random() < 0.2:
+        fmt = replace(fmt, eol="\n" if fmt.eol == "\r\n" else "\r\n")
+    if rng.random() < 0.08:
+        european = fmt.delimiter == ";"
+        fmt = replace(
+            fmt,
+            delimiter="," if european else ";",
+            decimal="." if european else ",",
+            dates=rng.choice(("iso", "us")) if european else "eu",
+        )
+        kinds.append("locale flip (; and decimal comma)")
+    elif rng.random() < 0.1 and fmt.dates != "eu":
+        fmt = replace(fmt, dates="us" if fmt.dates == "iso" else "iso")
+        kinds.append("date style flip")
+    if rng.random() < 0.15:
+        order = list(fmt.order)
+        rng.shuffle(order)
+        fmt = replace(fmt, order=tuple(order))
+        kinds.append("columns reordered")
+    if fmt.encoding != last.encoding:
+        bom = {fmt.encoding, last.encoding} == {"utf-8", "utf-8-sig"}
+        kinds.append(("BOM appears" if fmt.encoding == "utf-8-sig" else "BOM disappears") if bom else "encoding flip")
+    if fmt.eol != last.eol:
+        kinds.append("CRLF <-> LF")
+    return fmt, fmt, kinds
+
+
+@dataclass
+class _Rows:
+    """The records of one file and what each means."""
+
+    records: list[list[str]] = field(default_factory=list)
+    views: list[RowView | None] = field(default_factory=list)  # None: a bad row
+    held: list[str | None] = field(default_factory=list)  # a bad row's key, when readable
+    fields: list[str] = field(default_factory=list)  # a bad row's header
+
+
+def _rows(ops: list[Op], fmt: Format, rng: random.Random, kinds: list[str]) -> _Rows:
+    out = _Rows()
+    listed = [o for o in ops if o.listed]
+    if len(listed) > 2 and rng.random() < 0.1:
+        listed = listed[:]
+        rng.shuffle(listed)
+        kinds.append("rows reordered")
+    poisoned: dict[int, str] = {}
+    if listed and rng.random() < 0.4:
+        usable = [k for k in POISON if not (k == "undecodable byte" and fmt.encoding == "utf-16")]
+        for index in rng.sample(range(len(listed)), min(len(listed), rng.choice((1, 1, 2)))):
+            poisoned[index] = rng.choice(usable)
+    duplicate = rng.randrange(len(listed)) if listed and rng.random() < 0.08 else None
+    for index, op in enumerate(listed):
+        cells = op.cells(fmt)
+        kind = poisoned.get(index)
+        if kind is None:
+            out.records.append(cells)
+            out.views.append(op.view())
+            out.held.append(None)
+            out.fields.append("")
+            if duplicate == index:
+                out.records.append(cells[:])
+                out.views.append(op.view())
+                out.held.append(None)
+                out.fields.append("")
+                kinds.append("duplicate row")
+            continue
+        column, value, readable = POISON[kind]
+        cells[COLUMN[column]] = value
+        out.records.append(cells)
+        out.views.append(None)
+        out.held.append(op.key if readable else None)
+        out.fields.append(ROW if kind == "undecodable byte" else column)
+        kinds.append("poisoned key cell" if not readable else "poisoned cell")
+    return out
+
+
+def _file(step: int, name: str, rows: _Rows, fmt: Format, rng: random.Random, kinds: list[str]) -> ExportFile:
+    """The file of `rows`, maybe broken (truncated, header-only, empty); `expect` is filled later."""
+    rendered = render(HEADER, rows.records, fmt)
+    roll = rng.random() if step else 1.0  # the first file is a whole one
+    if rows.records and roll < 0.14:
+        at = rng.randint(1, len(rows.records))  # the record the copy broke off in
+        data = cut(rendered, at, rng)
+        kinds.append("truncated")
+        if fmt.encoding == "utf-16" and len(data) % 2:  # half a UTF-16 code unit: not text at all
+            return _broken(step, name, data, kinds, unreadable=True)
+        whole = _complete(step, name, rendered.data, rows, rendered.lines, kinds)
+        line = rendered.lines[at]
+        before = [v for v in rows.views[: at - 1] if v is not None]
+        held = frozenset(k for k in rows.held[: at - 1] if k is not None)
+        whole.data, whole.bad = data, [b for b in whole.bad if b[0] < line] + [(line, ROW)]
+        whole.view = FileView({v.key: v for v in before}, held, True)
+        return whole
+    if roll < 0.22:
+        kinds.append("header-only")
+        return _broken(step, name, header_only(rendered, fmt, rng), kinds, unreadable=False)
+    if roll < 0.25:
+        kinds.append("empty file")
+        return _broken(step, name, b"", kinds, unreadable=True)
+    return _complete(step, name, rendered.data, rows, rendered.lines, kinds)
+
+
+def _complete(
+    step: int, name: str, data: bytes, rows: _Rows, lines: list[int], kinds: list[str]
+) -> ExportFile:
+    bad = [(lines[i + 1], rows.fields[i]) for i, v in enumerate(rows.views) if v is None]
+    good = {v.key: v for v in rows.views if v is not None}
+    held = frozenset(k for k in rows.held if k is not None)
+    return ExportFile(step, name, data, kinds, [], bad, False, FileView(good, held, False), ShopState(""))
+
+
+def _broken(step: int, name: str, data: bytes, kinds: list[str], *, unreadable: bool) -> ExportFile:
+    """A file with no good row that must not be trusted (header-only, empty, undecodable)."""
+    return ExportFile(step, name, data, kinds, [], [], unreadable, FileView({}, frozenset(), True), ShopState(""))
+
+
+def trial_files(params: TrialParams) -> list[ExportFile]:
+    """The files of one trial, in the order they are dropped, each with the oracle's expectation."""
+    rng = random.Random(params.seed)
+    shop = Shop.opened(rng)
+    state = ShopState(params.policy)
+    usual = last = first_format(rng)
+    files: list[ExportFile] = []
+    acknowledged = False  # the last file read was acknowledged: its bytes are "the last processed"
+
+    def add(f: ExportFile, changes: list[str]) -> None:
+        nonlocal acknowledged
+        f.changes = changes
+        if f.view.read:
+            acknowledged = state.apply(f.step, f.view)
+        else:
+            state.apply(f.step, f.view)
+        f.expect = state.copy()
+        files.append(f)
+
+    for n in range(params.files):
+        step = len(files)
+        if n and acknowledged and rng.random() < 0.07:
+            same = files[-1]
+            view = FileView({}, frozenset(), False, read=False)
+            add(ExportFile(step, _name(params, step, same.name[-4:]), same.data, ["unchanged re-export"], [], [],
+                           False, view, ShopState("")), [])  # fmt: skip
+            continue
+        changes = shop.advance(state) if n else []
+        kinds: list[str] = []
+        if n:
+            usual, fmt, kinds = next_format(usual, last, rng)
+        else:
+            fmt = usual
+        last = fmt
+        rows = _rows(shop.ops, fmt, rng, kinds)
+        f = _file(step, _name(params, step, fmt.suffix), rows, fmt, rng, kinds)
+        add(f, changes)
+        if "truncated" in f.kinds and rng.random() < 0.5:  # the copy completes in place
+            whole = render(HEADER, rows.records, fmt)
+            done = _complete(len(files), f.name, whole.data, rows, whole.lines, ["copy completed"])
+            add(done, [])
+    return files
+
+
+def _name(params: TrialParams, step: int, suffix: str) -> str:
+    return "export.csv" if params.mode == "path" else f"ops_{step:03d}{suffix}"
