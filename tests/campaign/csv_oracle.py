@@ -85,6 +85,7 @@ class ShopState:
     policy: str
     rows: dict[str, Expected] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # per file: holds, vanishes
+    steps: int = 0  # files applied
 
     def copy(self) -> ShopState:
         return copy.deepcopy(self)
@@ -95,6 +96,7 @@ class ShopState:
     def apply(self, step: int, view: FileView) -> bool:
         """The file of step `step` read by one `erpsync sync` (rules 1-5); True when erpsync must
         acknowledge it (a trusted file that held nothing back: its bytes are the last processed)."""
+        self.steps += 1
         if not view.read:
             self.notes.append(f"{step}: not read (the same bytes as the last file)")
             return False

@@ -132,7 +132,7 @@ class _Rows:
 
 
 def _rows(ops: list[Op], fmt: Format, rng: random.Random, kinds: list[str]) -> _Rows:
-    out = _Rows()
+    """The rows of the next file: listed rows, maybe reordered, poisoned or one repeated."""
     listed = [o for o in ops if o.listed]
     if len(listed) > 2 and rng.random() < 0.1:
         listed = listed[:]
@@ -144,19 +144,24 @@ def _rows(ops: list[Op], fmt: Format, rng: random.Random, kinds: list[str]) -> _
         for index in rng.sample(range(len(listed)), min(len(listed), rng.choice((1, 1, 2)))):
             poisoned[index] = rng.choice(usable)
     duplicate = rng.randrange(len(listed)) if listed and rng.random() < 0.08 else None
+    return rows_of(listed, fmt, poisoned, duplicate, kinds)
+
+
+def rows_of(
+    listed: list[Op], fmt: Format, poisoned: dict[int, str], duplicate: int | None, kinds: list[str]
+) -> _Rows:
+    """`listed` as records; `poisoned`: row index -> POISON kind; `duplicate`: a row written twice."""
+    out = _Rows()
     for index, op in enumerate(listed):
         cells = op.cells(fmt)
         kind = poisoned.get(index)
         if kind is None:
-            out.records.append(cells)
-            out.views.append(op.view())
-            out.held.append(None)
-            out.fields.append("")
-            if duplicate == index:
+            for _ in range(2 if duplicate == index else 1):
                 out.records.append(cells[:])
                 out.views.append(op.view())
                 out.held.append(None)
                 out.fields.append("")
+            if duplicate == index:
                 kinds.append("duplicate row")
             continue
         column, value, readable = POISON[kind]
@@ -255,3 +260,33 @@ def trial_files(params: TrialParams) -> list[ExportFile]:
 
 def _name(params: TrialParams, step: int, suffix: str) -> str:
     return "export.csv" if params.mode == "path" else f"ops_{step:03d}{suffix}"
+
+
+def batch_file(
+    state: ShopState,
+    name: str,
+    ops: list[Op],
+    fmt: Format,
+    *,
+    poison: dict[int, str] | None = None,
+    cut_at: tuple[int, int] | None = None,
+) -> ExportFile:
+    """One file of a fixed batch (the regressions): the listed `ops` written as `fmt`, rows
+    poisoned by index, or cut `cut_at[1]` bytes into record `cut_at[0]` (1 = the first row);
+    applied to `state` (the oracle) as the next step."""
+    kinds: list[str] = []
+    rows = rows_of([o for o in ops if o.listed], fmt, poison or {}, None, kinds)
+    rendered = render(HEADER, rows.records, fmt)
+    step = state.steps
+    f = _complete(step, name, rendered.data, rows, rendered.lines, kinds)
+    if cut_at is not None:
+        at, into = cut_at
+        line = rendered.lines[at]
+        f.data = rendered.data[: rendered.offsets[at] + into]
+        f.kinds.append("truncated")
+        f.bad = [b for b in f.bad if b[0] < line] + [(line, ROW)]
+        before = [v for v in rows.views[: at - 1] if v is not None]
+        f.view = FileView({v.key: v for v in before}, frozenset(k for k in rows.held[: at - 1] if k), True)
+    state.apply(step, f.view)
+    f.expect = state.copy()
+    return f

@@ -150,9 +150,13 @@ class Shop:
     def opened(cls, rng: random.Random) -> Shop:
         """A shop part-way through its day: 4-7 rows, some running, one or two already ended."""
         local = datetime.now(UTC).astimezone(ERP_TZ).replace(tzinfo=None, second=0, microsecond=0)
-        shop = cls(rng, local - timedelta(hours=9))
-        for _ in range(rng.randint(4, 7)):
-            shop.add_row(ShopState("flag"), rng.choice(("not_started", "setup", "production", "ended")))
+        shop = cls(rng, local - timedelta(hours=11))
+        phases = [rng.choice(("not_started", "setup", "production", "ended")) for _ in range(rng.randint(4, 7))]
+        for phase in sorted(phases, key=lambda p: p != "ended"):  # ended rows two hours earlier:
+            if phase != "ended":  # a machine runs one row at a time
+                shop.now = local - timedelta(hours=9)
+            shop.add_row(ShopState("flag"), phase)
+        shop.now = local - timedelta(hours=9)
         return shop
 
     def add_row(self, state: ShopState, phase: State) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from tests.campaign import report
 from tests.campaign.csv_checks import RunLedger, mm, process, quarantine
-from tests.campaign.csv_scenarios import TrialParams, trial_files
+from tests.campaign.csv_scenarios import ExportFile, TrialParams, trial_files
 from tests.campaign.csv_world import CsvWorld
 from tests.conftest import BACKENDS
 
@@ -44,11 +44,15 @@ def params(seed: int) -> TrialParams:
 
 
 def run_trial(seed: int, folder: Path, saved: Path | None = None) -> dict[str, Any]:
-    """One trial; returns its record (violations included)."""
+    """One trial of the campaign; returns its record (violations included)."""
     p = params(seed)
-    files = trial_files(p)
+    return run_files(p, trial_files(p), folder / f"trial{seed}", saved)
+
+
+def run_files(p: TrialParams, files: list[ExportFile], folder: Path, saved: Path | None = None) -> dict[str, Any]:
+    """Drop `files` one by one into a fresh world, checking every invariant after each."""
     began = time.monotonic()
-    world = CsvWorld(folder / f"trial{seed}", p.backend, p.policy, p.mode, p.runner)
+    world = CsvWorld(folder, p.backend, p.policy, p.mode, p.runner)
     ledger = RunLedger()
     steps: list[dict[str, Any]] = []
     violations: list[str] = []
@@ -83,13 +87,13 @@ def run_trial(seed: int, folder: Path, saved: Path | None = None) -> dict[str, A
         "violations": violations,
     }
     if violations and saved is not None:
-        keep = saved / f"trial{seed}"
-        shutil.copytree(world.folder, keep, dirs_exist_ok=True)
+        keep = saved / folder.name
+        shutil.copytree(folder, keep, dirs_exist_ok=True)
         (keep / "trial.json").write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        (keep / "files").mkdir(exist_ok=True)
         for f in files:
-            (keep / "files").mkdir(exist_ok=True)
             (keep / "files" / f"{f.step:02d}_{f.name}").write_bytes(f.data)
-    shutil.rmtree(world.folder, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     return record
 
 

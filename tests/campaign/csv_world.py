@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from tests.conftest import create_database, drop_database
 from tests.fixtures_mm import FAST_RETRIES
 
 CYCLE_TIMEOUT = 60.0
+PYCACHE = Path(tempfile.gettempdir()) / "erpsync-campaign-pycache"
 
 
 @dataclass
@@ -80,7 +82,10 @@ class CsvWorld:
         ]  # fmt: skip
         self.config = folder / "erpsync.toml"
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_")}
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_") and k != "PYTHONDONTWRITEBYTECODE"
+        }
+        self.env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)  # compiled once, not per process (~1 s each)
         self.log = folder / "erpsync.log"
         self.serve: subprocess.Popen[bytes] | None = None
         self._mtime = time.time() - 5000  # files get increasing modification times, all in the past
