@@ -161,3 +161,17 @@ def test_fcsv4_a_row_back_after_a_bad_key_switches_to_production(tmp_path: Path)
     rows[0].state = "production"
     third = batch_file(state, "ops_002.csv", rows, PLAIN)
     _check(tmp_path, "flag", [first, second, third])
+
+
+@pytest.mark.timeout(300)
+def test_fcsv5_a_row_without_start_date_starts_now_not_at_the_last_close(tmp_path: Path) -> None:
+    """F-CSV-5: an export lists a machine's closed operation (closed two hours ago) and its next
+    one running, without ACT_START_DATE: the run must start at erpsync's now (docs/architecture.md:
+    at the first clock-in, a ticket without one at MM's now); erpsync starts it at the closed
+    row's CLOSE_DATE, two hours in the past."""
+    state = ShopState("flag")
+    done, running = _op(0), _op(1, show_start=False)
+    done.state, done.close = "ended", _now() - timedelta(hours=2)
+    done.start = done.close - timedelta(hours=1)
+    running.machine = done.machine
+    _check(tmp_path, "flag", [batch_file(state, "ops_000.csv", [done, running], PLAIN)])
