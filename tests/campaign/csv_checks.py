@@ -8,6 +8,9 @@ state (`erpsync_quarantine`); each returns what it found wrong, as sentences.
   phase), none for the others; a new run's start and an ended run's end at the ERP's time (or in
   erpsync's step window), never before the machine's previous run ended; no run of an unknown row;
   a run stopped while its row is open is named a stop of a live run (a mass stop shows as many);
+- erpsync's state: each row's binding says what the oracle says of it (running, `vanished` when
+  flagged under `flag`, stopped); a file not trusted (suspect) or a mass vanish is audited as
+  held (`untrusted_snapshot` naming the file, `mass_vanish`);
 - the quarantine: every bad row of a file read is an entry touched by this step with the file's
   name, the line and the header of the bad field; an unreadable file is one `unreadable_file`
   entry; nothing else is quarantined for that file.
@@ -22,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 
 from erpsync.adapters.state.store import StateStore
-from erpsync.adapters.state.tables import QuarantineEntry
+from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding
 from tests.campaign.csv_oracle import Expected, TimeRule
 from tests.campaign.csv_scenarios import ExportFile
 from tests.campaign.csv_world import Outcome
@@ -115,7 +118,9 @@ def _row(
         elif e.status == "closed" and e.end is not None and runs:
             last = max(runs, key=lambda r: r["start_at"])
             start = _ts(last["start_at"])
-            if last["run_id"] not in ledger.ended and not _time_ok(_ts(last["end_at"]), e.end, outcome, start):
+            if last["run_id"] not in ledger.ended and not _time_ok(
+                _ts(last["end_at"]), e.end, outcome, start
+            ):
                 found.append(f"{what}: MM run {last['run_id']} ended at {last['end_at']}, expected {e.end}")
         return found
     if len(opened) != 1:
@@ -141,7 +146,9 @@ def quarantine(f: ExportFile, store: StateStore, outcome: Outcome) -> list[str]:
     since = outcome.began  # this step's process (or cycle) touched it
     with store.session() as session:
         entries = session.scalars(select(QuarantineEntry).where(QuarantineEntry.last_seen_at >= since)).all()
-        touched = [(e.file_name, e.line_number, e.field, e.error_class, e.message, e.record_key) for e in entries]
+        touched = [
+            (e.file_name, e.line_number, e.field, e.error_class, e.message, e.record_key) for e in entries
+        ]
     mine = [t for t in touched if t[0] == f.name]
     found: list[str] = []
     if f.unreadable:
@@ -155,8 +162,44 @@ def quarantine(f: ExportFile, store: StateStore, outcome: Outcome) -> list[str]:
     for line, header in f.bad:
         if not any(t[1] == line and t[2] == header and t[4] for t in mine):
             near = [t for t in touched if t[1] == line] or touched
-            found.append(f"{f.name}:{line} ({header}) not quarantined with its file, line and field; got {near}")
+            found.append(
+                f"{f.name}:{line} ({header}) not quarantined with its file, line and field; got {near}"
+            )
     for t in mine:
         if (t[1], t[2]) not in expected:
             found.append(f"{f.name}: unexpected quarantine entry {t}")
+    return found
+
+
+BINDING = {"open": "running", "closed": "stopped"}
+
+
+def bindings(f: ExportFile, store: StateStore) -> list[str]:
+    """Each row's latest binding and the audited holds against the oracle."""
+    with store.session() as session:
+        rows = session.execute(
+            select(RunBinding.run_key, RunBinding.status)
+            .where(RunBinding.source == "erp")
+            .order_by(RunBinding.id)
+        ).all()
+        holds = session.execute(
+            select(AuditEntry.action, AuditEntry.detail).where(
+                AuditEntry.action.in_(("untrusted_snapshot", "mass_vanish"))
+            )
+        ).all()
+    latest = {key: status for key, status in rows}
+    found = []
+    for key, e in f.expect.rows.items():
+        want = "vanished" if e.flagged else BINDING.get(e.status)
+        if latest.get(key) != want:
+            found.append(f"{key} ({e.how or 'never started'}): binding {latest.get(key)}, expected {want}")
+    if (
+        f.view.read
+        and f.view.suspect
+        and not any(a == "untrusted_snapshot" and f.name in (d or "") for a, d in holds)
+    ):
+        found.append(f"{f.name}: suspect, but no untrusted_snapshot audit row names it")
+    mass = f.expect.notes and f.expect.notes[-1].startswith(f"{f.step}: mass vanish")
+    if mass and not any(a == "mass_vanish" for a, _ in holds):
+        found.append(f"{f.name}: a mass vanish held, but no mass_vanish audit row")
     return found

@@ -91,7 +91,9 @@ def next_format(usual: Format, last: Format, rng: random.Random) -> tuple[Format
         return usual, excel, ["Excel UTF-16 save"]
     fmt = usual
     if rng.random() < 0.3:
-        fmt = replace(fmt, encoding=rng.choice([e for e in ("utf-8", "cp1252", "latin-1") if e != fmt.encoding]))
+        fmt = replace(
+            fmt, encoding=rng.choice([e for e in ("utf-8", "cp1252", "latin-1") if e != fmt.encoding])
+        )
     if rng.random() < 0.15:
         fmt = replace(fmt, encoding="utf-8" if fmt.encoding == "utf-8-sig" else "utf-8-sig")
     if rng.random() < 0.2:
@@ -115,7 +117,9 @@ def next_format(usual: Format, last: Format, rng: random.Random) -> tuple[Format
         kinds.append("columns reordered")
     if fmt.encoding != last.encoding:
         bom = {fmt.encoding, last.encoding} == {"utf-8", "utf-8-sig"}
-        kinds.append(("BOM appears" if fmt.encoding == "utf-8-sig" else "BOM disappears") if bom else "encoding flip")
+        kinds.append(
+            ("BOM appears" if fmt.encoding == "utf-8-sig" else "BOM disappears") if bom else "encoding flip"
+        )
     if fmt.eol != last.eol:
         kinds.append("CRLF <-> LF")
     return fmt, fmt, kinds
@@ -211,7 +215,9 @@ def _complete(
 
 def _broken(step: int, name: str, data: bytes, kinds: list[str], *, unreadable: bool) -> ExportFile:
     """A file with no good row that must not be trusted (header-only, empty, undecodable)."""
-    return ExportFile(step, name, data, kinds, [], [], unreadable, FileView({}, frozenset(), True), ShopState(""))
+    return ExportFile(
+        step, name, data, kinds, [], [], unreadable, FileView({}, frozenset(), True), ShopState("")
+    )
 
 
 def trial_files(params: TrialParams) -> list[ExportFile]:
@@ -238,8 +244,11 @@ def trial_files(params: TrialParams) -> list[ExportFile]:
         if n and acknowledged and rng.random() < 0.07:
             same = files[-1]
             view = FileView({}, frozenset(), False, read=False)
-            add(ExportFile(step, _name(params, step, same.name[-4:]), same.data, ["unchanged re-export"], [], [],
-                           False, view, ShopState("")), [])  # fmt: skip
+            name = _name(params, step, same.name[-4:])
+            again = ExportFile(
+                step, name, same.data, ["unchanged re-export"], [], [], False, view, ShopState("")
+            )
+            add(again, [])
             continue
         changes = shop.advance(state) if n else []
         kinds: list[str] = []

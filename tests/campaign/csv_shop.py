@@ -63,7 +63,8 @@ def _date(value: datetime | None, style: str) -> str:
         return ""
     if style == "us":
         hour = value.hour % 12 or 12
-        return f"{value.month}/{value.day}/{value.year} {hour}:{value.minute:02d} {'PM' if value.hour >= 12 else 'AM'}"
+        noon = "PM" if value.hour >= 12 else "AM"
+        return f"{value.month}/{value.day}/{value.year} {hour}:{value.minute:02d} {noon}"
     if style == "eu":
         return value.strftime("%d.%m.%Y %H:%M")
     return value.strftime("%Y-%m-%d %H:%M")
@@ -151,7 +152,8 @@ class Shop:
         """A shop part-way through its day: 4-7 rows, some running, one or two already ended."""
         local = datetime.now(UTC).astimezone(ERP_TZ).replace(tzinfo=None, second=0, microsecond=0)
         shop = cls(rng, local - timedelta(hours=11))
-        phases = [rng.choice(("not_started", "setup", "production", "ended")) for _ in range(rng.randint(4, 7))]
+        kinds: tuple[State, ...] = ("not_started", "setup", "production", "ended")
+        phases = [rng.choice(kinds) for _ in range(rng.randint(4, 7))]
         for phase in sorted(phases, key=lambda p: p != "ended"):  # ended rows two hours earlier:
             if phase != "ended":  # a machine runs one row at a time
                 shop.now = local - timedelta(hours=9)
@@ -207,17 +209,17 @@ class Shop:
             setup = [o for o in listed if o.state == "setup"]
             running = [o for o in listed if o.state == "production"]
             ended = [o for o in listed if o.state == "ended"]
-            choices = [
-                (3, "clock in", waiting), (2, "setup done", setup), (2, "counts", running),
-                (3, "clock out", setup + running), (2, "new row", [None]), (1, "closed row dropped", ended),
-                (0.3, "open row deleted", setup + running),
+            choices: list[tuple[float, str, list[Op | None]]] = [
+                (3, "clock in", [*waiting]), (2, "setup done", [*setup]), (2, "counts", [*running]),
+                (3, "clock out", [*setup, *running]), (2, "new row", [None]),
+                (1, "closed row dropped", [*ended]), (0.3, "open row deleted", [*setup, *running]),
             ]  # fmt: skip
             usable = [(w, name, ops) for w, name, ops in choices if ops]
             _, name, ops = rng.choices(usable, weights=[w for w, _, _ in usable])[0]
             op = rng.choice(ops)
             if name == "new row":
-                phase = rng.choice(("not_started", "setup", "production"))
-                done = self.add_row(state, phase)
+                phases: tuple[State, ...] = ("not_started", "setup", "production")
+                done = self.add_row(state, rng.choice(phases))
                 if done:
                     changes.append(done)
                     busy.add(self.ops[-1].machine)

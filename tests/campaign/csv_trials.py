@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.campaign import report
-from tests.campaign.csv_checks import RunLedger, mm, process, quarantine
+from tests.campaign.csv_checks import RunLedger, bindings, mm, process, quarantine
 from tests.campaign.csv_scenarios import ExportFile, TrialParams, trial_files
 from tests.campaign.csv_world import CsvWorld
 from tests.conftest import BACKENDS
@@ -49,7 +49,9 @@ def run_trial(seed: int, folder: Path, saved: Path | None = None) -> dict[str, A
     return run_files(p, trial_files(p), folder / f"trial{seed}", saved)
 
 
-def run_files(p: TrialParams, files: list[ExportFile], folder: Path, saved: Path | None = None) -> dict[str, Any]:
+def run_files(
+    p: TrialParams, files: list[ExportFile], folder: Path, saved: Path | None = None
+) -> dict[str, Any]:
     """Drop `files` one by one into a fresh world, checking every invariant after each."""
     began = time.monotonic()
     world = CsvWorld(folder, p.backend, p.policy, p.mode, p.runner)
@@ -63,6 +65,7 @@ def run_files(p: TrialParams, files: list[ExportFile], folder: Path, saved: Path
             found = process(outcome, world.secrets)
             found += mm(f, world.sim.runs(), ledger, outcome)
             found += quarantine(f, world.store, outcome)
+            found += bindings(f, world.store)
             steps.append(
                 {"step": f.step, "file": f.name, "kinds": f.kinds, "changes": f.changes, "bad": f.bad,
                  "exit_code": outcome.exit_code, "notes": f.expect.notes[-1:], "violations": found}

@@ -83,7 +83,9 @@ class CsvWorld:
         self.config = folder / "erpsync.toml"
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith("ERPSYNC_") and k != "PYTHONDONTWRITEBYTECODE"
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("ERPSYNC_") and k != "PYTHONDONTWRITEBYTECODE"
         }
         self.env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)  # compiled once, not per process (~1 s each)
         self.log = folder / "erpsync.log"

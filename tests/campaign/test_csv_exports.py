@@ -47,7 +47,11 @@ def test_csv_exports_keep_mm_right(tmp_path: Path) -> None:
     cells and real ERP changes, on SQLite, PostgreSQL and MariaDB state, both vanished-run
     policies: after every file MM shows the open runs of each row's last good view, every bad row
     is quarantined with its file, line and field, and nothing else goes wrong."""
-    seeds = [int(s) for s in CSV_REPLAY.split(",")] if CSV_REPLAY else list(range(CSV_SEED, CSV_SEED + CSV_TRIALS))
+    seeds = (
+        [int(s) for s in CSV_REPLAY.split(",")]
+        if CSV_REPLAY
+        else list(range(CSV_SEED, CSV_SEED + CSV_TRIALS))
+    )
     saved = tmp_path / "violations"
     began = time.monotonic()
     with ThreadPoolExecutor(WORKERS) as pool:
