@@ -54,7 +54,15 @@ def _toml(value: Any) -> str:
 class CsvWorld:
     """State database, simulator and config of one trial; `close` drops the database."""
 
-    def __init__(self, folder: Path, backend: str, policy: str, mode: str, runner: str) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        backend: str,
+        policy: str,
+        mode: str,
+        runner: str,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.backend, self.mode, self.runner = folder, backend, mode, runner
         self.secrets = [f"mmk-{secrets.token_hex(12)}"]
@@ -96,7 +104,7 @@ class CsvWorld:
                 [sys.executable, "-m", "erpsync", "--config", str(self.config), "serve"],
                 stdout=self.log.open("ab"),
                 stderr=subprocess.STDOUT,
-                env={**self.env, **CAMPAIGN_ENV},
+                env={**self.env, **CAMPAIGN_ENV, **(extra_env or {})},
             )
 
     def drop(self, name: str, data: bytes) -> None:
