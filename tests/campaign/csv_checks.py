@@ -187,7 +187,7 @@ def bindings(f: ExportFile, store: StateStore) -> list[str]:
                 AuditEntry.action.in_(("untrusted_snapshot", "mass_vanish"))
             )
         ).all()
-    latest = {key: status for key, status in rows}
+    latest = {key.split("#")[0]: status for key, status in rows}  # `KEY#g2`: its next run generation
     found = []
     for key, e in f.expect.rows.items():
         want = "vanished" if e.flagged else BINDING.get(e.status)

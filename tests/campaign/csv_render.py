@@ -30,6 +30,7 @@ class Format:
     decimal: str  # "." or ","
     dates: str  # "iso" or "us"
     order: tuple[int, ...]  # column positions, a permutation of the canonical order
+    dutch: bool = False  # LN: Dutch headers and status words (a Dutch session's export)
 
     @property
     def suffix(self) -> str:

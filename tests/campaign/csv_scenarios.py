@@ -2,7 +2,8 @@
 
 File N+1 is file N after 20-40 minutes of the ERP (tests/campaign/csv_shop.py) and, drawn at
 random, what happens to real exports between two runs of a scheduled job:
-- encoding flips (UTF-8 <-> Windows-1252 / Latin-1 with accented names), a UTF-8 BOM appearing or
+- encoding flips (UTF-8 <-> Windows-1252 / Latin-1 with accented names), LN headers and status
+  words switching between English and Dutch, a UTF-8 BOM appearing or
   disappearing, an Excel "Unicode text" save (UTF-16 LE with BOM, tab-delimited, US dates, .txt),
   a European locale (`;`, decimal comma, DD.MM.YYYY), CRLF <-> LF, columns reordered, rows in
   another order;
@@ -18,8 +19,10 @@ oracle's expectation after it (tests/campaign/csv_oracle.py). Deterministic from
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from tests.campaign import csv_ln
 from tests.campaign.csv_oracle import FileView, RowView, ShopState
 from tests.campaign.csv_render import UNDECODABLE, Format, cut, header_only, render
 from tests.campaign.csv_shop import COLUMN, HEADER, Op, Shop
@@ -45,6 +48,44 @@ POISON: dict[str, tuple[str, str, bool]] = {
     "undecodable byte": ("DESCRIPTION", f"Teil {UNDECODABLE} kaputt", True),
 }
 ROW = "row"  # the field a quarantine entry names for a cut-off or undecodable line
+Poison = tuple[
+    dict[int, str], int | None, bool
+]  # cells by column, the column named (None: `row`), key readable
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """An export kind: its source kind and settings, header, row cells and bad cells."""
+
+    kind: str
+    columns: int
+    header: Callable[[Format], list[str]]
+    cells: Callable[[Op, Format], list[str]]
+    poison: dict[str, Poison]
+    settings: dict[str, str]
+
+
+def _visual_poison() -> dict[str, Poison]:
+    out: dict[str, Poison] = {}
+    for kind, (column, value, readable) in POISON.items():
+        index = COLUMN[column]
+        out[kind] = ({index: value}, None if kind == "undecodable byte" else index, readable)
+    return out
+
+
+def _ln_poison() -> dict[str, Poison]:
+    out: dict[str, Poison] = {}
+    for kind, (changes, named, readable) in csv_ln.POISON.items():
+        cells = {csv_ln.INDEX[f]: v for f, v in changes.items()}
+        out[kind] = (cells, csv_ln.INDEX[named] if named else None, readable)
+    desc = csv_ln.INDEX["description"]
+    out["undecodable byte"] = ({desc: f"Teil {UNDECODABLE} kaputt"}, None, True)
+    return out
+
+
+VISUAL = Dialect("infor-visual-csv", len(HEADER), lambda fmt: HEADER, Op.cells, _visual_poison(), {})
+LN = Dialect("infor-ln-csv", len(csv_ln.FIELDS), csv_ln.header, csv_ln.cells, _ln_poison(), csv_ln.SETTINGS)
+DIALECTS = {d.kind: d for d in (VISUAL, LN)}
 
 
 @dataclass
@@ -70,20 +111,24 @@ class TrialParams:
     mode: str  # inbox / path
     runner: str  # sync (one process per file) / serve (one process, files dropped while it runs)
     files: int
+    kind: str = "infor-visual-csv"  # or infor-ln-csv
 
 
-def first_format(rng: random.Random) -> Format:
+def first_format(rng: random.Random, dialect: Dialect) -> Format:
     return Format(
         encoding=rng.choice(("utf-8", "cp1252", "cp1252", "latin-1", "utf-8-sig")),
         eol=rng.choice(("\r\n", "\n")),
         delimiter=",",
         decimal=".",
         dates=rng.choice(("iso", "us")),
-        order=tuple(range(len(HEADER))),
+        order=tuple(range(dialect.columns)),
+        dutch=dialect is LN and rng.random() < 0.5,
     )
 
 
-def next_format(usual: Format, last: Format, rng: random.Random) -> tuple[Format, Format, list[str]]:
+def next_format(
+    usual: Format, last: Format, rng: random.Random, dialect: Dialect
+) -> tuple[Format, Format, list[str]]:
     """(the ERP's usual format from now on, this file's format, what changed)."""
     kinds: list[str] = []
     if rng.random() < 0.1:  # someone opened the export in Excel and saved it as Unicode text
@@ -110,6 +155,9 @@ def next_format(usual: Format, last: Format, rng: random.Random) -> tuple[Format
     elif rng.random() < 0.1 and fmt.dates != "eu":
         fmt = replace(fmt, dates="us" if fmt.dates == "iso" else "iso")
         kinds.append("date style flip")
+    if dialect is LN and rng.random() < 0.15:
+        fmt = replace(fmt, dutch=not fmt.dutch)  # LN: the export ran in a session of the other language
+        kinds.append("header language flip")
     if rng.random() < 0.15:
         order = list(fmt.order)
         rng.shuffle(order)
@@ -133,9 +181,10 @@ class _Rows:
     views: list[RowView | None] = field(default_factory=list)  # None: a bad row
     held: list[str | None] = field(default_factory=list)  # a bad row's key, when readable
     fields: list[str] = field(default_factory=list)  # a bad row's header
+    header: list[str] = field(default_factory=list)  # the file's
 
 
-def _rows(ops: list[Op], fmt: Format, rng: random.Random, kinds: list[str]) -> _Rows:
+def _rows(ops: list[Op], fmt: Format, rng: random.Random, kinds: list[str], dialect: Dialect) -> _Rows:
     """The rows of the next file: listed rows, maybe reordered, poisoned or one repeated."""
     listed = [o for o in ops if o.listed]
     if len(listed) > 2 and rng.random() < 0.1:
@@ -144,20 +193,25 @@ def _rows(ops: list[Op], fmt: Format, rng: random.Random, kinds: list[str]) -> _
         kinds.append("rows reordered")
     poisoned: dict[int, str] = {}
     if listed and rng.random() < 0.4:
-        usable = [k for k in POISON if not (k == "undecodable byte" and fmt.encoding == "utf-16")]
+        usable = [k for k in dialect.poison if not (k == "undecodable byte" and fmt.encoding == "utf-16")]
         for index in rng.sample(range(len(listed)), min(len(listed), rng.choice((1, 1, 2)))):
             poisoned[index] = rng.choice(usable)
     duplicate = rng.randrange(len(listed)) if listed and rng.random() < 0.08 else None
-    return rows_of(listed, fmt, poisoned, duplicate, kinds)
+    return rows_of(dialect, listed, fmt, poisoned, duplicate, kinds)
 
 
 def rows_of(
-    listed: list[Op], fmt: Format, poisoned: dict[int, str], duplicate: int | None, kinds: list[str]
+    dialect: Dialect,
+    listed: list[Op],
+    fmt: Format,
+    poisoned: dict[int, str],
+    duplicate: int | None,
+    kinds: list[str],
 ) -> _Rows:
-    """`listed` as records; `poisoned`: row index -> POISON kind; `duplicate`: a row written twice."""
-    out = _Rows()
+    """`listed` as records; `poisoned`: row index -> poison kind; `duplicate`: a row written twice."""
+    out = _Rows(header=dialect.header(fmt))
     for index, op in enumerate(listed):
-        cells = op.cells(fmt)
+        cells = dialect.cells(op, fmt)
         kind = poisoned.get(index)
         if kind is None:
             for _ in range(2 if duplicate == index else 1):
@@ -168,19 +222,20 @@ def rows_of(
             if duplicate == index:
                 kinds.append("duplicate row")
             continue
-        column, value, readable = POISON[kind]
-        cells[COLUMN[column]] = value
+        changes, named, readable = dialect.poison[kind]
+        for column, value in changes.items():
+            cells[column] = value
         out.records.append(cells)
         out.views.append(None)
         out.held.append(op.key if readable else None)
-        out.fields.append(ROW if kind == "undecodable byte" else column)
+        out.fields.append(ROW if named is None else out.header[named])
         kinds.append("poisoned key cell" if not readable else "poisoned cell")
     return out
 
 
 def _file(step: int, name: str, rows: _Rows, fmt: Format, rng: random.Random, kinds: list[str]) -> ExportFile:
     """The file of `rows`, maybe broken (truncated, header-only, empty); `expect` is filled later."""
-    rendered = render(HEADER, rows.records, fmt)
+    rendered = render(rows.header, rows.records, fmt)
     roll = rng.random() if step else 1.0  # the first file is a whole one
     if rows.records and roll < 0.14:
         at = rng.randint(1, len(rows.records))  # the record the copy broke off in
@@ -223,9 +278,10 @@ def _broken(step: int, name: str, data: bytes, kinds: list[str], *, unreadable: 
 def trial_files(params: TrialParams) -> list[ExportFile]:
     """The files of one trial, in the order they are dropped, each with the oracle's expectation."""
     rng = random.Random(params.seed)
-    shop = Shop.opened(rng)
+    dialect = DIALECTS[params.kind]
+    shop = Shop.opened(rng, ln=dialect is LN)
     state = ShopState(params.policy)
-    usual = last = first_format(rng)
+    usual = last = first_format(rng, dialect)
     files: list[ExportFile] = []
     acknowledged = False  # the last file read was acknowledged: its bytes are "the last processed"
 
@@ -253,15 +309,15 @@ def trial_files(params: TrialParams) -> list[ExportFile]:
         changes = shop.advance(state) if n else []
         kinds: list[str] = []
         if n:
-            usual, fmt, kinds = next_format(usual, last, rng)
+            usual, fmt, kinds = next_format(usual, last, rng, dialect)
         else:
             fmt = usual
         last = fmt
-        rows = _rows(shop.ops, fmt, rng, kinds)
+        rows = _rows(shop.ops, fmt, rng, kinds, dialect)
         f = _file(step, _name(params, step, fmt.suffix), rows, fmt, rng, kinds)
         add(f, changes)
         if "truncated" in f.kinds and rng.random() < 0.5:  # the copy completes in place
-            whole = render(HEADER, rows.records, fmt)
+            whole = render(rows.header, rows.records, fmt)
             done = _complete(len(files), f.name, whole.data, rows, whole.lines, ["copy completed"])
             add(done, [])
     return files
@@ -279,13 +335,14 @@ def batch_file(
     *,
     poison: dict[int, str] | None = None,
     cut_at: tuple[int, int] | None = None,
+    dialect: Dialect = VISUAL,
 ) -> ExportFile:
     """One file of a fixed batch (the regressions): the listed `ops` written as `fmt`, rows
     poisoned by index, or cut `cut_at[1]` bytes into record `cut_at[0]` (1 = the first row);
     applied to `state` (the oracle) as the next step."""
     kinds: list[str] = []
-    rows = rows_of([o for o in ops if o.listed], fmt, poison or {}, None, kinds)
-    rendered = render(HEADER, rows.records, fmt)
+    rows = rows_of(dialect, [o for o in ops if o.listed], fmt, poison or {}, None, kinds)
+    rendered = render(rows.header, rows.records, fmt)
     step = state.steps
     f = _complete(step, name, rendered.data, rows, rendered.lines, kinds)
     if cut_at is not None:

@@ -1,4 +1,5 @@
-"""The ERP of the CSV trials: Infor VISUAL work-order operations, as a scheduled export shows them.
+"""The ERP of the CSV trials: work-order operations, as a scheduled Infor VISUAL export shows them
+(the Infor LN export of the same rows is tests/campaign/csv_ln.py).
 
 One row per operation, each on a machine of its own while it is open (the simple one-ticket-per-
 machine shop: the CSV export has no labor tickets). A row's life: not started -> setup (actual
@@ -58,7 +59,7 @@ def utc(local: datetime) -> datetime:
     return local.replace(tzinfo=ERP_TZ).astimezone(UTC)
 
 
-def _date(value: datetime | None, style: str) -> str:
+def fmt_date(value: datetime | None, style: str) -> str:
     if value is None:
         return ""
     if style == "us":
@@ -91,13 +92,14 @@ class Op:
     by_status: bool = False  # ended by STATUS = C (else Run_Complete = Yes)
     good: int = 0
     listed: bool = True
+    ln: bool = False  # an Infor LN row: the base is the production order, no lot
 
     @property
     def key(self) -> str:
-        return f"W/{self.base}/{self.lot}/0/0|{self.seq}"
+        return f"{self.base}|{self.seq}" if self.ln else f"W/{self.base}/{self.lot}/0/0|{self.seq}"
 
     def view(self) -> RowView:
-        job = f"{self.base}/{self.lot}"
+        job = self.base if self.ln else f"{self.base}/{self.lot}"
         started = self.start if self.show_start and self.start is not None else None
         closed = self.close if self.show_close and self.close is not None else None
         return RowView(
@@ -128,9 +130,9 @@ class Op:
             "Run_Complete": "Yes" if ended and not self.by_status else "No",
             "ACT_SETUP_HRS": "0.5" if started else "0",
             "ACT_RUN_HRS": "1.25" if self.state in ("production", "ended") else "0",
-            "ACT_START_DATE": _date(self.start if started and self.show_start else None, fmt.dates),
-            "CLOSE_DATE": _date(self.close if ended and self.show_close else None, fmt.dates),
-            "DESIRED_WANT_DATE": _date(self.due, fmt.dates),
+            "ACT_START_DATE": fmt_date(self.start if started and self.show_start else None, fmt.dates),
+            "CLOSE_DATE": fmt_date(self.close if ended and self.show_close else None, fmt.dates),
+            "DESIRED_WANT_DATE": fmt_date(self.due, fmt.dates),
         }  # fmt: skip
         if fmt.decimal == ",":
             for name in NUMERIC:
@@ -146,12 +148,13 @@ class Shop:
     now: datetime  # ERP wall time of the next export
     ops: list[Op] = field(default_factory=list)
     serial: int = 0
+    ln: bool = False  # Infor LN rows
 
     @classmethod
-    def opened(cls, rng: random.Random) -> Shop:
+    def opened(cls, rng: random.Random, *, ln: bool = False) -> Shop:
         """A shop part-way through its day: 4-7 rows, some running, one or two already ended."""
         local = datetime.now(UTC).astimezone(ERP_TZ).replace(tzinfo=None, second=0, microsecond=0)
-        shop = cls(rng, local - timedelta(hours=11))
+        shop = cls(rng, local - timedelta(hours=11), ln=ln)
         kinds: tuple[State, ...] = ("not_started", "setup", "production", "ended")
         phases = [rng.choice(kinds) for _ in range(rng.randint(4, 7))]
         for phase in sorted(phases, key=lambda p: p != "ended"):  # ended rows two hours earlier:
@@ -179,6 +182,7 @@ class Shop:
             setup_hrs=rng.choice(("0.5", "1", "1.5", "0")),
             due=self.now + timedelta(days=rng.randint(1, 20)),
             lot=rng.choice(("1", "1", "2")),
+            ln=self.ln,
         )
         self.ops.append(op)
         if phase != "not_started":
@@ -189,7 +193,7 @@ class Shop:
 
     def _clock_in(self, op: Op, phase: State) -> None:
         op.state, op.start = phase, self.now - timedelta(minutes=self.rng.randint(1, 15))
-        op.show_start = self.rng.random() < 0.85
+        op.show_start = self.rng.random() < 0.85 or (op.ln and phase == "setup")  # LN: setup = a start
         op.good = 0 if phase == "setup" else self.rng.randint(0, 5)
 
     def _clock_out(self, op: Op) -> None:

@@ -1,8 +1,8 @@
 """CSV export trials: consecutive exports into an `infor-visual-csv` source, checked after each.
 
 A trial (seed -> `params`): a state database (SQLite, PostgreSQL, MariaDB in turn by seed), a
-`vanished_runs` policy, an inbox or a single path, and `erpsync sync` per file or one `erpsync
-serve` the files are dropped into. Its 4-6 exports (tests/campaign/csv_scenarios.py) are dropped
+`vanished_runs` policy, an Infor VISUAL (2 in 3) or Infor LN export, an inbox or a single path,
+and `erpsync sync` per file or one `erpsync serve` the files are dropped into. Its 4-6 exports (tests/campaign/csv_scenarios.py) are dropped
 one by one; after each, the invariants of tests/campaign/csv_checks.py. A violating trial's
 folder (files, archive, quarantine, log, SQLite state) is kept with a `trial.json`, and
 `ERPSYNC_CAMPAIGN_CSV_REPLAY=<seed>` runs it again (the files are drawn from the seed alone).
@@ -22,7 +22,7 @@ from typing import Any
 
 from tests.campaign import report
 from tests.campaign.csv_checks import RunLedger, bindings, mm, process, quarantine
-from tests.campaign.csv_scenarios import ExportFile, TrialParams, trial_files
+from tests.campaign.csv_scenarios import DIALECTS, ExportFile, TrialParams, trial_files
 from tests.campaign.csv_world import CsvWorld
 from tests.conftest import BACKENDS
 
@@ -40,6 +40,7 @@ def params(seed: int) -> TrialParams:
         mode=rng.choice(("inbox", "inbox", "path")),
         runner=rng.choice(("sync", "sync", "sync", "serve")),
         files=rng.randint(4, 6),
+        kind=rng.choice(("infor-visual-csv", "infor-visual-csv", "infor-ln-csv")),
     )
 
 
@@ -54,7 +55,10 @@ def run_files(
 ) -> dict[str, Any]:
     """Drop `files` one by one into a fresh world, checking every invariant after each."""
     began = time.monotonic()
-    world = CsvWorld(folder, p.backend, p.policy, p.mode, p.runner)
+    dialect = DIALECTS[p.kind]
+    world = CsvWorld(
+        folder, p.backend, p.policy, p.mode, p.runner, kind=p.kind, csv_settings=dialect.settings
+    )
     ledger = RunLedger()
     steps: list[dict[str, Any]] = []
     violations: list[str] = []
@@ -121,6 +125,7 @@ def csv_summary(trials: list[dict[str, Any]], seconds: float, workers: int) -> d
         "by_state_db": {k: dict(v) for k, v in sorted(by_db.items())},
         "by_policy": dict(Counter(t["policy"] for t in trials)),
         "by_mode": dict(Counter(f"{t['mode']}/{t['runner']}" for t in trials)),
+        "by_kind": dict(Counter(t["kind"] for t in trials)),
         "seconds": seconds,
         "workers": workers,
         "trial_median_seconds": statistics.median([t["seconds"] for t in trials]) if trials else 0.0,

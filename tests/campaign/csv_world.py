@@ -1,5 +1,5 @@
 """One CSV trial's world: a state database (SQLite, PostgreSQL or MariaDB), the MM simulator, a
-config for an `infor-visual-csv` source (inbox or path), and erpsync as real processes.
+config for an `infor-visual-csv` or `infor-ln-csv` source (inbox or path), and erpsync as real processes.
 
 `drop` writes an export the way a scheduled job's copy lands (a temp name, then a rename, so
 erpsync never reads our own half-written file: a truncated file is cut on purpose), and `sync`
@@ -62,6 +62,9 @@ class CsvWorld:
         mode: str,
         runner: str,
         extra_env: dict[str, str] | None = None,
+        *,
+        kind: str = "infor-visual-csv",
+        csv_settings: dict[str, str] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.backend, self.mode, self.runner = folder, backend, mode, runner
@@ -82,8 +85,9 @@ class CsvWorld:
             "[state]", f"url = {_toml(url)}",
             "[mm]", f"base_url = {_toml(self.sim.base_url)}", f"api_key = {_toml(self.secrets[0])}",
             *[f"{k} = {_toml(v)}" for k, v in FAST_RETRIES.items()],
-            "[source]", 'kind = "infor-visual-csv"', 'name = "erp"', 'timezone = "America/Chicago"',
+            "[source]", f"kind = {_toml(kind)}", 'name = "erp"', 'timezone = "America/Chicago"',
             "[source.csv]", where, "settle_seconds = 0",
+            *[f"{k} = {_toml(v)}" for k, v in (csv_settings or {}).items()],
             "[sync]", f"vanished_runs = {_toml(policy)}",
             "[writeback]", 'sink = "none"',
             "[logging]", 'level = "WARNING"', 'format = "json"',
