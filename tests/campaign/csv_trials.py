@@ -1,12 +1,13 @@
-"""CSV export trials: consecutive exports into an `infor-visual-csv` source, checked after each.
+"""CSV export trials: consecutive exports into a CSV source, checked after each.
 
 A trial (seed -> `params`): a state database (SQLite, PostgreSQL, MariaDB in turn by seed), a
 `vanished_runs` policy, an Infor VISUAL (2 in 3) or Infor LN export, an inbox or a single path,
-and `erpsync sync` per file or one `erpsync serve` the files are dropped into. Its 4-6 exports (tests/campaign/csv_scenarios.py) are dropped
-one by one; after each, the invariants of tests/campaign/csv_checks.py. A violating trial's
-folder (files, archive, quarantine, log, SQLite state) is kept with a `trial.json`, and
-`ERPSYNC_CAMPAIGN_CSV_REPLAY=<seed>` runs it again (the files are drawn from the seed alone).
-`csv_summary` and `record_results` put the figures into report.RESULTS["csv_exports"].
+and `erpsync sync` per file or one `erpsync serve` the files are dropped into. Its 4-6 exports
+(tests/campaign/csv_scenarios.py) are dropped one by one; after each, the invariants of
+tests/campaign/csv_checks.py. A violating trial's folder (files, archive, quarantine, log, SQLite
+state) is kept with a `trial.json`, and `ERPSYNC_CAMPAIGN_CSV_REPLAY=<seed>` runs it again (the
+files are drawn from the seed alone). `csv_summary` and `record_results` put the figures into
+report.RESULTS["csv_exports"].
 """
 
 from __future__ import annotations
