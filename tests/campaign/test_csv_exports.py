@@ -188,8 +188,8 @@ def test_fcsv6_sync_and_write_back_never_deadlock_on_mariadb(tmp_path: Path) -> 
     bindings) while the write-back clears the counts in doubt of the open ones every 0.1 s. The
     two transactions deadlock (InnoDB gap locks: the write-back's UPDATE ... WHERE id IN (...)
     scans the table and waits for the sync's new row, the sync's INSERT waits for the write-back's
-    lock on the mm_run_id index) and the sync cycle fails. A race: 120 exports show it with a
-    probability of about 99 % (3 deadlocks in 40 exports, seen twice in four runs of 40)."""
+    lock on the mm_run_id index) and the sync (or the write-back) cycle fails. A race: 120 exports
+    showed it in 2 of 3 runs."""
     world = CsvWorld(
         tmp_path / "world",
         "mariadb",
