@@ -56,6 +56,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"bad input: {b['files']} files, {len(b['kinds'])} generated kinds, {b['bad_rows']} bad "
             f"rows/files, {b['quarantined']} quarantined"
         )
+    if "scenarios" in results:
+        s = results["scenarios"]
+        write(
+            f"shop scenarios: {s['trials']} trials in {s['worlds']} worlds, {s['seconds'] / 60:.1f} min on "
+            f"{s['workers']} workers; median trial {s['trial_seconds']} s, world set-up "
+            f"{s['setup_seconds']:.1f} s; violations {len(s['violations'])}"
+        )
+        for db, figures in s["by_state_db"].items():
+            write(f"  state on {db}: {figures}")
+        for family, figures in s["by_family"].items():
+            write(f"  {family}: {figures}")
     if _complete():
         write(f"wrote {report.DOC}")
     else:

@@ -14,14 +14,19 @@ from __future__ import annotations
 import json
 import traceback
 from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, or_, select
 
 from erpsync.adapters.erp.visual_schema import LABOR_TICKET
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.store import StateStore
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SyncAction
+from tests.campaign.oracle import TOLERANCE, anchor_of, mm_time, op_key
+from tests.campaign.scenarios import ScenarioShop
 from tests.campaign.shopfloor import ShopFloor
 from tests.sync_helpers import assert_converged
 
@@ -175,3 +180,238 @@ def pending_actions(store: StateStore) -> int:
     """Journal actions without an outcome (a crash left them in doubt)."""
     with store.session() as session:
         return len(session.scalars(select(SyncAction.id).where(SyncAction.status != "succeeded")).all())
+
+
+# -- scenario worlds (tests/campaign/scenarios.py, oracle.py): against MM's and the ERP's own truth ----
+
+FINAL_OUTCOMES = ("succeeded", "noop", "quarantined", "failed")  # docs/audit.md: an action's last word
+
+
+def machine_timelines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """MM's own history per machine: at most one open run, and no two runs share any time (a run
+    that starts and ends at one moment covers none)."""
+    found = []
+    forever = datetime.max.replace(tzinfo=UTC)
+    by_machine: dict[str, list[tuple[datetime, datetime, str]]] = {}
+    for rid, run in runs.items():
+        start = mm_time(run["start_at"])
+        assert start is not None
+        by_machine.setdefault(run["machine_id"], []).append((start, mm_time(run["end_at"]) or forever, rid))
+    for machine, spans in by_machine.items():
+        open_ = [rid for _, end, rid in spans if end is forever]
+        if len(open_) > 1:
+            found.append(f"timeline: {len(open_)} runs open on {machine}: {sorted(open_)}")
+        spans.sort()
+        for i, (s1, e1, r1) in enumerate(spans):
+            for s2, e2, r2 in spans[i + 1 :]:
+                if max(s1, s2) + TOLERANCE < min(e1, e2):
+                    until = "open" if e1 is forever else f"{e1:%H:%M:%S}"
+                    first = f"{r1} ({s1:%H:%M:%S}..{until})"
+                    found.append(f"timeline: on {machine} {first} overlaps {r2} (from {s2:%H:%M:%S})")
+    return found
+
+
+def started_twice(calls: list[dict[str, Any]]) -> list[str]:
+    """No start answered 409 (a re-send with other fields) and no start of a run MM had stopped."""
+    found = [
+        f"MM answered 409 to {c['operation']} of {c['run_id']} (call {c['seq']})"
+        for c in calls
+        if c["status"] == 409
+    ]
+    return found + start_after_stop(calls)
+
+
+def open_after_erp_closed(
+    shop: ScenarioShop, runs: Mapping[str, Mapping[str, Any]], policy: str
+) -> list[str]:
+    """Every run MM has open is explained by an open ticket of its operation on its machine (its
+    anchor counts wherever an edit moved it); a deleted anchor's run only under `flag`."""
+    found = []
+    for rid, run in runs.items():
+        if run["end_at"] is not None:
+            continue
+        anchor = shop.tickets.get(anchor_of(rid) or -1)
+        if anchor is None:
+            continue  # not a ticket's run: the oracle reports it
+        if anchor.deleted:
+            if policy != "flag":
+                found.append(
+                    f"{rid} open in MM though its ticket LT{anchor.id} was deleted (vanished_runs=stop)"
+                )
+            continue
+        key = op_key(anchor)
+        crew = [
+            t
+            for t in shop.open_tickets()
+            if op_key(t) == key and (t.machine == run["machine_id"] or t is anchor)
+        ]
+        if not crew:
+            found.append(f"{rid} open in MM on {run['machine_id']} though the ERP closed every ticket of it")
+    return found
+
+
+def audit_claims(store: StateStore, runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every `succeeded` start/stop audit row says something MM shows: the run started (in
+    production when the action was the production start), the run ended."""
+    found = []
+    with store.session() as session:
+        rows = session.execute(
+            select(AuditEntry.id, AuditEntry.action, AuditEntry.mm_run_id, SyncAction.idempotency_key)
+            .join(SyncAction, SyncAction.id == AuditEntry.action_id)
+            .where(AuditEntry.outcome == "succeeded", AuditEntry.action.in_(("start_run", "stop_run")))
+        ).all()
+    for row in rows:
+        run = runs.get(row.mm_run_id or "")
+        if run is None:
+            found.append(f"audit {row.id}: {row.action} of {row.mm_run_id} succeeded, MM never had the run")
+        elif row.action == "stop_run" and run["end_at"] is None:
+            found.append(f"audit {row.id}: stop_run of {row.mm_run_id} succeeded, MM shows it open")
+        elif (
+            row.action == "start_run"
+            and ":production" in row.idempotency_key
+            and run["production_at"] is None
+        ):
+            found.append(f"audit {row.id}: production start of {row.mm_run_id} succeeded, MM has it in setup")
+    return found
+
+
+def journal_outcomes(store: StateStore) -> list[str]:
+    """Every journal action succeeded, and has exactly one final audit row (whatever its outcome)."""
+    found = []
+    with store.session() as session:
+        for a in session.scalars(select(SyncAction).where(SyncAction.status != "succeeded")):
+            found.append(
+                f"action {a.id} {a.kind} {a.mm_run_id} is {a.status}: {a.error_class} {a.error_message}"[:300]
+            )
+        finals = dict(
+            session.execute(
+                select(AuditEntry.action_id, func.count())
+                .where(AuditEntry.action_id.is_not(None), AuditEntry.outcome.in_(FINAL_OUTCOMES))
+                .group_by(AuditEntry.action_id)
+            ).all()
+        )
+        for action_id, kind in session.execute(select(SyncAction.id, SyncAction.kind)):
+            if finals.get(action_id, 0) != 1:
+                found.append(f"action {action_id} {kind} has {finals.get(action_id, 0)} final audit rows")
+    return found
+
+
+def ticket_counts(
+    shop: ScenarioShop, runs: Mapping[str, Mapping[str, Any]], store: StateStore, erp: Engine
+) -> list[str]:
+    """A ticket holds the sum of the counts of every run anchored on it (crews' parts go to the
+    anchor, generations add up), and erpsync's last written counts per run are MM's. A deleted
+    ticket's counts were written before it went, or cannot be written: then they need a reason on
+    record, a quarantine entry or a failed `write_counts` audit row (erpsync quarantines it only
+    after writeback.final_counts_max_hours; FINDINGS.md O2)."""
+    with erp.connect() as conn:
+        held = {
+            int(r.TRANSACTION_ID): (int(r.GOOD_QTY), int(r.BAD_QTY))
+            for r in conn.execute(
+                select(LABOR_TICKET.c.TRANSACTION_ID, LABOR_TICKET.c.GOOD_QTY, LABOR_TICKET.c.BAD_QTY).where(
+                    shop.history_rows < LABOR_TICKET.c.TRANSACTION_ID
+                )
+            )
+        }
+    with store.session() as session:
+        last = {
+            b.mm_run_id: (b.last_total_parts, b.last_good_parts, b.last_scrap_parts, b.last_nonconform_parts)
+            for b in session.scalars(select(RunBinding))
+        }
+        explained = set(
+            session.scalars(
+                select(AuditEntry.mm_run_id).where(
+                    AuditEntry.action == "write_counts", AuditEntry.outcome == "failed"
+                )
+            )
+        ) | set(session.scalars(select(QuarantineEntry.record_key).where(QuarantineEntry.status == "open")))
+    sums: dict[int, tuple[int, int]] = {}
+    found = []
+    for rid, run in runs.items():
+        anchor = anchor_of(rid)
+        ticket = shop.tickets.get(anchor or -1)
+        if not run["manual_counts"] or ticket is None:
+            continue
+        m = run["metrics"]
+        mine = (m["totalParts"], m["goodParts"], m["scrapParts"], m["nonconformParts"])
+        if ticket.deleted:  # written before the ticket went, or the reason why not is on record
+            if last.get(rid) != mine and rid not in explained and f"LT{ticket.id}" not in explained:
+                found.append(
+                    f"counts: {rid} (ticket LT{ticket.id} deleted): counts neither written nor explained"
+                )
+            continue
+        good, bad = sums.get(ticket.id, (0, 0))
+        sums[ticket.id] = (good + m["goodParts"], bad + m["scrapParts"] + m["nonconformParts"])
+        if last.get(rid) != mine:
+            found.append(f"counts: {rid}: erpsync last wrote {last.get(rid)}, MM has {mine}")
+    for tid, want in sums.items():
+        if held.get(tid) != want:
+            found.append(f"counts: LT{tid} holds GOOD/BAD {held.get(tid)}, its runs in MM add up to {want}")
+    return found
+
+
+def quarantine_expected(shop: ScenarioShop, store: StateStore) -> list[str]:
+    """Every ticket with a bad cell is quarantined, keyed by its ticket and naming the field;
+    nothing else is quarantined (but a deleted ticket's counts, which have nowhere to go)."""
+    want = {f"LT{t.id}": t.bad for t in shop.tickets.values() if t.bad is not None and not t.deleted}
+    with store.session() as session:
+        entries = session.scalars(select(QuarantineEntry).where(QuarantineEntry.status == "open")).all()
+    got = {e.record_key: e for e in entries}
+    found = []
+    for key, field_name in want.items():
+        entry = got.get(key)
+        if entry is None:
+            found.append(f"quarantine: {key} (bad {field_name}) is not quarantined")
+        elif entry.field != field_name:
+            found.append(f"quarantine: {key} quarantined for {entry.field!r}, its bad cell is {field_name}")
+    gone = {f"LT{t.id}" for t in shop.tickets.values() if t.deleted}
+    for key, entry in got.items():
+        if key not in want and key.split("#")[0] not in gone:  # a deleted ticket's counts may be
+            found.append(f"quarantine: {key} {entry.error_class} {entry.field}: {entry.message}"[:300])
+    return found
+
+
+def scenario_violations(
+    shop: ScenarioShop,
+    policy: str,
+    sim: MMSimulator,
+    runs: Mapping[str, Mapping[str, Any]],
+    store: StateStore,
+    erp: Engine,
+) -> list[str]:
+    """Every invariant of a scenario world violated right now, besides the oracle's own compare."""
+    found = machine_timelines(runs)
+    found += started_twice(sim.calls())
+    found += open_after_erp_closed(shop, runs, policy)
+    found += audit_claims(store, runs)
+    found += journal_outcomes(store)
+    found += ticket_counts(shop, runs, store, erp)
+    found += quarantine_expected(shop, store)
+    return found
+
+
+SECRET_COLUMNS = (
+    (
+        AuditEntry,
+        (AuditEntry.detail, AuditEntry.error_message, AuditEntry.before_json, AuditEntry.after_json),
+    ),
+    (SyncAction, (SyncAction.error_message, SyncAction.payload, SyncAction.reason)),
+    (QuarantineEntry, (QuarantineEntry.message, QuarantineEntry.raw_payload)),
+)
+
+
+def secrets_leaked(outputs: list[Path], secrets: list[str], store: StateStore) -> list[str]:
+    """No secret (MM API key, database password) in erpsync's output or in what it stored."""
+    found = []
+    for path in outputs:
+        content = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        found += [f"secret #{i} appears in {path.name}" for i, s in enumerate(secrets) if s in content]
+    with store.session() as session:
+        for table, columns in SECRET_COLUMNS:
+            for i, secret in enumerate(secrets):
+                hit = session.scalar(
+                    select(func.count()).select_from(table).where(or_(*(c.contains(secret) for c in columns)))
+                )
+                if hit:
+                    found.append(f"secret #{i} stored in {table.__tablename__} ({hit} rows)")
+    return found

@@ -7,6 +7,10 @@ and closes both sockets, or forwards it, waits 0-20 ms and then closes (the serv
 it: a COMMIT may have committed without the client ever hearing so). Threads, one pair per
 connection; clients must connect with `sslmode=disable` and `gssencmode=disable` so the protocol
 is readable.
+
+`TcpCuttingProxy` is the same proxy without the protocol: it cuts any client chunk with
+probability `p` (MariaDB's protocol is not followed; nearly every statement erpsync sends is inside
+a transaction anyway, since the driver does not autocommit).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class CuttingProxy:
         self._running = True
         threading.Thread(target=self._accept, name="pgproxy-accept", daemon=True).start()
 
+    tracks_transactions = True  # PostgreSQL: cut only inside transactions
+
     def url_for(self, direct_url: str) -> str:
         """The same database through the proxy, with plain-text protocol."""
         url = make_url(direct_url).set(host="127.0.0.1", port=self.port)
@@ -137,7 +143,8 @@ class CuttingProxy:
         """server -> client, parsed for the transaction status."""
         try:
             while data := session.server.recv(65536):
-                session.watch(data)
+                if self.tracks_transactions:
+                    session.watch(data)
                 session.client.sendall(data)
         except OSError:
             pass
@@ -145,12 +152,27 @@ class CuttingProxy:
 
     def _should_cut(self, session: _Session) -> str | None:
         with self._lock:
-            if self._probability <= 0 or session.status not in (b"T", b"E"):
+            inside = session.status in (b"T", b"E") or not self.tracks_transactions
+            if self._probability <= 0 or not inside:
                 return None
             if self._rng.random() >= self._probability:
                 return None
             self.stats.cuts += 1
-            self.stats.cuts_in_transaction += 1
+            self.stats.cuts_in_transaction += int(self.tracks_transactions)
             after = self._rng.random() < 0.5
             self.stats.cuts_after_forwarding += int(after)
             return "after" if after else "before"
+
+
+class TcpCuttingProxy(CuttingProxy):
+    """Cuts any client chunk while armed (no protocol followed): MariaDB's state connection."""
+
+    tracks_transactions = False
+
+    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 3306), seed: int = 0) -> None:
+        super().__init__(upstream, seed)
+
+    def url_for(self, direct_url: str) -> str:
+        return (
+            make_url(direct_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        )

@@ -66,6 +66,41 @@ def crash_summary(
     }
 
 
+def scenario_summary(worlds: list[dict[str, Any]], seconds: float, workers: int) -> dict[str, Any]:
+    """Shop-scenario figures per scenario family (step kind) and per state database."""
+    trials = [t for w in worlds for t in w["trials"] if t["index"] >= 0 and t["kinds"] != ["final check"]]
+    checks = [t for w in worlds for t in w["trials"]]
+    families: dict[str, Counter[str]] = {}
+    for t in trials:
+        for kind in t["kinds"]:
+            families.setdefault(kind, Counter()).update(trials=1, violations=int(bool(t["violations"])))
+    databases: dict[str, Counter[str]] = {}
+    per_trial: dict[str, list[float]] = {}
+    for w in worlds:
+        db = databases.setdefault(w["world"]["backend"], Counter())
+        db.update(worlds=1, history_rows=w["world"]["history_rows"], restarts=w["restarts"])
+        for t in w["trials"]:
+            db.update(violations=int(bool(t["violations"])))
+            if t["index"] < 0 or t["kinds"] == ["final check"]:
+                continue
+            db.update(trials=1, **{f"fault {t['fault']}": 1}, **t["injected"])
+            per_trial.setdefault(w["world"]["backend"], []).append(t["seconds"])
+    return {
+        "trials": len(trials),
+        "worlds": len(worlds),
+        "workers": workers,
+        "seconds": seconds,
+        "steps": sum(len(t["steps"]) for t in trials),
+        "by_family": {k: dict(v) for k, v in sorted(families.items())},
+        "by_state_db": {k: dict(v) for k, v in sorted(databases.items())},
+        "by_policy": dict(Counter(w["world"]["vanished_runs"] for w in worlds)),
+        "trial_seconds": {k: statistics.median(v) for k, v in sorted(per_trial.items())},
+        "setup_seconds": statistics.median([w["setup_seconds"] for w in worlds]) if worlds else 0,
+        "violations": [f"world {t['seed']} trial {t['index']}: {v}" for t in checks for v in t["violations"]],
+        "violating_trials": [{"seed": t["seed"], "index": t["index"]} for t in checks if t["violations"]],
+    }
+
+
 def _listed(items: Iterable[str]) -> list[str]:
     """A markdown list followed by a blank line, or nothing at all when there is nothing to list."""
     listed = list(items)
