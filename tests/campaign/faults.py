@@ -31,7 +31,7 @@ MM_FAULTS: list[dict[str, Any]] = [
     {"kind": "drop_after_apply", "probability": 0.04},
 ]
 TIMEOUT_FAULT = {"kind": "latency", "latency_ms": 1500, "probability": 0.03}  # > mm.read_timeout_seconds
-MM_SETTINGS = {"read_timeout_seconds": 1, "max_attempts": 4}
+MM_SETTINGS: dict[str, Any] = {"read_timeout_seconds": 1, "max_attempts": 4}
 
 
 @dataclass

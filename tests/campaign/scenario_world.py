@@ -1,11 +1,15 @@
 """One scenario world: a VISUAL shop with years of history, erpsync's state on SQLite, PostgreSQL or
-MariaDB, a simulator, the oracle, and a running `erpsync serve`.
+MariaDB, a simulator behind a misbehaving proxy (tests/mm_proxy.py, faithful until the MM-fault
+generator arms it), the oracle, and a running `erpsync serve`.
 
 Everything a world is follows from its seed (`WorldParams.of`), so a violating world is replayed
-with `ERPSYNC_CAMPAIGN_REPLAY=<seed>`: the state database, `sync.vanished_runs`, the history size
-and every trial's steps. The MM API key is random per world and the state database URL carries a
-password (MariaDB: a user of its own with that password; PostgreSQL trusts loopback, so the
-password is in the URL but never checked): the campaign greps erpsync's output for both.
+with `ERPSYNC_CAMPAIGN_REPLAY=<seed>`: the state database, `sync.vanished_runs`,
+`sync.heal_drift`, the history size and every trial's steps. erpsync gives an action up after
+`sync.max_action_attempts = 3` and a call after `mm.retry_deadline_seconds = 3`, so long MM fault
+windows reach the give-up path and a trickling answer costs seconds, not minutes. The MM API key
+is random per world and the state database URL carries a password (MariaDB: a user of its own
+with that password; PostgreSQL trusts loopback, so the password is in the URL but never checked):
+the campaign greps erpsync's output for both.
 
 erpsync reaches a PostgreSQL or MariaDB state database through a cutting proxy
 (tests/campaign/pgproxy.py), so a trial can cut the state connection mid-transaction; the
@@ -14,7 +18,7 @@ campaign's own checks connect directly.
 
 from __future__ import annotations
 
-import os
+import copy
 import random
 import secrets
 import time
@@ -28,19 +32,24 @@ from sqlalchemy.engine import make_url
 
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.tables import SyncAction
-from tests.campaign.invariants import scenario_violations, secrets_leaked
+from tests.campaign.invariants import MMExpectations, scenario_violations, secrets_leaked
+from tests.campaign.mm_faults import excuse_given_up
 from tests.campaign.oracle import Oracle
 from tests.campaign.pgproxy import CuttingProxy, TcpCuttingProxy
 from tests.campaign.procs import Erpsync, campaign_config
-from tests.campaign.scenarios import Scenario, ScenarioShop
+from tests.campaign.scenarios import Scenario, ScenarioShop, Ticket
 from tests.campaign.world import migrated_store
 from tests.conftest import create_database, drop_database
+from tests.mm_proxy import MisbehavingProxy
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 POLICIES = ("flag", "stop")
-# `sync.heal_drift` (issue #15) is not on main yet: a world writes it only when this is set, so worlds
-# start on today's erpsync. Set ERPSYNC_CAMPAIGN_HEAL_DRIFT=1 once it is merged.
-HEAL_DRIFT = os.environ.get("ERPSYNC_CAMPAIGN_HEAL_DRIFT", "") == "1"
+HEAL_DRIFT = ("restart", "flag")
+MAX_ACTION_ATTEMPTS = 3  # sync.max_action_attempts: a long MM fault window exhausts it
+MM_TIMING: dict[str, Any] = {
+    "read_timeout_seconds": 1,
+    "retry_deadline_seconds": 3,
+}  # a slow answer costs 3 s at most
 CONVERGE_SECONDS = 25.0
 
 
@@ -51,26 +60,27 @@ class WorldParams:
     seed: int
     backend: str
     vanished_runs: str
-    heal_drift: str | None
+    heal_drift: str
     history_rows: int
 
     @classmethod
     def of(cls, seed: int) -> WorldParams:
+        """Twelve consecutive seeds cover every state database x vanished_runs x heal_drift."""
         rng = random.Random(f"world/{seed}")
-        heal = ("restart", "flag")[(seed // 6) % 2] if HEAL_DRIFT else None
         return cls(
             seed=seed,
             backend=BACKENDS[seed % 3],
             vanished_runs=POLICIES[(seed // 3) % 2],
-            heal_drift=heal,
+            heal_drift=HEAL_DRIFT[(seed // 6) % 2],
             history_rows=rng.randint(20_000, 100_000),
         )
 
     def sync_section(self) -> dict[str, Any]:
-        section: dict[str, Any] = {"vanished_runs": self.vanished_runs}
-        if self.heal_drift is not None:
-            section["heal_drift"] = self.heal_drift
-        return section
+        return {
+            "vanished_runs": self.vanished_runs,
+            "heal_drift": self.heal_drift,
+            "max_action_attempts": MAX_ACTION_ATTEMPTS,
+        }
 
 
 class StateDatabase:
@@ -125,6 +135,7 @@ class ScenarioWorld:
         self.rng = random.Random(params.seed)
         self.api_key = f"mmkey-{secrets.token_hex(16)}"
         self.sim = MMSimulator(api_key=self.api_key, seed=params.seed, time_scale=0.001).start()
+        self.proxy = MisbehavingProxy(self.sim.base_url).start()  # erpsync's mm.base_url
         self.base_faults()
         self.erp_url = f"sqlite:///{folder / 'erp.db'}"
         self.shop = ScenarioShop(self.erp_url, self.rng)
@@ -139,6 +150,8 @@ class ScenarioWorld:
             self.state.erpsync_url,
             self.sim,
             max_concurrency=2,
+            base_url=self.proxy.url,
+            **MM_TIMING,
             sections={"sync": params.sync_section()},
         )
         self.log = folder / "erpsync.log"
@@ -150,17 +163,42 @@ class ScenarioWorld:
         self.serve: Any = self.erpsync.start("serve")
         self.restarts = 0
         self._counting: set[str] = set()  # runs MM had open at the last count
+        # the MM-fault generator's (tests/campaign/mm_faults.py): what it did to MM, what it names
+        self.expect = MMExpectations()
+        self.mm_fault = "none"  # this trial's MM fault
+        self.mm_armed = False  # this trial armed MM call faults: erpsync may give actions up
+        self.hook_violations: list[str] = []  # found by a check a fault hook made mid-trial
+        self.last_state: tuple[dict[int, Ticket], datetime, datetime] | None = None
 
     def base_faults(self) -> None:
-        """The world's normal MM: 20 ms per call. A fault hook (scenario_trials.FaultHook, the
-        MM-fault generator) arms its own faults on top and calls this to disarm."""
+        """The world's normal MM: 20 ms per call, the proxy faithful. A fault hook
+        (scenario_trials.FaultHook, the MM-fault generator) arms its own faults on top and calls
+        this to disarm."""
         self.sim.set_faults({"kind": "latency", "latency_ms": 20})
+        self.proxy.clear()
+
+    def oracles(self) -> list[Oracle]:
+        """The oracle, or its variants after rapid batches: what MM faults are told to."""
+        return self.candidates or [self.oracle]
+
+    def apply(self, tickets: dict[int, Ticket], at: datetime, wall: datetime) -> None:
+        """The oracle follows one ERP state (kept, so MM faults can re-apply it)."""
+        self.last_state = (copy.deepcopy(tickets), at, wall)
+        self.oracle.apply(tickets, at, wall)
+
+    def reapply(self) -> None:
+        """The rule once more on the last ERP state, after an MM fault changed what it says."""
+        if self.last_state is not None:
+            for oracle in self.oracles():
+                oracle.apply(*self.last_state)
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self.params), "folder": str(self.folder)}
 
     # -- the checks ---------------------------------------------------------------------------------
     def check(self) -> list[str]:
+        if self.mm_armed:
+            excuse_given_up(self)
         runs = self.sim.runs()
         now = datetime.now(UTC)
         options = self.candidates or [self.oracle]
@@ -168,7 +206,7 @@ class ScenarioWorld:
         best = min(range(len(options)), key=lambda i: len(differences[i]))
         self.closest = options[best]
         found = differences[best] + scenario_violations(
-            self.shop, self.params.vanished_runs, self.sim, runs, self.store, self.shop.engine
+            self.shop, self.params.vanished_runs, self.sim, runs, self.store, self.shop.engine, self.expect
         )
         if not found:
             self.oracle, self.candidates = options[best], []
@@ -205,7 +243,7 @@ class ScenarioWorld:
         runs = self.sim.runs()
         for rid, run in runs.items():
             late = rid in self._counting and run["end_at"] is not None and self.rng.random() < 0.5
-            if run["end_at"] is not None and not late:
+            if (run["end_at"] is not None and not late) or rid in self.expect.implausible:
                 continue
             m = run["metrics"]
             made = self.rng.randint(1, 25)
@@ -222,6 +260,7 @@ class ScenarioWorld:
     # -- ending -----------------------------------------------------------------------------------
     def _release(self) -> None:
         self.erpsync.close()
+        self.proxy.close()
         self.sim.stop()
         self.store.dispose()
         self.shop.dispose()

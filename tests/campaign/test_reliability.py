@@ -26,6 +26,7 @@ from tests.campaign import report
 from tests.campaign.badinput import run_bad_input
 from tests.campaign.crash import crash_worker
 from tests.campaign.faults import erp_cut_trials, mm_fault_trials
+from tests.campaign.mm_faults import MMFaults
 from tests.campaign.scenario_trials import REPLAY, FaultHook, run_world
 
 pytestmark = pytest.mark.campaign
@@ -41,8 +42,8 @@ REPLAY_SEED = os.environ.get("ERPSYNC_CAMPAIGN_REPLAY", "")
 # world seeds to run before the random ones. A seed replays its world only while the generator
 # draws the same way; the defects found are pinned by fixed batches instead (test_findings.py).
 CORPUS_SEEDS: tuple[int, ...] = ()
-# fault hooks armed in every scenario trial besides its process fault (the MM-fault generator's go here)
-SCENARIO_FAULTS: list[FaultHook] = []
+# fault hooks armed in every scenario trial besides its process fault: the MM-fault generator
+SCENARIO_FAULTS: list[FaultHook] = [MMFaults()]
 
 
 @pytest.fixture(autouse=True)
