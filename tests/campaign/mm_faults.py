@@ -53,6 +53,7 @@ from erpsync.adapters.state.tables import AuditEntry, RunBinding, SyncAction
 from tests.campaign.faults import MM_FAULTS, TIMEOUT_FAULT
 from tests.campaign.invariants import DRIFT_ACTIONS
 from tests.campaign.oracle import TOLERANCE, anchor_of, mm_time
+from tests.campaign.scenarios import local_now
 from tests.mm_proxy import HTML, JSON, Operation, Rule
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ FAMILIES: dict[str, float] = {
 SHORT = (1.0, 2.0)  # seconds a short window stays armed (from before the batch)
 LONG_MIN, LONG_MAX = 1.5, 10.0  # a long window: until no action is left to retry, within these
 DRIFT_SEEN_SECONDS = 10.0  # write-back reads every running run each 0.3 s cycle
+AWAIT_CALLS = 3.0  # before arming: erpsync is calling MM (write-back reads each running run)
 
 LONG_SIM: dict[str, dict[str, Any]] = {  # one at p = 1 for a long window
     "error503:all": {"kind": "error", "status": 503},
@@ -205,8 +207,17 @@ def _proxy_rules(
     raise ValueError(f"unknown MM fault family {family!r}")
 
 
+def _talking(world: ScenarioWorld) -> None:
+    """Wait (3 s at most) until erpsync calls MM: a `serve` restarted by the last trial's kill takes
+    seconds to start and take the lease, and a window armed meanwhile would meet no call."""
+    seen, deadline = len(world.proxy.calls), time.monotonic() + AWAIT_CALLS
+    while len(world.proxy.calls) == seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def arm_calls(world: ScenarioWorld, rng: random.Random, family: str) -> Disarm:
     """Arm one family of call faults; the disarm keeps a long window armed until erpsync gave up."""
+    _talking(world)
     began = time.monotonic()
     calls_before = len(world.proxy.calls)
     hits: list[str] = []  # runs whose switch a switch rule answered
@@ -316,12 +327,15 @@ def excuse_given_up(world: ScenarioWorld) -> None:
 
 # -- state faults ------------------------------------------------------------------------------------
 def _open_runs(world: ScenarioWorld) -> list[str]:
-    """Runs the oracle and MM both have open, nothing excused, not implausible, anchor in the ERP."""
+    """Runs the oracle and MM both have open, started (a clock-in from a terminal running ahead
+    starts a run in the future: FINDINGS.md O1), nothing excused, not implausible, anchor in the ERP."""
     runs = world.sim.runs()
+    now = datetime.now(UTC)
     return sorted(
         r.run_id
         for r in world.oracle.expected_open()
         if r.run_id in runs
+        and r.start < now
         and runs[r.run_id]["end_at"] is None
         and not r.excused
         and not r.vanished
@@ -428,3 +442,60 @@ def restore_plausible(world: ScenarioWorld, rng: random.Random) -> None:
                 world.expect.restored.add(rid)
         del world.expect.plausible[rid]
         del world.expect.implausible[rid]
+
+
+# -- fixed batches (tests/campaign/test_corpus.py) ---------------------------------------------------
+Step = Callable[[Any, datetime], object]  # (ERP connection, ERP-local now) -> anything
+
+
+def fault_batch(
+    world: ScenarioWorld,
+    what: str,
+    *steps: Step,
+    rules: tuple[Rule, ...] = (),
+    sim_faults: tuple[dict[str, Any], ...] = (),
+    long: bool = False,
+    window: float = 1.5,
+    refused_switches: list[str] | None = None,
+) -> list[str]:
+    """A fixed ERP batch under MM call faults, as a campaign trial runs it: the faults armed, the
+    steps in one ERP transaction (the oracle follows), MM counts parts; the faults kept armed
+    `window` seconds (`long`: until erpsync gave up), disarmed, retries made due; then the
+    violations left after converging (empty: every invariant holds)."""
+    _talking(world)
+    began = time.monotonic()
+    world.mm_fault, world.mm_armed = what, True
+    if sim_faults:
+        world.sim.set_faults(*sim_faults, {"kind": "latency", "latency_ms": 20})
+    world.proxy.arm(*rules)
+    now = local_now()
+    with world.shop.engine.begin() as conn:
+        for step in steps:
+            step(conn, now)
+    world.apply(world.shop.tickets, now, datetime.now(UTC))
+    world.count_parts()
+    if long:
+        exhaust(world, began)
+    else:
+        time.sleep(max(0.0, began + window - time.monotonic()))
+    world.base_faults()
+    world.expect.switch_refused.update(refused_switches or [])
+    world.retries_due_now()
+    found, _ = world.converge()
+    world.mm_armed = False
+    return found
+
+
+def switch_rule(
+    world: ScenarioWorld, status: int, when: Literal["instead", "after"], hits: list[str]
+) -> Rule:
+    """MM's own 404 or 409 (JSON) to the setup -> production switch of a run MM has in setup."""
+    body = NOT_FOUND if status == 404 else CONFLICT
+    return Rule(
+        operation="start",
+        when=when,
+        status=status,
+        body=body,
+        content_type=JSON,
+        predicate=_switch(world, hits),
+    )

@@ -120,7 +120,7 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
     calls_before = len(world.proxy.calls)
     world.mm_fault, world.mm_armed, world.hook_violations = "none", False, []
     disarms = [hook(world, rng) for hook in hooks]
-    batches = rng.choice(RAPID)
+    batches = 0 if world.hook_violations else rng.choice(RAPID)  # a hook's check failed: stop here
     states: list[tuple[dict[int, Ticket], datetime, datetime]] = []
     steps: list[str] = []
     kinds: set[str] = set()
@@ -136,18 +136,18 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         world.candidates = branches(world.oracle, states)
         world.last_state = states[-1]
         kinds.add("rapid_batches")
-    else:
+    elif batches == 1:
         world.apply(*states[0])
     world.count_parts()
-    fault, injected = process_fault(world, rng)
+    fault, injected = process_fault(world, rng) if batches else ("none", {})
     mm: dict[str, int] = {}
     for disarm in disarms:
         for kind, n in disarm().items():
             into = mm if kind.startswith("mm") else injected
             into[kind] = into.get(kind, 0) + n
     world.retries_due_now()
-    found, waited = world.converge()
-    found = world.hook_violations + found
+    found, waited = world.converge() if batches else (world.hook_violations, 0.0)
+    found = world.hook_violations + found if batches else found
     p = world.params
     return ScenarioTrial(
         seed=p.seed,

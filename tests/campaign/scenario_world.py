@@ -37,7 +37,7 @@ from tests.campaign.mm_faults import excuse_given_up
 from tests.campaign.oracle import Oracle
 from tests.campaign.pgproxy import CuttingProxy, TcpCuttingProxy
 from tests.campaign.procs import Erpsync, campaign_config
-from tests.campaign.scenarios import Scenario, ScenarioShop, Ticket
+from tests.campaign.scenarios import Scenario, ScenarioShop, Ticket, local_now
 from tests.campaign.world import migrated_store
 from tests.conftest import create_database, drop_database
 from tests.mm_proxy import MisbehavingProxy
@@ -187,10 +187,12 @@ class ScenarioWorld:
         self.oracle.apply(tickets, at, wall)
 
     def reapply(self) -> None:
-        """The rule once more on the last ERP state, after an MM fault changed what it says."""
+        """The rule once more on the last ERP state, now, after an MM fault changed what it says
+        (a run ended or given up: erpsync's next cycle reads the same ERP state later)."""
         if self.last_state is not None:
+            tickets = self.last_state[0]
             for oracle in self.oracles():
-                oracle.apply(*self.last_state)
+                oracle.apply(tickets, local_now(), datetime.now(UTC))
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self.params), "folder": str(self.folder)}
