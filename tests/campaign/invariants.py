@@ -204,6 +204,7 @@ class MMExpectations:
     drifts: dict[str, tuple[str, str]] = field(default_factory=dict)  # run id -> (audit action, binding)
     excused_actions: dict[int, tuple[str, str]] = field(default_factory=dict)  # action -> (run, why)
     stop_refused: set[str] = field(default_factory=set)  # runs whose stop MM refused (quarantined)
+    unconfirmed: set[str] = field(default_factory=set)  # starts given up unread (MM may have them)
     switch_refused: set[str] = field(default_factory=set)  # runs whose switch MM answered 409
 
 
@@ -342,7 +343,9 @@ def ticket_counts(
     record, a quarantine entry or a failed `write_counts` audit row (erpsync quarantines it only
     after writeback.final_counts_max_hours; FINDINGS.md O2). MM faults (`expect`): a run MM lost
     keeps the counts written before (they stay in the ticket's sum); a run whose counts MM answers
-    implausibly keeps its last plausible ones, and the implausible values never reach the ERP."""
+    implausibly keeps its last plausible ones, and the implausible values never reach the ERP; a
+    start given up while MM could not be read (`unconfirmed`, quarantined) has its counts written
+    once it is stopped."""
     expect = expect or MMExpectations()
     with erp.connect() as conn:
         held = {
@@ -354,9 +357,13 @@ def ticket_counts(
             )
         }
     with store.session() as session:
+        bindings = session.scalars(select(RunBinding)).all()
         last = {
             b.mm_run_id: (b.last_total_parts, b.last_good_parts, b.last_scrap_parts, b.last_nonconform_parts)
-            for b in session.scalars(select(RunBinding))
+            for b in bindings
+        }
+        unread = {
+            b.mm_run_id for b in bindings if b.status == "unconfirmed" and b.mm_run_id in expect.unconfirmed
         }
         explained = set(
             session.scalars(
@@ -372,6 +379,11 @@ def ticket_counts(
         if run["manual_counts"]:
             m = run["metrics"]
             counted[rid] = (m["totalParts"], m["goodParts"], m["scrapParts"], m["nonconformParts"])
+    for rid in unread & set(counted):  # given up unread: counted only once stopped (FINDINGS.md O5)
+        del counted[rid]
+        total, good, scrap, nonconform = last[rid]
+        if total is not None:  # what was written before stays in the ticket's sum
+            counted[rid] = (total, good or 0, scrap or 0, nonconform or 0)
     kept = [(rid, c, "MM lost it") for rid, c in expect.lost.items() if c is not None]
     kept += [(rid, c, "MM answered implausible counts") for rid, c in expect.plausible.items()]
     for rid, before, what in kept:

@@ -81,6 +81,7 @@ SHORT = (1.0, 2.0)  # seconds a short window stays armed (from before the batch)
 LONG_MIN, LONG_MAX = 1.5, 10.0  # a long window: until no action is left to retry, within these
 DRIFT_SEEN_SECONDS = 10.0  # write-back reads every running run each 0.3 s cycle
 AWAIT_CALLS = 3.0  # before arming: erpsync is calling MM (write-back reads each running run)
+AFTER_PROCESS_FAULT = 0.7  # a short window stays armed at least this long after the process fault
 
 LONG_SIM: dict[str, dict[str, Any]] = {  # one at p = 1 for a long window
     "error503:all": {"kind": "error", "status": 503},
@@ -238,10 +239,12 @@ def arm_calls(world: ScenarioWorld, rng: random.Random, family: str) -> Disarm:
     window = rng.uniform(*SHORT)
 
     def disarm() -> dict[str, int]:
+        # erpsync meets the faults for a while after the process fault too (a kill's restart or a
+        # cut state connection holds its cycles back meanwhile)
         if long:
-            exhaust(world, began)
+            exhaust(world, time.monotonic())
         else:
-            time.sleep(max(0.0, began + window - time.monotonic()))
+            time.sleep(max(AFTER_PROCESS_FAULT, began + window - time.monotonic()))
         fired = sum(
             f["fired"]
             for f in world.sim.faults.snapshot()
@@ -267,8 +270,9 @@ def _unsettled(world: ScenarioWorld) -> int:
 
 
 def exhaust(world: ScenarioWorld, began: float) -> None:
-    """A long window: failed actions are due again at once (no 5-40 s backoff) until none is left
-    to retry (each succeeded, or gave up after `sync.max_action_attempts`), within LONG_MAX."""
+    """A long window from `began`: failed actions are due again at once (no 5-40 s backoff) until
+    none is left to retry (each succeeded, or gave up after `sync.max_action_attempts`), at least
+    LONG_MIN and at most LONG_MAX seconds."""
     quiet = 0
     while time.monotonic() - began < LONG_MAX:
         world.retries_due_now()
@@ -318,6 +322,7 @@ def excuse_given_up(world: ScenarioWorld) -> None:
             elif row.kind == "start_run" and binding == "failed":
                 changed |= oracle.kill(rid, why)
             elif row.kind == "start_run" and binding == "unconfirmed":
+                expect.unconfirmed.add(rid)
                 oracle.excuse(rid, frozenset({"presence", "phase"}), why)
             elif row.kind == "start_run":
                 oracle.excuse(rid, frozenset({"phase"}), why)  # a switch MM refused: left in setup
