@@ -110,10 +110,12 @@ def mm_fault_trials(folder: Path, count: int, seed: int) -> dict[str, Any]:
     except BaseException:
         world.abort()
         raise
+    calls = len(world.sim.calls())  # every call MM saw, armed or not: the overall rate's base
     final = world.close()
     return {
         "trials": [asdict(r) for r in records],
         "final_violations": final,
+        "calls": calls,
         "armed_calls": tally.armed_calls,
         "injected": dict(tally.by_kind),
         "rate": tally.injected / max(1, tally.armed_calls),

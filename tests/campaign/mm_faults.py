@@ -80,7 +80,7 @@ FAMILIES: dict[str, float] = {
 SHORT = (1.0, 2.0)  # seconds a short window stays armed (from before the batch)
 LONG_MIN, LONG_MAX = 1.5, 10.0  # a long window: until no action is left to retry, within these
 DRIFT_SEEN_SECONDS = 10.0  # write-back reads every running run each 0.3 s cycle
-AWAIT_CALLS = 3.0  # before arming: erpsync is calling MM (write-back reads each running run)
+AWAIT_CALLS = 5.0  # before arming: erpsync is calling MM (write-back reads each running run)
 AFTER_PROCESS_FAULT = 0.7  # a short window stays armed at least this long after the process fault
 
 LONG_SIM: dict[str, dict[str, Any]] = {  # one at p = 1 for a long window
@@ -209,7 +209,7 @@ def _proxy_rules(
 
 
 def _talking(world: ScenarioWorld) -> None:
-    """Wait (3 s at most) until erpsync calls MM: a `serve` restarted by the last trial's kill takes
+    """Wait (AWAIT_CALLS at most) until erpsync calls MM: a `serve` restarted by the last trial's kill takes
     seconds to start and take the lease, and a window armed meanwhile would meet no call."""
     seen, deadline = len(world.proxy.calls), time.monotonic() + AWAIT_CALLS
     while len(world.proxy.calls) == seen and time.monotonic() < deadline:
@@ -241,6 +241,7 @@ def arm_calls(world: ScenarioWorld, rng: random.Random, family: str) -> Disarm:
     def disarm() -> dict[str, int]:
         # erpsync meets the faults for a while after the process fault too (a kill's restart or a
         # cut state connection holds its cycles back meanwhile)
+        _talking(world)
         if long:
             exhaust(world, time.monotonic())
         else:
