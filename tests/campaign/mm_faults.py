@@ -34,8 +34,12 @@ up or refused is a person's job when it is quarantined, and then only as docs/ar
 (a start MM confirms it lacks: no run, its ticket blocked; one MM may have: maybe absent; a switch
 MM refused: left in setup; a stop MM refused: may stay open).
 
-Counted per trial: faults injected by kind (`mm:<family>:<what>`), MM calls while call faults were
-armed (`mm_calls_armed`); the trial counts all its MM calls (report: overall and armed rates).
+A window is armed only once erpsync is calling MM, and stays armed a while after the trial's
+process fault (a restarted `serve` takes seconds to call MM again): a window nobody meets tests
+nothing. Counted per trial: the family and what was drawn (`world.mm_fault`), faults injected
+(`mm:<family>`: failed calls, or 1 for a state fault) and MM calls while call faults were armed
+(`mm_calls_armed`); the trial counts all its MM calls (report: overall and armed rates).
+`fault_batch` runs a fixed batch under given faults the same way (tests/campaign/test_corpus.py).
 """
 
 from __future__ import annotations
