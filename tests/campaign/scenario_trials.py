@@ -206,8 +206,11 @@ def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list
         "replay": REPLAY.format(seed=trial.seed),
         "world": world.describe(),
         "trial": asdict(trial),
-        "earlier_trials": [{"index": t.index, "steps": t.steps, "fault": t.fault} for t in history],
+        "earlier_trials": [
+            {"index": t.index, "steps": t.steps, "fault": t.fault, "mm_fault": t.mm_fault} for t in history
+        ],
         "oracle_runs": [r.describe() for r in world.closest.runs.values()],
+        "mm_expectations": asdict(world.expect),  # what the MM-fault generator did to MM
         "mm_runs": world.sim.runs(),
         "state": state_dump(world),
     }
