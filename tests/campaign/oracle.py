@@ -26,8 +26,9 @@ erpsync to converge before the next), and applies the rule once per batch:
   open. Either way a new run on the machine ends it at the new run's start.
 - The rule is applied to each ERP state until nothing changes (erpsync's cycles on one state).
 - Ends are clamped to [the run's start, now]; an end past now (a clock-in from a terminal whose
-  clock runs ahead) is erpsync's now, checked within a window like a vanished stop. Tickets with a
-  bad cell are never shown.
+  clock runs ahead) is erpsync's now, checked within a window like a vanished stop. A run that
+  starts on a machine after such a now-based end starts at a moment known only from MM (checked
+  within the same window, then adopted). Tickets with a bad cell are never shown.
 
 MM-side faults (tests/campaign/mm_faults.py) are told to the oracle, as the docs say erpsync
 answers them (docs/architecture.md "Drift is healed", "Give up only after reading"):
@@ -117,6 +118,7 @@ class ORun:
     why: str
     end: datetime | None = None
     end_after: datetime | None = None  # ended at erpsync's "now", some time after this
+    start_after: datetime | None = None  # starts when such a run ended: some time after this
     vanished: bool = False
     lost: bool = False  # MM lost it (a campaign fault): MM must never hold it again
     dead: bool = False  # erpsync gave it up and said so: not live, a person's job
@@ -230,22 +232,39 @@ class Oracle:
         start = max([first_in, *freed])
         if live is not None:
             start = max(start, utc(shown.clock_in), live.start)
+        # a run on the machine ended at erpsync's now (a vanished run stopped, a clock-in ahead):
+        # the new run starts no earlier, at a moment known once MM shows it
+        pending = [  # (a future end, a clock-in ahead's, frees nothing: FINDINGS.md O1)
+            r.end_after
+            for r in self.runs.values()
+            if r.machine == machine and r.end_after is not None and r.end_after <= max(now, self._wall)
+        ]
+        start_after = max(pending) if pending and max(pending) > start else None
+        start = start_after or start
         generation = self.generations.get(anchor.id, 0) + 1
         if live is not None:
             own = self._chain_end(live, on, good)
-            self._end(
-                live,
-                own if own is not None else start,
-                now,
-                "superseded" if own is None else "last clock-out",
-            )
+            if own is None and start_after is not None:
+                self._end(live, None, start_after, "superseded")
+            else:
+                self._end(
+                    live,
+                    own if own is not None else start,
+                    now,
+                    "superseded" if own is None else "last clock-out",
+                )
         if gone is not None and gone.open:
-            self._end(gone, start, now, "a new run takes the machine")
+            if start_after is not None:
+                self._end(gone, None, start_after, "a new run takes the machine")
+            else:
+                self._end(gone, start, now, "a new run takes the machine")
         self.generations[anchor.id] = generation
         rid = run_id(anchor.id, generation)
         crew = f"crew of {len(group)}" if len(group) > 1 else "alone"
         why = f"LT{anchor.id} {crew}, generation {generation}"
-        self.runs[rid] = ORun(rid, anchor.id, machine, op_key(anchor), start, phase, why)
+        self.runs[rid] = ORun(
+            rid, anchor.id, machine, op_key(anchor), start, phase, why, start_after=start_after
+        )
         self.open_on[machine] = rid
         self.notes.append(f"start {self.runs[rid].describe()}")
 
@@ -370,11 +389,14 @@ class Oracle:
         return found
 
     def adopt(self, mm_runs: Mapping[str, Mapping[str, Any]]) -> None:
-        """After a clean compare: now-based ends become MM's own (exact from here on)."""
+        """After a clean compare: now-based ends and starts become MM's own (exact from here on)."""
         for rid, want in self.runs.items():
             end = mm_time(mm_runs.get(rid, {}).get("end_at"))
             if want.end_after is not None and end is not None:
                 want.end, want.end_after = end, None
+            start = mm_time(mm_runs.get(rid, {}).get("start_at"))
+            if want.start_after is not None and start is not None:
+                want.start, want.start_after = start, None
 
     def expected_open(self) -> Iterable[ORun]:
         return (r for r in self.runs.values() if r.open)
@@ -410,7 +432,16 @@ def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> li
         if expected != actual:
             diffs.append(f"{what} {actual!r}, expected {expected!r}")
     start, end = mm_time(got["start_at"]), mm_time(got["end_at"])
-    if start is None or abs(start - want.start) > TOLERANCE:
+    if want.start_after is not None:  # erpsync's now, after a run on the machine ended at its now
+        if (
+            start is None
+            or not want.start_after - TOLERANCE <= start <= max(checked_at, want.start_after) + TOLERANCE
+        ):
+            diffs.append(
+                f"start {got['start_at']}, expected between {want.start_after.isoformat()} and "
+                f"{checked_at.isoformat()}"
+            )
+    elif start is None or abs(start - want.start) > TOLERANCE:
         diffs.append(f"start {got['start_at']}, expected {want.start.isoformat()}")
     if want.dead or "end" in want.excused:  # ended or not is a person's job (its phase too, if dead)
         if got["end_at"] is None and got["phase"] != want.phase and "phase" not in want.excused:

@@ -316,3 +316,23 @@ def test_excused_aspects_are_not_judged_and_the_rest_is() -> None:
     assert f.oracle.compare({}, utc(at(9))) == []
     moved = {**setup, "machine_id": "M2"}
     assert "machine 'M2'" in f.oracle.compare({"erp:LT1": moved}, utc(at(9)))[0]
+
+
+def test_a_run_after_a_vanished_run_stopped_at_erpsyncs_now_starts_no_earlier_than_that_stop() -> None:
+    f = Floor("stop")
+    a = f.clock_in(X, at(8))
+    f.batch(at(8))
+    a.deleted = True
+    f.batch(at(9))  # stopped at erpsync's now, some time after 9:00
+    f.clock_in(Y, at(8, 30))  # entered late on the same machine
+    runs = f.batch(at(9, 0, 5))
+    assert runs["erp:LT2"].start_after == utc(at(9))
+    vanished = mm_run("erp:LT1", "M1", "1001/1", at(8), end=at(9, 0, 2))
+    late = mm_run("erp:LT2", "M1", "2002/1/2-3", at(9, 0, 2), op_seq=20)
+    assert f.oracle.compare({"erp:LT1": vanished, "erp:LT2": late}, utc(at(9, 0, 6))) == []
+    early = {**late, "start_at": vanished["start_at"]}
+    assert (
+        "expected between" in f.oracle.compare({"erp:LT1": vanished, "erp:LT2": early}, utc(at(9, 0, 6)))[0]
+    )
+    f.oracle.adopt({"erp:LT1": vanished, "erp:LT2": late})
+    assert (runs["erp:LT2"].start, runs["erp:LT2"].start_after) == (utc(at(9, 0, 2)), None)
