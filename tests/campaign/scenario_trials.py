@@ -34,7 +34,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SyncAction
-from tests.campaign.oracle import branches
 from tests.campaign.procs import Erpsync
 from tests.campaign.scenario_world import ScenarioWorld, WorldParams
 from tests.campaign.scenarios import Ticket, local_now
@@ -133,11 +132,8 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         kinds |= batch.kinds()
         states.append((copy.deepcopy(world.shop.tickets), batch.at, datetime.now(UTC)))
     if batches > 1:
-        world.candidates = branches(world.oracle, states)
-        world.last_state = states[-1]
         kinds.add("rapid_batches")
-    elif batches == 1:
-        world.apply(*states[0])
+    world.follow(states)
     world.count_parts()
     fault, injected = process_fault(world, rng) if batches else ("none", {})
     mm: dict[str, int] = {}

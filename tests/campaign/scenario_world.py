@@ -33,8 +33,8 @@ from sqlalchemy.engine import make_url
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.tables import SyncAction
 from tests.campaign.invariants import MMExpectations, scenario_violations, secrets_leaked
-from tests.campaign.mm_faults import excuse_given_up
-from tests.campaign.oracle import Oracle
+from tests.campaign.mm_faults import excuse_given_up, excuse_run
+from tests.campaign.oracle import Oracle, branches
 from tests.campaign.pgproxy import CuttingProxy, TcpCuttingProxy
 from tests.campaign.procs import Erpsync, campaign_config
 from tests.campaign.scenarios import Scenario, ScenarioShop, Ticket, local_now
@@ -51,6 +51,7 @@ MM_TIMING: dict[str, Any] = {
     "retry_deadline_seconds": 3,
 }  # a slow answer costs 3 s at most
 CONVERGE_SECONDS = 25.0
+State = tuple[dict[int, Ticket], datetime, datetime]  # the ERP's tickets, its time, the commit's
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,10 @@ class ScenarioWorld:
         self.mm_fault = "none"  # this trial's MM fault
         self.mm_armed = False  # this trial armed MM call faults: erpsync may give actions up
         self.hook_violations: list[str] = []  # found by a check a fault hook made mid-trial
-        self.last_state: tuple[dict[int, Ticket], datetime, datetime] | None = None
+        self.last_state: State | None = None
+        self.trial_base: Oracle | None = None  # the oracle before this trial's ERP states
+        self.trial_states: list[State] = []
+        self.excusals: list[tuple[str, str, str]] = []  # this trial's: (run id, how, why)
 
     def base_faults(self) -> None:
         """The world's normal MM: 20 ms per call, the proxy faithful. A fault hook
@@ -183,8 +187,45 @@ class ScenarioWorld:
 
     def apply(self, tickets: dict[int, Ticket], at: datetime, wall: datetime) -> None:
         """The oracle follows one ERP state (kept, so MM faults can re-apply it)."""
-        self.last_state = (copy.deepcopy(tickets), at, wall)
-        self.oracle.apply(tickets, at, wall)
+        self.follow([(copy.deepcopy(tickets), at, wall)])
+
+    def follow(self, states: list[State]) -> None:
+        """The oracle follows this trial's ERP states: one batch, or several erpsync may have read in
+        any number of cycles (then MM must match one of the variants, `branches`). The oracle as it
+        was before them is kept: an action erpsync gives up later in the trial changes what the
+        rule said of these states (`excused`)."""
+        self.trial_base, self.trial_states, self.excusals = copy.deepcopy(self.oracle), states, []
+        self._follow(self.oracle, states)
+
+    def _follow(self, oracle: Oracle, states: list[State]) -> None:
+        if len(states) > 1:
+            self.candidates = branches(oracle, states)
+        elif states:
+            oracle.apply(*states[0])
+        if states:
+            self.last_state = states[-1]
+
+    def excused(self, rid: str, how: str, why: str) -> None:
+        """erpsync gave the run up or MM refused it (`how`: tests/campaign/mm_faults.py `EXCUSALS`),
+        in this trial: the oracle is rebuilt as if it had known before the trial's ERP states (a run
+        given up is not live to the rule: its anchor is blocked, another run may start instead), and
+        the run's excusal applied again to the runs those states started."""
+        self.excusals.append((rid, how, why))
+        if self.trial_base is None:
+            for oracle in self.oracles():
+                excuse_run(oracle, rid, how, why)
+            self.reapply()
+            return
+        base = copy.deepcopy(self.trial_base)
+        for known, kind, reason in self.excusals:
+            excuse_run(base, known, kind, reason)
+        self.candidates = []
+        self.oracle = base
+        self._follow(base, self.trial_states)
+        for oracle in self.oracles():
+            for known, kind, reason in self.excusals:
+                excuse_run(oracle, known, kind, reason)
+        self.reapply()
 
     def reapply(self) -> None:
         """The rule once more on the last ERP state, now, after an MM fault changed what it says
