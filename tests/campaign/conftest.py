@@ -13,7 +13,7 @@ from tests.campaign import report
 from tests.conftest import PG_ADMIN_URL
 
 FULL_CRASH_TRIALS = 100  # test_reliability's defaults: a smaller run leaves the doc alone
-FULL_SCENARIO_TRIALS = 180
+FULL_SCENARIO_TRIALS = 240
 _STARTED: dict[str, Any] = {"load": load(), "at": time.monotonic()}  # this conftest's import
 
 
