@@ -26,7 +26,9 @@ erpsync to converge before the next), and applies the rule once per batch:
   open. Either way a new run on the machine ends it at the new run's start.
 - The rule is applied to each ERP state until nothing changes (erpsync's cycles on one state).
 - Ends are clamped to [the run's start, now]; an end past now (a clock-in from a terminal whose
-  clock runs ahead) is erpsync's now, checked within a window like a vanished stop. A run that
+  clock runs ahead) is erpsync's now, checked within a window like a vanished stop, or that future
+  moment itself (MM ends a run when a run started later takes the machine: when erpsync's stop of
+  the old run did not get there first). A run that
   starts on a machine after such a now-based end starts at a moment known only from MM (checked
   within the same window, then adopted). Tickets with a bad cell are never shown.
 
@@ -118,6 +120,7 @@ class ORun:
     why: str
     end: datetime | None = None
     end_after: datetime | None = None  # ended at erpsync's "now", some time after this
+    end_by: datetime | None = None  # ... or at this future moment (a run from a clock-in ahead took over)
     start_after: datetime | None = None  # starts when such a run ended: some time after this
     vanished: bool = False
     lost: bool = False  # MM lost it (a campaign fault): MM must never hold it again
@@ -354,6 +357,7 @@ class Oracle:
             run.end = max(at, run.start)
         else:
             run.end_after = max(now, run.start)
+            run.end_by = at  # or at that future moment: MM ends it when a run started then takes over
         self.open_on.pop(run.machine, None)
         self.notes.append(f"end {run.describe()} ({why})")
 
@@ -393,7 +397,7 @@ class Oracle:
         for rid, want in self.runs.items():
             end = mm_time(mm_runs.get(rid, {}).get("end_at"))
             if want.end_after is not None and end is not None:
-                want.end, want.end_after = end, None
+                want.end, want.end_after, want.end_by = end, None, None
             start = mm_time(mm_runs.get(rid, {}).get("start_at"))
             if want.start_after is not None and start is not None:
                 want.start, want.start_after = start, None
@@ -458,9 +462,12 @@ def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> li
     elif want.end is not None and abs(end - want.end) > TOLERANCE:
         diffs.append(f"end {got['end_at']}, expected {want.end.isoformat()}")
     elif want.end_after is not None and not (
-        want.end_after - TOLERANCE <= end <= max(checked_at, want.end_after) + TOLERANCE
+        want.end_after - TOLERANCE
+        <= end
+        <= max(checked_at, want.end_after, want.end_by or want.end_after) + TOLERANCE
     ):
+        latest = max(checked_at, want.end_by or checked_at)
         diffs.append(
-            f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {checked_at.isoformat()}"
+            f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {latest.isoformat()}"
         )
     return [f"oracle: {want.run_id}: {d} [{want.why}]" for d in diffs]
