@@ -229,12 +229,16 @@ class Oracle:
             self._blocked(anchor, shown, live, on, good, now)
             return
         first_in = utc(anchor.clock_in)
-        freed = [utc(t.clock_out) for t in on if t.clock_out is not None and not t.open]
-        freed += [r.end for r in ended_before if r.machine == machine and r.end is not None]
-        freed = [e for e in freed if first_in < e <= max(now, self._wall)]
-        start = max([first_in, *freed])
+        horizon = max(now, self._wall)
+        outs = [utc(t.clock_out) for t in on if t.clock_out is not None and not t.open]
+        ends = [(r.end, "presence" in r.excused) for r in ended_before if r.machine == machine and r.end]
+        freed = [e for e in outs + [e for e, _ in ends] if first_in < e <= horizon]
+        # the end of a run MM may never have had (a start given up unread) frees nothing if it had not
+        sure = [e for e in outs + [e for e, maybe in ends if not maybe] if first_in < e <= horizon]
+        start, floor = max([first_in, *freed]), max([first_in, *sure])
         if live is not None:
             start = max(start, utc(shown.clock_in), live.start)
+            floor = max(floor, utc(shown.clock_in), live.start)
         # a run on the machine ended at erpsync's now (a vanished run stopped, a clock-in ahead):
         # the new run starts no earlier, at a moment known once MM shows it
         pending = [  # (a future end, a clock-in ahead's, frees nothing: FINDINGS.md O1)
@@ -244,6 +248,7 @@ class Oracle:
         ]
         start_after = max(pending) if pending and max(pending) > start else None
         start = start_after or start
+        maybe_from = floor if start_after is None and floor < start else None
         generation = self.generations.get(anchor.id, 0) + 1
         if live is not None:
             own = self._chain_end(live, on, good)
@@ -266,7 +271,7 @@ class Oracle:
         crew = f"crew of {len(group)}" if len(group) > 1 else "alone"
         why = f"LT{anchor.id} {crew}, generation {generation}"
         self.runs[rid] = ORun(
-            rid, anchor.id, machine, op_key(anchor), start, phase, why, start_after=start_after
+            rid, anchor.id, machine, op_key(anchor), start, phase, why, start_after=start_after or maybe_from
         )
         self.open_on[machine] = rid
         self.notes.append(f"start {self.runs[rid].describe()}")
