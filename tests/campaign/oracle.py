@@ -45,7 +45,9 @@ answers them (docs/architecture.md "Drift is healed", "Give up only after readin
   operation that clocks in later still takes the machine.
 - **Excused** (`excuse`): an aspect of a run that is a person's job, named by what erpsync
   recorded (`presence`: a start given up that MM may have; `phase`: a switch to production MM
-  refused; `end`: a stop MM refused). Everything else about the run is judged.
+  refused; `end`: a stop MM refused). Everything else about the run is judged. A run whose
+  presence is excused may never have been in MM: the next run on its machine starts at its end or,
+  as if it had never been, earlier (checked within that window, then adopted).
 - **Lost** runs must stay absent: erpsync never starts an MM run id again.
 
 Times are compared to the second (the ERP keeps seconds; MM milliseconds). When several batches
