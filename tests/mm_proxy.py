@@ -13,7 +13,10 @@ every request to the simulator unchanged. Armed `Rule`s change what comes back:
   status line and headers at once, then the body a byte at a time.
 
 Rules match an operation (``start``, ``stop``, ``get``, ``import``, told by method and path, or
-None for every one) and fire for the next ``times`` matching calls (None: until cleared). What
+None for every one), optionally only requests their ``predicate`` accepts (the operation and the
+request body: e.g. only the setup -> production switch of a run), and fire for the next ``times``
+matching calls (None: until cleared). ``passthrough`` with ``when="after"`` keeps MM's own answer
+(a slow link trickling the real thing). What
 the proxy did is kept in ``calls`` so tests can assert what MM did or did not receive.
 
 Used by the MM-answers tests (issue #15) and the reliability campaign; never a mock of erpsync's
@@ -25,6 +28,7 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -54,11 +58,15 @@ class Rule:
     trickle_seconds: float = 0.0
     trickle_body_only: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # more headers, e.g. a redirect's Location
+    predicate: Callable[[Operation, bytes], bool] | None = None  # also judged by the request body
+    passthrough: bool = False  # when="after": MM's own status, headers and body (trickled if asked)
     fired: int = field(default=0, compare=False)
 
-    def matches(self, operation: Operation) -> bool:
-        return (self.operation is None or self.operation == operation) and (
-            self.times is None or self.fired < self.times
+    def matches(self, operation: Operation, body: bytes = b"") -> bool:
+        return (
+            (self.operation is None or self.operation == operation)
+            and (self.times is None or self.fired < self.times)
+            and (self.predicate is None or self.predicate(operation, body))
         )
 
 
@@ -155,10 +163,10 @@ class MisbehavingProxy:
 
     # ---- machinery --------------------------------------------------------------------------
 
-    def _take_rule(self, operation: Operation) -> Rule | None:
+    def _take_rule(self, operation: Operation, body: bytes) -> Rule | None:
         with self._lock:
             for rule in self._rules:
-                if rule.matches(operation):
+                if rule.matches(operation, body):
                     rule.fired += 1
                     return rule
             return None
@@ -167,12 +175,18 @@ class MisbehavingProxy:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
         operation = operation_of(request.command, request.path)
-        rule = self._take_rule(operation)
+        rule = self._take_rule(operation, body)
         forwarded = rule is None or rule.when == "after"
         status, headers, answer = 0, [("Content-Type", JSON)], b""
         if forwarded:
-            status, headers, answer = self._forward(request, body)
-        if rule is not None:
+            try:
+                status, headers, answer = self._forward(request, body)
+            except (OSError, http.client.HTTPException):  # MM dropped it: so does the proxy
+                with self._lock:
+                    self.calls.append(ProxyCall(operation, request.path, True, 0, rule))
+                request.close_connection = True
+                return
+        if rule is not None and not (forwarded and rule.passthrough):
             status, answer = rule.status, rule.body
             headers = [("Content-Type", rule.content_type)] if rule.content_type else []
             headers += list(rule.headers)

@@ -31,7 +31,7 @@ MM_FAULTS: list[dict[str, Any]] = [
     {"kind": "drop_after_apply", "probability": 0.04},
 ]
 TIMEOUT_FAULT = {"kind": "latency", "latency_ms": 1500, "probability": 0.03}  # > mm.read_timeout_seconds
-MM_SETTINGS = {"read_timeout_seconds": 1, "max_attempts": 4}
+MM_SETTINGS: dict[str, Any] = {"read_timeout_seconds": 1, "max_attempts": 4}
 
 
 @dataclass
@@ -110,10 +110,12 @@ def mm_fault_trials(folder: Path, count: int, seed: int) -> dict[str, Any]:
     except BaseException:
         world.abort()
         raise
+    calls = len(world.sim.calls())  # every call MM saw, armed or not: the overall rate's base
     final = world.close()
     return {
         "trials": [asdict(r) for r in records],
         "final_violations": final,
+        "calls": calls,
         "armed_calls": tally.armed_calls,
         "injected": dict(tally.by_kind),
         "rate": tally.injected / max(1, tally.armed_calls),

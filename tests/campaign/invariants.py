@@ -15,6 +15,7 @@ import json
 import traceback
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,26 @@ def pending_actions(store: StateStore) -> int:
 # -- scenario worlds (tests/campaign/scenarios.py, oracle.py): against MM's and the ERP's own truth ----
 
 FINAL_OUTCOMES = ("succeeded", "noop", "quarantined", "failed")  # docs/audit.md: an action's last word
+IMPLAUSIBLE_CLASS = "writeback_implausible_counts"  # erpsync/domain/plausible_counts.py
+DRIFT_ACTIONS = ("missing_in_mm", "ended_in_mm")
+
+Counts4 = tuple[int, int, int, int]  # total, good, scrap, nonconform
+
+
+@dataclass
+class MMExpectations:
+    """What the MM-fault generator (tests/campaign/mm_faults.py) did to MM, and so what erpsync must
+    have recorded: the invariants below read it."""
+
+    lost: dict[str, Counts4 | None] = field(default_factory=dict)  # run id -> its counts (if any) then
+    implausible: dict[str, dict[str, int]] = field(default_factory=dict)  # run id -> MM's counts as sent
+    plausible: dict[str, Counts4] = field(default_factory=dict)  # implausible run id -> its counts before
+    restored: set[str] = field(default_factory=set)  # implausible once, plausible again: resolved
+    drifts: dict[str, tuple[str, str]] = field(default_factory=dict)  # run id -> (audit action, binding)
+    excused_actions: dict[int, tuple[str, str]] = field(default_factory=dict)  # action -> (run, why)
+    stop_refused: set[str] = field(default_factory=set)  # runs whose stop MM refused (quarantined)
+    unconfirmed: set[str] = field(default_factory=set)  # starts given up unread (MM may have them)
+    switch_refused: set[str] = field(default_factory=set)  # runs whose switch MM answered 409
 
 
 def machine_timelines(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -222,13 +243,18 @@ def started_twice(calls: list[dict[str, Any]]) -> list[str]:
 
 
 def open_after_erp_closed(
-    shop: ScenarioShop, runs: Mapping[str, Mapping[str, Any]], policy: str
+    shop: ScenarioShop,
+    runs: Mapping[str, Mapping[str, Any]],
+    policy: str,
+    expect: MMExpectations | None = None,
 ) -> list[str]:
     """Every run MM has open is explained by an open ticket of its operation on its machine (its
-    anchor counts wherever an edit moved it); a deleted anchor's run only under `flag`."""
+    anchor counts wherever an edit moved it); a deleted anchor's run only under `flag`; a run whose
+    stop MM refused only with that stop quarantined (`MMExpectations.stop_refused`)."""
     found = []
+    refused = expect.stop_refused if expect is not None else set()
     for rid, run in runs.items():
-        if run["end_at"] is not None:
+        if run["end_at"] is not None or rid in refused:
             continue
         anchor = shop.tickets.get(anchor_of(rid) or -1)
         if anchor is None:
@@ -250,9 +276,12 @@ def open_after_erp_closed(
     return found
 
 
-def audit_claims(store: StateStore, runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def audit_claims(
+    store: StateStore, runs: Mapping[str, Mapping[str, Any]], lost: Mapping[str, Any] | None = None
+) -> list[str]:
     """Every `succeeded` start/stop audit row says something MM shows: the run started (in
-    production when the action was the production start), the run ended."""
+    production when the action was the production start), the run ended; a run MM lost (a campaign
+    fault, `lost`) is the only one MM may lack."""
     found = []
     with store.session() as session:
         rows = session.execute(
@@ -262,6 +291,8 @@ def audit_claims(store: StateStore, runs: Mapping[str, Mapping[str, Any]]) -> li
         ).all()
     for row in rows:
         run = runs.get(row.mm_run_id or "")
+        if run is None and (row.mm_run_id or "") in (lost or {}):
+            continue
         if run is None:
             found.append(f"audit {row.id}: {row.action} of {row.mm_run_id} succeeded, MM never had the run")
         elif row.action == "stop_run" and run["end_at"] is None:
@@ -275,11 +306,14 @@ def audit_claims(store: StateStore, runs: Mapping[str, Mapping[str, Any]]) -> li
     return found
 
 
-def journal_outcomes(store: StateStore) -> list[str]:
-    """Every journal action succeeded, and has exactly one final audit row (whatever its outcome)."""
+def journal_outcomes(store: StateStore, excused: Mapping[int, Any] | None = None) -> list[str]:
+    """Every journal action succeeded (but one an MM fault made a person's job, `excused`: given
+    up or refused, quarantined), and has exactly one final audit row (whatever its outcome)."""
     found = []
     with store.session() as session:
         for a in session.scalars(select(SyncAction).where(SyncAction.status != "succeeded")):
+            if a.id in (excused or {}) and a.status in ("quarantined", "failed_permanent"):
+                continue
             found.append(
                 f"action {a.id} {a.kind} {a.mm_run_id} is {a.status}: {a.error_class} {a.error_message}"[:300]
             )
@@ -297,13 +331,22 @@ def journal_outcomes(store: StateStore) -> list[str]:
 
 
 def ticket_counts(
-    shop: ScenarioShop, runs: Mapping[str, Mapping[str, Any]], store: StateStore, erp: Engine
+    shop: ScenarioShop,
+    runs: Mapping[str, Mapping[str, Any]],
+    store: StateStore,
+    erp: Engine,
+    expect: MMExpectations | None = None,
 ) -> list[str]:
     """A ticket holds the sum of the counts of every run anchored on it (crews' parts go to the
     anchor, generations add up), and erpsync's last written counts per run are MM's. A deleted
     ticket's counts were written before it went, or cannot be written: then they need a reason on
     record, a quarantine entry or a failed `write_counts` audit row (erpsync quarantines it only
-    after writeback.final_counts_max_hours; FINDINGS.md O2)."""
+    after writeback.final_counts_max_hours; FINDINGS.md O2). MM faults (`expect`): a run MM lost
+    keeps the counts written before (they stay in the ticket's sum); a run whose counts MM answers
+    implausibly keeps its last plausible ones, and the implausible values never reach the ERP; a
+    start given up while MM could not be read (`unconfirmed`, quarantined) has its counts written
+    once it is stopped."""
+    expect = expect or MMExpectations()
     with erp.connect() as conn:
         held = {
             int(r.TRANSACTION_ID): (int(r.GOOD_QTY), int(r.BAD_QTY))
@@ -314,9 +357,13 @@ def ticket_counts(
             )
         }
     with store.session() as session:
+        bindings = session.scalars(select(RunBinding)).all()
         last = {
             b.mm_run_id: (b.last_total_parts, b.last_good_parts, b.last_scrap_parts, b.last_nonconform_parts)
-            for b in session.scalars(select(RunBinding))
+            for b in bindings
+        }
+        unread = {
+            b.mm_run_id for b in bindings if b.status == "unconfirmed" and b.mm_run_id in expect.unconfirmed
         }
         explained = set(
             session.scalars(
@@ -327,13 +374,27 @@ def ticket_counts(
         ) | set(session.scalars(select(QuarantineEntry.record_key).where(QuarantineEntry.status == "open")))
     sums: dict[int, tuple[int, int]] = {}
     found = []
+    counted: dict[str, Counts4] = {}
     for rid, run in runs.items():
+        if run["manual_counts"]:
+            m = run["metrics"]
+            counted[rid] = (m["totalParts"], m["goodParts"], m["scrapParts"], m["nonconformParts"])
+    for rid in unread & set(counted):  # given up unread: counted only once stopped (FINDINGS.md O5)
+        del counted[rid]
+        total, good, scrap, nonconform = last[rid]
+        if total is not None:  # what was written before stays in the ticket's sum
+            counted[rid] = (total, good or 0, scrap or 0, nonconform or 0)
+    kept = [(rid, c, "MM lost it") for rid, c in expect.lost.items() if c is not None]
+    kept += [(rid, c, "MM answered implausible counts") for rid, c in expect.plausible.items()]
+    for rid, before, what in kept:
+        if last.get(rid) != before:
+            found.append(f"counts: {rid}: erpsync last wrote {last.get(rid)}, {before} when {what}")
+        counted[rid] = before  # what the ticket's sum keeps of it
+    for rid, mine in counted.items():
         anchor = anchor_of(rid)
         ticket = shop.tickets.get(anchor or -1)
-        if not run["manual_counts"] or ticket is None:
+        if ticket is None:
             continue
-        m = run["metrics"]
-        mine = (m["totalParts"], m["goodParts"], m["scrapParts"], m["nonconformParts"])
         if ticket.deleted:  # written before the ticket went, or the reason why not is on record
             if last.get(rid) != mine and rid not in explained and f"LT{ticket.id}" not in explained:
                 found.append(
@@ -341,7 +402,7 @@ def ticket_counts(
                 )
             continue
         good, bad = sums.get(ticket.id, (0, 0))
-        sums[ticket.id] = (good + m["goodParts"], bad + m["scrapParts"] + m["nonconformParts"])
+        sums[ticket.id] = (good + mine[1], bad + mine[2] + mine[3])
         if last.get(rid) != mine:
             found.append(f"counts: {rid}: erpsync last wrote {last.get(rid)}, MM has {mine}")
     for tid, want in sums.items():
@@ -350,14 +411,39 @@ def ticket_counts(
     return found
 
 
-def quarantine_expected(shop: ScenarioShop, store: StateStore) -> list[str]:
-    """Every ticket with a bad cell is quarantined, keyed by its ticket and naming the field;
-    nothing else is quarantined (but a deleted ticket's counts, which have nowhere to go)."""
+def quarantine_expected(
+    shop: ScenarioShop, store: StateStore, expect: MMExpectations | None = None
+) -> list[str]:
+    """Every ticket with a bad cell is quarantined, keyed by its ticket and naming the field; every
+    run MM answers implausible counts for is quarantined with the values MM sent, and resolved once
+    MM answers plausible ones; every action an MM fault made a person's job is quarantined; nothing
+    else is (but a deleted ticket's counts, which have nowhere to go)."""
+    expect = expect or MMExpectations()
     want = {f"LT{t.id}": t.bad for t in shop.tickets.values() if t.bad is not None and not t.deleted}
     with store.session() as session:
         entries = session.scalars(select(QuarantineEntry).where(QuarantineEntry.status == "open")).all()
-    got = {e.record_key: e for e in entries}
     found = []
+    implausible = {e.record_key: e for e in entries if e.error_class == IMPLAUSIBLE_CLASS}
+    for rid, sent in expect.implausible.items():
+        entry = implausible.get(rid)
+        if entry is None:
+            found.append(f"quarantine: {rid}'s implausible counts {sent} are not quarantined")
+        elif json.loads(entry.raw_payload or "{}").get("mm_counts") != sent:
+            found.append(f"quarantine: {rid} quarantined with {entry.raw_payload}, MM sent {sent}"[:300])
+    for rid in expect.restored & set(implausible):
+        found.append(f"quarantine: {rid} still quarantined as implausible after MM answered plausible counts")
+    refused = {e.record_key for e in entries if e.action_id is not None}  # MM refused, or given up
+    for action_id, (rid, why) in expect.excused_actions.items():
+        if rid not in refused:
+            found.append(f"quarantine: action {action_id} on {rid} ({why}) is not in erpsync_quarantine")
+    excused = {rid for rid, _ in expect.excused_actions.values()}
+    entries = [
+        e
+        for e in entries
+        if not (e.error_class == IMPLAUSIBLE_CLASS and e.record_key in expect.implausible)
+        and not (e.action_id is not None and e.record_key in excused)
+    ]
+    got = {e.record_key: e for e in entries}
     for key, field_name in want.items():
         entry = got.get(key)
         if entry is None:
@@ -371,6 +457,60 @@ def quarantine_expected(shop: ScenarioShop, store: StateStore) -> list[str]:
     return found
 
 
+def drift_records(store: StateStore, drifts: Mapping[str, tuple[str, str]]) -> list[str]:
+    """Every run MM lost or a person ended there while erpsync had it open: exactly one drift audit
+    row (`missing_in_mm` / `ended_in_mm`, outcome `flagged`) and its binding as `sync.heal_drift`
+    says (`stopped`: restart; `failed`: flag, a person's job)."""
+    if not drifts:
+        return []
+    with store.session() as session:
+        rows = Counter(
+            (r.mm_run_id, r.action, r.outcome)
+            for r in session.execute(
+                select(AuditEntry.mm_run_id, AuditEntry.action, AuditEntry.outcome).where(
+                    AuditEntry.action.in_(DRIFT_ACTIONS), AuditEntry.mm_run_id.in_(list(drifts))
+                )
+            )
+        )
+        status = dict(
+            session.execute(
+                select(RunBinding.mm_run_id, RunBinding.status).where(RunBinding.mm_run_id.in_(list(drifts)))
+            ).all()
+        )
+    found = []
+    for rid, (action, binding) in drifts.items():
+        mine = {k: n for k, n in rows.items() if k[0] == rid}
+        if mine != {(rid, action, "flagged"): 1}:
+            found.append(
+                f"drift: {rid} has drift audit rows {sorted(mine.items())}, expected one {action} flagged"
+            )
+        if status.get(rid) != binding:
+            found.append(f"drift: {rid}'s binding is {status.get(rid)}, expected {binding}")
+    return found
+
+
+def refused_switches(
+    runs: Mapping[str, Mapping[str, Any]], store: StateStore, refused: set[str]
+) -> list[str]:
+    """A switch to production MM answered 409 is never a success: the run is in erpsync_quarantine
+    (a person checks), or MM shows it ended (settled with MM's end) or lacks it."""
+    if not refused:
+        return []
+    with store.session() as session:
+        quarantined = set(
+            session.scalars(
+                select(QuarantineEntry.record_key).where(
+                    QuarantineEntry.record_key.in_(list(refused)), QuarantineEntry.action_id.is_not(None)
+                )
+            )
+        )
+    return [
+        f"switch: MM answered 409 to {rid}'s switch to production, not in erpsync_quarantine"
+        for rid in sorted(refused)
+        if rid not in quarantined and rid in runs and runs[rid]["end_at"] is None
+    ]
+
+
 def scenario_violations(
     shop: ScenarioShop,
     policy: str,
@@ -378,15 +518,19 @@ def scenario_violations(
     runs: Mapping[str, Mapping[str, Any]],
     store: StateStore,
     erp: Engine,
+    expect: MMExpectations | None = None,
 ) -> list[str]:
     """Every invariant of a scenario world violated right now, besides the oracle's own compare."""
+    expect = expect or MMExpectations()
     found = machine_timelines(runs)
     found += started_twice(sim.calls())
-    found += open_after_erp_closed(shop, runs, policy)
-    found += audit_claims(store, runs)
-    found += journal_outcomes(store)
-    found += ticket_counts(shop, runs, store, erp)
-    found += quarantine_expected(shop, store)
+    found += open_after_erp_closed(shop, runs, policy, expect)
+    found += audit_claims(store, runs, expect.lost)
+    found += journal_outcomes(store, expect.excused_actions)
+    found += ticket_counts(shop, runs, store, erp, expect)
+    found += quarantine_expected(shop, store, expect)
+    found += drift_records(store, expect.drifts)
+    found += refused_switches(runs, store, expect.switch_refused)
     return found
 
 

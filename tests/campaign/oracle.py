@@ -26,8 +26,29 @@ erpsync to converge before the next), and applies the rule once per batch:
   open. Either way a new run on the machine ends it at the new run's start.
 - The rule is applied to each ERP state until nothing changes (erpsync's cycles on one state).
 - Ends are clamped to [the run's start, now]; an end past now (a clock-in from a terminal whose
-  clock runs ahead) is erpsync's now, checked within a window like a vanished stop. Tickets with a
-  bad cell are never shown.
+  clock runs ahead) is erpsync's now, checked within a window like a vanished stop, or that future
+  moment itself (MM ends a run when a run started later takes the machine: when erpsync's stop of
+  the old run did not get there first). A run that
+  starts on a machine after such a now-based end starts at a moment known only from MM (checked
+  within the same window, then adopted). Tickets with a bad cell are never shown.
+
+MM-side faults (tests/campaign/mm_faults.py) are told to the oracle, as the docs say erpsync
+answers them (docs/architecture.md "Drift is healed", "Give up only after reading"):
+
+- **Drift** (`drift`): a run MM lost or a person ended by hand. With `sync.heal_drift = "restart"`
+  the run ends there (MM's end, or when erpsync found it gone) and the rule goes on: the ticket's
+  next generation starts no earlier than that end. With `"flag"` the run is dead (below).
+- **Dead** (`kill`): erpsync gave the run up and said so (a flagged drift, a start MM refused or
+  given up with MM confirming it has nothing, a stop MM refused): not live any more, MM may hold it
+  or not, ended or not; its anchor is **blocked** (no new run while it is the earliest open ticket
+  of its operation: "a ticket whose run MM refused: nothing new, a person decides"), but another
+  operation that clocks in later still takes the machine.
+- **Excused** (`excuse`): an aspect of a run that is a person's job, named by what erpsync
+  recorded (`presence`: a start given up that MM may have; `phase`: a switch to production MM
+  refused; `end`: a stop MM refused). Everything else about the run is judged. A run whose
+  presence is excused may never have been in MM: the next run on its machine starts at its end or,
+  as if it had never been, earlier (checked within that window, then adopted).
+- **Lost** runs must stay absent: erpsync never starts an MM run id again.
 
 Times are compared to the second (the ERP keeps seconds; MM milliseconds). When several batches
 came between two checks (erpsync may have read any of the states in between, or none), `branches`
@@ -101,11 +122,17 @@ class ORun:
     why: str
     end: datetime | None = None
     end_after: datetime | None = None  # ended at erpsync's "now", some time after this
+    end_by: datetime | None = None  # ... or at this future moment (a run from a clock-in ahead took over)
+    start_after: datetime | None = None  # starts when such a run ended: some time after this
     vanished: bool = False
+    lost: bool = False  # MM lost it (a campaign fault): MM must never hold it again
+    dead: bool = False  # erpsync gave it up and said so: not live, a person's job
+    excused: frozenset[str] = frozenset()  # aspects not judged: presence, phase, end (`EXCUSABLE`)
+    excuse_why: str = ""
 
     @property
     def open(self) -> bool:
-        return self.end is None and self.end_after is None
+        return self.end is None and self.end_after is None and not self.dead
 
     def describe(self) -> str:
         end = (
@@ -114,7 +141,14 @@ class ORun:
             else (f"now>={self.end_after:%H:%M:%S}" if self.end_after else "open")
         )
         what = f"{job_name(self.key)}|{self.key[-1]} {self.phase}"
-        return f"{self.run_id} on {self.machine} {what} {self.start:%H:%M:%S}..{end}"
+        marks = ("lost " if self.lost else "") + ("dead " if self.dead else "")
+        marks += f"excused {sorted(self.excused)} " if self.excused else ""
+        return f"{self.run_id} on {self.machine} {what} {self.start:%H:%M:%S}..{end}" + (
+            f" ({marks.strip()})" if marks else ""
+        )
+
+
+EXCUSABLE = frozenset({"presence", "phase", "end"})
 
 
 @dataclass
@@ -125,6 +159,7 @@ class Oracle:
     runs: dict[str, ORun] = field(default_factory=dict)
     open_on: dict[str, str] = field(default_factory=dict)  # machine -> run id
     generations: dict[int, int] = field(default_factory=dict)  # anchor -> last generation
+    blocked: dict[int, str] = field(default_factory=dict)  # anchor -> why its runs are a person's job
     notes: list[str] = field(default_factory=list)  # what the last batch did, for the record
     _wall: datetime = field(default=datetime.min.replace(tzinfo=UTC), repr=False)
 
@@ -192,31 +227,118 @@ class Oracle:
             self._end(live, ended, now, "gap: every ticket of its run closed before these clocked in")
             live = None
         anchor = group[0]
+        if anchor.id in self.blocked:
+            self._blocked(anchor, shown, live, on, good, now)
+            return
         first_in = utc(anchor.clock_in)
-        freed = [utc(t.clock_out) for t in on if t.clock_out is not None and not t.open]
-        freed += [r.end for r in ended_before if r.machine == machine and r.end is not None]
-        freed = [e for e in freed if first_in < e <= max(now, self._wall)]
-        start = max([first_in, *freed])
+        horizon = max(now, self._wall)
+        outs = [utc(t.clock_out) for t in on if t.clock_out is not None and not t.open]
+        ends = [(r.end, "presence" in r.excused) for r in ended_before if r.machine == machine and r.end]
+        freed = [e for e in outs + [e for e, _ in ends] if first_in < e <= horizon]
+        # the end of a run MM may never have had (a start given up unread) frees nothing if it had not
+        sure = [e for e in outs + [e for e, maybe in ends if not maybe] if first_in < e <= horizon]
+        start, floor = max([first_in, *freed]), max([first_in, *sure])
         if live is not None:
             start = max(start, utc(shown.clock_in), live.start)
+            floor = max(floor, utc(shown.clock_in), live.start)
+        # a run on the machine ended at erpsync's now (a vanished run stopped, a clock-in ahead):
+        # the new run starts no earlier, at a moment known once MM shows it
+        pending = [  # (a future end, a clock-in ahead's, frees nothing: FINDINGS.md O1)
+            r.end_after
+            for r in self.runs.values()
+            if r.machine == machine and r.end_after is not None and r.end_after <= max(now, self._wall)
+        ]
+        start_after = max(pending) if pending and max(pending) > start else None
+        start = start_after or start
+        maybe_from = floor if start_after is None and floor < start else None
         generation = self.generations.get(anchor.id, 0) + 1
         if live is not None:
             own = self._chain_end(live, on, good)
-            self._end(
-                live,
-                own if own is not None else start,
-                now,
-                "superseded" if own is None else "last clock-out",
-            )
+            if own is None and start_after is not None:
+                self._end(live, None, start_after, "superseded")
+            else:
+                self._end(
+                    live,
+                    own if own is not None else start,
+                    now,
+                    "superseded" if own is None else "last clock-out",
+                )
         if gone is not None and gone.open:
-            self._end(gone, start, now, "a new run takes the machine")
+            if start_after is not None:
+                self._end(gone, None, start_after, "a new run takes the machine")
+            else:
+                self._end(gone, start, now, "a new run takes the machine")
         self.generations[anchor.id] = generation
         rid = run_id(anchor.id, generation)
         crew = f"crew of {len(group)}" if len(group) > 1 else "alone"
         why = f"LT{anchor.id} {crew}, generation {generation}"
-        self.runs[rid] = ORun(rid, anchor.id, machine, op_key(anchor), start, phase, why)
+        self.runs[rid] = ORun(
+            rid, anchor.id, machine, op_key(anchor), start, phase, why, start_after=start_after or maybe_from
+        )
         self.open_on[machine] = rid
         self.notes.append(f"start {self.runs[rid].describe()}")
+
+    def _blocked(
+        self,
+        anchor: Ticket,
+        shown: Ticket,
+        live: ORun | None,
+        on: list[Ticket],
+        good: Mapping[int, Ticket],
+        now: datetime,
+    ) -> None:
+        """The shown operation's earliest ticket anchors a run erpsync gave up: nothing starts, but
+        another operation's run still ends when the shown one took the machine (a vanished run is
+        ended only by a new run)."""
+        if live is not None:
+            own = self._chain_end(live, on, good)
+            taken = max(utc(shown.clock_in), live.start)
+            self._end(live, own if own is not None else taken, now, f"LT{anchor.id}'s operation shown")
+        note = f"LT{anchor.id} blocked ({self.blocked[anchor.id]}): nothing started"
+        if note not in self.notes:
+            self.notes.append(note)
+
+    # -- MM-side faults (tests/campaign/mm_faults.py) ---------------------------------------------
+    def drift(self, rid: str, *, end: datetime, lost: bool, heal: str) -> None:
+        """MM lost the run (`lost`) or a person ended it there, at `end` (MM's end, or when erpsync
+        found it gone). Re-`apply` the ERP state afterwards: under "restart" the rule starts the
+        ticket's next generation from `end`."""
+        run = self.runs[rid]
+        run.lost = lost
+        what = "lost by MM" if lost else "ended by hand in MM"
+        if heal == "restart":
+            run.end, run.end_after = max(end, run.start), None
+            if self.open_on.get(run.machine) == rid:
+                del self.open_on[run.machine]
+            self.notes.append(f"{rid}: {what} at {end.isoformat()} (heal_drift = restart)")
+        else:
+            self.kill(rid, f"{what}, heal_drift = flag", end=end)
+
+    def kill(self, rid: str, why: str, end: datetime | None = None) -> bool:
+        """erpsync gave the run up (`why`, what it recorded): dead, its anchor blocked. False: the
+        oracle has no such run (erpsync gave up a run the rule never asked for)."""
+        run = self.runs.get(rid)
+        if run is None:
+            return False
+        if run.open and end is not None:
+            run.end = max(end, run.start)
+        run.dead = True
+        run.excused, run.excuse_why = EXCUSABLE, why
+        if self.open_on.get(run.machine) == rid:
+            del self.open_on[run.machine]
+        self.blocked[run.anchor] = why
+        self.notes.append(f"{rid}: dead ({why}); LT{run.anchor} blocked")
+        return True
+
+    def excuse(self, rid: str, aspects: frozenset[str], why: str) -> bool:
+        """`aspects` of the run are a person's job (`why`: what erpsync recorded)."""
+        run = self.runs.get(rid)
+        if run is None:
+            return False
+        run.excused = run.excused | aspects
+        run.excuse_why = why
+        self.notes.append(f"{rid}: {sorted(aspects)} excused ({why})")
+        return True
 
     @staticmethod
     def _chain_end(run: ORun, on: list[Ticket], good: Mapping[int, Ticket]) -> datetime | None:
@@ -242,6 +364,7 @@ class Oracle:
             run.end = max(at, run.start)
         else:
             run.end_after = max(now, run.start)
+            run.end_by = at  # or at that future moment: MM ends it when a run started then takes over
         self.open_on.pop(run.machine, None)
         self.notes.append(f"end {run.describe()} ({why})")
 
@@ -257,8 +380,15 @@ class Oracle:
         found: list[str] = []
         for rid, want in self.runs.items():
             got = mm_runs.get(rid)
+            if want.lost:
+                if got is not None:
+                    found.append(
+                        f"oracle: MM holds {rid} again, which it lost (a run id is never started twice)"
+                    )
+                continue
             if got is None:
-                found.append(f"oracle: MM lacks {want.describe()} [{want.why}]")
+                if "presence" not in want.excused:
+                    found.append(f"oracle: MM lacks {want.describe()} [{want.why}]")
                 continue
             found += _differences(want, got, checked_at)
         for rid, got in mm_runs.items():
@@ -270,11 +400,14 @@ class Oracle:
         return found
 
     def adopt(self, mm_runs: Mapping[str, Mapping[str, Any]]) -> None:
-        """After a clean compare: now-based ends become MM's own (exact from here on)."""
+        """After a clean compare: now-based ends and starts become MM's own (exact from here on)."""
         for rid, want in self.runs.items():
             end = mm_time(mm_runs.get(rid, {}).get("end_at"))
             if want.end_after is not None and end is not None:
-                want.end, want.end_after = end, None
+                want.end, want.end_after, want.end_by = end, None, None
+            start = mm_time(mm_runs.get(rid, {}).get("start_at"))
+            if want.start_after is not None and start is not None:
+                want.start, want.start_after = start, None
 
     def expected_open(self) -> Iterable[ORun]:
         return (r for r in self.runs.values() if r.open)
@@ -310,12 +443,24 @@ def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> li
         if expected != actual:
             diffs.append(f"{what} {actual!r}, expected {expected!r}")
     start, end = mm_time(got["start_at"]), mm_time(got["end_at"])
-    if start is None or abs(start - want.start) > TOLERANCE:
+    if want.start_after is not None:  # erpsync's now, after a run on the machine ended at its now
+        if (
+            start is None
+            or not want.start_after - TOLERANCE <= start <= max(checked_at, want.start_after) + TOLERANCE
+        ):
+            diffs.append(
+                f"start {got['start_at']}, expected between {want.start_after.isoformat()} and "
+                f"{checked_at.isoformat()}"
+            )
+    elif start is None or abs(start - want.start) > TOLERANCE:
         diffs.append(f"start {got['start_at']}, expected {want.start.isoformat()}")
-    if want.open:
+    if want.dead or "end" in want.excused:  # ended or not is a person's job (its phase too, if dead)
+        if got["end_at"] is None and got["phase"] != want.phase and "phase" not in want.excused:
+            diffs.append(f"phase {got['phase']}, expected {want.phase}")
+    elif want.open:
         if end is not None:
             diffs.append(f"ended at {got['end_at']} ({got['ended_by']}), expected open")
-        elif got["phase"] != want.phase:
+        elif got["phase"] != want.phase and "phase" not in want.excused:
             diffs.append(f"phase {got['phase']}, expected {want.phase}")
     elif end is None:
         diffs.append(
@@ -324,9 +469,12 @@ def _differences(want: ORun, got: Mapping[str, Any], checked_at: datetime) -> li
     elif want.end is not None and abs(end - want.end) > TOLERANCE:
         diffs.append(f"end {got['end_at']}, expected {want.end.isoformat()}")
     elif want.end_after is not None and not (
-        want.end_after - TOLERANCE <= end <= max(checked_at, want.end_after) + TOLERANCE
+        want.end_after - TOLERANCE
+        <= end
+        <= max(checked_at, want.end_after, want.end_by or want.end_after) + TOLERANCE
     ):
+        latest = max(checked_at, want.end_by or checked_at)
         diffs.append(
-            f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {checked_at.isoformat()}"
+            f"end {got['end_at']}, expected between {want.end_after.isoformat()} and {latest.isoformat()}"
         )
     return [f"oracle: {want.run_id}: {d} [{want.why}]" for d in diffs]

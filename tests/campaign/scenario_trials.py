@@ -9,8 +9,11 @@ A world (tests/campaign/scenario_world.py) opens a shift, converges, then runs i
 3. a process fault: none, a SIGKILL of `serve` 0.05-1 s into its work (then restarted), or, with the
    state in PostgreSQL or MariaDB, erpsync's state connection cut for 1-2 s (PostgreSQL: a client
    message inside a transaction is the last one with p = 0.3; MariaDB: any message, p = 0.08);
-   plus the world's `faults` hook (the MM-fault generator plugs in there);
-4. backed-off retries made due, then wait until every invariant holds (25 s at most).
+4. the world's fault hooks (`FaultHook`; the MM-fault generator, tests/campaign/mm_faults.py) are
+   armed BEFORE step 1, so the batch's starts, stops and switches meet them, and disarmed after
+   step 3 (a hook may first keep its faults armed until erpsync gave up, or check a change it made
+   to MM at once);
+5. backed-off retries made due, then wait until every invariant holds (25 s at most).
 A violating trial ends its world: the world's folder is kept, the trial is written as JSON with
 its seed, and `ERPSYNC_CAMPAIGN_REPLAY=<seed>` runs that world again.
 """
@@ -31,12 +34,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from erpsync.adapters.state.tables import AuditEntry, QuarantineEntry, RunBinding, SyncAction
-from tests.campaign.oracle import branches
 from tests.campaign.procs import Erpsync
 from tests.campaign.scenario_world import ScenarioWorld, WorldParams
 from tests.campaign.scenarios import Ticket, local_now
 
-# (world, rng) -> disarm, which returns what was injected; the MM-fault generator is one of these
+# (world, rng) -> disarm, which returns what was injected (`mm:<kind>` and `mm_calls_armed` for MM
+# faults, anything else for process faults); the MM-fault generator is one of these
 FaultHook = Callable[[ScenarioWorld, random.Random], Callable[[], dict[str, int]]]
 CUT_PROBABILITY = {"postgresql": 0.3, "mariadb": 0.08}
 RAPID = (1, 1, 1, 2, 3)  # batches per trial; 2 or 3 follow each other faster than erpsync's cycle
@@ -58,6 +61,10 @@ class ScenarioTrial:
     seconds: float
     oracle: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    mm_fault: str = "none"  # the MM-fault generator's draw (family:details)
+    mm_injected: dict[str, int] = field(default_factory=dict)  # MM faults injected, by kind
+    mm_calls: int = 0  # MM calls erpsync made during the trial (through the proxy)
+    mm_calls_armed: int = 0  # ... of them while MM call faults were armed
 
 
 def _check_record(
@@ -109,7 +116,10 @@ def process_fault(world: ScenarioWorld, rng: random.Random) -> tuple[str, dict[s
 def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> ScenarioTrial:
     rng = world.rng
     began = time.monotonic()
-    batches = rng.choice(RAPID)
+    calls_before = len(world.proxy.calls)
+    world.mm_fault, world.mm_armed, world.hook_violations = "none", False, []
+    disarms = [hook(world, rng) for hook in hooks]
+    batches = 0 if world.hook_violations else rng.choice(RAPID)  # a hook's check failed: stop here
     states: list[tuple[dict[int, Ticket], datetime, datetime]] = []
     steps: list[str] = []
     kinds: set[str] = set()
@@ -122,18 +132,18 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         kinds |= batch.kinds()
         states.append((copy.deepcopy(world.shop.tickets), batch.at, datetime.now(UTC)))
     if batches > 1:
-        world.candidates = branches(world.oracle, states)
         kinds.add("rapid_batches")
-    else:
-        world.oracle.apply(*states[0])
+    world.follow(states)
     world.count_parts()
-    disarms = [hook(world, rng) for hook in hooks]
-    fault, injected = process_fault(world, rng)
+    fault, injected = process_fault(world, rng) if batches else ("none", {})
+    mm: dict[str, int] = {}
     for disarm in disarms:
         for kind, n in disarm().items():
-            injected[kind] = injected.get(kind, 0) + n
+            into = mm if kind.startswith("mm") else injected
+            into[kind] = into.get(kind, 0) + n
     world.retries_due_now()
-    found, waited = world.converge()
+    found, waited = world.converge() if batches else (world.hook_violations, 0.0)
+    found = world.hook_violations + found if batches else found
     p = world.params
     return ScenarioTrial(
         seed=p.seed,
@@ -149,6 +159,10 @@ def one_trial(world: ScenarioWorld, index: int, hooks: list[FaultHook]) -> Scena
         seconds=round(time.monotonic() - began, 2),
         oracle=list(world.closest.notes),
         violations=found,
+        mm_fault=world.mm_fault,
+        mm_injected={k: n for k, n in mm.items() if k != "mm_calls_armed"},
+        mm_calls=len(world.proxy.calls) - calls_before,
+        mm_calls_armed=mm.get("mm_calls_armed", 0),
     )
 
 
@@ -159,7 +173,7 @@ def scripted(world: ScenarioWorld, *steps: Callable[[Connection, datetime], obje
     with world.shop.engine.begin() as conn:
         for step in steps:
             step(conn, now)
-    world.oracle.apply(world.shop.tickets, now, datetime.now(UTC))
+    world.apply(world.shop.tickets, now, datetime.now(UTC))
     world.count_parts()
     found, _ = world.converge()
     return found
@@ -188,8 +202,11 @@ def _save(trial: ScenarioTrial, world: ScenarioWorld, saved: Path, history: list
         "replay": REPLAY.format(seed=trial.seed),
         "world": world.describe(),
         "trial": asdict(trial),
-        "earlier_trials": [{"index": t.index, "steps": t.steps, "fault": t.fault} for t in history],
+        "earlier_trials": [
+            {"index": t.index, "steps": t.steps, "fault": t.fault, "mm_fault": t.mm_fault} for t in history
+        ],
         "oracle_runs": [r.describe() for r in world.closest.runs.values()],
+        "mm_expectations": asdict(world.expect),  # what the MM-fault generator did to MM
         "mm_runs": world.sim.runs(),
         "state": state_dump(world),
     }
@@ -208,7 +225,7 @@ def run_world(
     records: list[ScenarioTrial] = []
     try:
         opening = world.scenario.opening()
-        world.oracle.apply(world.shop.tickets, opening.at, datetime.now(UTC))
+        world.apply(world.shop.tickets, opening.at, datetime.now(UTC))
         found, waited = world.converge()
         setup = time.monotonic() - began
         if found:
@@ -240,5 +257,6 @@ def run_world(
         "seconds": round(time.monotonic() - began, 2),
         "restarts": world.restarts,
         "proxy": asdict(world.state.proxy.stats) if world.state.proxy is not None else None,
+        "mm_calls": len(world.proxy.calls),
         "kept": str(world.folder) if violated else None,
     }

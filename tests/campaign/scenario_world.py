@@ -1,11 +1,15 @@
 """One scenario world: a VISUAL shop with years of history, erpsync's state on SQLite, PostgreSQL or
-MariaDB, a simulator, the oracle, and a running `erpsync serve`.
+MariaDB, a simulator behind a misbehaving proxy (tests/mm_proxy.py, faithful until the MM-fault
+generator arms it), the oracle, and a running `erpsync serve`.
 
 Everything a world is follows from its seed (`WorldParams.of`), so a violating world is replayed
-with `ERPSYNC_CAMPAIGN_REPLAY=<seed>`: the state database, `sync.vanished_runs`, the history size
-and every trial's steps. The MM API key is random per world and the state database URL carries a
-password (MariaDB: a user of its own with that password; PostgreSQL trusts loopback, so the
-password is in the URL but never checked): the campaign greps erpsync's output for both.
+with `ERPSYNC_CAMPAIGN_REPLAY=<seed>`: the state database, `sync.vanished_runs`,
+`sync.heal_drift`, the history size and every trial's steps. erpsync gives an action up after
+`sync.max_action_attempts = 3` and a call after `mm.retry_deadline_seconds = 3`, so long MM fault
+windows reach the give-up path and a trickling answer costs seconds, not minutes. The MM API key
+is random per world and the state database URL carries a password (MariaDB: a user of its own
+with that password; PostgreSQL trusts loopback, so the password is in the URL but never checked):
+the campaign greps erpsync's output for both.
 
 erpsync reaches a PostgreSQL or MariaDB state database through a cutting proxy
 (tests/campaign/pgproxy.py), so a trial can cut the state connection mid-transaction; the
@@ -14,7 +18,7 @@ campaign's own checks connect directly.
 
 from __future__ import annotations
 
-import os
+import copy
 import random
 import secrets
 import time
@@ -28,20 +32,26 @@ from sqlalchemy.engine import make_url
 
 from erpsync.adapters.mm.simulator import MMSimulator
 from erpsync.adapters.state.tables import SyncAction
-from tests.campaign.invariants import scenario_violations, secrets_leaked
-from tests.campaign.oracle import Oracle
+from tests.campaign.invariants import MMExpectations, scenario_violations, secrets_leaked
+from tests.campaign.mm_faults import excuse_given_up, excuse_run
+from tests.campaign.oracle import Oracle, branches
 from tests.campaign.pgproxy import CuttingProxy, TcpCuttingProxy
 from tests.campaign.procs import Erpsync, campaign_config
-from tests.campaign.scenarios import Scenario, ScenarioShop
+from tests.campaign.scenarios import Scenario, ScenarioShop, Ticket, local_now
 from tests.campaign.world import migrated_store
 from tests.conftest import create_database, drop_database
+from tests.mm_proxy import MisbehavingProxy
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 POLICIES = ("flag", "stop")
-# `sync.heal_drift` (issue #15) is not on main yet: a world writes it only when this is set, so worlds
-# start on today's erpsync. Set ERPSYNC_CAMPAIGN_HEAL_DRIFT=1 once it is merged.
-HEAL_DRIFT = os.environ.get("ERPSYNC_CAMPAIGN_HEAL_DRIFT", "") == "1"
+HEAL_DRIFT = ("restart", "flag")
+MAX_ACTION_ATTEMPTS = 3  # sync.max_action_attempts: a long MM fault window exhausts it
+MM_TIMING: dict[str, Any] = {
+    "read_timeout_seconds": 1,
+    "retry_deadline_seconds": 3,
+}  # a slow answer costs 3 s at most
 CONVERGE_SECONDS = 25.0
+State = tuple[dict[int, Ticket], datetime, datetime]  # the ERP's tickets, its time, the commit's
 
 
 @dataclass(frozen=True)
@@ -51,26 +61,27 @@ class WorldParams:
     seed: int
     backend: str
     vanished_runs: str
-    heal_drift: str | None
+    heal_drift: str
     history_rows: int
 
     @classmethod
     def of(cls, seed: int) -> WorldParams:
+        """Twelve consecutive seeds cover every state database x vanished_runs x heal_drift."""
         rng = random.Random(f"world/{seed}")
-        heal = ("restart", "flag")[(seed // 6) % 2] if HEAL_DRIFT else None
         return cls(
             seed=seed,
             backend=BACKENDS[seed % 3],
             vanished_runs=POLICIES[(seed // 3) % 2],
-            heal_drift=heal,
+            heal_drift=HEAL_DRIFT[(seed // 6) % 2],
             history_rows=rng.randint(20_000, 100_000),
         )
 
     def sync_section(self) -> dict[str, Any]:
-        section: dict[str, Any] = {"vanished_runs": self.vanished_runs}
-        if self.heal_drift is not None:
-            section["heal_drift"] = self.heal_drift
-        return section
+        return {
+            "vanished_runs": self.vanished_runs,
+            "heal_drift": self.heal_drift,
+            "max_action_attempts": MAX_ACTION_ATTEMPTS,
+        }
 
 
 class StateDatabase:
@@ -125,6 +136,7 @@ class ScenarioWorld:
         self.rng = random.Random(params.seed)
         self.api_key = f"mmkey-{secrets.token_hex(16)}"
         self.sim = MMSimulator(api_key=self.api_key, seed=params.seed, time_scale=0.001).start()
+        self.proxy = MisbehavingProxy(self.sim.base_url).start()  # erpsync's mm.base_url
         self.base_faults()
         self.erp_url = f"sqlite:///{folder / 'erp.db'}"
         self.shop = ScenarioShop(self.erp_url, self.rng)
@@ -139,6 +151,8 @@ class ScenarioWorld:
             self.state.erpsync_url,
             self.sim,
             max_concurrency=2,
+            base_url=self.proxy.url,
+            **MM_TIMING,
             sections={"sync": params.sync_section()},
         )
         self.log = folder / "erpsync.log"
@@ -150,17 +164,84 @@ class ScenarioWorld:
         self.serve: Any = self.erpsync.start("serve")
         self.restarts = 0
         self._counting: set[str] = set()  # runs MM had open at the last count
+        # the MM-fault generator's (tests/campaign/mm_faults.py): what it did to MM, what it names
+        self.expect = MMExpectations()
+        self.mm_fault = "none"  # this trial's MM fault
+        self.mm_armed = False  # this trial armed MM call faults: erpsync may give actions up
+        self.hook_violations: list[str] = []  # found by a check a fault hook made mid-trial
+        self.last_state: State | None = None
+        self.trial_base: Oracle | None = None  # the oracle before this trial's ERP states
+        self.trial_states: list[State] = []
+        self.excusals: list[tuple[str, str, str]] = []  # this trial's: (run id, how, why)
 
     def base_faults(self) -> None:
-        """The world's normal MM: 20 ms per call. A fault hook (scenario_trials.FaultHook, the
-        MM-fault generator) arms its own faults on top and calls this to disarm."""
+        """The world's normal MM: 20 ms per call, the proxy faithful. A fault hook
+        (scenario_trials.FaultHook, the MM-fault generator) arms its own faults on top and calls
+        this to disarm."""
         self.sim.set_faults({"kind": "latency", "latency_ms": 20})
+        self.proxy.clear()
+
+    def oracles(self) -> list[Oracle]:
+        """The oracle, or its variants after rapid batches: what MM faults are told to."""
+        return self.candidates or [self.oracle]
+
+    def apply(self, tickets: dict[int, Ticket], at: datetime, wall: datetime) -> None:
+        """The oracle follows one ERP state (kept, so MM faults can re-apply it)."""
+        self.follow([(copy.deepcopy(tickets), at, wall)])
+
+    def follow(self, states: list[State]) -> None:
+        """The oracle follows this trial's ERP states: one batch, or several erpsync may have read in
+        any number of cycles (then MM must match one of the variants, `branches`). The oracle as it
+        was before them is kept: an action erpsync gives up later in the trial changes what the
+        rule said of these states (`excused`)."""
+        self.trial_base, self.trial_states, self.excusals = copy.deepcopy(self.oracle), states, []
+        self._follow(self.oracle, states)
+
+    def _follow(self, oracle: Oracle, states: list[State]) -> None:
+        if len(states) > 1:
+            self.candidates = branches(oracle, states)
+        elif states:
+            oracle.apply(*states[0])
+        if states:
+            self.last_state = states[-1]
+
+    def excused(self, rid: str, how: str, why: str) -> None:
+        """erpsync gave the run up or MM refused it (`how`: tests/campaign/mm_faults.py `EXCUSALS`),
+        in this trial: the oracle is rebuilt as if it had known before the trial's ERP states (a run
+        given up is not live to the rule: its anchor is blocked, another run may start instead), and
+        the run's excusal applied again to the runs those states started."""
+        self.excusals.append((rid, how, why))
+        if self.trial_base is None:
+            for oracle in self.oracles():
+                excuse_run(oracle, rid, how, why)
+            self.reapply()
+            return
+        base = copy.deepcopy(self.trial_base)
+        for known, kind, reason in self.excusals:
+            excuse_run(base, known, kind, reason)
+        self.candidates = []
+        self.oracle = base
+        self._follow(base, self.trial_states)
+        for oracle in self.oracles():
+            for known, kind, reason in self.excusals:
+                excuse_run(oracle, known, kind, reason)
+        self.reapply()
+
+    def reapply(self) -> None:
+        """The rule once more on the last ERP state, now, after an MM fault changed what it says
+        (a run ended or given up: erpsync's next cycle reads the same ERP state later)."""
+        if self.last_state is not None:
+            tickets = self.last_state[0]
+            for oracle in self.oracles():
+                oracle.apply(tickets, local_now(), datetime.now(UTC))
 
     def describe(self) -> dict[str, Any]:
         return {**asdict(self.params), "folder": str(self.folder)}
 
     # -- the checks ---------------------------------------------------------------------------------
     def check(self) -> list[str]:
+        if self.mm_armed:
+            excuse_given_up(self)
         runs = self.sim.runs()
         now = datetime.now(UTC)
         options = self.candidates or [self.oracle]
@@ -168,7 +249,7 @@ class ScenarioWorld:
         best = min(range(len(options)), key=lambda i: len(differences[i]))
         self.closest = options[best]
         found = differences[best] + scenario_violations(
-            self.shop, self.params.vanished_runs, self.sim, runs, self.store, self.shop.engine
+            self.shop, self.params.vanished_runs, self.sim, runs, self.store, self.shop.engine, self.expect
         )
         if not found:
             self.oracle, self.candidates = options[best], []
@@ -205,7 +286,7 @@ class ScenarioWorld:
         runs = self.sim.runs()
         for rid, run in runs.items():
             late = rid in self._counting and run["end_at"] is not None and self.rng.random() < 0.5
-            if run["end_at"] is not None and not late:
+            if (run["end_at"] is not None and not late) or rid in self.expect.implausible:
                 continue
             m = run["metrics"]
             made = self.rng.randint(1, 25)
@@ -222,6 +303,7 @@ class ScenarioWorld:
     # -- ending -----------------------------------------------------------------------------------
     def _release(self) -> None:
         self.erpsync.close()
+        self.proxy.close()
         self.sim.stop()
         self.store.dispose()
         self.shop.dispose()

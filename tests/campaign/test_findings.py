@@ -28,7 +28,7 @@ pytestmark = pytest.mark.campaign
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[ScenarioWorld]:
     configure_logging("WARNING", "json")
-    w = ScenarioWorld(tmp_path / "world", WorldParams(17, "sqlite", "flag", None, history_rows=1000))
+    w = ScenarioWorld(tmp_path / "world", WorldParams(17, "sqlite", "flag", "restart", history_rows=1000))
     yield w
     w.abort()
 
@@ -54,7 +54,7 @@ def test_f1_a_setup_run_whose_ticket_was_edited_switches_to_production(world: Sc
 @pytest.fixture
 def stop_world(tmp_path: Path) -> Iterator[ScenarioWorld]:
     configure_logging("WARNING", "json")
-    w = ScenarioWorld(tmp_path / "world", WorldParams(17, "sqlite", "stop", None, history_rows=1000))
+    w = ScenarioWorld(tmp_path / "world", WorldParams(17, "sqlite", "stop", "restart", history_rows=1000))
     yield w
     w.abort()
 

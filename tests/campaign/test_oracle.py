@@ -240,3 +240,100 @@ def test_an_edited_anchor_whose_run_ends_moves_to_its_new_machine_in_the_same_st
     assert runs["erp:LT1"].end == utc(at(9))
     assert f.open_runs() == {"erp:LT2": "M1", "erp:LT1.g2": "M2"}
     assert runs["erp:LT1.g2"].start == utc(at(8))
+
+
+# -- MM-side faults (tests/campaign/mm_faults.py): drift, runs erpsync gave up, excused aspects ----------
+def test_a_run_mm_ended_by_hand_under_restart_is_followed_by_the_next_generation_from_that_end() -> None:
+    f = Floor()
+    f.clock_in(X, at(8))
+    f.batch(at(8))
+    f.oracle.drift("erp:LT1", end=utc(at(9)), lost=False, heal="restart")
+    runs = f.batch(at(9, 1))
+    assert runs["erp:LT1"].end == utc(at(9))
+    assert runs["erp:LT1.g2"].start == utc(at(9))
+    assert f.open_runs() == {"erp:LT1.g2": "M1"}
+
+
+def test_a_run_mm_lost_must_stay_absent_and_its_next_generation_starts_when_it_was_found_gone() -> None:
+    f = Floor()
+    f.clock_in(X, at(8))
+    f.batch(at(8))
+    f.oracle.drift("erp:LT1", end=utc(at(9, 0, 3)), lost=True, heal="restart")
+    f.batch(at(9, 1))
+    g2 = mm_run("erp:LT1.g2", "M1", "1001/1", at(9, 0, 3))
+    assert f.oracle.compare({"erp:LT1.g2": g2}, utc(at(9, 2))) == []
+    back = mm_run("erp:LT1", "M1", "1001/1", at(8))
+    assert "which it lost" in f.oracle.compare({"erp:LT1": back, "erp:LT1.g2": g2}, utc(at(9, 2)))[0]
+
+
+def test_under_flag_a_drifted_run_is_dead_its_anchor_blocked_but_another_operation_takes_the_machine() -> (
+    None
+):
+    f = Floor()
+    a = f.clock_in(X, at(8))
+    f.batch(at(8))
+    f.oracle.drift("erp:LT1", end=utc(at(9)), lost=False, heal="flag")
+    f.batch(at(9, 1))
+    assert f.open_runs() == {}  # nothing restarted: a person's job
+    ended = mm_run("erp:LT1", "M1", "1001/1", at(8), end=at(9))
+    assert f.oracle.compare({"erp:LT1": ended}, utc(at(9, 2))) == []
+    assert f.oracle.compare({}, utc(at(9, 2))) == []  # or MM has lost it: a person's job either way
+    c = f.clock_in(Y, at(9, 30))
+    runs = f.batch(at(9, 30))
+    assert runs["erp:LT2"].start == utc(at(9, 30))
+    c.clock_out = at(10)
+    f.batch(at(10))
+    assert f.open_runs() == {}  # LT1 is shown again, but blocked: no generation 2
+    a.clock_out = at(10, 30)
+    assert f.open_runs() == {}
+
+
+def test_a_crew_member_left_behind_a_dead_run_starts_its_own_after_the_run_ended() -> None:
+    f = Floor()
+    a = f.clock_in(X, at(8))
+    f.clock_in(X, at(8, 30))
+    f.batch(at(8, 30))
+    a.clock_out = at(9)
+    f.batch(at(9))
+    assert f.oracle.kill("erp:LT1", "MM lost it, heal_drift = flag", end=utc(at(9, 15)))
+    runs = f.batch(at(9, 20))
+    assert runs["erp:LT2"].start == utc(at(9, 15))  # the crew's own run, after the dead one's end
+    assert not f.oracle.kill("erp:LT99", "never asked for")
+
+
+def test_excused_aspects_are_not_judged_and_the_rest_is() -> None:
+    f = Floor()
+    f.clock_in(X, at(8), "S")
+    f.batch(at(8))
+    f.clock_in(X, at(8, 30), "R")
+    f.batch(at(8, 30))  # production by the rule
+    setup = mm_run("erp:LT1", "M1", "1001/1", at(8), phase="setup")
+    assert "phase setup" in f.oracle.compare({"erp:LT1": setup}, utc(at(9)))[0]
+    assert f.oracle.excuse("erp:LT1", frozenset({"phase"}), "the switch MM refused, quarantined")
+    assert f.oracle.compare({"erp:LT1": setup}, utc(at(9))) == []
+    assert f.oracle.compare({}, utc(at(9)))[0].startswith("oracle: MM lacks erp:LT1")
+    f.oracle.excuse("erp:LT1", frozenset({"presence"}), "a start given up unread")
+    assert f.oracle.compare({}, utc(at(9))) == []
+    moved = {**setup, "machine_id": "M2"}
+    assert "machine 'M2'" in f.oracle.compare({"erp:LT1": moved}, utc(at(9)))[0]
+
+
+def test_a_run_after_a_vanished_run_stopped_at_erpsyncs_now_starts_no_earlier_than_that_stop() -> None:
+    f = Floor("stop")
+    a = f.clock_in(X, at(8))
+    f.batch(at(8))
+    a.deleted = True
+    f.batch(at(9))  # stopped at erpsync's now, some time after 9:00
+    f.clock_in(Y, at(8, 30))  # entered late on the same machine
+    runs = f.batch(at(9, 0, 5))
+    assert runs["erp:LT2"].start_after == utc(at(9))
+    vanished = mm_run("erp:LT1", "M1", "1001/1", at(8), end=at(9, 0, 2))
+    late = mm_run("erp:LT2", "M1", "2002/1/2-3", at(9, 0, 2), op_seq=20)
+    assert f.oracle.compare({"erp:LT1": vanished, "erp:LT2": late}, utc(at(9, 0, 6))) == []
+    early = {**late, "start_at": vanished["start_at"]}
+    assert (
+        "expected between" in f.oracle.compare({"erp:LT1": vanished, "erp:LT2": early}, utc(at(9, 0, 6)))[0]
+    )
+    f.oracle.adopt({"erp:LT1": vanished, "erp:LT2": late})
+    adopted = runs["erp:LT2"]
+    assert adopted.start == utc(at(9, 0, 2)) and adopted.start_after is None

@@ -3,9 +3,16 @@ per trial.
 
     uv run pytest tests/campaign -m campaign
 
-Shop scenarios (tests/campaign/scenario_trials.py) are sized by ERPSYNC_CAMPAIGN_SCENARIO_TRIALS
-(default 240, in worlds of ERPSYNC_CAMPAIGN_SCENARIO_PER_WORLD = 15); a violating world is replayed
-with ERPSYNC_CAMPAIGN_REPLAY=<world seed>. The defects they found are pinned in test_findings.py.
+Shop scenarios (tests/campaign/scenario_trials.py), each trial with an MM fault drawn by
+tests/campaign/mm_faults.py, are sized by ERPSYNC_CAMPAIGN_SCENARIO_TRIALS (default 240, in worlds
+of ERPSYNC_CAMPAIGN_SCENARIO_PER_WORLD = 20: twelve worlds, one per state database x
+vanished_runs x heal_drift); a violating world is replayed with ERPSYNC_CAMPAIGN_REPLAY=<world
+seed>. The defects they found are pinned in test_findings.py and test_corpus.py.
+
+Sizing (2 CPUs, smoke-run figures per trial with both workers busy): 100 crash trials ~8 min
+(4.7 s a trial), 30 + 30 fault trials ~3 min, bad input ~1.5 min, 240 scenario trials ~11.5 min
+(1.8-3.3 s a trial, ~12 s to set a world up), the fixed corpus ~3.5 min: 400 trials in about 27
+minutes (report.EXPECTED_MINUTES).
 
 Not part of the default run (pyproject's addopts deselect the `campaign` marker). Each test fails
 when an invariant is violated; the figures go to docs/reliability.md after a full campaign.
@@ -26,23 +33,24 @@ from tests.campaign import report
 from tests.campaign.badinput import run_bad_input
 from tests.campaign.crash import crash_worker
 from tests.campaign.faults import erp_cut_trials, mm_fault_trials
+from tests.campaign.mm_faults import MMFaults
 from tests.campaign.scenario_trials import REPLAY, FaultHook, run_world
 
 pytestmark = pytest.mark.campaign
 
-CRASH_TRIALS = int(os.environ.get("ERPSYNC_CAMPAIGN_CRASH_TRIALS", "200"))
+CRASH_TRIALS = int(os.environ.get("ERPSYNC_CAMPAIGN_CRASH_TRIALS", "100"))
 FAULT_TRIALS = int(os.environ.get("ERPSYNC_CAMPAIGN_FAULT_TRIALS", "30"))
 WORKERS = int(os.environ.get("ERPSYNC_CAMPAIGN_WORKERS", "2"))
 SEED = int(os.environ.get("ERPSYNC_CAMPAIGN_SEED", "20261121"))
 # shop scenarios: trials in worlds of PER_WORLD (each world: its own state database, policy, history)
 SCENARIO_TRIALS = int(os.environ.get("ERPSYNC_CAMPAIGN_SCENARIO_TRIALS", "240"))
-PER_WORLD = int(os.environ.get("ERPSYNC_CAMPAIGN_SCENARIO_PER_WORLD", "15"))
+PER_WORLD = int(os.environ.get("ERPSYNC_CAMPAIGN_SCENARIO_PER_WORLD", "20"))
 REPLAY_SEED = os.environ.get("ERPSYNC_CAMPAIGN_REPLAY", "")
 # world seeds to run before the random ones. A seed replays its world only while the generator
 # draws the same way; the defects found are pinned by fixed batches instead (test_findings.py).
 CORPUS_SEEDS: tuple[int, ...] = ()
-# fault hooks armed in every scenario trial besides its process fault (the MM-fault generator's go here)
-SCENARIO_FAULTS: list[FaultHook] = []
+# fault hooks armed in every scenario trial besides its process fault: the MM-fault generator
+SCENARIO_FAULTS: list[FaultHook] = [MMFaults()]
 
 
 @pytest.fixture(autouse=True)
