@@ -73,14 +73,18 @@ class RunProxy(MisbehavingProxy):
         self._path.value = unquote(request.path)
         super()._handle(request)
 
-    def _take_rule(self, operation: Operation) -> Rule | None:
+    def _take_rule(self, operation: Operation, body: bytes = b"") -> Rule | None:
         path = getattr(self._path, "value", "")
         with self._lock:
             for run_id, rule in self._by_run.items():
-                if operation == "get" and path.split("?")[0].endswith(run_id) and rule.matches(operation):
+                if (
+                    operation == "get"
+                    and path.split("?")[0].endswith(run_id)
+                    and rule.matches(operation, body)
+                ):
                     rule.fired += 1
                     return rule
-        return super()._take_rule(operation)
+        return super()._take_rule(operation, body)
 
 
 def job_run_body(total: Any, good: Any, scrap: Any = 0, nonconform: Any = 0) -> bytes:
