@@ -27,18 +27,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from erpsync.adapters.mm.simulator import MMSimulator
-from erpsync.adapters.state.tables import SyncAction
 from tests.campaign.invariants import MMExpectations, scenario_violations, secrets_leaked
 from tests.campaign.mm_faults import excuse_given_up, excuse_run
 from tests.campaign.oracle import Oracle, branches
 from tests.campaign.pgproxy import CuttingProxy, TcpCuttingProxy
 from tests.campaign.procs import Erpsync, campaign_config
 from tests.campaign.scenarios import Scenario, ScenarioShop, Ticket, local_now
-from tests.campaign.world import migrated_store
+from tests.campaign.world import make_retries_due, migrated_store
 from tests.conftest import create_database, drop_database
 from tests.mm_proxy import MisbehavingProxy
 
@@ -272,11 +271,7 @@ class ScenarioWorld:
             time.sleep(0.25)
 
     def retries_due_now(self) -> None:
-        """Backed-off retries become due at once (a campaign does not wait minutes of backoff)."""
-        with self.store.session() as session:
-            session.execute(
-                update(SyncAction).where(SyncAction.status == "failed_retryable").values(next_attempt_at=None)
-            )
+        make_retries_due(self.store)
 
     def count_parts(self) -> int:
         """MM makes parts on every run it has open for erpsync: counts only grow (set exactly). Half

@@ -31,6 +31,14 @@ def migrated_store(url: str) -> StateStore:
     return store
 
 
+def make_retries_due(store: StateStore) -> None:
+    """Backed-off retries become due at once (a campaign does not wait minutes of backoff)."""
+    with store.session() as session:
+        session.execute(
+            update(SyncAction).where(SyncAction.status == "failed_retryable").values(next_attempt_at=None)
+        )
+
+
 class CampaignWorld:
     """Everything one trial series needs, in one folder; `serve` is started at once.
 
@@ -86,11 +94,7 @@ class CampaignWorld:
             time.sleep(0.25)
 
     def retries_due_now(self) -> None:
-        """Backed-off retries become due at once (a campaign does not wait minutes of backoff)."""
-        with self.store.session() as session:
-            session.execute(
-                update(SyncAction).where(SyncAction.status == "failed_retryable").values(next_attempt_at=None)
-            )
+        make_retries_due(self.store)
 
     def abort(self) -> None:
         """Something went wrong in the campaign itself: stop everything, check nothing."""
